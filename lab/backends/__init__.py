@@ -1,0 +1,1 @@
+"""Backends bring a topology up: ``netns`` (embedded) and ``kind``."""
