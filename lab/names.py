@@ -17,7 +17,8 @@ RUN_ID_LEN = 6
 IFNAMSIZ = 15  # usable characters in an interface name
 
 _RUN_ID_RE = re.compile(rf"^[0-9a-f]{{{RUN_ID_LEN}}}$")
-_NETNS_RE = re.compile(rf"^{PREFIX}-(?P<run_id>[0-9a-f]{{{RUN_ID_LEN}}})-(?P<host>[a-z0-9][a-z0-9.-]*)$")
+_NETNS_RE = re.compile(
+    rf"^{PREFIX}-(?P<run_id>[0-9a-f]{{{RUN_ID_LEN}}})-(?P<host>[a-z0-9][a-z0-9.-]*)$")
 
 
 def new_run_id() -> str:

@@ -62,7 +62,8 @@ def test_pods_answer_http_across_nodes(seed_topology: Topology) -> None:
     with NetnsBackend(datapath=False).up(seed_topology) as lab:
         for pod in seed_topology.pods:
             # from the node that does not host it: routed via autoDirectNodeRoutes
-            other = next(n for n in seed_topology.nodes if n.name != pod.node and n.role == "worker")
+            other = next(n for n in seed_topology.nodes
+                         if n.name != pod.node and n.role == "worker")
             out = lab.run(other.name, ["curl", "-sS", "--max-time", "5", f"http://{pod.ip}/"])
             assert out.stdout == body_for(pod.name, str(pod.ip))
 

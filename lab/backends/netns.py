@@ -6,8 +6,9 @@ Wiring, all over netlink from this process (pyroute2), no ``ip`` commands:
   client's address; each node's ``eth0`` is a veth whose peer is a port of
   that bridge;
 * a pod is a namespace behind its node, as Cilium wires it: ``eth0`` with a
-  /32 address and a default route via the node's router address (held by the
-  ``cilium_host``/``cilium_net`` veth pair, as in Cilium), and a host-side ``lxc…`` veth with a /32 route;
+  /32 address and a default route via the node's router address (held by
+  the ``cilium_host``/``cilium_net`` veth pair), and a host-side ``lxc…``
+  veth with a /32 route;
 * every node routes the other nodes' pod CIDRs via their node addresses
   (``autoDirectNodeRoutes``);
 * each node runs the lab's DSR datapath on ``eth0`` (tc ingress + egress);
@@ -39,6 +40,7 @@ from pyroute2 import IPRoute
 from lab import names
 from lab.backends import nsutil
 from lab.backends.base import BackendError, HostKind, LabHost
+from lab.datapath import Backend, DatapathObject, build_object
 from lab.topology import Node, Pod, Topology
 
 STATE_DIR = Path("/run/dsrlab")
@@ -102,7 +104,7 @@ class NetnsLab:
         self.run_id = run_id
         self.hosts: dict[str, LabHost] = {}
         self.pids: dict[str, int] = {}  # pod name -> HTTP server pid
-        self.datapath: dict[str, Any] = {}  # node name -> loaded datapath object
+        self.datapath: dict[str, DatapathObject] = {}  # node name -> loaded datapath object
         self._undo = _Undo()
         self._iproutes: dict[str, IPRoute] = {}
         self._closed = False
@@ -337,8 +339,6 @@ class NetnsBackend:
         pipr.route("add", dst="0.0.0.0/0", gateway=str(node.router_ip), oif=eth0)
 
     def _attach_datapath(self, lab: NetnsLab) -> None:
-        from lab.datapath import Backend, DatapathObject, build_object
-
         t = lab.topology
         obj_path = build_object()
         for node in t.nodes:
@@ -352,7 +352,8 @@ class NetnsBackend:
                     for p in t.backends(svc.name)
                 ]
                 dp.add_service(vip=str(node.ip), port=svc.node_port,
-                               proto=svc.protocol.lower(), dsr=True, backends=backends)
+                               proto="tcp" if svc.protocol == "TCP" else "udp", dsr=True,
+                               backends=backends)
             ns = lab.netns(node.name)
             eth0 = _link_index(lab._iproute(node.name), NODE_IFNAME)
             with nsutil.in_netns(ns):

@@ -1,0 +1,168 @@
+"""The ``dsrlab`` command: a thin face over the library."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lab import cleanup
+from lab.backends.base import BackendError
+from lab.backends.netns import NetnsBackend
+from lab.scenario import ScenarioError, ScenarioRun, run_scenario
+from lab.topology import TopologyError, load_topology
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="A packet-level test lab for eBPF direct-server-return load balancing.")
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        err.print("[red]dsrlab needs root[/] (network namespaces, BPF, tcpdump)")
+        raise typer.Exit(2)
+
+
+@app.command()
+def up(
+    topology: Annotated[Path, typer.Argument(help="topology YAML, e.g. topologies/seed.yaml")],
+    datapath: Annotated[bool, typer.Option(help="attach the DSR datapath on every node")] = True,
+) -> None:
+    """Bring a topology up on the netns backend and leave it running."""
+    _need_root()
+    try:
+        topo = load_topology(topology)
+        with console.status(f"bringing up {topo.name}"):
+            lab = NetnsBackend(datapath=datapath).up(topo)
+    except (TopologyError, BackendError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    state = lab.detach()
+    table = Table(title=f"lab {lab.run_id} ({topo.name}) is up")
+    for col in ("host", "kind", "address", "interface", "namespace"):
+        table.add_column(col)
+    for h in lab.hosts.values():
+        table.add_row(h.name, h.kind, str(h.ip), h.ifname, h.netns)
+    console.print(table)
+    first = next(iter(lab.hosts.values()))
+    console.print(f"state: {state}")
+    console.print(f"a shell on a host: nsenter --net=/run/netns/{first.netns} bash")
+    console.print(f"take it down:      dsrlab down {lab.run_id}")
+
+
+@app.command()
+def down(
+    run_id: Annotated[str | None, typer.Argument(help="run id (default: the only lab up)")] = None,
+) -> None:
+    """Take a lab brought up with ``dsrlab up`` down again."""
+    _need_root()
+    if run_id is None:
+        labs = [r for r in cleanup.find_runs().values() if r.state_file is not None]
+        if len(labs) != 1:
+            ids = ", ".join(r.run_id for r in labs) or "none"
+            err.print(f"[red]error:[/] name the run id: labs up: {ids}")
+            raise typer.Exit(1)
+        run_id = labs[0].run_id
+    try:
+        done = cleanup.tear_down(run_id)
+    except (LookupError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    for line in done:
+        console.print(f"  {line}")
+    console.print(f"lab {run_id} is down")
+
+
+@app.command()
+def clean(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
+) -> None:
+    """Remove everything carrying a dsrlab run tag (also what killed runs left)."""
+    _need_root()
+    runs = cleanup.find_runs()
+    if not runs:
+        console.print("nothing to clean")
+        return
+    for res in runs.values():
+        console.print(f"run {res.run_id}: {len(res.namespaces)} namespaces, "
+                      f"{len(res.pids)} processes, state file: {res.state_file or 'none'}")
+        if not dry_run:
+            for line in cleanup.clean_run(res):
+                console.print(f"  {line}")
+
+
+@app.command("list")
+def list_labs() -> None:
+    """Labs and leftovers on this machine, by run tag."""
+    runs = cleanup.find_runs()
+    if not runs:
+        console.print("no labs")
+        return
+    table = Table()
+    for col in ("run id", "namespaces", "processes", "state"):
+        table.add_column(col)
+    for res in runs.values():
+        table.add_row(res.run_id, str(len(res.namespaces)), str(len(res.pids)),
+                      "up (dsrlab up)" if res.state_file else "leftover")
+    console.print(table)
+
+
+def _print_run(run: ScenarioRun) -> None:
+    for claim in run.claims:
+        mark = "[green]PASS[/]" if claim.passed else "[red]FAIL[/]"
+        console.print(f"{mark}  {claim.name}: {claim.title}")
+        for line in claim.problems:
+            console.print(f"        [red]- {line}[/]")
+        if claim.passed:
+            for line in claim.evidence[:2]:
+                console.print(f"        [dim]{line}[/]")
+            if len(claim.evidence) > 2:
+                console.print(f"        [dim]... and {len(claim.evidence) - 2} more[/]")
+    failed = [ex for ex in run.exchanges if not ex.ok]
+    served: dict[str, int] = {}
+    for ex in run.exchanges:
+        if ex.pod:
+            served[ex.pod] = served.get(ex.pod, 0) + 1
+    by_pod = ", ".join(f"{k}: {v}" for k, v in served.items()) or "none answered"
+    console.print(f"requests: {len(run.exchanges)} ({by_pod})")
+    for ex in failed[:3]:
+        console.print(f"  [red]request failed:[/] {ex.error or ex.http_code}")
+    console.print(f"captures: {run.capture_dir}  (manifest.json, one pcap per hop)")
+    t = run.timings
+    console.print(f"times: up {t.get('up_s', 0) * 1000:.0f} ms, captures ready "
+                  f"{t.get('captures_ready_s', 0) * 1000:.0f} ms, traffic "
+                  f"{t.get('traffic_s', 0) * 1000:.0f} ms, total {t.get('total_s', 0):.2f} s")
+
+
+@app.command()
+def run(
+    scenario: Annotated[str, typer.Argument(help="scenario name (scenarios/NAME.yaml) or path")],
+    captures: Annotated[Path, typer.Option(help="where capture sets go")] = Path("captures"),
+) -> None:
+    """Run a scenario: lab up, captures at every hop, real traffic, claims checked."""
+    _need_root()
+    try:
+        with console.status("starting") as status:
+            result = run_scenario(scenario, captures_root=captures,
+                                  progress=status.update)
+    except (ScenarioError, TopologyError, BackendError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"scenario [bold]{result.scenario.name}[/] run {result.run_id} "
+                  f"on netns ({result.topology.name})")
+    _print_run(result)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app(prog_name="dsrlab")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Scenarios: a topology, the traffic to send, and the claims to check.
+
+A scenario file (YAML, in ``scenarios/``) names its topology, which host
+sends, which service on which node it addresses and how many requests to
+make. :func:`run_scenario` brings the lab up, captures at every hop while
+the real traffic runs, writes the capture set, takes the lab down and then
+checks the claims on the files alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lab.backends.netns import NetnsBackend, NetnsLab
+from lab.capture import CaptureDir, CapturePoint, CaptureSet
+from lab.claims import ClaimResult, check_seed
+from lab.topology import Topology, TopologyError, load_topology
+from lab.traffic import HttpExchange, curl_until
+
+SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; names the file and the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Model):
+    service: str
+    node: str  # the node whose address the client uses (the LB hop)
+
+
+class Requests(_Model):
+    min: Annotated[int, Field(ge=1)] = 2
+    max: Annotated[int, Field(ge=1, le=1000)] = 32
+    until_every_backend: bool = True
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class Scenario(_Model):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    description: str = ""
+    topology: str
+    client: str = "client"
+    target: Target
+    requests: Requests = Requests()
+    claims: Literal["seed"] = "seed"
+    source: Path | None = Field(default=None, exclude=True)
+
+    def topology_path(self) -> Path:
+        base = self.source.parent if self.source else Path.cwd()
+        return (base / self.topology).resolve()
+
+
+def find_scenario(name_or_path: str) -> Path:
+    """A scenario by name (``seed`` -> ``scenarios/seed.yaml``) or by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    candidate = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(s.stem for s in SCENARIO_DIR.glob("*.yaml"))
+    raise ScenarioError(f"no scenario {name_or_path!r} (known: {', '.join(known) or 'none'})")
+
+
+def load_scenario(name_or_path: str) -> tuple[Scenario, Topology]:
+    path = find_scenario(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
+    try:
+        sc = Scenario.model_validate(data).model_copy(update={"source": path})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ScenarioError(f"{path}: {where}: {err['msg']}") from None
+    try:
+        topo = load_topology(sc.topology_path())
+    except TopologyError as exc:
+        raise ScenarioError(f"{path}: topology: {exc}") from None
+    problems = []
+    if sc.client not in topo.host_names():
+        problems.append(f"client: no host {sc.client!r} in {topo.name}")
+    if sc.target.node not in {n.name for n in topo.nodes}:
+        problems.append(f"target.node: no node {sc.target.node!r} in {topo.name}")
+    if sc.target.service not in {s.name for s in topo.services}:
+        problems.append(f"target.service: no service {sc.target.service!r} in {topo.name}")
+    if problems:
+        raise ScenarioError(f"{path}: {problems[0]}")
+    return sc, topo
+
+
+def capture_points(sc: Scenario, topo: Topology, lab: NetnsLab) -> list[CapturePoint]:
+    """Client bridge, the LB node, every node hosting a backend, every backend pod."""
+    backends = topo.backends(sc.target.service)
+    backend_nodes = [n.name for n in topo.nodes
+                     if n.name != sc.target.node and any(p.node == n.name for p in backends)]
+    points = [CapturePoint(sc.client, lab.hosts[sc.client].ifname, "client"),
+              CapturePoint(sc.target.node, lab.hosts[sc.target.node].ifname, "lb-node")]
+    points += [CapturePoint(n, lab.hosts[n].ifname, "backend-node") for n in backend_nodes]
+    points += [CapturePoint(p.name, lab.hosts[p.name].ifname, "pod") for p in backends]
+    return points
+
+
+@dataclass
+class ScenarioRun:
+    scenario: Scenario
+    topology: Topology
+    run_id: str
+    capture_dir: Path
+    exchanges: list[HttpExchange] = field(default_factory=list)
+    claims: list[ClaimResult] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.claims) and all(c.passed for c in self.claims)
+
+
+Progress = Callable[[str], None]
+
+
+def run_scenario(name_or_path: str, *, captures_root: Path = Path("captures"),
+                 progress: Progress | None = None,
+                 backend: NetnsBackend | None = None) -> ScenarioRun:
+    """Run a scenario end to end on the netns backend and check its claims."""
+    say = progress or (lambda _msg: None)
+    sc, topo = load_scenario(name_or_path)
+    svc = topo.service(sc.target.service)
+    node = topo.node(sc.target.node)
+    url = f"http://{node.ip}:{svc.node_port}/"
+    t0 = time.perf_counter()
+    say(f"bringing up {topo.name} on netns")
+    lab = (backend or NetnsBackend()).up(topo)
+    run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id)
+    run.timings["up_s"] = time.perf_counter() - t0
+    with lab:
+        info: dict[str, Any] = {
+            "scenario": sc.name,
+            "run_id": lab.run_id,
+            "backend": lab.backend,
+            "service": {"ip": str(node.ip), "port": svc.node_port, "name": svc.name,
+                        "protocol": svc.protocol},
+            "client": {"ip": str(lab.hosts[sc.client].ip)},
+            "topology": str(topo.source) if topo.source else topo.name,
+            "option_byte_order": topo.load_balancer.option_byte_order,
+            "backends": [{"name": p.name, "ip": str(p.ip), "port": svc.target_port,
+                          "node": p.node} for p in topo.backends(svc.name)],
+        }
+        points = capture_points(sc, topo, lab)
+        say(f"starting {len(points)} captures")
+        t1 = time.perf_counter()
+        with CaptureSet(lab, run.capture_dir, points, info):
+            run.timings["captures_ready_s"] = time.perf_counter() - t1
+            say(f"curl {url} from {sc.client}")
+            t2 = time.perf_counter()
+            run.exchanges = curl_until(
+                lab, sc.client, url,
+                want_pods={p.name for p in topo.backends(svc.name)}
+                if sc.requests.until_every_backend else set(),
+                min_requests=sc.requests.min, max_requests=sc.requests.max,
+                timeout_s=sc.requests.timeout_s)
+            run.timings["traffic_s"] = time.perf_counter() - t2
+        say("tearing the lab down")
+    say("checking claims on the captures")
+    run.claims = check_seed(CaptureDir.load(run.capture_dir))
+    run.timings["total_s"] = time.perf_counter() - t0
+    return run
