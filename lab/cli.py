@@ -80,11 +80,19 @@ def down(
 
 @app.command()
 def clean(
+    run_ids: Annotated[list[str] | None, typer.Argument(
+        help="only these run ids (default: every run tag found)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
 ) -> None:
     """Remove everything carrying a dsrlab run tag (also what killed runs left)."""
     _need_root()
     runs = cleanup.find_runs()
+    if run_ids:
+        unknown = sorted(set(run_ids) - set(runs))
+        if unknown:
+            err.print(f"[red]error:[/] nothing carries run tag {', '.join(unknown)}")
+            raise typer.Exit(1)
+        runs = {k: v for k, v in runs.items() if k in run_ids}
     if not runs:
         console.print("nothing to clean")
         return

@@ -33,9 +33,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.body)
 
-    do_HEAD = do_GET  # noqa: N815 - http.server's naming
+    do_HEAD = do_GET
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         sys.stderr.write(f"{self.client_address[0]}:{self.client_address[1]} {format % args}\n")
 
 

@@ -1,0 +1,541 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * dsrlab's own Cilium-style DSR NodePort datapath, as two tc programs.
+ *
+ *   dsr_from_netdev  node eth0 ingress
+ *     - service path: (daddr, dport, proto) is a service -> pick a backend
+ *       (random, remembered in lb_ct), DNAT to it keeping the client's
+ *       source; local backend: plain DNAT + dsr_revnat entry; remote backend
+ *       of a DSR service: insert the 8-byte DSR IPv4 option on TCP SYNs and
+ *       on every UDP datagram; then FIB lookup + redirect.
+ *     - backend path: a TCP SYN or UDP datagram whose first IP option is the
+ *       DSR option teaches dsr_revnat (client, backend) -> service; a SYN
+ *       without it clears that flow's entry. The packet is never changed.
+ *   dsr_to_netdev    node eth0 egress
+ *     - replies matching dsr_revnat get their source rewritten to the
+ *       service address and port.
+ *
+ * Drops set skb->cb[0] to the reason (enum dsr_event) and count it in
+ * dsr_counters. Packet pointers are only used while parsing; every write
+ * goes through helpers (store_bytes / csum_replace / adjust_room).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "dsr.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+
+#define IP_MF 0x2000
+#define IP_OFFSET 0x1fff
+#define IPV4_BASE_LEN 20
+#define IPV4_MAX_HLEN 60
+#define TCP_FLAG_FIN_BIT 0x01
+#define TCP_FLAG_SYN_BIT 0x02
+#define TCP_FLAG_ACK_BIT 0x10
+/* enough for Ethernet + the largest IPv4 header + a TCP base header */
+#define PULL_LEN (ETH_HLEN + IPV4_MAX_HLEN + 20)
+
+#define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
+#define IP_SADDR_OFF (ETH_HLEN + offsetof(struct iphdr, saddr))
+#define IP_DADDR_OFF (ETH_HLEN + offsetof(struct iphdr, daddr))
+#define IP_TTL_OFF (ETH_HLEN + offsetof(struct iphdr, ttl))
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct lb_svc_key);
+	__type(value, struct lb_svc_val);
+} lb_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb_be_key);
+	__type(value, struct lb_be_val);
+} lb_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb_ct_key);
+	__type(value, struct lb_ct_val);
+} lb_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dsr_revnat_key);
+	__type(value, struct dsr_revnat_val);
+} dsr_revnat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dsr_config);
+} dsr_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EV_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} dsr_counters SEC(".maps");
+
+/* What parse() learned about an IPv4 TCP/UDP packet. */
+struct pkt {
+	__u32 hlen;    /* IPv4 header length in bytes (20..60) */
+	__u32 tot_len; /* IPv4 total length, host order */
+	__be32 saddr;
+	__be32 daddr;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 tcp_flags;
+	__u8 ttl;
+	__u8 tos;
+};
+
+enum {
+	PARSE_L4 = 0,   /* IPv4 TCP/UDP, struct pkt filled */
+	PARSE_PASS = 1, /* not ours: non-IPv4, fragment, other L4 protocol */
+};
+
+static __always_inline void count(__u32 ev)
+{
+	__u64 *c = bpf_map_lookup_elem(&dsr_counters, &ev);
+
+	if (c)
+		*c += 1;
+}
+
+static __always_inline int drop(struct __sk_buff *skb, __u32 reason)
+{
+	skb->cb[0] = reason;
+	count(reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline bool opt_network_order(void)
+{
+	__u32 zero = 0;
+	struct dsr_config *cfg = bpf_map_lookup_elem(&dsr_config, &zero);
+
+	return cfg && (cfg->flags & CFG_F_OPT_NETWORK_ORDER);
+}
+
+/*
+ * Validate and parse Ethernet + IPv4 + TCP/UDP. Returns PARSE_L4,
+ * PARSE_PASS, or a negative drop reason. Never writes to the packet.
+ */
+static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	__u32 len = skb->len;
+	__u32 want = len < PULL_LEN ? len : PULL_LEN;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u32 hlen, tot;
+
+	if (data + want > data_end) {
+		/* headers not linear (or the packet is short): pull what exists */
+		bpf_skb_pull_data(skb, want);
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+	}
+
+	eth = data;
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP)) {
+		count(EV_PASS_NOT_IPV4);
+		return PARSE_PASS;
+	}
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > data_end)
+		return -DROP_TRUNCATED_IP;
+	if (ip->version != 4)
+		return -DROP_BAD_VERSION;
+	hlen = ip->ihl * 4;
+	if (hlen < IPV4_BASE_LEN)
+		return -DROP_BAD_IHL;
+	tot = bpf_ntohs(ip->tot_len);
+	if (hlen > tot)
+		return -DROP_BAD_IHL;
+	if (tot + ETH_HLEN > len)
+		return -DROP_BAD_TOT_LEN;
+	if ((void *)ip + hlen > data_end)
+		return -DROP_TRUNCATED_IP;
+
+	p->hlen = hlen;
+	p->tot_len = tot;
+	p->saddr = ip->saddr;
+	p->daddr = ip->daddr;
+	p->proto = ip->protocol;
+	p->ttl = ip->ttl;
+	p->tos = ip->tos;
+
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+		count(EV_PASS_FRAGMENT);
+		return PARSE_PASS;
+	}
+
+	if (ip->protocol == IPPROTO_TCP) {
+		struct tcphdr *tcp = (void *)ip + hlen;
+
+		if (tot < hlen + sizeof(*tcp) || (void *)(tcp + 1) > data_end)
+			return -DROP_TRUNCATED_L4;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+	} else if (ip->protocol == IPPROTO_UDP) {
+		struct udphdr *udp = (void *)ip + hlen;
+
+		if (tot < hlen + sizeof(*udp) || (void *)(udp + 1) > data_end)
+			return -DROP_TRUNCATED_L4;
+		p->sport = udp->source;
+		p->dport = udp->dest;
+	} else {
+		count(EV_PASS_OTHER_PROTO);
+		return PARSE_PASS;
+	}
+	return PARSE_L4;
+}
+
+static __always_inline __u32 l4_csum_off(const struct pkt *p)
+{
+	return ETH_HLEN + p->hlen +
+	       (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
+					: offsetof(struct udphdr, check));
+}
+
+/*
+ * Rewrite the source (is_src) or destination address and port, keeping the
+ * IPv4 and L4 checksums right (pseudo-header aware, so CHECKSUM_PARTIAL skbs
+ * stay correct; a zero UDP checksum stays zero). Returns 0 or a drop reason.
+ */
+static __always_inline int rewrite_addr_port(struct __sk_buff *skb, const struct pkt *p,
+					     bool is_src, __be32 new_addr, __be16 new_port)
+{
+	__be32 old_addr = is_src ? p->saddr : p->daddr;
+	__be16 old_port = is_src ? p->sport : p->dport;
+	__u32 addr_off = is_src ? IP_SADDR_OFF : IP_DADDR_OFF;
+	__u32 port_off = ETH_HLEN + p->hlen + (is_src ? 0 : 2);
+	__u32 csum_off = l4_csum_off(p);
+	__u64 l4_flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+
+	if (old_addr != new_addr) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
+					l4_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)))
+			return DROP_CSUM;
+		if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)))
+			return DROP_CSUM;
+		if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0))
+			return DROP_STORE;
+	}
+	if (old_port != new_port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
+					l4_flags | sizeof(new_port)))
+			return DROP_CSUM;
+		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0))
+			return DROP_STORE;
+	}
+	return 0;
+}
+
+/*
+ * Insert the DSR option right after the 20-byte base header (existing
+ * options move behind it): IHL += 2, tot_len += 8, IPv4 checksum fixed by
+ * difference. The L4 checksum is untouched (options are not in the
+ * pseudo-header). The caller checked hlen + 8 <= 60.
+ */
+static __always_inline int insert_dsr_opt(struct __sk_buff *skb, struct pkt *p,
+					  __be32 svc_addr, __be16 svc_port)
+{
+	struct dsr_opt_v4 opt = { .type = DSR_OPT_TYPE, .len = DSR_OPT_LEN };
+	__u8 old_w[4], new_w[4];
+	__u16 new_tot = p->tot_len + DSR_OPT_LEN;
+	__s64 diff;
+
+	if (opt_network_order()) {
+		opt.port = svc_port;
+		opt.addr = svc_addr;
+	} else {
+		/* Cilium: htons/htonl of values already in network order */
+		opt.port = bpf_htons(svc_port);
+		opt.addr = bpf_htonl(svc_addr);
+	}
+
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, old_w, sizeof(old_w)))
+		return DROP_TRUNCATED_IP;
+	new_w[0] = (old_w[0] & 0xf0) | (((p->hlen + DSR_OPT_LEN) / 4) & 0x0f);
+	new_w[1] = old_w[1];
+	new_w[2] = new_tot >> 8;
+	new_w[3] = new_tot & 0xff;
+
+	diff = bpf_csum_diff((__be32 *)old_w, sizeof(old_w), (__be32 *)new_w, sizeof(new_w), 0);
+	if (diff < 0)
+		return DROP_CSUM;
+	diff = bpf_csum_diff(NULL, 0, (__be32 *)&opt, sizeof(opt), (__u32)diff);
+	if (diff < 0)
+		return DROP_CSUM;
+
+	if (bpf_skb_adjust_room(skb, DSR_OPT_LEN, BPF_ADJ_ROOM_NET, 0))
+		return DROP_ADJUST_ROOM;
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, new_w, sizeof(new_w), 0))
+		return DROP_STORE;
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + IPV4_BASE_LEN, &opt, sizeof(opt), 0))
+		return DROP_STORE;
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, (__u32)diff, 0))
+		return DROP_CSUM;
+
+	p->hlen += DSR_OPT_LEN;
+	p->tot_len = new_tot;
+	return 0;
+}
+
+static __always_inline int dec_ttl(struct __sk_buff *skb, struct pkt *p)
+{
+	__u8 old_w[2] = { p->ttl, p->proto };
+	__u8 new_w[2] = { p->ttl - 1, p->proto };
+	__u16 from, to;
+
+	__builtin_memcpy(&from, old_w, sizeof(from));
+	__builtin_memcpy(&to, new_w, sizeof(to));
+	if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, from, to, sizeof(to)))
+		return DROP_CSUM;
+	if (bpf_skb_store_bytes(skb, IP_TTL_OFF, &new_w[0], 1, 0))
+		return DROP_STORE;
+	p->ttl = new_w[0];
+	return 0;
+}
+
+/*
+ * Send the (translated) packet towards the backend: FIB lookup, then
+ * redirect (MACs set) or redirect_neigh; anything else is left to the
+ * stack untouched (which lowers the TTL itself when it forwards).
+ */
+static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, __be32 daddr)
+{
+	struct bpf_fib_lookup fib = {};
+	long rc;
+	int ret;
+
+	if (p->ttl <= 1) {
+		count(EV_TTL_EXPIRED_PASS);
+		return TC_ACT_OK;
+	}
+	fib.family = AF_INET;
+	fib.tos = p->tos;
+	fib.l4_protocol = p->proto;
+	fib.tot_len = p->tot_len;
+	fib.ipv4_src = p->saddr;
+	fib.ipv4_dst = daddr;
+	fib.ifindex = skb->ingress_ifindex;
+
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(EV_FIB_PASS);
+		return TC_ACT_OK;
+	}
+	ret = dec_ttl(skb, p);
+	if (ret)
+		return drop(skb, ret);
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(EV_FIB_REDIRECT_NEIGH);
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	}
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0))
+		return drop(skb, DROP_STORE);
+	count(EV_FIB_REDIRECT);
+	return bpf_redirect(fib.ifindex, 0);
+}
+
+static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
+					  const struct lb_svc_key *sk,
+					  const struct lb_svc_val *svc)
+{
+	struct lb_ct_key ck = {
+		.client_addr = p->saddr,
+		.svc_addr = p->daddr,
+		.client_port = p->sport,
+		.svc_port = p->dport,
+		.proto = p->proto,
+	};
+	struct lb_ct_val ct = {}, *ctp;
+	bool is_new = false, want_opt;
+	int ret;
+
+	count(EV_SVC_HIT);
+	ctp = bpf_map_lookup_elem(&lb_ct, &ck);
+	if (ctp) {
+		ct = *ctp;
+		count(EV_CT_HIT);
+	} else {
+		struct lb_be_key bk = { .addr = sk->addr, .port = sk->port, .proto = sk->proto };
+		struct lb_be_val *be;
+		__u16 n = svc->count;
+
+		if (n == 0)
+			return drop(skb, DROP_NO_BACKEND);
+		bk.slot = (bpf_get_prandom_u32() % n) + 1;
+		be = bpf_map_lookup_elem(&lb_backends, &bk);
+		if (!be)
+			return drop(skb, DROP_NO_BACKEND);
+		ct.backend_addr = be->addr;
+		ct.backend_port = be->port;
+		if (be->flags & BE_F_LOCAL)
+			ct.flags |= CT_F_LOCAL;
+		else if (svc->flags & SVC_F_DSR)
+			ct.flags |= CT_F_DSR;
+		is_new = true;
+	}
+
+	want_opt = (ct.flags & CT_F_DSR) &&
+		   (p->proto == IPPROTO_UDP || (p->tcp_flags & TCP_FLAG_SYN_BIT));
+	if (want_opt && p->hlen + DSR_OPT_LEN > IPV4_MAX_HLEN)
+		return drop(skb, DROP_OPT_TOO_LONG);
+
+	if (is_new) {
+		if (bpf_map_update_elem(&lb_ct, &ck, &ct, BPF_ANY))
+			return drop(skb, DROP_CT_UPDATE);
+		count(EV_CT_NEW);
+	}
+
+	if (ct.flags & CT_F_LOCAL) {
+		struct dsr_revnat_key rk = {
+			.client_addr = p->saddr,
+			.backend_addr = ct.backend_addr,
+			.client_port = p->sport,
+			.backend_port = ct.backend_port,
+			.proto = p->proto,
+		};
+		struct dsr_revnat_val rv = { .svc_addr = p->daddr, .svc_port = p->dport };
+
+		if (is_new || !bpf_map_lookup_elem(&dsr_revnat, &rk))
+			bpf_map_update_elem(&dsr_revnat, &rk, &rv, BPF_ANY);
+	}
+
+	ret = rewrite_addr_port(skb, p, false, ct.backend_addr, ct.backend_port);
+	if (ret)
+		return drop(skb, ret);
+	count(EV_DNAT);
+
+	if (ct.flags & CT_F_LOCAL) {
+		count(EV_LOCAL_DNAT);
+		return TC_ACT_OK;
+	}
+	if (want_opt) {
+		ret = insert_dsr_opt(skb, p, sk->addr, sk->port);
+		if (ret)
+			return drop(skb, ret);
+		count(EV_OPT_INSERTED);
+	}
+	return forward(skb, p, ct.backend_addr);
+}
+
+static __always_inline int handle_backend(struct __sk_buff *skb, const struct pkt *p)
+{
+	bool syn = p->proto == IPPROTO_TCP &&
+		   (p->tcp_flags & (TCP_FLAG_SYN_BIT | TCP_FLAG_ACK_BIT)) == TCP_FLAG_SYN_BIT;
+	struct dsr_revnat_key rk = {
+		.client_addr = p->saddr,
+		.backend_addr = p->daddr,
+		.client_port = p->sport,
+		.backend_port = p->dport,
+		.proto = p->proto,
+	};
+	struct dsr_opt_v4 opt;
+
+	if (!syn && p->proto != IPPROTO_UDP)
+		return TC_ACT_OK;
+
+	if (p->hlen >= IPV4_BASE_LEN + DSR_OPT_LEN &&
+	    !bpf_skb_load_bytes(skb, ETH_HLEN + IPV4_BASE_LEN, &opt, sizeof(opt)) &&
+	    opt.type == DSR_OPT_TYPE && opt.len == DSR_OPT_LEN) {
+		struct dsr_revnat_val rv = {};
+
+		if (opt_network_order()) {
+			rv.svc_addr = opt.addr;
+			rv.svc_port = opt.port;
+		} else {
+			rv.svc_addr = bpf_ntohl(opt.addr);
+			rv.svc_port = bpf_ntohs(opt.port);
+		}
+		if (!bpf_map_update_elem(&dsr_revnat, &rk, &rv, BPF_ANY))
+			count(EV_BACKEND_LEARNED);
+	} else if (syn) {
+		if (!bpf_map_delete_elem(&dsr_revnat, &rk))
+			count(EV_BACKEND_CLEARED);
+	}
+	return TC_ACT_OK;
+}
+
+SEC("tc")
+int dsr_from_netdev(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	struct lb_svc_key sk = {};
+	struct lb_svc_val *svc;
+	int ret;
+
+	ret = parse(skb, &p);
+	if (ret < 0)
+		return drop(skb, -ret);
+	if (ret != PARSE_L4)
+		return TC_ACT_OK;
+
+	sk.addr = p.daddr;
+	sk.port = p.dport;
+	sk.proto = p.proto;
+	svc = bpf_map_lookup_elem(&lb_services, &sk);
+	if (svc)
+		return handle_service(skb, &p, &sk, svc);
+	return handle_backend(skb, &p);
+}
+
+SEC("tc")
+int dsr_to_netdev(struct __sk_buff *skb)
+{
+	struct pkt p = {};
+	struct dsr_revnat_key rk = {};
+	struct dsr_revnat_val *rv;
+	__be32 svc_addr;
+	__be16 svc_port;
+	int ret;
+
+	if (parse(skb, &p) != PARSE_L4)
+		return TC_ACT_OK;
+
+	rk.client_addr = p.daddr;
+	rk.backend_addr = p.saddr;
+	rk.client_port = p.dport;
+	rk.backend_port = p.sport;
+	rk.proto = p.proto;
+	rv = bpf_map_lookup_elem(&dsr_revnat, &rk);
+	if (!rv)
+		return TC_ACT_OK;
+	svc_addr = rv->svc_addr;
+	svc_port = rv->svc_port;
+
+	ret = rewrite_addr_port(skb, &p, true, svc_addr, svc_port);
+	if (ret)
+		return drop(skb, ret);
+	count(EV_REVNAT_REWRITE);
+	return TC_ACT_OK;
+}

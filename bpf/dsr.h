@@ -1,0 +1,138 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * dsrlab datapath: map layouts, constants and the event/drop-reason enum.
+ *
+ * Everything the userspace side (lab/datapath/maps.py) must mirror lives
+ * here. Addresses and ports are stored as they are on the wire (network
+ * byte order); counts, slots and flags are host order.
+ */
+#ifndef DSRLAB_DSR_H
+#define DSRLAB_DSR_H
+
+#include <linux/types.h>
+
+/* lb_services: (addr, port, proto) -> (count, flags) */
+struct lb_svc_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+#define SVC_F_DSR (1U << 0) /* remote backends get the DSR option */
+
+struct lb_svc_val {
+	__u16 count; /* backends in slots 1..count */
+	__u16 flags; /* SVC_F_* */
+};
+
+/* lb_backends: service key + slot (1..count) -> backend */
+struct lb_be_key {
+	__be32 addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+
+#define BE_F_LOCAL (1U << 0) /* the backend runs on this node */
+
+struct lb_be_val {
+	__be32 addr;
+	__be16 port;
+	__u16 flags; /* BE_F_* */
+};
+
+/* lb_ct: the LB's memory of which backend a flow got */
+struct lb_ct_key {
+	__be32 client_addr;
+	__be32 svc_addr;
+	__be16 client_port;
+	__be16 svc_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+#define CT_F_LOCAL (1U << 0) /* backend is local (plain DNAT + revnat) */
+#define CT_F_DSR (1U << 1)   /* flow is dispatched with the DSR option */
+
+struct lb_ct_val {
+	__be32 backend_addr;
+	__be16 backend_port;
+	__u16 flags; /* CT_F_* */
+};
+
+/* dsr_revnat: (client, backend) -> service, for the reply's source */
+struct dsr_revnat_key {
+	__be32 client_addr;
+	__be32 backend_addr;
+	__be16 client_port;
+	__be16 backend_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct dsr_revnat_val {
+	__be32 svc_addr;
+	__be16 svc_port;
+	__u16 pad;
+};
+
+/* dsr_config[0].flags */
+#define CFG_F_OPT_NETWORK_ORDER (1U << 0) /* else host order (Cilium's) */
+
+struct dsr_config {
+	__u32 flags;
+};
+
+/* The IPv4 DSR option: type 0x9a, length 8, port, address. */
+#define DSR_OPT_TYPE 0x9a
+#define DSR_OPT_LEN 8
+
+struct dsr_opt_v4 {
+	__u8 type;
+	__u8 len;
+	__u16 port;
+	__u32 addr;
+};
+
+/*
+ * Events and drop reasons, the index into dsr_counters. A drop writes its
+ * reason into skb->cb[0] before TC_ACT_SHOT. Values are a contract with
+ * lab/datapath/maps.py (EVENT_NAMES); only append.
+ */
+enum dsr_event {
+	EV_NONE = 0,
+	EV_PASS_NOT_IPV4 = 1,
+	EV_PASS_FRAGMENT = 2,
+	EV_PASS_OTHER_PROTO = 3,
+	EV_SVC_HIT = 4,
+	EV_CT_NEW = 5,
+	EV_CT_HIT = 6,
+	EV_DNAT = 7,
+	EV_OPT_INSERTED = 8,
+	EV_LOCAL_DNAT = 9,
+	EV_FIB_REDIRECT = 10,
+	EV_FIB_REDIRECT_NEIGH = 11,
+	EV_FIB_PASS = 12,
+	EV_BACKEND_LEARNED = 13,
+	EV_BACKEND_CLEARED = 14,
+	EV_REVNAT_REWRITE = 15,
+	EV_TTL_EXPIRED_PASS = 16,
+	/* drop reasons */
+	DROP_TRUNCATED_IP = 32,
+	DROP_BAD_VERSION = 33,
+	DROP_BAD_IHL = 34,
+	DROP_BAD_TOT_LEN = 35,
+	DROP_TRUNCATED_L4 = 36,
+	DROP_OPT_TOO_LONG = 37,
+	DROP_NO_BACKEND = 38,
+	DROP_ADJUST_ROOM = 39,
+	DROP_CSUM = 40,
+	DROP_STORE = 41,
+	DROP_CT_UPDATE = 42,
+	EV_MAX = 64,
+};
+
+#endif /* DSRLAB_DSR_H */

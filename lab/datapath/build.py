@@ -1,0 +1,117 @@
+"""Compile ``bpf/dsr.c`` with clang into a content-addressed cache.
+
+The object's name carries a hash of every source file under ``bpf/``, the
+compiler flags and clang's version, so an unchanged tree never rebuilds and a
+changed one never reuses a stale object. The cache lives in
+``$DSRLAB_CACHE_DIR/bpf`` or ``$XDG_CACHE_HOME/dsrlab/bpf`` (default
+``~/.cache/dsrlab/bpf``), outside the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from lab.datapath.errors import DatapathError
+
+MAIN_SOURCE = "dsr.c"
+BASE_CFLAGS: tuple[str, ...] = ("-O2", "-g", "-target", "bpf", "-Wall")
+
+
+def bpf_source_dir() -> Path:
+    """``bpf/`` of the checkout (``$DSRLAB_BPF_DIR`` overrides)."""
+    env = os.environ.get("DSRLAB_BPF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "bpf"
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("DSRLAB_CACHE_DIR")
+    if env:
+        return Path(env) / "bpf"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".cache"
+    return base / "dsrlab" / "bpf"
+
+
+def arch_include_dirs() -> list[str]:
+    """``-I/usr/include/<arch>-linux-gnu`` (for asm/types.h) when it exists."""
+    candidate = Path(f"/usr/include/{platform.machine()}-linux-gnu")
+    return [f"-I{candidate}"] if candidate.is_dir() else []
+
+
+def cflags(source_dir: Path, extra: Sequence[str] = ()) -> list[str]:
+    return [*BASE_CFLAGS, *arch_include_dirs(), f"-I{source_dir}", *extra]
+
+
+def find_clang() -> str:
+    clang = os.environ.get("CLANG") or shutil.which("clang")
+    if not clang:
+        raise DatapathError("clang not found (install clang, or set CLANG=/path/to/clang)")
+    return clang
+
+
+def _clang_version(clang: str) -> str:
+    out = subprocess.run([clang, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.splitlines()[0] if out.stdout else clang
+
+
+def source_hash(source_dir: Path, flags: Sequence[str], compiler: str) -> str:
+    """Hash of all ``*.c``/``*.h`` files under ``source_dir`` plus flags and compiler."""
+    h = hashlib.sha256()
+    files = sorted(p for p in source_dir.rglob("*") if p.suffix in (".c", ".h") and p.is_file())
+    for path in files:
+        h.update(path.relative_to(source_dir).as_posix().encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    h.update("\0".join(flags).encode() + b"\0")
+    h.update(compiler.encode())
+    return h.hexdigest()[:20]
+
+
+def build_object(
+    source_dir: Path | None = None,
+    cache_dir: Path | None = None,
+    extra_cflags: Sequence[str] = (),
+) -> Path:
+    """Compile the datapath (once per content) and return the object's path.
+
+    Raises :class:`DatapathError` with clang's stderr when compilation fails.
+    """
+    src_dir = source_dir or bpf_source_dir()
+    main = src_dir / MAIN_SOURCE
+    if not main.is_file():
+        raise DatapathError(f"BPF source {main} not found")
+    clang = find_clang()
+    flags = cflags(src_dir, extra_cflags)
+    digest = source_hash(src_dir, flags, _clang_version(clang))
+    out_dir = cache_dir or default_cache_dir()
+    target = out_dir / f"dsr-{digest}.o"
+    if target.is_file():
+        return target
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=".dsr-", suffix=".o", dir=out_dir)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        proc = subprocess.run(
+            [clang, *flags, "-c", str(main), "-o", str(tmp)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise DatapathError(
+                f"clang failed to compile {main} (exit {proc.returncode})", proc.stderr
+            )
+        os.replace(tmp, target)  # atomic: concurrent builders agree on the result
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target

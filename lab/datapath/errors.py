@@ -1,0 +1,16 @@
+"""The one exception type of the datapath package."""
+
+from __future__ import annotations
+
+
+class DatapathError(RuntimeError):
+    """Building, loading, attaching or driving the BPF datapath failed.
+
+    ``log`` holds the long diagnostic text when there is one: clang's stderr
+    for a failed build, the verifier log (plus libbpf's messages) for a
+    failed load. It is also part of ``str(exc)``.
+    """
+
+    def __init__(self, message: str, log: str = "") -> None:
+        self.log = log
+        super().__init__(f"{message}\n{log}" if log else message)

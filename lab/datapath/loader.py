@@ -1,0 +1,417 @@
+"""A loaded datapath object: its programs and typed access to its maps.
+
+:class:`DatapathObject` opens ``dsr.o`` with libbpf, loads it through the
+verifier (the verifier log is in the :class:`DatapathError` when that
+fails), and then offers the lab's operations: configure the option byte
+order, add/remove services, read the CT/revnat tables and counters, run a
+program on a frame (BPF_PROG_TEST_RUN) and attach programs to tc. Each lab
+node loads its own object, so each node has its own maps.
+
+``close()`` frees the object; programs attached to tc stay attached (the
+filter holds them) until detached.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+
+from lab.datapath import libbpf, maps, tc, testrun
+from lab.datapath.build import build_object
+from lab.datapath.errors import DatapathError
+from lab.datapath.maps import Backend, CtEntry, RevnatEntry, Service
+from lab.dsropt import OptionOrder
+
+PROGRAMS: tuple[str, ...] = ("dsr_from_netdev", "dsr_to_netdev")
+
+VERIFIER_LOG_SIZE = 8 * 1024 * 1024
+BPF_ANY = 0
+
+
+class BpfMap:
+    """One map of the loaded object, addressed by raw key/value bytes."""
+
+    def __init__(self, name: str, fd: int, key_size: int, value_size: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.key_size = key_size
+        self.value_size = value_size
+
+    def _key(self, key: bytes) -> ctypes.Array[ctypes.c_char]:
+        if len(key) != self.key_size:
+            raise DatapathError(f"{self.name}: key is {len(key)} bytes, map wants {self.key_size}")
+        return ctypes.create_string_buffer(key, self.key_size)
+
+    def lookup(self, key: bytes) -> bytes | None:
+        value = ctypes.create_string_buffer(self.value_size)
+        rc = libbpf.lib().bpf_map_lookup_elem(self.fd, self._key(key), value)
+        if rc == -errno.ENOENT:
+            return None
+        libbpf.check(rc, f"lookup in {self.name}")
+        return value.raw
+
+    def update(self, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+        if len(value) != self.value_size:
+            raise DatapathError(
+                f"{self.name}: value is {len(value)} bytes, map wants {self.value_size}"
+            )
+        buf = ctypes.create_string_buffer(value, self.value_size)
+        rc = libbpf.lib().bpf_map_update_elem(self.fd, self._key(key), buf, flags)
+        libbpf.check(rc, f"update of {self.name}")
+
+    def delete(self, key: bytes) -> bool:
+        """Delete ``key``; False when it was not there."""
+        rc = libbpf.lib().bpf_map_delete_elem(self.fd, self._key(key))
+        if rc == -errno.ENOENT:
+            return False
+        libbpf.check(rc, f"delete from {self.name}")
+        return True
+
+    def keys(self) -> list[bytes]:
+        found: list[bytes] = []
+        cur: ctypes.Array[ctypes.c_char] | None = None
+        nxt = ctypes.create_string_buffer(self.key_size)
+        lib = libbpf.lib()
+        while True:
+            rc = lib.bpf_map_get_next_key(self.fd, cur, nxt)
+            if rc == -errno.ENOENT:
+                return found
+            libbpf.check(rc, f"iterating {self.name}")
+            found.append(nxt.raw)
+            cur = ctypes.create_string_buffer(nxt.raw, self.key_size)
+
+    def items(self) -> list[tuple[bytes, bytes]]:
+        """Snapshot of (key, value); entries deleted meanwhile are skipped."""
+        out: list[tuple[bytes, bytes]] = []
+        for key in self.keys():
+            value = self.lookup(key)
+            if value is not None:
+                out.append((key, value))
+        return out
+
+    def clear(self) -> int:
+        """Delete every entry (hash maps); returns how many were removed."""
+        return sum(1 for key in self.keys() if self.delete(key))
+
+
+def _checked_map(name: str, fd: int, ks: int, vs: int, ncpus: int) -> BpfMap:
+    """A map checked against the Python layout (per-CPU values sized for ``ncpus``)."""
+    key_size, value_size = maps.LAYOUTS[name]
+    if ks != key_size or vs != value_size:
+        raise DatapathError(
+            f"map {name}: C layout {ks}/{vs} bytes, Python expects {key_size}/{value_size}"
+        )
+    if name == "dsr_counters":
+        vs = 8 * ncpus  # per-CPU: one 8-byte slot per possible CPU
+    return BpfMap(name, fd, ks, vs)
+
+
+class DatapathObject:
+    """The datapath's programs and maps: :meth:`load` a fresh object, or reopen a
+    running one with :meth:`from_prog_ids`; use as a context manager."""
+
+    def __init__(
+        self,
+        path: Path | None,
+        prog_fds: dict[str, int],
+        maps_by_name: dict[str, BpfMap],
+        *,
+        obj: int | None = None,
+        log_buf: ctypes.Array[ctypes.c_char] | None = None,
+        owned_fds: list[int] | None = None,
+    ) -> None:
+        self.path = path
+        self._obj = obj
+        self._log_buf = log_buf  # libbpf keeps a pointer to it in the object
+        self._owned_fds = owned_fds or []
+        self._prog_fds = prog_fds
+        self._maps = maps_by_name
+        self._closed = False
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> DatapathObject:
+        """Open and load the object (building it first when ``path`` is None)."""
+        if path is None:
+            path = build_object()
+        path = Path(path)
+        lib = libbpf.lib()
+        log_buf = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+        opts = libbpf.new_opts(libbpf.BpfObjectOpenOpts)
+        opts.kernel_log_buf = ctypes.cast(log_buf, ctypes.c_void_p)
+        opts.kernel_log_size = VERIFIER_LOG_SIZE
+        opts.kernel_log_level = 0  # libbpf retries a failed load with a log
+        with libbpf.capture_messages() as messages:
+            ctypes.set_errno(0)
+            obj = lib.bpf_object__open_file(str(path).encode(), ctypes.byref(opts))
+            if not obj:
+                err = ctypes.get_errno() or errno.EINVAL
+                raise DatapathError(
+                    f"bpf_object__open_file({path}) failed: {libbpf.errno_text(err)}",
+                    "\n".join(messages),
+                )
+            rc = lib.bpf_object__load(obj)
+            if rc < 0:
+                verifier = log_buf.value.decode(errors="replace").strip()
+                lib.bpf_object__close(obj)
+                text = "\n".join(["--- verifier log ---", verifier, "--- libbpf ---", *messages])
+                raise DatapathError(
+                    f"loading {path} failed: {libbpf.errno_text(rc)} (verifier log below)", text
+                )
+        try:
+            prog_fds, found = cls._resolve(obj, path)
+        except BaseException:
+            lib.bpf_object__close(obj)
+            raise
+        return cls(path, prog_fds, found, obj=obj, log_buf=log_buf)
+
+    @staticmethod
+    def _resolve(obj: int, path: Path) -> tuple[dict[str, int], dict[str, BpfMap]]:
+        lib = libbpf.lib()
+        ncpus = libbpf.check(lib.libbpf_num_possible_cpus(), "possible CPUs")
+        prog_fds: dict[str, int] = {}
+        found: dict[str, BpfMap] = {}
+        for name in PROGRAMS:
+            prog = lib.bpf_object__find_program_by_name(obj, name.encode())
+            if not prog:
+                raise DatapathError(f"{path} has no program {name}")
+            prog_fds[name] = libbpf.check(lib.bpf_program__fd(prog), f"fd of {name}")
+        for name in maps.LAYOUTS:
+            m = lib.bpf_object__find_map_by_name(obj, name.encode())
+            if not m:
+                raise DatapathError(f"{path} has no map {name}")
+            fd = libbpf.check(lib.bpf_map__fd(m), f"fd of {name}")
+            ks, vs = int(lib.bpf_map__key_size(m)), int(lib.bpf_map__value_size(m))
+            found[name] = _checked_map(name, fd, ks, vs, ncpus)
+        return prog_fds, found
+
+    @classmethod
+    def from_prog_ids(cls, prog_ids: Sequence[int]) -> DatapathObject:
+        """Reopen a running datapath by the ids of its attached programs.
+
+        For a lab left running by another process: get the id with
+        :func:`lab.datapath.tc.find` (in the lab's namespace). The maps are the
+        ones those programs use (``dsr_from_netdev`` uses all of them).
+        """
+        lib = libbpf.lib()
+        owned: list[int] = []
+        prog_fds: dict[str, int] = {}
+        found: dict[str, BpfMap] = {}
+        try:
+            ncpus = libbpf.check(lib.libbpf_num_possible_cpus(), "possible CPUs")
+            seen: set[int] = set()
+            for prog_id in prog_ids:
+                fd = libbpf.check(lib.bpf_prog_get_fd_by_id(prog_id), f"program id {prog_id}")
+                owned.append(fd)
+                name, map_ids = libbpf.prog_info(fd)
+                if name not in PROGRAMS:
+                    raise DatapathError(f"program id {prog_id} is {name!r}, not a dsrlab program")
+                prog_fds[name] = fd
+                for map_id in map_ids:
+                    if map_id in seen:
+                        continue
+                    seen.add(map_id)
+                    mfd = libbpf.check(lib.bpf_map_get_fd_by_id(map_id), f"map id {map_id}")
+                    owned.append(mfd)
+                    mname, ks, vs = libbpf.map_info(mfd)
+                    if mname in maps.LAYOUTS:
+                        found[mname] = _checked_map(mname, mfd, ks, vs, ncpus)
+        except BaseException:
+            for fd in owned:
+                os.close(fd)
+            raise
+        return cls(None, prog_fds, found, owned_fds=owned)
+
+    # -- lifetime ---------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the object/fds (tc filters keep attached programs alive)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._obj is not None:
+            libbpf.lib().bpf_object__close(self._obj)
+            self._obj = None
+        for fd in self._owned_fds:
+            os.close(fd)
+        self._owned_fds.clear()
+        self._prog_fds.clear()
+        self._maps.clear()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> DatapathObject:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _live(self) -> None:
+        if self._closed:
+            raise DatapathError(f"datapath object {self.path or '(by id)'} is closed")
+
+    def program_fd(self, name: str) -> int:
+        self._live()
+        try:
+            return self._prog_fds[name]
+        except KeyError:
+            have = ", ".join(self._prog_fds) or "none"
+            raise DatapathError(f"unknown program {name!r} (this handle has: {have})") from None
+
+    def map(self, name: str) -> BpfMap:
+        self._live()
+        try:
+            return self._maps[name]
+        except KeyError:
+            raise DatapathError(f"map {name!r} is not available on this handle") from None
+
+    # -- configuration ----------------------------------------------------
+
+    def set_option_order(self, order: OptionOrder) -> None:
+        """Byte order of the DSR option's port/address (host = Cilium's)."""
+        if order not in ("host", "network"):
+            raise ValueError(f"option order must be host or network, not {order!r}")
+        flags = maps.CFG_F_OPT_NETWORK_ORDER if order == "network" else 0
+        self.map("dsr_config").update(maps.U32.pack(0), maps.U32.pack(flags))
+
+    def option_order(self) -> OptionOrder:
+        raw = self.map("dsr_config").lookup(maps.U32.pack(0))
+        flags = maps.U32.unpack(raw)[0] if raw else 0
+        return "network" if flags & maps.CFG_F_OPT_NETWORK_ORDER else "host"
+
+    # -- services ---------------------------------------------------------
+
+    def add_service(
+        self,
+        vip: str,
+        port: int,
+        proto: maps.Proto = "tcp",
+        *,
+        dsr: bool = True,
+        backends: Sequence[Backend] = (),
+    ) -> None:
+        """Create or replace a service and its backends (slots 1..n).
+
+        Backends are written before the service's count grows and stale slots
+        are deleted after it shrinks, so the datapath never sees a count that
+        points at a missing slot. No backends: the service drops its traffic.
+        """
+        if len(backends) > 0xFFFF:
+            raise ValueError("at most 65535 backends per service")
+        svc_map, be_map = self.map("lb_services"), self.map("lb_backends")
+        key = maps.svc_key(vip, port, proto)
+        old = svc_map.lookup(key)
+        old_count = maps.SVC_VAL.unpack(old)[0] if old else 0
+        for slot, backend in enumerate(backends, start=1):
+            be_map.update(maps.be_key(vip, port, proto, slot), maps.be_val(backend))
+        svc_map.update(key, maps.svc_val(len(backends), dsr))
+        for slot in range(len(backends) + 1, old_count + 1):
+            be_map.delete(maps.be_key(vip, port, proto, slot))
+
+    def remove_service(self, vip: str, port: int, proto: maps.Proto = "tcp") -> bool:
+        """Remove a service and its backends; False when it did not exist."""
+        svc_map, be_map = self.map("lb_services"), self.map("lb_backends")
+        key = maps.svc_key(vip, port, proto)
+        old = svc_map.lookup(key)
+        if old is None:
+            return False
+        svc_map.delete(key)
+        for slot in range(1, maps.SVC_VAL.unpack(old)[0] + 1):
+            be_map.delete(maps.be_key(vip, port, proto, slot))
+        return True
+
+    def services(self) -> list[Service]:
+        be_map = self.map("lb_backends")
+        out: list[Service] = []
+        for key, val in self.map("lb_services").items():
+            vip, port, proto, count, dsr = maps.unpack_svc(key, val)
+            backends: list[Backend] = []
+            for slot in range(1, count + 1):
+                raw = be_map.lookup(maps.be_key(vip, port, proto, slot))
+                if raw is not None:
+                    backends.append(maps.unpack_backend(raw))
+            out.append(Service(vip, port, proto, dsr, tuple(backends)))
+        return out
+
+    # -- state tables -----------------------------------------------------
+
+    def ct_entries(self) -> list[CtEntry]:
+        return [maps.unpack_ct(k, v) for k, v in self.map("lb_ct").items()]
+
+    def clear_ct(self) -> int:
+        return self.map("lb_ct").clear()
+
+    def revnat_entries(self) -> list[RevnatEntry]:
+        return [maps.unpack_revnat(k, v) for k, v in self.map("dsr_revnat").items()]
+
+    def add_revnat(self, entry: RevnatEntry) -> None:
+        self.map("dsr_revnat").update(maps.revnat_key(entry), maps.revnat_val(entry))
+
+    def clear_revnat(self) -> int:
+        return self.map("dsr_revnat").clear()
+
+    def counters(self) -> dict[str, int]:
+        """Every event/drop counter summed over CPUs, by name (see maps.EVENT_NAMES)."""
+        m = self.map("dsr_counters")
+        out: dict[str, int] = {}
+        for idx, name in maps.EVENT_NAMES.items():
+            raw = m.lookup(maps.U32.pack(idx)) or b""
+            out[name] = sum(v for (v,) in maps.U64.iter_unpack(raw))
+        return out
+
+    def reset_counters(self) -> None:
+        m = self.map("dsr_counters")
+        zero = bytes(m.value_size)
+        for idx in maps.EVENT_NAMES:
+            m.update(maps.U32.pack(idx), zero)
+
+    # -- running ----------------------------------------------------------
+
+    def test_run(
+        self,
+        program: str,
+        packet: bytes,
+        *,
+        repeat: int = 1,
+        ingress_ifindex: int = 0,
+        ifindex: int = 0,
+    ) -> testrun.TestRunResult:
+        """BPF_PROG_TEST_RUN of ``program`` on an Ethernet frame, in this thread's netns."""
+        return testrun.run_program(
+            self.program_fd(program),
+            packet,
+            repeat=repeat,
+            ingress_ifindex=ingress_ifindex,
+            ifindex=ifindex,
+        )
+
+    def attach_tc(
+        self,
+        ifindex: int,
+        direction: tc.Direction,
+        program: str,
+        *,
+        handle: int = tc.DEFAULT_HANDLE,
+        priority: int = tc.DEFAULT_PRIORITY,
+        replace: bool = True,
+    ) -> tc.TcAttachment:
+        """Attach ``program`` to clsact ``direction`` of ``ifindex`` in this thread's netns."""
+        return tc.attach(
+            self.program_fd(program),
+            program,
+            ifindex,
+            direction,
+            handle=handle,
+            priority=priority,
+            replace=replace,
+        )
