@@ -121,16 +121,21 @@ def list_labs() -> None:
 
 
 def _print_run(run: ScenarioRun) -> None:
-    for claim in run.claims:
+    for claim in run.result.claims if run.result else []:
         mark = "[green]PASS[/]" if claim.passed else "[red]FAIL[/]"
         console.print(f"{mark}  {claim.name}: {claim.title}")
-        for line in claim.problems:
-            console.print(f"        [red]- {line}[/]")
+        for failure in claim.failures[:3]:
+            console.print(failure.describe(), style="red", markup=False)
+        if len(claim.failures) > 3:
+            console.print(f"        [red]... and {len(claim.failures) - 3} more failures[/]")
         if claim.passed:
-            for line in claim.evidence[:2]:
-                console.print(f"        [dim]{line}[/]")
-            if len(claim.evidence) > 2:
-                console.print(f"        [dim]... and {len(claim.evidence) - 2} more[/]")
+            flows = sorted({c.flow for c in claim.checks if c.flow})
+            shown = [c for c in claim.checks if c.flow in (None, *flows[:1])
+                     and c.kind in ("expect", "coverage")][:3]
+            for c in shown:
+                console.print(f"        {c.name}: {c.message}", style="dim", markup=False)
+            console.print(f"        [dim]{len(claim.checks)} checks over {len(flows)} flows, "
+                          "all passed[/]")
     failed = [ex for ex in run.exchanges if not ex.ok]
     served: dict[str, int] = {}
     for ex in run.exchanges:
@@ -140,7 +145,9 @@ def _print_run(run: ScenarioRun) -> None:
     console.print(f"requests: {len(run.exchanges)} ({by_pod})")
     for ex in failed[:3]:
         console.print(f"  [red]request failed:[/] {ex.error or ex.http_code}")
-    console.print(f"captures: {run.capture_dir}  (manifest.json, one pcap per hop)")
+    console.print(f"captures: {run.capture_dir}  (manifest.json, results.json, one pcap per hop)")
+    if run.kept:
+        console.print(f"the lab is still up: dsrlab down {run.run_id}")
     t = run.timings
     console.print(f"times: up {t.get('up_s', 0) * 1000:.0f} ms, captures ready "
                   f"{t.get('captures_ready_s', 0) * 1000:.0f} ms, traffic "
@@ -151,13 +158,14 @@ def _print_run(run: ScenarioRun) -> None:
 def run(
     scenario: Annotated[str, typer.Argument(help="scenario name (scenarios/NAME.yaml) or path")],
     captures: Annotated[Path, typer.Option(help="where capture sets go")] = Path("captures"),
+    keep: Annotated[bool, typer.Option("--keep", help="leave the lab up afterwards")] = False,
 ) -> None:
-    """Run a scenario: lab up, captures at every hop, real traffic, claims checked."""
+    """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
     _need_root()
     try:
         with console.status("starting") as status:
             result = run_scenario(scenario, captures_root=captures,
-                                  progress=status.update)
+                                  progress=status.update, keep=keep)
     except (ScenarioError, TopologyError, BackendError) as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None

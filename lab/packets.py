@@ -36,6 +36,7 @@ class Pkt:
     dport: int | None
     flags: str  # TCP flags in tcpdump's order of letters, e.g. "S", "SA", "A", "FA", "PA"
     ttl: int
+    ip_id: int
     ihl: int
     ip_len: int
     options: bytes
@@ -43,6 +44,10 @@ class Pkt:
     ip_csum_ok: bool
     l4_csum_ok: bool | None  # None when the L4 header is not complete
     payload: bytes = b""
+    seq: int | None = None  # TCP only
+    ack: int | None = None  # TCP only
+    mac_src: str = ""
+    mac_dst: str = ""
 
     @property
     def dsr(self) -> tuple[str, int] | None:
@@ -97,11 +102,13 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
     flags = ""
     payload = b""
     l4_ok: bool | None = None
+    seq = ack = None
     l4_bytes = raw_ip[ihl * 4 : int(ip.len)]
     if proto_num == 6 and isinstance(ip.payload, TCP):
         tcp = ip[TCP]
         sport, dport = int(tcp.sport), int(tcp.dport)
         flags = tcp_flag_string(int(tcp.flags))
+        seq, ack = int(tcp.seq), int(tcp.ack)
         payload = bytes(tcp.payload)
         l4_ok = len(l4_bytes) >= 20 and in4_chksum(6, ip, l4_bytes) == 0
     elif proto_num == 17 and isinstance(ip.payload, UDP):
@@ -119,6 +126,7 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
         dport=dport,
         flags=flags,
         ttl=int(ip.ttl),
+        ip_id=int(ip.id),
         ihl=ihl,
         ip_len=int(ip.len),
         options=options,
@@ -126,6 +134,10 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
         ip_csum_ok=ip_ok,
         l4_csum_ok=l4_ok,
         payload=payload[:256],
+        seq=seq,
+        ack=ack,
+        mac_src=str(frame.src) if isinstance(frame, Ether) else "",
+        mac_dst=str(frame.dst) if isinstance(frame, Ether) else "",
     )
 
 

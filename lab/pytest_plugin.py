@@ -1,7 +1,15 @@
-"""dsrlab's pytest plugin: options, markers, skip helpers and lab fixtures.
+"""dsrlab's pytest plugin: scenario items, options, markers, skip helpers, fixtures.
 
 Registered through the ``pytest11`` entry point ``dsrlab``; the library
 (``lab``) never imports pytest, everything pytest-specific lives here.
+
+Scenarios: every ``scenarios/<name>.yaml`` with its ``<name>.trace.yaml`` is
+one test item. It runs the scenario on the chosen backend (real lab, real
+traffic, captures at every hop), checks the trace, and on failure shows
+each missed expectation with the closest packet and a per-field diff.
+Items carry markers: the backend (``netns``/``kind``), the load-balancer
+mode (``dsr``/``snat``/``hybrid``) and ``kernel(min)``. Collecting zero
+scenarios from a scenarios directory is an error, not a silent pass.
 
 Fixtures (name, scope, depends on):
 
@@ -17,14 +25,24 @@ Fixtures (name, scope, depends on):
 from __future__ import annotations
 
 import os
+import platform
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lab import rootsnap
 from lab.backends.netns import NetnsBackend, NetnsLab
+from lab.scenario import (
+    ScenarioError,
+    ScenarioRun,
+    load_scenario,
+    load_scenario_trace,
+    run_scenario,
+)
 from lab.topology import Topology, load_topology
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,13 +55,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="where scenario capture sets go (default: captures/ in the repo)")
     group.addoption("--dsrlab-backend", default="netns", choices=("netns", "kind"),
                     help="backend for scenario tests (default: netns)")
+    group.addoption("--dsrlab-keep", action="store_true", default=False,
+                    help="leave each scenario's lab up afterwards, for debugging "
+                         "(take it down with `dsrlab down RUN_ID` or `dsrlab clean`)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "netns: needs root and network namespaces")
-    config.addinivalue_line("markers", "bpf: loads eBPF programs through the verifier")
-    config.addinivalue_line("markers", "kind: needs a real kind cluster (Docker engine)")
-    config.addinivalue_line("markers", "scenario: runs a whole scenario end to end")
+    for line in (
+        "netns: needs root and network namespaces (the netns backend)",
+        "kind: needs a real kind cluster (Docker engine, image registry)",
+        "bpf: loads eBPF programs through the verifier",
+        "scenario: runs a whole scenario end to end",
+        "dsr: load-balancer mode dsr",
+        "snat: load-balancer mode snat",
+        "hybrid: load-balancer mode hybrid",
+        "kernel(min): needs at least this kernel version, e.g. kernel('5.10')",
+    ):
+        config.addinivalue_line("markers", line)
 
 
 def require_root() -> None:
@@ -59,13 +87,119 @@ def require_cmd(*names: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} on PATH (run `make install`)")
 
 
+def kernel_version() -> tuple[int, ...]:
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", platform.release())
+    return tuple(int(x) for x in m.groups(default="0")) if m else (0,)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split("."))
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if os.geteuid() == 0:
-        return
-    skip = pytest.mark.skip(reason="needs root (network namespaces, BPF, tcpdump)")
+    scenarios = [i for i in items if isinstance(i, ScenarioItem)]
+    if _collects_scenarios_dir(config) and not scenarios:
+        raise pytest.UsageError(
+            "collected zero scenarios from scenarios/ (each needs NAME.yaml and "
+            "NAME.trace.yaml): a scenario run that tests nothing is a failure")
+    running = kernel_version()
     for item in items:
-        if item.get_closest_marker("netns") or item.get_closest_marker("bpf"):
-            item.add_marker(skip)
+        if os.geteuid() != 0 and (item.get_closest_marker("netns")
+                                  or item.get_closest_marker("bpf")):
+            item.add_marker(pytest.mark.skip(
+                reason="needs root (network namespaces, BPF, tcpdump)"))
+        mark = item.get_closest_marker("kernel")
+        if mark is not None and running < _version(str(mark.args[0])):
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs kernel >= {mark.args[0]}, running {platform.release()}"))
+
+
+def _collects_scenarios_dir(config: pytest.Config) -> bool:
+    """Whether a ``scenarios`` directory is collected: named, or inside a named directory."""
+    for arg in config.args or [str(Path.cwd())]:
+        path = Path(arg.split("::")[0]).resolve()
+        if path.is_dir() and (path.name == "scenarios" or (path / "scenarios").is_dir()):
+            return True
+    return False
+
+
+# -- scenarios as test items ----------------------------------------------------
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    if (file_path.suffix == ".yaml" and file_path.parent.name == "scenarios"
+            and not file_path.name.endswith(".trace.yaml")):
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    """A scenario YAML file: yields one item if its trace is there and valid."""
+
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            sc, topo = load_scenario(self.path)
+            load_scenario_trace(sc)
+        except ScenarioError as exc:
+            raise self.CollectError(str(exc)) from None
+        item = ScenarioItem.from_parent(self, name=sc.name)
+        for backend in sc.backends:
+            item.add_marker(backend)
+        item.add_marker(topo.load_balancer.mode)
+        item.add_marker("scenario")
+        item.add_marker("bpf")
+        if sc.requires.kernel:
+            item.add_marker(pytest.mark.kernel(sc.requires.kernel))
+        yield item
+
+
+class ScenarioFailed(Exception):
+    """The scenario ran and its trace did not match; carries the run."""
+
+    def __init__(self, run: ScenarioRun) -> None:
+        super().__init__(run.result.summary() if run.result else "no result")
+        self.run = run
+
+
+class ScenarioItem(pytest.Item):
+    """Run one scenario on the chosen backend and check its expected trace."""
+
+    def runtest(self) -> None:
+        backend = self.config.getoption("--dsrlab-backend")
+        if backend == "kind":
+            pytest.skip("the kind backend needs a Docker engine and an image registry; "
+                        "neither is available here")
+        require_root()
+        require_cmd("tcpdump", "curl", "clang")
+        opt = self.config.getoption("--dsrlab-captures")
+        root = Path(opt) if opt else REPO / "captures"
+        run = run_scenario(self.path, captures_root=root,
+                           keep=bool(self.config.getoption("--dsrlab-keep")))
+        self.user_properties.append(("captures", str(run.capture_dir)))
+        if run.kept:
+            self.user_properties.append(("kept_lab", run.run_id))
+        if not run.passed:
+            raise ScenarioFailed(run)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
+                     style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailed):
+            run = excinfo.value.run
+            lines = [f"scenario {run.scenario.name}, run {run.run_id}: the expected trace "
+                     f"{run.scenario.trace_path().name} did not match",
+                     str(excinfo.value),
+                     f"captures: {run.capture_dir} (results.json has every check)"]
+            if run.kept:
+                lines.append(f"the lab is still up: dsrlab down {run.run_id}")
+            failed = [ex for ex in run.exchanges if not ex.ok]
+            if failed:
+                lines.append(f"{len(failed)} of {len(run.exchanges)} requests failed: "
+                             f"{failed[0].error or failed[0].http_code}")
+            return "\n".join(lines)
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"scenario {self.name}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,10 +1,11 @@
-"""Scenarios: a topology, the traffic to send, and the claims to check.
+"""Scenarios: a topology, the traffic to send, and the expected trace to check.
 
 A scenario file (YAML, in ``scenarios/``) names its topology, which host
 sends, which service on which node it addresses and how many requests to
-make. :func:`run_scenario` brings the lab up, captures at every hop while
-the real traffic runs, writes the capture set, takes the lab down and then
-checks the claims on the files alone.
+make; its expected trace sits beside it (``<name>.trace.yaml``).
+:func:`run_scenario` brings the lab up, captures at every hop while the
+real traffic runs, writes the capture set, takes the lab down and then
+checks the trace on the files alone, writing ``results.json``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.backends.netns import NetnsBackend, NetnsLab
 from lab.capture import CaptureDir, CapturePoint, CaptureSet
-from lab.claims import ClaimResult, check_seed
 from lab.topology import Topology, TopologyError, load_topology
+from lab.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.traffic import HttpExchange, curl_until
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
@@ -47,19 +48,32 @@ class Requests(_Model):
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
 
 
+class Requires(_Model):
+    """What the scenario needs to mean anything (checked before it runs)."""
+
+    kernel: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = None
+
+
 class Scenario(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     description: str = ""
     topology: str
+    trace: str | None = None  # default: <name>.trace.yaml beside the scenario
     client: str = "client"
     target: Target
     requests: Requests = Requests()
-    claims: Literal["seed"] = "seed"
+    requires: Requires = Requires()
+    backends: list[Literal["netns", "kind"]] = ["netns"]
     source: Path | None = Field(default=None, exclude=True)
 
+    def _base(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
     def topology_path(self) -> Path:
-        base = self.source.parent if self.source else Path.cwd()
-        return (base / self.topology).resolve()
+        return (self._base() / self.topology).resolve()
+
+    def trace_path(self) -> Path:
+        return (self._base() / (self.trace or f"{self.name}.trace.yaml")).resolve()
 
 
 def find_scenario(name_or_path: str) -> Path:
@@ -70,12 +84,13 @@ def find_scenario(name_or_path: str) -> Path:
     candidate = SCENARIO_DIR / f"{name_or_path}.yaml"
     if candidate.exists():
         return candidate
-    known = sorted(s.stem for s in SCENARIO_DIR.glob("*.yaml"))
+    known = sorted(s.stem for s in SCENARIO_DIR.glob("*.yaml")
+                   if not s.name.endswith(".trace.yaml"))
     raise ScenarioError(f"no scenario {name_or_path!r} (known: {', '.join(known) or 'none'})")
 
 
-def load_scenario(name_or_path: str) -> tuple[Scenario, Topology]:
-    path = find_scenario(name_or_path)
+def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
+    path = find_scenario(str(name_or_path))
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
@@ -102,6 +117,13 @@ def load_scenario(name_or_path: str) -> tuple[Scenario, Topology]:
     return sc, topo
 
 
+def load_scenario_trace(sc: Scenario) -> Trace:
+    try:
+        return load_trace(sc.trace_path())
+    except TraceError as exc:
+        raise ScenarioError(f"{sc.source}: trace: {exc}") from None
+
+
 def capture_points(sc: Scenario, topo: Topology, lab: NetnsLab) -> list[CapturePoint]:
     """Client bridge, the LB node, every node hosting a backend, every backend pod."""
     backends = topo.backends(sc.target.service)
@@ -121,23 +143,28 @@ class ScenarioRun:
     run_id: str
     capture_dir: Path
     exchanges: list[HttpExchange] = field(default_factory=list)
-    claims: list[ClaimResult] = field(default_factory=list)
+    result: TraceResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    kept: bool = False  # the lab was left up (run id = run_id)
 
     @property
     def passed(self) -> bool:
-        return bool(self.claims) and all(c.passed for c in self.claims)
+        return self.result is not None and self.result.passed
 
 
 Progress = Callable[[str], None]
 
 
-def run_scenario(name_or_path: str, *, captures_root: Path = Path("captures"),
-                 progress: Progress | None = None,
-                 backend: NetnsBackend | None = None) -> ScenarioRun:
-    """Run a scenario end to end on the netns backend and check its claims."""
+def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captures"),
+                 progress: Progress | None = None, backend: NetnsBackend | None = None,
+                 keep: bool = False) -> ScenarioRun:
+    """Run a scenario end to end on the netns backend and check its trace.
+
+    With ``keep`` the lab is left running afterwards (``dsrlab down RUN_ID``).
+    """
     say = progress or (lambda _msg: None)
     sc, topo = load_scenario(name_or_path)
+    trace = load_scenario_trace(sc)
     svc = topo.service(sc.target.service)
     node = topo.node(sc.target.node)
     url = f"http://{node.ip}:{svc.node_port}/"
@@ -146,7 +173,7 @@ def run_scenario(name_or_path: str, *, captures_root: Path = Path("captures"),
     lab = (backend or NetnsBackend()).up(topo)
     run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id)
     run.timings["up_s"] = time.perf_counter() - t0
-    with lab:
+    try:
         info: dict[str, Any] = {
             "scenario": sc.name,
             "run_id": lab.run_id,
@@ -173,8 +200,15 @@ def run_scenario(name_or_path: str, *, captures_root: Path = Path("captures"),
                 min_requests=sc.requests.min, max_requests=sc.requests.max,
                 timeout_s=sc.requests.timeout_s)
             run.timings["traffic_s"] = time.perf_counter() - t2
-        say("tearing the lab down")
-    say("checking claims on the captures")
-    run.claims = check_seed(CaptureDir.load(run.capture_dir))
+    finally:
+        if keep:
+            lab.detach()
+            run.kept = True
+        else:
+            say("tearing the lab down")
+            lab.down()
+    say("checking the expected trace on the captures")
+    run.result = check_trace(trace, CaptureDir.load(run.capture_dir))
+    run.result.write(run.capture_dir)
     run.timings["total_s"] = time.perf_counter() - t0
     return run

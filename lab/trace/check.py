@@ -1,0 +1,418 @@
+"""Checking an expected trace against a capture set: verdicts and per-field diffs.
+
+For every flow (found by the trace's ``flows.start`` rule), every claim's
+expectations are matched in order at the claim's capture point, with the
+flow's variables bound on first match and reused on every hop. A miss
+reports the closest packet seen there and a field-by-field diff; a
+``never`` rule that matches reports the offending packet. Everything here
+reads the capture directory only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.capture import CaptureDir, PointFile
+from lab.packets import Pkt, read_pcap
+from lab.trace.fields import (
+    IMPLIED_DEFAULTS,
+    Env,
+    FieldSpec,
+    Outcome,
+    Ref,
+    Unbound,
+    compile_field,
+    field_value,
+)
+from lab.trace.model import BindRule, Claim, NeverSpec, PacketSpec, PointRef, Trace
+
+RESULTS = "results.json"
+# how far a packet is from an expectation when this field differs: a packet of
+# another kind (protocol, TCP flags) is further away than one with other addresses
+_MISS_COST = {"proto": 4, "flags": 3}
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    field: str
+    expected: str
+    got: str
+    ok: bool
+
+
+@dataclass
+class CheckResult:
+    claim: str
+    flow: str | None
+    point: str | None
+    name: str
+    kind: str  # expect | count | never | flows | coverage
+    passed: bool
+    message: str = ""
+    packet: int | None = None  # matched (or offending) frame index in the point's pcap
+    closest: int | None = None  # nearest frame on a miss
+    closest_summary: str = ""
+    diff: list[FieldDiff] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.claim}/{self.name}"
+
+    def describe(self) -> str:
+        """The failure as text: what, where, the closest packet and the field table."""
+        where = f" at {self.point}" if self.point else ""
+        flow = f", flow {self.flow}" if self.flow else ""
+        lines = [f"{self.label}{where}{flow}: {self.message}"]
+        if self.closest_summary:
+            lines.append(f"  closest packet: {self.closest_summary}")
+        if self.diff:
+            w = max(len(d.field) for d in self.diff)
+            we = max(len(d.expected) for d in self.diff)
+            for d in self.diff:
+                mark = "  " if d.ok else "✗ "
+                lines.append(f"  {mark}{d.field:<{w}}  expected {d.expected:<{we}}  got {d.got}")
+        return "\n".join(lines)
+
+
+@dataclass
+class ClaimVerdict:
+    name: str
+    title: str
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    @property
+    def failures(self) -> list[CheckResult]:
+        return [c for c in self.checks if not c.passed]
+
+
+@dataclass
+class FlowInfo:
+    id: str
+    bindings: dict[str, Any]
+    passed: bool = True
+
+
+@dataclass
+class TraceResult:
+    scenario: str
+    run_id: str
+    trace: str
+    flows: list[FlowInfo]
+    claims: list[ClaimVerdict]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.claims) and all(c.passed for c in self.claims)
+
+    def failures(self) -> list[CheckResult]:
+        return [f for c in self.claims for f in c.failures]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario,
+            "run_id": self.run_id,
+            "trace": self.trace,
+            "passed": self.passed,
+            "flows": [asdict(f) for f in self.flows],
+            "claims": [{"name": c.name, "title": c.title, "passed": c.passed,
+                        "checks": [{**asdict(k), "label": k.label} for k in c.checks]}
+                       for c in self.claims],
+        }
+
+    def write(self, directory: Path) -> Path:
+        path = directory / RESULTS
+        path.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n")
+        return path
+
+    def summary(self) -> str:
+        lines = []
+        for c in self.claims:
+            lines.append(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.title}")
+            lines += ["    " + f.describe().replace("\n", "\n    ") for f in c.failures[:5]]
+            if len(c.failures) > 5:
+                lines.append(f"    ... and {len(c.failures) - 5} more failures")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class _At:
+    """One claim being checked for one flow at one capture point."""
+
+    claim: Claim
+    flow_id: str
+    point: PointFile
+    pkts: list[Pkt]
+    env: Env
+
+
+class _Checker:
+    def __init__(self, trace: Trace, capdir: CaptureDir) -> None:
+        self.trace = trace
+        self.capdir = capdir
+        m = capdir.manifest
+        self.base = Env(
+            values={"client": m["client"]["ip"],
+                    "service": {"ip": m["service"]["ip"], "port": int(m["service"]["port"])},
+                    "backends": m.get("backends", [])},
+            choices={},
+            option_order=m.get("option_byte_order", "host"),
+        )
+        for var, spec in trace.vars.items():
+            cands = m.get(spec.one_of)
+            if not isinstance(cands, list):
+                raise ValueError(f"{trace.source}: vars.{var}.one_of: the manifest has no list "
+                                 f"{spec.one_of!r}")
+            self.base.choices[var] = [dict(c) for c in cands]
+        self._packets: dict[str, list[Pkt]] = {}
+        self.defaults = {**IMPLIED_DEFAULTS, **trace.defaults}
+
+    # -- capture access -------------------------------------------------------
+    def packets(self, point: PointFile) -> list[Pkt]:
+        if point.name not in self._packets:
+            self._packets[point.name] = read_pcap(point.file) if point.file.exists() else []
+        return self._packets[point.name]
+
+    def resolve_point(self, ref: PointRef, env: Env) -> PointFile:
+        host = ref.host
+        if host is not None and host.startswith("$"):
+            r = Ref.parse(host)
+            if r is None:
+                raise ValueError(f"bad host reference {host!r}")
+            host = str(_short(r.resolve(env)))
+        found = [p for p in self.capdir.points
+                 if (ref.role is None or p.role == ref.role)
+                 and (host is None or p.host == host)
+                 and (ref.name is None or p.name == ref.name)]
+        if len(found) != 1:
+            what = f"{ref.describe()}" + (f" (host {host})" if host != ref.host else "")
+            raise LookupError(f"{len(found)} capture points match {what}")
+        return found[0]
+
+    # -- matching --------------------------------------------------------------
+    @staticmethod
+    def compile(specs: dict[str, Any]) -> list[FieldSpec]:
+        return [compile_field(k, v) for k, v in specs.items()]
+
+    def full_specs(self, exp: PacketSpec) -> list[FieldSpec]:
+        specs = {**self.defaults, **exp.field_specs()}
+        if "ihl" not in specs:
+            specs["ihl"] = 5 if specs.get("dsr") == "none" else 7
+        return self.compile(specs)
+
+    @staticmethod
+    def evaluate(pkt: Pkt, specs: list[FieldSpec], env: Env) -> tuple[bool, list[Outcome]]:
+        """All fields of one packet; bindings of earlier fields apply to later ones."""
+        trial = env.child()
+        outcomes = []
+        for spec in specs:
+            out = spec.check(pkt, trial)
+            outcomes.append(out)
+            if out.ok:
+                trial.bind(out.bindings)
+        return all(o.ok for o in outcomes), outcomes
+
+    @staticmethod
+    def diff(specs: list[FieldSpec], outcomes: list[Outcome]) -> list[FieldDiff]:
+        return [FieldDiff(s.label, o.expected, o.got, o.ok)
+                for s, o in zip(specs, outcomes, strict=True)]
+
+    def closest(self, pkts: list[Pkt], specs: list[FieldSpec],
+                env: Env) -> tuple[Pkt | None, list[FieldDiff]]:
+        best: tuple[int, Pkt, list[Outcome]] | None = None
+        for p in pkts:
+            _, outs = self.evaluate(p, specs, env)
+            cost = sum(_MISS_COST.get(s.field, 1) for s, o in zip(specs, outs, strict=True)
+                       if not o.ok)
+            if best is None or cost < best[0]:
+                best = (cost, p, outs)
+        if best is None:
+            return None, []
+        return best[1], self.diff(specs, best[2])
+
+    def first_match(self, pkts: list[Pkt], specs: list[FieldSpec],
+                    env: Env) -> tuple[int, Pkt, dict[str, Any]] | None:
+        for pos, p in enumerate(pkts):
+            trial = env.child()
+            ok, outs = self.evaluate(p, specs, trial)
+            if ok:
+                bindings: dict[str, Any] = {}
+                for o in outs:
+                    bindings.update(o.bindings)
+                return pos, p, bindings
+        return None
+
+    # -- flows -------------------------------------------------------------------
+    def find_flows(self) -> tuple[list[tuple[str, Env]], list[CheckResult]]:
+        rule = self.trace.flows.start
+        checks: list[CheckResult] = []
+        point = self.resolve_point(rule.point, self.base)
+        specs = self.compile(rule.match)
+        flows: dict[str, Env] = {}
+        for p in self.packets(point):
+            ok, outs = self.evaluate(p, specs, self.base)
+            if not ok:
+                continue
+            env = self.base.child()
+            for o in outs:
+                env.bind(o.bindings)
+            env.bind({var: field_value(p, f, env) for var, f in rule.bind.items()})
+            flow_id = f"{p.src}:{p.sport}"
+            flows.setdefault(flow_id, env)
+        n_min = self.trace.flows.min
+        checks.append(CheckResult(
+            "flows", None, point.name, "start", "flows", len(flows) >= n_min,
+            f"{len(flows)} flows found (want at least {n_min})"
+            + ("" if flows else f"; no packet at {point.name} matched the start rule "
+               f"({len(self.packets(point))} packets in the capture)")))
+        for flow_id, env in flows.items():
+            for i, b in enumerate(self.trace.flows.bind):
+                checks.append(self.apply_bind(flow_id, env, b, i))
+        return list(flows.items()), checks
+
+    def apply_bind(self, flow_id: str, env: Env, rule: BindRule, index: int) -> CheckResult:
+        name = f"bind-{index}"
+        try:
+            point = self.resolve_point(rule.point, env)
+            hit = self.first_match(self.packets(point), self.compile(rule.match), env)
+        except (LookupError, ValueError) as exc:
+            return CheckResult("flows", flow_id, None, name, "flows", False, str(exc))
+        if hit is None:
+            return CheckResult("flows", flow_id, point.name, name, "flows", False,
+                               f"no packet binds {', '.join(rule.match)} for this flow")
+        _, pkt, bindings = hit
+        env.bind(bindings)
+        env.bind({var: field_value(pkt, f, env) for var, f in rule.bind.items()})
+        bound = ", ".join(f"{k}={_short(v)}" for k, v in bindings.items())
+        return CheckResult("flows", flow_id, point.name, name, "flows", True,
+                           f"bound {bound or 'nothing new'}", packet=pkt.index)
+
+    # -- claims ------------------------------------------------------------------
+    def check_claim(self, claim: Claim, flow_id: str, env: Env) -> list[CheckResult]:
+        try:
+            point = self.resolve_point(claim.point, env)
+        except Unbound as exc:
+            return [CheckResult(claim.name, flow_id, None, "point", "expect", False,
+                                f"capture point depends on unbound {exc}")]
+        except LookupError as exc:
+            return [CheckResult(claim.name, flow_id, None, "point", "expect", False, str(exc))]
+        at = _At(claim, flow_id, point, self.packets(point), env)
+        results: list[CheckResult] = []
+        anchors: dict[str, int] = {}  # expectation name -> position after which the next looks
+        prev = -1
+        for exp in claim.expect:
+            start = anchors.get(exp.after, prev) if exp.after else prev
+            results.append(self.check_expect(at, exp, start, anchors))
+            prev = anchors.get(exp.name, prev)
+        results += [self.check_never(at, nev) for nev in claim.never]
+        return results
+
+    def check_expect(self, at: _At, exp: PacketSpec, start: int,
+                     anchors: dict[str, int]) -> CheckResult:
+        kind = "count" if exp.count else "expect"
+        base = CheckResult(at.claim.name, at.flow_id, at.point.name, exp.name, kind, False)
+        pkts, env, point = at.pkts, at.env, at.point
+        try:
+            specs = self.full_specs(exp)
+            window = pkts[start + 1:]
+            if exp.count is None:
+                hit = self.first_match(window, specs, env)
+                if hit is not None:
+                    pos, pkt, bindings = hit
+                    env.bind(bindings)
+                    env.bind({var: field_value(pkt, f, env) for var, f in exp.bind.items()})
+                    anchors[exp.name] = start + 1 + pos
+                    base.passed, base.packet = True, pkt.index
+                    base.message = pkt.summary()
+                    return base
+                base.message = "no packet matched" + ("" if pkts else
+                                                      f" (the capture at {point.name} is empty)")
+            else:
+                matched = [p for p in window if self.evaluate(p, specs, env)[0]]
+                lo, hi = exp.count.min, exp.count.max
+                n = len(matched)
+                base.passed = n >= lo and (hi is None or n <= hi)
+                want = f">= {lo}" + (f" and <= {hi}" if hi is not None else "")
+                base.message = f"{n} packets matched (want {want})"
+                if matched:
+                    base.packet = matched[0].index
+                    anchors[exp.name] = pkts.index(matched[-1])
+                if base.passed or matched:
+                    return base
+            pool = window or pkts
+            near, diff = self.closest(pool, specs, env)
+            if near is not None:
+                base.closest, base.closest_summary, base.diff = near.index, near.summary(), diff
+        except Unbound as exc:
+            base.message = f"unbound {exc} (an earlier binding failed)"
+        return base
+
+    def check_never(self, at: _At, nev: NeverSpec) -> CheckResult:
+        res = CheckResult(at.claim.name, at.flow_id, at.point.name, nev.name, "never", True)
+        pkts, env = at.pkts, at.env
+        try:
+            specs = self.compile(nev.field_specs())
+            for p in pkts:
+                ok, outs = self.evaluate(p, specs, env)
+                if ok:
+                    res.passed, res.packet = False, p.index
+                    res.message = f"a packet that must never appear here: {p.summary()}"
+                    res.closest_summary = p.summary()
+                    res.diff = self.diff(specs, outs)
+                    return res
+            res.message = f"none of {len(pkts)} packets matched"
+        except Unbound as exc:
+            res.passed, res.message = False, f"unbound {exc}"
+        return res
+
+    def run(self) -> TraceResult:
+        flows, flow_checks = self.find_flows()
+        verdicts = [ClaimVerdict("flows", "Flows found and their variables bound", flow_checks)]
+        infos = {fid: FlowInfo(fid, {}) for fid, _ in flows}
+        for claim in self.trace.claims:
+            verdict = ClaimVerdict(claim.name, claim.title)
+            for flow_id, env in flows:
+                verdict.checks += self.check_claim(claim, flow_id, env)
+            if not flows:
+                verdict.checks.append(CheckResult(claim.name, None, None, "flows", "flows", False,
+                                                  "no flow to check (see flows/start)"))
+            verdicts.append(verdict)
+        for cov in self.trace.coverage:
+            verdict = ClaimVerdict(cov.name, cov.title)
+            members = self.capdir.manifest.get(cov.covers, [])
+            bound = [_short(env.values.get(cov.var)) for _, env in flows]
+            for m in members:
+                name = _short(m)
+                n = bound.count(name)
+                verdict.checks.append(CheckResult(
+                    cov.name, None, None, name, "coverage", n > 0,
+                    f"{name} bound to ${cov.var} in {n} of {len(flows)} flows"))
+            if not members:
+                verdict.checks.append(CheckResult(cov.name, None, None, cov.covers, "coverage",
+                                                  False, f"the manifest lists no {cov.covers}"))
+            verdicts.append(verdict)
+        for flow_id, env in flows:
+            info = infos[flow_id]
+            info.bindings = {k: _short(v) for k, v in env.values.items()
+                             if k not in self.base.values}
+            info.passed = all(c.passed for v in verdicts for c in v.checks if c.flow == flow_id)
+        m = self.capdir.manifest
+        return TraceResult(str(m.get("scenario", self.trace.scenario)), str(m.get("run_id", "")),
+                           str(self.trace.source or ""), list(infos.values()), verdicts)
+
+
+def _short(v: Any) -> Any:
+    if isinstance(v, dict):
+        return v.get("name") or (f"{v['ip']}:{v['port']}" if {"ip", "port"} <= v.keys() else v)
+    return v
+
+
+def check_trace(trace: Trace, capdir: CaptureDir) -> TraceResult:
+    """Check ``trace`` against the capture set in ``capdir``."""
+    return _Checker(trace, capdir).run()
