@@ -5,7 +5,8 @@ sends, which service on which node it addresses and how many requests to
 make; its expected trace sits beside it (``<name>.trace.yaml``).
 :func:`run_scenario` brings the lab up, captures at every hop while the
 real traffic runs, writes the capture set, takes the lab down and then
-checks the trace on the files alone, writing ``results.json``.
+checks the trace on the files alone, writing ``results.json``, the merged
+pcapng (one interface per hop) and the report (HTML + Markdown).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.backends.netns import NetnsBackend, NetnsLab
 from lab.capture import CaptureDir, CapturePoint, CaptureSet
+from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.topology import Topology, TopologyError, load_topology
 from lab.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.traffic import HttpExchange, curl_until
@@ -146,6 +148,7 @@ class ScenarioRun:
     result: TraceResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False  # the lab was left up (run id = run_id)
+    report: ReportFiles | None = None
 
     @property
     def passed(self) -> bool:
@@ -210,5 +213,8 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     say("checking the expected trace on the captures")
     run.result = check_trace(trace, CaptureDir.load(run.capture_dir))
     run.result.write(run.capture_dir)
+    say("writing the merged pcapng and the report")
+    merge_pcapng(run.capture_dir, run.result.as_dict())
+    run.report = build_report(run.capture_dir)
     run.timings["total_s"] = time.perf_counter() - t0
     return run

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   iproute2 util-linux clang llvm libbpf-dev bpftool linux-libc-dev
   tcpdump tshark curl ca-certificates python3 python3-venv python3-pip
+  chromium chromium-driver
 )
 
 missing=()

@@ -1,0 +1,199 @@
+"""A capture set read for the report: its manifest facts and every hop's packets.
+
+Each packet seen at a capture point becomes a :class:`Sighting`, with the
+direction it had there (``in`` to the point's host, ``out`` from it, or
+``?``). At a pod it comes from the pod's address; at a node from the
+frame's MACs: a node's capture sees its interface's MAC on every unicast
+frame and each peer's only on some, so the most frequent MAC of a capture
+is the node's, and a frame sent from it is ``out``. A client-role capture
+is a bridge (Docker's ``br-kind``) that also sees the nodes talking to each
+other: only the client's own frames (to the service, or to the client's
+address) are sightings at the client.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lab import dsropt
+from lab.capture import CaptureDir, PointFile, Role
+from lab.packets import Pkt, read_pcap
+
+Direction = Literal["in", "out", "?"]
+ROLE_RANK: dict[Role, int] = {"client": 0, "lb-node": 1, "backend-node": 2, "pod": 3}
+ROLE_LABEL: dict[Role, str] = {"client": "client", "lb-node": "LB node",
+                               "backend-node": "backend node", "pod": "pod"}
+
+
+@dataclass(frozen=True)
+class Service:
+    ip: str
+    port: int
+    name: str
+    protocol: str  # lower case: "tcp" or "udp"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    ip: str
+    port: int
+    node: str
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """One packet as captured at one point."""
+
+    point: PointFile
+    pkt: Pkt
+    direction: Direction
+    rank: int  # the point's position in the manifest (a stable tie-breaker)
+
+    @property
+    def host(self) -> str:
+        return self.point.host
+
+    @property
+    def ref(self) -> str:
+        """``<point name>#<Pkt.index>``, the reference results.json uses."""
+        return f"{self.point.name}#{self.pkt.index}"
+
+    @property
+    def where(self) -> str:
+        """Human form: the file and Wireshark's 1-based frame number."""
+        return f"{self.point.file.name} frame {self.pkt.index + 1}"
+
+    @property
+    def src(self) -> str:
+        return f"{self.pkt.src}:{self.pkt.sport}" if self.pkt.sport is not None else self.pkt.src
+
+    @property
+    def dst(self) -> str:
+        return f"{self.pkt.dst}:{self.pkt.dport}" if self.pkt.dport is not None else self.pkt.dst
+
+
+@dataclass
+class CaptureView:
+    """Everything the report takes from a capture directory (no live lab)."""
+
+    capdir: CaptureDir
+    service: Service
+    client_ip: str
+    option_order: dsropt.OptionOrder
+    backends: list[Backend]
+    packets: dict[str, list[Pkt]] = field(default_factory=dict)  # by point name
+    missing: list[str] = field(default_factory=list)  # point names whose pcap is absent
+    own_mac: dict[str, str] = field(default_factory=dict)  # by point name
+
+    @property
+    def directory(self) -> Path:
+        return self.capdir.directory
+
+    @property
+    def manifest(self) -> dict[str, object]:
+        return self.capdir.manifest
+
+    def backend_by_ip(self, ip: str) -> Backend | None:
+        return next((b for b in self.backends if b.ip == ip), None)
+
+    def dsr_of(self, pkt: Pkt) -> tuple[str, int] | None:
+        """The service a leading DSR option names, in the manifest's byte order."""
+        if not pkt.has_dsr_option:
+            return None
+        try:
+            return dsropt.decode(pkt.options, self.option_order)
+        except (dsropt.DsrOptionError, ValueError):
+            return None
+
+    def is_clients_own(self, pkt: Pkt) -> bool:
+        """A frame the client itself sent (to the service) or received."""
+        to_service = (pkt.src == self.client_ip and pkt.dst == self.service.ip
+                      and pkt.dport == self.service.port)
+        return to_service or pkt.dst == self.client_ip
+
+    def direction(self, point: PointFile, pkt: Pkt) -> Direction:
+        if point.role == "client":
+            return "out" if pkt.src == self.client_ip else "in"
+        pod = next((b for b in self.backends if b.name == point.host), None)
+        if point.role == "pod" and pod is not None:
+            return "out" if pkt.src == pod.ip else "in" if pkt.dst == pod.ip else "?"
+        mac = self.own_mac.get(point.name)
+        if mac and pkt.mac_src == mac:
+            return "out"
+        if mac and pkt.mac_dst == mac:
+            return "in"
+        return "?"
+
+    def sightings(self, point: PointFile) -> list[Sighting]:
+        rank = self.capdir.points.index(point)
+        pkts = self.packets.get(point.name, [])
+        if point.role == "client":
+            pkts = [p for p in pkts if self.is_clients_own(p)]
+        return [Sighting(point, p, self.direction(point, p), rank) for p in pkts]
+
+    def all_sightings(self) -> list[Sighting]:
+        return [s for pt in self.capdir.points for s in self.sightings(pt)]
+
+
+def _unicast(mac: str) -> bool:
+    try:
+        return bool(mac) and not int(mac.split(":", maxsplit=1)[0], 16) & 1
+    except ValueError:
+        return False
+
+
+def own_mac(pkts: list[Pkt]) -> str | None:
+    """The MAC on the most frames of a capture: the capturing interface's own."""
+    seen: Counter[str] = Counter()
+    for p in pkts:
+        for mac in {p.mac_src, p.mac_dst}:
+            if _unicast(mac):
+                seen[mac] += 1
+    if not seen:
+        return None
+    (mac, n), *rest = seen.most_common(2)
+    if rest and rest[0][1] == n:  # a tie: no interface stands out
+        return None
+    return mac
+
+
+def option_order(manifest: Mapping[str, Any]) -> dsropt.OptionOrder:
+    """The manifest's DSR option byte order (host order when absent or unknown)."""
+    order = manifest.get("option_byte_order")
+    return "network" if order == "network" else "host"
+
+
+def load_view(capture_dir: Path) -> CaptureView:
+    """Read the manifest and every hop's pcap (missing files are listed, not fatal)."""
+    capdir = CaptureDir.load(capture_dir)
+    m = capdir.manifest
+    svc = m.get("service") or {}
+    view = CaptureView(
+        capdir=capdir,
+        service=Service(str(svc.get("ip", "")), int(svc.get("port") or 0),
+                        str(svc.get("name", "")), str(svc.get("protocol", "TCP")).lower()),
+        client_ip=str((m.get("client") or {}).get("ip", "")),
+        option_order=option_order(m),
+        backends=[Backend(str(b.get("name", "")), str(b.get("ip", "")), int(b.get("port") or 0),
+                          str(b.get("node", ""))) for b in m.get("backends", [])],
+    )
+    for point in capdir.points:
+        if not point.file.exists():
+            view.missing.append(point.name)
+            view.packets[point.name] = []
+            continue
+        pkts = read_pcap(point.file)
+        view.packets[point.name] = pkts
+        mac = own_mac(pkts) if point.role != "client" else None
+        if mac:
+            view.own_mac[point.name] = mac
+    return view

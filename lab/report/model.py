@@ -1,0 +1,173 @@
+"""Everything a report shows, gathered from one capture directory.
+
+:func:`build_model` reads the manifest, the pcaps and ``results.json`` (if
+any), derives the flows and lays out their ladders; the templates only
+format this model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Literal
+
+from lab import dsropt
+from lab.report.capset import ROLE_LABEL, CaptureView, load_view
+from lab.report.ladder import Flow, Trail, find_flows
+from lab.report.layout import Ladder, layout_flow
+from lab.report.results import CheckIndex, FlowVerdict, Results, load_results
+
+MERGED = "merged.pcapng"
+OPEN_LADDERS = 3  # flows drawn open; failing flows are opened too, up to the same number
+MAX_LADDERS = 40  # flows beyond this are listed without a ladder
+Status = Literal["PASS", "FAIL", "NOT CHECKED"]
+
+
+@dataclass(frozen=True)
+class PointRow:
+    name: str
+    host: str
+    role: str
+    role_label: str
+    file: str
+    exists: bool
+    packets: int  # IPv4 packets read from the file
+    in_flows: int
+
+
+@dataclass
+class FlowRow:
+    flow: Flow
+    verdict: FlowVerdict | None
+    ladder: Ladder | None
+    open: bool
+
+    @property
+    def status(self) -> Status:
+        if self.verdict is None:
+            return "NOT CHECKED"
+        return "PASS" if self.verdict.passed else "FAIL"
+
+    def path_of(self, flags: str) -> str:
+        """The hosts the first packet with these flags went through, e.g. for "SA"."""
+        trail = next((t for t in self.flow.trails if t.first.pkt.flags == flags), None)
+        return _path(trail, self.flow) if trail else ""
+
+
+def _path(trail: Trail, flow: Flow) -> str:
+    hosts = trail.hosts
+    text = " → ".join(hosts)
+    order = [c.host for c in flow.columns]
+    skipped = []
+    for a, b in pairwise(hosts):
+        i, j = sorted((order.index(a), order.index(b)))
+        skipped += [h for h in order[i + 1:j] if h not in hosts]
+    return text + (f" (bypasses {', '.join(dict.fromkeys(skipped))})" if skipped else "")
+
+
+@dataclass
+class ReportModel:
+    directory: Path
+    view: CaptureView
+    results: Results | None
+    results_error: str | None
+    points: list[PointRow]
+    flows: list[FlowRow]
+    stray_packets: int
+    unknown_flows: list[FlowVerdict] = field(default_factory=list)
+
+    @property
+    def manifest(self) -> dict[str, object]:
+        return self.view.manifest
+
+    def meta(self, key: str, default: str = "") -> str:
+        v = self.view.manifest.get(key)
+        return default if v is None else str(v)
+
+    @property
+    def status(self) -> Status:
+        if self.results is None:
+            return "NOT CHECKED"
+        return "PASS" if self.results.passed else "FAIL"
+
+    @property
+    def merged(self) -> str | None:
+        return MERGED if (self.directory / MERGED).exists() else None
+
+    @property
+    def n_checks(self) -> int:
+        return len(self.results.checks()) if self.results else 0
+
+    @property
+    def n_failed(self) -> int:
+        return len(self.results.failures()) if self.results else 0
+
+    @property
+    def expected_option(self) -> str:
+        svc = self.view.service
+        try:
+            return dsropt.encode(svc.ip, svc.port, self.view.option_order).hex(" ")
+        except ValueError:
+            return ""
+
+    @property
+    def captured_at(self) -> str:
+        times = [p.time for pkts in self.view.packets.values() for p in pkts[:1]]
+        if not times:
+            return ""
+        return datetime.fromtimestamp(min(times), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    def frame(self, point: str | None, index: int | None) -> str:
+        """A packet reference for people: the pcap file and Wireshark's frame number."""
+        if point is None or index is None:
+            return ""
+        pf = next((p for p in self.view.capdir.points if point in (p.name, p.host)), None)
+        return f"{pf.file.name if pf else point} frame {index + 1}"
+
+    def anchor(self, point: str | None, index: int | None) -> str | None:
+        """The id of the ladder arrow drawn for this packet, if it is drawn."""
+        if point is None or index is None:
+            return None
+        ref = f"{point}#{index}"
+        for row in self.flows:
+            if row.ladder is not None and ref in row.ladder.anchors:
+                return row.ladder.anchors[ref]
+        return None
+
+    @property
+    def ladders(self) -> list[FlowRow]:
+        return [r for r in self.flows if r.ladder is not None]
+
+    @property
+    def unlaid(self) -> list[FlowRow]:
+        return [r for r in self.flows if r.ladder is None]
+
+
+def build_model(capture_dir: Path) -> ReportModel:
+    view = load_view(capture_dir)
+    results, error = load_results(view.directory)
+    flows, stray = find_flows(view)
+    checks = CheckIndex.of(results)
+    verdicts = {f.id: f for f in results.flows} if results else {}
+    rows: list[FlowRow] = []
+    failing_open = 0
+    for i, flow in enumerate(flows):
+        verdict = verdicts.get(flow.id)
+        failing = verdict is not None and not verdict.passed
+        is_open = i < OPEN_LADDERS or (failing and failing_open < OPEN_LADDERS)
+        failing_open += int(failing and is_open)
+        ladder = layout_flow(flow, view, checks) if i < MAX_LADDERS or is_open else None
+        rows.append(FlowRow(flow, verdict, ladder, is_open))
+    in_flows: dict[str, int] = {}
+    for flow in flows:
+        for t in flow.trails:
+            for s in t.sightings:
+                in_flows[s.point.name] = in_flows.get(s.point.name, 0) + 1
+    points = [PointRow(p.name, p.host, p.role, ROLE_LABEL[p.role], p.file.name, p.file.exists(),
+                       len(view.packets.get(p.name, [])), in_flows.get(p.name, 0))
+              for p in view.capdir.points]
+    known = {f.id for f in flows}
+    unknown = [f for f in verdicts.values() if f.id not in known]
+    return ReportModel(view.directory, view, results, error, points, rows, stray, unknown)
