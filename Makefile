@@ -24,3 +24,10 @@ bench: install
 
 clean-lab: install
 	$(VENV)/bin/dsrlab clean
+
+# The datapath fuzz at full size: 1,000,000 malformed frames per program and
+# 5,000 hypothesis examples (make test runs 100,000 and 300).
+.PHONY: fuzz
+fuzz: install
+	DSRLAB_FUZZ_PACKETS=1000000 DSRLAB_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q -s \
+		tests/test_fuzz_datapath.py

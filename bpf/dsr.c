@@ -16,7 +16,8 @@
  *       service address and port.
  *
  * Drops set skb->cb[0] to the reason (enum dsr_event) and count it in
- * dsr_counters. Packet pointers are only used while parsing; every write
+ * dsr_counters; redirects leave the target ifindex in skb->cb[1].
+ * Backend choice is random unless dsr_config asks for a seeded flow hash. Packet pointers are only used while parsing; every write
  * goes through helpers (store_bytes / csum_replace / adjust_room).
  */
 #include <linux/bpf.h>
@@ -126,15 +127,21 @@ static __always_inline void count(__u32 ev)
 
 static __always_inline int drop(struct __sk_buff *skb, __u32 reason)
 {
-	skb->cb[0] = reason;
+	skb->cb[CB_DROP_REASON] = reason;
 	count(reason);
 	return TC_ACT_SHOT;
 }
 
-static __always_inline bool opt_network_order(void)
+static __always_inline struct dsr_config *config(void)
 {
 	__u32 zero = 0;
-	struct dsr_config *cfg = bpf_map_lookup_elem(&dsr_config, &zero);
+
+	return bpf_map_lookup_elem(&dsr_config, &zero);
+}
+
+static __always_inline bool opt_network_order(void)
+{
+	struct dsr_config *cfg = config();
 
 	return cfg && (cfg->flags & CFG_F_OPT_NETWORK_ORDER);
 }
@@ -214,6 +221,36 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		return PARSE_PASS;
 	}
 	return PARSE_L4;
+}
+
+/* A 32-bit finalizer (lowbias32): every input bit affects every output bit. */
+static __always_inline __u32 mix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x7feb352dU;
+	h ^= h >> 15;
+	h *= 0x846ca68bU;
+	h ^= h >> 16;
+	return h;
+}
+
+/*
+ * The backend choice for a new flow: random (Cilium's --bpf-lb-algorithm
+ * random), or with CFG_F_SEEDED_SELECT a seeded hash of the flow tuple, so
+ * a run is reproducible. Fields are hashed as the u32 values they load as
+ * (network byte order in memory).
+ */
+static __always_inline __u32 select_hash(const struct pkt *p)
+{
+	struct dsr_config *cfg = config();
+	__u32 h;
+
+	if (!cfg || !(cfg->flags & CFG_F_SEEDED_SELECT))
+		return bpf_get_prandom_u32();
+	h = mix32(cfg->seed ^ p->saddr);
+	h = mix32(h ^ p->daddr);
+	h = mix32(h ^ ((__u32)p->sport | ((__u32)p->dport << 16)));
+	return mix32(h ^ p->proto);
 }
 
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
@@ -357,12 +394,16 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, __be32 
 		return drop(skb, ret);
 	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
 		count(EV_FIB_REDIRECT_NEIGH);
+		skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
+		skb->cb[CB_REDIR_KIND] = CB_REDIR_NEIGH;
 		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 	}
 	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) ||
 	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0))
 		return drop(skb, DROP_STORE);
 	count(EV_FIB_REDIRECT);
+	skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
+	skb->cb[CB_REDIR_KIND] = CB_REDIR_PLAIN;
 	return bpf_redirect(fib.ifindex, 0);
 }
 
@@ -393,7 +434,7 @@ static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 
 		if (n == 0)
 			return drop(skb, DROP_NO_BACKEND);
-		bk.slot = (bpf_get_prandom_u32() % n) + 1;
+		bk.slot = (select_hash(p) % n) + 1;
 		be = bpf_map_lookup_elem(&lb_backends, &bk);
 		if (!be)
 			return drop(skb, DROP_NO_BACKEND);

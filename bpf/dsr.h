@@ -81,10 +81,29 @@ struct dsr_revnat_val {
 
 /* dsr_config[0].flags */
 #define CFG_F_OPT_NETWORK_ORDER (1U << 0) /* else host order (Cilium's) */
+/*
+ * Backend selection from a seeded hash of the flow (saddr, daddr, sport,
+ * dport, proto) instead of bpf_get_prandom_u32(): the same seed and flow
+ * always give the same backend (lab/datapath/selection.py mirrors the hash).
+ * Off by default: live selection is random, like Cilium's.
+ */
+#define CFG_F_SEEDED_SELECT (1U << 1)
 
 struct dsr_config {
 	__u32 flags;
+	__u32 seed; /* used with CFG_F_SEEDED_SELECT */
 };
+
+/*
+ * skb->cb words the programs set (read back by BPF_PROG_TEST_RUN):
+ * cb[0] the drop reason (enum dsr_event) before TC_ACT_SHOT; cb[1] the
+ * target ifindex and cb[2] the kind (CB_REDIR_*) before TC_ACT_REDIRECT.
+ */
+#define CB_DROP_REASON 0
+#define CB_REDIR_IFINDEX 1
+#define CB_REDIR_KIND 2
+#define CB_REDIR_PLAIN 1 /* bpf_redirect, MACs from the FIB */
+#define CB_REDIR_NEIGH 2 /* bpf_redirect_neigh, the neighbour layer fills MACs */
 
 /* The IPv4 DSR option: type 0x9a, length 8, port, address. */
 #define DSR_OPT_TYPE 0x9a

@@ -1,23 +1,32 @@
-"""The ``dsrlab`` command: a thin face over the library."""
+"""The ``dsrlab`` command: a thin face over the library.
+
+Each command imports the library parts it needs when it runs, so that
+``dsrlab review`` on a big pcap does not first load scapy, pyroute2 and the
+report renderer it never uses.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from lab import cleanup
-from lab.backends.base import BackendError
-from lab.backends.netns import NetnsBackend
-from lab.scenario import ScenarioError, ScenarioRun, run_scenario
-from lab.topology import TopologyError, load_topology
+from lab.cli_datapath import app as datapath_app
+from lab.cli_review import review as review_cmd
+from lab.cli_review import wireshark as wireshark_cmd
+
+if TYPE_CHECKING:
+    from lab.scenario import ScenarioRun
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="A packet-level test lab for eBPF direct-server-return load balancing.")
+app.add_typer(datapath_app, name="datapath")
+app.command("review")(review_cmd)
+app.command("wireshark")(wireshark_cmd)
 console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -34,6 +43,10 @@ def up(
     datapath: Annotated[bool, typer.Option(help="attach the DSR datapath on every node")] = True,
 ) -> None:
     """Bring a topology up on the netns backend and leave it running."""
+    from lab.backends.base import BackendError
+    from lab.backends.netns import NetnsBackend
+    from lab.topology import TopologyError, load_topology
+
     _need_root()
     try:
         topo = load_topology(topology)
@@ -60,6 +73,8 @@ def down(
     run_id: Annotated[str | None, typer.Argument(help="run id (default: the only lab up)")] = None,
 ) -> None:
     """Take a lab brought up with ``dsrlab up`` down again."""
+    from lab import cleanup
+
     _need_root()
     if run_id is None:
         labs = [r for r in cleanup.find_runs().values() if r.state_file is not None]
@@ -85,6 +100,8 @@ def clean(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
 ) -> None:
     """Remove everything carrying a dsrlab run tag (also what killed runs left)."""
+    from lab import cleanup
+
     _need_root()
     runs = cleanup.find_runs()
     if run_ids:
@@ -107,6 +124,8 @@ def clean(
 @app.command("list")
 def list_labs() -> None:
     """Labs and leftovers on this machine, by run tag."""
+    from lab import cleanup
+
     runs = cleanup.find_runs()
     if not runs:
         console.print("no labs")
@@ -134,8 +153,8 @@ def _print_run(run: ScenarioRun) -> None:
                      and c.kind in ("expect", "coverage")][:3]
             for c in shown:
                 console.print(f"        {c.name}: {c.message}", style="dim", markup=False)
-            console.print(f"        [dim]{len(claim.checks)} checks over {len(flows)} flows, "
-                          "all passed[/]")
+            over = f" over {len(flows)} flows" if flows else ""
+            console.print(f"        [dim]{len(claim.checks)} checks{over}, all passed[/]")
     failed = [ex for ex in run.exchanges if not ex.ok]
     served: dict[str, int] = {}
     for ex in run.exchanges:
@@ -146,6 +165,10 @@ def _print_run(run: ScenarioRun) -> None:
     for ex in failed[:3]:
         console.print(f"  [red]request failed:[/] {ex.error or ex.http_code}")
     console.print(f"captures: {run.capture_dir}  (manifest.json, results.json, one pcap per hop)")
+    if run.report is not None:
+        console.print(f"report:   {run.report.html}  (ladder per flow; {run.report.markdown.name}"
+                      " for CI logs)")
+        console.print(f"wireshark: {run.capture_dir / 'merged.pcapng'}  (every hop, one file)")
     if run.kept:
         console.print(f"the lab is still up: dsrlab down {run.run_id}")
     t = run.timings
@@ -161,6 +184,10 @@ def run(
     keep: Annotated[bool, typer.Option("--keep", help="leave the lab up afterwards")] = False,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
+    from lab.backends.base import BackendError
+    from lab.scenario import ScenarioError, run_scenario
+    from lab.topology import TopologyError
+
     _need_root()
     try:
         with console.status("starting") as status:

@@ -1,4 +1,5 @@
-"""Compile ``bpf/dsr.c`` with clang into a content-addressed cache.
+"""Compile ``bpf/dsr.c`` (or another source of ``bpf/``) with clang into a
+content-addressed cache.
 
 The object's name carries a hash of every source file under ``bpf/``, the
 compiler flags and clang's version, so an unchanged tree never rebuilds and a
@@ -21,6 +22,7 @@ from pathlib import Path
 from lab.datapath.errors import DatapathError
 
 MAIN_SOURCE = "dsr.c"
+EMPTY_SOURCE = "empty.c"  # the benchmark's floor: a tc program returning TC_ACT_OK
 BASE_CFLAGS: tuple[str, ...] = ("-O2", "-g", "-target", "bpf", "-Wall")
 
 
@@ -79,25 +81,28 @@ def build_object(
     source_dir: Path | None = None,
     cache_dir: Path | None = None,
     extra_cflags: Sequence[str] = (),
+    source: str = MAIN_SOURCE,
 ) -> Path:
     """Compile the datapath (once per content) and return the object's path.
 
-    Raises :class:`DatapathError` with clang's stderr when compilation fails.
+    ``source`` picks another file of ``bpf/`` (e.g. :data:`EMPTY_SOURCE`); the
+    object is named after it. Raises :class:`DatapathError` with clang's
+    stderr when compilation fails.
     """
     src_dir = source_dir or bpf_source_dir()
-    main = src_dir / MAIN_SOURCE
+    main = src_dir / source
     if not main.is_file():
         raise DatapathError(f"BPF source {main} not found")
     clang = find_clang()
     flags = cflags(src_dir, extra_cflags)
     digest = source_hash(src_dir, flags, _clang_version(clang))
     out_dir = cache_dir or default_cache_dir()
-    target = out_dir / f"dsr-{digest}.o"
+    target = out_dir / f"{Path(source).stem}-{digest}.o"
     if target.is_file():
         return target
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".dsr-", suffix=".o", dir=out_dir)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{Path(source).stem}-", suffix=".o", dir=out_dir)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -277,17 +277,48 @@ class DatapathObject:
 
     # -- configuration ----------------------------------------------------
 
+    def _config(self) -> tuple[int, int]:
+        """(flags, seed) of dsr_config[0]."""
+        raw = self.map("dsr_config").lookup(maps.U32.pack(0))
+        if raw is None:
+            return 0, 0
+        flags, seed = maps.CONFIG_VAL.unpack(raw)
+        return int(flags), int(seed)
+
+    def _set_config(self, flags: int, seed: int) -> None:
+        self.map("dsr_config").update(maps.U32.pack(0), maps.CONFIG_VAL.pack(flags, seed))
+
     def set_option_order(self, order: OptionOrder) -> None:
         """Byte order of the DSR option's port/address (host = Cilium's)."""
         if order not in ("host", "network"):
             raise ValueError(f"option order must be host or network, not {order!r}")
-        flags = maps.CFG_F_OPT_NETWORK_ORDER if order == "network" else 0
-        self.map("dsr_config").update(maps.U32.pack(0), maps.U32.pack(flags))
+        flags, seed = self._config()
+        flags &= ~maps.CFG_F_OPT_NETWORK_ORDER
+        if order == "network":
+            flags |= maps.CFG_F_OPT_NETWORK_ORDER
+        self._set_config(flags, seed)
 
     def option_order(self) -> OptionOrder:
-        raw = self.map("dsr_config").lookup(maps.U32.pack(0))
-        flags = maps.U32.unpack(raw)[0] if raw else 0
+        flags, _ = self._config()
         return "network" if flags & maps.CFG_F_OPT_NETWORK_ORDER else "host"
+
+    def set_selection_seed(self, seed: int | None) -> None:
+        """Backend choice of new flows: ``None`` = random (the default, Cilium's
+        ``random`` algorithm), an int = a hash of the flow tuple seeded with it,
+        so the same seed and flow always get the same backend
+        (:func:`lab.datapath.selection.seeded_slot` computes it in Python)."""
+        flags, _ = self._config()
+        if seed is None:
+            self._set_config(flags & ~maps.CFG_F_SEEDED_SELECT, 0)
+            return
+        if not 0 <= seed <= 0xFFFFFFFF:
+            raise ValueError(f"seed must be in 0..{0xFFFFFFFF}, not {seed}")
+        self._set_config(flags | maps.CFG_F_SEEDED_SELECT, seed)
+
+    def selection_seed(self) -> int | None:
+        """The seed of seeded selection, ``None`` when selection is random."""
+        flags, seed = self._config()
+        return seed if flags & maps.CFG_F_SEEDED_SELECT else None
 
     # -- services ---------------------------------------------------------
 

@@ -11,7 +11,7 @@ lb_services    addr(4) port(2) proto(1) pad(1)                   count(u16) flag
 lb_backends    addr(4) port(2) proto(1) pad(1) slot(u16) pad(2)  addr(4) port(2) flags(u16)
 lb_ct          client(4) svc(4) cport(2) sport(2) proto(1) 3pad  backend(4) bport(2) flags(u16)
 dsr_revnat     client(4) backend(4) cport(2) bport(2) proto 3pad svc(4) sport(2) pad(2)
-dsr_config     u32 0                                             flags(u32)
+dsr_config     u32 0                                             flags(u32) seed(u32)
 dsr_counters   u32 event                                         u64 per CPU
 =============  ================================================  ===========================
 """
@@ -32,6 +32,7 @@ BE_F_LOCAL = 1 << 0
 CT_F_LOCAL = 1 << 0
 CT_F_DSR = 1 << 1
 CFG_F_OPT_NETWORK_ORDER = 1 << 0
+CFG_F_SEEDED_SELECT = 1 << 1  # backend = seeded hash of the flow, not random
 
 SVC_KEY = struct.Struct("=4s2sBx")
 SVC_VAL = struct.Struct("=HH")
@@ -40,6 +41,7 @@ BE_VAL = struct.Struct("=4s2sH")
 FLOW_KEY = struct.Struct("=4s4s2s2sB3x")  # lb_ct and dsr_revnat keys
 CT_VAL = struct.Struct("=4s2sH")
 REVNAT_VAL = struct.Struct("=4s2sxx")
+CONFIG_VAL = struct.Struct("=II")  # flags, seed
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 
@@ -49,7 +51,7 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     "lb_backends": (BE_KEY.size, BE_VAL.size),
     "lb_ct": (FLOW_KEY.size, CT_VAL.size),
     "dsr_revnat": (FLOW_KEY.size, REVNAT_VAL.size),
-    "dsr_config": (U32.size, U32.size),
+    "dsr_config": (U32.size, CONFIG_VAL.size),
     "dsr_counters": (U32.size, U64.size),
 }
 

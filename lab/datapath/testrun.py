@@ -35,6 +35,11 @@ TC_VERDICTS: dict[int, str] = {
     8: "trap",
 }
 TC_ACT_SHOT = 2
+TC_ACT_REDIRECT = 7
+# skb->cb words the datapath sets (bpf/dsr.h: CB_*)
+CB_REDIR_IFINDEX = 1
+CB_REDIR_KIND = 2
+CB_REDIR_NEIGH = 2
 
 
 class SkBuffCtx(ctypes.Structure):
@@ -64,7 +69,10 @@ class TestRunResult:
     ``verdict`` is the TC action name of ``retval``; ``data`` the frame
     after the program; ``duration_ns`` the kernel's average per repetition;
     ``cb`` the skb->cb words after the run; ``drop_reason`` the datapath's
-    reason name (from cb[0]) when the verdict is ``shot``.
+    reason name (from cb[0]) when the verdict is ``shot``; ``redirect_ifindex``
+    the target the program redirected to (from cb[1]) when the verdict is
+    ``redirect``, with ``redirect_neigh`` telling bpf_redirect_neigh from
+    bpf_redirect.
     """
 
     __test__ = False  # not a pytest test class
@@ -75,6 +83,8 @@ class TestRunResult:
     duration_ns: int
     cb: tuple[int, ...]
     drop_reason: str | None
+    redirect_ifindex: int | None = None
+    redirect_neigh: bool = False
 
 
 def run_program(
@@ -125,6 +135,7 @@ def run_program(
     cb = tuple(int(x) for x in out_head.cb)
     verdict = TC_VERDICTS.get(retval, f"unknown({retval})")
     reason = drop_reason_name(cb[0]) if retval == TC_ACT_SHOT and cb[0] else None
+    redirected = retval == TC_ACT_REDIRECT and cb[CB_REDIR_IFINDEX] != 0
     return TestRunResult(
         retval=retval,
         verdict=verdict,
@@ -132,4 +143,6 @@ def run_program(
         duration_ns=int(opts.duration),
         cb=cb,
         drop_reason=reason,
+        redirect_ifindex=cb[CB_REDIR_IFINDEX] if redirected else None,
+        redirect_neigh=redirected and cb[CB_REDIR_KIND] == CB_REDIR_NEIGH,
     )
