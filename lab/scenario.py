@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lab.backends.netns import NetnsBackend, NetnsLab
@@ -26,6 +25,7 @@ from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.topology import Topology, TopologyError, load_topology
 from lab.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.traffic import HttpExchange, curl_until
+from lab.yamldoc import field_path, read_yaml
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "scenarios"
 
@@ -93,16 +93,12 @@ def find_scenario(name_or_path: str) -> Path:
 
 def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
     path = find_scenario(str(name_or_path))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
+    data = read_yaml(path, ScenarioError)
     try:
         sc = Scenario.model_validate(data).model_copy(update={"source": path})
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        raise ScenarioError(f"{path}: {where}: {err['msg']}") from None
+        raise ScenarioError(f"{path}: {field_path(tuple(err['loc']))}: {err['msg']}") from None
     try:
         topo = load_topology(sc.topology_path())
     except TopologyError as exc:

@@ -14,8 +14,9 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lab.yamldoc import field_path, read_yaml
 
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HostName = Annotated[str, Field(pattern=_DNS_LABEL, max_length=63)]
@@ -264,16 +265,6 @@ def _host_path(t: Topology, index: int) -> str:
     return "workloads"
 
 
-def _loc_to_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + part
-    return out or "(top level)"
-
-
 def parse_topology(data: Any, source: str | Path = "<topology>") -> Topology:
     """Validate already-parsed YAML data; errors name ``source`` and the field."""
     if not isinstance(data, dict):
@@ -283,7 +274,7 @@ def parse_topology(data: Any, source: str | Path = "<topology>") -> Topology:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            path = _loc_to_path(tuple(err["loc"]))
+            path = field_path(tuple(err["loc"]))
             ctx_err = err.get("ctx", {}).get("error")
             if isinstance(ctx_err, _FieldProblem):
                 lines.append(f"{source}: {ctx_err.field}: {ctx_err.msg}")
@@ -298,17 +289,7 @@ def parse_topology(data: Any, source: str | Path = "<topology>") -> Topology:
 def load_topology(path: str | Path) -> Topology:
     """Load and validate a topology YAML file."""
     p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as exc:
-        raise TopologyError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise TopologyError(f"{p}: {where}not valid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_topology(data, p)
+    return parse_topology(read_yaml(p, TopologyError), p)
 
 
 _SAFE = re.compile(r"[^a-z0-9.-]")

@@ -27,10 +27,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lab.trace.fields import FIELD_NAMES, FieldSpec, compile_field
+from lab.yamldoc import field_path, read_yaml
 
 
 class TraceError(ValueError):
@@ -134,13 +134,6 @@ class Trace(_Model):
     source: Path | None = Field(default=None, exclude=True)
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
 def _compile_all(trace: Trace, source: str) -> None:
     """Compile every field matcher once so that a bad one is reported at load time."""
 
@@ -184,22 +177,14 @@ def parse_trace(data: Any, source: str | Path = "<trace>") -> Trace:
         trace = Trace.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise TraceError(f"{source}: {_loc(tuple(err['loc']))}: {err['msg']}") from None
+        raise TraceError(f"{source}: {field_path(tuple(err['loc']))}: {err['msg']}") from None
     _compile_all(trace, str(source))
     return trace.model_copy(update={"source": Path(source)})
 
 
 def load_trace(path: str | Path) -> Trace:
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as exc:
-        raise TraceError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise TraceError(f"{p}: {where}not valid YAML") from None
-    return parse_trace(data, p)
+    return parse_trace(read_yaml(p, TraceError), p)
 
 
 __all__ = ["Claim", "Coverage", "FieldSpec", "PacketSpec", "PointRef", "Trace", "TraceError",
