@@ -11,22 +11,16 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
-from lab.datapath.errors import DatapathError
-from lab.datapath.pcapio import PcapError
-from lab.datapath.runner import (
-    MAX_REPEAT,
-    Endpoint,
-    PacketResult,
-    ProgramKind,
-    RunConfig,
-    parse_endpoint,
-    run_pcap,
-)
+from lab.datapath.testrun import MAX_REPEAT
+
+if TYPE_CHECKING:  # the runner (pyroute2, libbpf) loads when `datapath run` runs
+    from lab.datapath.runner import Endpoint, PacketResult, ProgramKind
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run the lab's eBPF programs on packets, without a topology.")
@@ -39,6 +33,8 @@ class Program(StrEnum):
 
 
 def _endpoint(text: str, option: str) -> Endpoint:
+    from lab.datapath.runner import parse_endpoint
+
     try:
         return parse_endpoint(text)
     except ValueError as exc:
@@ -98,6 +94,10 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per packet on "
                                           "stdout")] = False,
 ) -> None:
+    from lab.datapath.errors import DatapathError
+    from lab.datapath.pcapio import PcapError
+    from lab.datapath.runner import RunConfig, run_pcap
+
     svc = _endpoint(service, "--service")
     backends = [_endpoint(b, "--backend") for b in backend]
     if not input_path.is_file():

@@ -63,7 +63,7 @@ from lab.datapath.loader import DatapathObject
 from lab.datapath.maps import Backend
 from lab.datapath.pcapio import PcapWriter, read_frames
 from lab.datapath.tc import current_netns_inode
-from lab.datapath.testrun import ETH_HLEN, TestRunResult
+from lab.datapath.testrun import ETH_HLEN, MAX_REPEAT, TestRunResult
 from lab.dsropt import OptionOrder
 from lab.names import netns_name, new_run_id
 
@@ -74,7 +74,6 @@ EGRESS = "dsr_to_netdev"
 NETNS_HOST = "dprun"
 NEIGH_PERMANENT = 0x80
 RT_SCOPE_LINK = 253
-MAX_REPEAT = 100_000_000
 
 REJECTED = "rejected"  # BPF_PROG_TEST_RUN refused the frame: the program never ran
 NOT_EMITTED = frozenset({"drop", "stolen", "queued", "trap", REJECTED})

@@ -35,6 +35,7 @@ TC_VERDICTS: dict[int, str] = {
     8: "trap",
 }
 TC_ACT_SHOT = 2
+MAX_REPEAT = 100_000_000  # the most repeats a perf-mode run asks the kernel for
 TC_ACT_REDIRECT = 7
 # skb->cb words the datapath sets (bpf/dsr.h: CB_*)
 CB_REDIR_IFINDEX = 1
