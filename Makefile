@@ -21,6 +21,8 @@ test: lint
 
 bench: install
 	$(PY) bench/bringup.py
+	$(PY) bench/datapath.py
+	$(PY) bench/review.py
 
 clean-lab: install
 	$(VENV)/bin/dsrlab clean
