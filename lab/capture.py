@@ -160,11 +160,17 @@ class CaptureSet:
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
         try:
-            self.settle()
-        finally:
-            self._stop_all()
+            try:
+                self.settle()
+            finally:
+                self._stop_all()
+        except CaptureError as stopping:
+            if exc is None:
+                raise
+            exc.add_note(f"and stopping the captures failed: {stopping}")
         self.write_manifest()
 
     def settle(self) -> None:

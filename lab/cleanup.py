@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab import names
+from lab import names, owner
 from lab.backends import nsutil
 from lab.backends.netns import STATE_DIR, state_path
 
@@ -33,6 +33,7 @@ class RunResidue:
     namespaces: list[str] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     state_file: Path | None = None
+    owner_pid: int | None = None  # the live process that holds the run, if any
 
     @property
     def empty(self) -> bool:
@@ -55,13 +56,14 @@ def find_runs() -> dict[str, RunResidue]:
             runs.setdefault(run_id, RunResidue(run_id)).state_file = f
     for res in runs.values():
         res.pids = sorted({pid for ns in res.namespaces for pid in _pids_in(ns)})
+        res.owner_pid = owner.alive_owner(res.run_id)
     return runs
 
 
 def _pids_in(ns: str) -> list[int]:
     try:
         return nsutil.pids_in(ns)
-    except OSError:
+    except (OSError, nsutil.NetnsError):
         return []
 
 
@@ -104,6 +106,7 @@ def clean_run(res: RunResidue) -> list[str]:
     if res.state_file is not None:
         res.state_file.unlink(missing_ok=True)
         done.append(f"removed {res.state_file}")
+    owner.forget(res.run_id)
     return done
 
 

@@ -31,6 +31,20 @@ console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 
+def _lab_errors() -> tuple[type[Exception], ...]:
+    """The failures a user can act on: printed as one line, not as a traceback."""
+    from lab.backends.base import BackendError
+    from lab.backends.nsutil import NetnsError
+    from lab.capture import CaptureError
+    from lab.datapath.errors import DatapathError
+    from lab.scenario import ScenarioError
+    from lab.topology import TopologyError
+    from lab.trace import TraceError
+
+    return (BackendError, NetnsError, CaptureError, DatapathError, ScenarioError,
+            TopologyError, TraceError)
+
+
 def _need_root() -> None:
     if os.geteuid() != 0:
         err.print("[red]dsrlab needs root[/] (network namespaces, BPF, tcpdump)")
@@ -43,16 +57,15 @@ def up(
     datapath: Annotated[bool, typer.Option(help="attach the DSR datapath on every node")] = True,
 ) -> None:
     """Bring a topology up on the netns backend and leave it running."""
-    from lab.backends.base import BackendError
     from lab.backends.netns import NetnsBackend
-    from lab.topology import TopologyError, load_topology
+    from lab.topology import load_topology
 
     _need_root()
     try:
         topo = load_topology(topology)
         with console.status(f"bringing up {topo.name}"):
             lab = NetnsBackend(datapath=datapath).up(topo)
-    except (TopologyError, BackendError) as exc:
+    except _lab_errors() as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     state = lab.detach()
@@ -98,8 +111,14 @@ def clean(
     run_ids: Annotated[list[str] | None, typer.Argument(
         help="only these run ids (default: every run tag found)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
+    all_runs: Annotated[bool, typer.Option(
+        "--all", help="also runs whose owning process still runs (e.g. a test session)")] = False,
 ) -> None:
-    """Remove everything carrying a dsrlab run tag (also what killed runs left)."""
+    """Remove everything carrying a dsrlab run tag (also what killed runs left).
+
+    Without run ids, runs still held by a live process are left alone unless
+    --all is given; labs left up by `dsrlab up` and leftovers of killed runs go.
+    """
     from lab import cleanup
 
     _need_root()
@@ -110,6 +129,11 @@ def clean(
             err.print(f"[red]error:[/] nothing carries run tag {', '.join(unknown)}")
             raise typer.Exit(1)
         runs = {k: v for k, v in runs.items() if k in run_ids}
+    elif not all_runs:
+        for res in [r for r in runs.values() if r.owner_pid is not None]:
+            console.print(f"run {res.run_id}: in use by pid {res.owner_pid}, left alone "
+                          "(name it, or use --all)")
+            del runs[res.run_id]
     if not runs:
         console.print("nothing to clean")
         return
@@ -134,8 +158,9 @@ def list_labs() -> None:
     for col in ("run id", "namespaces", "processes", "state"):
         table.add_column(col)
     for res in runs.values():
-        table.add_row(res.run_id, str(len(res.namespaces)), str(len(res.pids)),
-                      "up (dsrlab up)" if res.state_file else "leftover")
+        state = ("up (dsrlab up)" if res.state_file else
+                 f"in use by pid {res.owner_pid}" if res.owner_pid else "leftover")
+        table.add_row(res.run_id, str(len(res.namespaces)), str(len(res.pids)), state)
     console.print(table)
 
 
@@ -184,16 +209,14 @@ def run(
     keep: Annotated[bool, typer.Option("--keep", help="leave the lab up afterwards")] = False,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
-    from lab.backends.base import BackendError
-    from lab.scenario import ScenarioError, run_scenario
-    from lab.topology import TopologyError
+    from lab.scenario import run_scenario
 
     _need_root()
     try:
         with console.status("starting") as status:
             result = run_scenario(scenario, captures_root=captures,
                                   progress=status.update, keep=keep)
-    except (ScenarioError, TopologyError, BackendError) as exc:
+    except _lab_errors() as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(1) from None
     console.print(f"scenario [bold]{result.scenario.name}[/] run {result.run_id} "

@@ -109,12 +109,12 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
         sport, dport = int(tcp.sport), int(tcp.dport)
         flags = tcp_flag_string(int(tcp.flags))
         seq, ack = int(tcp.seq), int(tcp.ack)
-        payload = bytes(tcp.payload)
+        payload = l4_bytes[int(tcp.dataofs or 5) * 4:]  # within tot_len: no Ethernet padding
         l4_ok = len(l4_bytes) >= 20 and in4_chksum(6, ip, l4_bytes) == 0
     elif proto_num == 17 and isinstance(ip.payload, UDP):
         udp = ip[UDP]
         sport, dport = int(udp.sport), int(udp.dport)
-        payload = bytes(udp.payload)
+        payload = l4_bytes[8:]
         l4_ok = len(l4_bytes) >= 8 and (int(udp.chksum) == 0 or in4_chksum(17, ip, l4_bytes) == 0)
     return Pkt(
         index=index,

@@ -143,6 +143,7 @@ class ScenarioFile(pytest.File):
         except ScenarioError as exc:
             raise self.CollectError(str(exc)) from None
         item = ScenarioItem.from_parent(self, name=sc.name)
+        item.backends = tuple(sc.backends)
         for backend in sc.backends:
             item.add_marker(backend)
         item.add_marker(topo.load_balancer.mode)
@@ -164,8 +165,13 @@ class ScenarioFailed(Exception):
 class ScenarioItem(pytest.Item):
     """Run one scenario on the chosen backend and check its expected trace."""
 
+    backends: tuple[str, ...] = ("netns",)  # what the scenario file says it runs on
+
     def runtest(self) -> None:
         backend = self.config.getoption("--dsrlab-backend")
+        if backend not in self.backends:
+            pytest.skip(f"scenario {self.name} runs on {', '.join(self.backends)}, "
+                        f"not on --dsrlab-backend {backend}")
         if backend == "kind":
             pytest.skip("the kind backend needs a Docker engine and an image registry; "
                         "neither is available here")

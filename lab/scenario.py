@@ -11,6 +11,7 @@ pcapng (one interface per hop) and the report (HTML + Markdown).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -199,13 +200,16 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
                 min_requests=sc.requests.min, max_requests=sc.requests.max,
                 timeout_s=sc.requests.timeout_s)
             run.timings["traffic_s"] = time.perf_counter() - t2
-    finally:
-        if keep:
-            lab.detach()
-            run.kept = True
-        else:
-            say("tearing the lab down")
-            lab.down()
+    except BaseException:
+        if not keep:
+            lab.__exit__(*sys.exc_info())  # a teardown error is noted, not raised over this
+        raise
+    if keep:
+        lab.detach()
+        run.kept = True
+    else:
+        say("tearing the lab down")
+        lab.down()
     say("checking the expected trace on the captures")
     run.result = check_trace(trace, CaptureDir.load(run.capture_dir))
     run.result.write(run.capture_dir)

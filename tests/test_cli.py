@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -59,18 +60,34 @@ def test_up_with_a_broken_topology_names_file_and_field(tmp_path: Path) -> None:
 def test_run_of_an_unknown_scenario_lists_the_known_ones() -> None:
     out = dsrlab("run", "nope")
     assert out.returncode == 1
-    assert dsrlab("clean", "abcdef").returncode == 1
     assert "no scenario 'nope' (known: seed)" in out.stderr
+
+
+@pytest.mark.netns
+def test_clean_of_an_unknown_run_id_is_an_error() -> None:
+    run_id = "fedcba"
+    assert run_id not in cleanup.find_runs()
+    out = dsrlab("clean", run_id)
+    assert out.returncode == 1
+    assert f"nothing carries run tag {run_id}" in out.stderr
 
 
 @pytest.mark.netns
 def test_clean_removes_a_leftover_lab_by_its_tag() -> None:
     lab = NetnsBackend(datapath=False).up(load_topology(SEED))
-    lab.close_handles()  # like a crashed run: no state file, namespaces and servers left
-    assert lab.run_id in cleanup.find_runs()
-    assert dsrlab("clean", "--dry-run", lab.run_id).returncode == 0
-    assert lab.run_id in cleanup.find_runs()
-    out = dsrlab("clean", lab.run_id)  # only this run: leave other labs alone
-    assert out.returncode == 0, out.stderr
-    assert f"run {lab.run_id}: 6 namespaces, 2 processes" in out.stdout
-    assert lab.run_id not in cleanup.find_runs()
+    lab.close_handles()  # no state file; namespaces and servers left
+    try:
+        assert lab.run_id in cleanup.find_runs()
+        assert dsrlab("clean", "--dry-run", lab.run_id).returncode == 0
+        assert lab.run_id in cleanup.find_runs()
+        # this (live) process still holds the run: a bare clean leaves it alone
+        bare = dsrlab("clean")
+        assert f"run {lab.run_id}: in use by pid {os.getpid()}, left alone" in bare.stdout
+        assert lab.run_id in cleanup.find_runs()
+        out = dsrlab("clean", lab.run_id)  # named: it goes
+        assert out.returncode == 0, out.stderr
+        assert f"run {lab.run_id}: 6 namespaces, 2 processes" in out.stdout
+        assert lab.run_id not in cleanup.find_runs()
+    finally:
+        if lab.run_id in cleanup.find_runs():
+            cleanup.clean_run(cleanup.find_runs()[lab.run_id])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -72,8 +71,8 @@ def test_down_removes_namespaces_and_servers(seed_topology: Topology) -> None:
     lab = NetnsBackend(datapath=False).up(seed_topology)
     namespaces = [h.netns for h in lab.hosts.values()]
     pids = list(lab.pids.values())
-    assert len(pids) == len(seed_topology.pods)
     lab.down()
+    assert len(pids) == len(seed_topology.pods)
     assert not [ns for ns in namespaces if nsutil.exists(ns)]
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
@@ -119,13 +118,16 @@ def test_up_and_down_leave_the_root_namespace_as_it_was(seed_topology: Topology)
 def test_a_detached_lab_is_taken_down_by_its_run_id(seed_topology: Topology) -> None:
     lab = NetnsBackend(datapath=False).up(seed_topology)
     state = lab.detach()
-    assert state == state_path(lab.run_id)
-    recorded = json.loads(state.read_text())
-    assert recorded["namespaces"]["client"] == lab.hosts["client"].netns
-    residue = cleanup.find_runs()[lab.run_id]
-    assert sorted(residue.namespaces) == sorted(h.netns for h in lab.hosts.values())
-    assert set(lab.pids.values()) <= set(residue.pids)
-    cleanup.tear_down(lab.run_id)
+    try:
+        assert state == state_path(lab.run_id)
+        recorded = json.loads(state.read_text())
+        assert recorded["namespaces"]["client"] == lab.hosts["client"].netns
+        residue = cleanup.find_runs()[lab.run_id]
+        assert sorted(residue.namespaces) == sorted(h.netns for h in lab.hosts.values())
+        assert set(lab.pids.values()) <= set(residue.pids)
+        assert residue.owner_pid is None  # detached: handed over to dsrlab down/clean
+    finally:
+        cleanup.tear_down(lab.run_id)
     assert lab.run_id not in cleanup.find_runs()
     assert not state.exists()
 
@@ -146,11 +148,13 @@ def test_clean_finds_what_a_killed_run_left(tmp_path: Path) -> None:
     assert proc.returncode == -9, proc.stderr
     run_id = proc.stdout.strip()
     residue = cleanup.find_runs()[run_id]
-    assert len(residue.namespaces) == 6
-    assert len(residue.pids) == 2  # the two pod servers outlived their parent
-    done = cleanup.clean_run(residue)
+    try:
+        assert len(residue.namespaces) == 6
+        assert len(residue.pids) == 2  # the two pod servers outlived their parent
+        assert residue.owner_pid is None  # its owner is dead: clean may take it
+    finally:
+        done = cleanup.clean_run(residue)
     assert sum(line.startswith("removed namespace") for line in done) == 6
     assert run_id not in cleanup.find_runs()
     for pid in residue.pids:
         assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
-    assert os.geteuid() == 0

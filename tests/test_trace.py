@@ -4,14 +4,19 @@ trace files that are wrong named by file and field."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
 from scapy.utils import wrpcap
 from synth import Breakage, build
 
+from lab.packets import from_scapy
 from lab.trace import TraceError, TraceResult, check_trace, load_trace, parse_trace
 
 SEED_TRACE = Path(__file__).resolve().parent.parent / "scenarios" / "seed.trace.yaml"
@@ -85,6 +90,16 @@ def test_a_deliberately_broken_expectation_shows_expected_got_per_field(tmp_path
     assert rows["[IP].options.dsr"].ok  # masked? no: compared, and right (no option)
 
 
+def test_a_manifest_without_the_service_is_named(tmp_path: Path) -> None:
+    capdir = build(tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    del m["service"]
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(TraceError, match=r"manifest\.json: the trace needs client\.ip, "
+                                         r"service\.ip and service\.port"):
+        check_trace(load_trace(SEED_TRACE), type(capdir).load(tmp_path))
+
+
 def test_an_empty_capture_fails_loudly(tmp_path: Path) -> None:
     capdir = build(tmp_path)
     for p in capdir.points:
@@ -135,3 +150,13 @@ def test_the_trace_names_no_address_literally() -> None:
     text = SEED_TRACE.read_text()
     for literal in ("172.18.", "10.0.", "32000", "cni-", "cilium-dsr-"):
         assert literal not in text
+
+
+def test_ethernet_padding_is_not_payload() -> None:
+    syn = bytes(Ether() / IP() / TCP(flags="S"))  # 54 bytes: padded to 60 on a real wire
+    padded = from_scapy(Ether(syn + b"\0" * 6), 0)
+    assert padded is not None
+    assert (padded.payload_len, padded.payload) == (0, b"")
+    data = from_scapy(Ether(bytes(Ether() / IP() / TCP(flags="PA") / Raw(b"hello"))), 0)
+    assert data is not None
+    assert (data.payload_len, data.payload) == (5, b"hello")

@@ -37,7 +37,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
-from lab import names
+from lab import names, owner
 from lab.backends import nsutil
 from lab.backends.base import BackendError, HostKind, LabHost
 from lab.datapath import Backend, DatapathObject, build_object
@@ -138,8 +138,14 @@ class NetnsLab:
     def __enter__(self) -> NetnsLab:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.down()
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        try:
+            self.down()
+        except BackendError as teardown:
+            if exc is None:
+                raise
+            exc.add_note(f"and the teardown was incomplete: {teardown}")
 
     def down(self) -> None:
         """Stop servers, drop the datapath, remove every namespace (LIFO)."""
@@ -154,10 +160,15 @@ class NetnsLab:
                                + "\n  ".join(errors))
 
     def detach(self) -> Path:
-        """Leave the lab running; write its state for ``dsrlab down``; return the file."""
+        """Leave the lab running; write its state for ``dsrlab down``; return the file.
+
+        The process gives up its claim: the lab now belongs to whoever runs
+        ``dsrlab down`` or ``dsrlab clean``.
+        """
         self.close_handles()
         self._closed = True
         self._undo.steps.clear()
+        owner.release(self.run_id)
         return self.write_state()
 
     def close_handles(self) -> None:

@@ -27,6 +27,8 @@ from typing import TypeVar
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
+from lab import names, owner
+
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
 
@@ -86,6 +88,9 @@ def create(name: str) -> None:
     """Create the namespace ``name``; fails if it exists already."""
     if exists(name):
         raise NetnsError(f"network namespace {name} already exists")
+    lab_name = names.parse_netns_name(name)
+    if lab_name is not None:
+        owner.claim(lab_name.run_id)
 
     def make() -> None:
         if _libc.unshare(CLONE_NEWNET) != 0:
@@ -94,6 +99,8 @@ def create(name: str) -> None:
 
     try:
         _in_thread(make)
+    except FileExistsError:
+        raise NetnsError(f"network namespace {name} already exists") from None
     except BaseException:
         with contextlib.suppress(OSError):
             remove(name)
@@ -101,7 +108,10 @@ def create(name: str) -> None:
 
 
 def remove(name: str) -> None:
-    """Unmount and delete the namespace file (the kernel frees it when unused)."""
+    """Unmount and delete the namespace file (the kernel frees it when unused).
+
+    Removing the last namespace of a lab run drops this process's claim on it.
+    """
     path = netns_path(name)
     # MNT_DETACH = 2
     _libc.umount2(str(path).encode(), 2)
@@ -112,6 +122,11 @@ def remove(name: str) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOENT:
             raise
+    lab_name = names.parse_netns_name(name)
+    if lab_name is not None and not any(
+            (n := names.parse_netns_name(other)) and n.run_id == lab_name.run_id
+            for other in list_netns()):
+        owner.release(lab_name.run_id)
 
 
 ROOT_NETNS = "/proc/self/ns/net"  # the main thread's: the namespace the lab runs from
@@ -183,15 +198,28 @@ def netns_inode(name: str) -> int:
     return os.stat(netns_path(name)).st_ino
 
 
+def _ns_id(path: str | Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def pids_in(name: str) -> list[int]:
-    """PIDs of processes whose network namespace is ``name`` (by inode)."""
-    ino = netns_inode(name)
+    """PIDs of processes whose network namespace is ``name`` (device and inode).
+
+    Refuses a name that is not a namespace of its own (a plain file, or a
+    bind of the namespace this process runs in): cleanup must never match
+    the machine's own processes.
+    """
+    target = _ns_id(netns_path(name))
+    root = _ns_id(ROOT_NETNS)
+    if target == root or target[0] != root[0]:
+        raise NetnsError(f"{name} is not a namespace of its own; refusing to match processes")
     found: list[int] = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if os.stat(f"/proc/{entry}/ns/net").st_ino == ino:
+            if _ns_id(f"/proc/{entry}/ns/net") == target:
                 found.append(int(entry))
         except OSError:
             continue

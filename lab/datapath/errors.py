@@ -1,4 +1,4 @@
-"""The one exception type of the datapath package."""
+"""The exception types of the datapath package."""
 
 from __future__ import annotations
 
@@ -14,3 +14,9 @@ class DatapathError(RuntimeError):
     def __init__(self, message: str, log: str = "") -> None:
         self.log = log
         super().__init__(f"{message}\n{log}" if log else message)
+
+
+class TestRunRefused(DatapathError):
+    """BPF_PROG_TEST_RUN refused the frame (EINVAL) before the program ran."""
+
+    __test__ = False  # not a pytest test class, despite the name

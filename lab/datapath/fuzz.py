@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from lab.datapath.errors import DatapathError
+from lab.datapath.errors import TestRunRefused
 from lab.datapath.loader import DatapathObject
 from lab.datapath.maps import EVENT_NAMES
 from lab.datapath.testrun import TestRunResult
@@ -630,10 +630,8 @@ def make_run_fn(dp: DatapathObject, program: str, ifindex: int = 0) -> RunFn:
             return None
         try:
             return dp.test_run(program, frame, ingress_ifindex=ifindex, ifindex=ifindex)
-        except DatapathError as exc:
-            if "EINVAL" in str(exc):
-                return None
-            raise
+        except TestRunRefused:
+            return None
 
     return run
 

@@ -58,7 +58,7 @@ from types import TracebackType
 from typing import Literal
 
 from lab.backends import nsutil
-from lab.datapath.errors import DatapathError
+from lab.datapath.errors import DatapathError, TestRunRefused
 from lab.datapath.loader import DatapathObject
 from lab.datapath.maps import Backend
 from lab.datapath.pcapio import PcapWriter, read_frames
@@ -349,9 +349,7 @@ class DatapathRunner:
             return PacketResult(index, program, REJECTED, len(frame), reason="frame_too_short")
         try:
             res = self._test_run(self.datapath, program, frame)
-        except DatapathError as exc:
-            if "EINVAL" not in str(exc):
-                raise
+        except TestRunRefused:
             return PacketResult(index, program, REJECTED, len(frame), reason="kernel_refused")
         redirect = None
         if res.redirect_ifindex is not None:

@@ -15,7 +15,7 @@ import errno
 from dataclasses import dataclass
 
 from lab.datapath import libbpf
-from lab.datapath.errors import DatapathError
+from lab.datapath.errors import DatapathError, TestRunRefused
 from lab.datapath.maps import drop_reason_name
 
 CTX_BUF_SIZE = 256  # >= sizeof(struct __sk_buff) of any kernel the lab runs on
@@ -124,7 +124,7 @@ def run_program(
 
     rc = libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
     if rc == -errno.EINVAL:
-        raise DatapathError(
+        raise TestRunRefused(
             f"BPF_PROG_TEST_RUN failed: {libbpf.errno_text(rc)} (the kernel refuses frames "
             "whose L3 header cannot be pulled, e.g. IPv4 shorter than 34 bytes, and "
             "unsupported context fields)"

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.capture import CaptureDir, PointFile
+from lab.capture import MANIFEST, CaptureDir, PointFile
 from lab.packets import Pkt, read_pcap
 from lab.trace.fields import (
     IMPLIED_DEFAULTS,
@@ -27,7 +27,7 @@ from lab.trace.fields import (
     compile_field,
     field_value,
 )
-from lab.trace.model import BindRule, Claim, NeverSpec, PacketSpec, PointRef, Trace
+from lab.trace.model import BindRule, Claim, NeverSpec, PacketSpec, PointRef, Trace, TraceError
 
 RESULTS = "results.json"
 # how far a packet is from an expectation when this field differs: a packet of
@@ -157,17 +157,19 @@ class _Checker:
         self.trace = trace
         self.capdir = capdir
         m = capdir.manifest
-        self.base = Env(
-            values={"client": m["client"]["ip"],
-                    "service": {"ip": m["service"]["ip"], "port": int(m["service"]["port"])},
-                    "backends": m.get("backends", [])},
-            choices={},
-            option_order=m.get("option_byte_order", "host"),
-        )
+        try:
+            values = {"client": m["client"]["ip"],
+                      "service": {"ip": m["service"]["ip"], "port": int(m["service"]["port"])},
+                      "backends": m.get("backends", [])}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TraceError(f"{capdir.directory / MANIFEST}: the trace needs client.ip, "
+                             f"service.ip and service.port ({exc!r} is missing or wrong)") from None
+        self.base = Env(values=values, choices={},
+                        option_order=m.get("option_byte_order", "host"))
         for var, spec in trace.vars.items():
             cands = m.get(spec.one_of)
             if not isinstance(cands, list):
-                raise ValueError(f"{trace.source}: vars.{var}.one_of: the manifest has no list "
+                raise TraceError(f"{trace.source}: vars.{var}.one_of: the manifest has no list "
                                  f"{spec.one_of!r}")
             self.base.choices[var] = [dict(c) for c in cands]
         self._packets: dict[str, list[Pkt]] = {}
