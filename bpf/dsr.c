@@ -7,7 +7,9 @@
  *       (random, remembered in lb_ct), DNAT to it keeping the client's
  *       source; local backend: plain DNAT + dsr_revnat entry; remote backend
  *       of a DSR service: insert the 8-byte DSR IPv4 option on TCP SYNs and
- *       on every UDP datagram; then FIB lookup + redirect.
+ *       on every UDP datagram (or drop it when the option does not fit:
+ *       header over 60 bytes, tot_len + 8 over the configured MTU or over
+ *       65535); then FIB lookup + redirect.
  *     - backend path: a TCP SYN or UDP datagram whose first IP option is the
  *       DSR option teaches dsr_revnat (client, backend) -> service; a SYN
  *       without it clears that flow's entry. The packet is never changed.
@@ -298,7 +300,8 @@ static __always_inline int rewrite_addr_port(struct __sk_buff *skb, const struct
  * Insert the DSR option right after the 20-byte base header (existing
  * options move behind it): IHL += 2, tot_len += 8, IPv4 checksum fixed by
  * difference. The L4 checksum is untouched (options are not in the
- * pseudo-header). The caller checked hlen + 8 <= 60.
+ * pseudo-header). The caller checked opt_fits() (hlen + 8 <= 60,
+ * tot_len + 8 within the MTU and 65535).
  */
 static __always_inline int insert_dsr_opt(struct __sk_buff *skb, struct pkt *p,
 					  __be32 svc_addr, __be16 svc_port)
@@ -342,6 +345,29 @@ static __always_inline int insert_dsr_opt(struct __sk_buff *skb, struct pkt *p,
 
 	p->hlen += DSR_OPT_LEN;
 	p->tot_len = new_tot;
+	return 0;
+}
+
+/*
+ * Whether the DSR option can be added to this packet; 0 or the drop reason.
+ * Checked before anything is written, so a refused packet leaves unchanged
+ * and leaves no CT entry behind. Too big for the MTU: dropped with a reason
+ * (Cilium with DSR ICMP errors off does not check and lets the device drop
+ * the grown packet silently; no ICMP frag-needed is sent here); the MTU
+ * comes from dsr_config (0 = no check). tot_len is a 16-bit field, so a
+ * packet within 8 bytes of 65535 is refused whatever the MTU.
+ */
+static __always_inline int opt_fits(const struct pkt *p)
+{
+	struct dsr_config *cfg = config();
+	__u32 grown = p->tot_len + DSR_OPT_LEN;
+
+	if (p->hlen + DSR_OPT_LEN > IPV4_MAX_HLEN)
+		return DROP_OPT_TOO_LONG;
+	if (cfg && cfg->mtu && grown > cfg->mtu)
+		return DROP_FRAG_NEEDED;
+	if (grown > 0xffff)
+		return DROP_TOT_LEN_OVERFLOW;
 	return 0;
 }
 
@@ -449,8 +475,11 @@ static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 
 	want_opt = (ct.flags & CT_F_DSR) &&
 		   (p->proto == IPPROTO_UDP || (p->tcp_flags & TCP_FLAG_SYN_BIT));
-	if (want_opt && p->hlen + DSR_OPT_LEN > IPV4_MAX_HLEN)
-		return drop(skb, DROP_OPT_TOO_LONG);
+	if (want_opt) {
+		ret = opt_fits(p);
+		if (ret)
+			return drop(skb, ret);
+	}
 
 	if (is_new) {
 		if (bpf_map_update_elem(&lb_ct, &ck, &ct, BPF_ANY))

@@ -92,6 +92,13 @@ struct dsr_revnat_val {
 struct dsr_config {
 	__u32 flags;
 	__u32 seed; /* used with CFG_F_SEEDED_SELECT */
+	/*
+	 * The device MTU: a packet the DSR option would grow beyond it
+	 * (tot_len + 8 > mtu) is dropped with DROP_FRAG_NEEDED (Cilium with
+	 * DSR ICMP errors off). 0 = no check. Set by the loader, because
+	 * bpf_check_mtu() needs 5.12 and the lab supports 5.10.
+	 */
+	__u32 mtu;
 };
 
 /*
@@ -151,6 +158,8 @@ enum dsr_event {
 	DROP_CSUM = 40,
 	DROP_STORE = 41,
 	DROP_CT_UPDATE = 42,
+	DROP_FRAG_NEEDED = 43,      /* tot_len + 8 > dsr_config.mtu */
+	DROP_TOT_LEN_OVERFLOW = 44, /* tot_len + 8 > 65535 */
 	EV_MAX = 64,
 };
 

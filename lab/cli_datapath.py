@@ -64,6 +64,10 @@ Backend selection is random, as configured; --seed N makes the datapath
 pick by a hash of the flow tuple seeded with N instead (same seed, same
 choices).
 
+--mtu N (default 1500) is eth0's MTU and the one the datapath checks: a
+packet the DSR option would grow beyond it is dropped (reason
+frag_needed); --mtu 0 turns that check off.
+
 --json prints one JSON object per packet: index, program, verdict (ok,
 redirect, drop, ...; rejected = the kernel refused the frame, the program
 never ran), length, redirect (interface), reason (drop reason). --repeat N
@@ -91,15 +95,22 @@ def run(
     seed: Annotated[int | None, typer.Option(min=0, max=0xFFFFFFFF,
                                              help="reproducible backend selection: a flow "
                                              "hash seeded with N instead of random")] = None,
+    mtu: Annotated[int, typer.Option(min=0, max=0xFFFF,
+                                     help="eth0's MTU: a packet the DSR option would grow "
+                                     "beyond it is dropped (0: no check)")] = 1500,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per packet on "
                                           "stdout")] = False,
 ) -> None:
     from lab.datapath.errors import DatapathError
+    from lab.datapath.loader import MIN_MTU
     from lab.datapath.pcapio import PcapError
     from lab.datapath.runner import RunConfig, run_pcap
 
     svc = _endpoint(service, "--service")
     backends = [_endpoint(b, "--backend") for b in backend]
+    if 0 < mtu < MIN_MTU:
+        raise typer.BadParameter(f"{mtu} is below IPv4's minimum MTU {MIN_MTU} (0 turns the "
+                                 "check off)", param_hint="'--mtu'")
     if not input_path.is_file():
         err.print(f"[red]error:[/] input file {input_path} does not exist")
         raise typer.Exit(2)
@@ -108,7 +119,7 @@ def run(
         raise typer.Exit(2)
     kind: ProgramKind = "lb" if program is Program.lb else "backend"
     config = RunConfig(program=kind, service=svc, backends=tuple(backends),
-                       seed=seed, repeat=repeat)
+                       seed=seed, repeat=repeat, mtu=mtu)
 
     def show(res: PacketResult) -> None:
         if as_json:

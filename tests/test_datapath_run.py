@@ -10,7 +10,7 @@ fill maps, run the real program with BPF_PROG_TEST_RUN, assert on bytes):
   retransmitted SYN;
 * the command itself on pcaps, as a user runs it (a subprocess): the seed's
   service and other addresses, LB then backend, the Cilium 1.14 options rule,
-  --seed, --repeat, drops and kernel-refused frames, and bad arguments.
+  --seed, --repeat, --mtu, drops and kernel-refused frames, and bad arguments.
 """
 
 from __future__ import annotations
@@ -162,6 +162,11 @@ def test_run_config_validates() -> None:
         RunConfig("lb", svc, be, seed=1 << 32)
     with pytest.raises(ValueError, match="program"):
         RunConfig("xdp", svc, be)  # type: ignore[arg-type]
+    for bad in (-1, 67, 65536):
+        with pytest.raises(ValueError, match="mtu"):
+            RunConfig("lb", svc, be, mtu=bad)
+    assert RunConfig("lb", svc, be).mtu == 1500
+    assert RunConfig("lb", svc, be, mtu=0).mtu == 0
 
 
 def test_pcap_round_trip_keeps_bytes_and_time(tmp_path: Path) -> None:
@@ -460,6 +465,51 @@ def test_cli_repeat_reports_ns_per_packet(tmp_path: Path) -> None:
     # the LB rewrites its frame (repeats see the rewritten one); the backend leaves it alone
     assert [t["repeat_same_frame"] for t in timed] == [False, False, True]
     assert "ns/pkt over 2000 repeats" in stderr
+
+
+def sized_udp(ip_len: int, sport: int = 5353) -> bytes:
+    """A UDP datagram to the service whose IPv4 packet (tot_len) is ``ip_len`` bytes."""
+    frame = udp(bytes(ip_len - 28), sport=sport)
+    assert Ether(frame)[IP].len == ip_len
+    return frame
+
+
+@pytest.mark.bpf
+@pytest.mark.netns
+def test_runner_sets_the_mtu_on_eth0_and_the_datapath(runner: DatapathRunner) -> None:
+    assert runner.datapath.mtu() == 1500
+    with nsutil.open_iproute(runner.netns) as ipr:
+        assert ipr.get_links(runner.ifindex)[0].get_attr("IFLA_MTU") == 1500
+
+
+@pytest.mark.bpf
+@pytest.mark.netns
+def test_cli_mtu(tmp_path: Path) -> None:
+    """1500 by default: the option may not grow a packet past it; --mtu moves or disables it."""
+    frames = [sized_udp(1492), sized_udp(1500, sport=5354), tcp("A", payload=bytes(1460))]
+    records, out, _ = run_cli(tmp_path, frames, extra=["--seed", "1"], name="default")
+    assert [(r["verdict"], r["reason"]) for r in records] == [
+        ("redirect", None), ("drop", "frag_needed"), ("redirect", None)]
+    assert [len(f) for f in out] == [14 + 1500, 14 + 1500]  # grown to the MTU; DNAT only
+    assert out[0][34:42] == SEED_OPT
+    assert checksums_valid(out[0])
+
+    records, out, _ = run_cli(tmp_path, frames[1:2], extra=["--mtu", "9000"], name="jumbo")
+    assert (records[0]["verdict"], records[0]["redirect"]) == ("redirect", "eth0")
+    assert len(out[0]) == 14 + 1508
+
+    # no check in the datapath: the packet grows past eth0's 1500, and the FIB
+    # lookup then leaves it to the stack
+    records, out, _ = run_cli(tmp_path, frames[1:2], extra=["--mtu", "0"], name="off")
+    assert (records[0]["verdict"], records[0]["reason"]) == ("ok", None)
+    assert len(out[0]) == 14 + 1508
+
+    src = tmp_path / "default.pcap"
+    bad = dsrlab("datapath", "run", "--program", "lb", "--service", SEED_SERVICE,
+                 "--backend", f"{POD}:{PORT}", "--input", str(src),
+                 "--output", str(tmp_path / "o.pcap"), "--mtu", "20")
+    assert bad.returncode == 2
+    assert "Invalid value for '--mtu'" in " ".join(bad.stderr.replace("│", " ").split())
 
 
 @pytest.mark.bpf

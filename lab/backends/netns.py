@@ -357,6 +357,7 @@ class NetnsBackend:
             lab.datapath[node.name] = dp
             lab._undo.push(f"close datapath of {node.name}", dp.close)
             dp.set_option_order(t.load_balancer.option_byte_order)
+            dp.set_mtu(t.network.mtu)  # eth0's MTU: the DSR option must fit in it
             for svc in t.services:
                 backends = [
                     Backend(ip=str(p.ip), port=svc.target_port, local=p.node == node.name)

@@ -3,9 +3,10 @@
 :class:`DatapathObject` opens ``dsr.o`` with libbpf, loads it through the
 verifier (the verifier log is in the :class:`DatapathError` when that
 fails), and then offers the lab's operations: configure the option byte
-order, add/remove services, read the CT/revnat tables and counters, run a
-program on a frame (BPF_PROG_TEST_RUN) and attach programs to tc. Each lab
-node loads its own object, so each node has its own maps.
+order, the selection seed and the MTU, add/remove services, read the
+CT/revnat tables and counters, run a program on a frame (BPF_PROG_TEST_RUN)
+and attach programs to tc. Each lab node loads its own object, so each node
+has its own maps.
 
 ``close()`` frees the object; programs attached to tc stay attached (the
 filter holds them) until detached.
@@ -30,6 +31,7 @@ PROGRAMS: tuple[str, ...] = ("dsr_from_netdev", "dsr_to_netdev")
 
 VERIFIER_LOG_SIZE = 8 * 1024 * 1024
 BPF_ANY = 0
+MIN_MTU, MAX_MTU = 68, 0xFFFF  # IPv4's minimum; tot_len is 16 bits
 
 
 class BpfMap:
@@ -277,29 +279,29 @@ class DatapathObject:
 
     # -- configuration ----------------------------------------------------
 
-    def _config(self) -> tuple[int, int]:
-        """(flags, seed) of dsr_config[0]."""
+    def _config(self) -> tuple[int, int, int]:
+        """(flags, seed, mtu) of dsr_config[0]."""
         raw = self.map("dsr_config").lookup(maps.U32.pack(0))
         if raw is None:
-            return 0, 0
-        flags, seed = maps.CONFIG_VAL.unpack(raw)
-        return int(flags), int(seed)
+            return 0, 0, 0
+        flags, seed, mtu = maps.CONFIG_VAL.unpack(raw)
+        return int(flags), int(seed), int(mtu)
 
-    def _set_config(self, flags: int, seed: int) -> None:
-        self.map("dsr_config").update(maps.U32.pack(0), maps.CONFIG_VAL.pack(flags, seed))
+    def _set_config(self, flags: int, seed: int, mtu: int) -> None:
+        self.map("dsr_config").update(maps.U32.pack(0), maps.CONFIG_VAL.pack(flags, seed, mtu))
 
     def set_option_order(self, order: OptionOrder) -> None:
         """Byte order of the DSR option's port/address (host = Cilium's)."""
         if order not in ("host", "network"):
             raise ValueError(f"option order must be host or network, not {order!r}")
-        flags, seed = self._config()
+        flags, seed, mtu = self._config()
         flags &= ~maps.CFG_F_OPT_NETWORK_ORDER
         if order == "network":
             flags |= maps.CFG_F_OPT_NETWORK_ORDER
-        self._set_config(flags, seed)
+        self._set_config(flags, seed, mtu)
 
     def option_order(self) -> OptionOrder:
-        flags, _ = self._config()
+        flags, _, _ = self._config()
         return "network" if flags & maps.CFG_F_OPT_NETWORK_ORDER else "host"
 
     def set_selection_seed(self, seed: int | None) -> None:
@@ -307,18 +309,33 @@ class DatapathObject:
         ``random`` algorithm), an int = a hash of the flow tuple seeded with it,
         so the same seed and flow always get the same backend
         (:func:`lab.datapath.selection.seeded_slot` computes it in Python)."""
-        flags, _ = self._config()
+        flags, _, mtu = self._config()
         if seed is None:
-            self._set_config(flags & ~maps.CFG_F_SEEDED_SELECT, 0)
+            self._set_config(flags & ~maps.CFG_F_SEEDED_SELECT, 0, mtu)
             return
         if not 0 <= seed <= 0xFFFFFFFF:
             raise ValueError(f"seed must be in 0..{0xFFFFFFFF}, not {seed}")
-        self._set_config(flags | maps.CFG_F_SEEDED_SELECT, seed)
+        self._set_config(flags | maps.CFG_F_SEEDED_SELECT, seed, mtu)
 
     def selection_seed(self) -> int | None:
         """The seed of seeded selection, ``None`` when selection is random."""
-        flags, seed = self._config()
+        flags, seed, _ = self._config()
         return seed if flags & maps.CFG_F_SEEDED_SELECT else None
+
+    def set_mtu(self, mtu: int) -> None:
+        """The device MTU the DSR option must fit in: a packet whose tot_len + 8
+        would exceed it is dropped (reason ``frag_needed``) instead of growing,
+        as Cilium does with DSR ICMP errors off. 0 turns the check off (the
+        default of a fresh object). The datapath cannot ask the kernel itself:
+        ``bpf_check_mtu`` needs 5.12 and the lab supports 5.10."""
+        if mtu != 0 and not MIN_MTU <= mtu <= MAX_MTU:
+            raise ValueError(f"mtu must be 0 (no check) or in {MIN_MTU}..{MAX_MTU}, not {mtu}")
+        flags, seed, _ = self._config()
+        self._set_config(flags, seed, mtu)
+
+    def mtu(self) -> int:
+        """The MTU the datapath checks against, 0 when it does not check."""
+        return self._config()[2]
 
     # -- services ---------------------------------------------------------
 

@@ -11,7 +11,7 @@ lb_services    addr(4) port(2) proto(1) pad(1)                   count(u16) flag
 lb_backends    addr(4) port(2) proto(1) pad(1) slot(u16) pad(2)  addr(4) port(2) flags(u16)
 lb_ct          client(4) svc(4) cport(2) sport(2) proto(1) 3pad  backend(4) bport(2) flags(u16)
 dsr_revnat     client(4) backend(4) cport(2) bport(2) proto 3pad svc(4) sport(2) pad(2)
-dsr_config     u32 0                                             flags(u32) seed(u32)
+dsr_config     u32 0                                             flags(u32) seed(u32) mtu(u32)
 dsr_counters   u32 event                                         u64 per CPU
 =============  ================================================  ===========================
 """
@@ -41,7 +41,7 @@ BE_VAL = struct.Struct("=4s2sH")
 FLOW_KEY = struct.Struct("=4s4s2s2sB3x")  # lb_ct and dsr_revnat keys
 CT_VAL = struct.Struct("=4s2sH")
 REVNAT_VAL = struct.Struct("=4s2sxx")
-CONFIG_VAL = struct.Struct("=II")  # flags, seed
+CONFIG_VAL = struct.Struct("=III")  # flags, seed, mtu (0 = no MTU check)
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 
@@ -84,6 +84,8 @@ EVENT_NAMES: dict[int, str] = {
     40: "drop_csum",
     41: "drop_store",
     42: "drop_ct_update",
+    43: "drop_frag_needed",
+    44: "drop_tot_len_overflow",
 }
 EV_MAX = 64
 

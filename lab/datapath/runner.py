@@ -30,6 +30,12 @@ a /32 route on eth0 plus a permanent neighbour entry (MAC
 program redirects to ``eth0`` with those MACs, and the test runs never see
 the machine's own routes.
 
+MTU: eth0's MTU and the datapath's (``dsr_config.mtu``) are ``mtu``, 1500
+by default: a packet the DSR option would grow beyond it is dropped with
+reason ``frag_needed``. ``mtu=0`` turns the datapath's check off (eth0
+stays at 1500, so the FIB lookup then leaves a too-big packet to the
+stack: verdict ``ok``).
+
 Selection: the service's backends are chosen at random, as configured;
 ``seed`` switches the datapath to a seeded hash of the flow tuple
 (:mod:`lab.datapath.selection`), so a run is reproducible.
@@ -59,7 +65,7 @@ from typing import Literal
 
 from lab.backends import nsutil
 from lab.datapath.errors import DatapathError, TestRunRefused
-from lab.datapath.loader import DatapathObject
+from lab.datapath.loader import MAX_MTU, MIN_MTU, DatapathObject
 from lab.datapath.maps import Backend
 from lab.datapath.pcapio import PcapWriter, read_frames
 from lab.datapath.tc import current_netns_inode
@@ -75,6 +81,7 @@ NETNS_HOST = "dprun"
 NEIGH_PERMANENT = 0x80
 RT_SCOPE_LINK = 253
 
+DEFAULT_MTU = 1500
 REJECTED = "rejected"  # BPF_PROG_TEST_RUN refused the frame: the program never ran
 NOT_EMITTED = frozenset({"drop", "stolen", "queued", "trap", REJECTED})
 
@@ -113,7 +120,7 @@ def node_mac(ip: str) -> str:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What ``dsrlab datapath run`` sets up: role, service, backends, seed, repeat."""
+    """What ``dsrlab datapath run`` sets up: role, service, backends, seed, repeat, MTU."""
 
     program: ProgramKind
     service: Endpoint
@@ -121,6 +128,7 @@ class RunConfig:
     seed: int | None = None
     repeat: int = 1
     option_order: OptionOrder = "host"
+    mtu: int = DEFAULT_MTU
 
     def __post_init__(self) -> None:
         if self.program not in PROGRAM_KINDS:
@@ -133,6 +141,8 @@ class RunConfig:
             raise ValueError(f"repeat must be in 1..{MAX_REPEAT}")
         if self.seed is not None and not 0 <= self.seed <= 0xFFFFFFFF:
             raise ValueError("seed must be in 0..4294967295")
+        if self.mtu != 0 and not MIN_MTU <= self.mtu <= MAX_MTU:
+            raise ValueError(f"mtu must be 0 (no check) or in {MIN_MTU}..{MAX_MTU}")
 
 
 @dataclass(frozen=True)
@@ -230,11 +240,15 @@ def ipv4_source(frame: bytes) -> str | None:
     return str(ipaddress.IPv4Address(frame[26:30]))
 
 
-def setup_namespace(name: str, service: Endpoint, backends: Sequence[Endpoint]) -> int:
-    """Shape the scratch namespace ``name`` (see the module doc); eth0's ifindex."""
+def setup_namespace(name: str, service: Endpoint, backends: Sequence[Endpoint],
+                    mtu: int = DEFAULT_MTU) -> int:
+    """Shape the scratch namespace ``name`` (see the module doc); eth0's ifindex.
+
+    ``mtu`` is the veth pair's MTU (0: the default, 1500)."""
+    mtu = mtu or DEFAULT_MTU
     nsutil.write_sysctl(name, "net.ipv4.ip_forward", 1)
     with nsutil.open_iproute(name) as ipr:
-        ipr.link("add", ifname="eth0", kind="veth", peer={"ifname": "peer0"})
+        ipr.link("add", ifname="eth0", kind="veth", mtu=mtu, peer={"ifname": "peer0", "mtu": mtu})
         idx = int(ipr.link_lookup(ifname="eth0")[0])
         ipr.link("set", index=idx, address=node_mac(service.ip), state="up")
         ipr.link("set", index=ipr.link_lookup(ifname="peer0")[0], state="up")
@@ -275,7 +289,8 @@ class DatapathRunner:
     def __enter__(self) -> DatapathRunner:
         try:
             self._stack.enter_context(nsutil.scratch(self.netns))
-            self.ifindex = setup_namespace(self.netns, self.config.service, self.config.backends)
+            self.ifindex = setup_namespace(self.netns, self.config.service, self.config.backends,
+                                           self.config.mtu)
             self.ifnames = interface_names(self.netns)
             self._dp = self._stack.enter_context(self._configured())
             if self.config.repeat > 1:
@@ -299,6 +314,7 @@ class DatapathRunner:
         try:
             dp.set_option_order(cfg.option_order)
             dp.set_selection_seed(cfg.seed)
+            dp.set_mtu(cfg.mtu)
             backends = [Backend(b.ip, b.port) for b in cfg.backends]
             for proto in ("tcp", "udp"):
                 dp.add_service(cfg.service.ip, cfg.service.port, proto, dsr=True,
