@@ -9,7 +9,10 @@ flush) and writes ``manifest.json``. The layout is::
     captures/<scenario>/<run-id>/manifest.json
     captures/<scenario>/latest -> <run-id>
 
-Everything after this module reads only that directory, never a live lab.
+The trace checker adds ``results.json`` and the report ``merged.pcapng``
+(:data:`RESULTS`, :data:`MERGED`). Everything after this module reads only
+that directory, never a live lab: :class:`CaptureDir` is the directory read
+back, with the manifest's facts typed and each pcap's packets read once.
 """
 
 from __future__ import annotations
@@ -21,14 +24,21 @@ import select
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from lab import dsropt
+
+if TYPE_CHECKING:
+    from lab.packets import Pkt
 
 Role = Literal["client", "lb-node", "backend-node", "pod"]
 ROLES: tuple[Role, ...] = ("client", "lb-node", "backend-node", "pod")
 MANIFEST = "manifest.json"
+RESULTS = "results.json"  # the trace checker's verdicts
+MERGED = "merged.pcapng"  # every hop in one file, for Wireshark
 READY_TIMEOUT_S = 10.0
 QUIET_S = 0.15
 SETTLE_MAX_S = 3.0
@@ -227,12 +237,63 @@ class PointFile:
 
 
 @dataclass(frozen=True)
+class Service:
+    """The service the client addressed (``""`` / 0 where the manifest does not say)."""
+
+    ip: str
+    port: int
+    name: str
+    protocol: str  # lower case: "tcp" or "udp"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One of the service's pods (``""`` / 0 where the manifest does not say)."""
+
+    name: str
+    ip: str
+    port: int
+    node: str
+
+
+def _map(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def _port(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0
+
+
+@dataclass(frozen=True)
 class CaptureDir:
-    """A capture set on disk: the manifest and its pcaps (no live lab needed)."""
+    """A capture set on disk: the manifest and its pcaps (no live lab needed).
+
+    The points must be well formed; the other facts are read leniently, since
+    captures brought from real clusters may lack them: a missing service,
+    client or backend field is ``""`` or 0 here, and whoever needs it says so
+    (the trace checker does). ``manifest`` is the raw document.
+    """
 
     directory: Path
     manifest: dict[str, Any]
     points: list[PointFile]
+    service: Service
+    client_ip: str
+    backends: list[Backend]
+    option_order: dsropt.OptionOrder  # of the DSR option; host order unless it says network
+    _packets: dict[str, list[Pkt]] = field(default_factory=dict, init=False, repr=False,
+                                            compare=False)
 
     @classmethod
     def load(cls, directory: str | Path) -> CaptureDir:
@@ -252,7 +313,18 @@ class CaptureDir:
                                         role=role, file=d / p["file"]))
             except KeyError as exc:
                 raise CaptureError(f"{path}: points[{i}]: missing {exc}") from None
-        return cls(directory=d, manifest=manifest, points=points)
+        svc = _map(manifest.get("service"))
+        backends = manifest.get("backends")
+        return cls(
+            directory=d, manifest=manifest, points=points,
+            service=Service(_text(svc.get("ip")), _port(svc.get("port")), _text(svc.get("name")),
+                            _text(svc.get("protocol") or "TCP").lower()),
+            client_ip=_text(_map(manifest.get("client")).get("ip")),
+            backends=[Backend(_text(b.get("name")), _text(b.get("ip")), _port(b.get("port")),
+                              _text(b.get("node")))
+                      for b in map(_map, backends if isinstance(backends, list) else [])],
+            option_order="network" if manifest.get("option_byte_order") == "network" else "host",
+        )
 
     def by_role(self, role: Role) -> Iterator[PointFile]:
         return (p for p in self.points if p.role == role)
@@ -262,3 +334,12 @@ class CaptureDir:
             if name in (p.name, p.host):
                 return p
         raise KeyError(f"no capture point {name!r} in {self.directory}")
+
+    def packets(self, point: PointFile) -> list[Pkt]:
+        """The point's IPv4 packets (none when its pcap is absent), read once per instance."""
+        if point.name not in self._packets:
+            # scapy takes ~0.3 s to import: only the readers of packets pay for it
+            from lab.packets import read_pcap  # noqa: PLC0415
+
+            self._packets[point.name] = read_pcap(point.file) if point.file.exists() else []
+        return self._packets[point.name]

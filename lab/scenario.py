@@ -211,10 +211,11 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
         say("tearing the lab down")
         lab.down()
     say("checking the expected trace on the captures")
-    run.result = check_trace(trace, CaptureDir.load(run.capture_dir))
+    capdir = CaptureDir.load(run.capture_dir)  # each pcap is read once, for all three
+    run.result = check_trace(trace, capdir)
     run.result.write(run.capture_dir)
     say("writing the merged pcapng and the report")
-    merge_pcapng(run.capture_dir, run.result.as_dict())
-    run.report = build_report(run.capture_dir)
+    merge_pcapng(capdir, run.result)
+    run.report = build_report(capdir)
     run.timings["total_s"] = time.perf_counter() - t0
     return run

@@ -29,9 +29,9 @@ from lab.capture import CaptureDir
 from lab.report import build_report, merge_pcapng, model
 from lab.report.capset import load_view, own_mac
 from lab.report.ladder import find_flows
-from lab.report.results import parse_results
 from lab.scenario import run_scenario
 from lab.trace import check_trace, load_trace
+from lab.trace.results import parse_results
 
 CLIENT, SVC_IP, SVC_PORT = "172.18.0.1", "172.18.0.2", 32000
 LB = "cilium-dsr-control-plane"

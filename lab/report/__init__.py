@@ -7,6 +7,8 @@ directory, reading only that directory: ``manifest.json``, the pcaps and
 ``merge_pcapng(capture_dir, results)`` writes ``merged.pcapng``: every hop's
 packets in time order, one interface per hop, the packets that matched an
 expectation commented with its name. Run it first so the report links it.
+Both take the directory or a :class:`~lab.capture.CaptureDir` already loaded
+(the trace checker's): then no pcap is parsed again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.capture import CaptureDir
 from lab.report.model import ReportModel, build_model
 from lab.report.pcapng import merge_pcapng
 from lab.report.render import render_html, render_markdown
@@ -29,9 +32,9 @@ class ReportFiles:
     status: str  # PASS, FAIL or NOT CHECKED (no results.json)
 
 
-def build_report(capture_dir: Path) -> ReportFiles:
+def build_report(capture_dir: Path | CaptureDir) -> ReportFiles:
     """Write ``report.html`` and ``report.md`` for the capture set in ``capture_dir``."""
-    model = build_model(Path(capture_dir))
+    model = build_model(capture_dir)
     html = model.directory / HTML
     md = model.directory / MARKDOWN
     html.write_text(render_html(model), encoding="utf-8")

@@ -14,39 +14,18 @@ address) are sightings at the client.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from lab import dsropt
-from lab.capture import CaptureDir, PointFile, Role
-from lab.packets import Pkt, read_pcap
+from lab.capture import Backend, CaptureDir, PointFile, Role, Service
+from lab.packets import Pkt
 
 Direction = Literal["in", "out", "?"]
 ROLE_RANK: dict[Role, int] = {"client": 0, "lb-node": 1, "backend-node": 2, "pod": 3}
 ROLE_LABEL: dict[Role, str] = {"client": "client", "lb-node": "LB node",
                                "backend-node": "backend node", "pod": "pod"}
-
-
-@dataclass(frozen=True)
-class Service:
-    ip: str
-    port: int
-    name: str
-    protocol: str  # lower case: "tcp" or "udp"
-
-    @property
-    def endpoint(self) -> str:
-        return f"{self.ip}:{self.port}"
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    ip: str
-    port: int
-    node: str
 
 
 @dataclass(frozen=True)
@@ -86,10 +65,6 @@ class CaptureView:
     """Everything the report takes from a capture directory (no live lab)."""
 
     capdir: CaptureDir
-    service: Service
-    client_ip: str
-    option_order: dsropt.OptionOrder
-    backends: list[Backend]
     packets: dict[str, list[Pkt]] = field(default_factory=dict)  # by point name
     missing: list[str] = field(default_factory=list)  # point names whose pcap is absent
     own_mac: dict[str, str] = field(default_factory=dict)  # by point name
@@ -102,8 +77,21 @@ class CaptureView:
     def manifest(self) -> dict[str, object]:
         return self.capdir.manifest
 
-    def backend_by_ip(self, ip: str) -> Backend | None:
-        return next((b for b in self.backends if b.ip == ip), None)
+    @property
+    def service(self) -> Service:
+        return self.capdir.service
+
+    @property
+    def client_ip(self) -> str:
+        return self.capdir.client_ip
+
+    @property
+    def backends(self) -> list[Backend]:
+        return self.capdir.backends
+
+    @property
+    def option_order(self) -> dsropt.OptionOrder:
+        return self.capdir.option_order
 
     def dsr_of(self, pkt: Pkt) -> tuple[str, int] | None:
         """The service a leading DSR option names, in the manifest's byte order."""
@@ -166,33 +154,14 @@ def own_mac(pkts: list[Pkt]) -> str | None:
     return mac
 
 
-def option_order(manifest: Mapping[str, Any]) -> dsropt.OptionOrder:
-    """The manifest's DSR option byte order (host order when absent or unknown)."""
-    order = manifest.get("option_byte_order")
-    return "network" if order == "network" else "host"
-
-
-def load_view(capture_dir: Path) -> CaptureView:
-    """Read the manifest and every hop's pcap (missing files are listed, not fatal)."""
-    capdir = CaptureDir.load(capture_dir)
-    m = capdir.manifest
-    svc = m.get("service") or {}
-    view = CaptureView(
-        capdir=capdir,
-        service=Service(str(svc.get("ip", "")), int(svc.get("port") or 0),
-                        str(svc.get("name", "")), str(svc.get("protocol", "TCP")).lower()),
-        client_ip=str((m.get("client") or {}).get("ip", "")),
-        option_order=option_order(m),
-        backends=[Backend(str(b.get("name", "")), str(b.get("ip", "")), int(b.get("port") or 0),
-                          str(b.get("node", ""))) for b in m.get("backends", [])],
-    )
+def load_view(capture_dir: Path | CaptureDir) -> CaptureView:
+    """Every hop's packets of a capture set (missing files are listed, not fatal)."""
+    capdir = capture_dir if isinstance(capture_dir, CaptureDir) else CaptureDir.load(capture_dir)
+    view = CaptureView(capdir)
     for point in capdir.points:
         if not point.file.exists():
             view.missing.append(point.name)
-            view.packets[point.name] = []
-            continue
-        pkts = read_pcap(point.file)
-        view.packets[point.name] = pkts
+        pkts = view.packets[point.name] = capdir.packets(point)
         mac = own_mac(pkts) if point.role != "client" else None
         if mac:
             view.own_mac[point.name] = mac

@@ -27,9 +27,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from lab.capture import Role
+from lab.capture import Backend, Role
 from lab.packets import Pkt
-from lab.report.capset import ROLE_LABEL, ROLE_RANK, Backend, CaptureView, Sighting
+from lab.report.capset import ROLE_LABEL, ROLE_RANK, CaptureView, Sighting
 
 Key = tuple[str, int, int | None, str]
 FLAG_NAMES = {"S": "SYN", "SA": "SYN+ACK", "A": "ACK", "PA": "PSH+ACK", "FA": "FIN+ACK",

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from lab.report.capset import CaptureView, Sighting
 from lab.report.ladder import Column, Flow, Hop, Trail
-from lab.report.results import Check, CheckIndex
+from lab.report.results import CheckIndex
+from lab.trace.results import CheckResult
 
 LEFT = 96  # the time gutter
 COL_W = 250
@@ -107,7 +108,7 @@ def _pill(x_left: float, y: float, text: str, cls: str) -> Tag:
     return Tag(x_left, y, len(text) * SMALL + 12, text, cls)
 
 
-def _check_attrs(matched: list[Check], closest: list[Check]) -> dict[str, str]:
+def _check_attrs(matched: list[CheckResult], closest: list[CheckResult]) -> dict[str, str]:
     attrs = {}
     if matched:
         attrs["data-check"] = " ".join(dict.fromkeys(c.label for c in matched))
@@ -116,7 +117,7 @@ def _check_attrs(matched: list[Check], closest: list[Check]) -> dict[str, str]:
     return attrs
 
 
-def _fmt_checks(checks: list[Check], closest: list[Check]) -> list[str]:
+def _fmt_checks(checks: list[CheckResult], closest: list[CheckResult]) -> list[str]:
     lines = [f"check {c.label} [{c.flow or 'run'}]: {'PASS' if c.passed else 'FAIL'}"
              + (f" ({c.kind})" if c.kind != "expect" else "") for c in checks]
     lines += [f"closest packet for the FAILED check {c.label} [{c.flow or 'run'}]"

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Literal
 
 from lab import dsropt
+from lab.capture import MERGED, CaptureDir
 from lab.report.capset import ROLE_LABEL, CaptureView, load_view
 from lab.report.ladder import Flow, Trail, find_flows
 from lab.report.layout import Ladder, layout_flow
-from lab.report.results import CheckIndex, FlowVerdict, Results, load_results
+from lab.report.results import CheckIndex
+from lab.trace.results import FlowInfo, ResultsError, TraceResult, as_text, load_results
 
-MERGED = "merged.pcapng"
 OPEN_LADDERS = 3  # flows drawn open; failing flows are opened too, up to the same number
 MAX_LADDERS = 40  # flows beyond this are listed without a ladder
 Status = Literal["PASS", "FAIL", "NOT CHECKED"]
@@ -40,7 +41,7 @@ class PointRow:
 @dataclass
 class FlowRow:
     flow: Flow
-    verdict: FlowVerdict | None
+    verdict: FlowInfo | None
     ladder: Ladder | None
     open: bool
 
@@ -49,6 +50,11 @@ class FlowRow:
         if self.verdict is None:
             return "NOT CHECKED"
         return "PASS" if self.verdict.passed else "FAIL"
+
+    @property
+    def bindings(self) -> list[tuple[str, str]]:
+        """The flow's variables as results.json gives them, as text."""
+        return [(k, as_text(v)) for k, v in self.verdict.bindings.items()] if self.verdict else []
 
     def path_of(self, flags: str) -> str:
         """The hosts the first packet with these flags went through, e.g. for "SA"."""
@@ -71,12 +77,12 @@ def _path(trail: Trail, flow: Flow) -> str:
 class ReportModel:
     directory: Path
     view: CaptureView
-    results: Results | None
+    results: TraceResult | None
     results_error: str | None
     points: list[PointRow]
     flows: list[FlowRow]
     stray_packets: int
-    unknown_flows: list[FlowVerdict] = field(default_factory=list)
+    unknown_flows: list[FlowInfo] = field(default_factory=list)
 
     @property
     def manifest(self) -> dict[str, object]:
@@ -145,9 +151,13 @@ class ReportModel:
         return [r for r in self.flows if r.ladder is None]
 
 
-def build_model(capture_dir: Path) -> ReportModel:
+def build_model(capture_dir: Path | CaptureDir) -> ReportModel:
     view = load_view(capture_dir)
-    results, error = load_results(view.directory)
+    results, error = None, None
+    try:
+        results = load_results(view.directory)
+    except ResultsError as exc:
+        error = str(exc)
     flows, stray = find_flows(view)
     checks = CheckIndex.of(results)
     verdicts = {f.id: f for f in results.flows} if results else {}

@@ -13,20 +13,27 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
-from scapy.layers.inet import IP
-from scapy.packet import Packet
-from scapy.utils import PcapNgWriter, PcapReader
+from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader
 
 from lab import dsropt
-from lab.capture import CaptureDir, PointFile
-from lab.report.capset import option_order
-from lab.report.results import Results, load_results, parse_results
+from lab.capture import MERGED, CaptureDir
+from lab.packets import Pkt
+from lab.trace.results import ResultsError, TraceResult, load_results, parse_results
 
-MERGED = "merged.pcapng"
+
+@dataclass(frozen=True)
+class _Frame:
+    """One record of a capture file, as stored (not decoded)."""
+
+    time: Decimal  # exact, in the file's resolution
+    data: bytes
+    wirelen: int
+    direction: int | None  # a pcapng packet's direction flag, if it has one
 
 
 class _HopWriter(PcapNgWriter):
@@ -44,14 +51,14 @@ class _HopWriter(PcapNgWriter):
             self.interfaces2id[ifname] = i
             self._write_block_idb(linktype=linktype, ifname=ifname)
 
-    def _get_time(self, packet: bytes | Packet, sec: float | None,
-                  usec: int | None) -> tuple[float, int]:
-        if sec is None and isinstance(packet, Packet):
-            return cast(float, packet.time), 0  # an EDecimal: exact microseconds
-        return super()._get_time(packet, sec, usec)
+    def write_frame(self, hop: str, frame: _Frame, comments: list[bytes]) -> None:
+        # a Decimal as the seconds: scapy scales it to microseconds exactly
+        self._write_packet(frame.data, self.linktype, sec=cast(float, frame.time), usec=0,
+                           wirelen=frame.wirelen, ifname=hop.encode(),
+                           direction=frame.direction, comments=comments or None)
 
 
-def comments_by_packet(results: Results | None) -> dict[tuple[str, int], list[str]]:
+def comments_by_packet(results: TraceResult | None) -> dict[tuple[str, int], list[str]]:
     """``(point name, Pkt.index) -> comments`` from the checks that name a packet."""
     out: dict[tuple[str, int], list[str]] = {}
     for c in results.checks() if results else []:
@@ -69,57 +76,70 @@ def comments_by_packet(results: Results | None) -> dict[tuple[str, int], list[st
     return out
 
 
-def _dsr_comment(frame: Packet, order: dsropt.OptionOrder) -> str | None:
-    ip = frame.getlayer(IP)
-    if ip is None:
-        return None
-    hdr = bytes(ip)[: int(ip.ihl) * 4]
-    opt = hdr[20:]
-    if len(opt) < dsropt.OPT_LEN or opt[0] != dsropt.OPT_TYPE or opt[1] != dsropt.OPT_LEN:
+def _dsr_comment(pkt: Pkt | None, order: dsropt.OptionOrder) -> str | None:
+    if pkt is None or not pkt.has_dsr_option:
         return None
     try:
-        svc_ip, svc_port = dsropt.decode(opt, order)
+        svc_ip, svc_port = dsropt.decode(pkt.options, order)
     except (dsropt.DsrOptionError, ValueError):
         return None
-    return f"DSR option {opt[:8].hex(' ')} -> service {svc_ip}:{svc_port}"
+    return f"DSR option {pkt.options[:8].hex(' ')} -> service {svc_ip}:{svc_port}"
 
 
-def _frames(point: PointFile, rank: int) -> Iterator[tuple[Decimal, int, int, Packet]]:
-    with PcapReader(str(point.file)) as reader:
-        for index, frame in enumerate(reader):
-            yield Decimal(str(frame.time)), rank, index, frame
+def _read_frames(path: Path) -> tuple[int, list[_Frame]]:
+    """A pcap or pcapng file's link type and records, in one pass."""
+    with RawPcapReader(str(path)) as reader:  # a RawPcapNgReader for a pcapng file
+        records: Iterator[tuple[bytes, Any]] = reader  # scapy types pcapng metadata as pcap's
+        if isinstance(reader, RawPcapNgReader):
+            frames = [_Frame(Decimal(0) if m.tshigh is None  # a Simple Packet Block has no time
+                             else Decimal((m.tshigh << 32) + m.tslow) / m.tsresol,
+                             data, m.wirelen, m.direction) for data, m in records]
+            linktype = reader.interfaces[0][0] if reader.interfaces else 1
+            return linktype, frames
+        scale = Decimal(10) ** (-9 if reader.nano else -6)
+        return reader.linktype, [_Frame(m.sec + scale * m.usec, data, m.wirelen, None)
+                                 for data, m in records]
 
 
-def _linktype(point: PointFile) -> int:
-    with PcapReader(str(point.file)) as reader:
-        return int(reader.linktype)
+def _results(capdir: CaptureDir,
+             results: TraceResult | Mapping[str, Any] | None) -> TraceResult | None:
+    if isinstance(results, TraceResult):
+        return results
+    if results is not None:
+        return parse_results(results)
+    try:
+        return load_results(capdir.directory)
+    except ResultsError:
+        return None
 
 
-def merge_pcapng(capture_dir: Path, results: Mapping[str, Any] | None = None) -> Path:
+def merge_pcapng(capture_dir: Path | CaptureDir,
+                 results: TraceResult | Mapping[str, Any] | None = None) -> Path:
     """Write ``<capture_dir>/merged.pcapng`` and return its path.
 
-    ``results`` is the trace checker's ``results.json`` content; when it is
-    None the file is read from the capture directory if there is one.
+    ``results`` is the trace checker's result (or its ``results.json``
+    content); when it is None the file is read from the capture directory if
+    there is one.
     """
-    capdir = CaptureDir.load(capture_dir)
-    parsed = parse_results(results) if results is not None else load_results(capdir.directory)[0]
-    comments = comments_by_packet(parsed)
-    order = option_order(capdir.manifest)
+    capdir = capture_dir if isinstance(capture_dir, CaptureDir) else CaptureDir.load(capture_dir)
+    comments = comments_by_packet(_results(capdir, results))
     points = [p for p in capdir.points if p.file.exists()]
+    files = [_read_frames(p.file) for p in points]
     out = capdir.directory / MERGED
     tmp = out.with_name(f".{MERGED}.tmp")
-    writer = _HopWriter(str(tmp), [(p.name, _linktype(p)) for p in points])
+    writer = _HopWriter(str(tmp), [(p.name, linktype)
+                                   for p, (linktype, _) in zip(points, files, strict=True)])
     try:
-        streams = [_frames(p, rank) for rank, p in enumerate(points)]
+        streams = [[(f.time, rank, index, f) for index, f in enumerate(frames)]
+                   for rank, (_, frames) in enumerate(files)]
+        pkts = [{pkt.index: pkt for pkt in capdir.packets(p)} for p in points]
         for _, rank, index, frame in heapq.merge(*streams, key=lambda t: t[:3]):
             point = points[rank]
             notes = list(comments.get((point.name, index), []))
-            dsr = _dsr_comment(frame, order)
+            dsr = _dsr_comment(pkts[rank].get(index), capdir.option_order)
             if dsr:
                 notes.append(dsr)
-            frame.sniffed_on = point.name
-            frame.comments = [n.encode() for n in notes] or None
-            writer.write(frame)
+            writer.write_frame(point.name, frame, [n.encode() for n in notes])
     finally:
         writer.close()
     tmp.replace(out)

@@ -3,11 +3,13 @@
 ``load_trace(path)`` reads and validates a ``*.trace.yaml``;
 ``check_trace(trace, CaptureDir.load(dir))`` returns a :class:`TraceResult`
 with a verdict per claim and, for every miss, the closest packet and a
-per-field diff.
+per-field diff (:mod:`lab.trace.results` writes it as ``results.json`` and
+reads it back).
 """
 
-from lab.trace.check import CheckResult, ClaimVerdict, FieldDiff, TraceResult, check_trace
+from lab.trace.check import check_trace
 from lab.trace.model import Trace, TraceError, load_trace, parse_trace
+from lab.trace.results import CheckResult, ClaimVerdict, FieldDiff, TraceResult
 
 __all__ = ["CheckResult", "ClaimVerdict", "FieldDiff", "Trace", "TraceError", "TraceResult",
            "check_trace", "load_trace", "parse_trace"]

@@ -10,13 +10,11 @@ reads the capture directory only.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from lab.capture import MANIFEST, CaptureDir, PointFile
-from lab.packets import Pkt, read_pcap
+from lab.packets import Pkt
 from lab.trace.fields import (
     IMPLIED_DEFAULTS,
     Env,
@@ -28,117 +26,11 @@ from lab.trace.fields import (
     field_value,
 )
 from lab.trace.model import BindRule, Claim, NeverSpec, PacketSpec, PointRef, Trace, TraceError
+from lab.trace.results import CheckResult, ClaimVerdict, FieldDiff, FlowInfo, TraceResult
 
-RESULTS = "results.json"
 # how far a packet is from an expectation when this field differs: a packet of
 # another kind (protocol, TCP flags) is further away than one with other addresses
 _MISS_COST = {"proto": 4, "flags": 3}
-
-
-@dataclass(frozen=True)
-class FieldDiff:
-    field: str
-    expected: str
-    got: str
-    ok: bool
-
-
-@dataclass
-class CheckResult:
-    claim: str
-    flow: str | None
-    point: str | None
-    name: str
-    kind: str  # expect | count | never | flows | coverage
-    passed: bool
-    message: str = ""
-    packet: int | None = None  # matched (or offending) frame index in the point's pcap
-    closest: int | None = None  # nearest frame on a miss
-    closest_summary: str = ""
-    diff: list[FieldDiff] = field(default_factory=list)
-
-    @property
-    def label(self) -> str:
-        return f"{self.claim}/{self.name}"
-
-    def describe(self) -> str:
-        """The failure as text: what, where, the closest packet and the field table."""
-        where = f" at {self.point}" if self.point else ""
-        flow = f", flow {self.flow}" if self.flow else ""
-        lines = [f"{self.label}{where}{flow}: {self.message}"]
-        if self.closest_summary:
-            lines.append(f"  closest packet: {self.closest_summary}")
-        if self.diff:
-            w = max(len(d.field) for d in self.diff)
-            we = max(len(d.expected) for d in self.diff)
-            for d in self.diff:
-                mark = "  " if d.ok else "✗ "
-                lines.append(f"  {mark}{d.field:<{w}}  expected {d.expected:<{we}}  got {d.got}")
-        return "\n".join(lines)
-
-
-@dataclass
-class ClaimVerdict:
-    name: str
-    title: str
-    checks: list[CheckResult] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
-
-    @property
-    def failures(self) -> list[CheckResult]:
-        return [c for c in self.checks if not c.passed]
-
-
-@dataclass
-class FlowInfo:
-    id: str
-    bindings: dict[str, Any]
-    passed: bool = True
-
-
-@dataclass
-class TraceResult:
-    scenario: str
-    run_id: str
-    trace: str
-    flows: list[FlowInfo]
-    claims: list[ClaimVerdict]
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.claims) and all(c.passed for c in self.claims)
-
-    def failures(self) -> list[CheckResult]:
-        return [f for c in self.claims for f in c.failures]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "scenario": self.scenario,
-            "run_id": self.run_id,
-            "trace": self.trace,
-            "passed": self.passed,
-            "flows": [asdict(f) for f in self.flows],
-            "claims": [{"name": c.name, "title": c.title, "passed": c.passed,
-                        "checks": [{**asdict(k), "label": k.label} for k in c.checks]}
-                       for c in self.claims],
-        }
-
-    def write(self, directory: Path) -> Path:
-        path = directory / RESULTS
-        path.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n")
-        return path
-
-    def summary(self) -> str:
-        lines = []
-        for c in self.claims:
-            lines.append(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.title}")
-            lines += ["    " + f.describe().replace("\n", "\n    ") for f in c.failures[:5]]
-            if len(c.failures) > 5:
-                lines.append(f"    ... and {len(c.failures) - 5} more failures")
-        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -157,30 +49,27 @@ class _Checker:
         self.trace = trace
         self.capdir = capdir
         m = capdir.manifest
-        try:
-            values = {"client": m["client"]["ip"],
-                      "service": {"ip": m["service"]["ip"], "port": int(m["service"]["port"])},
-                      "backends": m.get("backends", [])}
-        except (KeyError, TypeError, ValueError) as exc:
+        svc = capdir.service
+        missing = [name for name, value in (("client.ip", capdir.client_ip),
+                                            ("service.ip", svc.ip), ("service.port", svc.port))
+                   if not value]
+        if missing:
             raise TraceError(f"{capdir.directory / MANIFEST}: the trace needs client.ip, "
-                             f"service.ip and service.port ({exc!r} is missing or wrong)") from None
-        self.base = Env(values=values, choices={},
-                        option_order=m.get("option_byte_order", "host"))
+                             f"service.ip and service.port ({', '.join(missing)} missing or "
+                             f"wrong)")
+        # the manifest's lists stay data: traces name them (one_of, covers, $backends)
+        values = {"client": capdir.client_ip, "service": {"ip": svc.ip, "port": svc.port},
+                  "backends": m.get("backends", [])}
+        self.base = Env(values=values, choices={}, option_order=capdir.option_order)
         for var, spec in trace.vars.items():
             cands = m.get(spec.one_of)
             if not isinstance(cands, list):
                 raise TraceError(f"{trace.source}: vars.{var}.one_of: the manifest has no list "
                                  f"{spec.one_of!r}")
             self.base.choices[var] = [dict(c) for c in cands]
-        self._packets: dict[str, list[Pkt]] = {}
         self.defaults = {**IMPLIED_DEFAULTS, **trace.defaults}
 
     # -- capture access -------------------------------------------------------
-    def packets(self, point: PointFile) -> list[Pkt]:
-        if point.name not in self._packets:
-            self._packets[point.name] = read_pcap(point.file) if point.file.exists() else []
-        return self._packets[point.name]
-
     def resolve_point(self, ref: PointRef, env: Env) -> PointFile:
         host = ref.host
         if host is not None and host.startswith("$"):
@@ -257,7 +146,7 @@ class _Checker:
         point = self.resolve_point(rule.point, self.base)
         specs = self.compile(rule.match)
         flows: dict[str, Env] = {}
-        for p in self.packets(point):
+        for p in self.capdir.packets(point):
             ok, outs = self.evaluate(p, specs, self.base)
             if not ok:
                 continue
@@ -272,7 +161,7 @@ class _Checker:
             "flows", None, point.name, "start", "flows", len(flows) >= n_min,
             f"{len(flows)} flows found (want at least {n_min})"
             + ("" if flows else f"; no packet at {point.name} matched the start rule "
-               f"({len(self.packets(point))} packets in the capture)")))
+               f"({len(self.capdir.packets(point))} packets in the capture)")))
         for flow_id, env in flows.items():
             for i, b in enumerate(self.trace.flows.bind):
                 checks.append(self.apply_bind(flow_id, env, b, i))
@@ -282,7 +171,7 @@ class _Checker:
         name = f"bind-{index}"
         try:
             point = self.resolve_point(rule.point, env)
-            hit = self.first_match(self.packets(point), self.compile(rule.match), env)
+            hit = self.first_match(self.capdir.packets(point), self.compile(rule.match), env)
         except (LookupError, ValueError) as exc:
             return CheckResult("flows", flow_id, None, name, "flows", False, str(exc))
         if hit is None:
@@ -304,7 +193,7 @@ class _Checker:
                                 f"capture point depends on unbound {exc}")]
         except LookupError as exc:
             return [CheckResult(claim.name, flow_id, None, "point", "expect", False, str(exc))]
-        at = _At(claim, flow_id, point, self.packets(point), env)
+        at = _At(claim, flow_id, point, self.capdir.packets(point), env)
         results: list[CheckResult] = []
         anchors: dict[str, int] = {}  # expectation name -> position after which the next looks
         prev = -1
@@ -406,7 +295,7 @@ class _Checker:
             info.passed = all(c.passed for v in verdicts for c in v.checks if c.flow == flow_id)
         m = self.capdir.manifest
         return TraceResult(str(m.get("scenario", self.trace.scenario)), str(m.get("run_id", "")),
-                           str(self.trace.source or ""), list(infos.values()), verdicts)
+                           str(self.trace.source or ""), tuple(infos.values()), tuple(verdicts))
 
 
 def _short(v: Any) -> Any:
