@@ -32,7 +32,6 @@ from lab.backends.netns import (  # noqa: E402
     NetnsBackend,
     bridge_ifname,
     lxc_ifname,
-    node_mac,
 )
 from lab.datapath import build_object  # noqa: E402
 from lab.topology import Topology, load_topology  # noqa: E402
@@ -59,13 +58,13 @@ def ip_script(t: Topology, run_id: str) -> tuple[str, str]:
                         "net.ipv4.conf.default.send_redirects=0"]
         up.append(f"ip netns exec {n} sysctl -qw {' '.join(sysctls)}")
     c = ns[t.client.name]
-    up += [f"ip -n {c} link add {br} address {node_mac(t.client.ip)} mtu {mtu} type bridge",
+    up += [f"ip -n {c} link add {br} address {names.docker_mac(t.client.ip)} mtu {mtu} type bridge",
            f"ip -n {c} addr add {t.client.ip}/{plen} dev {br}",
            f"ip -n {c} link set {br} up"]
     for i, node in enumerate(t.nodes):
         n = ns[node.name]
         up += [f"ip -n {c} link add veth{i} mtu {mtu} type veth peer name {NODE_IFNAME} "
-               f"netns {n} address {node_mac(node.ip)} mtu {mtu}",
+               f"netns {n} address {names.docker_mac(node.ip)} mtu {mtu}",
                f"ip -n {c} link set veth{i} master {br} up",
                f"ip -n {n} addr add {node.ip}/{plen} dev {NODE_IFNAME}",
                f"ip -n {n} link set {NODE_IFNAME} up",

@@ -75,9 +75,12 @@ from lab.datapath import Backend, DatapathObject, RevnatEntry, build_object  # n
 from lab.datapath.build import bpf_source_dir  # noqa: E402
 from lab.datapath.fuzz import checksum, pseudo_header  # noqa: E402
 from lab.datapath.perf import EmptyProgram, Timing, time_program  # noqa: E402
-from lab.datapath.runner import node_mac  # noqa: E402
 from lab.datapath.testrun import TestRunResult  # noqa: E402
-from lab.names import netns_name, new_run_id  # noqa: E402
+from lab.names import (  # noqa: E402
+    docker_mac,
+    netns_name,
+    new_run_id,
+)
 
 RESULTS = REPO / "bench" / "results" / "datapath.json"
 CLIENT, CPORT = "172.18.0.1", 40000
@@ -96,7 +99,7 @@ MEASURED = ("lb_syn", "lb_non_syn", "lb_syn_new_flow", "backend_syn", "reply")
 
 def frame(src: str, dst: str, sport: int, dport: int, flags: str, *, ttl: int = 64) -> bytes:
     return bytes(
-        Ether(src="02:42:ac:12:00:01", dst=node_mac(VIP))
+        Ether(src="02:42:ac:12:00:01", dst=docker_mac(VIP))
         / IP(src=src, dst=dst, ttl=ttl, id=1)
         / TCP(sport=sport, dport=dport, flags=flags, seq=1000, ack=1 if "A" in flags else 0)
     )
@@ -116,7 +119,7 @@ def bench_namespace() -> Iterator[tuple[str, int]]:
             ipr.addr("add", index=idx, address=BENCH_ADDR, prefixlen=24)
             for ip in (VIP, POD):
                 ipr.route("add", dst=ip, dst_len=32, oif=idx, scope=RT_SCOPE_LINK)
-                ipr.neigh("add", dst=ip, lladdr=node_mac(ip), ifindex=idx,
+                ipr.neigh("add", dst=ip, lladdr=docker_mac(ip), ifindex=idx,
                           state=NEIGH_PERMANENT)
         yield name, idx
 

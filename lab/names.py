@@ -8,6 +8,7 @@ kernel's 15-character limit.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 from dataclasses import dataclass
@@ -58,3 +59,8 @@ def check_ifname(ifname: str) -> str:
     if not ifname or len(ifname) > IFNAMSIZ or "/" in ifname or " " in ifname:
         raise ValueError(f"interface name {ifname!r} is empty, longer than {IFNAMSIZ} or invalid")
     return ifname
+
+
+def docker_mac(ip: str | ipaddress.IPv4Address) -> str:
+    """Docker's MAC for a container address: ``02:42`` then the four address bytes."""
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(str(ip)).packed)

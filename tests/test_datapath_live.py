@@ -12,7 +12,8 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from lab.backends import nsutil
-from lab.backends.netns import NetnsLab, node_mac
+from lab.backends.netns import NetnsLab
+from lab.names import docker_mac
 from lab.traffic import curl_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
@@ -59,7 +60,7 @@ def _inject(lab: NetnsLab, frames: list[bytes]) -> None:
 
 def test_malformed_packets_off_the_wire_leave_the_datapath_working(seed_lab: NetnsLab) -> None:
     lb = seed_lab.topology.node("cilium-dsr-control-plane")
-    eth = Ether(src=node_mac(seed_lab.topology.client.ip), dst=node_mac(lb.ip))
+    eth = Ether(src=docker_mac(seed_lab.topology.client.ip), dst=docker_mac(lb.ip))
     syn = IP(src="172.18.0.1", dst=str(lb.ip)) / TCP(sport=41000, dport=32000, flags="S")
     good = bytes(eth / syn)
     ip_at = 14

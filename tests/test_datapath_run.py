@@ -38,11 +38,11 @@ from lab.datapath.runner import (
     Endpoint,
     RunConfig,
     ipv4_source,
-    node_mac,
     parse_endpoint,
     run_pcap,
 )
 from lab.datapath.selection import Flow, flow_hash, mix32, seeded_slot
+from lab.names import docker_mac
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENT, CPORT = "172.18.0.1", 40000
@@ -51,7 +51,7 @@ POD, POD2, PORT = "10.0.2.123", "10.0.0.216", 80
 SEED_SERVICE = f"{VIP}:{NODEPORT}"
 SEED_BACKENDS = (f"{POD}:{PORT}", f"{POD2}:{PORT}")
 SEED_OPT = bytes.fromhex("9a08007d020012ac")
-NODE_MAC = node_mac(VIP)
+NODE_MAC = docker_mac(VIP)
 CLIENT_MAC = "02:42:ac:12:00:01"
 
 bpf = [pytest.mark.bpf, pytest.mark.netns]
@@ -255,7 +255,7 @@ def test_redirect_target_is_in_the_run_context(runner: DatapathRunner) -> None:
     assert runner.ifnames[runner.ifindex] == "eth0"
     pkt = Ether(out)
     assert pkt.src == NODE_MAC
-    assert pkt.dst == node_mac(pkt[IP].dst)  # the permanent neighbour of the chosen backend
+    assert pkt.dst == docker_mac(pkt[IP].dst)  # the permanent neighbour of the chosen backend
     assert runner.datapath.counters()["fib_redirect"] == 1
 
 

@@ -61,11 +61,6 @@ def lxc_ifname(pod: Pod) -> str:
     return "lxc" + hashlib.sha1(pod.name.encode()).hexdigest()[:8]
 
 
-def node_mac(ip: IPv4Address) -> str:
-    """Docker's MAC for a container address: 02:42 then the four address bytes."""
-    return "02:42:" + ":".join(f"{b:02x}" for b in ip.packed)
-
-
 def state_path(run_id: str) -> Path:
     return STATE_DIR / f"{names.check_run_id(run_id)}.json"
 
@@ -280,7 +275,7 @@ class NetnsBackend:
         br = bridge_ifname(t)
         client_ns = lab._add_host(t.client.name, "client", t.client.ip, br)
         cipr = lab._iproute(t.client.name)
-        cipr.link("add", ifname=br, kind="bridge", address=node_mac(t.client.ip), mtu=mtu)
+        cipr.link("add", ifname=br, kind="bridge", address=names.docker_mac(t.client.ip), mtu=mtu)
         br_idx = _link_index(cipr, br)
         cipr.addr("add", index=br_idx, address=str(t.client.ip), prefixlen=plen)
         if not self.checksum_offload:
@@ -308,7 +303,7 @@ class NetnsBackend:
         port = f"veth{index}"
         cipr.link("add", ifname=port, kind="veth", mtu=t.network.mtu,
                   peer={"ifname": NODE_IFNAME, "net_ns_fd": ns,
-                        "address": node_mac(node.ip), "mtu": t.network.mtu})
+                        "address": names.docker_mac(node.ip), "mtu": t.network.mtu})
         port_idx = _link_index(cipr, port)
         cipr.link("set", index=port_idx, master=br_idx, state="up")
         nipr = lab._iproute(node.name)

@@ -112,6 +112,39 @@ def _checked_map(name: str, fd: int, ks: int, vs: int, ncpus: int) -> BpfMap:
     return BpfMap(name, fd, ks, vs)
 
 
+def open_and_load(path: Path) -> tuple[int, ctypes.Array[ctypes.c_char]]:
+    """``bpf_object__open_file`` + ``bpf_object__load`` through the verifier.
+
+    Returns the object and the verifier log buffer (libbpf keeps a pointer to
+    it: hold it as long as the object). A failed load raises a
+    :class:`DatapathError` carrying the verifier log and libbpf's messages.
+    """
+    lib = libbpf.lib()
+    log_buf = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+    opts = libbpf.new_opts(libbpf.BpfObjectOpenOpts)
+    opts.kernel_log_buf = ctypes.cast(log_buf, ctypes.c_void_p)
+    opts.kernel_log_size = VERIFIER_LOG_SIZE
+    opts.kernel_log_level = 0  # libbpf retries a failed load with a log
+    with libbpf.capture_messages() as messages:
+        ctypes.set_errno(0)
+        obj = lib.bpf_object__open_file(str(path).encode(), ctypes.byref(opts))
+        if not obj:
+            err = ctypes.get_errno() or errno.EINVAL
+            raise DatapathError(
+                f"bpf_object__open_file({path}) failed: {libbpf.errno_text(err)}",
+                "\n".join(messages),
+            )
+        rc = lib.bpf_object__load(obj)
+        if rc < 0:
+            verifier = log_buf.value.decode(errors="replace").strip()
+            lib.bpf_object__close(obj)
+            text = "\n".join(["--- verifier log ---", verifier, "--- libbpf ---", *messages])
+            raise DatapathError(
+                f"loading {path} failed: {libbpf.errno_text(rc)} (verifier log below)", text
+            )
+    return int(obj), log_buf
+
+
 class DatapathObject:
     """The datapath's programs and maps: :meth:`load` a fresh object, or reopen a
     running one with :meth:`from_prog_ids`; use as a context manager."""
@@ -140,29 +173,8 @@ class DatapathObject:
         if path is None:
             path = build_object()
         path = Path(path)
+        obj, log_buf = open_and_load(path)
         lib = libbpf.lib()
-        log_buf = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
-        opts = libbpf.new_opts(libbpf.BpfObjectOpenOpts)
-        opts.kernel_log_buf = ctypes.cast(log_buf, ctypes.c_void_p)
-        opts.kernel_log_size = VERIFIER_LOG_SIZE
-        opts.kernel_log_level = 0  # libbpf retries a failed load with a log
-        with libbpf.capture_messages() as messages:
-            ctypes.set_errno(0)
-            obj = lib.bpf_object__open_file(str(path).encode(), ctypes.byref(opts))
-            if not obj:
-                err = ctypes.get_errno() or errno.EINVAL
-                raise DatapathError(
-                    f"bpf_object__open_file({path}) failed: {libbpf.errno_text(err)}",
-                    "\n".join(messages),
-                )
-            rc = lib.bpf_object__load(obj)
-            if rc < 0:
-                verifier = log_buf.value.decode(errors="replace").strip()
-                lib.bpf_object__close(obj)
-                text = "\n".join(["--- verifier log ---", verifier, "--- libbpf ---", *messages])
-                raise DatapathError(
-                    f"loading {path} failed: {libbpf.errno_text(rc)} (verifier log below)", text
-                )
         try:
             prog_fds, found = cls._resolve(obj, path)
         except BaseException:

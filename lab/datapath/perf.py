@@ -14,8 +14,6 @@ path; ``bench/datapath.py`` arranges that per path and says how.
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from types import TracebackType
 from lab.datapath import libbpf
 from lab.datapath.build import EMPTY_SOURCE, build_object
 from lab.datapath.errors import DatapathError
+from lab.datapath.loader import open_and_load
 from lab.datapath.testrun import TestRunResult, run_program
 
 EMPTY_PROGRAM = "empty"
@@ -36,19 +35,7 @@ class EmptyProgram:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or build_object(source=EMPTY_SOURCE)
         lib = libbpf.lib()
-        with libbpf.capture_messages() as messages:
-            ctypes.set_errno(0)
-            obj = lib.bpf_object__open_file(str(self.path).encode(), None)
-            if not obj:
-                err = ctypes.get_errno() or errno.EINVAL
-                raise DatapathError(
-                    f"bpf_object__open_file({self.path}) failed: {libbpf.errno_text(err)}",
-                    "\n".join(messages),
-                )
-            rc = lib.bpf_object__load(obj)
-            if rc < 0:
-                lib.bpf_object__close(obj)
-                libbpf.check(rc, f"loading {self.path}", messages)
+        obj, self._log_buf = open_and_load(self.path)
         self._obj: int | None = obj
         prog = lib.bpf_object__find_program_by_name(obj, EMPTY_PROGRAM.encode())
         if not prog:

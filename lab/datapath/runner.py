@@ -71,7 +71,7 @@ from lab.datapath.pcapio import PcapWriter, read_frames
 from lab.datapath.tc import current_netns_inode
 from lab.datapath.testrun import ETH_HLEN, MAX_REPEAT, TestRunResult
 from lab.dsropt import OptionOrder
-from lab.names import netns_name, new_run_id
+from lab.names import docker_mac, netns_name, new_run_id
 
 ProgramKind = Literal["lb", "backend"]
 PROGRAM_KINDS: tuple[ProgramKind, ...] = ("lb", "backend")
@@ -111,11 +111,6 @@ def parse_endpoint(text: str) -> Endpoint:
     if not port_text.isdigit() or not 1 <= int(port_text) <= 0xFFFF:
         raise ValueError(f"{text!r}: port {port_text!r} is not in 1..65535")
     return Endpoint(str(addr), int(port_text))
-
-
-def node_mac(ip: str) -> str:
-    """Docker-style MAC for an address: ``02:42:`` + its four bytes."""
-    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
 @dataclass(frozen=True)
@@ -250,14 +245,14 @@ def setup_namespace(name: str, service: Endpoint, backends: Sequence[Endpoint],
     with nsutil.open_iproute(name) as ipr:
         ipr.link("add", ifname="eth0", kind="veth", mtu=mtu, peer={"ifname": "peer0", "mtu": mtu})
         idx = int(ipr.link_lookup(ifname="eth0")[0])
-        ipr.link("set", index=idx, address=node_mac(service.ip), state="up")
+        ipr.link("set", index=idx, address=docker_mac(service.ip), state="up")
         ipr.link("set", index=ipr.link_lookup(ifname="peer0")[0], state="up")
         ipr.addr("add", index=idx, address=service.ip, prefixlen=32)
         for ip in dict.fromkeys(b.ip for b in backends):
             if ip == service.ip:
                 continue
             ipr.route("add", dst=ip, dst_len=32, oif=idx, scope=RT_SCOPE_LINK)
-            ipr.neigh("add", dst=ip, lladdr=node_mac(ip), ifindex=idx, state=NEIGH_PERMANENT)
+            ipr.neigh("add", dst=ip, lladdr=docker_mac(ip), ifindex=idx, state=NEIGH_PERMANENT)
     return idx
 
 
