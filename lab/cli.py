@@ -207,6 +207,8 @@ def run(
     scenario: Annotated[str, typer.Argument(help="scenario name (scenarios/NAME.yaml) or path")],
     captures: Annotated[Path, typer.Option(help="where capture sets go")] = Path("captures"),
     keep: Annotated[bool, typer.Option("--keep", help="leave the lab up afterwards")] = False,
+    screenshot: Annotated[bool, typer.Option(
+        help="render the report in headless Chromium to report.png (when installed)")] = True,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
     from lab.scenario import run_scenario
@@ -222,6 +224,15 @@ def run(
     console.print(f"scenario [bold]{result.scenario.name}[/] run {result.run_id} "
                   f"on netns ({result.topology.name})")
     _print_run(result)
+    if screenshot and result.report is not None:
+        from lab.report import screenshot as shot
+
+        if shot.available():
+            try:
+                png = shot.screenshot(result.report.html)
+                console.print(f"rendered: {png}  (headless Chromium)")
+            except shot.ScreenshotError as exc:
+                err.print(f"[yellow]report not rendered:[/] {exc}")
     if not result.passed:
         raise typer.Exit(1)
 
