@@ -167,19 +167,19 @@ class CaptureFile:
         buf, size, lt = self.buf, self.size, self._linktype
         caplen_at = struct.Struct(self._endian + "I").unpack_from
         off = 24
-        while off < size:
-            if off + 16 > size:
-                raise self._err(off, f"truncated record header ({size - off} of 16 bytes "
-                                "left at the end of the file)", truncated=True)
+        last_header = size - 16  # the loop bound keeps every record header inside the file
+        while off <= last_header:
             caplen = caplen_at(buf, off + 8)[0]
-            start = off + 16
-            end = start + caplen
+            end = off + 16 + caplen
             if end > size:
                 raise self._err(off, f"record of {caplen} bytes is longer than the "
-                                f"{size - start} bytes left in the file (truncated file?)",
+                                f"{size - off - 16} bytes left in the file (truncated file?)",
                                 truncated=True)
-            yield lt, start, caplen, off
+            yield lt, off + 16, caplen, off
             off = end
+        if off < size:
+            raise self._err(off, f"truncated record header ({size - off} of 16 bytes "
+                            "left at the end of the file)", truncated=True)
 
     # -- pcapng ------------------------------------------------------------
     def _pcapng_records(self) -> Iterator[Record]:
