@@ -135,16 +135,4 @@ def _in_run(pid: int, res: RunResidue) -> bool:
     return any(ino == nsutil.netns_inode(ns) for ns in res.namespaces if nsutil.exists(ns))
 
 
-def running_labs() -> list[dict[str, object]]:
-    """State of every detached lab (``dsrlab up``) that still has its state file."""
-    labs = []
-    if STATE_DIR.is_dir():
-        for f in sorted(STATE_DIR.glob("*.json")):
-            try:
-                labs.append(json.loads(f.read_text()))
-            except (OSError, ValueError):
-                continue
-    return labs
-
-
-__all__ = ["RunResidue", "clean_run", "find_runs", "running_labs", "state_path", "tear_down"]
+__all__ = ["RunResidue", "clean_run", "find_runs", "state_path", "tear_down"]

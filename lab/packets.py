@@ -50,11 +50,6 @@ class Pkt:
     mac_dst: str = ""
 
     @property
-    def dsr(self) -> tuple[str, int] | None:
-        """The service named by a leading DSR option (read in host byte order), if any."""
-        return dsropt.decode(self.options) if self.has_dsr_option else None
-
-    @property
     def has_dsr_option(self) -> bool:
         opt = self.options
         return len(opt) >= dsropt.OPT_LEN and (opt[0], opt[1]) == (dsropt.OPT_TYPE, dsropt.OPT_LEN)

@@ -8,7 +8,6 @@ The model knows no backend: the netns and kind backends both read it.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -162,14 +161,6 @@ class Topology(_Model):
         """Every host the lab creates: client, nodes, pods (unique)."""
         return [self.client.name, *(n.name for n in self.nodes), *(p.name for p in self.pods)]
 
-    def node_by_ip(self, ip: IPv4Address | str) -> Node | None:
-        addr = IPv4Address(str(ip))
-        return next((n for n in self.nodes if n.ip == addr), None)
-
-    def pod_by_ip(self, ip: IPv4Address | str) -> Pod | None:
-        addr = IPv4Address(str(ip))
-        return next((p for p in self.pods if p.ip == addr), None)
-
 
 class _FieldProblem(ValueError):
     """A consistency problem tied to one field path (turned into a TopologyError)."""
@@ -290,11 +281,3 @@ def load_topology(path: str | Path) -> Topology:
     """Load and validate a topology YAML file."""
     p = Path(path)
     return parse_topology(read_yaml(p, TopologyError), p)
-
-
-_SAFE = re.compile(r"[^a-z0-9.-]")
-
-
-def sanitize(name: str) -> str:
-    """A name made safe for files and namespace suffixes."""
-    return _SAFE.sub("-", name.lower())

@@ -126,9 +126,6 @@ class NetnsLab:
             stdin=subprocess.DEVNULL,
         )
 
-    def popen(self, host: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.exec_argv(host, argv), **kwargs)
-
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> NetnsLab:
         return self

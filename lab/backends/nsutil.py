@@ -151,12 +151,6 @@ def in_netns(name: str) -> Iterator[None]:
             _setns(home.fileno())
 
 
-def run_in(name: str, fn: Callable[[], T]) -> T:
-    """Call ``fn`` with the current thread inside namespace ``name``."""
-    with in_netns(name):
-        return fn()
-
-
 def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
     """A socket created inside namespace ``name`` (it stays bound to it)."""
     with in_netns(name):

@@ -2,7 +2,7 @@
 
 Holds the C struct layouts (``bpf_object_open_opts``, ``bpf_tc_hook``,
 ``bpf_tc_opts``, ``bpf_test_run_opts``), the function prototypes, the
-``check``/``check_ptr`` helpers that turn libbpf's negative-errno returns into
+``check`` helper that turns libbpf's negative-errno returns into
 :class:`DatapathError`, and :func:`capture_messages`, which collects libbpf's
 own log lines (``libbpf: ...``) on the calling thread so a failed load can
 show them.
@@ -268,13 +268,6 @@ def check(rc: int, what: str, messages: list[str] | None = None) -> int:
     if rc < 0:
         raise DatapathError(f"{what} failed: {errno_text(rc)}", "\n".join(messages or ()))
     return rc
-
-
-def check_ptr(ptr: int | None, what: str) -> int:
-    """Raise :class:`DatapathError` when a libbpf call returned NULL (errno set)."""
-    if not ptr:
-        raise DatapathError(f"{what} failed: {errno_text(ctypes.get_errno() or 22)}")
-    return ptr
 
 
 _ERRNO_NAMES: dict[int, str] = dict(errno.errorcode)
