@@ -33,6 +33,7 @@ did with it:
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import struct
 import sys
@@ -41,6 +42,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
+from lab import dsropt
 from lab.datapath.errors import TestRunRefused
 from lab.datapath.loader import DatapathObject
 from lab.datapath.maps import EVENT_NAMES
@@ -54,7 +56,6 @@ ETH_P_8021AD = 0x88A8
 IP_MF = 0x2000
 IP_OFFSET = 0x1FFF
 TCP, UDP = 6, 17
-DSR_OPT_TYPE = 0x9A
 MAX_TEST_RUN_FRAME = 3712  # what this kernel's BPF_PROG_TEST_RUN takes for skb programs
 VERDICTS = frozenset({"ok", "redirect", "shot"})
 KNOWN_REASONS = frozenset(
@@ -197,7 +198,7 @@ def _check_changed(frame: bytes, out: bytes, v_out: Ipv4View) -> list[str]:
     elif out[ETH_HLEN + v_out.tot :] != frame[ETH_HLEN + v_in.tot :]:
         problems.append("the trailer behind tot_len changed")
     if grow == 8:
-        if ip_out[20] != DSR_OPT_TYPE or ip_out[21] != 8:
+        if (ip_out[20], ip_out[21]) != (dsropt.OPT_TYPE, dsropt.OPT_LEN):
             problems.append(f"grown header does not start with a DSR option: {ip_out[20:28].hex()}")
         if ip_out[28 : v_out.hlen] != ip_in[20 : v_in.hlen]:
             problems.append("the input's own IP options are not kept behind the DSR option")
@@ -294,7 +295,7 @@ class FrameGenerator:
                 continue
             if rnd.random() < 0.2:
                 length = rnd.choice((0, 1, 2, room, room + 1, 255))  # nonsense lengths
-            elif kind == DSR_OPT_TYPE:
+            elif kind == dsropt.OPT_TYPE:
                 length = 8 if rnd.random() < 0.8 else rnd.choice((6, 10))
             else:
                 length = rnd.randint(2, min(room, 40))
@@ -358,7 +359,7 @@ class FrameGenerator:
 
     def _dsr_option(self) -> bytes:
         vip, port = self._svc
-        return bytes([DSR_OPT_TYPE, 8]) + port.to_bytes(2, "little") + vip[::-1]
+        return dsropt.encode(str(ipaddress.IPv4Address(vip)), port, "host")
 
     def _to_backend(self, opts: bytes | None = None) -> bytes:
         """A DNATed SYN (or datagram) client -> backend, usually with the DSR option."""
