@@ -201,7 +201,9 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
                 timeout_s=sc.requests.timeout_s)
             run.timings["traffic_s"] = time.perf_counter() - t2
     except BaseException:
-        if not keep:
+        if keep:
+            lab.detach()  # left up for debugging, failed or not (dsrlab down RUN_ID)
+        else:
             lab.__exit__(*sys.exc_info())  # a teardown error is noted, not raised over this
         raise
     if keep:
