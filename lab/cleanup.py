@@ -11,7 +11,6 @@ programs live inside the namespaces and go with them.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
@@ -116,23 +115,9 @@ def tear_down(run_id: str) -> list[str]:
     res = find_runs().get(run_id)
     if res is None:
         raise LookupError(f"no lab with run id {run_id} is up")
-    if res.state_file is not None:
-        try:
-            state = json.loads(res.state_file.read_text())
-            res.pids = sorted(set(res.pids) | {int(p) for p in state.get("pids", {}).values()
-                                                if _in_run(int(p), res)})
-        except (OSError, ValueError):
-            pass
+    # the state file's PIDs need no separate look: a lab process lives in one of the
+    # run's namespaces, and find_runs already found every process there
     return clean_run(res)
-
-
-def _in_run(pid: int, res: RunResidue) -> bool:
-    """A recorded PID counts only while it still lives in one of the run's namespaces."""
-    try:
-        ino = os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return False
-    return any(ino == nsutil.netns_inode(ns) for ns in res.namespaces if nsutil.exists(ns))
 
 
 __all__ = ["RunResidue", "clean_run", "find_runs", "state_path", "tear_down"]
