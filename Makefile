@@ -15,6 +15,7 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy lab
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

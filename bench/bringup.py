@@ -23,8 +23,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lab import names  # noqa: E402
-from lab.backends.netns import (  # noqa: E402
+from lab.datapath import build_object  # noqa: E402
+from lab.env.netns import (  # noqa: E402
     NODE_IFNAME,
     POD_IFNAME,
     ROUTER_IFNAME,
@@ -33,8 +33,8 @@ from lab.backends.netns import (  # noqa: E402
     bridge_ifname,
     lxc_ifname,
 )
-from lab.datapath import build_object  # noqa: E402
-from lab.topology import Topology, load_topology  # noqa: E402
+from lab.model.topology import Topology, load_topology  # noqa: E402
+from lab.plumbing import names  # noqa: E402
 
 ROUNDS = 10
 RESULTS = REPO / "bench" / "results" / "bringup.json"

@@ -70,17 +70,17 @@ sys.path.insert(0, str(REPO))
 from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
-from lab.backends import nsutil  # noqa: E402
 from lab.datapath import Backend, DatapathObject, RevnatEntry, build_object  # noqa: E402
 from lab.datapath.build import bpf_source_dir  # noqa: E402
-from lab.datapath.fuzz import checksum, pseudo_header  # noqa: E402
 from lab.datapath.perf import EmptyProgram, Timing, time_program  # noqa: E402
 from lab.datapath.testrun import TestRunResult  # noqa: E402
-from lab.names import (  # noqa: E402
+from lab.plumbing import nsutil  # noqa: E402
+from lab.plumbing.names import (  # noqa: E402
     docker_mac,
     netns_name,
     new_run_id,
 )
+from lab.wire.checksum import checksum, pseudo_header  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "datapath.json"
 CLIENT, CPORT = "172.18.0.1", 40000

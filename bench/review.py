@@ -12,7 +12,7 @@ Timed on the same file in the same run, each ``ROUNDS`` times (median):
 
 * ``dsrlab review FILE --json`` as a subprocess (process start included):
   the CLI figure, the one the target is about;
-* :func:`lab.review.review` in this process (the library figure);
+* :func:`lab.check.review.review` in this process (the library figure);
 * ``tshark -r FILE -Y 'ip[20:2] == 9a:08'``: a native display filter for
   "first IPv4 option is type 0x9a length 8", the baseline of the ratio;
 * ``tshark -r FILE -Y 'ip.opt.type == 0x9a'``: the filter one would write
@@ -42,9 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lab import dsropt  # noqa: E402
-from lab.review import review  # noqa: E402
-from lab.wireshark import lua_path  # noqa: E402
+from lab.check.review import review  # noqa: E402
+from lab.check.wireshark import lua_path  # noqa: E402
+from lab.wire import dsropt  # noqa: E402
 
 PACKETS = 1_000_000
 SEED = 20240917

@@ -34,16 +34,11 @@ from typing import Any
 
 import pytest
 
-from lab import rootsnap
-from lab.backends.netns import NetnsBackend, NetnsLab
-from lab.scenario import (
-    ScenarioError,
-    ScenarioRun,
-    load_scenario,
-    load_scenario_trace,
-    run_scenario,
-)
-from lab.topology import Topology, load_topology
+from lab.env.netns import NetnsBackend, NetnsLab
+from lab.model.scenario import ScenarioError, load_scenario
+from lab.model.topology import Topology, load_topology
+from lab.plumbing import rootsnap
+from lab.runner.scenario import ScenarioRun, load_scenario_trace, run_scenario
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_TOPOLOGY = REPO / "topologies" / "seed.yaml"

@@ -8,24 +8,24 @@ the verifier; see :mod:`lab.datapath.loader` for the operations and
 from lab.datapath.build import build_object
 from lab.datapath.errors import DatapathError
 from lab.datapath.loader import PROGRAMS, BpfMap, DatapathObject
-from lab.datapath.maps import EVENT_NAMES, Backend, CtEntry, RevnatEntry, Service
-from lab.datapath.tc import Direction, TcAttachment
+from lab.datapath.maps import EVENT_NAMES, BackendEntry, CtEntry, RevnatEntry, ServiceEntry
+from lab.datapath.tc import TcAttachment, TcHookPoint
 from lab.datapath.testrun import TestRunResult
-from lab.dsropt import OptionOrder
+from lab.wire.dsropt import OptionOrder
 
 __all__ = [
     "EVENT_NAMES",
     "PROGRAMS",
-    "Backend",
+    "BackendEntry",
     "BpfMap",
     "CtEntry",
     "DatapathError",
     "DatapathObject",
-    "Direction",
     "OptionOrder",
     "RevnatEntry",
-    "Service",
+    "ServiceEntry",
     "TcAttachment",
+    "TcHookPoint",
     "TestRunResult",
     "build_object",
 ]

@@ -24,8 +24,8 @@ from types import TracebackType
 from lab.datapath import libbpf, maps, tc, testrun
 from lab.datapath.build import build_object
 from lab.datapath.errors import DatapathError
-from lab.datapath.maps import Backend, CtEntry, RevnatEntry, Service
-from lab.dsropt import OptionOrder
+from lab.datapath.maps import BackendEntry, CtEntry, RevnatEntry, ServiceEntry
+from lab.wire.dsropt import OptionOrder
 
 PROGRAMS: tuple[str, ...] = ("dsr_from_netdev", "dsr_to_netdev")
 
@@ -358,7 +358,7 @@ class DatapathObject:
         proto: maps.Proto = "tcp",
         *,
         dsr: bool = True,
-        backends: Sequence[Backend] = (),
+        backends: Sequence[BackendEntry] = (),
     ) -> None:
         """Create or replace a service and its backends (slots 1..n).
 
@@ -390,17 +390,17 @@ class DatapathObject:
             be_map.delete(maps.be_key(vip, port, proto, slot))
         return True
 
-    def services(self) -> list[Service]:
+    def services(self) -> list[ServiceEntry]:
         be_map = self.map("lb_backends")
-        out: list[Service] = []
+        out: list[ServiceEntry] = []
         for key, val in self.map("lb_services").items():
             vip, port, proto, count, dsr = maps.unpack_svc(key, val)
-            backends: list[Backend] = []
+            backends: list[BackendEntry] = []
             for slot in range(1, count + 1):
                 raw = be_map.lookup(maps.be_key(vip, port, proto, slot))
                 if raw is not None:
                     backends.append(maps.unpack_backend(raw))
-            out.append(Service(vip, port, proto, dsr, tuple(backends)))
+            out.append(ServiceEntry(vip, port, proto, dsr, tuple(backends)))
         return out
 
     # -- state tables -----------------------------------------------------
@@ -458,7 +458,7 @@ class DatapathObject:
     def attach_tc(
         self,
         ifindex: int,
-        direction: tc.Direction,
+        direction: tc.TcHookPoint,
         program: str,
         *,
         handle: int = tc.DEFAULT_HANDLE,

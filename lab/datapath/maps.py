@@ -123,7 +123,7 @@ def proto_number(proto: str) -> int:
 
 
 @dataclass(frozen=True)
-class Backend:
+class BackendEntry:
     """One backend of a service; ``local`` means it runs on this node."""
 
     ip: str
@@ -132,14 +132,14 @@ class Backend:
 
 
 @dataclass(frozen=True)
-class Service:
+class ServiceEntry:
     """A service as it sits in lb_services/lb_backends."""
 
     vip: str
     port: int
     proto: Proto
     dsr: bool
-    backends: tuple[Backend, ...]
+    backends: tuple[BackendEntry, ...]
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def be_key(vip: str, port: int, proto: str, slot: int) -> bytes:
     return BE_KEY.pack(ip_bytes(vip), port_bytes(port), proto_number(proto), slot)
 
 
-def be_val(backend: Backend) -> bytes:
+def be_val(backend: BackendEntry) -> bytes:
     return BE_VAL.pack(
         ip_bytes(backend.ip), port_bytes(backend.port), BE_F_LOCAL if backend.local else 0
     )
@@ -195,9 +195,9 @@ def unpack_svc(key: bytes, val: bytes) -> tuple[str, int, Proto, int, bool]:
     return ip_text(addr), port_int(port), PROTO_NAMES[proto], count, bool(flags & SVC_F_DSR)
 
 
-def unpack_backend(val: bytes) -> Backend:
+def unpack_backend(val: bytes) -> BackendEntry:
     addr, port, flags = BE_VAL.unpack(val)
-    return Backend(ip=ip_text(addr), port=port_int(port), local=bool(flags & BE_F_LOCAL))
+    return BackendEntry(ip=ip_text(addr), port=port_int(port), local=bool(flags & BE_F_LOCAL))
 
 
 def unpack_ct(key: bytes, val: bytes) -> CtEntry:

@@ -63,15 +63,16 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
-from lab.backends import nsutil
 from lab.datapath.errors import DatapathError, TestRunRefused
 from lab.datapath.loader import MAX_MTU, MIN_MTU, DatapathObject
-from lab.datapath.maps import Backend
-from lab.datapath.pcapio import PcapWriter, read_frames
+from lab.datapath.maps import BackendEntry
 from lab.datapath.tc import current_netns_inode
 from lab.datapath.testrun import ETH_HLEN, MAX_REPEAT, TestRunResult
-from lab.dsropt import OptionOrder
-from lab.names import docker_mac, netns_name, new_run_id
+from lab.plumbing import nsutil
+from lab.plumbing.names import docker_mac, netns_name, new_run_id
+from lab.wire.dsropt import OptionOrder
+from lab.wire.endpoint import Endpoint
+from lab.wire.pcapio import PcapWriter, read_frames
 
 ProgramKind = Literal["lb", "backend"]
 PROGRAM_KINDS: tuple[ProgramKind, ...] = ("lb", "backend")
@@ -84,33 +85,6 @@ RT_SCOPE_LINK = 253
 DEFAULT_MTU = 1500
 REJECTED = "rejected"  # BPF_PROG_TEST_RUN refused the frame: the program never ran
 NOT_EMITTED = frozenset({"drop", "stolen", "queued", "trap", REJECTED})
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """An IPv4 address and port, as ``--service``/``--backend`` take them."""
-
-    ip: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"{self.ip}:{self.port}"
-
-
-def parse_endpoint(text: str) -> Endpoint:
-    """``"172.18.0.2:32000"`` -> Endpoint; ValueError with the reason otherwise."""
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep or not host or not port_text:
-        raise ValueError(f"{text!r} is not IPV4:PORT (e.g. 172.18.0.2:32000)")
-    try:
-        addr = ipaddress.IPv4Address(host)
-    except ValueError:
-        raise ValueError(f"{text!r}: {host!r} is not an IPv4 address") from None
-    if addr.is_unspecified or addr.is_multicast or addr == ipaddress.IPv4Address(0xFFFFFFFF):
-        raise ValueError(f"{text!r}: {addr} cannot be a service or backend address")
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 0xFFFF:
-        raise ValueError(f"{text!r}: port {port_text!r} is not in 1..65535")
-    return Endpoint(str(addr), int(port_text))
 
 
 @dataclass(frozen=True)
@@ -310,7 +284,7 @@ class DatapathRunner:
             dp.set_option_order(cfg.option_order)
             dp.set_selection_seed(cfg.seed)
             dp.set_mtu(cfg.mtu)
-            backends = [Backend(b.ip, b.port) for b in cfg.backends]
+            backends = [BackendEntry(b.ip, b.port) for b in cfg.backends]
             for proto in ("tcp", "udp"):
                 dp.add_service(cfg.service.ip, cfg.service.port, proto, dsr=True,
                                backends=backends)
@@ -397,7 +371,7 @@ def run_pcap(
     """Run every frame of ``input_path`` in order; write the emitted ones to ``output_path``.
 
     ``on_packet`` sees each :class:`PacketResult` as it is made (the CLI
-    prints JSON lines from it). Raises :class:`lab.datapath.pcapio.PcapError`
+    prints JSON lines from it). Raises :class:`lab.wire.pcapio.PcapError`
     for an unreadable input (naming the file) before anything is set up.
     """
     frames = read_frames(input_path)

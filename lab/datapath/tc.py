@@ -1,7 +1,7 @@
 """tc clsact attachment of a loaded program (direct-action BPF filter).
 
 :func:`attach` runs in the calling thread's current network namespace
-(enter the lab's namespace first with ``lab.backends.nsutil.in_netns``). The
+(enter the lab's namespace first with ``lab.plumbing.nsutil.in_netns``). The
 returned :class:`TcAttachment` detaches as a context manager; otherwise the
 filter (and so the program and its maps) outlives the Python process, which
 is how a lab is left running. Detaching must happen in the namespace of the
@@ -20,7 +20,7 @@ from typing import Literal
 from lab.datapath import libbpf
 from lab.datapath.errors import DatapathError
 
-Direction = Literal["ingress", "egress"]
+TcHookPoint = Literal["ingress", "egress"]
 _ATTACH_POINTS: dict[str, int] = {"ingress": libbpf.BPF_TC_INGRESS, "egress": libbpf.BPF_TC_EGRESS}
 DEFAULT_HANDLE = 1
 DEFAULT_PRIORITY = 1
@@ -34,7 +34,7 @@ def current_netns_inode() -> int:
     return os.stat("/proc/thread-self/ns/net").st_ino
 
 
-def _hook(ifindex: int, direction: Direction) -> libbpf.BpfTcHook:
+def _hook(ifindex: int, direction: TcHookPoint) -> libbpf.BpfTcHook:
     try:
         point = _ATTACH_POINTS[direction]
     except KeyError:
@@ -50,7 +50,7 @@ class TcAttachment:
     """One BPF filter on a clsact hook; ``detach()`` (or leaving ``with``) removes it."""
 
     ifindex: int
-    direction: Direction
+    direction: TcHookPoint
     program: str
     prog_id: int
     handle: int
@@ -96,7 +96,7 @@ def attach(
     prog_fd: int,
     program: str,
     ifindex: int,
-    direction: Direction,
+    direction: TcHookPoint,
     *,
     handle: int = DEFAULT_HANDLE,
     priority: int = DEFAULT_PRIORITY,
@@ -142,7 +142,7 @@ def attach(
 
 def query(
     ifindex: int,
-    direction: Direction,
+    direction: TcHookPoint,
     *,
     handle: int = DEFAULT_HANDLE,
     priority: int = DEFAULT_PRIORITY,
@@ -162,7 +162,7 @@ def query(
 
 def find(
     ifindex: int,
-    direction: Direction,
+    direction: TcHookPoint,
     program: str,
     *,
     handle: int = DEFAULT_HANDLE,

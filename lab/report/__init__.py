@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.capture import CaptureDir
+from lab.capture.capdir import CaptureDir
 from lab.report.model import ReportModel, build_model
 from lab.report.pcapng import merge_pcapng
 from lab.report.render import render_html, render_markdown

@@ -18,11 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from lab import dsropt
-from lab.capture import Backend, CaptureDir, PointFile, Role, Service
-from lab.packets import Pkt
+from lab.capture.capdir import CaptureDir, PointFile
+from lab.capture.layout import Role
+from lab.capture.manifest import Manifest, ManifestBackend, ManifestService
+from lab.wire import dsropt
+from lab.wire.packets import Pkt
 
-Direction = Literal["in", "out", "?"]
+SightingWay = Literal["in", "out", "?"]
 ROLE_RANK: dict[Role, int] = {"client": 0, "lb-node": 1, "backend-node": 2, "pod": 3}
 ROLE_LABEL: dict[Role, str] = {"client": "client", "lb-node": "LB node",
                                "backend-node": "backend node", "pod": "pod"}
@@ -34,7 +36,7 @@ class Sighting:
 
     point: PointFile
     pkt: Pkt
-    direction: Direction
+    direction: SightingWay
     rank: int  # the point's position in the manifest (a stable tie-breaker)
 
     @property
@@ -74,11 +76,11 @@ class CaptureView:
         return self.capdir.directory
 
     @property
-    def manifest(self) -> dict[str, object]:
+    def manifest(self) -> Manifest:
         return self.capdir.manifest
 
     @property
-    def service(self) -> Service:
+    def service(self) -> ManifestService:
         return self.capdir.service
 
     @property
@@ -86,7 +88,7 @@ class CaptureView:
         return self.capdir.client_ip
 
     @property
-    def backends(self) -> list[Backend]:
+    def backends(self) -> list[ManifestBackend]:
         return self.capdir.backends
 
     @property
@@ -108,7 +110,7 @@ class CaptureView:
                       and pkt.dport == self.service.port)
         return to_service or pkt.dst == self.client_ip
 
-    def direction(self, point: PointFile, pkt: Pkt) -> Direction:
+    def direction(self, point: PointFile, pkt: Pkt) -> SightingWay:
         if point.role == "client":
             return "out" if pkt.src == self.client_ip else "in"
         pod = next((b for b in self.backends if b.name == point.host), None)

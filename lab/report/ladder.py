@@ -27,9 +27,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from lab.capture import Backend, Role
-from lab.packets import Pkt
+from lab.capture.layout import Role
+from lab.capture.manifest import ManifestBackend
 from lab.report.capset import ROLE_LABEL, ROLE_RANK, CaptureView, Sighting
+from lab.wire.packets import Pkt
 
 Key = tuple[str, int, int | None, str]
 FLAG_NAMES = {"S": "SYN", "SA": "SYN+ACK", "A": "ACK", "PA": "PSH+ACK", "FA": "FIN+ACK",
@@ -157,7 +158,7 @@ class Flow:
     port: int
     trails: list[Trail]
     columns: list[Column]
-    backend: Backend | None
+    backend: ManifestBackend | None
 
     @property
     def start(self) -> float:
@@ -260,7 +261,7 @@ def _starts(view: CaptureView, sightings: list[Sighting]) -> list[int]:
     firsts: dict[int, float] = {}
     for s in sightings:
         p = s.pkt
-        if (p.proto == svc.protocol and p.src == view.client_ip and p.dst == svc.ip
+        if (p.proto == svc.proto and p.src == view.client_ip and p.dst == svc.ip
                 and p.dport == svc.port and p.sport is not None
                 and (p.proto != "tcp" or p.syn)):
             firsts[p.sport] = min(firsts.get(p.sport, p.time), p.time)
@@ -279,7 +280,7 @@ def find_flows(view: CaptureView) -> tuple[list[Flow], int]:
         p = s.pkt
         port = (p.sport if p.src == view.client_ip else
                 p.dport if p.dst == view.client_ip else None)
-        if port in members and p.proto == view.service.protocol:
+        if port in members and p.proto == view.service.proto:
             members[port].append(s)
             owner[id(s)] = port
             keys.setdefault(packet_key(p), port)

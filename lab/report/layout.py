@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lab.check.trace.results import CheckResult
 from lab.report.capset import CaptureView, Sighting
 from lab.report.ladder import Column, Flow, Hop, Trail
 from lab.report.results import CheckIndex
-from lab.trace.results import CheckResult
 
 LEFT = 96  # the time gutter
 COL_W = 250

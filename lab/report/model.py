@@ -13,13 +13,15 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
-from lab import dsropt
-from lab.capture import MERGED, CaptureDir
+from lab.capture.capdir import CaptureDir
+from lab.capture.layout import MERGED
+from lab.capture.manifest import Manifest
+from lab.check.trace.results import FlowInfo, ResultsError, TraceResult, as_text, load_results
 from lab.report.capset import ROLE_LABEL, CaptureView, load_view
 from lab.report.ladder import Flow, Trail, find_flows
 from lab.report.layout import Ladder, layout_flow
 from lab.report.results import CheckIndex
-from lab.trace.results import FlowInfo, ResultsError, TraceResult, as_text, load_results
+from lab.wire import dsropt
 
 OPEN_LADDERS = 3  # flows drawn open; failing flows are opened too, up to the same number
 MAX_LADDERS = 40  # flows beyond this are listed without a ladder
@@ -85,11 +87,11 @@ class ReportModel:
     unknown_flows: list[FlowInfo] = field(default_factory=list)
 
     @property
-    def manifest(self) -> dict[str, object]:
+    def manifest(self) -> Manifest:
         return self.view.manifest
 
     def meta(self, key: str, default: str = "") -> str:
-        v = self.view.manifest.get(key)
+        v = self.view.manifest.value(key)
         return default if v is None else str(v)
 
     @property

@@ -20,10 +20,11 @@ from typing import Any, cast
 
 from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader
 
-from lab import dsropt
-from lab.capture import MERGED, CaptureDir
-from lab.packets import Pkt
-from lab.trace.results import ResultsError, TraceResult, load_results, parse_results
+from lab.capture.capdir import CaptureDir
+from lab.capture.layout import MERGED
+from lab.check.trace.results import ResultsError, TraceResult, load_results, parse_results
+from lab.wire import dsropt
+from lab.wire.packets import Pkt
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,14 @@
 """The checks of ``results.json`` by the packet they point at, for the ladders.
 
-The results themselves are :mod:`lab.trace.results`' records, read back
-with its :func:`~lab.trace.results.load_results`.
+The results themselves are :mod:`lab.check.trace.results`' records, read back
+with its :func:`~lab.check.trace.results.load_results`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lab.trace.results import CheckResult, TraceResult
+from lab.check.trace.results import CheckResult, TraceResult
 
 
 @dataclass

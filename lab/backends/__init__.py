@@ -1,1 +1,0 @@
-"""Backends bring a topology up: ``netns`` (embedded) and ``kind``."""

@@ -1,0 +1,216 @@
+"""tcpdump at every hop of a running lab, written as a capture set.
+
+A :class:`CaptureSet` starts one tcpdump per :class:`CapturePoint` on the
+point's host (through the lab's backend: ``start`` runs a command there),
+waits until every one of them says it is listening, and on exit waits for
+the traffic to go quiet, stops them with SIGINT (so they flush) and writes
+``manifest.json`` (:class:`~lab.capture.manifest.Manifest`). tcpdump writes
+the pcap to its standard output, which is the local file: the same on a
+namespace, a kind node container or any host a backend can run a command on.
+The layout is::
+
+    captures/<scenario>/<run-id>/<host>--<ifname>.pcap
+    captures/<scenario>/<run-id>/manifest.json
+    captures/<scenario>/latest -> <run-id>   (moved by the runner when a run is complete)
+
+Everything after this reads only that directory, never a live lab
+(:class:`~lab.capture.capdir.CaptureDir`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from lab.capture.layout import LATEST, CaptureError, Role
+from lab.capture.manifest import Manifest, ManifestPoint
+
+READY_TIMEOUT_S = 10.0
+QUIET_S = 0.15
+SETTLE_MAX_S = 3.0
+_STATS_RE = re.compile(
+    r"^(?P<n>\d+) packets? (?P<what>captured|received by filter|dropped by kernel)$",
+    re.MULTILINE)
+
+
+class Starts(Protocol):
+    """What a capture needs of a lab: start a long-running command on a host."""
+
+    def start(self, host: str, argv: list[str], *, stdout: IO[bytes] | int,
+              stderr: int) -> subprocess.Popen[bytes]: ...
+
+
+@dataclass(frozen=True)
+class CapturePoint:
+    """Where to capture: an interface of a host, and what that hop is in the flow."""
+
+    host: str
+    ifname: str
+    role: Role
+
+    @property
+    def name(self) -> str:
+        """Hop name as Wireshark will show it, e.g. ``cilium-dsr-worker/eth0``."""
+        return f"{self.host}/{self.ifname}"
+
+    @property
+    def filename(self) -> str:
+        return f"{self.host}--{self.ifname}.pcap"
+
+
+@dataclass
+class Capture:
+    """One tcpdump process on one capture point (a context manager)."""
+
+    lab: Starts
+    point: CapturePoint
+    path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    stderr: str = ""
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def argv(self) -> list[str]:
+        """tcpdump writing the pcap to stdout, a packet at a time (``-U``)."""
+        return [
+            "tcpdump", "-i", self.point.ifname, "-w", "-",
+            "-U", "-n", "-s", "0", "-Z", "root", "--immediate-mode",
+        ]
+
+    def spawn(self) -> None:
+        with self.path.open("xb") as out:  # the child holds its own copy of the descriptor
+            self.proc = self.lab.start(self.point.host, self.argv(), stdout=out,
+                                       stderr=subprocess.PIPE)
+
+    def wait_listening(self, deadline: float) -> None:
+        """Block until tcpdump prints ``listening on`` (its ready signal)."""
+        if self.proc is None or self.proc.stderr is None:
+            raise CaptureError(f"tcpdump on {self.point.name} was not started")
+        fd = self.proc.stderr.fileno()
+        buf = b""
+        while b"listening on" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CaptureError(
+                    f"tcpdump on {self.point.name} did not report listening within "
+                    f"{READY_TIMEOUT_S:.0f}s; stderr: {buf.decode(errors='replace')!r}")
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 4096)
+                if not chunk:
+                    self.proc.wait()
+                    raise CaptureError(f"tcpdump on {self.point.name} exited with "
+                                       f"{self.proc.returncode}: {buf.decode(errors='replace')}")
+                buf += chunk
+        self.stderr = buf.decode(errors="replace")
+
+    def stop(self) -> None:
+        """SIGINT (tcpdump flushes and prints its counters), then wait."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            _, err = proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        self.stderr += err.decode(errors="replace")
+        for m in _STATS_RE.finditer(self.stderr):
+            self.stats[m["what"].replace(" ", "_")] = int(m["n"])
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+
+@dataclass
+class CaptureSet:
+    """tcpdump on every point of a run; on exit, the pcaps and manifest.json.
+
+    ``manifest`` is the run's record without the points (scenario, run id,
+    backend, service, client, backends); the points are added on exit.
+    """
+
+    lab: Starts
+    directory: Path
+    points: list[CapturePoint]
+    manifest: Manifest
+    captures: list[Capture] = field(default_factory=list)
+
+    def __enter__(self) -> CaptureSet:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            for p in self.points:
+                cap = Capture(self.lab, p, self.directory / p.filename)
+                self.captures.append(cap)
+                cap.spawn()
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            for cap in self.captures:
+                cap.wait_listening(deadline)
+        except BaseException:
+            self._stop_all()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
+        try:
+            try:
+                self.settle()
+            finally:
+                self._stop_all()
+        except CaptureError as stopping:
+            if exc is None:
+                raise
+            exc.add_note(f"and stopping the captures failed: {stopping}")
+        self.write_manifest()
+
+    def settle(self) -> None:
+        """Wait until no capture file has grown for ``QUIET_S`` (traffic is over)."""
+        last = [c.size() for c in self.captures]
+        quiet_since = time.monotonic()
+        give_up = quiet_since + SETTLE_MAX_S
+        while time.monotonic() < give_up:
+            time.sleep(0.02)
+            now = [c.size() for c in self.captures]
+            if now != last:
+                last, quiet_since = now, time.monotonic()
+            elif time.monotonic() - quiet_since >= QUIET_S:
+                return
+
+    def _stop_all(self) -> None:
+        errors = []
+        for cap in self.captures:
+            try:
+                cap.stop()
+            except Exception as exc:
+                errors.append(f"{cap.point.name}: {exc}")
+        if errors:
+            raise CaptureError("stopping captures failed: " + "; ".join(errors))
+
+    def write_manifest(self) -> Path:
+        points = [ManifestPoint(name=c.point.name, host=c.point.host, ifname=c.point.ifname,
+                                role=c.point.role, file=c.path.name,
+                                packets=c.stats.get("captured"))
+                  for c in self.captures]
+        return self.manifest.model_copy(update={"points": points}).write(self.directory)
+
+
+def mark_latest(run_dir: Path) -> Path:
+    """Point ``<run_dir>/../latest`` at ``run_dir`` (atomically); returns the link."""
+    link = run_dir.parent / LATEST
+    tmp = run_dir.parent / f".{LATEST}-{run_dir.name}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    tmp.replace(link)
+    return link

@@ -1,0 +1,116 @@
+"""``manifest.json``: the typed record of a capture set, written and read by one model.
+
+The live capture (:mod:`lab.capture.live`) writes it; the trace checker,
+the report and ``dsrlab review`` read it through :class:`Manifest`. Facts
+other than the capture points may be missing (captures brought from a real
+cluster may not know the service's backends): they read as ``""`` or 0,
+and whoever needs one says so. Fields the model does not know are kept, so
+a trace may name any list the manifest holds (``one_of: backends``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lab.capture.layout import MANIFEST, CaptureError, Role
+from lab.model.errors import validation_message
+from lab.wire.dsropt import OptionOrder
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class ManifestService(_Part):
+    """The service the client addressed."""
+
+    ip: str = ""
+    port: int = 0
+    name: str = ""
+    protocol: str = "TCP"
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.ip}:{self.port}"
+
+    @property
+    def proto(self) -> str:
+        """Lower case, as packets name it: ``tcp`` or ``udp``."""
+        return self.protocol.lower()
+
+
+class ManifestClient(_Part):
+    ip: str = ""
+
+
+class ManifestBackend(_Part):
+    """One of the service's pods."""
+
+    name: str = ""
+    ip: str = ""
+    port: int = 0
+    node: str = ""
+
+
+class ManifestPoint(_Part):
+    """One capture point: a host's interface, its role in the flow, its pcap file."""
+
+    name: str
+    host: str
+    ifname: str
+    role: Role
+    file: str
+    packets: int | None = None  # tcpdump's "captured" count, when it printed one
+
+
+class Manifest(_Part):
+    """Everything a capture set's readers need to know about the run."""
+
+    scenario: str = ""
+    run_id: str = ""
+    backend: str = ""
+    topology: str = ""
+    service: ManifestService = ManifestService()
+    client: ManifestClient = ManifestClient()
+    option_byte_order: OptionOrder = "host"
+    backends: list[ManifestBackend] = []
+    points: list[ManifestPoint] = Field(default_factory=list)
+
+    def named_list(self, name: str) -> list[dict[str, Any]] | None:
+        """A list of records the manifest holds under ``name`` (known field or extra)."""
+        value = self.model_dump(mode="json").get(name)
+        if not isinstance(value, list):
+            return None
+        return [v for v in value if isinstance(v, dict)]
+
+    def value(self, key: str) -> Any:
+        """A top-level value by name (known field or extra), ``None`` when absent."""
+        return self.model_dump(mode="json").get(key)
+
+    # -- on disk -------------------------------------------------------------
+    @classmethod
+    def read(cls, directory: str | Path) -> Manifest:
+        path = Path(directory) / MANIFEST
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CaptureError(f"{path}: cannot read manifest: {exc}") from None
+        if not isinstance(data, dict):
+            raise CaptureError(f"{path}: (top level): expected an object")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise CaptureError(validation_message(path, exc)) from None
+
+    def write(self, directory: str | Path) -> Path:
+        """Write ``manifest.json`` whole (a temporary file renamed over it)."""
+        path = Path(directory) / MANIFEST
+        tmp = path.with_name(f".{MANIFEST}.tmp")
+        tmp.write_text(self.model_dump_json(indent=2) + "\n")
+        os.replace(tmp, path)
+        return path

@@ -1,0 +1,265 @@
+"""Field matchers of expected traces, and the names they carry in diffs.
+
+Each field of a packet expectation compiles into a :class:`FieldSpec`:
+an equality (a literal, a ``$name`` / ``$name.attr`` reference, or
+``$name + N``), or a small operator (``has``/``lacks`` for TCP flags,
+``not``, ``one_of``, ``min``/``max``, ``startswith``/``contains``/``regex``
+for payloads). Checking a packet returns what was expected and what was
+got, both as text, for the per-field diff (``[IP].src expected 172.18.0.2
+got 10.0.2.123``), plus any variable the match binds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lab.wire import dsropt
+from lab.wire.endpoint import Endpoint
+from lab.wire.packets import Pkt
+
+# field -> (diff label, getter)
+_Getter = Callable[[Pkt, "Env"], Any]
+
+
+def _dsr_value(p: Pkt, env: Env) -> str:
+    if not p.has_dsr_option:
+        return "none"
+    return str(Endpoint(*dsropt.decode(p.options, env.option_order)))
+
+
+def _csum(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("valid" if ok else "invalid")
+
+
+FIELDS: dict[str, tuple[str, _Getter]] = {
+    "src": ("[IP].src", lambda p, e: p.src),
+    "dst": ("[IP].dst", lambda p, e: p.dst),
+    "proto": ("[IP].proto", lambda p, e: p.proto),
+    "ihl": ("[IP].ihl", lambda p, e: p.ihl),
+    "ip_len": ("[IP].len", lambda p, e: p.ip_len),
+    "ttl": ("[IP].ttl", lambda p, e: p.ttl),
+    "dsr": ("[IP].options.dsr", _dsr_value),
+    "ip_csum": ("[IP].chksum", lambda p, e: _csum(p.ip_csum_ok)),
+    "sport": ("[L4].sport", lambda p, e: p.sport),
+    "dport": ("[L4].dport", lambda p, e: p.dport),
+    "flags": ("[TCP].flags", lambda p, e: p.flags),
+    "l4_csum": ("[L4].chksum", lambda p, e: _csum(p.l4_csum_ok)),
+    "payload": ("[Raw].load", lambda p, e: p.payload.decode("latin-1")),
+    "payload_len": ("[Raw].len", lambda p, e: p.payload_len),
+}
+FIELD_NAMES = frozenset(FIELDS)
+# compared when an expectation does not say otherwise ("everything else is compared")
+IMPLIED_DEFAULTS: dict[str, Any] = {"proto": "tcp", "dsr": "none"}
+_REF = re.compile(r"^\$(?P<name>[a-z_][a-z0-9_]*)(?:\.(?P<attr>[a-z_][a-z0-9_]*))?"
+                  r"(?:\s*(?P<op>[+-])\s*(?P<num>\d+))?$")
+
+
+class Unbound(LookupError):
+    """A ``$name`` that no rule has bound (yet)."""
+
+
+@dataclass
+class Env:
+    """What names mean while checking one flow: manifest values and flow bindings."""
+
+    values: dict[str, Any]
+    choices: dict[str, list[dict[str, Any]]]  # unbound one_of vars -> candidates
+    option_order: dsropt.OptionOrder = "host"
+
+    def child(self) -> Env:
+        return Env(dict(self.values), {k: list(v) for k, v in self.choices.items()},
+                   self.option_order)
+
+    def bind(self, bindings: dict[str, Any]) -> None:
+        for k, v in bindings.items():
+            self.values[k] = v
+            self.choices.pop(k, None)
+
+
+@dataclass(frozen=True)
+class Ref:
+    """``$name``, ``$name.attr`` or ``$name.attr + N``."""
+
+    text: str
+    name: str
+    attr: str | None
+    offset: int
+
+    @classmethod
+    def parse(cls, text: str) -> Ref | None:
+        m = _REF.match(text.strip())
+        if m is None:
+            return None
+        off = int(m["num"] or 0) * (-1 if m["op"] == "-" else 1)
+        return cls(text, m["name"], m["attr"], off)
+
+    def resolve(self, env: Env) -> Any:
+        if self.name not in env.values:
+            raise Unbound(self.text)
+        val = env.values[self.name]
+        if self.attr is not None:
+            if not isinstance(val, dict) or self.attr not in val:
+                raise Unbound(f"{self.text} ({self.name} has no {self.attr!r})")
+            val = val[self.attr]
+        if self.offset:
+            val = int(val) + self.offset
+        return val
+
+    def try_bind(self, env: Env, got: Any) -> tuple[bool, dict[str, Any], str]:
+        """Compare (bound) or bind a one_of var to the candidate whose attr equals ``got``."""
+        if self.name in env.values:
+            want = self.resolve(env)
+            return _same(want, got), {}, _text(want)
+        if self.name in env.choices:
+            cands = env.choices[self.name]
+            for cand in cands:
+                value = cand if self.attr is None else cand.get(self.attr)
+                if _same(value, got):
+                    return True, {self.name: cand}, _text(value)
+            shown = [c if self.attr is None else c.get(self.attr) for c in cands]
+            return False, {}, "one of " + ", ".join(_text(s) for s in shown)
+        raise Unbound(self.text)
+
+
+def _same(want: Any, got: Any) -> bool:
+    if isinstance(want, int) and not isinstance(want, bool) and isinstance(got, int):
+        return want == got
+    return _text(want) == _text(got)
+
+
+def _text(v: Any) -> str:
+    if isinstance(v, dict) and {"ip", "port"} <= v.keys():
+        return f"{v['ip']}:{v['port']}"
+    if isinstance(v, dict) and "name" in v:
+        return str(v["name"])
+    return "none" if v is None else str(v)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    expected: str
+    got: str
+    bindings: dict[str, Any]
+
+
+class FieldSpec:
+    """A compiled matcher for one field."""
+
+    def __init__(self, field: str, spec: Any) -> None:
+        self.field = field
+        self.label = FIELDS[field][0]
+        self.getter = FIELDS[field][1]
+        self.spec = spec
+        self._check = self._compile(spec)
+
+    def _compile(self, spec: Any) -> Callable[[Any, Env], Outcome]:
+        if isinstance(spec, dict):
+            if len(spec) == 1:
+                ((op, arg),) = spec.items()
+            elif set(spec) <= {"min", "max"}:
+                op, arg = "range", spec
+            else:
+                raise ValueError(f"one operator per field, got {sorted(spec)}")
+            return self._operator(op, arg)
+        if isinstance(spec, list):
+            raise ValueError("a list is not a matcher; use {one_of: [...]}")
+        return self._equals(spec)
+
+    def _equals(self, spec: Any) -> Callable[[Any, Env], Outcome]:
+        ref = Ref.parse(spec) if isinstance(spec, str) else None
+        if isinstance(spec, str) and spec.startswith("$") and ref is None:
+            raise ValueError(f"bad reference {spec!r} (use $name, $name.attr or $name.attr + N)")
+        if self.field == "dsr" and ref is None and spec not in ("none", "any"):
+            raise ValueError("dsr is none, any, or a reference such as $service")
+        if self.field in ("ip_csum", "l4_csum") and spec not in ("valid", "invalid"):
+            raise ValueError("a checksum is valid or invalid")
+
+        def check(got: Any, env: Env) -> Outcome:
+            if ref is not None:
+                ok, bindings, want = ref.try_bind(env, got)
+                return Outcome(ok, want, _text(got), bindings)
+            if self.field == "dsr" and spec == "any":
+                return Outcome(got != "none", "any DSR option", _text(got), {})
+            return Outcome(_same(spec, got), _text(spec), _text(got), {})
+
+        return check
+
+    def _operator(self, op: str, arg: Any) -> Callable[[Any, Env], Outcome]:
+        if op in ("has", "lacks"):
+            if self.field != "flags" or not isinstance(arg, str):
+                raise ValueError(f"{op} takes TCP flag letters and works on flags only")
+            letters = set(arg)
+
+            def flags(got: Any, env: Env) -> Outcome:
+                have = set(str(got))
+                ok = letters <= have if op == "has" else not (letters & have)
+                return Outcome(ok, f"{op} {arg}", _text(got), {})
+
+            return flags
+        if op == "not":
+            inner = self._equals(arg)
+
+            def negate(got: Any, env: Env) -> Outcome:
+                out = inner(got, env)
+                return Outcome(not out.ok, f"not {out.expected}", out.got, {})
+
+            return negate
+        if op == "one_of":
+            if not isinstance(arg, list) or not arg:
+                raise ValueError("one_of takes a non-empty list")
+            options = [self._equals(a) for a in arg]
+
+            def any_of(got: Any, env: Env) -> Outcome:
+                outs = [o(got, env) for o in options]
+                hit = next((o for o in outs if o.ok), None)
+                return Outcome(hit is not None, "one of " + ", ".join(o.expected for o in outs),
+                               _text(got), hit.bindings if hit else {})
+
+            return any_of
+        if op == "range":
+            lo, hi = arg.get("min"), arg.get("max")
+
+            def in_range(got: Any, env: Env) -> Outcome:
+                ok = got is not None and (lo is None or got >= lo) and (hi is None or got <= hi)
+                want = " and ".join(s for s in ((lo is not None and f">= {lo}") or "",
+                                                (hi is not None and f"<= {hi}") or "") if s)
+                return Outcome(bool(ok), want, _text(got), {})
+
+            return in_range
+        if op in ("startswith", "contains", "regex"):
+            if self.field != "payload" or not isinstance(arg, str):
+                raise ValueError(f"{op} takes a string and works on payload only")
+            rx = re.compile(arg) if op == "regex" else None
+
+            def text_op(got: Any, env: Env) -> Outcome:
+                s = str(got)
+                ok = (s.startswith(arg) if op == "startswith" else
+                      arg in s if op == "contains" else bool(rx and rx.search(s)))
+                return Outcome(ok, f"{op} {arg!r}", repr(s[:40]), {})
+
+            return text_op
+        raise ValueError(f"unknown operator {op!r}")
+
+    def check(self, pkt: Pkt, env: Env) -> Outcome:
+        out = self._check(self.getter(pkt, env), env)
+        if self.field == "dsr" and not out.ok and pkt.has_dsr_option:
+            # say what the bytes were, and what they mean in the other byte order
+            other: dsropt.OptionOrder = "network" if env.option_order == "host" else "host"
+            ip, port = dsropt.decode(pkt.options, other)
+            hint = f"{out.got} (bytes {pkt.options[:8].hex(' ')}; {other} order: {ip}:{port})"
+            return Outcome(out.ok, out.expected, hint, out.bindings)
+        return out
+
+
+def compile_field(field: str, spec: Any) -> FieldSpec:
+    if field not in FIELDS:
+        raise ValueError(f"unknown field {field!r}")
+    return FieldSpec(field, spec)
+
+
+def field_value(pkt: Pkt, field: str, env: Env) -> Any:
+    return FIELDS[field][1](pkt, env)

@@ -1,0 +1,191 @@
+"""The expected-trace file: what each capture point must show, as data.
+
+A trace (``scenarios/<name>.trace.yaml``) has four parts:
+
+``flows``
+    How flows are found: every packet matching ``start`` at its point opens
+    one flow; ``bind`` rules then bind flow variables (the client's
+    ephemeral port, the backend the LB chose) before any claim is checked.
+``vars``
+    Flow variables that range over a set from the topology, e.g.
+    ``backend: {one_of: backends}``: unbound until a packet binds them, then
+    the same value on every hop of that flow.
+``claims``
+    Per claim, the capture point (by role, and by host when a role has
+    several points) and its ``expect`` list (ordered packet expectations),
+    ``never`` rules (no packet of the flow may match) and ``count`` rules.
+``coverage``
+    Rules across flows, e.g. every backend served at least one flow.
+
+Names, not literals: ``$client``, ``$service.ip``, ``$service.port``,
+``$backends`` come from the capture set's manifest (and so from the
+topology); flow variables are ``$eph``, ``$backend.ip`` and friends.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lab.check.trace.fields import FIELD_NAMES, FieldSpec, compile_field
+from lab.model.errors import validation_message
+from lab.model.yamldoc import read_yaml
+
+
+class TraceError(ValueError):
+    """A trace file that cannot be used; names the file and the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PointRef(_Model):
+    """Which capture point: a role, and a host (literal or ``$var.attr``) if needed."""
+
+    role: Literal["client", "lb-node", "backend-node", "pod"] | None = None
+    host: str | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> PointRef:
+        if self.role is None and self.host is None and self.name is None:
+            raise ValueError("give a role, a host or a name")
+        return self
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in (("role", self.role), ("host", self.host),
+                                          ("name", self.name)) if v is not None]
+        return ", ".join(parts)
+
+
+class CountSpec(_Model):
+    min: Annotated[int, Field(ge=0)] = 1
+    max: Annotated[int, Field(ge=0)] | None = None
+
+
+class PacketSpec(_Model):
+    """One packet expectation: field matchers plus how it relates to the others."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    after: str | None = None  # default: the previous expectation of the list
+    count: CountSpec | None = None  # match every packet (after the anchor) instead of the first
+    bind: dict[str, str] = {}  # var -> field of the matched packet
+
+    def field_specs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class NeverSpec(_Model):
+    """No packet at the point may match these fields (only the given ones are compared)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+
+    def field_specs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class BindRule(_Model):
+    """Bind flow variables from the first packet at ``point`` matching ``match``."""
+
+    point: PointRef
+    match: dict[str, Any]
+    bind: dict[str, str] = {}  # var -> field; a `$var.attr` in match binds a one_of var
+
+
+class FlowSpec(_Model):
+    start: BindRule
+    bind: list[BindRule] = []
+    min: Annotated[int, Field(ge=0)] = 1
+
+
+class VarSpec(_Model):
+    one_of: str  # the name of a list from the manifest, e.g. "backends"
+
+
+class Claim(_Model):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    title: str
+    point: PointRef
+    expect: list[PacketSpec] = []
+    never: list[NeverSpec] = []
+
+
+class Coverage(_Model):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    title: str
+    var: str
+    covers: str  # every member of this manifest list must be bound to `var` by some flow
+
+
+class Trace(_Model):
+    scenario: str
+    description: str = ""
+    defaults: dict[str, Any] = {}  # field specs applied to every expectation (e.g. proto)
+    flows: FlowSpec
+    vars: dict[str, VarSpec] = {}
+    claims: Annotated[list[Claim], Field(min_length=1)]
+    coverage: list[Coverage] = []
+    source: Path | None = Field(default=None, exclude=True)
+
+
+def _compile_all(trace: Trace, source: str) -> None:
+    """Compile every field matcher once so that a bad one is reported at load time."""
+
+    def check(specs: dict[str, Any], where: str, *, full: bool) -> None:
+        for key, value in specs.items():
+            if key not in FIELD_NAMES:
+                raise TraceError(f"{source}: {where}.{key}: unknown field (known: "
+                                 f"{', '.join(sorted(FIELD_NAMES))})")
+            try:
+                compile_field(key, value)
+            except ValueError as exc:
+                raise TraceError(f"{source}: {where}.{key}: {exc}") from None
+        if full:
+            missing = [k for k in ("src", "dst", "sport", "dport", "flags")
+                       if k not in specs and k not in trace.defaults]
+            if missing:
+                raise TraceError(f"{source}: {where}: an expectation compares every field; "
+                                 f"missing {', '.join(missing)}")
+
+    check(trace.defaults, "defaults", full=False)
+    check(trace.flows.start.match, "flows.start.match", full=False)
+    for i, rule in enumerate(trace.flows.bind):
+        check(rule.match, f"flows.bind[{i}].match", full=False)
+    for ci, claim in enumerate(trace.claims):
+        names: list[str] = []
+        for ei, exp in enumerate(claim.expect):
+            where = f"claims[{ci}].expect[{ei}]"
+            check(exp.field_specs(), where, full=True)
+            if exp.after is not None and exp.after not in names:
+                raise TraceError(f"{source}: {where}.after: {exp.after!r} is not an earlier "
+                                 f"expectation of claim {claim.name!r}")
+            names.append(exp.name)
+        for ni, nev in enumerate(claim.never):
+            check(nev.field_specs(), f"claims[{ci}].never[{ni}]", full=False)
+
+
+def parse_trace(data: Any, source: str | Path = "<trace>") -> Trace:
+    if not isinstance(data, dict):
+        raise TraceError(f"{source}: (top level): expected a mapping")
+    try:
+        trace = Trace.model_validate(data)
+    except ValidationError as exc:
+        raise TraceError(validation_message(source, exc)) from None
+    _compile_all(trace, str(source))
+    return trace.model_copy(update={"source": Path(source)})
+
+
+def load_trace(path: str | Path) -> Trace:
+    p = Path(path)
+    return parse_trace(read_yaml(p, TraceError), p)
+
+
+__all__ = ["Claim", "Coverage", "FieldSpec", "PacketSpec", "PointRef", "Trace", "TraceError",
+           "load_trace", "parse_trace"]

@@ -1,0 +1,28 @@
+"""Running labs: the backend contract (:mod:`lab.env.base`) and its backends.
+
+:func:`get_backend` is how the scenario runner, the CLI and the pytest
+plugin choose one by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.env.base import Backend, BackendError, Lab, LabHost
+
+BACKENDS = ("netns", "kind")
+
+
+def get_backend(name: str, **options: Any) -> Backend:
+    """The backend called ``name`` (``netns``), built with ``options``."""
+    if name == "netns":
+        from lab.env.netns import NetnsBackend  # noqa: PLC0415  (pyroute2 loads on use)
+
+        return NetnsBackend(**options)
+    if name == "kind":
+        raise BackendError("the kind backend is not built yet (it needs a Docker engine and "
+                           "an image registry, neither of which this machine has)")
+    raise BackendError(f"no backend {name!r} (known: {', '.join(BACKENDS)})")
+
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "Lab", "LabHost", "get_backend"]

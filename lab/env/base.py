@@ -1,0 +1,79 @@
+"""The backend contract: what the scenario runner, captures and traffic use of a lab.
+
+A :class:`Backend` brings a :class:`~lab.model.topology.Topology` up and
+returns a running :class:`Lab`: named hosts (client, nodes, pods), each
+with the interface to capture on; a way to run a command on a host to
+completion (``run``) or to start one that keeps running (``start``, e.g.
+tcpdump writing a pcap to its stdout); and teardown (``down``, or leave it
+up with ``detach``). ``netns`` implements it; ``kind`` implements the same,
+so a scenario runs unchanged on either.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Literal, Protocol, runtime_checkable
+
+from lab.model.topology import Topology
+
+HostKind = Literal["client", "node", "pod"]
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One host of a running lab and the interface it has on the lab network."""
+
+    name: str
+    kind: HostKind
+    ip: IPv4Address
+    ifname: str  # where to capture: client: the bridge; node: eth0; pod: eth0
+    netns: str  # the namespace (netns backend) or node container (kind)
+
+
+class BackendError(RuntimeError):
+    """A lab could not be brought up or torn down."""
+
+
+@runtime_checkable
+class Lab(Protocol):
+    """A running lab (what ``Backend.up`` returns); a context manager that tears it down."""
+
+    backend: str
+    run_id: str
+    topology: Topology
+    hosts: dict[str, LabHost]
+
+    def run(self, host: str, argv: list[str], *, timeout: float = 30.0,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``argv`` on ``host`` to completion, capturing text output."""
+        ...
+
+    def start(self, host: str, argv: list[str], *, stdout: IO[bytes] | int,
+              stderr: int) -> subprocess.Popen[bytes]:
+        """Start ``argv`` on ``host`` and return at once (stdin is closed)."""
+        ...
+
+    def down(self) -> None:
+        """Tear everything down that ``up`` created."""
+        ...
+
+    def detach(self) -> Path:
+        """Leave the lab running for ``dsrlab down RUN_ID``; returns its state file."""
+        ...
+
+    def __enter__(self) -> Lab: ...
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
+class Backend(Protocol):
+    """Brings topologies up as running labs."""
+
+    name: str
+
+    def up(self, topology: Topology, *, run_id: str | None = None) -> Lab: ...

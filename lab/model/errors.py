@@ -1,0 +1,51 @@
+"""The one way the lab names a mistake in a document: ``file: field: message``.
+
+Every loader of a lab document (topology, scenario, expected trace, capture
+manifest) turns a pydantic :class:`~pydantic.ValidationError` into lines
+through :func:`validation_lines`, so each reports *every* error, each with
+the file and the field path (``nodes[1].ip``), and shows the offending
+value where it is a scalar.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+
+
+class FieldProblem(ValueError):
+    """A cross-field problem raised inside a validator, tied to its own field path."""
+
+    def __init__(self, field: str, msg: str) -> None:
+        super().__init__(f"{field}: {msg}")
+        self.field = field
+        self.msg = msg
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as a field path: ``nodes[1].ip``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def validation_lines(source: str | Path, exc: ValidationError) -> list[str]:
+    """One ``source: field: message`` line per error in ``exc``."""
+    lines = []
+    for err in exc.errors():
+        ctx_err = err.get("ctx", {}).get("error")
+        if isinstance(ctx_err, FieldProblem):
+            lines.append(f"{source}: {ctx_err.field}: {ctx_err.msg}")
+            continue
+        got = err.get("input")
+        shown = "" if isinstance(got, dict | list) or err["type"] == "missing" \
+            else f" (got {got!r})"
+        lines.append(f"{source}: {field_path(tuple(err['loc']))}: {err['msg']}{shown}")
+    return lines
+
+
+def validation_message(source: str | Path, exc: ValidationError) -> str:
+    """:func:`validation_lines` joined, one error a line."""
+    return "\n".join(validation_lines(source, exc))

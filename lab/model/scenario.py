@@ -1,0 +1,104 @@
+"""Scenarios as data: a topology, the traffic to send, the expected trace to check.
+
+A scenario file (YAML, in ``scenarios/``) names its topology, which host
+sends, which service on which node it addresses and how many requests to
+make; its expected trace sits beside it (``<name>.trace.yaml``). This
+module only reads and validates them; :mod:`lab.runner.scenario` runs one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from lab.model.errors import validation_message
+from lab.model.topology import Topology, TopologyError, load_topology
+from lab.model.yamldoc import read_yaml
+
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be used; names the file and the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Model):
+    service: str
+    node: str  # the node whose address the client uses (the LB hop)
+
+
+class Requests(_Model):
+    min: Annotated[int, Field(ge=1)] = 2
+    max: Annotated[int, Field(ge=1, le=1000)] = 32
+    until_every_backend: bool = True
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class Requires(_Model):
+    """What the scenario needs to mean anything (checked before it runs)."""
+
+    kernel: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = None
+
+
+class Scenario(_Model):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    description: str = ""
+    topology: str
+    trace: str | None = None  # default: <name>.trace.yaml beside the scenario
+    client: str = "client"
+    target: Target
+    requests: Requests = Requests()
+    requires: Requires = Requires()
+    backends: list[Literal["netns", "kind"]] = ["netns"]
+    source: Path | None = Field(default=None, exclude=True)
+
+    def _base(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def topology_path(self) -> Path:
+        return (self._base() / self.topology).resolve()
+
+    def trace_path(self) -> Path:
+        return (self._base() / (self.trace or f"{self.name}.trace.yaml")).resolve()
+
+
+def find_scenario(name_or_path: str) -> Path:
+    """A scenario by name (``seed`` -> ``scenarios/seed.yaml``) or by path."""
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return p
+    candidate = SCENARIO_DIR / f"{name_or_path}.yaml"
+    if candidate.exists():
+        return candidate
+    known = sorted(s.stem for s in SCENARIO_DIR.glob("*.yaml")
+                   if not s.name.endswith(".trace.yaml"))
+    raise ScenarioError(f"no scenario {name_or_path!r} (known: {', '.join(known) or 'none'})")
+
+
+def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
+    path = find_scenario(str(name_or_path))
+    data = read_yaml(path, ScenarioError)
+    try:
+        sc = Scenario.model_validate(data).model_copy(update={"source": path})
+    except ValidationError as exc:
+        raise ScenarioError(validation_message(path, exc)) from None
+    try:
+        topo = load_topology(sc.topology_path())
+    except TopologyError as exc:
+        raise ScenarioError(f"{path}: topology: {exc}") from None
+    problems = []
+    if sc.client not in topo.host_names():
+        problems.append(f"client: no host {sc.client!r} in {topo.name}")
+    if sc.target.node not in {n.name for n in topo.nodes}:
+        problems.append(f"target.node: no node {sc.target.node!r} in {topo.name}")
+    if sc.target.service not in {s.name for s in topo.services}:
+        problems.append(f"target.service: no service {sc.target.service!r} in {topo.name}")
+    if problems:
+        raise ScenarioError("\n".join(f"{path}: {p}" for p in problems))
+    return sc, topo

@@ -1,0 +1,265 @@
+"""The topology model: hosts, links, pods and services as typed data.
+
+A topology file (YAML) is loaded with :func:`load_topology` into a frozen
+:class:`Topology`. Every mistake is reported as a :class:`TopologyError`
+that names the file and the field (``topologies/x.yaml: nodes[1].ip: ...``).
+The model knows no backend: the netns and kind backends both read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lab.model.errors import FieldProblem, validation_message
+from lab.model.yamldoc import read_yaml
+
+_DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+HostName = Annotated[str, Field(pattern=_DNS_LABEL, max_length=63)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class TopologyError(ValueError):
+    """A topology file that cannot be used; the message names file and field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Cluster(_Model):
+    """How the cluster is built (what Cilium's Helm values and kind say)."""
+
+    kubernetes_version: str = "v1.23.4"
+    cilium_version: str = "1.13.0-rc5"
+    kube_proxy: Literal["none", "iptables"] = "none"
+    routing: Literal["native", "tunnel"] = "native"
+    auto_direct_node_routes: bool = True
+    native_routing_cidr: IPv4Network = IPv4Network("10.0.0.0/8")
+
+
+class Network(_Model):
+    """The L2 segment shared by the client and every node (kind's docker bridge)."""
+
+    name: HostName = "kind"
+    subnet: IPv4Network
+    mtu: Annotated[int, Field(ge=576, le=9000)] = 1500
+
+
+class Client(_Model):
+    name: HostName = "client"
+    ip: IPv4Address
+
+
+class Node(_Model):
+    name: HostName
+    role: Literal["control-plane", "worker"]
+    ip: IPv4Address
+    pod_cidr: IPv4Network
+
+    @property
+    def router_ip(self) -> IPv4Address:
+        """The node's own address inside its pod CIDR (Cilium's cilium_host)."""
+        return self.pod_cidr.network_address + 1
+
+
+class Pod(_Model):
+    name: HostName
+    node: HostName
+    ip: IPv4Address
+
+
+class Workload(_Model):
+    """A set of pods answering on one port (a DaemonSet or Deployment)."""
+
+    name: HostName
+    kind: Literal["DaemonSet", "Deployment"] = "DaemonSet"
+    port: Port = 80
+    pods: Annotated[list[Pod], Field(min_length=1)]
+
+
+class Service(_Model):
+    name: HostName
+    type: Literal["NodePort"] = "NodePort"
+    selector: HostName
+    protocol: Literal["TCP", "UDP"] = "TCP"
+    node_port: Annotated[int, Field(ge=30000, le=32767)]
+    target_port: Port
+
+
+class LoadBalancer(_Model):
+    """Cilium's ``loadBalancer.*`` Helm values."""
+
+    mode: Literal["snat", "dsr", "hybrid"] = "dsr"
+    algorithm: Literal["random", "maglev"] = "random"
+    dispatch: Literal["opt", "ipip", "geneve"] = "opt"
+    option_byte_order: Literal["host", "network"] = "host"
+
+
+class Topology(_Model):
+    """A whole lab: the bridge, the client, the nodes, their pods and services."""
+
+    name: HostName
+    description: str = ""
+    cluster: Cluster = Cluster()
+    network: Network
+    client: Client
+    nodes: Annotated[list[Node], Field(min_length=1)]
+    workloads: list[Workload] = []
+    services: list[Service] = []
+    load_balancer: LoadBalancer = LoadBalancer()
+    source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Topology:
+        problems = list(_consistency_problems(self))
+        if problems:
+            field, msg = problems[0]
+            raise FieldProblem(field, msg)
+        return self
+
+    # -- lookups -----------------------------------------------------------
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(f"no node named {name!r} in topology {self.name}")
+
+    def service(self, name: str) -> Service:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(f"no service named {name!r} in topology {self.name}")
+
+    def workload(self, name: str) -> Workload:
+        for w in self.workloads:
+            if w.name == name:
+                return w
+        raise KeyError(f"no workload named {name!r} in topology {self.name}")
+
+    @property
+    def pods(self) -> list[Pod]:
+        return [p for w in self.workloads for p in w.pods]
+
+    def pod(self, name: str) -> Pod:
+        for p in self.pods:
+            if p.name == name:
+                return p
+        raise KeyError(f"no pod named {name!r} in topology {self.name}")
+
+    def pods_on(self, node: str) -> list[Pod]:
+        return [p for p in self.pods if p.node == node]
+
+    def backends(self, service: str) -> list[Pod]:
+        """The pods a service sends to (its selector's workload)."""
+        return list(self.workload(self.service(service).selector).pods)
+
+    def host_names(self) -> list[str]:
+        """Every host the lab creates: client, nodes, pods (unique)."""
+        return [self.client.name, *(n.name for n in self.nodes), *(p.name for p in self.pods)]
+
+
+def _dupes(items: list[str]) -> Iterator[tuple[int, str]]:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item in seen:
+            yield i, item
+        seen.add(item)
+
+
+def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
+    """Cross-field checks pydantic cannot express per field, with their paths."""
+    subnet = t.network.subnet
+    if t.client.ip not in subnet:
+        yield "client.ip", f"{t.client.ip} is not in network.subnet {subnet}"
+    if t.client.ip in (subnet.network_address, subnet.broadcast_address):
+        yield "client.ip", f"{t.client.ip} is the network or broadcast address of {subnet}"
+    for i, n in enumerate(t.nodes):
+        if n.ip not in subnet:
+            yield f"nodes[{i}].ip", f"{n.ip} is not in network.subnet {subnet}"
+        if n.pod_cidr.overlaps(subnet):
+            yield f"nodes[{i}].pod_cidr", f"{n.pod_cidr} overlaps network.subnet {subnet}"
+        if n.pod_cidr.prefixlen > 30:
+            yield f"nodes[{i}].pod_cidr", f"{n.pod_cidr} is too small for a router and pods"
+        if not n.pod_cidr.subnet_of(t.cluster.native_routing_cidr):
+            yield (
+                f"nodes[{i}].pod_cidr",
+                f"{n.pod_cidr} is outside cluster.native_routing_cidr "
+                f"{t.cluster.native_routing_cidr}",
+            )
+        for j in range(i):
+            if t.nodes[j].pod_cidr.overlaps(n.pod_cidr):
+                yield f"nodes[{i}].pod_cidr", f"{n.pod_cidr} overlaps nodes[{j}].pod_cidr"
+    for i, name in _dupes(t.host_names()):
+        yield _host_path(t, i), f"host name {name!r} is used twice"
+    ips = [str(t.client.ip), *(str(n.ip) for n in t.nodes)]
+    for i, ip in _dupes(ips):
+        yield ("client.ip" if i == 0 else f"nodes[{i - 1}].ip"), f"address {ip} is used twice"
+    node_names = {n.name for n in t.nodes}
+    pod_ips: list[str] = []
+    for wi, w in enumerate(t.workloads):
+        for pi, p in enumerate(w.pods):
+            path = f"workloads[{wi}].pods[{pi}]"
+            if p.node not in node_names:
+                yield f"{path}.node", f"no node named {p.node!r} (nodes: {sorted(node_names)})"
+                continue
+            node = t.node(p.node)
+            if p.ip not in node.pod_cidr:
+                yield f"{path}.ip", f"{p.ip} is not in {p.node}'s pod_cidr {node.pod_cidr}"
+            elif p.ip in (node.pod_cidr.network_address, node.router_ip,
+                          node.pod_cidr.broadcast_address):
+                yield f"{path}.ip", f"{p.ip} is reserved in {node.pod_cidr} (network/router)"
+            pod_ips.append(str(p.ip))
+    for _, ip in _dupes(pod_ips):
+        yield "workloads", f"pod address {ip} is used twice"
+    for i, _ in _dupes([w.name for w in t.workloads]):
+        yield f"workloads[{i}].name", "workload name is used twice"
+    workload_names = {w.name for w in t.workloads}
+    for i, s in enumerate(t.services):
+        if s.selector not in workload_names:
+            yield (f"services[{i}].selector",
+                   f"no workload named {s.selector!r} (workloads: {sorted(workload_names)})")
+        elif s.target_port != t.workload(s.selector).port:
+            yield (f"services[{i}].target_port",
+                   f"{s.target_port} but workload {s.selector!r} listens on "
+                   f"{t.workload(s.selector).port}")
+    for i, _ in _dupes([f"{s.node_port}/{s.protocol}" for s in t.services]):
+        yield f"services[{i}].node_port", "node port is used twice for the same protocol"
+    if t.load_balancer.mode != "snat" and t.cluster.routing == "tunnel":
+        yield ("load_balancer.mode",
+               'Node Port "dsr" mode cannot be used with tunneling (cluster.routing: tunnel)')
+
+
+def _host_path(t: Topology, index: int) -> str:
+    if index == 0:
+        return "client.name"
+    index -= 1
+    if index < len(t.nodes):
+        return f"nodes[{index}].name"
+    index -= len(t.nodes)
+    for wi, w in enumerate(t.workloads):
+        if index < len(w.pods):
+            return f"workloads[{wi}].pods[{index}].name"
+        index -= len(w.pods)
+    return "workloads"
+
+
+def parse_topology(data: Any, source: str | Path = "<topology>") -> Topology:
+    """Validate already-parsed YAML data; errors name ``source`` and the field."""
+    if not isinstance(data, dict):
+        raise TopologyError(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
+    try:
+        topo = Topology.model_validate(data)
+    except ValidationError as exc:
+        raise TopologyError(validation_message(source, exc)) from None
+    return topo.model_copy(update={"source": Path(source)})
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Load and validate a topology YAML file."""
+    p = Path(path)
+    return parse_topology(read_yaml(p, TopologyError), p)

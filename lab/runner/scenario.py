@@ -1,0 +1,155 @@
+"""Running a scenario: lab up, captures at every hop, real traffic, trace checked.
+
+:func:`run_scenario` talks to the lab only through the backend contract
+(:class:`lab.env.base.Lab`): it brings the topology up on the chosen
+backend, starts a capture on every hop, sends the scenario's requests,
+takes the lab down (or leaves it up with ``keep``) and then works on the
+capture set alone: the trace check (``results.json``), the merged pcapng
+and the report. ``captures/<scenario>/latest`` moves to the run only when
+all of that is written.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.capture.capdir import CaptureDir
+from lab.capture.live import CapturePoint, CaptureSet, mark_latest
+from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
+from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
+from lab.env import Backend, Lab, get_backend
+from lab.env.traffic import HttpExchange, curl_until
+from lab.model.scenario import Scenario, ScenarioError, load_scenario
+from lab.model.topology import Topology
+from lab.report import ReportFiles, build_report, merge_pcapng
+
+Progress = Callable[[str], None]
+
+
+def load_scenario_trace(sc: Scenario) -> Trace:
+    """The scenario's expected trace; a bad one is a :class:`ScenarioError` naming both."""
+    try:
+        return load_trace(sc.trace_path())
+    except TraceError as exc:
+        raise ScenarioError(f"{sc.source}: trace: {exc}") from None
+
+
+def capture_points(sc: Scenario, topo: Topology, lab: Lab) -> list[CapturePoint]:
+    """Client bridge, the LB node, every node hosting a backend, every backend pod."""
+    backends = topo.backends(sc.target.service)
+    backend_nodes = [n.name for n in topo.nodes
+                     if n.name != sc.target.node and any(p.node == n.name for p in backends)]
+
+    def point(host: str, role: str) -> CapturePoint:
+        return CapturePoint(host, lab.hosts[host].ifname, role)  # type: ignore[arg-type]
+
+    return [point(sc.client, "client"), point(sc.target.node, "lb-node"),
+            *(point(n, "backend-node") for n in backend_nodes),
+            *(point(p.name, "pod") for p in backends)]
+
+
+def run_manifest(sc: Scenario, topo: Topology, lab: Lab) -> Manifest:
+    """What the capture set records about this run (the points are added by the capture)."""
+    svc = topo.service(sc.target.service)
+    node = topo.node(sc.target.node)
+    return Manifest(
+        scenario=sc.name, run_id=lab.run_id, backend=lab.backend,
+        topology=str(topo.source) if topo.source else topo.name,
+        service=ManifestService(ip=str(node.ip), port=svc.node_port, name=svc.name,
+                                protocol=svc.protocol),
+        client=ManifestClient(ip=str(lab.hosts[sc.client].ip)),
+        option_byte_order=topo.load_balancer.option_byte_order,
+        backends=[ManifestBackend(name=p.name, ip=str(p.ip), port=svc.target_port, node=p.node)
+                  for p in topo.backends(svc.name)],
+    )
+
+
+@dataclass
+class ScenarioRun:
+    scenario: Scenario
+    topology: Topology
+    run_id: str
+    capture_dir: Path
+    backend: str = "netns"
+    exchanges: list[HttpExchange] = field(default_factory=list)
+    result: TraceResult | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    kept: bool = False  # the lab was left up (run id = run_id)
+    report: ReportFiles | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.result is not None and self.result.passed
+
+
+def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
+    """Captures on every hop while the scenario's requests run."""
+    sc, topo = run.scenario, run.topology
+    svc = topo.service(sc.target.service)
+    url = f"http://{topo.node(sc.target.node).ip}:{svc.node_port}/"
+    points = capture_points(sc, topo, lab)
+    say(f"starting {len(points)} captures")
+    t1 = time.perf_counter()
+    with CaptureSet(lab, run.capture_dir, points, run_manifest(sc, topo, lab)):
+        run.timings["captures_ready_s"] = time.perf_counter() - t1
+        say(f"curl {url} from {sc.client}")
+        t2 = time.perf_counter()
+        want = {p.name for p in topo.backends(svc.name)} if sc.requests.until_every_backend \
+            else set()
+        run.exchanges = curl_until(lab, sc.client, url, want_pods=want,
+                                   min_requests=sc.requests.min, max_requests=sc.requests.max,
+                                   timeout_s=sc.requests.timeout_s)
+        run.timings["traffic_s"] = time.perf_counter() - t2
+
+
+def _check_and_report(run: ScenarioRun, trace: Trace, say: Progress) -> None:
+    """On the capture set alone: verdicts, merged pcapng, report; then ``latest``."""
+    say("checking the expected trace on the captures")
+    capdir = CaptureDir.load(run.capture_dir)  # each pcap is read once, for all three
+    run.result = check_trace(trace, capdir)
+    run.result.write(run.capture_dir)
+    say("writing the merged pcapng and the report")
+    merge_pcapng(capdir, run.result)
+    run.report = build_report(capdir)
+    mark_latest(run.capture_dir)
+
+
+def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captures"),
+                 progress: Progress | None = None, backend: Backend | None = None,
+                 keep: bool = False) -> ScenarioRun:
+    """Run a scenario end to end on ``backend`` (default: netns) and check its trace.
+
+    With ``keep`` the lab is left running afterwards (``dsrlab down RUN_ID``),
+    failed or not.
+    """
+    say = progress or (lambda _msg: None)
+    sc, topo = load_scenario(name_or_path)
+    trace = load_scenario_trace(sc)
+    backend = backend or get_backend("netns")
+    t0 = time.perf_counter()
+    say(f"bringing up {topo.name} on {backend.name}")
+    lab = backend.up(topo)
+    run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id,
+                      backend=lab.backend)
+    run.timings["up_s"] = time.perf_counter() - t0
+    try:
+        _send_traffic(run, lab, say)
+    except BaseException:
+        if keep:
+            lab.detach()  # left up for debugging (dsrlab down RUN_ID)
+        else:
+            lab.__exit__(*sys.exc_info())  # a teardown error is noted, not raised over this
+        raise
+    if keep:
+        lab.detach()
+        run.kept = True
+    else:
+        say("tearing the lab down")
+        lab.down()
+    _check_and_report(run, trace, say)
+    run.timings["total_s"] = time.perf_counter() - t0
+    return run

@@ -1,0 +1,151 @@
+"""Captured packets as flat, comparable records (scapy does the parsing).
+
+:func:`read_pcap` turns a capture file into :class:`Pkt` records: addresses,
+ports, TCP flags, IP header length, the raw IP options and the decoded DSR
+option, payload length and whether the IP and L4 checksums are right.
+Claims, traces and the report work on these records, never on raw bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+from scapy.layers.inet import IP, TCP, UDP, in4_chksum
+from scapy.layers.l2 import Ether
+from scapy.packet import Packet
+from scapy.utils import PcapReader, checksum
+
+from lab.wire import dsropt
+
+TCP_FLAG_NAMES = "FSRPAUEC"  # bit 0 .. bit 7
+
+
+@dataclass(frozen=True)
+class Pkt:
+    """One IPv4 packet as seen at one capture point."""
+
+    index: int  # position in its capture file (0-based, counting all frames)
+    time: float
+    src: str
+    dst: str
+    proto: str  # "tcp", "udp", or the IP protocol number as text
+    sport: int | None
+    dport: int | None
+    flags: str  # TCP flags in tcpdump's order of letters, e.g. "S", "SA", "A", "FA", "PA"
+    ttl: int
+    ip_id: int
+    ihl: int
+    ip_len: int
+    options: bytes
+    payload_len: int
+    ip_csum_ok: bool
+    l4_csum_ok: bool | None  # None when the L4 header is not complete
+    payload: bytes = b""
+    seq: int | None = None  # TCP only
+    ack: int | None = None  # TCP only
+    mac_src: str = ""
+    mac_dst: str = ""
+
+    @property
+    def has_dsr_option(self) -> bool:
+        opt = self.options
+        return len(opt) >= dsropt.OPT_LEN and (opt[0], opt[1]) == (dsropt.OPT_TYPE, dsropt.OPT_LEN)
+
+    @property
+    def syn(self) -> bool:
+        return "S" in self.flags and "A" not in self.flags
+
+    @property
+    def synack(self) -> bool:
+        return "S" in self.flags and "A" in self.flags
+
+    def endpoint(self, side: str) -> str:
+        if side == "src":
+            return f"{self.src}:{self.sport}"
+        return f"{self.dst}:{self.dport}"
+
+    def summary(self) -> str:
+        opt = f" opt={self.options.hex()}" if self.options else ""
+        fl = f" [{self.flags}]" if self.proto == "tcp" else ""
+        return (f"#{self.index} {self.proto} {self.src}:{self.sport} > {self.dst}:{self.dport}"
+                f"{fl} ihl={self.ihl} len={self.ip_len} ttl={self.ttl}{opt}"
+                f" payload={self.payload_len}")
+
+
+def tcp_flag_string(bits: int) -> str:
+    order = "SFRPAUEC"  # print SYN first, like "SA" for SYN+ACK
+    bit_of = {name: 1 << i for i, name in enumerate(TCP_FLAG_NAMES)}
+    return "".join(ch for ch in order if bits & bit_of[ch])
+
+
+def from_scapy(frame: Packet, index: int) -> Pkt | None:
+    """A record for an IPv4 frame; ``None`` for anything else."""
+    layer = frame.getlayer(IP)
+    if layer is None:
+        return None
+    ip = cast(IP, layer)
+    raw_ip = bytes(ip)
+    ihl = int(ip.ihl)
+    hdr = raw_ip[: ihl * 4]
+    ip_ok = len(hdr) >= 20 and checksum(hdr) == 0
+    options = hdr[20:]
+    proto_num = int(ip.proto)
+    sport = dport = None
+    flags = ""
+    payload = b""
+    l4_ok: bool | None = None
+    seq = ack = None
+    l4_bytes = raw_ip[ihl * 4 : int(ip.len)]
+    if proto_num == 6 and isinstance(ip.payload, TCP):
+        tcp = ip[TCP]
+        sport, dport = int(tcp.sport), int(tcp.dport)
+        flags = tcp_flag_string(int(tcp.flags))
+        seq, ack = int(tcp.seq), int(tcp.ack)
+        payload = l4_bytes[int(tcp.dataofs or 5) * 4:]  # within tot_len: no Ethernet padding
+        l4_ok = len(l4_bytes) >= 20 and in4_chksum(6, ip, l4_bytes) == 0
+    elif proto_num == 17 and isinstance(ip.payload, UDP):
+        udp = ip[UDP]
+        sport, dport = int(udp.sport), int(udp.dport)
+        payload = l4_bytes[8:]
+        l4_ok = len(l4_bytes) >= 8 and (int(udp.chksum) == 0 or in4_chksum(17, ip, l4_bytes) == 0)
+    return Pkt(
+        index=index,
+        time=float(frame.time),
+        src=str(ip.src),
+        dst=str(ip.dst),
+        proto={6: "tcp", 17: "udp"}.get(proto_num, str(proto_num)),
+        sport=sport,
+        dport=dport,
+        flags=flags,
+        ttl=int(ip.ttl),
+        ip_id=int(ip.id),
+        ihl=ihl,
+        ip_len=int(ip.len),
+        options=options,
+        payload_len=len(payload),
+        ip_csum_ok=ip_ok,
+        l4_csum_ok=l4_ok,
+        payload=payload[:256],
+        seq=seq,
+        ack=ack,
+        mac_src=str(frame.src) if isinstance(frame, Ether) else "",
+        mac_dst=str(frame.dst) if isinstance(frame, Ether) else "",
+    )
+
+
+def iter_pcap(path: str | Path) -> Iterator[Pkt]:
+    """Stream the IPv4 packets of a pcap/pcapng file as records."""
+    with PcapReader(str(path)) as reader:
+        for index, frame in enumerate(reader):
+            if not isinstance(frame, Ether) and frame.getlayer(IP) is None:
+                continue
+            rec = from_scapy(frame, index)
+            if rec is not None:
+                yield rec
+
+
+def read_pcap(path: str | Path) -> list[Pkt]:
+    return list(iter_pcap(path))

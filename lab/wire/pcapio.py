@@ -1,0 +1,87 @@
+"""Ethernet frames in and out (the datapath runner's pcap input and output).
+
+:func:`read_frames` yields :class:`Frame` records (timestamp in ns, the
+captured bytes) of a pcap or pcapng file through :mod:`lab.wire.pcapread`,
+refusing link types other than Ethernet and naming the file.
+:class:`PcapWriter` writes classic pcap with nanosecond timestamps and
+Ethernet link type.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from lab.wire.pcapread import PcapError, open_capture
+
+LINKTYPE_ETHERNET = 1
+MAGIC_NS = 0xA1B23C4D
+SNAPLEN = 262144
+
+_GLOBAL = struct.Struct("IHHiIII")  # magic, major, minor, thiszone, sigfigs, snaplen, linktype
+_RECORD = struct.Struct("IIII")  # ts_sec, ts_frac, incl_len, orig_len
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured frame: its timestamp (ns since the epoch) and bytes."""
+
+    ts_ns: int
+    data: bytes
+
+
+def _check_linktype(path: Path, linktype: int, offset: int | None) -> None:
+    if linktype != LINKTYPE_ETHERNET:
+        raise PcapError(path, offset,
+                        f"link type {linktype}, the datapath runs on Ethernet (1) only")
+
+
+def read_frames(path: str | Path) -> Iterator[Frame]:
+    """The frames of a pcap or pcapng file, in file order (Ethernet only).
+
+    Reading is :mod:`lab.wire.pcapread`'s (one reader for the whole lab); this
+    adds the datapath's rule that every frame must be Ethernet.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise PcapError(path, None, "input file does not exist")
+    with open_capture(path) as cap:
+        for linktype in cap.linktypes:  # a classic pcap's, known from its header
+            _check_linktype(path, linktype, 0)
+        for linktype, start, caplen, rec in cap.records():
+            _check_linktype(path, linktype, rec)
+            yield Frame(cap.timestamp_ns(rec), bytes(cap.buf[start:start + caplen]))
+
+
+class PcapWriter:
+    """Classic pcap, nanosecond timestamps, Ethernet; use as a context manager."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._f: BinaryIO = self.path.open("wb")
+        self._f.write(_GLOBAL.pack(MAGIC_NS, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
+        self.count = 0
+
+    def write(self, data: bytes, ts_ns: int = 0) -> None:
+        sec, frac = divmod(ts_ns, 1_000_000_000)
+        self._f.write(_RECORD.pack(sec, frac, len(data), len(data)))
+        self._f.write(data)
+        self.count += 1
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> PcapWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,162 @@
+"""Expected traces: the seed trace on hand-built captures, each classic DSR
+break caught by the claim that should catch it with a per-field diff, and
+trace files that are wrong named by file and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from scapy.layers.inet import IP, TCP
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+from scapy.utils import wrpcap
+
+from lab.check.trace import TraceError, TraceResult, check_trace, load_trace, parse_trace
+from lab.wire.packets import from_scapy
+from tests.check.synth import Breakage, build
+
+SEED_TRACE = Path(__file__).resolve().parents[2] / "scenarios" / "seed.trace.yaml"
+
+
+def run(tmp: Path, brk: Breakage | None = None, trace: Any = None) -> TraceResult:
+    brk = brk or Breakage()
+    t = parse_trace(trace, "edited.trace.yaml") if trace is not None else load_trace(SEED_TRACE)
+    return check_trace(t, build(tmp, brk))
+
+
+def verdicts(res: TraceResult) -> dict[str, bool]:
+    return {c.name: c.passed for c in res.claims}
+
+
+def seed_data() -> dict[str, Any]:
+    data = yaml.safe_load(SEED_TRACE.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_working_dsr_passes_every_claim_and_binds_each_flow(tmp_path: Path) -> None:
+    res = run(tmp_path)
+    assert verdicts(res) == {"flows": True, "client-session": True, "lb-node": True,
+                             "backend-node": True, "pod": True, "all-backends": True}, \
+        res.summary()
+    assert [(f.id, f.bindings["eph"], f.bindings["backend"]) for f in res.flows] == [
+        ("172.18.0.1:40000", 40000, "cni-8zxj9"), ("172.18.0.1:40001", 40001, "cni-m7tjc")]
+    syn_out = next(c for c in res.claims if c.name == "lb-node").checks[1]
+    assert (syn_out.name, syn_out.passed, syn_out.packet) == ("syn-out", True, 1)
+
+
+@pytest.mark.parametrize(
+    ("brk", "failing", "text"),
+    [
+        (Breakage(lb_sees_reply=True), {"lb-node"},
+         "lb-node/reply-seen at cilium-dsr-control-plane/eth0"),
+        (Breakage(option=bytes.fromhex("9a087d00ac120002")), {"lb-node", "backend-node", "pod"},
+         "✗ [IP].options.dsr expected 172.18.0.2:32000 got 2.0.18.172:125 (bytes 9a 08 7d 00 "
+         "ac 12 00 02; network order: 172.18.0.2:32000)"),
+        (Breakage(synack_src="10.0.2.123"), {"client-session", "backend-node"},
+         "✗ [IP].src expected 172.18.0.2 got 10.0.2.123"),
+        (Breakage(option_on_ack=True), {"lb-node"}, "lb-node/option-on-non-syn"),
+        (Breakage(no_fin=True), {"client-session"}, "client-session/service-fin"),
+    ],
+)
+def test_each_break_fails_its_claim_with_a_field_diff(
+        tmp_path: Path, brk: Breakage, failing: set[str], text: str) -> None:
+    res = run(tmp_path, brk)
+    assert {c.name for c in res.claims if not c.passed} == failing
+    report = " ".join("\n".join(f.describe() for f in res.failures()).split())
+    assert text in report, report
+
+
+def test_a_deliberately_broken_expectation_shows_expected_got_per_field(tmp_path: Path) -> None:
+    data = seed_data()
+    # claim: the SYN+ACK leaves the backend node from the pod's address (it must not)
+    data["claims"][2]["expect"][1]["src"] = "$backend.ip"
+    data["claims"][2]["expect"][1]["sport"] = "$backend.port"
+    res = run(tmp_path, trace=data)
+    failure = next(f for f in res.failures() if f.name == "syn-ack-out")
+    text = failure.describe()
+    assert text.startswith("backend-node/syn-ack-out at cilium-dsr-worker/eth0, flow "
+                           "172.18.0.1:40000: no packet matched")
+    assert "closest packet: #1 tcp 172.18.0.2:32000 > 172.18.0.1:40000 [SA]" in text
+    rows = {d.field: d for d in failure.diff}
+    assert (rows["[IP].src"].expected, rows["[IP].src"].got, rows["[IP].src"].ok) == (
+        "10.0.2.123", "172.18.0.2", False)
+    assert (rows["[L4].sport"].expected, rows["[L4].sport"].got) == ("80", "32000")
+    assert rows["[TCP].flags"].ok
+    assert rows["[IP].options.dsr"].ok  # masked? no: compared, and right (no option)
+
+
+def test_a_manifest_without_the_service_is_named(tmp_path: Path) -> None:
+    capdir = build(tmp_path)
+    m = json.loads((tmp_path / "manifest.json").read_text())
+    del m["service"]
+    (tmp_path / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(TraceError, match=r"manifest\.json: the trace needs client\.ip, "
+                                         r"service\.ip and service\.port"):
+        check_trace(load_trace(SEED_TRACE), type(capdir).load(tmp_path))
+
+
+def test_an_empty_capture_fails_loudly(tmp_path: Path) -> None:
+    capdir = build(tmp_path)
+    for p in capdir.points:
+        wrpcap(str(p.file), [])
+    res = check_trace(load_trace(SEED_TRACE), capdir)
+    assert not any(c.passed for c in res.claims)
+    flows = res.claims[0].checks[0]
+    assert flows.message == ("0 flows found (want at least 1); no packet at client/br-kind "
+                             "matched the start rule (0 packets in the capture)")
+
+
+def test_volatile_fields_are_masked_unless_asked(tmp_path: Path) -> None:
+    data = seed_data()
+    data["claims"][0]["expect"][0]["ttl"] = 7  # now asked: compared
+    res = run(tmp_path, trace=data)
+    miss = next(f for f in res.failures() if f.name == "syn")
+    assert any(d.field == "[IP].ttl" and not d.ok and d.got == "64" for d in miss.diff)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda d: d["claims"][1]["expect"][0].update(colour="red"),
+         "claims[1].expect[0].colour: unknown field"),
+        (lambda d: d["claims"][1]["expect"][0].pop("flags"),
+         "claims[1].expect[0]: an expectation compares every field; missing flags"),
+        (lambda d: d["claims"][0]["expect"][5].update(after="nope"),
+         "claims[0].expect[5].after: 'nope' is not an earlier expectation"),
+        (lambda d: d["claims"][1]["expect"][1].update(dst="$backend..ip"),
+         "claims[1].expect[1].dst: bad reference"),
+        (lambda d: d["claims"][1]["expect"][1].update(flags={"has": "S", "lacks": "A"}),
+         "claims[1].expect[1].flags: one operator per field"),
+        (lambda d: d["claims"][1]["point"].update(role="router"),
+         "claims[1].point.role: Input should be"),
+        (lambda d: d.pop("flows"), "flows: Field required"),
+    ],
+)
+def test_a_wrong_trace_names_file_and_field(edit: Any, expected: str) -> None:
+    data = seed_data()
+    edit(data)
+    with pytest.raises(TraceError) as info:
+        parse_trace(data, "scenarios/broken.trace.yaml")
+    assert str(info.value).startswith("scenarios/broken.trace.yaml: ")
+    assert expected in str(info.value)
+
+
+def test_the_trace_names_no_address_literally() -> None:
+    text = SEED_TRACE.read_text()
+    for literal in ("172.18.", "10.0.", "32000", "cni-", "cilium-dsr-"):
+        assert literal not in text
+
+
+def test_ethernet_padding_is_not_payload() -> None:
+    syn = bytes(Ether() / IP() / TCP(flags="S"))  # 54 bytes: padded to 60 on a real wire
+    padded = from_scapy(Ether(syn + b"\0" * 6), 0)
+    assert padded is not None
+    assert (padded.payload_len, padded.payload) == (0, b"")
+    data = from_scapy(Ether(bytes(Ether() / IP() / TCP(flags="PA") / Raw(b"hello"))), 0)
+    assert data is not None
+    assert (data.payload_len, data.payload) == (5, b"hello")

@@ -1,0 +1,118 @@
+"""Topology loading: the seed as data, and errors that name the file and the field."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab.model.topology import Topology, TopologyError, load_topology, parse_topology
+
+SEED = Path(__file__).resolve().parents[2] / "topologies" / "seed.yaml"
+
+
+def seed_data() -> dict[str, Any]:
+    data = yaml.safe_load(SEED.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_seed_is_the_write_ups_cluster(seed_topology: Topology) -> None:
+    t = seed_topology
+    assert t.client.ip == IPv4Address("172.18.0.1")
+    assert {n.name: (str(n.ip), str(n.pod_cidr)) for n in t.nodes} == {
+        "cilium-dsr-control-plane": ("172.18.0.2", "10.0.1.0/24"),
+        "cilium-dsr-worker": ("172.18.0.4", "10.0.2.0/24"),
+        "cilium-dsr-worker2": ("172.18.0.3", "10.0.0.0/24"),
+    }
+    assert {(p.name, p.node, str(p.ip)) for p in t.backends("serversvc")} == {
+        ("cni-8zxj9", "cilium-dsr-worker", "10.0.2.123"),
+        ("cni-m7tjc", "cilium-dsr-worker2", "10.0.0.216"),
+    }
+    svc = t.service("serversvc")
+    assert (svc.node_port, svc.target_port, svc.protocol) == (32000, 80, "TCP")
+    assert t.load_balancer.mode == "dsr"
+    assert t.load_balancer.algorithm == "random"
+    assert t.cluster.kube_proxy == "none"
+    assert t.cluster.routing == "native"
+    assert t.cluster.native_routing_cidr == IPv4Network("10.0.0.0/8")
+    assert t.node("cilium-dsr-worker").router_ip == IPv4Address("10.0.2.1")
+
+
+def _mutate(path: str, value: Any) -> dict[str, Any]:
+    data = seed_data()
+    target: Any = data
+    keys = path.split(".")
+    for key in keys[:-1]:
+        target = target[int(key)] if key.isdigit() else target[key]
+    last = keys[-1]
+    if value is _DELETE:
+        del target[int(last) if last.isdigit() else last]
+    elif last.isdigit():
+        target[int(last)] = value
+    else:
+        target[last] = value
+    return data
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("nodes.1.ip", "172.19.0.4", "nodes[1].ip: 172.19.0.4 is not in network.subnet"),
+        ("nodes.1.ip", "banana", "nodes[1].ip: Input is not a valid IPv4 address"),
+        ("nodes.0.colour", "red", "nodes[0].colour: Extra inputs are not permitted"),
+        ("nodes.2.pod_cidr", "10.0.2.0/24", "nodes[2].pod_cidr: 10.0.2.0/24 overlaps nodes[1]"),
+        ("nodes.0.role", "master", "nodes[0].role: Input should be 'control-plane' or 'worker'"),
+        ("client.ip", "172.18.0.2", "nodes[0].ip: address 172.18.0.2 is used twice"),
+        ("workloads.0.pods.0.node", "nope", "workloads[0].pods[0].node: no node named 'nope'"),
+        ("workloads.0.pods.0.ip", "10.0.1.5", "workloads[0].pods[0].ip: 10.0.1.5 is not in "
+         "cilium-dsr-worker's pod_cidr 10.0.2.0/24"),
+        ("workloads.0.pods.1.name", "cni-8zxj9", "workloads[0].pods[1].name: host name "
+         "'cni-8zxj9' is used twice"),
+        ("services.0.node_port", 80, "services[0].node_port: Input should be greater than or "
+         "equal to 30000"),
+        ("services.0.selector", "web", "services[0].selector: no workload named 'web'"),
+        ("services.0.target_port", 8080, "services[0].target_port: 8080 but workload 'cni' "
+         "listens on 80"),
+        ("load_balancer.mode", "fast", "load_balancer.mode: Input should be 'snat', 'dsr' or"),
+        ("cluster.routing", "tunnel", 'load_balancer.mode: Node Port "dsr" mode cannot be used '
+         "with tunneling"),
+        ("network", _DELETE, "network: Field required"),
+        ("nodes.0.name", "Control_Plane", "nodes[0].name: String should match pattern"),
+    ],
+)
+def test_a_wrong_field_is_named_with_the_file(path: str, value: Any, expected: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        parse_topology(_mutate(path, value), "topologies/broken.yaml")
+    message = str(info.value)
+    assert message.startswith("topologies/broken.yaml: ")
+    assert expected in message
+
+
+def test_a_file_that_is_not_yaml_names_the_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nnodes: [\n  - a: 1\n")
+    with pytest.raises(TopologyError, match=r"bad\.yaml: line \d+, column \d+: not valid YAML"):
+        load_topology(bad)
+
+
+def test_a_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match=r"nope\.yaml: cannot read"):
+        load_topology(tmp_path / "nope.yaml")
+
+
+def test_a_list_at_top_level_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "list.yaml"
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(TopologyError, match=r"list\.yaml: \(top level\): expected a mapping"):
+        load_topology(bad)
+
+
+def test_the_loaded_topology_remembers_its_file() -> None:
+    assert load_topology(SEED).source == SEED
