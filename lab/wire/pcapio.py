@@ -51,7 +51,7 @@ def read_frames(path: str | Path) -> Iterator[Frame]:
         raise PcapError(path, None, "input file does not exist")
     with open_capture(path) as cap:
         for linktype in cap.linktypes:  # a classic pcap's, known from its header
-            _check_linktype(path, linktype, 0)
+            _check_linktype(path, linktype, None)
         for linktype, start, caplen, rec in cap.records():
             _check_linktype(path, linktype, rec)
             yield Frame(cap.timestamp_ns(rec), bytes(cap.buf[start:start + caplen]))
