@@ -33,4 +33,4 @@ clean-lab: install
 .PHONY: fuzz
 fuzz: install
 	DSRLAB_FUZZ_PACKETS=1000000 DSRLAB_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q -s \
-		tests/test_fuzz_datapath.py
+		tests/datapath/test_fuzz_datapath.py

@@ -70,7 +70,7 @@ sys.path.insert(0, str(REPO))
 from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
-from lab.datapath import Backend, DatapathObject, RevnatEntry, build_object  # noqa: E402
+from lab.datapath import BackendEntry, DatapathObject, RevnatEntry, build_object  # noqa: E402
 from lab.datapath.build import bpf_source_dir  # noqa: E402
 from lab.datapath.perf import EmptyProgram, Timing, time_program  # noqa: E402
 from lab.datapath.testrun import TestRunResult  # noqa: E402
@@ -186,8 +186,8 @@ class PingPong:
                                                           TestRunResult]) -> None:
         self.dp = dp
         self._run = run
-        dp.add_service(VIP, NODEPORT, "tcp", dsr=True, backends=[Backend(POD, PORT)])
-        dp.add_service(POD, PORT, "tcp", dsr=True, backends=[Backend(VIP, NODEPORT)])
+        dp.add_service(VIP, NODEPORT, "tcp", dsr=True, backends=[BackendEntry(POD, PORT)])
+        dp.add_service(POD, PORT, "tcp", dsr=True, backends=[BackendEntry(VIP, NODEPORT)])
         self.syn = frame(CLIENT, VIP, CPORT, NODEPORT, "S")
         self.ack = frame(CLIENT, VIP, CPORT, NODEPORT, "A", ttl=255)
         self.first_out = b""

@@ -19,8 +19,9 @@
  *
  * Drops set skb->cb[0] to the reason (enum dsr_event) and count it in
  * dsr_counters; redirects leave the target ifindex in skb->cb[1].
- * Backend choice is random unless dsr_config asks for a seeded flow hash. Packet pointers are only used while parsing; every write
- * goes through helpers (store_bytes / csum_replace / adjust_room).
+ * Backend choice is random unless dsr_config asks for a seeded flow hash.
+ * Packet pointers are only used while parsing; every write goes through
+ * helpers (store_bytes / csum_replace / adjust_room).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -149,6 +150,36 @@ static __always_inline bool opt_network_order(void)
 }
 
 /*
+ * The ports (and TCP flags) of the TCP or UDP header at l4, hlen bytes into
+ * an unfragmented IPv4 packet of tot bytes. PARSE_L4, PARSE_PASS for other
+ * protocols, or -DROP_TRUNCATED_L4.
+ */
+static __always_inline int parse_ports(void *l4, __u32 hlen, __u32 tot, void *data_end,
+				       struct pkt *p)
+{
+	if (p->proto == IPPROTO_TCP) {
+		struct tcphdr *tcp = l4;
+
+		if (tot < hlen + sizeof(*tcp) || (void *)(tcp + 1) > data_end)
+			return -DROP_TRUNCATED_L4;
+		p->sport = tcp->source;
+		p->dport = tcp->dest;
+		p->tcp_flags = ((__u8 *)tcp)[13];
+	} else if (p->proto == IPPROTO_UDP) {
+		struct udphdr *udp = l4;
+
+		if (tot < hlen + sizeof(*udp) || (void *)(udp + 1) > data_end)
+			return -DROP_TRUNCATED_L4;
+		p->sport = udp->source;
+		p->dport = udp->dest;
+	} else {
+		count(EV_PASS_OTHER_PROTO);
+		return PARSE_PASS;
+	}
+	return PARSE_L4;
+}
+
+/*
  * Validate and parse Ethernet + IPv4 + TCP/UDP. Returns PARSE_L4,
  * PARSE_PASS, or a negative drop reason. Never writes to the packet.
  */
@@ -203,26 +234,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 		return PARSE_PASS;
 	}
 
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = (void *)ip + hlen;
-
-		if (tot < hlen + sizeof(*tcp) || (void *)(tcp + 1) > data_end)
-			return -DROP_TRUNCATED_L4;
-		p->sport = tcp->source;
-		p->dport = tcp->dest;
-		p->tcp_flags = ((__u8 *)tcp)[13];
-	} else if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *udp = (void *)ip + hlen;
-
-		if (tot < hlen + sizeof(*udp) || (void *)(udp + 1) > data_end)
-			return -DROP_TRUNCATED_L4;
-		p->sport = udp->source;
-		p->dport = udp->dest;
-	} else {
-		count(EV_PASS_OTHER_PROTO);
-		return PARSE_PASS;
-	}
-	return PARSE_L4;
+	return parse_ports((void *)ip + hlen, hlen, tot, data_end, p);
 }
 
 /* A 32-bit finalizer (lowbias32): every input bit affects every output bit. */
@@ -433,6 +445,136 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, __be32 
 	return bpf_redirect(fib.ifindex, 0);
 }
 
+/* The service p is addressed to (sk filled as its key), or NULL. */
+static __always_inline struct lb_svc_val *lookup_service(const struct pkt *p,
+							 struct lb_svc_key *sk)
+{
+	sk->addr = p->daddr;
+	sk->port = p->dport;
+	sk->proto = p->proto;
+	return bpf_map_lookup_elem(&lb_services, sk);
+}
+
+/*
+ * A new flow's backend: slot (select_hash() % count) + 1 of the service.
+ * Fills ct with the backend and the flow's kind (CT_F_LOCAL for a backend
+ * on this node, else CT_F_DSR for a DSR service). 0 or DROP_NO_BACKEND.
+ */
+static __always_inline int select_backend(const struct pkt *p, const struct lb_svc_key *sk,
+					  const struct lb_svc_val *svc, struct lb_ct_val *ct)
+{
+	struct lb_be_key bk = { .addr = sk->addr, .port = sk->port, .proto = sk->proto };
+	struct lb_be_val *be;
+	__u16 n = svc->count;
+
+	if (n == 0)
+		return DROP_NO_BACKEND;
+	bk.slot = (select_hash(p) % n) + 1;
+	be = bpf_map_lookup_elem(&lb_backends, &bk);
+	if (!be)
+		return DROP_NO_BACKEND;
+	ct->backend_addr = be->addr;
+	ct->backend_port = be->port;
+	if (be->flags & BE_F_LOCAL)
+		ct->flags |= CT_F_LOCAL;
+	else if (svc->flags & SVC_F_DSR)
+		ct->flags |= CT_F_DSR;
+	return 0;
+}
+
+/*
+ * The flow's backend: its lb_ct entry, or for a new flow a fresh choice
+ * (*is_new set; stored later by ct_commit(), once the packet is known to
+ * go through). 0 or a drop reason.
+ */
+static __always_inline int ct_lookup_or_select(const struct pkt *p, const struct lb_ct_key *ck,
+					       const struct lb_svc_key *sk,
+					       const struct lb_svc_val *svc,
+					       struct lb_ct_val *ct, bool *is_new)
+{
+	struct lb_ct_val *ctp = bpf_map_lookup_elem(&lb_ct, ck);
+
+	if (ctp) {
+		*ct = *ctp;
+		count(EV_CT_HIT);
+		return 0;
+	}
+	*is_new = true;
+	return select_backend(p, sk, svc, ct);
+}
+
+/* TCP SYNs and every UDP datagram of a DSR flow carry the option. */
+static __always_inline bool wants_dsr_opt(const struct pkt *p, const struct lb_ct_val *ct)
+{
+	return (ct->flags & CT_F_DSR) &&
+	       (p->proto == IPPROTO_UDP || (p->tcp_flags & TCP_FLAG_SYN_BIT));
+}
+
+/*
+ * A local backend's replies leave through dsr_to_netdev, which must rewrite
+ * them: make sure dsr_revnat has (client, backend) -> service.
+ */
+static __always_inline void ensure_local_revnat(const struct pkt *p, const struct lb_ct_val *ct,
+						bool is_new)
+{
+	struct dsr_revnat_key rk = {
+		.client_addr = p->saddr,
+		.backend_addr = ct->backend_addr,
+		.client_port = p->sport,
+		.backend_port = ct->backend_port,
+		.proto = p->proto,
+	};
+	struct dsr_revnat_val rv = { .svc_addr = p->daddr, .svc_port = p->dport };
+
+	if (is_new || !bpf_map_lookup_elem(&dsr_revnat, &rk))
+		bpf_map_update_elem(&dsr_revnat, &rk, &rv, BPF_ANY);
+}
+
+/*
+ * Remember the flow: a new flow's lb_ct entry, and for a local backend its
+ * dsr_revnat entry. 0 or DROP_CT_UPDATE.
+ */
+static __always_inline int ct_commit(const struct pkt *p, const struct lb_ct_key *ck,
+				     const struct lb_ct_val *ct, bool is_new)
+{
+	if (is_new) {
+		if (bpf_map_update_elem(&lb_ct, ck, ct, BPF_ANY))
+			return DROP_CT_UPDATE;
+		count(EV_CT_NEW);
+	}
+	if (ct->flags & CT_F_LOCAL)
+		ensure_local_revnat(p, ct, is_new);
+	return 0;
+}
+
+/*
+ * The DNATed packet's way on: a local backend's goes up the stack; a remote
+ * backend's gets the DSR option when wanted, then the FIB redirect.
+ */
+static __always_inline int to_backend(struct __sk_buff *skb, struct pkt *p,
+				      const struct lb_svc_key *sk, const struct lb_ct_val *ct,
+				      bool want_opt)
+{
+	int ret;
+
+	if (ct->flags & CT_F_LOCAL) {
+		count(EV_LOCAL_DNAT);
+		return TC_ACT_OK;
+	}
+	if (want_opt) {
+		ret = insert_dsr_opt(skb, p, sk->addr, sk->port);
+		if (ret)
+			return drop(skb, ret);
+		count(EV_OPT_INSERTED);
+	}
+	return forward(skb, p, ct->backend_addr);
+}
+
+/*
+ * A packet to a service: the flow's backend (lb_ct, or a new choice), the
+ * option's room checked before anything is written or stored, the flow
+ * remembered, DNAT, then on to the backend.
+ */
 static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 					  const struct lb_svc_key *sk,
 					  const struct lb_svc_val *svc)
@@ -444,79 +586,28 @@ static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 		.svc_port = p->dport,
 		.proto = p->proto,
 	};
-	struct lb_ct_val ct = {}, *ctp;
+	struct lb_ct_val ct = {};
 	bool is_new = false, want_opt;
 	int ret;
 
 	count(EV_SVC_HIT);
-	ctp = bpf_map_lookup_elem(&lb_ct, &ck);
-	if (ctp) {
-		ct = *ctp;
-		count(EV_CT_HIT);
-	} else {
-		struct lb_be_key bk = { .addr = sk->addr, .port = sk->port, .proto = sk->proto };
-		struct lb_be_val *be;
-		__u16 n = svc->count;
-
-		if (n == 0)
-			return drop(skb, DROP_NO_BACKEND);
-		bk.slot = (select_hash(p) % n) + 1;
-		be = bpf_map_lookup_elem(&lb_backends, &bk);
-		if (!be)
-			return drop(skb, DROP_NO_BACKEND);
-		ct.backend_addr = be->addr;
-		ct.backend_port = be->port;
-		if (be->flags & BE_F_LOCAL)
-			ct.flags |= CT_F_LOCAL;
-		else if (svc->flags & SVC_F_DSR)
-			ct.flags |= CT_F_DSR;
-		is_new = true;
-	}
-
-	want_opt = (ct.flags & CT_F_DSR) &&
-		   (p->proto == IPPROTO_UDP || (p->tcp_flags & TCP_FLAG_SYN_BIT));
+	ret = ct_lookup_or_select(p, &ck, sk, svc, &ct, &is_new);
+	if (ret)
+		return drop(skb, ret);
+	want_opt = wants_dsr_opt(p, &ct);
 	if (want_opt) {
 		ret = opt_fits(p);
 		if (ret)
 			return drop(skb, ret);
 	}
-
-	if (is_new) {
-		if (bpf_map_update_elem(&lb_ct, &ck, &ct, BPF_ANY))
-			return drop(skb, DROP_CT_UPDATE);
-		count(EV_CT_NEW);
-	}
-
-	if (ct.flags & CT_F_LOCAL) {
-		struct dsr_revnat_key rk = {
-			.client_addr = p->saddr,
-			.backend_addr = ct.backend_addr,
-			.client_port = p->sport,
-			.backend_port = ct.backend_port,
-			.proto = p->proto,
-		};
-		struct dsr_revnat_val rv = { .svc_addr = p->daddr, .svc_port = p->dport };
-
-		if (is_new || !bpf_map_lookup_elem(&dsr_revnat, &rk))
-			bpf_map_update_elem(&dsr_revnat, &rk, &rv, BPF_ANY);
-	}
-
+	ret = ct_commit(p, &ck, &ct, is_new);
+	if (ret)
+		return drop(skb, ret);
 	ret = rewrite_addr_port(skb, p, false, ct.backend_addr, ct.backend_port);
 	if (ret)
 		return drop(skb, ret);
 	count(EV_DNAT);
-
-	if (ct.flags & CT_F_LOCAL) {
-		count(EV_LOCAL_DNAT);
-		return TC_ACT_OK;
-	}
-	if (want_opt) {
-		ret = insert_dsr_opt(skb, p, sk->addr, sk->port);
-		if (ret)
-			return drop(skb, ret);
-		count(EV_OPT_INSERTED);
-	}
-	return forward(skb, p, ct.backend_addr);
+	return to_backend(skb, p, sk, &ct, want_opt);
 }
 
 static __always_inline int handle_backend(struct __sk_buff *skb, const struct pkt *p)
@@ -570,10 +661,7 @@ int dsr_from_netdev(struct __sk_buff *skb)
 	if (ret != PARSE_L4)
 		return TC_ACT_OK;
 
-	sk.addr = p.daddr;
-	sk.port = p.dport;
-	sk.proto = p.proto;
-	svc = bpf_map_lookup_elem(&lb_services, &sk);
+	svc = lookup_service(&p, &sk);
 	if (svc)
 		return handle_service(skb, &p, &sk, svc);
 	return handle_backend(skb, &p);

@@ -11,6 +11,13 @@ Items carry markers: the backend (``netns``/``kind``), the load-balancer
 mode (``dsr``/``snat``/``hybrid``) and ``kernel(min)``. Collecting zero
 scenarios from a scenarios directory is an error, not a silent pass.
 
+Captures: a test session writes its capture sets under pytest's own
+temporary directory (``<basetemp>/dsrlab-captures/<scenario>/<run-id>``,
+kept for pytest's last few sessions and shown on failure), never into the
+repository's ``captures/`` nor its ``latest`` link, which belong to the
+user's own ``dsrlab run``. ``--dsrlab-captures DIR`` writes them to DIR
+instead, e.g. ``--dsrlab-captures captures`` to keep them with the user's.
+
 Fixtures (name, scope, depends on):
 
 * ``root_namespace_guard`` (session, autouse): snapshots the root network
@@ -19,7 +26,9 @@ Fixtures (name, scope, depends on):
 * ``seed_topology`` (session): ``topologies/seed.yaml`` as a Topology.
 * ``seed_lab`` (module; seed_topology): the seed brought up on netns with
   the datapath and pod servers; always taken down.
-* ``captures_root`` (session): where scenario runs write capture sets.
+* ``captures_root`` (session): where scenario runs write capture sets:
+  ``--dsrlab-captures DIR`` if given, else ``dsrlab-captures`` under
+  pytest's basetemp (see :func:`captures_root_for`).
 """
 
 from __future__ import annotations
@@ -47,7 +56,10 @@ SEED_TOPOLOGY = REPO / "topologies" / "seed.yaml"
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("dsrlab")
     group.addoption("--dsrlab-captures", default=None, metavar="DIR",
-                    help="where scenario capture sets go (default: captures/ in the repo)")
+                    help="write scenario capture sets to DIR/<scenario>/<run-id> (and move "
+                         "DIR/<scenario>/latest); default: a dsrlab-captures folder under "
+                         "pytest's temporary directory (--basetemp), never the repo's "
+                         "captures/. Use --dsrlab-captures captures to keep them there")
     group.addoption("--dsrlab-backend", default="netns", choices=("netns", "kind"),
                     help="backend for scenario tests (default: netns)")
     group.addoption("--dsrlab-keep", action="store_true", default=False,
@@ -80,6 +92,25 @@ def require_cmd(*names: str) -> None:
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
         pytest.skip(f"needs {', '.join(missing)} on PATH (run `make install`)")
+
+
+def captures_root_for(config: pytest.Config) -> Path:
+    """Where this session's scenario runs write capture sets.
+
+    ``--dsrlab-captures DIR`` when given; otherwise ``dsrlab-captures`` under
+    the session's pytest temporary directory (``--basetemp``, or pytest's
+    numbered ``pytest-of-<user>/pytest-N``), so a test run never touches the
+    repository's ``captures/`` or its ``latest`` links.
+    """
+    opt = config.getoption("--dsrlab-captures")
+    if opt:
+        return Path(opt)
+    factory = getattr(config, "_tmp_path_factory", None)  # set by pytest's tmp_path plugin
+    if not isinstance(factory, pytest.TempPathFactory):  # -p no:tmpdir
+        factory = pytest.TempPathFactory.from_config(config, _ispytest=True)
+    root = factory.getbasetemp() / "dsrlab-captures"
+    root.mkdir(exist_ok=True)
+    return root
 
 
 def kernel_version() -> tuple[int, ...]:
@@ -172,9 +203,7 @@ class ScenarioItem(pytest.Item):
                         "neither is available here")
         require_root()
         require_cmd("tcpdump", "curl", "clang")
-        opt = self.config.getoption("--dsrlab-captures")
-        root = Path(opt) if opt else REPO / "captures"
-        run = run_scenario(self.path, captures_root=root,
+        run = run_scenario(self.path, captures_root=captures_root_for(self.config),
                            keep=bool(self.config.getoption("--dsrlab-keep")))
         self.user_properties.append(("captures", str(run.capture_dir)))
         if run.kept:
@@ -231,5 +260,6 @@ def seed_lab(seed_topology: Topology) -> Iterator[NetnsLab]:
 
 @pytest.fixture(scope="session")
 def captures_root(request: pytest.FixtureRequest) -> Path:
-    opt = request.config.getoption("--dsrlab-captures")
-    return Path(opt) if opt else REPO / "captures"
+    """Where scenario runs of this session write capture sets (never the repo's captures/
+    unless ``--dsrlab-captures`` says so)."""
+    return captures_root_for(request.config)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from lab.errors import LabError
+
 Role = Literal["client", "lb-node", "backend-node", "pod"]
 ROLES: tuple[Role, ...] = ("client", "lb-node", "backend-node", "pod")
 MANIFEST = "manifest.json"  # what was captured where (lab.capture.manifest)
@@ -16,5 +18,5 @@ MERGED = "merged.pcapng"  # every hop in one file, for Wireshark
 LATEST = "latest"  # captures/<scenario>/latest -> the newest finished run
 
 
-class CaptureError(RuntimeError):
+class CaptureError(LabError, RuntimeError):
     """A capture could not start or stop, or a capture set cannot be read."""

@@ -1,31 +1,29 @@
 """``dsrlab datapath``: the lab's tc programs on packets from a pcap (BPF_PROG_TEST_RUN).
 
-A thin face over :mod:`lab.datapath.runner`; ``lab/cli.py`` mounts it as the
-``datapath`` sub-command.
+A thin face over :mod:`lab.datapath.runner`; :mod:`lab.cli` mounts it as the
+``datapath`` sub-command. The runner (pyroute2, libbpf) loads when ``datapath
+run`` runs, not when ``dsrlab`` starts.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from lab.datapath.testrun import MAX_REPEAT
-from lab.wire.endpoint import Endpoint
+from lab.cli.output import err, fail, need_root, one_line_errors
 
 if TYPE_CHECKING:  # the runner (pyroute2, libbpf) loads when `datapath run` runs
-    from lab.datapath.runner import PacketResult, ProgramKind
+    from lab.datapath.runner import PacketResult, RunConfig, RunSummary
+    from lab.wire.endpoint import Endpoint
 
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Run the lab's eBPF programs on packets, without a topology.")
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class Program(StrEnum):
@@ -33,7 +31,18 @@ class Program(StrEnum):
     backend = "backend"
 
 
+def _repeat(value: int) -> int:
+    """``--repeat``: 1 up to what a test run asks the kernel for (checked when given)."""
+    from lab.datapath.testrun import MAX_REPEAT
+
+    if not 1 <= value <= MAX_REPEAT:
+        raise typer.BadParameter(f"{value} is not in the range 1<=x<={MAX_REPEAT}.")
+    return value
+
+
 def _endpoint(text: str, option: str) -> Endpoint:
+    from lab.wire.endpoint import Endpoint
+
     try:
         return Endpoint.parse(text)
     except ValueError as exc:
@@ -88,7 +97,7 @@ def run(
                                              help="packets to feed (pcap or pcapng, Ethernet)")],
     output_path: Annotated[Path, typer.Option("--output", metavar="OUT.pcap",
                                               help="where the packets that come out go")],
-    repeat: Annotated[int, typer.Option(min=1, max=MAX_REPEAT,
+    repeat: Annotated[int, typer.Option(callback=_repeat,
                                         help="perf mode: the kernel runs each packet N "
                                         "times; reports ns per packet")] = 1,
     seed: Annotated[int | None, typer.Option(min=0, max=0xFFFFFFFF,
@@ -101,45 +110,52 @@ def run(
                                           "stdout")] = False,
 ) -> None:
     from lab.datapath.errors import DatapathError
-    from lab.datapath.loader import MIN_MTU
-    from lab.datapath.runner import RunConfig, run_pcap
+    from lab.datapath.runner import run_pcap
     from lab.wire.pcapread import PcapError
 
+    config = _config(program, service, backend, seed=seed, repeat=repeat, mtu=mtu)
+    if not input_path.is_file():
+        fail(f"input file {input_path} does not exist", 2)
+    need_root("dsrlab datapath run needs root (BPF, network namespaces)")
+    with one_line_errors(PcapError, DatapathError, OSError):
+        summary = run_pcap(config, input_path, output_path,
+                           on_packet=_print_json if as_json else _print_packet)
+    err.print(_summary(summary, output_path, repeat), markup=False)
+
+
+def _config(program: Program, service: str, backends: list[str], *, seed: int | None,
+            repeat: int, mtu: int) -> RunConfig:
+    """The run's configuration from the options (a bad value: a usage error, exit 2)."""
+    from lab.datapath.loader import MIN_MTU
+    from lab.datapath.runner import RunConfig
+
     svc = _endpoint(service, "--service")
-    backends = [_endpoint(b, "--backend") for b in backend]
+    eps = tuple(_endpoint(b, "--backend") for b in backends)
     if 0 < mtu < MIN_MTU:
         raise typer.BadParameter(f"{mtu} is below IPv4's minimum MTU {MIN_MTU} (0 turns the "
                                  "check off)", param_hint="'--mtu'")
-    if not input_path.is_file():
-        err.print(f"[red]error:[/] input file {input_path} does not exist")
-        raise typer.Exit(2)
-    if os.geteuid() != 0:
-        err.print("[red]error:[/] dsrlab datapath run needs root (BPF, network namespaces)")
-        raise typer.Exit(2)
-    kind: ProgramKind = "lb" if program is Program.lb else "backend"
-    config = RunConfig(program=kind, service=svc, backends=tuple(backends),
-                       seed=seed, repeat=repeat, mtu=mtu)
+    return RunConfig(program="lb" if program is Program.lb else "backend", service=svc,
+                     backends=eps, seed=seed, repeat=repeat, mtu=mtu)
 
-    def show(res: PacketResult) -> None:
-        if as_json:
-            sys.stdout.write(json.dumps(res.to_json()) + "\n")
-            sys.stdout.flush()
-            return
-        extra = f" -> {res.redirect}" if res.redirect else ""
-        extra += f" ({res.reason})" if res.reason else ""
-        if res.ns_per_pkt is not None:
-            extra += f"  {res.ns_per_pkt} ns/pkt"
-            extra += "" if res.repeat_same_frame else " (frame changes across repeats)"
-        print(f"#{res.index} {res.program}: {res.verdict}, {res.length} bytes{extra}")
 
-    try:
-        summary = run_pcap(config, input_path, output_path, on_packet=show)
-    except (PcapError, DatapathError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(1) from None
+def _print_json(res: PacketResult) -> None:
+    sys.stdout.write(json.dumps(res.to_json()) + "\n")
+    sys.stdout.flush()
+
+
+def _print_packet(res: PacketResult) -> None:
+    extra = f" -> {res.redirect}" if res.redirect else ""
+    extra += f" ({res.reason})" if res.reason else ""
+    if res.ns_per_pkt is not None:
+        extra += f"  {res.ns_per_pkt} ns/pkt"
+        extra += "" if res.repeat_same_frame else " (frame changes across repeats)"
+    sys.stdout.write(f"#{res.index} {res.program}: {res.verdict}, {res.length} bytes{extra}\n")
+
+
+def _summary(summary: RunSummary, output_path: Path, repeat: int) -> str:
     verdicts = ", ".join(f"{k} {v}" for k, v in sorted(summary.verdicts.items())) or "none"
     line = (f"{summary.packets} packets ({verdicts}); {summary.emitted} written to "
             f"{output_path}")
     if summary.median_ns_per_pkt is not None:
         line += f"; median {summary.median_ns_per_pkt:g} ns/pkt over {repeat} repeats"
-    err.print(line)
+    return line

@@ -10,6 +10,7 @@ changed one never reuses a stale object. The cache lives in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import platform
@@ -60,6 +61,7 @@ def find_clang() -> str:
     return clang
 
 
+@functools.cache
 def _clang_version(clang: str) -> str:
     out = subprocess.run([clang, "--version"], capture_output=True, text=True, check=False)
     return out.stdout.splitlines()[0] if out.stdout else clang

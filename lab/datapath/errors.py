@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from lab.errors import LabError
 
-class DatapathError(RuntimeError):
+
+class DatapathError(LabError, RuntimeError):
     """Building, loading, attaching or driving the BPF datapath failed.
 
     ``log`` holds the long diagnostic text when there is one: clang's stderr

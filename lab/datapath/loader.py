@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -31,6 +32,7 @@ PROGRAMS: tuple[str, ...] = ("dsr_from_netdev", "dsr_to_netdev")
 
 VERIFIER_LOG_SIZE = 8 * 1024 * 1024
 BPF_ANY = 0
+_NO_BATCH = (-errno.EINVAL, -errno.EOPNOTSUPP, -524)  # 524: the kernel's ENOTSUPP
 MIN_MTU, MAX_MTU = 68, 0xFFFF  # IPv4's minimum; tot_len is 16 bits
 
 
@@ -64,6 +66,25 @@ class BpfMap:
         buf = ctypes.create_string_buffer(value, self.value_size)
         rc = libbpf.lib().bpf_map_update_elem(self.fd, self._key(key), buf, flags)
         libbpf.check(rc, f"update of {self.name}")
+
+    def update_batch(self, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Write many entries in one ``BPF_MAP_UPDATE_BATCH`` (one by one on a kernel
+        whose map type has no batch operations)."""
+        if not items:
+            return
+        for key, value in items:
+            if len(key) != self.key_size or len(value) != self.value_size:
+                raise DatapathError(f"{self.name}: batch entry of {len(key)}/{len(value)} "
+                                    f"bytes, map wants {self.key_size}/{self.value_size}")
+        keys = b"".join(k for k, _ in items)
+        values = b"".join(v for _, v in items)
+        count = ctypes.c_uint(len(items))
+        rc = libbpf.lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(count), None)
+        if rc in _NO_BATCH:
+            for key, value in items:
+                self.update(key, value)
+            return
+        libbpf.check(rc, f"batch update of {self.name} ({len(items)} entries)")
 
     def delete(self, key: bytes) -> bool:
         """Delete ``key``; False when it was not there."""
@@ -112,15 +133,33 @@ def _checked_map(name: str, fd: int, ks: int, vs: int, ncpus: int) -> BpfMap:
     return BpfMap(name, fd, ks, vs)
 
 
-def open_and_load(path: Path) -> tuple[int, ctypes.Array[ctypes.c_char]]:
+def _log_buffer() -> ctypes.Array[ctypes.c_char]:
+    """The verifier log buffer: anonymous memory (no 8 MiB zero-fill by the interpreter;
+    the kernel's pages are zero and are touched only when the verifier writes)."""
+    return (ctypes.c_char * VERIFIER_LOG_SIZE).from_buffer(mmap.mmap(-1, VERIFIER_LOG_SIZE))
+
+
+def _set_max_entries(obj: int, path: Path, max_entries: Mapping[str, int]) -> None:
+    lib = libbpf.lib()
+    for name, n in max_entries.items():
+        m = lib.bpf_object__find_map_by_name(obj, name.encode())
+        if not m:
+            raise DatapathError(f"{path} has no map {name}")
+        libbpf.check(lib.bpf_map__set_max_entries(m, n), f"max_entries of {name}")
+
+
+def open_and_load(path: Path, max_entries: Mapping[str, int] | None = None,
+                  ) -> tuple[int, ctypes.Array[ctypes.c_char]]:
     """``bpf_object__open_file`` + ``bpf_object__load`` through the verifier.
 
-    Returns the object and the verifier log buffer (libbpf keeps a pointer to
-    it: hold it as long as the object). A failed load raises a
-    :class:`DatapathError` carrying the verifier log and libbpf's messages.
+    ``max_entries`` sizes maps before they are created (a lab node needs far
+    fewer CT entries than the object's default). Returns the object and the
+    verifier log buffer (libbpf keeps a pointer to it: hold it as long as the
+    object). A failed load raises a :class:`DatapathError` carrying the
+    verifier log and libbpf's messages.
     """
     lib = libbpf.lib()
-    log_buf = ctypes.create_string_buffer(VERIFIER_LOG_SIZE)
+    log_buf = _log_buffer()
     opts = libbpf.new_opts(libbpf.BpfObjectOpenOpts)
     opts.kernel_log_buf = ctypes.cast(log_buf, ctypes.c_void_p)
     opts.kernel_log_size = VERIFIER_LOG_SIZE
@@ -134,6 +173,11 @@ def open_and_load(path: Path) -> tuple[int, ctypes.Array[ctypes.c_char]]:
                 f"bpf_object__open_file({path}) failed: {libbpf.errno_text(err)}",
                 "\n".join(messages),
             )
+        try:
+            _set_max_entries(obj, path, max_entries or {})
+        except DatapathError:
+            lib.bpf_object__close(obj)
+            raise
         rc = lib.bpf_object__load(obj)
         if rc < 0:
             verifier = log_buf.value.decode(errors="replace").strip()
@@ -168,12 +212,16 @@ class DatapathObject:
         self._closed = False
 
     @classmethod
-    def load(cls, path: Path | str | None = None) -> DatapathObject:
-        """Open and load the object (building it first when ``path`` is None)."""
+    def load(cls, path: Path | str | None = None, *,
+             max_entries: Mapping[str, int] | None = None) -> DatapathObject:
+        """Open and load the object (building it first when ``path`` is None).
+
+        ``max_entries`` resizes maps by name before they are created.
+        """
         if path is None:
             path = build_object()
         path = Path(path)
-        obj, log_buf = open_and_load(path)
+        obj, log_buf = open_and_load(path, max_entries)
         lib = libbpf.lib()
         try:
             prog_fds, found = cls._resolve(obj, path)
@@ -372,8 +420,8 @@ class DatapathObject:
         key = maps.svc_key(vip, port, proto)
         old = svc_map.lookup(key)
         old_count = maps.SVC_VAL.unpack(old)[0] if old else 0
-        for slot, backend in enumerate(backends, start=1):
-            be_map.update(maps.be_key(vip, port, proto, slot), maps.be_val(backend))
+        be_map.update_batch([(maps.be_key(vip, port, proto, slot), maps.be_val(backend))
+                             for slot, backend in enumerate(backends, start=1)])
         svc_map.update(key, maps.svc_val(len(backends), dsr))
         for slot in range(len(backends) + 1, old_count + 1):
             be_map.delete(maps.be_key(vip, port, proto, slot))

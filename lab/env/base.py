@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Literal, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
-from lab.model.topology import Topology
+from lab.errors import LabError
+
+if TYPE_CHECKING:  # annotations only: `dsrlab down`/`clean` need not load pydantic models
+    from lab.model.topology import Topology
 
 HostKind = Literal["client", "node", "pod"]
 
@@ -34,7 +37,7 @@ class LabHost:
     netns: str  # the namespace (netns backend) or node container (kind)
 
 
-class BackendError(RuntimeError):
+class BackendError(LabError, RuntimeError):
     """A lab could not be brought up or torn down."""
 
 

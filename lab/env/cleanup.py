@@ -3,24 +3,33 @@
 A run's resources all carry its tag: namespaces are ``dsrlab-<run id>-<host>``
 and ``/run/dsrlab/<run id>.json`` records what a detached lab holds. The
 processes of a run are the ones whose network namespace *is* one of the
-run's namespaces (compared by inode), so they are found and stopped by PID;
-nothing is matched by command line. Devices, addresses, routes and tc
-programs live inside the namespaces and go with them.
+run's namespaces (compared by device and inode, one pass over ``/proc`` for
+all of them), so they are found and stopped by PID; nothing is matched by
+command line. Devices, addresses, routes and tc programs live inside the
+namespaces and go with them.
+
+A stopped process counts as gone once it has exited: an orphan stays a
+zombie until PID 1 reaps it, which can take seconds, and waiting for that
+would only make ``dsrlab down`` slow (:mod:`lab.plumbing.procs`).
+
+This module imports no netlink or BPF library: ``dsrlab down`` and
+``dsrlab clean`` load only what they use.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.env.netns import STATE_DIR, state_path
-from lab.plumbing import names, nsutil, owner
+from lab.plumbing import names, nsutil, owner, procs
 
+STATE_DIR = Path("/run/dsrlab")
 _GRACE_S = 2.0
+
+
+def state_path(run_id: str) -> Path:
+    """Where a detached lab's state lives: ``/run/dsrlab/<run id>.json``."""
+    return STATE_DIR / f"{names.check_run_id(run_id)}.json"
 
 
 @dataclass
@@ -38,12 +47,13 @@ class RunResidue:
         return not (self.namespaces or self.pids or self.state_file)
 
 
-def find_runs() -> dict[str, RunResidue]:
-    """Every run tag found in namespace names or state files."""
+def find_runs(run_ids: list[str] | None = None) -> dict[str, RunResidue]:
+    """Every run tag found in namespace names or state files (only ``run_ids``, if given)."""
+    wanted = set(run_ids) if run_ids is not None else None
     runs: dict[str, RunResidue] = {}
     for ns in nsutil.list_netns():
         parsed = names.parse_netns_name(ns)
-        if parsed is not None:
+        if parsed is not None and (wanted is None or parsed.run_id in wanted):
             runs.setdefault(parsed.run_id, RunResidue(parsed.run_id)).namespaces.append(ns)
     if STATE_DIR.is_dir():
         for f in STATE_DIR.glob("*.json"):
@@ -51,45 +61,33 @@ def find_runs() -> dict[str, RunResidue]:
                 run_id = names.check_run_id(f.stem)
             except ValueError:
                 continue
-            runs.setdefault(run_id, RunResidue(run_id)).state_file = f
+            if wanted is None or run_id in wanted:
+                runs.setdefault(run_id, RunResidue(run_id)).state_file = f
+    pids = _pids_in_each([ns for res in runs.values() for ns in res.namespaces])
     for res in runs.values():
-        res.pids = sorted({pid for ns in res.namespaces for pid in _pids_in(ns)})
+        res.pids = sorted({pid for ns in res.namespaces for pid in pids.get(ns, [])})
         res.owner_pid = owner.alive_owner(res.run_id)
     return runs
 
 
-def _pids_in(ns: str) -> list[int]:
+def _pids_in_each(namespaces: list[str]) -> dict[str, list[int]]:
     try:
-        return nsutil.pids_in(ns)
+        return nsutil.pids_in_each(namespaces)
     except (OSError, nsutil.NetnsError):
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        # one odd name must not hide the others' processes: look one by one
+        found: dict[str, list[int]] = {}
+        for ns in namespaces:
+            try:
+                found[ns] = nsutil.pids_in(ns)
+            except (OSError, nsutil.NetnsError):
+                found[ns] = []
+        return found
 
 
 def stop_pids(pids: list[int]) -> list[int]:
-    """SIGTERM, wait, then SIGKILL what is left; returns the PIDs that were stopped."""
-    stopped = []
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-            stopped.append(pid)
-        except ProcessLookupError:
-            continue
-    deadline = time.monotonic() + _GRACE_S
-    while time.monotonic() < deadline and any(_alive(p) for p in stopped):
-        time.sleep(0.02)
-    for pid in stopped:
-        if _alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    return stopped
+    """SIGTERM, wait until they have exited (zombies count), then SIGKILL what is
+    left after the grace period; returns the PIDs that were signalled."""
+    return procs.stop(pids, grace=_GRACE_S)
 
 
 def clean_run(res: RunResidue) -> list[str]:
@@ -98,9 +96,11 @@ def clean_run(res: RunResidue) -> list[str]:
     if res.pids:
         stopped = stop_pids(res.pids)
         done += [f"stopped pid {p}" for p in stopped]
-    for ns in res.namespaces:
-        nsutil.remove(ns)
-        done.append(f"removed namespace {ns}")
+    failed = {e.split(":", 1)[0]: f"could not remove namespace {e}"
+              for e in nsutil.remove_all(res.namespaces)}
+    done += [failed.get(ns, f"removed namespace {ns}") for ns in res.namespaces]
+    if res.namespaces:
+        nsutil.release_if_done(res.run_id)
     if res.state_file is not None:
         res.state_file.unlink(missing_ok=True)
         done.append(f"removed {res.state_file}")
@@ -111,7 +111,7 @@ def clean_run(res: RunResidue) -> list[str]:
 def tear_down(run_id: str) -> list[str]:
     """``dsrlab down RUN_ID``: the run's state file and whatever carries its tag."""
     names.check_run_id(run_id)
-    res = find_runs().get(run_id)
+    res = find_runs([run_id]).get(run_id)
     if res is None:
         raise LookupError(f"no lab with run id {run_id} is up")
     # the state file's PIDs need no separate look: a lab process lives in one of the
@@ -119,4 +119,5 @@ def tear_down(run_id: str) -> list[str]:
     return clean_run(res)
 
 
-__all__ = ["RunResidue", "clean_run", "find_runs", "state_path", "tear_down"]
+__all__ = ["STATE_DIR", "RunResidue", "clean_run", "find_runs", "state_path", "stop_pids",
+           "tear_down"]

@@ -1,6 +1,6 @@
 """The embedded backend: every host of a topology is a network namespace.
 
-Wiring, all over netlink from this process (pyroute2), no ``ip`` commands:
+Wiring, all over netlink from this process, no ``ip`` commands:
 
 * the client namespace holds the bridge (kind's docker bridge) with the
   client's address; each node's ``eth0`` is a veth whose peer is a port of
@@ -12,43 +12,77 @@ Wiring, all over netlink from this process (pyroute2), no ``ip`` commands:
 * every node routes the other nodes' pod CIDRs via their node addresses
   (``autoDirectNodeRoutes``);
 * each node runs the lab's DSR datapath on ``eth0`` (tc ingress + egress);
-* each pod runs a real HTTP server on its workload port.
+* every pod answers HTTP on its workload port, all of them served by one
+  process per lab (:mod:`lab.env.podserver`).
 
 Nothing is created in the root namespace: veth peers are created straight
 into their target namespaces, and every netlink socket is opened inside the
 namespace it configures. A start that fails half-way undoes what it did.
+
+How it stays fast at scale: a namespace's sockets and sysctls are made
+while the thread is in it for its creation (no second ``setns``); links get
+the interface index the lab chooses, so nothing is looked up; each
+namespace's links, addresses and routes go to the kernel as one netlink
+batch (:class:`lab.plumbing.nsutil.Rtnl`); the nodes' datapath objects load
+and fill their maps on worker threads while the network is wired; the pods'
+sockets are made, bound and listening before the one server process starts,
+so that start is not waited for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
 
-from pyroute2 import IPRoute
-
 from lab.datapath import BackendEntry, DatapathObject, build_object
+from lab.env import podserver
 from lab.env.base import BackendError, HostKind, LabHost
-from lab.model.topology import Node, Pod, Topology
+from lab.env.cleanup import STATE_DIR, state_path
+from lab.model.topology import Node, Pod, Service, Topology
 from lab.plumbing import names, nsutil, owner
 
-STATE_DIR = Path("/run/dsrlab")
 BRIDGE_PREFIX = "br-"
 NODE_IFNAME = "eth0"
 POD_IFNAME = "eth0"
 ROUTER_IFNAME = "cilium_host"
 ROUTER_PEER_IFNAME = "cilium_net"
 _TERM_GRACE_S = 2.0
+
+# Interface indices, chosen by the lab (indices are per namespace; lo is 1, and
+# 2..9 are left to devices a kernel module may add to every new namespace)
+BRIDGE_INDEX = 10  # client: the bridge; its port to node i is BRIDGE_INDEX + 1 + i
+NODE_ETH0_INDEX = 10
+ROUTER_INDEX = 11  # node: cilium_host; cilium_net is ROUTER_INDEX + 1
+LXC_FIRST_INDEX = 13  # node: the lxc veth of its j-th pod is LXC_FIRST_INDEX + j
+POD_ETH0_INDEX = 10
+
+HOST_SYSCTLS: dict[str, str | int] = {
+    "net.ipv4.conf.all.rp_filter": 0,
+    "net.ipv4.conf.default.rp_filter": 0,
+    # IPv4 lab: no IPv6 link-local chatter (router solicitations, MLD) in the captures
+    "net.ipv6.conf.all.disable_ipv6": 1,
+    "net.ipv6.conf.default.disable_ipv6": 1,
+}
+OPTIONAL_SYSCTLS = ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6")
+NODE_SYSCTLS: dict[str, str | int] = {
+    "net.ipv4.ip_forward": 1,
+    "net.ipv4.conf.all.send_redirects": 0,
+    "net.ipv4.conf.default.send_redirects": 0,
+}
 
 
 def bridge_ifname(topology: Topology) -> str:
@@ -58,10 +92,6 @@ def bridge_ifname(topology: Topology) -> str:
 def lxc_ifname(pod: Pod) -> str:
     """Cilium-style host-side veth name: ``lxc`` + 8 hex digits of the pod's name."""
     return "lxc" + hashlib.sha1(pod.name.encode()).hexdigest()[:8]
-
-
-def state_path(run_id: str) -> Path:
-    return STATE_DIR / f"{names.check_run_id(run_id)}.json"
 
 
 @dataclass
@@ -84,6 +114,130 @@ class _Undo:
         return errors
 
 
+class PodServers:
+    """The lab's one pod server process, seen from the lab: start, command, stop.
+
+    The listening sockets are made by the lab (one per pod and protocol, each
+    inside its pod's namespace) and inherited by the process; a unix socket
+    pair carries the spec (which descriptor is which pod) and then commands
+    such as ``stop POD``. The process is started inside the lab namespace
+    ``netns``, where ``dsrlab clean`` finds it.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], control: socket.socket,
+                 pods: list[str]) -> None:
+        self.proc = proc
+        self.pods = pods
+        self._control: socket.socket | None = control
+        self._rfile = control.makefile("rb")
+        self._ready = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @classmethod
+    def start(cls, netns: str,
+              listeners: list[tuple[Pod, list[tuple[socket.socket, str]]]]) -> PodServers:
+        """Start the process in ``netns`` serving ``listeners`` (pod, [(socket, proto)]).
+
+        The sockets stay open in this process; close them once this returns
+        (the server must hold the only copies for a stopped pod to stop listening).
+        """
+        spec = {"pods": [{"name": pod.name, "ip": str(pod.ip),
+                          "listeners": [{"fd": s.fileno(), "proto": proto} for s, proto in socks]}
+                         for pod, socks in listeners]}
+        fds = [s.fileno() for _, socks in listeners for s, _ in socks]
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # forked from a thread inside the namespace, the process starts there: no
+            # nsenter, and no moment in which cleanup could miss it
+            with nsutil.in_netns(netns):
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", podserver.__file__, "--control", str(theirs.fileno())],
+                    pass_fds=(theirs.fileno(), *fds),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        servers = cls(proc, ours, [pod.name for pod, _ in listeners])
+        try:
+            data = json.dumps(spec).encode() + b"\n"
+            if len(data) > 64 * 1024:  # hand it over at once, not as the child starts reading
+                with contextlib.suppress(OSError):
+                    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 2 * len(data))
+            ours.sendall(data)
+        except BaseException:
+            servers.stop()
+            raise
+        return servers
+
+    def _readline(self, timeout: float) -> str:
+        if self._control is None:
+            raise BackendError("the pod server's control channel is closed (lab detached?)")
+        self._control.settimeout(timeout)
+        try:
+            line = self._rfile.readline()
+        except TimeoutError:
+            raise BackendError(f"pod server (pid {self.pid}) did not answer in {timeout:g} s") \
+                from None
+        if not line:
+            raise BackendError(f"pod server (pid {self.pid}) closed its control channel "
+                               f"(exit status {self.proc.poll()})")
+        return line.decode(errors="replace").strip()
+
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the process serves every pod (``up`` need not: the sockets
+        listen already, and connections queue until it accepts them)."""
+        if self._ready:
+            return
+        line = self._readline(timeout)
+        if not line.startswith("ready "):
+            raise BackendError(f"pod server (pid {self.pid}): {line}")
+        self._ready = True
+
+    def command(self, line: str, timeout: float = 5.0) -> str:
+        """Send one control command and return its one-line answer."""
+        self.wait_ready(max(timeout, 10.0))
+        assert self._control is not None
+        self._control.sendall(line.strip().encode() + b"\n")
+        return self._readline(timeout)
+
+    def stop_pod(self, pod: str) -> None:
+        """Stop serving ``pod`` only: it stops listening and drops its connections."""
+        reply = self.command(f"stop {pod}")
+        if reply != f"stopped {pod}":
+            raise BackendError(f"pod server: stop {pod}: {reply}")
+
+    def serving(self) -> list[str]:
+        """The pods still being served."""
+        return self.command("pods").split()[1:]
+
+    def release(self) -> None:
+        """Close the control channel; the process goes on serving (a detached lab)."""
+        if self._control is not None:
+            self._rfile.close()
+            self._control.close()
+            self._control = None
+
+    def stop(self) -> None:
+        """SIGTERM and reap it; SIGKILL after the grace period."""
+        self.release()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(_TERM_GRACE_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(_TERM_GRACE_S)
+
+
 class NetnsLab:
     """A topology brought up in network namespaces (a context manager).
 
@@ -97,10 +251,10 @@ class NetnsLab:
         self.topology = topology
         self.run_id = run_id
         self.hosts: dict[str, LabHost] = {}
-        self.pids: dict[str, int] = {}  # pod name -> HTTP server pid
+        self.pids: dict[str, int] = {}  # pod name -> pid of the process serving it
         self.datapath: dict[str, DatapathObject] = {}  # node name -> loaded datapath object
+        self.servers: PodServers | None = None
         self._undo = _Undo()
-        self._iproutes: dict[str, IPRoute] = {}
         self._closed = False
 
     # -- the Lab interface ---------------------------------------------------
@@ -130,6 +284,16 @@ class NetnsLab:
         return subprocess.Popen(self.exec_argv(host, argv), stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=stderr)
 
+    # -- pods ------------------------------------------------------------------
+    def stop_pod_server(self, pod: str) -> None:
+        """Stop serving one pod (it stops listening, its connections drop); the
+        other pods go on. Needs the lab's own process (not after :meth:`detach`)."""
+        if self.servers is None:
+            raise BackendError(f"lab {self.run_id} runs no pod servers")
+        if pod not in self.servers.pods:
+            raise BackendError(f"no pod {pod!r} in lab {self.run_id}")
+        self.servers.stop_pod(pod)
+
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> NetnsLab:
         return self
@@ -144,7 +308,7 @@ class NetnsLab:
             exc.add_note(f"and the teardown was incomplete: {teardown}")
 
     def down(self) -> None:
-        """Stop servers, drop the datapath, remove every namespace (LIFO)."""
+        """Stop the pod server, drop the datapath, remove every namespace (LIFO)."""
         if self._closed:
             return
         self._closed = True
@@ -168,12 +332,12 @@ class NetnsLab:
         return self.write_state()
 
     def close_handles(self) -> None:
-        """Close this process's netlink sockets and BPF handles (the lab stays up)."""
-        for ipr in self._iproutes.values():
-            ipr.close()
-        self._iproutes.clear()
+        """Close this process's BPF handles and the pod server's control channel
+        (the lab, its datapath and its server stay up)."""
         for dp in self.datapath.values():
             dp.close()
+        if self.servers is not None:
+            self.servers.release()
 
     def write_state(self) -> Path:
         STATE_DIR.mkdir(parents=True, exist_ok=True)
@@ -192,48 +356,105 @@ class NetnsLab:
         tmp.rename(path)
         return path
 
-    # -- helpers used while building -------------------------------------------
-    def _iproute(self, host: str) -> IPRoute:
-        return self._iproutes[host]
 
-    def _add_host(self, name: str, kind: HostKind, ip: IPv4Address, ifname: str) -> str:
-        ns = names.netns_name(self.run_id, name)
-        nsutil.create(ns)
-        self._undo.push(f"remove namespace {ns}", lambda: _remove_netns(ns, self))
-        self.hosts[name] = LabHost(name=name, kind=kind, ip=ip, ifname=ifname, netns=ns)
-        ipr = nsutil.open_iproute(ns)
-        self._iproutes[name] = ipr
-        self._undo.push(f"close netlink socket of {ns}", ipr.close)
-        lo = ipr.link_lookup(ifname="lo")[0]
-        ipr.link("set", index=lo, state="up")
-        nsutil.write_sysctl(ns, "net.ipv4.conf.all.rp_filter", 0)
-        nsutil.write_sysctl(ns, "net.ipv4.conf.default.rp_filter", 0)
-        # IPv4 lab: no IPv6 link-local chatter (router solicitations, MLD) in the captures
-        with contextlib.suppress(FileNotFoundError):
-            nsutil.write_sysctl(ns, "net.ipv6.conf.all.disable_ipv6", 1)
-            nsutil.write_sysctl(ns, "net.ipv6.conf.default.disable_ipv6", 1)
-        return ns
+def _remove_namespaces(created: list[str]) -> None:
+    errors = nsutil.remove_all(reversed(created))
+    created.clear()
+    if errors:
+        raise BackendError("namespaces not removed: " + "; ".join(errors))
 
 
-def _remove_netns(ns: str, lab: NetnsLab) -> None:
-    # sockets of this process keep a namespace alive: close them first
-    for host, ipr in list(lab._iproutes.items()):
-        if lab.hosts[host].netns == ns:
-            ipr.close()
-            del lab._iproutes[host]
-    nsutil.remove(ns)
+@dataclass
+class _Wiring:
+    """What the lab holds of one namespace while wiring it: a batched netlink
+    socket there, the namespace itself (for veth peers created into it) and,
+    for a pod, its listening sockets (made inside, bound once its address is up)."""
+
+    rtnl: nsutil.Rtnl
+    fd: int
+    listeners: list[tuple[socket.socket, str]] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.rtnl.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        for sock, _ in self.listeners:
+            sock.close()
 
 
-def _link_index(ipr: IPRoute, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise BackendError(f"interface {ifname} did not appear")
-    return int(found[0])
+def _new_host(ns: str, sysctls: nsutil.SysctlPlan, protos: tuple[str, ...]) -> _Wiring:
+    """Runs inside the new namespace: sysctls, a netlink socket, the pod's sockets."""
+    sysctls.apply_here()
+    rtnl = nsutil.Rtnl.here(ns)
+    wiring = _Wiring(rtnl, -1)
+    try:
+        wiring.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        for proto in protos:
+            kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+            wiring.listeners.append((socket.socket(socket.AF_INET, kind), proto))
+    except BaseException:
+        wiring.close()
+        raise
+    return wiring
 
 
-def _disable_redirects(ns: str) -> None:
-    for key in ("all", "default"):
-        nsutil.write_sysctl(ns, f"net.ipv4.conf.{key}.send_redirects", 0)
+def _map_sizes(t: Topology) -> dict[str, int]:
+    """Map sizes for a lab node: a lab's flows and backends are few (the object's
+    defaults, 65,536 entries each, cost ~15 MB and ~6 ms of kernel time a node)."""
+    backends = sum(len(t.backends(s.name)) for s in t.services)
+    return {"lb_ct": 4096, "dsr_revnat": 4096, "lb_backends": max(1024, 2 * backends)}
+
+
+def _service_entries(t: Topology, node: Node) -> list[tuple[Service, list[BackendEntry]]]:
+    """Each service with its backends as ``node``'s map holds them (local or not)."""
+    return [(svc, [BackendEntry(str(p.ip), svc.target_port, local=p.node == node.name)
+                   for p in t.backends(svc.name)]) for svc in t.services]
+
+
+class _DatapathLoads:
+    """Every node's datapath object, loaded (verifier, maps) and configured on
+    worker threads while the main thread wires the network; :meth:`take` waits
+    for one. :meth:`close` closes every object loaded (taken or not)."""
+
+    def __init__(self, t: Topology, workers: int) -> None:
+        sizes = _map_sizes(t)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsrlab-bpf")
+        self._loaded: list[DatapathObject] = []
+        self._futures: dict[str, Future[DatapathObject]] = {}
+        # the build check (hash the sources, ask clang its version) runs on a worker too
+        built = self._pool.submit(build_object)
+
+        def load(node: Node) -> DatapathObject:
+            dp = DatapathObject.load(built.result(), max_entries=sizes)
+            self._loaded.append(dp)
+            dp.set_option_order(t.load_balancer.option_byte_order)
+            dp.set_mtu(t.network.mtu)  # eth0's MTU: the DSR option must fit in it
+            for svc, backends in _service_entries(t, node):
+                dp.add_service(vip=str(node.ip), port=svc.node_port,
+                               proto="tcp" if svc.protocol == "TCP" else "udp", dsr=True,
+                               backends=backends)
+            return dp
+
+        for node in t.nodes:
+            self._futures[node.name] = self._pool.submit(load, node)
+
+    def take(self, node: str) -> DatapathObject:
+        return self._futures[node].result()
+
+    def finish(self) -> None:
+        """Every object is taken: let the worker threads go."""
+        self._pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        for fut in self._futures.values():
+            fut.cancel()
+        self._pool.shutdown(wait=True)
+        for dp in self._loaded:
+            dp.close()
+
+
+def _bpf_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 class NetnsBackend:
@@ -271,136 +492,163 @@ class NetnsBackend:
     # -- the steps ---------------------------------------------------------------
     def _build(self, lab: NetnsLab) -> None:
         t = lab.topology
-        mtu = t.network.mtu
-        plen = t.network.subnet.prefixlen
-        br = bridge_ifname(t)
-        client_ns = lab._add_host(t.client.name, "client", t.client.ip, br)
-        cipr = lab._iproute(t.client.name)
-        cipr.link("add", ifname=br, kind="bridge", address=names.docker_mac(t.client.ip), mtu=mtu)
-        br_idx = _link_index(cipr, br)
-        cipr.addr("add", index=br_idx, address=str(t.client.ip), prefixlen=plen)
-        if not self.checksum_offload:
-            nsutil.set_tx_checksum(client_ns, br, False)
-        cipr.link("set", index=br_idx, state="up")
-
-        for i, node in enumerate(t.nodes):
-            self._build_node(lab, i, node, br_idx)
-        for node in t.nodes:
-            self._route_pod_cidrs(lab, node)
-            for pod in t.pods_on(node.name):
-                self._build_pod(lab, node, pod)
+        hosts = len(t.host_names())
+        # per host a netlink socket and the namespace while wiring, per pod its sockets,
+        # per node a datapath object (programs, maps, BTF)
+        nsutil.ensure_open_files(64 + 3 * hosts + 4 * len(t.pods) + 16 * len(t.nodes))
+        run_id = lab.run_id
+        lab._undo.push(f"release the claim on run {run_id}",
+                       lambda: nsutil.release_if_done(run_id))
+        loads: _DatapathLoads | None = None
         if self.with_datapath:
-            self._attach_datapath(lab)
-        if self.with_servers:
-            for pod in t.pods:
-                self._start_server(lab, pod)
-
-    def _build_node(self, lab: NetnsLab, index: int, node: Node, br_idx: int) -> None:
-        t = lab.topology
-        ns = lab._add_host(node.name, "node", node.ip, NODE_IFNAME)
-        nsutil.write_sysctl(ns, "net.ipv4.ip_forward", 1)
-        _disable_redirects(ns)
-        cipr = lab._iproute(t.client.name)
-        port = f"veth{index}"
-        cipr.link("add", ifname=port, kind="veth", mtu=t.network.mtu,
-                  peer={"ifname": NODE_IFNAME, "net_ns_fd": ns,
-                        "address": names.docker_mac(node.ip), "mtu": t.network.mtu})
-        port_idx = _link_index(cipr, port)
-        cipr.link("set", index=port_idx, master=br_idx, state="up")
-        nipr = lab._iproute(node.name)
-        eth0 = _link_index(nipr, NODE_IFNAME)
-        nipr.addr("add", index=eth0, address=str(node.ip), prefixlen=t.network.subnet.prefixlen)
-        nipr.link("set", index=eth0, state="up")
-        # Cilium's cilium_host/cilium_net veth pair holds the node's router address
-        nipr.link("add", ifname=ROUTER_IFNAME, kind="veth", peer={"ifname": ROUTER_PEER_IFNAME})
-        router = _link_index(nipr, ROUTER_IFNAME)
-        nipr.addr("add", index=router, address=str(node.router_ip), prefixlen=32)
-        nipr.link("set", index=_link_index(nipr, ROUTER_PEER_IFNAME), state="up")
-        nipr.link("set", index=router, state="up")
-
-    def _route_pod_cidrs(self, lab: NetnsLab, node: Node) -> None:
-        """autoDirectNodeRoutes: the other nodes' pod CIDRs via their addresses."""
-        nipr = lab._iproute(node.name)
-        eth0 = _link_index(nipr, NODE_IFNAME)
-        for other in lab.topology.nodes:
-            if other.name != node.name:
-                nipr.route("add", dst=str(other.pod_cidr), gateway=str(other.ip), oif=eth0)
-
-    def _build_pod(self, lab: NetnsLab, node: Node, pod: Pod) -> None:
-        t = lab.topology
-        ns = lab._add_host(pod.name, "pod", pod.ip, POD_IFNAME)
-        nipr = lab._iproute(node.name)
-        lxc = lxc_ifname(pod)
-        nipr.link("add", ifname=lxc, kind="veth", mtu=t.network.mtu,
-                  peer={"ifname": POD_IFNAME, "net_ns_fd": ns, "mtu": t.network.mtu})
-        lxc_idx = _link_index(nipr, lxc)
-        nipr.link("set", index=lxc_idx, state="up")
-        nipr.route("add", dst=f"{pod.ip}/32", oif=lxc_idx, scope=253)  # scope link
-        pipr = lab._iproute(pod.name)
-        eth0 = _link_index(pipr, POD_IFNAME)
-        pipr.addr("add", index=eth0, address=str(pod.ip), prefixlen=32)
-        if not self.checksum_offload:
-            nsutil.set_tx_checksum(ns, POD_IFNAME, False)
-        pipr.link("set", index=eth0, state="up")
-        pipr.route("add", dst=f"{node.router_ip}/32", oif=eth0, scope=253)
-        pipr.route("add", dst="0.0.0.0/0", gateway=str(node.router_ip), oif=eth0)
-
-    def _attach_datapath(self, lab: NetnsLab) -> None:
-        t = lab.topology
-        obj_path = build_object()
-        for node in t.nodes:
-            dp = DatapathObject.load(obj_path)
-            lab.datapath[node.name] = dp
-            lab._undo.push(f"close datapath of {node.name}", dp.close)
-            dp.set_option_order(t.load_balancer.option_byte_order)
-            dp.set_mtu(t.network.mtu)  # eth0's MTU: the DSR option must fit in it
-            for svc in t.services:
-                backends = [
-                    BackendEntry(ip=str(p.ip), port=svc.target_port, local=p.node == node.name)
-                    for p in t.backends(svc.name)
-                ]
-                dp.add_service(vip=str(node.ip), port=svc.node_port,
-                               proto="tcp" if svc.protocol == "TCP" else "udp", dsr=True,
-                               backends=backends)
-            ns = lab.netns(node.name)
-            eth0 = _link_index(lab._iproute(node.name), NODE_IFNAME)
-            with nsutil.in_netns(ns):
-                dp.attach_tc(eth0, "ingress", "dsr_from_netdev")
-                dp.attach_tc(eth0, "egress", "dsr_to_netdev")
-
-    def _start_server(self, lab: NetnsLab, pod: Pod) -> None:
-        t = lab.topology
-        port = next(w.port for w in t.workloads if pod in w.pods)
-        ns = lab.netns(pod.name)
-        sock = nsutil.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
-        with sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((str(pod.ip), port))
-            sock.listen(128)
-            fd = sock.fileno()
-            proc = subprocess.Popen(
-                lab.exec_argv(pod.name, [sys.executable, "-m", "lab.env.podserver",
-                                         "--name", pod.name, "--ip", str(pod.ip),
-                                         "--fd", str(fd)]),
-                pass_fds=(fd,),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        lab.pids[pod.name] = proc.pid
-        lab._undo.push(f"stop server of {pod.name} (pid {proc.pid})",
-                       lambda: _stop_child(proc))
-
-
-def _stop_child(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+            loads = _DatapathLoads(t, _bpf_workers())
+            lab._undo.push("close the datapath objects", loads.close)
+        wiring: dict[str, _Wiring] = {}
+        layout = _Layout.of(t)
         try:
-            proc.wait(_TERM_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(_TERM_GRACE_S)
+            self._create_hosts(lab, layout, wiring)
+            self._wire_client(lab, wiring)
+            for node in t.nodes:
+                self._wire_node(lab, node, layout.pods_by_node[node.name], wiring)
+            for pod in layout.pods:
+                self._wire_pod(lab, pod, layout, wiring[pod.name])
+            if loads is not None:
+                for node in t.nodes:
+                    self._attach_datapath(lab, node, loads.take(node.name))
+                loads.finish()
+            if self.with_servers:
+                self._start_servers(lab, layout.pods, wiring)
+        finally:
+            for w in wiring.values():
+                w.close()
+
+    def _create_hosts(self, lab: NetnsLab, layout: _Layout,
+                      wiring: dict[str, _Wiring]) -> None:
+        t = lab.topology
+        hosts: list[tuple[str, HostKind, IPv4Address, str]] = [
+            (t.client.name, "client", t.client.ip, bridge_ifname(t)),
+            *((n.name, "node", n.ip, NODE_IFNAME) for n in t.nodes),
+            *((p.name, "pod", p.ip, POD_IFNAME) for p in layout.pods),
+        ]
+        host_sysctls = nsutil.SysctlPlan(HOST_SYSCTLS, optional=OPTIONAL_SYSCTLS)
+        node_sysctls = nsutil.SysctlPlan({**HOST_SYSCTLS, **NODE_SYSCTLS},
+                                         optional=OPTIONAL_SYSCTLS)
+        created: list[str] = []  # removed last-made first, all in one undo step
+        lab._undo.push("remove the namespaces", functools.partial(_remove_namespaces, created))
+        for name, kind, ip, ifname in hosts:
+            ns = names.netns_name(lab.run_id, name)
+            sysctls = node_sysctls if kind == "node" else host_sysctls
+            want = layout.protos[name] if kind == "pod" and self.with_servers else ()
+            w = nsutil.create(ns, functools.partial(_new_host, ns, sysctls, want))
+            assert w is not None
+            created.append(ns)
+            wiring[name] = w
+            lab.hosts[name] = LabHost(name=name, kind=kind, ip=ip, ifname=ifname, netns=ns)
+
+    def _wire_client(self, lab: NetnsLab, wiring: dict[str, _Wiring]) -> None:
+        t = lab.topology
+        mtu = t.network.mtu
+        br = bridge_ifname(t)
+        rt = wiring[t.client.name].rtnl
+        rt.set_up(nsutil.LOOPBACK_INDEX)
+        rt.add_bridge(nsutil.LinkSpec(br, BRIDGE_INDEX, mac=names.docker_mac(t.client.ip),
+                                      mtu=mtu))
+        rt.add_address(BRIDGE_INDEX, t.client.ip, t.network.subnet.prefixlen)
+        for i, node in enumerate(t.nodes):
+            rt.add_veth(
+                nsutil.LinkSpec(f"veth{i}", BRIDGE_INDEX + 1 + i, mtu=mtu, master=BRIDGE_INDEX),
+                nsutil.LinkSpec(NODE_IFNAME, NODE_ETH0_INDEX, mac=names.docker_mac(node.ip),
+                                mtu=mtu, netns_fd=wiring[node.name].fd))
+        rt.commit()
+        if not self.checksum_offload:
+            nsutil.set_tx_checksum_via(rt.sock, br, False, where=lab.netns(t.client.name))
+
+    def _wire_node(self, lab: NetnsLab, node: Node, pods: list[Pod],
+                   wiring: dict[str, _Wiring]) -> None:
+        t = lab.topology
+        mtu = t.network.mtu
+        rt = wiring[node.name].rtnl
+        rt.set_up(nsutil.LOOPBACK_INDEX)
+        rt.set_up(NODE_ETH0_INDEX)
+        rt.add_address(NODE_ETH0_INDEX, node.ip, t.network.subnet.prefixlen)
+        # Cilium's cilium_host/cilium_net veth pair holds the node's router address
+        rt.add_veth(nsutil.LinkSpec(ROUTER_IFNAME, ROUTER_INDEX),
+                    nsutil.LinkSpec(ROUTER_PEER_IFNAME, ROUTER_INDEX + 1))
+        rt.set_up(ROUTER_INDEX + 1)
+        rt.add_address(ROUTER_INDEX, node.router_ip, 32)
+        # autoDirectNodeRoutes: the other nodes' pod CIDRs via their addresses
+        for other in t.nodes:
+            if other.name != node.name:
+                rt.add_route(other.pod_cidr, NODE_ETH0_INDEX, gateway=other.ip)
+        for j, pod in enumerate(pods):
+            lxc = LXC_FIRST_INDEX + j
+            rt.add_veth(nsutil.LinkSpec(lxc_ifname(pod), lxc, mtu=mtu),
+                        nsutil.LinkSpec(POD_IFNAME, POD_ETH0_INDEX, mtu=mtu,
+                                        netns_fd=wiring[pod.name].fd))
+            rt.add_route(f"{pod.ip}/32", lxc, scope=nsutil.SCOPE_LINK)
+        rt.commit()
+
+    def _wire_pod(self, lab: NetnsLab, pod: Pod, layout: _Layout, w: _Wiring) -> None:
+        router = layout.routers[pod.node]
+        rt = w.rtnl
+        rt.set_up(nsutil.LOOPBACK_INDEX)
+        rt.set_up(POD_ETH0_INDEX)
+        rt.add_address(POD_ETH0_INDEX, pod.ip, 32)
+        rt.add_route(f"{router}/32", POD_ETH0_INDEX, scope=nsutil.SCOPE_LINK)
+        rt.add_route("0.0.0.0/0", POD_ETH0_INDEX, gateway=router)
+        rt.commit()
+        if not self.checksum_offload:
+            nsutil.set_tx_checksum_via(rt.sock, POD_IFNAME, False, where=lab.netns(pod.name))
+        port = layout.ports[pod.name]
+        for sock, proto in w.listeners:
+            if proto == "tcp":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((str(pod.ip), port))
+            if proto == "tcp":
+                sock.listen(128)
+
+    def _attach_datapath(self, lab: NetnsLab, node: Node, dp: DatapathObject) -> None:
+        lab.datapath[node.name] = dp
+        with nsutil.in_netns(lab.netns(node.name)):
+            dp.attach_tc(NODE_ETH0_INDEX, "ingress", "dsr_from_netdev")
+            dp.attach_tc(NODE_ETH0_INDEX, "egress", "dsr_to_netdev")
+
+    def _start_servers(self, lab: NetnsLab, pods: list[Pod],
+                       wiring: dict[str, _Wiring]) -> None:
+        listeners = [(pod, wiring[pod.name].listeners) for pod in pods]
+        if not listeners:
+            return
+        servers = PodServers.start(lab.netns(lab.topology.client.name), listeners)
+        lab.servers = servers
+        lab._undo.push(f"stop the pod server (pid {servers.pid})", servers.stop)
+        lab.pids.update({pod.name: servers.pid for pod in pods})
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """The topology's look-ups, computed once per bring-up (a 256-node lab has 512 pods)."""
+
+    pods: list[Pod]
+    pods_by_node: dict[str, list[Pod]]
+    ports: dict[str, int]  # pod -> its workload's port
+    routers: dict[str, IPv4Address]  # node -> its router address
+    protos: dict[str, tuple[str, ...]]  # pod -> what it serves: tcp (HTTP), udp (echo)
+
+    @classmethod
+    def of(cls, t: Topology) -> _Layout:
+        pods = t.pods
+        by_node: dict[str, list[Pod]] = {n.name: [] for n in t.nodes}
+        for p in pods:
+            by_node[p.node].append(p)
+        ports: dict[str, int] = {}
+        protos: dict[str, tuple[str, ...]] = {}
+        for w in t.workloads:
+            # HTTP over TCP always; a UDP echo too when a UDP service selects the workload
+            udp = any(s.selector == w.name and s.protocol == "UDP" for s in t.services)
+            for p in w.pods:
+                ports[p.name] = w.port
+                protos[p.name] = ("tcp", "udp") if udp else ("tcp",)
+        return cls(pods, by_node, ports, {n.name: n.router_ip for n in t.nodes}, protos)
 
 
 @contextlib.contextmanager
@@ -409,3 +657,7 @@ def netns_lab(topology: Topology, **kwargs: Any) -> Iterator[NetnsLab]:
     lab = NetnsBackend(**kwargs).up(topology)
     with lab:
         yield lab
+
+
+__all__ = ["STATE_DIR", "NetnsBackend", "NetnsLab", "PodServers", "bridge_ifname", "lxc_ifname",
+           "netns_lab", "state_path"]

@@ -1,82 +1,270 @@
-"""The HTTP server each lab pod runs on its port (a stand-in for the net tool image).
+"""The pods' servers: one process per lab serving every pod (a stand-in for the
+net tool image).
 
-It answers every GET with ``PodName: <name> | PodIP: eth0 <ip>/32``, the
-body the seed write-up's DaemonSet returns. The listening socket is made
-by the lab inside the pod's namespace and inherited here (``--fd``), so the
-pod is reachable the moment the lab returns, before this process has even
-started; run on its own with ``--bind`` for manual use.
+Each pod answers every HTTP GET (and HEAD) with
+``PodName: <name> | PodIP: eth0 <ip>/32``, the body the seed write-up's
+DaemonSet returns; a pod's UDP port, when it has one, echoes datagrams.
+
+The lab makes every listening socket itself, inside its pod's namespace
+(a socket keeps the namespace it was made in), binds and listens, so a pod
+is reachable the moment the lab returns; then it starts this module once,
+handing it every socket (inherited file descriptors) and, over a control
+socket (``--control FD``), a spec saying which descriptor is which pod::
+
+    {"pods": [{"name": "cni-8zxj9", "ip": "10.0.2.123",
+               "listeners": [{"fd": 7, "proto": "tcp"}]}, ...]}
+
+One event loop serves them all; each pod is a :class:`Pod` with its own
+servers, so one pod can stop while the others go on. Commands, one per line
+on the control socket, each answered with one line:
+
+* ``stop POD``: the pod stops listening and its open connections are closed
+  (``stopped POD``), as if its process had died;
+* ``pods``: the pods still serving (``pods A B ...``);
+* ``ping``: ``pong``.
+
+When the control socket closes (the lab was detached, or its process
+exited) the server keeps serving; SIGTERM ends it. Run on its own for manual
+use: ``python -m lab.env.podserver --bind HOST:PORT --name N --ip IP``.
+
+Only the standard library is used, so the lab starts it as a plain script
+(``python -I …/podserver.py``) without importing the rest of the lab.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import json
+import os
 import signal
 import socket
 import sys
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from types import FrameType
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+SERVER_NAME = "dsrlab-pod/1"
+MAX_REQUEST_HEAD = 16 * 1024
+REQUEST_TIMEOUT_S = 10.0
 
 
 def body_for(name: str, ip: str) -> str:
     return f"PodName: {name} | PodIP: eth0 {ip}/32\n"
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "dsrlab-pod/1"
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    do_HEAD = do_GET
-
-    def log_message(self, format: str, *args: object) -> None:
-        sys.stderr.write(f"{self.client_address[0]}:{self.client_address[1]} {format % args}\n")
+def http_response(status: int, reason: str, body: bytes, *, head_only: bool = False) -> bytes:
+    head = (f"HTTP/1.0 {status} {reason}\r\n"
+            f"Server: {SERVER_NAME}\r\n"
+            "Content-Type: text/plain\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    return head if head_only else head + body
 
 
-class _InheritedServer(HTTPServer):
-    """An HTTPServer over an already bound and listening socket."""
+def answer(request_head: bytes, body: bytes) -> bytes:
+    """The response to one request head (request line and headers, CRLF CRLF)."""
+    line = request_head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("latin-1")
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return http_response(400, "Bad Request", b"bad request\n")
+    method = parts[0]
+    if method in ("GET", "HEAD"):
+        return http_response(200, "OK", body, head_only=method == "HEAD")
+    return http_response(501, "Not Implemented", f"method {method} not served\n".encode())
 
-    def __init__(self, sock: socket.socket, handler: type[BaseHTTPRequestHandler]) -> None:
-        super().__init__(sock.getsockname()[:2], handler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = sock
+
+@dataclass(frozen=True)
+class Listener:
+    fd: int
+    proto: str = "tcp"  # tcp: HTTP; udp: echo
+
+
+@dataclass
+class Pod:
+    """One pod's identity and the servers answering for it."""
+
+    name: str
+    ip: str
+    listeners: list[Listener]
+    servers: list[asyncio.AbstractServer] = field(default_factory=list)
+    transports: list[asyncio.BaseTransport] = field(default_factory=list)
+    connections: set[asyncio.StreamWriter] = field(default_factory=set)
+    stopped: bool = False
+
+    @property
+    def body(self) -> bytes:
+        return body_for(self.name, self.ip).encode()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for lst in self.listeners:
+            sock = socket.socket(fileno=lst.fd)
+            sock.setblocking(False)
+            if lst.proto == "tcp":
+                self.servers.append(await asyncio.start_server(
+                    self._serve, sock=sock, limit=MAX_REQUEST_HEAD, backlog=128))
+            elif lst.proto == "udp":
+                transport, _ = await loop.create_datagram_endpoint(_Echo, sock=sock)
+                self.transports.append(transport)
+            else:
+                sock.close()
+                raise ValueError(f"pod {self.name}: unknown protocol {lst.proto!r}")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections.add(writer)
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+            writer.write(answer(head, self.body))
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
+                ConnectionError):
+            pass
+        finally:
+            self.connections.discard(writer)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    def stop(self) -> None:
+        """Stop listening and drop every open connection (the pod is gone)."""
+        self.stopped = True
+        for server in self.servers:
+            server.close()
+        for transport in self.transports:
+            transport.close()
+        for writer in list(self.connections):
+            writer.transport.abort()
+        self.connections.clear()
+
+
+class _Echo(asyncio.DatagramProtocol):
+    transport: asyncio.DatagramTransport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a datagram endpoint's transport (the selector loop's is no DatagramTransport
+        # subclass on every Python version, so no isinstance check)
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.transport.sendto(data, addr)
+
+
+def parse_spec(text: str) -> list[Pod]:
+    data = json.loads(text)
+    return [Pod(name=str(p["name"]), ip=str(p["ip"]),
+                listeners=[Listener(int(x["fd"]), str(x.get("proto", "tcp")))
+                           for x in p["listeners"]])
+            for p in data["pods"]]
+
+
+class PodServer:
+    """Every pod of a lab on one event loop, with a control socket."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, Pod] = {}
+        self.done = asyncio.Event()
+        self.failed = False
+
+    async def add(self, pods: list[Pod]) -> None:
+        for pod in pods:
+            if pod.name in self.pods:
+                raise ValueError(f"pod {pod.name} is served already")
+            self.pods[pod.name] = pod
+            await pod.start()
+
+    def command(self, line: str) -> str:
+        words = line.split()
+        if not words:
+            return "error empty command"
+        if words[0] == "ping":
+            return "pong"
+        if words[0] == "pods":
+            return " ".join(["pods", *(p.name for p in self.pods.values() if not p.stopped)])
+        if words[0] == "stop" and len(words) == 2:
+            pod = self.pods.get(words[1])
+            if pod is None:
+                return f"error no pod {words[1]}"
+            pod.stop()
+            return f"stopped {pod.name}"
+        return f"error unknown command {line.strip()!r}"
+
+    async def control(self, sock: socket.socket) -> None:
+        """Read the spec, then commands, until the other end closes (serving goes on)."""
+        reader, writer = await asyncio.open_connection(sock=sock, limit=1 << 24)
+        try:
+            spec = await reader.readline()
+            if not spec:
+                return
+            try:
+                await self.add(parse_spec(spec.decode()))
+            except (ValueError, KeyError, TypeError, OSError) as exc:
+                writer.write(f"error spec: {exc}\n".encode())
+                await writer.drain()
+                self.failed = True
+                self.stop_all()
+                return
+            writer.write(f"ready {len(self.pods)}\n".encode())
+            while line := await reader.readline():
+                writer.write((self.command(line.decode(errors="replace")) + "\n").encode())
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    def stop_all(self) -> None:
+        for pod in self.pods.values():
+            pod.stop()
+        self.done.set()
+
+
+async def _run(args: argparse.Namespace) -> int:
+    server = PodServer()
+    loop = asyncio.get_running_loop()
+    # nothing to save on the way out: the kernel closes every socket of the process,
+    # as it would for a pod's own process, without waiting on interpreter shutdown
+    loop.add_signal_handler(signal.SIGTERM, os._exit, 0)
+    loop.add_signal_handler(signal.SIGINT, server.stop_all)
+    control: asyncio.Task[None] | None = None
+    if args.control is not None:
+        control = asyncio.create_task(server.control(socket.socket(fileno=args.control)))
+    else:
+        if args.fd is not None:
+            fd = args.fd
+        else:
+            host, _, port = args.bind.rpartition(":")
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, int(port)))
+            sock.listen(128)
+            fd = sock.detach()
+        await server.add([Pod(args.name, args.ip, [Listener(fd, "tcp")])])
+    await server.done.wait()
+    if control is not None:
+        control.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await control
+    return 1 if server.failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.env.podserver")
-    ap.add_argument("--name", required=True, help="pod name for the answer body")
-    ap.add_argument("--ip", required=True, help="pod address for the answer body")
+    ap.add_argument("--name", help="pod name for the answer body")
+    ap.add_argument("--ip", help="pod address for the answer body")
     src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--fd", type=int, help="inherited listening socket")
-    src.add_argument("--bind", help="HOST:PORT to bind and listen on")
+    src.add_argument("--control", type=int,
+                     help="inherited control socket: the spec of every pod, then commands")
+    src.add_argument("--fd", type=int, help="one inherited listening socket (with --name, --ip)")
+    src.add_argument("--bind", help="HOST:PORT to bind and listen on (with --name, --ip)")
     args = ap.parse_args(argv)
-
-    handler = type("PodHandler", (_Handler,), {"body": body_for(args.name, args.ip).encode()})
-    if args.fd is not None:
-        sock = socket.socket(fileno=args.fd)
-        server: HTTPServer = _InheritedServer(sock, handler)
-    else:
-        host, _, port = args.bind.rpartition(":")
-        server = HTTPServer((host, int(port)), handler)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    if args.control is None and (args.name is None or args.ip is None):
+        ap.error("--fd and --bind need --name and --ip")
     try:
-        server.serve_forever(poll_interval=0.5)
-    except (SystemExit, KeyboardInterrupt):
-        pass
-    finally:
-        server.server_close()
-    return 0
+        return asyncio.run(_run(args))
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -15,12 +15,16 @@ from pydantic import ValidationError
 
 
 class FieldProblem(ValueError):
-    """A cross-field problem raised inside a validator, tied to its own field path."""
+    """Cross-field problems raised inside a validator, each tied to its own field path.
 
-    def __init__(self, field: str, msg: str) -> None:
-        super().__init__(f"{field}: {msg}")
-        self.field = field
-        self.msg = msg
+    A validator can raise only one error; this one carries every problem it
+    found, as ``(field, message)`` pairs, and :func:`validation_lines` gives
+    each its own line.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+        self.problems = problems
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -37,7 +41,7 @@ def validation_lines(source: str | Path, exc: ValidationError) -> list[str]:
     for err in exc.errors():
         ctx_err = err.get("ctx", {}).get("error")
         if isinstance(ctx_err, FieldProblem):
-            lines.append(f"{source}: {ctx_err.field}: {ctx_err.msg}")
+            lines += [f"{source}: {field}: {msg}" for field, msg in ctx_err.problems]
             continue
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) or err["type"] == "missing" \

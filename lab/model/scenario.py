@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lab.errors import LabError
 from lab.model.errors import validation_message
 from lab.model.topology import Topology, TopologyError, load_topology
 from lab.model.yamldoc import read_yaml
@@ -20,7 +21,7 @@ from lab.model.yamldoc import read_yaml
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(LabError, ValueError):
     """A scenario file that cannot be used; names the file and the field."""
 
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lab.errors import LabError
 from lab.model.errors import FieldProblem, validation_message
 from lab.model.yamldoc import read_yaml
 
@@ -23,7 +24,7 @@ HostName = Annotated[str, Field(pattern=_DNS_LABEL, max_length=63)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-class TopologyError(ValueError):
+class TopologyError(LabError, ValueError):
     """A topology file that cannot be used; the message names file and field."""
 
 
@@ -118,8 +119,7 @@ class Topology(_Model):
     def _check_consistency(self) -> Topology:
         problems = list(_consistency_problems(self))
         if problems:
-            field, msg = problems[0]
-            raise FieldProblem(field, msg)
+            raise FieldProblem(problems)
         return self
 
     # -- lookups -----------------------------------------------------------

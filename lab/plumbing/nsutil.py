@@ -1,13 +1,22 @@
-"""Network namespaces without forking: create, enter per thread, remove.
+"""Network namespaces without forking: create, enter per thread, remove; and a
+small batched rtnetlink client to wire them.
 
 Everything here works on namespaces by name under ``/run/netns`` (the
 ``ip netns`` convention, so ``ip netns exec`` and ``nsenter`` see them too).
 
 Entering a namespace is per *thread* (``setns(2)`` with ``CLONE_NEWNET`` only
 moves the calling thread); :func:`in_netns` always restores the thread's
-previous namespace, even on error. Sockets keep the namespace they were
-created in, which is how :func:`open_iproute` gets a netlink socket that
-talks to the lab's namespace and never to the root one.
+previous namespace, even on error, and so does :func:`create`, which can run
+a setup function inside the new namespace before it comes back (sockets made
+there, sysctls written there: no second ``setns``). Sockets keep the
+namespace they were created in, which is how :func:`open_iproute` and
+:class:`Rtnl` get netlink sockets that talk to the lab's namespace and never
+to the root one.
+
+:class:`Rtnl` queues link, address and route requests and sends each batch
+in one ``sendmsg``: the kernel handles the requests in order, inside that
+call, and answers only failures (plus one acknowledgement for the batch),
+so a namespace is wired in one round trip instead of one per request.
 """
 
 from __future__ import annotations
@@ -16,28 +25,41 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import functools
 import os
+import resource
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from pyroute2 import IPRoute
-from pyroute2 import netns as pr_netns
-
+from lab.errors import LabError
 from lab.plumbing import names, owner
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
 
 NETNS_RUN_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_SHARED = 1 << 20
+_MNT_DETACH = 2
 
 _libc = ctypes.CDLL(None, use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
+                        ctypes.c_void_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.unshare.argtypes = (ctypes.c_int,)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
 T = TypeVar("T")
 
 
-class NetnsError(RuntimeError):
-    """A namespace could not be created, entered or removed."""
+class NetnsError(LabError, RuntimeError):
+    """A namespace could not be created, entered, wired or removed."""
 
 
 def netns_path(name: str) -> Path:
@@ -51,7 +73,7 @@ def exists(name: str) -> bool:
 def list_netns() -> list[str]:
     """Names of all namespaces under /run/netns (the lab's and others')."""
     try:
-        return sorted(p.name for p in NETNS_RUN_DIR.iterdir())
+        return sorted(os.listdir(NETNS_RUN_DIR))
     except FileNotFoundError:
         return []
 
@@ -62,59 +84,71 @@ def _setns(fd: int) -> None:
         raise NetnsError(f"setns failed: {os.strerror(err)}")
 
 
-def _in_thread(fn: Callable[[], T]) -> T:
-    """Run ``fn`` on a short-lived thread and return its result or raise its error.
+@functools.cache
+def _share_run_dir() -> None:
+    """Make /run/netns a shared mount point, as ``ip netns add`` does (once per process)."""
+    NETNS_RUN_DIR.mkdir(parents=True, exist_ok=True)
+    d = str(NETNS_RUN_DIR).encode()
+    if _libc.mount(b"none", d, None, _MS_SHARED | _MS_REC, None) == 0:
+        return
+    # not a mount point yet: bind it onto itself, then share it
+    if (_libc.mount(d, d, b"none", _MS_BIND | _MS_REC, None) != 0
+            or _libc.mount(b"none", d, None, _MS_SHARED | _MS_REC, None) != 0):
+        raise NetnsError(f"cannot make {NETNS_RUN_DIR} a shared mount: "
+                         f"{os.strerror(ctypes.get_errno())}")
 
-    Used for anything that unshares: the thread dies afterwards, so whatever
-    namespace it ended up in can never leak into the caller's thread.
+
+def create(name: str, inside: Callable[[], T] | None = None) -> T | None:
+    """Create the namespace ``name`` (fails if it exists already).
+
+    ``inside``, when given, runs in the new namespace on the calling thread
+    before it returns to its own namespace; its result is returned. Use it to
+    make the sockets and write the sysctls a new host needs. If it (or
+    anything else) fails, the namespace is removed again.
     """
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # re-raised on the caller's thread
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name="dsrlab-netns")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]  # type: ignore[return-value]
-
-
-def create(name: str) -> None:
-    """Create the namespace ``name``; fails if it exists already."""
     if exists(name):
         raise NetnsError(f"network namespace {name} already exists")
     lab_name = names.parse_netns_name(name)
     if lab_name is not None:
         owner.claim(lab_name.run_id)
-
-    def make() -> None:
-        if _libc.unshare(CLONE_NEWNET) != 0:
-            raise NetnsError(f"unshare for {name}: {os.strerror(ctypes.get_errno())}")
-        pr_netns.attach(name, "thread-self")
-
+    _share_run_dir()
+    path = netns_path(name)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _in_thread(make)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0))
     except FileExistsError:
+        os.close(home)
         raise NetnsError(f"network namespace {name} already exists") from None
     except BaseException:
-        with contextlib.suppress(OSError):
+        os.close(home)
+        raise
+    try:
+        if _libc.unshare(CLONE_NEWNET) != 0:
+            raise NetnsError(f"unshare for {name}: {os.strerror(ctypes.get_errno())}")
+        try:
+            if _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none",
+                           _MS_BIND, None) != 0:
+                raise NetnsError(f"bind mount of {name}: {os.strerror(ctypes.get_errno())}")
+            return inside() if inside is not None else None
+        finally:
+            _setns(home)
+    except BaseException:
+        with contextlib.suppress(OSError, NetnsError):
             remove(name)
         raise
+    finally:
+        os.close(home)
 
 
-def remove(name: str) -> None:
+def remove(name: str, *, release: bool = True) -> None:
     """Unmount and delete the namespace file (the kernel frees it when unused).
 
-    Removing the last namespace of a lab run drops this process's claim on it.
+    Removing the last namespace of a lab run drops this process's claim on it
+    (``release=False`` skips that look at the other namespaces: a caller
+    removing many namespaces of one run calls :func:`release_if_done` once).
     """
     path = netns_path(name)
-    # MNT_DETACH = 2
-    _libc.umount2(str(path).encode(), 2)
+    _libc.umount2(str(path).encode(), _MNT_DETACH)
     try:
         path.unlink()
     except FileNotFoundError:
@@ -122,11 +156,35 @@ def remove(name: str) -> None:
     except OSError as exc:
         if exc.errno != errno.ENOENT:
             raise
-    lab_name = names.parse_netns_name(name)
-    if lab_name is not None and not any(
-            (n := names.parse_netns_name(other)) and n.run_id == lab_name.run_id
-            for other in list_netns()):
-        owner.release(lab_name.run_id)
+    if release:
+        lab_name = names.parse_netns_name(name)
+        if lab_name is not None:
+            release_if_done(lab_name.run_id)
+
+
+def remove_all(namespaces: Iterable[str]) -> list[str]:
+    """:func:`remove` for many namespaces, in order, without the per-name look at the
+    others; returns the errors (``name: reason``) instead of stopping at the first.
+    The caller drops its run claims with :func:`release_if_done` afterwards."""
+    errors: list[str] = []
+    run_dir = str(NETNS_RUN_DIR) + "/"
+    for name in namespaces:
+        path = run_dir + name
+        _libc.umount2(path.encode(), _MNT_DETACH)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            errors.append(f"{name}: {exc.strerror}")
+    return errors
+
+
+def release_if_done(run_id: str) -> None:
+    """Drop this process's claim on run ``run_id`` once none of its namespaces is left."""
+    prefix = f"{names.PREFIX}-{run_id}-"
+    if not any(n.startswith(prefix) for n in list_netns()):
+        owner.release(run_id)
 
 
 ROOT_NETNS = "/proc/self/ns/net"  # the main thread's: the namespace the lab runs from
@@ -136,7 +194,8 @@ ROOT_NETNS = "/proc/self/ns/net"  # the main thread's: the namespace the lab run
 def in_netns(name: str) -> Iterator[None]:
     """Move the current thread into ``name`` (or a ``/proc/…/ns/net`` path) and back."""
     path = name if name.startswith("/proc/") else netns_path(name)
-    with open("/proc/thread-self/ns/net", "rb") as home:
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
         try:
             target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError as exc:
@@ -148,7 +207,9 @@ def in_netns(name: str) -> Iterator[None]:
         try:
             yield
         finally:
-            _setns(home.fileno())
+            _setns(home)
+    finally:
+        os.close(home)
 
 
 def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:
@@ -158,23 +219,83 @@ def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socke
 
 
 def open_iproute(name: str) -> IPRoute:
-    """An IPRoute whose netlink socket lives in namespace ``name``.
+    """A pyroute2 IPRoute whose netlink socket lives in namespace ``name``.
 
     pyroute2 would otherwise open its socket lazily on its own event-loop
     thread (in whatever namespace that thread is in); handing it a socket
     made here pins every request to the lab's namespace.
     """
+    from pyroute2 import IPRoute  # noqa: PLC0415  (heavy: loaded by its users only)
+
     sock = socket_in(name, socket.AF_NETLINK, socket.SOCK_DGRAM, 0)  # NETLINK_ROUTE
     return IPRoute(use_socket=sock)
 
 
-def write_sysctl(name: str, key: str, value: str | int) -> None:
-    """Set ``net.*`` sysctl ``key`` (dotted) inside namespace ``name``."""
+def _sysctl_path(key: str) -> str:
     if not key.startswith("net."):
         raise ValueError(f"only net.* sysctls are per namespace, not {key}")
-    path = "/proc/sys/" + key.replace(".", "/")
+    return "/proc/sys/" + key.replace(".", "/")
+
+
+def write_sysctls_here(values: Mapping[str, str | int], *, optional: Iterable[str] = ()) -> None:
+    """Set ``net.*`` sysctls in the calling thread's namespace (e.g. inside :func:`create`).
+
+    Keys listed in ``optional`` may be missing (IPv6 off in the kernel, say).
+    """
+    skip = set(optional)
+    for key, value in values.items():
+        try:
+            with open(_sysctl_path(key), "w") as f:
+                f.write(str(value))
+        except FileNotFoundError:
+            if key not in skip:
+                raise
+
+
+class SysctlPlan:
+    """``net.*`` sysctls that every new namespace of a bring-up needs, written only
+    where a new namespace does not start with the value already.
+
+    What a new namespace starts with (copied from the initial namespace, or
+    the kernel's defaults, as ``net.core.devconf_inherit_init_net`` says) is
+    read once, in the first namespace :meth:`apply_here` runs in; the later
+    ones, made by the same thread from the same namespace, start the same.
+    """
+
+    def __init__(self, values: Mapping[str, str | int], *, optional: Iterable[str] = ()) -> None:
+        self.values = dict(values)
+        self.optional = tuple(optional)
+        self._needed: dict[str, str | int] | None = None
+
+    def apply_here(self) -> None:
+        """Apply in the calling thread's namespace (a fresh one, e.g. inside :func:`create`)."""
+        if self._needed is None:
+            needed: dict[str, str | int] = {}
+            for key, value in self.values.items():
+                try:
+                    with open(_sysctl_path(key)) as f:
+                        current = f.read().strip()
+                except FileNotFoundError:
+                    if key in self.optional:
+                        continue
+                    raise
+                if current != str(value):
+                    needed[key] = value
+            self._needed = needed
+        write_sysctls_here(self._needed, optional=self.optional)
+
+
+def write_sysctl(name: str, key: str, value: str | int) -> None:
+    """Set ``net.*`` sysctl ``key`` (dotted) inside namespace ``name``."""
+    path = _sysctl_path(key)
     with in_netns(name), open(path, "w") as f:
         f.write(str(value))
+
+
+def write_sysctls(name: str, values: Mapping[str, str | int]) -> None:
+    """Set several ``net.*`` sysctls inside namespace ``name`` (one ``setns`` there and back)."""
+    with in_netns(name):
+        write_sysctls_here(values)
 
 
 def read_sysctl(name: str, key: str) -> str:
@@ -204,33 +325,66 @@ def pids_in(name: str) -> list[int]:
     bind of the namespace this process runs in): cleanup must never match
     the machine's own processes.
     """
-    target = _ns_id(netns_path(name))
+    return pids_in_each([name])[name]
+
+
+def pids_in_each(namespaces: Iterable[str]) -> dict[str, list[int]]:
+    """:func:`pids_in` for many namespaces with one pass over ``/proc``.
+
+    Raises :class:`NetnsError` for a name that is not a namespace of its own;
+    a namespace that has disappeared meanwhile has no processes.
+    """
     root = _ns_id(ROOT_NETNS)
-    if target == root or target[0] != root[0]:
-        raise NetnsError(f"{name} is not a namespace of its own; refusing to match processes")
-    found: list[int] = []
+    targets: dict[tuple[int, int], str] = {}
+    found: dict[str, list[int]] = {}
+    for name in namespaces:
+        found[name] = []
+        try:
+            ns_id = _ns_id(netns_path(name))
+        except FileNotFoundError:
+            continue
+        if ns_id == root or ns_id[0] != root[0]:
+            raise NetnsError(f"{name} is not a namespace of its own; refusing to match processes")
+        targets[ns_id] = name
+    if not targets:
+        return found
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if _ns_id(f"/proc/{entry}/ns/net") == target:
-                found.append(int(entry))
+            ns = targets.get(_ns_id(f"/proc/{entry}/ns/net"))
         except OSError:
             continue
+        if ns is not None:
+            found[ns].append(int(entry))
     return found
 
 
 @contextlib.contextmanager
 def scratch(name: str) -> Iterator[str]:
     """A namespace that exists for the block only (for tests and test-runs)."""
-    create(name)
+
+    def lo_up() -> None:
+        with Rtnl.here() as rt:
+            rt.set_up(LOOPBACK_INDEX)
+            rt.commit()
+
+    create(name, lo_up)
     try:
-        with open_iproute(name) as ipr:
-            lo = ipr.link_lookup(ifname="lo")
-            ipr.link("set", index=lo[0], state="up")
         yield name
     finally:
         remove(name)
+
+
+def ensure_open_files(wanted: int) -> int:
+    """Raise this process's soft limit on open files to ``wanted`` (at most the hard
+    limit); returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    return soft
 
 
 _SIOCETHTOOL = 0x8946
@@ -245,10 +399,271 @@ def set_tx_checksum(name: str, ifname: str, enabled: bool) -> None:
     (veth would otherwise carry CHECKSUM_PARTIAL packets with only the
     pseudo-header sum in the field).
     """
+    with socket_in(name, socket.AF_INET, socket.SOCK_DGRAM) as s:
+        set_tx_checksum_via(s, ifname, enabled, where=name)
+
+
+def set_tx_checksum_via(sock: socket.socket, ifname: str, enabled: bool, *,
+                        where: str = "") -> None:
+    """:func:`set_tx_checksum` through a socket of the device's namespace (any kind)."""
     value = ctypes.create_string_buffer(struct.pack("II", _ETHTOOL_STXCSUM, int(enabled)))
     ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(value))
-    with socket_in(name, socket.AF_INET, socket.SOCK_DGRAM) as s:
+    try:
+        fcntl.ioctl(sock.fileno(), _SIOCETHTOOL, ifreq)
+    except OSError as exc:
+        raise NetnsError(f"{where or 'netns'}: ethtool tx checksum on {ifname}: "
+                         f"{exc.strerror}") from exc
+
+
+# -- rtnetlink, batched --------------------------------------------------------
+
+LOOPBACK_INDEX = 1  # lo is the first device of every network namespace
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, port id
+_NLATTR = struct.Struct("=HH")  # len, type
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, proto, scope,
+#                                       type, flags
+_NLMSG_ERROR = 2
+_RTM_NEWLINK, _RTM_NEWADDR, _RTM_NEWROUTE = 16, 20, 24
+_NLM_F_REQUEST, _NLM_F_ACK, _NLM_F_EXCL, _NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+_NLM_F_ACK_TLVS = 0x200
+_NLMSGERR_ATTR_MSG = 1
+_SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11
+_NETLINK_ROUTE = 0
+_IFF_UP = 0x1
+_IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_MASTER = 1, 3, 4, 10
+_IFLA_LINKINFO, _IFLA_NET_NS_FD = 18, 28
+_IFLA_INFO_KIND, _IFLA_INFO_DATA = 1, 2
+_VETH_INFO_PEER = 1
+_IFA_ADDRESS, _IFA_LOCAL = 1, 2
+_RTA_DST, _RTA_OIF, _RTA_GATEWAY = 1, 4, 5
+_RT_TABLE_MAIN, _RTPROT_BOOT, _RTN_UNICAST = 254, 3, 1
+SCOPE_UNIVERSE, SCOPE_LINK = 0, 253
+_BATCH_BYTES = 32 * 1024  # one sendmsg carries at most this much (the socket buffer is ~200 KiB)
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    length = _NLATTR.size + len(payload)
+    return _NLATTR.pack(length, kind) + payload + b"\0" * (-length % 4)
+
+
+def _mac(text: str) -> bytes:
+    return bytes(int(part, 16) for part in text.split(":"))
+
+
+def _u32(value: int) -> bytes:
+    return struct.pack("=I", value)
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    """One end of a new link: name, index (chosen by the caller), MAC, MTU, state."""
+
+    ifname: str
+    index: int
+    mac: str | None = None
+    mtu: int | None = None
+    up: bool = True
+    netns_fd: int | None = None  # create it in that namespace (a veth peer)
+    master: int | None = None  # enslave to this index (a bridge port)
+
+    def _attrs(self) -> bytes:
+        out = _attr(_IFLA_IFNAME, self.ifname.encode() + b"\0")
+        if self.mac is not None:
+            out += _attr(_IFLA_ADDRESS, _mac(self.mac))
+        if self.mtu is not None:
+            out += _attr(_IFLA_MTU, _u32(self.mtu))
+        if self.master is not None:
+            out += _attr(_IFLA_MASTER, _u32(self.master))
+        if self.netns_fd is not None:
+            out += _attr(_IFLA_NET_NS_FD, _u32(self.netns_fd))
+        return out
+
+    def _ifinfo(self) -> bytes:
+        flags = _IFF_UP if self.up else 0
+        return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, self.index, flags, _IFF_UP if self.up else 0)
+
+
+class RtnlError(NetnsError):
+    """Requests of a batch that the kernel refused (each with its reason)."""
+
+
+class Rtnl:
+    """A NETLINK_ROUTE socket of one namespace that sends its requests in batches.
+
+    Requests are queued by :meth:`set_up`, :meth:`add_bridge`, :meth:`add_veth`,
+    :meth:`add_address` and :meth:`add_route`, and sent by :meth:`commit`,
+    which raises :class:`RtnlError` naming every request the kernel refused.
+    New links get the ifindex the caller chooses, so nothing has to be looked
+    up afterwards (indices are per namespace; the caller owns the namespace).
+    """
+
+    def __init__(self, sock: socket.socket, where: str = "") -> None:
+        self.sock = sock
+        self.where = where
+        # type, flags, body, and what it is (text, or a function making the text: only a
+        # refused request needs one, and a lab of 256 nodes queues 65,000 routes)
+        self._queue: list[tuple[int, int, bytes, str | Callable[[], str]]] = []
+        self._seq = 0
+
+    @classmethod
+    def here(cls, where: str = "") -> Rtnl:
+        """A socket in the calling thread's namespace (e.g. inside :func:`create`)."""
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                             _NETLINK_ROUTE)
         try:
-            fcntl.ioctl(s.fileno(), _SIOCETHTOOL, ifreq)
-        except OSError as exc:
-            raise NetnsError(f"{name}: ethtool tx checksum on {ifname}: {exc.strerror}") from exc
+            sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)
+            with contextlib.suppress(OSError):  # error texts: nice to have
+                sock.setsockopt(_SOL_NETLINK, _NETLINK_EXT_ACK, 1)
+            sock.bind((0, 0))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, where)
+
+    @classmethod
+    def open(cls, name: str) -> Rtnl:
+        """A socket in namespace ``name``."""
+        with in_netns(name):
+            return cls.here(name)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Rtnl:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- requests ------------------------------------------------------------
+    def _add(self, kind: int, flags: int, body: bytes, what: str | Callable[[], str]) -> None:
+        self._queue.append((kind, flags, body, what))
+
+    def set_up(self, index: int) -> None:
+        self._add(_RTM_NEWLINK, 0,
+                  _IFINFOMSG.pack(socket.AF_UNSPEC, 0, index, _IFF_UP, _IFF_UP),
+                  f"set link {index} up")
+
+    def add_bridge(self, link: LinkSpec) -> None:
+        body = (link._ifinfo() + link._attrs()
+                + _attr(_IFLA_LINKINFO, _attr(_IFLA_INFO_KIND, b"bridge\0")))
+        self._add(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body, f"add bridge {link.ifname}")
+
+    def add_veth(self, link: LinkSpec, peer: LinkSpec) -> None:
+        """A veth pair; ``peer.up`` is ignored: the kernel cannot open a peer before
+        the pair is linked (ENOTCONN), so set it up from the peer's namespace."""
+        peer_msg = replace(peer, up=False)._ifinfo() + peer._attrs()
+        info = (_attr(_IFLA_INFO_KIND, b"veth\0")
+                + _attr(_IFLA_INFO_DATA, _attr(_VETH_INFO_PEER, peer_msg)))
+        body = link._ifinfo() + link._attrs() + _attr(_IFLA_LINKINFO, info)
+        self._add(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body,
+                  f"add veth {link.ifname} (peer {peer.ifname})")
+
+    def add_address(self, index: int, address: IPv4Address | str, prefixlen: int) -> None:
+        packed = IPv4Address(address).packed
+        body = (_IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, SCOPE_UNIVERSE, index)
+                + _attr(_IFA_LOCAL, packed) + _attr(_IFA_ADDRESS, packed))
+        self._add(_RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL, body,
+                  f"add address {address}/{prefixlen} on link {index}")
+
+    def add_route(self, dst: IPv4Network | str, oif: int, *,
+                  gateway: IPv4Address | str | None = None,
+                  scope: int = SCOPE_UNIVERSE) -> None:
+        self._add(_RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_EXCL,
+                  _route_body(dst, oif, gateway, scope),
+                  functools.partial(_route_text, dst, oif, gateway))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    # -- sending ---------------------------------------------------------------
+    def commit(self) -> None:
+        """Send every queued request (in order) and raise for any the kernel refused."""
+        queue, self._queue = self._queue, []
+        failures: list[str] = []
+        start = 0
+        while start < len(queue):
+            end, size = start, 0
+            while end < len(queue) and (end == start or size + len(queue[end][2])
+                                        < _BATCH_BYTES):
+                size += len(queue[end][2]) + _NLMSGHDR.size
+                end += 1
+            failures += self._send(queue[start:end])
+            start = end
+        if failures:
+            where = f"{self.where}: " if self.where else ""
+            raise RtnlError(where + "; ".join(failures))
+
+    def _send(self, batch: list[tuple[int, int, bytes, str | Callable[[], str]]]) -> list[str]:
+        by_seq: dict[int, str | Callable[[], str]] = {}
+        parts: list[bytes] = []
+        for i, (kind, flags, body, what) in enumerate(batch):
+            self._seq += 1
+            by_seq[self._seq] = what
+            # only the last request asks for an acknowledgement: failures are always
+            # answered, so that one ack marks the end of the batch's answers
+            ack = _NLM_F_ACK if i == len(batch) - 1 else 0
+            parts.append(_NLMSGHDR.pack(_NLMSGHDR.size + len(body), kind,
+                                        flags | _NLM_F_REQUEST | ack, self._seq, 0))
+            parts.append(body)
+        last = self._seq
+        self.sock.sendall(b"".join(parts))
+        failures: list[str] = []
+        while True:
+            data = self.sock.recv(65536)
+            off = 0
+            while off + _NLMSGHDR.size <= len(data):
+                length, kind, flags, seq, _ = _NLMSGHDR.unpack_from(data, off)
+                if length < _NLMSGHDR.size:
+                    break
+                if kind == _NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", data, off + _NLMSGHDR.size)[0]
+                    if err:
+                        text = os.strerror(err)
+                        msg = _ext_ack_message(data[off:off + length], flags)
+                        if msg:
+                            text += f" ({msg})"
+                        what = by_seq.get(seq, f"request {seq}")
+                        failures.append(f"{what if isinstance(what, str) else what()}: {text}")
+                    if seq == last:
+                        return failures
+                off += (length + 3) & ~3
+
+
+@functools.lru_cache(maxsize=16384)
+def _route_body(dst: IPv4Network | str, oif: int, gateway: IPv4Address | str | None,
+                scope: int) -> bytes:
+    """An RTM_NEWROUTE body (cached: every node of a lab routes the same pod CIDRs)."""
+    net = dst if isinstance(dst, IPv4Network) else IPv4Network(dst)
+    body = _RTMSG.pack(socket.AF_INET, net.prefixlen, 0, 0, _RT_TABLE_MAIN, _RTPROT_BOOT,
+                       scope, _RTN_UNICAST, 0)
+    if net.prefixlen:
+        body += _attr(_RTA_DST, net.network_address.packed)
+    if gateway is not None:
+        gw = gateway if isinstance(gateway, IPv4Address) else IPv4Address(gateway)
+        body += _attr(_RTA_GATEWAY, gw.packed)
+    return body + _attr(_RTA_OIF, _u32(oif))
+
+
+def _route_text(dst: IPv4Network | str, oif: int, gateway: IPv4Address | str | None) -> str:
+    via = f" via {gateway}" if gateway is not None else ""
+    return f"add route {IPv4Network(dst)}{via} dev {oif}"
+
+
+def _ext_ack_message(msg: bytes, flags: int) -> str:
+    """The kernel's error text of an extended ack (NETLINK_CAP_ACK: no request copy)."""
+    if not flags & _NLM_F_ACK_TLVS:
+        return ""
+    off = _NLMSGHDR.size + 4 + _NLMSGHDR.size  # header, error, the request's header
+    while off + _NLATTR.size <= len(msg):
+        length, kind = _NLATTR.unpack_from(msg, off)
+        if length < _NLATTR.size:
+            break
+        if kind & 0x3FFF == _NLMSGERR_ATTR_MSG:
+            return msg[off + _NLATTR.size:off + length].rstrip(b"\0").decode(errors="replace")
+        off += (length + 3) & ~3
+    return ""

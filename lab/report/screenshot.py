@@ -12,6 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lab.errors import LabError
+
 CHROMIUM = "chromium"
 # no network here but the package registries: keep Chromium from trying any
 QUIET_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -19,7 +21,7 @@ QUIET_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--disable-component-update", "--disable-sync", "--hide-scrollbars")
 
 
-class ScreenshotError(RuntimeError):
+class ScreenshotError(LabError, RuntimeError):
     """Chromium is missing or did not produce the picture."""
 
 

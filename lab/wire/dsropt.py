@@ -13,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
+from lab.errors import LabError
+
 OptionOrder = Literal["host", "network"]
 
 OPT_TYPE = 0x9A
@@ -20,7 +22,7 @@ OPT_LEN = 8
 ORDERS: tuple[OptionOrder, ...] = ("host", "network")
 
 
-class DsrOptionError(ValueError):
+class DsrOptionError(LabError, ValueError):
     """Bytes that are not an 8-byte IPv4 DSR option."""
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from lab.errors import LabError
+
 Format = Literal["pcap", "pcapng"]
 
 # link types (https://www.tcpdump.org/linktypes.html) the review understands
@@ -66,7 +68,7 @@ Record = tuple[int, int, int, int]
 """(linktype, data offset in buf, captured length, record offset)"""
 
 
-class PcapError(ValueError):
+class PcapError(LabError, ValueError):
     """A file that is not a readable capture; names the file and, where known, the offset.
 
     The one capture-file error of the lab: reading (here), the datapath's

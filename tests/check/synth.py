@@ -13,11 +13,23 @@ from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
 from lab.capture.capdir import CaptureDir
+from tests.seed import (
+    CLIENT_IP,
+    LB_NAME,
+    NODE_PORT,
+    OPTION,
+    POD2_IP,
+    POD2_NAME,
+    POD2_NODE,
+    POD_IP,
+    POD_NAME,
+    POD_NODE,
+    POD_PORT,
+    VIP,
+)
 
-CLIENT, SVC, SVC_PORT = "172.18.0.1", "172.18.0.2", 32000
-OPT = bytes.fromhex("9a08007d020012ac")
-PODS = {"cni-8zxj9": ("10.0.2.123", "cilium-dsr-worker"),
-        "cni-m7tjc": ("10.0.0.216", "cilium-dsr-worker2")}
+CLIENT, SVC, SVC_PORT, OPT = CLIENT_IP, VIP, NODE_PORT, OPTION
+PODS = {POD_NAME: (POD_IP, POD_NODE), POD2_NAME: (POD2_IP, POD2_NODE)}
 
 
 @dataclass(frozen=True)
@@ -40,31 +52,32 @@ def _p(src: str, dst: str, sport: int, dport: int, flags: str, *, opt: bytes = b
 
 def build(tmp: Path, brk: Breakage = Breakage()) -> CaptureDir:
     hops: dict[str, list[Packet]] = {k: [] for k in (
-        "client", "cilium-dsr-control-plane", "cilium-dsr-worker", "cilium-dsr-worker2",
-        "cni-8zxj9", "cni-m7tjc")}
+        "client", LB_NAME, POD_NODE, POD2_NODE, POD_NAME, POD2_NAME)}
     for i, (pod, (pod_ip, node)) in enumerate(PODS.items()):
         eph = 40000 + i
         synack_src = brk.synack_src or SVC
         c_syn = _p(CLIENT, SVC, eph, SVC_PORT, "S")
-        fwd_syn = _p(CLIENT, pod_ip, eph, 80, "S", opt=brk.option, ttl=63)
-        synack_pod = _p(pod_ip, CLIENT, 80, eph, "SA")
-        synack_out = _p(synack_src, CLIENT, SVC_PORT if synack_src == SVC else 80, eph, "SA")
+        fwd_syn = _p(CLIENT, pod_ip, eph, POD_PORT, "S", opt=brk.option, ttl=63)
+        synack_pod = _p(pod_ip, CLIENT, POD_PORT, eph, "SA")
+        synack_out = _p(synack_src, CLIENT, SVC_PORT if synack_src == SVC else POD_PORT, eph,
+                        "SA")
         c_ack = _p(CLIENT, SVC, eph, SVC_PORT, "A")
-        fwd_ack = _p(CLIENT, pod_ip, eph, 80, "A", opt=OPT if brk.option_on_ack else b"", ttl=63)
+        fwd_ack = _p(CLIENT, pod_ip, eph, POD_PORT, "A", opt=OPT if brk.option_on_ack else b"",
+                     ttl=63)
         req = _p(CLIENT, SVC, eph, SVC_PORT, "PA", load=b"GET / HTTP/1.1\r\n\r\n")
-        fwd_req = _p(CLIENT, pod_ip, eph, 80, "PA", load=b"GET / HTTP/1.1\r\n\r\n", ttl=63)
+        fwd_req = _p(CLIENT, pod_ip, eph, POD_PORT, "PA", load=b"GET / HTTP/1.1\r\n\r\n", ttl=63)
         resp = _p(SVC, CLIENT, SVC_PORT, eph, "PA", load=b"HTTP/1.0 200 OK\r\n\r\nPodName")
         fins = [] if brk.no_fin else [_p(SVC, CLIENT, SVC_PORT, eph, "FA"),
                                      _p(CLIENT, SVC, eph, SVC_PORT, "FA")]
         hops["client"] += [c_syn, synack_out, c_ack, req, resp, *fins]
-        hops["cilium-dsr-control-plane"] += [c_syn, fwd_syn, c_ack, fwd_ack, req, fwd_req]
+        hops[LB_NAME] += [c_syn, fwd_syn, c_ack, fwd_ack, req, fwd_req]
         if brk.lb_sees_reply:
-            hops["cilium-dsr-control-plane"].append(synack_out)
+            hops[LB_NAME].append(synack_out)
         hops[node] += [fwd_syn, synack_out, fwd_ack, fwd_req, resp]
         hops[pod] += [fwd_syn, synack_pod, fwd_ack, fwd_req]
-    roles = {"client": "client", "cilium-dsr-control-plane": "lb-node",
-             "cilium-dsr-worker": "backend-node", "cilium-dsr-worker2": "backend-node",
-             "cni-8zxj9": "pod", "cni-m7tjc": "pod"}
+    roles = {"client": "client", LB_NAME: "lb-node",
+             POD_NODE: "backend-node", POD2_NODE: "backend-node",
+             POD_NAME: "pod", POD2_NAME: "pod"}
     points = []
     for host, pkts in hops.items():
         ifname = "br-kind" if host == "client" else "eth0"
@@ -74,7 +87,7 @@ def build(tmp: Path, brk: Breakage = Breakage()) -> CaptureDir:
     manifest = {"scenario": "seed", "run_id": "abcdef", "backend": "netns",
                 "service": {"ip": SVC, "port": SVC_PORT}, "client": {"ip": CLIENT},
                 "option_byte_order": "host",
-                "backends": [{"name": n, "ip": ip, "port": 80, "node": node}
+                "backends": [{"name": n, "ip": ip, "port": POD_PORT, "node": node}
                              for n, (ip, node) in PODS.items()],
                 "points": points}
     (tmp / "manifest.json").write_text(json.dumps(manifest))

@@ -1,8 +1,8 @@
 """``dsrlab review``: DSR flows and broken-DSR findings in any capture.
 
 Hand-built pcaps (scapy, or bytes written here) for every edge case, the
-benchmark's generator checked against tshark, and the real seed captures of
-a scenario run (root, netns, BPF).
+benchmark's generator checked against tshark, and the session's real seed
+capture set (``seed_capture``: root, netns, BPF).
 """
 
 from __future__ import annotations
@@ -30,45 +30,59 @@ from lab.check.review import (
     review_paths,
     targets,
 )
-from lab.runner.scenario import run_scenario
 from lab.wire import dsropt
 from lab.wire.pcapread import CaptureFile, PcapError, count_packets
+from tests.seed import (
+    CLIENT_IP,
+    LB_NAME,
+    MISREAD_ADDR,
+    MISREAD_IP,
+    MISREAD_PORT,
+    NODE_PORT,
+    OPTION,
+    OPTION_NETWORK,
+    POD2_IP,
+    POD_ADDR,
+    POD_IP,
+    POD_NAME,
+    POD_PORT,
+    SERVICE_ADDR,
+    VIP,
+    flow_id,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-CLIENT, SVC, SVC_PORT = "172.18.0.1", "172.18.0.2", 32000
-POD, POD_PORT = "10.0.2.123", 80
-POD2 = "10.0.0.216"
 
 
 # -- packet builders ----------------------------------------------------------------------
 
 
-def dsr_syn(sport: int, *, pod: str = POD, order: dsropt.OptionOrder = "host",
-            svc: str = SVC, svc_port: int = SVC_PORT, flags: str = "S",
+def dsr_syn(sport: int, *, pod: str = POD_IP, order: dsropt.OptionOrder = "host",
+            svc: str = VIP, svc_port: int = NODE_PORT, flags: str = "S",
             options: bytes | None = None) -> Packet:
     opt = dsropt.encode(svc, svc_port, order) if options is None else options
-    return (Ether() / IP(src=CLIENT, dst=pod, ttl=62, options=[IPOption(opt)])
+    return (Ether() / IP(src=CLIENT_IP, dst=pod, ttl=62, options=[IPOption(opt)])
             / TCP(sport=sport, dport=POD_PORT, flags=flags))
 
 
-def from_pod(sport: int, *, pod: str = POD, ttl: int = 63, flags: str = "SA") -> Packet:
-    return Ether() / IP(src=pod, dst=CLIENT, ttl=ttl) / TCP(sport=POD_PORT, dport=sport,
-                                                            flags=flags)
+def from_pod(sport: int, *, pod: str = POD_IP, ttl: int = 63, flags: str = "SA") -> Packet:
+    return Ether() / IP(src=pod, dst=CLIENT_IP, ttl=ttl) / TCP(sport=POD_PORT, dport=sport,
+                                                               flags=flags)
 
 
-def from_svc(sport: int, *, svc: str = SVC, svc_port: int = SVC_PORT, flags: str = "SA",
+def from_svc(sport: int, *, svc: str = VIP, svc_port: int = NODE_PORT, flags: str = "SA",
              ) -> Packet:
-    return Ether() / IP(src=svc, dst=CLIENT, ttl=63) / TCP(sport=svc_port, dport=sport,
-                                                           flags=flags)
+    return Ether() / IP(src=svc, dst=CLIENT_IP, ttl=63) / TCP(sport=svc_port, dport=sport,
+                                                              flags=flags)
 
 
-def to_pod(sport: int, *, pod: str = POD, flags: str = "A") -> Packet:
-    return Ether() / IP(src=CLIENT, dst=pod, ttl=62) / TCP(sport=sport, dport=POD_PORT,
-                                                           flags=flags)
+def to_pod(sport: int, *, pod: str = POD_IP, flags: str = "A") -> Packet:
+    return Ether() / IP(src=CLIENT_IP, dst=pod, ttl=62) / TCP(sport=sport, dport=POD_PORT,
+                                                              flags=flags)
 
 
 def to_svc(sport: int, *, flags: str = "A") -> Packet:
-    return Ether() / IP(src=CLIENT, dst=SVC) / TCP(sport=sport, dport=SVC_PORT, flags=flags)
+    return Ether() / IP(src=CLIENT_IP, dst=VIP) / TCP(sport=sport, dport=NODE_PORT, flags=flags)
 
 
 def noise(n: int = 5) -> list[Packet]:
@@ -84,7 +98,7 @@ def write(tmp_path: Path, name: str, pkts: list[Packet], **kw: object) -> Path:
     return path
 
 
-def healthy_flow(sport: int, pod: str = POD) -> list[Packet]:
+def healthy_flow(sport: int, pod: str = POD_IP) -> list[Packet]:
     return [dsr_syn(sport, pod=pod), from_svc(sport), to_pod(sport, pod=pod),
             from_svc(sport, flags="PA"), to_pod(sport, pod=pod, flags="FA"),
             from_svc(sport, flags="FA")]
@@ -99,10 +113,10 @@ def test_healthy_flow_is_listed_with_its_service_and_backend(tmp_path: Path) -> 
     assert r.packets == 11
     assert r.option_packets == 1
     [f] = r.flows
-    assert (f.proto, str(f.client), str(f.backend)) == ("tcp", "172.18.0.1:40000", "10.0.2.123:80")
-    assert (str(f.service), f.order, f.order_basis) == ("172.18.0.2:32000", "host", "replies")
-    assert str(f.other_reading) == "2.0.18.172:125"
-    assert f.option_hex == "9a08007d020012ac"
+    assert (f.proto, str(f.client), str(f.backend)) == ("tcp", flow_id(40000), POD_ADDR)
+    assert (str(f.service), f.order, f.order_basis) == (SERVICE_ADDR, "host", "replies")
+    assert str(f.other_reading) == MISREAD_ADDR
+    assert f.option_hex == OPTION.hex()
     assert f.first_frame == 4
     assert f.first_time == pytest.approx(1_700_000_000.003, abs=1e-6)
     assert (f.rewritten_replies, f.unrewritten_replies, f.to_backend_packets) == (3, 0, 3)
@@ -112,7 +126,7 @@ def test_healthy_flow_is_listed_with_its_service_and_backend(tmp_path: Path) -> 
 
 def test_broken_dsr_reply_from_the_pod_address_is_flagged(tmp_path: Path) -> None:
     broken = [dsr_syn(40001), from_pod(40001), to_pod(40001), from_pod(40001, flags="PA")]
-    path = write(tmp_path, "broken.pcap", healthy_flow(40000, POD2) + broken)
+    path = write(tmp_path, "broken.pcap", healthy_flow(40000, POD2_IP) + broken)
     r = review(path)
     by_port = {f.client.port: f for f in r.flows}
     assert by_port[40000].status == "rewritten"
@@ -124,8 +138,8 @@ def test_broken_dsr_reply_from_the_pod_address_is_flagged(tmp_path: Path) -> Non
     [finding] = r.findings
     assert (finding.kind, finding.severity, finding.frame) == ("not-rewritten", "error", 8)
     assert finding.flow == r.flows.index(bad)
-    assert "10.0.2.123:80" in finding.message
-    assert "172.18.0.2:32000" in finding.message
+    assert POD_ADDR in finding.message
+    assert SERVICE_ADDR in finding.message
     assert r.count("error") == 1
 
 
@@ -158,12 +172,11 @@ def test_network_order_option_is_decoded(tmp_path: Path) -> None:
     path = write(tmp_path, "net.pcap", [dsr_syn(40000, order="network")])
     r = review(path)
     [f] = r.flows
-    assert f.option_hex == "9a087d00ac120002"
-    assert (str(f.service), f.order, f.order_basis) == ("172.18.0.2:32000", "network",
-                                                        "plausible")
-    assert str(f.other_reading) == "2.0.18.172:125"
+    assert f.option_hex == OPTION_NETWORK.hex()
+    assert (str(f.service), f.order, f.order_basis) == (SERVICE_ADDR, "network", "plausible")
+    assert str(f.other_reading) == MISREAD_ADDR
     forced = review(path, order="host").flows[0]
-    assert (str(forced.service), forced.order_basis) == ("2.0.18.172:125", "forced")
+    assert (str(forced.service), forced.order_basis) == (MISREAD_ADDR, "forced")
 
 
 def test_replies_decide_the_order_over_plausibility(tmp_path: Path) -> None:
@@ -200,19 +213,19 @@ def test_flow_without_any_reply_is_a_warning(tmp_path: Path) -> None:
 
 
 def test_udp_datagrams_each_carry_the_option(tmp_path: Path) -> None:
-    opt = dsropt.encode(SVC, 32053)
+    opt = dsropt.encode(VIP, 32053)
 
     def dgram(src: str, dst: str, sport: int, dport: int, o: bytes | None) -> Packet:
         ip = IP(src=src, dst=dst, options=[IPOption(o)]) if o else IP(src=src, dst=dst)
         return Ether() / ip / UDP(sport=sport, dport=dport) / Raw(b"q" * 12)
 
     path = write(tmp_path, "udp.pcap", [
-        dgram(CLIENT, POD, 5000, 53, opt), dgram(SVC, CLIENT, 32053, 5000, None),
-        dgram(CLIENT, POD, 5000, 53, opt), dgram(SVC, CLIENT, 32053, 5000, None)])
+        dgram(CLIENT_IP, POD_IP, 5000, 53, opt), dgram(VIP, CLIENT_IP, 32053, 5000, None),
+        dgram(CLIENT_IP, POD_IP, 5000, 53, opt), dgram(VIP, CLIENT_IP, 32053, 5000, None)])
     r = review(path)
     [f] = r.flows
     assert (f.proto, str(f.service), f.option_packets, f.rewritten_replies) == (
-        "udp", "172.18.0.2:32053", 2, 2)
+        "udp", f"{VIP}:32053", 2, 2)
     assert r.option_packets == 2
     assert r.findings == []
 
@@ -228,7 +241,7 @@ def test_option_on_a_non_syn_tcp_packet_is_flagged(tmp_path: Path) -> None:
 
 
 def test_option_that_is_not_first_or_has_a_bad_length(tmp_path: Path) -> None:
-    not_first = b"\x01\x01\x01\x01" + dsropt.encode(SVC, SVC_PORT)
+    not_first = b"\x01\x01\x01\x01" + OPTION
     bad_len = b"\x9a\x06\x00\x7d\x02\x00\x01\x01"
     path = write(tmp_path, "opts.pcap", [dsr_syn(40000, options=not_first),
                                          dsr_syn(40001, options=bad_len)])
@@ -338,8 +351,8 @@ def test_link_types_and_vlan_tags(tmp_path: Path, layer: str) -> None:
     pkts = [l2(p) for p in _mixed()]
     kw: dict[str, object] = {"linktype": 101} if layer == "raw" else {}
     r = review(write(tmp_path, f"{layer}.pcap", pkts, **kw))
-    assert _flows(r) == [("172.18.0.1:40000", "10.0.2.123:80", "172.18.0.2:32000", "rewritten", 3),
-                         ("172.18.0.1:40001", "10.0.2.123:80", "172.18.0.2:32000",
+    assert _flows(r) == [(flow_id(40000), POD_ADDR, SERVICE_ADDR, "rewritten", 3),
+                         (flow_id(40001), POD_ADDR, SERVICE_ADDR,
                           "not-rewritten", 9)]
     assert r.skipped_linktypes == {}
 
@@ -437,7 +450,7 @@ def test_pcapng_structural_errors(tmp_path: Path) -> None:
 # -- plausibility -----------------------------------------------------------------------
 
 
-SERVICES = [("172.18.0.2", 32000), ("10.96.0.10", 53), ("203.0.113.5", 443),
+SERVICES = [(VIP, NODE_PORT), ("10.96.0.10", 53), ("203.0.113.5", 443),
             ("192.168.1.5", 80), ("52.10.20.30", 8080)]
 
 
@@ -461,8 +474,8 @@ def test_plausible_order_of_network_order_services(ip: str, port: int) -> None:
 
 
 def test_plausibility_rules() -> None:
-    assert plausibility("172.18.0.2", 32000) == 3
-    assert plausibility("2.0.18.172", 125) == 1
+    assert plausibility(VIP, NODE_PORT) == 3
+    assert plausibility(MISREAD_IP, MISREAD_PORT) == 1
     assert plausibility("0.1.2.3", 0) == -6
     assert plausibility("224.0.0.1", 443) == -2
 
@@ -520,8 +533,8 @@ def test_cli_table_json_and_exit_codes(tmp_path: Path) -> None:
     broken = write(tmp_path, "broken.pcap", [dsr_syn(40001), from_pod(40001)])
     out = dsrlab("review", str(ok))
     assert out.returncode == 0, out.stderr
-    assert "172.18.0.1:40000" in out.stdout
-    assert "172.18.0.2:32000 (host)" in out.stdout
+    assert flow_id(40000) in out.stdout
+    assert f"{SERVICE_ADDR} (host)" in out.stdout
     assert "rewritten" in out.stdout
     assert "no findings" in out.stdout
     out = dsrlab("review", str(broken))
@@ -533,8 +546,8 @@ def test_cli_table_json_and_exit_codes(tmp_path: Path) -> None:
     doc = json.loads(js.stdout)
     assert [f["statuses"] for f in doc["files"]] == [{"rewritten": 1}, {"not-rewritten": 1}]
     flow = doc["files"][1]["flows"][0]
-    assert flow["service"] == {"ip": "172.18.0.2", "port": 32000}
-    assert flow["backend"] == {"ip": "10.0.2.123", "port": 80}
+    assert flow["service"] == {"ip": VIP, "port": NODE_PORT}
+    assert flow["backend"] == {"ip": POD_IP, "port": POD_PORT}
     assert doc["files"][1]["findings"][0]["kind"] == "not-rewritten"
     assert doc["errors"] == []
 
@@ -565,19 +578,12 @@ def test_cli_bad_input_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
 # -- the real seed captures ---------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real seed run's capture set (the review judges the captures, not the run)."""
-    run = run_scenario("seed", captures_root=tmp_path_factory.mktemp("review-captures"))
-    return run.capture_dir
-
-
 @pytest.mark.netns
 @pytest.mark.bpf
-def test_review_of_the_seed_capture_set(seed_run: Path) -> None:
-    manifest = json.loads((seed_run / "manifest.json").read_text())
+def test_review_of_the_seed_capture_set(seed_capture: Path) -> None:
+    manifest = json.loads((seed_capture / "manifest.json").read_text())
     backends = {f"{b['ip']}:{b['port']}" for b in manifest["backends"]}
-    results = review_paths([seed_run])
+    results = review_paths([seed_capture])
     assert all(isinstance(r, ReviewResult) for r in results)
     by_role: dict[str, list[ReviewResult]] = {}
     for r in results:
@@ -593,9 +599,9 @@ def test_review_of_the_seed_capture_set(seed_run: Path) -> None:
             assert r.count("error") == 0, r.findings
             assert r.count("warning") == 0, r.findings
             for f in r.flows:
-                assert str(f.service) == "172.18.0.2:32000"
+                assert str(f.service) == SERVICE_ADDR
                 assert f.order == "host"
-                assert str(f.client.ip) == "172.18.0.1"
+                assert str(f.client.ip) == CLIENT_IP
                 assert str(f.backend) in backends
                 assert f.status == expected_status[role], (r.point, f)
     # every flow the client saw went through the LB node and reached one backend node
@@ -610,14 +616,14 @@ def test_review_of_the_seed_capture_set(seed_run: Path) -> None:
 
 @pytest.mark.netns
 @pytest.mark.bpf
-def test_cli_review_of_the_seed_capture_set(seed_run: Path) -> None:
-    out = dsrlab("review", str(seed_run))
+def test_cli_review_of_the_seed_capture_set(seed_capture: Path) -> None:
+    out = dsrlab("review", str(seed_capture))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "(cilium-dsr-control-plane/eth0, lb-node)" in out.stdout
-    assert "172.18.0.2:32000 (host)" in out.stdout
+    assert f"({LB_NAME}/eth0, lb-node)" in out.stdout
+    assert f"{SERVICE_ADDR} (host)" in out.stdout
     assert "not-rewritten" not in out.stdout
     # a single pcap beside its manifest gets its role from it
-    [t] = targets([seed_run / "cni-8zxj9--eth0.pcap"])
-    assert (t.role, t.point) == ("pod", "cni-8zxj9/eth0")
-    with CaptureFile(seed_run / "cni-8zxj9--eth0.pcap") as cap:
+    [t] = targets([seed_capture / f"{POD_NAME}--eth0.pcap"])
+    assert (t.role, t.point) == ("pod", f"{POD_NAME}/eth0")
+    with CaptureFile(seed_capture / f"{POD_NAME}--eth0.pcap") as cap:
         assert cap.format == "pcap"

@@ -18,8 +18,26 @@ from scapy.utils import wrpcap
 from lab.check.trace import TraceError, TraceResult, check_trace, load_trace, parse_trace
 from lab.wire.packets import from_scapy
 from tests.check.synth import Breakage, build
+from tests.seed import (
+    CLIENT_IP,
+    LB_NAME,
+    MISREAD_ADDR,
+    NODE_NAMES,
+    NODE_PORT,
+    OPTION_NETWORK,
+    POD2_NAME,
+    POD_IP,
+    POD_NAME,
+    POD_NODE,
+    POD_PORT,
+    SEED_TRACE_PATH,
+    SERVICE_ADDR,
+    TOPOLOGY,
+    VIP,
+    flow_id,
+)
 
-SEED_TRACE = Path(__file__).resolve().parents[2] / "scenarios" / "seed.trace.yaml"
+SEED_TRACE = SEED_TRACE_PATH
 
 
 def run(tmp: Path, brk: Breakage | None = None, trace: Any = None) -> TraceResult:
@@ -44,7 +62,7 @@ def test_working_dsr_passes_every_claim_and_binds_each_flow(tmp_path: Path) -> N
                              "backend-node": True, "pod": True, "all-backends": True}, \
         res.summary()
     assert [(f.id, f.bindings["eph"], f.bindings["backend"]) for f in res.flows] == [
-        ("172.18.0.1:40000", 40000, "cni-8zxj9"), ("172.18.0.1:40001", 40001, "cni-m7tjc")]
+        (flow_id(40000), 40000, POD_NAME), (flow_id(40001), 40001, POD2_NAME)]
     syn_out = next(c for c in res.claims if c.name == "lb-node").checks[1]
     assert (syn_out.name, syn_out.passed, syn_out.packet) == ("syn-out", True, 1)
 
@@ -53,12 +71,12 @@ def test_working_dsr_passes_every_claim_and_binds_each_flow(tmp_path: Path) -> N
     ("brk", "failing", "text"),
     [
         (Breakage(lb_sees_reply=True), {"lb-node"},
-         "lb-node/reply-seen at cilium-dsr-control-plane/eth0"),
-        (Breakage(option=bytes.fromhex("9a087d00ac120002")), {"lb-node", "backend-node", "pod"},
-         "✗ [IP].options.dsr expected 172.18.0.2:32000 got 2.0.18.172:125 (bytes 9a 08 7d 00 "
-         "ac 12 00 02; network order: 172.18.0.2:32000)"),
-        (Breakage(synack_src="10.0.2.123"), {"client-session", "backend-node"},
-         "✗ [IP].src expected 172.18.0.2 got 10.0.2.123"),
+         f"lb-node/reply-seen at {LB_NAME}/eth0"),
+        (Breakage(option=OPTION_NETWORK), {"lb-node", "backend-node", "pod"},
+         f"✗ [IP].options.dsr expected {SERVICE_ADDR} got {MISREAD_ADDR} "
+         f"(bytes {OPTION_NETWORK.hex(' ')}; network order: {SERVICE_ADDR})"),
+        (Breakage(synack_src=POD_IP), {"client-session", "backend-node"},
+         f"✗ [IP].src expected {VIP} got {POD_IP}"),
         (Breakage(option_on_ack=True), {"lb-node"}, "lb-node/option-on-non-syn"),
         (Breakage(no_fin=True), {"client-session"}, "client-session/service-fin"),
     ],
@@ -79,13 +97,14 @@ def test_a_deliberately_broken_expectation_shows_expected_got_per_field(tmp_path
     res = run(tmp_path, trace=data)
     failure = next(f for f in res.failures() if f.name == "syn-ack-out")
     text = failure.describe()
-    assert text.startswith("backend-node/syn-ack-out at cilium-dsr-worker/eth0, flow "
-                           "172.18.0.1:40000: no packet matched")
-    assert "closest packet: #1 tcp 172.18.0.2:32000 > 172.18.0.1:40000 [SA]" in text
+    assert text.startswith(f"backend-node/syn-ack-out at {POD_NODE}/eth0, flow "
+                           f"{flow_id(40000)}: no packet matched")
+    assert f"closest packet: #1 tcp {SERVICE_ADDR} > {flow_id(40000)} [SA]" in text
     rows = {d.field: d for d in failure.diff}
     assert (rows["[IP].src"].expected, rows["[IP].src"].got, rows["[IP].src"].ok) == (
-        "10.0.2.123", "172.18.0.2", False)
-    assert (rows["[L4].sport"].expected, rows["[L4].sport"].got) == ("80", "32000")
+        POD_IP, VIP, False)
+    assert (rows["[L4].sport"].expected, rows["[L4].sport"].got) == (
+        str(POD_PORT), str(NODE_PORT))
     assert rows["[TCP].flags"].ok
     assert rows["[IP].options.dsr"].ok  # masked? no: compared, and right (no option)
 
@@ -148,8 +167,11 @@ def test_a_wrong_trace_names_file_and_field(edit: Any, expected: str) -> None:
 
 def test_the_trace_names_no_address_literally() -> None:
     text = SEED_TRACE.read_text()
-    for literal in ("172.18.", "10.0.", "32000", "cni-", "cilium-dsr-"):
-        assert literal not in text
+    subnet_prefix = str(TOPOLOGY.network.subnet.network_address).rsplit(".", 2)[0] + "."
+    literals = {subnet_prefix, CLIENT_IP, VIP, POD_IP, str(NODE_PORT), POD_NAME, POD2_NAME,
+                *NODE_NAMES, *(str(n.pod_cidr.network_address) for n in TOPOLOGY.nodes)}
+    for literal in literals:
+        assert literal not in text, literal
 
 
 def test_ethernet_padding_is_not_payload() -> None:

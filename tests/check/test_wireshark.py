@@ -1,7 +1,7 @@
 """The Wireshark Lua dissector for the DSR option, run in the real tshark.
 
-Hand-built pcaps for each encoding, the real seed captures of a scenario run
-(root, netns, BPF), and ``dsrlab wireshark``.
+Hand-built pcaps for each encoding, the session's real seed capture set
+(``seed_capture``: root, netns, BPF), and ``dsrlab wireshark``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,21 @@ from scapy.utils import wrpcap
 
 from lab.check import wireshark as ws
 from lab.check.review import plausible_order, review
-from lab.runner.scenario import run_scenario
 from lab.wire import dsropt
+from tests.seed import (
+    CLIENT_IP,
+    MISREAD_ADDR,
+    NODE_PORT,
+    OPTION,
+    OPTION_NETWORK,
+    POD2_IP,
+    POD_IP,
+    POD_PORT,
+    SERVICE_ADDR,
+    VIP,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-CLIENT, SVC, POD = "172.18.0.1", "172.18.0.2", "10.0.2.123"
 
 pytestmark = pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
 
@@ -50,12 +60,12 @@ def fields(pcap: Path, dfilter: str, *names: str, lua: bool = True,
 
 
 def syn(opt: bytes, sport: int = 40000) -> Packet:
-    return (Ether() / IP(src=CLIENT, dst=POD, options=[IPOption(opt)])
-            / TCP(sport=sport, dport=80, flags="S"))
+    return (Ether() / IP(src=CLIENT_IP, dst=POD_IP, options=[IPOption(opt)])
+            / TCP(sport=sport, dport=POD_PORT, flags="S"))
 
 
 def plain(sport: int = 40000) -> Packet:
-    return Ether() / IP(src=CLIENT, dst=SVC) / TCP(sport=sport, dport=32000, flags="S")
+    return Ether() / IP(src=CLIENT_IP, dst=VIP) / TCP(sport=sport, dport=NODE_PORT, flags="S")
 
 
 def write(tmp_path: Path, name: str, pkts: list[Packet]) -> Path:
@@ -110,39 +120,39 @@ def test_init_lua_settings_are_read() -> None:
 
 
 def test_without_the_script_the_option_is_unknown(tmp_path: Path) -> None:
-    pcap = write(tmp_path, "seed.pcap", [plain(), syn(dsropt.encode(SVC, 32000))])
+    pcap = write(tmp_path, "seed.pcap", [plain(), syn(OPTION)])
     out = tshark(pcap, "-V", lua=False)
     assert "Unknown (0x9a) (8 bytes)" in out.stdout
     assert "dsropt" not in out.stdout
     with_lua = tshark(pcap, "-V")
-    assert "Cilium DSR option: service 172.18.0.2:32000 (host byte order)" in with_lua.stdout
+    assert f"Cilium DSR option: service {SERVICE_ADDR} (host byte order)" in with_lua.stdout
 
 
 def test_host_order_option_decoded_as_fields(tmp_path: Path) -> None:
-    pcap = write(tmp_path, "host.pcap", [plain(), syn(dsropt.encode(SVC, 32000)), plain()])
+    pcap = write(tmp_path, "host.pcap", [plain(), syn(OPTION), plain()])
     rows = fields(pcap, "dsropt", "frame.number", "dsropt.service", "dsropt.service.ip",
                   "dsropt.service.port", "dsropt.order", "dsropt.alt.service",
                   "dsropt.alt.order", "dsropt.first", "dsropt.raw")
-    assert rows == [["2", "172.18.0.2:32000", "172.18.0.2", "32000", "host",
-                     "2.0.18.172:125", "network", "1", "9a08007d020012ac"]]
-    assert fields(pcap, "dsropt.service.ip == 172.18.0.2 && dsropt.service.port == 32000",
+    assert rows == [["2", SERVICE_ADDR, VIP, str(NODE_PORT), "host",
+                     MISREAD_ADDR, "network", "1", OPTION.hex()]]
+    assert fields(pcap, f"dsropt.service.ip == {VIP} && dsropt.service.port == {NODE_PORT}",
                   "frame.number") == [["2"]]
     info = tshark(pcap, "-Y", "dsropt").stdout
-    assert "[DSR 172.18.0.2:32000]" in info
+    assert f"[DSR {SERVICE_ADDR}]" in info
 
 
 def test_network_order_option_decoded(tmp_path: Path) -> None:
-    pcap = write(tmp_path, "net.pcap", [syn(dsropt.encode(SVC, 32000, "network"))])
+    pcap = write(tmp_path, "net.pcap", [syn(OPTION_NETWORK)])
     assert fields(pcap, "dsropt", "dsropt.service", "dsropt.order", "dsropt.alt.service") == [
-        ["172.18.0.2:32000", "network", "2.0.18.172:125"]]
+        [SERVICE_ADDR, "network", MISREAD_ADDR]]
     # the preference forces a reading
     forced = fields(pcap, "dsropt", "dsropt.service", "dsropt.order",
                     opts=("-o", "dsropt.order:host"))
-    assert forced == [["2.0.18.172:125", "host"]]
+    assert forced == [[MISREAD_ADDR, "host"]]
 
 
 def test_lua_and_python_pick_the_same_reading(tmp_path: Path) -> None:
-    services = [("172.18.0.2", 32000), ("10.96.0.10", 53), ("203.0.113.5", 443),
+    services = [(VIP, NODE_PORT), ("10.96.0.10", 53), ("203.0.113.5", 443),
                 ("192.168.1.5", 80), ("52.10.20.30", 8080), ("100.64.3.4", 30080),
                 ("1.2.3.0", 0), ("239.1.2.3", 5000)]
     opts = [dsropt.encode(ip, port, order) for ip, port in services
@@ -162,14 +172,15 @@ def test_lua_and_python_pick_the_same_reading(tmp_path: Path) -> None:
 
 
 def test_option_not_first_and_quoted_in_icmp(tmp_path: Path) -> None:
-    opt = dsropt.encode(SVC, 32000)
-    quoted = IP(src=CLIENT, dst=POD, options=[IPOption(opt)]) / TCP(sport=40000, dport=80)
+    opt = OPTION
+    quoted = (IP(src=CLIENT_IP, dst=POD_IP, options=[IPOption(opt)])
+              / TCP(sport=40000, dport=POD_PORT))
     pkts = [syn(b"\x01\x01\x01\x01" + opt),
-            Ether() / IP(src=POD, dst=CLIENT) / ICMP(type=3, code=4, nexthopmtu=1492)
+            Ether() / IP(src=POD_IP, dst=CLIENT_IP) / ICMP(type=3, code=4, nexthopmtu=1492)
             / bytes(quoted)[:36]]
     pcap = write(tmp_path, "odd.pcap", pkts)
     rows = fields(pcap, "dsropt", "frame.number", "dsropt.first", "dsropt.service")
-    assert rows == [["1", "0", "172.18.0.2:32000"], ["2", "1", "172.18.0.2:32000"]]
+    assert rows == [["1", "0", SERVICE_ADDR], ["2", "1", SERVICE_ADDR]]
     expert = tshark(pcap, "-Y", "dsropt.not_first.expert").stdout
     assert len(expert.splitlines()) == 1
 
@@ -177,35 +188,29 @@ def test_option_not_first_and_quoted_in_icmp(tmp_path: Path) -> None:
 # -- the real seed captures -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def seed_captures(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = run_scenario("seed", captures_root=tmp_path_factory.mktemp("lua-captures"))
-    return run.capture_dir
-
-
 @pytest.mark.netns
 @pytest.mark.bpf
 def test_service_filter_finds_exactly_the_option_packets_of_the_seed(
-        seed_captures: Path) -> None:
-    pcaps = sorted(seed_captures.glob("*.pcap"))
+        seed_capture: Path) -> None:
+    pcaps = sorted(seed_capture.glob("*.pcap"))
     assert len(pcaps) == 6
     total = 0
     for pcap in pcaps:
-        by_service = fields(pcap, "dsropt.service.ip == 172.18.0.2 && "
-                                  "dsropt.service.port == 32000", "frame.number")
+        by_service = fields(pcap, f"dsropt.service.ip == {VIP} && "
+                                  f"dsropt.service.port == {NODE_PORT}", "frame.number")
         by_bytes = fields(pcap, "ip[20:2] == 9a:08", "frame.number", lua=False)
         assert by_service == by_bytes, pcap.name
         # the same packets as the review counts, and they are the SYNs to a pod
         assert len(by_service) == review(pcap).option_packets, pcap.name
         syns = fields(pcap, "dsropt", "tcp.flags.syn", "tcp.flags.ack", "ip.dst",
                       "dsropt.service", "dsropt.order")
-        assert {tuple(r) for r in syns} <= {("1", "0", "10.0.2.123", "172.18.0.2:32000", "host"),
-                                            ("1", "0", "10.0.0.216", "172.18.0.2:32000", "host")}
+        assert {tuple(r) for r in syns} <= {("1", "0", POD_IP, SERVICE_ADDR, "host"),
+                                            ("1", "0", POD2_IP, SERVICE_ADDR, "host")}
         total += len(by_service)
     # every hop but the client's own sees each flow's SYN with the option at least once
     assert total >= 4
     # without the script the same packets are opaque to tshark
-    client = seed_captures / "client--br-kind.pcap"
+    client = seed_capture / "client--br-kind.pcap"
     verbose = tshark(client, "-V", "-Y", "ip[20:2] == 9a:08", lua=False).stdout
     assert "Unknown (0x9a) (8 bytes)" in verbose
 
@@ -239,9 +244,9 @@ def test_dsrlab_wireshark_install_into_personal_plugins(tmp_path: Path) -> None:
     dest = tmp_path / ".local" / "lib" / "wireshark" / "plugins" / "dsr_option.lua"
     assert dest.read_bytes() == ws.lua_path().read_bytes()
     # tshark with that HOME loads it without -X
-    pcap = write(tmp_path, "p.pcap", [syn(dsropt.encode(SVC, 32000))])
+    pcap = write(tmp_path, "p.pcap", [syn(OPTION)])
     env = {**os.environ, "HOME": str(tmp_path)}
-    got = subprocess.run(["tshark", "-r", str(pcap), "-Y", "dsropt.service.port == 32000"],
+    got = subprocess.run(["tshark", "-r", str(pcap), "-Y", f"dsropt.service.port == {NODE_PORT}"],
                          capture_output=True, text=True, timeout=60, check=False, env=env)
     assert got.returncode == 0, got.stderr
-    assert "[DSR 172.18.0.2:32000]" in got.stdout
+    assert f"[DSR {SERVICE_ADDR}]" in got.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,15 +13,10 @@ from lab.env import cleanup
 from lab.env.netns import NetnsBackend
 from lab.model.topology import load_topology
 from lab.plumbing import nsutil
+from tests.cli.helpers import dsrlab
+from tests.seed import LB_NODE, NODE_PORT, SEED_TOPOLOGY_PATH, TOPOLOGY, VIP
 
-REPO = Path(__file__).resolve().parents[2]
-SEED = REPO / "topologies" / "seed.yaml"
-
-
-def dsrlab(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lab.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, check=False, cwd=REPO,
-                          env={"COLUMNS": "200", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+SEED = SEED_TOPOLOGY_PATH
 
 
 @pytest.mark.netns
@@ -34,16 +28,31 @@ def test_up_leaves_a_working_lab_and_down_removes_it() -> None:
     assert m, out.stdout
     run_id = m[1]
     try:
-        assert run_id in dsrlab("list").stdout
+        # piped: the host table shows every name whole (no "…", nothing wrapped), no
+        # spinner frames or colours in the pipe
+        ips = {TOPOLOGY.client.name: TOPOLOGY.client.ip, **{n.name: n.ip for n in TOPOLOGY.nodes},
+               **{p.name: p.ip for p in TOPOLOGY.pods}}
+        rows = {line.split()[0]: line.split() for line in out.stdout.splitlines()
+                if line.split() and line.split()[0] in ips}
+        assert set(rows) == set(TOPOLOGY.host_names()), out.stdout
+        for host, row in rows.items():
+            assert row[2] == str(ips[host]), row
+            assert row[-1] == f"dsrlab-{run_id}-{host}", row
+        assert f"dsrlab-{run_id}-{LB_NODE.name}" in out.stdout.split()  # the longest name
+        assert not re.search(r"[\x1b\r…│┃]", out.stdout + out.stderr), out.stdout
+        listed = dsrlab("list")
+        row = rf"^{run_id} +{len(ips)} +[1-9]\d* +up \(dsrlab up\)$"
+        assert re.search(row, listed.stdout, re.M), listed.stdout
         client = f"dsrlab-{run_id}-client"
         curl = subprocess.run(nsutil.exec_argv(client, ["curl", "-sS", "--max-time", "5",
-                                                        "http://172.18.0.2:32000/"]),
+                                                        f"http://{VIP}:{NODE_PORT}/"]),
                               capture_output=True, text=True, timeout=20, check=False)
         assert curl.stdout.startswith("PodName: cni-"), curl.stderr
     finally:
         down = dsrlab("down", run_id)
     assert down.returncode == 0, down.stderr
     assert f"lab {run_id} is down" in down.stdout
+    assert f"  removed namespace dsrlab-{run_id}-{LB_NODE.name}" in down.stdout
     assert run_id not in cleanup.find_runs()
 
 
@@ -80,13 +89,15 @@ def test_clean_removes_a_leftover_lab_by_its_tag() -> None:
         assert lab.run_id in cleanup.find_runs()
         assert dsrlab("clean", "--dry-run", lab.run_id).returncode == 0
         assert lab.run_id in cleanup.find_runs()
-        # this (live) process still holds the run: a bare clean leaves it alone
-        bare = dsrlab("clean")
+        # this (live) process still holds the run: a bare clean leaves it alone (asked
+        # with --dry-run: a bare clean would take other users' labs on a shared machine)
+        bare = dsrlab("clean", "--dry-run")
         assert f"run {lab.run_id}: in use by pid {os.getpid()}, left alone" in bare.stdout
         assert lab.run_id in cleanup.find_runs()
         out = dsrlab("clean", lab.run_id)  # named: it goes
         assert out.returncode == 0, out.stderr
-        assert f"run {lab.run_id}: 6 namespaces, 2 processes" in out.stdout
+        assert re.search(rf"^run {lab.run_id}: {len(TOPOLOGY.host_names())} namespaces, "
+                         r"[1-9]\d* processes, state file: none$", out.stdout, re.M), out.stdout
         assert lab.run_id not in cleanup.find_runs()
     finally:
         if lab.run_id in cleanup.find_runs():

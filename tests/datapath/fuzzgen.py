@@ -48,6 +48,7 @@ from lab.datapath.testrun import TestRunResult
 from lab.wire import dsropt
 from lab.wire.checksum import checksum, csum_ok, l4_csum_ok, pseudo_header
 from lab.wire.ipv4 import Ipv4View, parse_ipv4
+from tests import seed
 
 ETH_HLEN = 14
 ETH_P_IP = 0x0800
@@ -149,12 +150,13 @@ def _ip(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class Targets:
-    """Addresses the generated frames aim at (so they reach the interesting paths)."""
+    """Addresses the generated frames aim at (so they reach the interesting paths):
+    by default the seed's client, service and backends (tests/seed.py)."""
 
-    client: str = "172.18.0.1"
-    service: tuple[str, int] = ("172.18.0.2", 32000)
-    backends: tuple[tuple[str, int], ...] = (("10.0.2.123", 80), ("10.0.0.216", 80))
-    client_ports: tuple[int, ...] = (40000, 40001, 40002, 40003)
+    client: str = seed.CLIENT_IP
+    service: tuple[str, int] = (seed.VIP, seed.NODE_PORT)
+    backends: tuple[tuple[str, int], ...] = tuple((ip, seed.POD_PORT) for ip in seed.POD_IPS)
+    client_ports: tuple[int, ...] = tuple(range(seed.CLIENT_PORT, seed.CLIENT_PORT + 4))
 
 
 OPTION_KINDS: tuple[int, ...] = (
@@ -183,6 +185,8 @@ class FrameGenerator:
         self._client = _ip(self.t.client)
         self._svc = (_ip(self.t.service[0]), self.t.service[1])
         self._backends = [(_ip(ip), port) for ip, port in self.t.backends]
+        # dst: the service's node, src: the client (Docker's MACs, 02:42 + the address)
+        self._macs = b"\x02\x42" + self._svc[0] + b"\x02\x42" + self._client
         self._families: list[tuple[str, Callable[[], bytes]]] = [
             (name, getattr(self, f"_f_{name}")) for name in FAMILIES
         ]
@@ -191,7 +195,7 @@ class FrameGenerator:
     # -- building blocks ---------------------------------------------------------
 
     def _eth(self, ethertype: int = ETH_P_IP) -> bytes:
-        return bytes.fromhex("0242ac1200020242ac120001") + ethertype.to_bytes(2, "big")
+        return self._macs + ethertype.to_bytes(2, "big")
 
     def _payload(self, n: int | None = None) -> bytes:
         if n is None:

@@ -15,38 +15,50 @@ from lab.env.netns import NetnsLab
 from lab.env.traffic import curl_until
 from lab.plumbing import nsutil
 from lab.plumbing.names import docker_mac
+from tests.seed import (
+    CLIENT_IP,
+    LB_NAME,
+    NODE_NAMES,
+    NODE_PORT,
+    POD_IP,
+    POD_IPS,
+    POD_NAMES,
+    POD_NODE,
+    POD_PORT,
+    SERVICE_URL,
+    TOPOLOGY,
+    VIP,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
 
-CLIENT = "client"
-PODS = {"cni-8zxj9", "cni-m7tjc"}
+CLIENT = TOPOLOGY.client.name
+PODS = set(POD_NAMES)
 
 
-@pytest.mark.parametrize("node", ["cilium-dsr-control-plane", "cilium-dsr-worker",
-                                  "cilium-dsr-worker2"])
+@pytest.mark.parametrize("node", NODE_NAMES)
 def test_every_node_serves_the_nodeport_and_reaches_both_pods(seed_lab: NetnsLab,
                                                               node: str) -> None:
     """On a worker one backend is local (plain DNAT + reverse DNAT), one remote (DSR)."""
     ip = seed_lab.topology.node(node).ip
-    exchanges = curl_until(seed_lab, CLIENT, f"http://{ip}:32000/", want_pods=PODS,
+    exchanges = curl_until(seed_lab, CLIENT, f"http://{ip}:{NODE_PORT}/", want_pods=PODS,
                            min_requests=2, max_requests=40)
     assert all(ex.ok for ex in exchanges), [ex.error for ex in exchanges if not ex.ok]
     assert {ex.pod for ex in exchanges} == PODS
 
 
 def test_lb_remembers_flows_and_backends_learn_the_service(seed_lab: NetnsLab) -> None:
-    curl_until(seed_lab, CLIENT, "http://172.18.0.2:32000/", want_pods=PODS,
+    curl_until(seed_lab, CLIENT, SERVICE_URL, want_pods=PODS,
                min_requests=2, max_requests=40)
-    ct = seed_lab.datapath["cilium-dsr-control-plane"].ct_entries()
+    ct = seed_lab.datapath[LB_NAME].ct_entries()
     assert {(e.service_ip, e.service_port, e.backend_port) for e in ct} >= {
-        ("172.18.0.2", 32000, 80)}
-    assert {e.backend_ip for e in ct if e.service_ip == "172.18.0.2"} == {
-        "10.0.2.123", "10.0.0.216"}
-    learned = seed_lab.datapath["cilium-dsr-worker"].revnat_entries()
-    dsr = [e for e in learned if (e.service_ip, e.service_port) == ("172.18.0.2", 32000)]
+        (VIP, NODE_PORT, POD_PORT)}
+    assert {e.backend_ip for e in ct if e.service_ip == VIP} == set(POD_IPS)
+    learned = seed_lab.datapath[POD_NODE].revnat_entries()
+    dsr = [e for e in learned if (e.service_ip, e.service_port) == (VIP, NODE_PORT)]
     assert dsr, learned
     assert {(e.client_ip, e.backend_ip, e.backend_port) for e in dsr} == {
-        ("172.18.0.1", "10.0.2.123", 80)}
+        (CLIENT_IP, POD_IP, POD_PORT)}
 
 
 def _inject(lab: NetnsLab, frames: list[bytes]) -> None:
@@ -59,27 +71,27 @@ def _inject(lab: NetnsLab, frames: list[bytes]) -> None:
 
 
 def test_malformed_packets_off_the_wire_leave_the_datapath_working(seed_lab: NetnsLab) -> None:
-    lb = seed_lab.topology.node("cilium-dsr-control-plane")
+    lb = seed_lab.topology.node(LB_NAME)
     eth = Ether(src=docker_mac(seed_lab.topology.client.ip), dst=docker_mac(lb.ip))
-    syn = IP(src="172.18.0.1", dst=str(lb.ip)) / TCP(sport=41000, dport=32000, flags="S")
+    syn = IP(src=CLIENT_IP, dst=str(lb.ip)) / TCP(sport=41000, dport=NODE_PORT, flags="S")
     good = bytes(eth / syn)
     ip_at = 14
     frames = [
         good[: ip_at + 10],  # truncated IP header
         good[:ip_at] + bytes([0x43]) + good[ip_at + 1:],  # IHL 3
         good[:ip_at] + bytes([0x4F]) + good[ip_at + 1:],  # IHL 15, beyond the packet
-        bytes(eth / IP(src="172.18.0.1", dst=str(lb.ip), len=1400)
-              / TCP(sport=41001, dport=32000, flags="S")),  # tot_len past the buffer
-        bytes(eth / IP(src="172.18.0.1", dst=str(lb.ip), flags="MF")
-              / TCP(sport=41002, dport=32000, flags="S")),  # a fragment
-        bytes(eth / IP(src="172.18.0.1", dst=str(lb.ip), options=[IPOption(b"\x01" * 36)])
-              / TCP(sport=41003, dport=32000, flags="S")),  # 36 bytes of options: no room
+        bytes(eth / IP(src=CLIENT_IP, dst=str(lb.ip), len=1400)
+              / TCP(sport=41001, dport=NODE_PORT, flags="S")),  # tot_len past the buffer
+        bytes(eth / IP(src=CLIENT_IP, dst=str(lb.ip), flags="MF")
+              / TCP(sport=41002, dport=NODE_PORT, flags="S")),  # a fragment
+        bytes(eth / IP(src=CLIENT_IP, dst=str(lb.ip), options=[IPOption(b"\x01" * 36)])
+              / TCP(sport=41003, dport=NODE_PORT, flags="S")),  # 36 bytes of options: no room
         good[: ip_at + 20 + 6],  # TCP header cut short
-        bytes(eth / IP(src="172.18.0.1", dst=str(lb.ip)) / UDP(sport=41004, dport=32000)
+        bytes(eth / IP(src=CLIENT_IP, dst=str(lb.ip)) / UDP(sport=41004, dport=NODE_PORT)
               / Raw(b"x")),  # UDP to a TCP-only NodePort
         bytes(Ether(src=eth.src, dst=eth.dst, type=0x86DD) / Raw(b"\x60" + b"\x00" * 60)),
     ]
-    dp = seed_lab.datapath["cilium-dsr-control-plane"]
+    dp = seed_lab.datapath[LB_NAME]
     dp.reset_counters()
     _inject(seed_lab, frames)
     deadline = time.monotonic() + 5
@@ -90,7 +102,7 @@ def test_malformed_packets_off_the_wire_leave_the_datapath_working(seed_lab: Net
     assert counters.get("drop_opt_too_long", 0) >= 1, counters
     assert counters.get("pass_fragment", 0) >= 1, counters
     # the next real request still goes through, over both backends
-    exchanges = curl_until(seed_lab, CLIENT, f"http://{lb.ip}:32000/", want_pods=PODS,
+    exchanges = curl_until(seed_lab, CLIENT, f"http://{lb.ip}:{NODE_PORT}/", want_pods=PODS,
                            min_requests=2, max_requests=40)
     assert all(ex.ok for ex in exchanges)
     assert {ex.pod for ex in exchanges} == PODS

@@ -3,9 +3,9 @@
 Three layers, Cilium's bpf/tests style throughout (build packets with scapy,
 fill maps, run the real program with BPF_PROG_TEST_RUN, assert on bytes):
 
-* the library pieces that need no kernel: endpoint parsing, pcap reading and
-  writing, the seeded-selection mirror;
-* unit tests of the programs for what tests/test_datapath.py does not cover:
+* the library pieces that need no kernel: the run config, the seeded-selection
+  mirror (endpoint parsing and pcap files: tests/wire);
+* unit tests of the programs for what test_lb_path.py and its siblings do not cover:
   seeded selection, the redirect target in the run context, UDP replies, a
   retransmitted SYN;
 * the command itself on pcaps, as a user runs it (a subprocess): the seed's
@@ -16,7 +16,6 @@ fill maps, run the real program with BPF_PROG_TEST_RUN, assert on bytes):
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -26,9 +25,9 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR, in4_chksum
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
-from scapy.utils import PcapNgWriter, rdpcap, wrpcap
+from scapy.utils import rdpcap, wrpcap
 
-from lab.datapath import BackendEntry, build_object
+from lab.datapath import BackendEntry
 from lab.datapath.runner import (
     DatapathRunner,
     RunConfig,
@@ -41,17 +40,23 @@ from lab.plumbing.names import docker_mac
 from lab.wire import dsropt
 from lab.wire.checksum import checksum, csum_ok
 from lab.wire.endpoint import Endpoint
-from lab.wire.pcapio import PcapError, PcapWriter, read_frames
-
-REPO = Path(__file__).resolve().parents[2]
-CLIENT, CPORT = "172.18.0.1", 40000
-VIP, NODEPORT = "172.18.0.2", 32000
-POD, POD2, PORT = "10.0.2.123", "10.0.0.216", 80
-SEED_SERVICE = f"{VIP}:{NODEPORT}"
-SEED_BACKENDS = (f"{POD}:{PORT}", f"{POD2}:{PORT}")
-SEED_OPT = bytes.fromhex("9a08007d020012ac")
-NODE_MAC = docker_mac(VIP)
-CLIENT_MAC = "02:42:ac:12:00:01"
+from lab.wire.pcapio import PcapWriter, read_frames
+from tests.seed import (
+    BACKEND_ADDRS,
+    CLIENT_IP,
+    CLIENT_MAC,
+    CLIENT_PORT,
+    LB_MAC,
+    NODE_PORT,
+    OPTION,
+    POD2_IP,
+    POD_ADDR,
+    POD_IP,
+    POD_PORT,
+    REPO,
+    SERVICE_ADDR,
+    VIP,
+)
 
 bpf = [pytest.mark.bpf, pytest.mark.netns]
 
@@ -60,18 +65,18 @@ bpf = [pytest.mark.bpf, pytest.mark.netns]
 
 
 def eth(pkt: Packet) -> bytes:
-    return bytes(Ether(src=CLIENT_MAC, dst=NODE_MAC) / pkt)
+    return bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / pkt)
 
 
-def tcp(flags: str = "S", *, src: str = CLIENT, dst: str = VIP, sport: int = CPORT,
-        dport: int = NODEPORT, options: Sequence[object] = (), payload: bytes = b"") -> bytes:
+def tcp(flags: str = "S", *, src: str = CLIENT_IP, dst: str = VIP, sport: int = CLIENT_PORT,
+        dport: int = NODE_PORT, options: Sequence[object] = (), payload: bytes = b"") -> bytes:
     pkt = IP(src=src, dst=dst, ttl=64, id=9, options=list(options)) / TCP(
         sport=sport, dport=dport, flags=flags, seq=1000, ack=1 if "A" in flags else 0)
     return eth(pkt / Raw(payload) if payload else pkt)
 
 
-def udp(payload: bytes = b"ping", *, src: str = CLIENT, dst: str = VIP, sport: int = 5353,
-        dport: int = NODEPORT) -> bytes:
+def udp(payload: bytes = b"ping", *, src: str = CLIENT_IP, dst: str = VIP, sport: int = 5353,
+        dport: int = NODE_PORT) -> bytes:
     return eth(IP(src=src, dst=dst, ttl=64) / UDP(sport=sport, dport=dport) / Raw(payload))
 
 
@@ -107,7 +112,7 @@ def dsrlab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
 
 
 def run_cli(tmp: Path, frames: Sequence[bytes], *, program: str = "lb",
-            service: str = SEED_SERVICE, backends: Sequence[str] = SEED_BACKENDS,
+            service: str = SERVICE_ADDR, backends: Sequence[str] = BACKEND_ADDRS,
             extra: Sequence[str] = (), name: str = "in") -> tuple[list[dict[str, object]],
                                                                   list[bytes], str]:
     """Write ``frames`` to a pcap, run the command with --json; (records, output frames,
@@ -128,31 +133,8 @@ def run_cli(tmp: Path, frames: Sequence[bytes], *, program: str = "lb",
 # --- no kernel needed ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("text", "want"),
-    [("172.18.0.2:32000", Endpoint(VIP, NODEPORT)), (" 10.0.0.216:80 ", Endpoint(POD2, 80)),
-     ("192.168.7.9:1", Endpoint("192.168.7.9", 1))],
-)
-def test_parse_endpoint(text: str, want: Endpoint) -> None:
-    assert Endpoint.parse(text) == want
-    assert str(want) == text.strip()
-
-
-@pytest.mark.parametrize(
-    ("text", "match"),
-    [("172.18.0.2", "not IPV4:PORT"), ("172.18.0.2:", "not IPV4:PORT"),
-     (":80", "not IPV4:PORT"), ("172.18.0.300:80", "not an IPv4 address"),
-     ("fd00::1:80", "not an IPv4 address"), ("172.18.0.2:0", "not in 1..65535"),
-     ("172.18.0.2:65536", "not in 1..65535"), ("172.18.0.2:http", "not in 1..65535"),
-     ("0.0.0.0:80", "cannot be"), ("224.0.0.1:80", "cannot be")],
-)
-def test_parse_endpoint_refuses(text: str, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        Endpoint.parse(text)
-
-
 def test_run_config_validates() -> None:
-    svc, be = Endpoint(VIP, NODEPORT), (Endpoint(POD, PORT),)
+    svc, be = Endpoint(VIP, NODE_PORT), (Endpoint(POD_IP, POD_PORT),)
     with pytest.raises(ValueError, match="at least one backend"):
         RunConfig("lb", svc, ())
     with pytest.raises(ValueError, match="repeat"):
@@ -168,45 +150,8 @@ def test_run_config_validates() -> None:
     assert RunConfig("lb", svc, be, mtu=0).mtu == 0
 
 
-def test_pcap_round_trip_keeps_bytes_and_time(tmp_path: Path) -> None:
-    frames = [tcp("S"), udp(), b"\x00" * 14, tcp("A", payload=b"x" * 1400)]
-    with PcapWriter(tmp_path / "a.pcap") as w:
-        for i, f in enumerate(frames):
-            w.write(f, 1_700_000_000_123_456_789 + i)
-    got = list(read_frames(tmp_path / "a.pcap"))
-    assert [g.data for g in got] == frames
-    assert got[0].ts_ns == 1_700_000_000_123_456_789
-    assert [bytes(p) for p in rdpcap(str(tmp_path / "a.pcap"))] == frames  # scapy agrees
-
-
-def test_pcap_reads_scapy_microsecond_big_endian_and_pcapng(tmp_path: Path) -> None:
-    pkts = [Ether(tcp("S")), Ether(udp())]
-    pkts[0].time, pkts[1].time = 1.5, 2.25
-    wrpcap(str(tmp_path / "us.pcap"), pkts)
-    wrpcap(str(tmp_path / "be.pcap"), pkts, endianness=">")
-    with PcapNgWriter(str(tmp_path / "ng.pcapng")) as ng:
-        for p in pkts:
-            ng.write(p)
-    for name in ("us.pcap", "be.pcap", "ng.pcapng"):
-        got = list(read_frames(tmp_path / name))
-        assert [g.data for g in got] == [bytes(p) for p in pkts], name
-        assert [g.ts_ns for g in got] == [1_500_000_000, 2_250_000_000], name
-
-
-def test_pcap_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(PcapError, match=r"missing\.pcap: input file does not exist"):
-        list(read_frames(tmp_path / "missing.pcap"))
-    (tmp_path / "text.pcap").write_text("hello, not a capture\n")
-    with pytest.raises(PcapError, match=r"text\.pcap: at byte offset 0: not a pcap"):
-        list(read_frames(tmp_path / "text.pcap"))
-    raw = tmp_path / "raw-ip.pcap"
-    raw.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 101))
-    with pytest.raises(PcapError, match=r"raw-ip\.pcap: link type 101"):
-        list(read_frames(raw))
-
-
 def test_ipv4_source() -> None:
-    assert ipv4_source(tcp("SA", src=POD, dst=CLIENT)) == POD
+    assert ipv4_source(tcp("SA", src=POD_IP, dst=CLIENT_IP)) == POD_IP
     assert ipv4_source(bytes(Ether() / ARP())) is None
     assert ipv4_source(tcp("S")[:20]) is None
 
@@ -214,7 +159,7 @@ def test_ipv4_source() -> None:
 def test_selection_mirror_is_a_proper_hash() -> None:
     assert mix32(0) == 0
     assert mix32(1) != mix32(2)
-    flow = Flow(CLIENT, VIP, CPORT, NODEPORT, 6)
+    flow = Flow(CLIENT_IP, VIP, CLIENT_PORT, NODE_PORT, 6)
     assert flow_hash(1, flow) != flow_hash(2, flow)
     assert flow_hash(1, flow) != flow_hash(1, flow._replace(proto=17))
     slots = [seeded_slot(7, 2, flow._replace(sport=p)) for p in range(41000, 41400)]
@@ -226,15 +171,11 @@ def test_selection_mirror_is_a_proper_hash() -> None:
 # --- program-level unit tests (BPF_PROG_TEST_RUN, no CLI) -----------------------------
 
 
-@pytest.fixture(scope="module")
-def obj_path() -> Path:
-    return build_object()
-
-
 @pytest.fixture
 def runner(obj_path: Path) -> Iterator[DatapathRunner]:
     """The runner's scratch namespace and object, configured for the seed (not seeded)."""
-    config = RunConfig("lb", Endpoint(VIP, NODEPORT), (Endpoint(POD, PORT), Endpoint(POD2, PORT)))
+    config = RunConfig("lb", Endpoint(VIP, NODE_PORT),
+                       (Endpoint(POD_IP, POD_PORT), Endpoint(POD2_IP, POD_PORT)))
     with DatapathRunner(config, obj_path) as r, r.inside():
         yield r
 
@@ -253,7 +194,7 @@ def test_redirect_target_is_in_the_run_context(runner: DatapathRunner) -> None:
     assert target == runner.ifindex
     assert runner.ifnames[runner.ifindex] == "eth0"
     pkt = Ether(out)
-    assert pkt.src == NODE_MAC
+    assert pkt.src == LB_MAC
     assert pkt.dst == docker_mac(pkt[IP].dst)  # the permanent neighbour of the chosen backend
     assert runner.datapath.counters()["fib_redirect"] == 1
 
@@ -268,13 +209,14 @@ def test_seeded_selection_matches_the_python_mirror(runner: DatapathRunner) -> N
     assert dp.selection_seed() == 12345
     dp.set_option_order("host")
     assert dp.selection_seed() == 12345
-    backends = (POD, POD2)
+    backends = (POD_IP, POD2_IP)
     for sport in range(41000, 41064):
         lb_run(runner, tcp("S", sport=sport))
         lb_run(runner, udp(sport=sport))
     for e in dp.ct_entries():
         proto = 6 if e.proto == "tcp" else 17
-        want = backends[seeded_slot(12345, 2, Flow(CLIENT, VIP, e.client_port, NODEPORT, proto))]
+        flow = Flow(CLIENT_IP, VIP, e.client_port, NODE_PORT, proto)
+        want = backends[seeded_slot(12345, 2, flow)]
         assert e.backend_ip == want, e
     assert {e.backend_ip for e in dp.ct_entries()} == set(backends)
     dp.set_selection_seed(None)
@@ -290,7 +232,7 @@ def test_retransmitted_syn_still_gets_the_option(runner: DatapathRunner) -> None
     first = Ether(lb_run(runner, tcp("S"))[1])
     verdict, out, _ = lb_run(runner, tcp("S"))
     assert verdict == "redirect"
-    assert out[34:42] == SEED_OPT
+    assert out[34:42] == OPTION
     assert Ether(out)[IP].dst == first[IP].dst
     assert checksums_valid(out)
     counters = runner.datapath.counters()
@@ -301,20 +243,20 @@ def test_retransmitted_syn_still_gets_the_option(runner: DatapathRunner) -> None
 @pytest.mark.netns
 @pytest.mark.parametrize("zero_csum", [False, True], ids=["udp-csum", "udp-no-csum"])
 def test_udp_reply_is_rewritten_with_valid_checksums(obj_path: Path, zero_csum: bool) -> None:
-    config = RunConfig("backend", Endpoint(VIP, NODEPORT), (Endpoint(POD, 53),))
+    config = RunConfig("backend", Endpoint(VIP, NODE_PORT), (Endpoint(POD_IP, 53),))
     with DatapathRunner(config, obj_path) as r, r.inside():
-        opt_frame = splice_option(udp(b"q", dst=POD, dport=53), SEED_OPT)
+        opt_frame = splice_option(udp(b"q", dst=POD_IP, dport=53), OPTION)
         assert r.run(opt_frame).verdict == "ok"
         assert r.datapath.counters()["backend_learned"] == 1
-        reply = bytearray(udp(b"answer", src=POD, dst=CLIENT, sport=53, dport=5353))
+        reply = bytearray(udp(b"answer", src=POD_IP, dst=CLIENT_IP, sport=53, dport=5353))
         if zero_csum:
             reply[40:42] = b"\0\0"
         res = r.run(bytes(reply))
         assert (res.program, res.verdict) == ("dsr_to_netdev", "ok")
         assert res.data is not None
         pkt = Ether(res.data)
-        assert (pkt[IP].src, pkt[UDP].sport) == (VIP, NODEPORT)
-        assert (pkt[IP].dst, pkt[UDP].dport) == (CLIENT, 5353)
+        assert (pkt[IP].src, pkt[UDP].sport) == (VIP, NODE_PORT)
+        assert (pkt[IP].dst, pkt[UDP].dport) == (CLIENT_IP, 5353)
         assert pkt[Raw].load == b"answer"
         assert checksums_valid(res.data)
         if zero_csum:
@@ -324,7 +266,7 @@ def test_udp_reply_is_rewritten_with_valid_checksums(obj_path: Path, zero_csum: 
 # --- the command on pcaps ----------------------------------------------------------------
 
 
-def seed_session(sport: int = CPORT) -> list[bytes]:
+def seed_session(sport: int = CLIENT_PORT) -> list[bytes]:
     """What the LB node receives for one curl: SYN, ACK, request, FIN, ACK."""
     return [tcp("S", sport=sport), tcp("A", sport=sport),
             tcp("PA", sport=sport, payload=b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
@@ -337,7 +279,7 @@ def test_cli_lb_on_the_seed_service(tmp_path: Path) -> None:
     broken_ihl = bytearray(tcp("S", sport=40001))
     broken_ihl[14] = 0x43
     frames = [*seed_session(), udp(b"one"), udp(b"two"), bytes(broken_ihl),
-              bytes(Ether(src=CLIENT_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=CLIENT, pdst=VIP)),
+              bytes(Ether(src=CLIENT_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=CLIENT_IP, pdst=VIP)),
               tcp("S")[:20]]
     records, out, stderr = run_cli(tmp_path, frames, extra=["--seed", "1"])
 
@@ -356,19 +298,19 @@ def test_cli_lb_on_the_seed_service(tmp_path: Path) -> None:
 
     syn, ack, req, fin, ack2, u1, u2, arp = out
     backend = Ether(syn)[IP].dst
-    assert backend in (POD, POD2)
+    assert backend in (POD_IP, POD2_IP)
     # the SYN: option right after the base header, IHL 7, tot_len + 8, checksums valid
-    assert syn[34:42] == SEED_OPT
+    assert syn[34:42] == OPTION
     assert Ether(syn)[IP].ihl == 7
     assert Ether(syn)[IP].len == Ether(frames[0])[IP].len + 8
-    assert (Ether(syn)[IP].src, Ether(syn)[TCP].sport) == (CLIENT, CPORT)
-    assert Ether(syn)[TCP].dport == PORT
+    assert (Ether(syn)[IP].src, Ether(syn)[TCP].sport) == (CLIENT_IP, CLIENT_PORT)
+    assert Ether(syn)[TCP].dport == POD_PORT
     for frame in (ack, req, fin, ack2):  # later packets: same backend, DNAT only
         pkt = Ether(frame)
-        assert (pkt[IP].ihl, pkt[IP].dst, pkt[TCP].dport) == (5, backend, PORT)
+        assert (pkt[IP].ihl, pkt[IP].dst, pkt[TCP].dport) == (5, backend, POD_PORT)
     assert Ether(req)[Raw].load.startswith(b"GET /")
     for frame in (u1, u2):  # every UDP datagram carries the option
-        assert frame[34:42] == SEED_OPT
+        assert frame[34:42] == OPTION
         assert Ether(frame)[IP].ihl == 7
     assert all(checksums_valid(f) for f in out[:7])
     assert arp == frames[8]
@@ -415,14 +357,14 @@ def test_cli_existing_options_follow_cilium_1_14(tmp_path: Path) -> None:
     too_long = [IPOption_RR(routers=["0.0.0.0"] * 8), IPOption_NOP()]  # 36: refused
     frames = [tcp("S", sport=41001, options=fits), tcp("S", sport=41002, options=exact),
               tcp("S", sport=41003, options=too_long)]
-    records, out, _ = run_cli(tmp_path, frames, backends=[f"{POD}:{PORT}"])
+    records, out, _ = run_cli(tmp_path, frames, backends=[POD_ADDR])
     assert [r["verdict"] for r in records] == ["redirect", "redirect", "drop"]
     assert records[2]["reason"] == "opt_too_long"
     assert len(out) == 2
     for frame, src in zip(out, frames[:2], strict=True):
         existing = src[34 : 14 + Ether(src)[IP].ihl * 4]
         hlen = Ether(frame)[IP].ihl * 4
-        assert frame[34:42] == SEED_OPT  # the DSR option goes first
+        assert frame[34:42] == OPTION  # the DSR option goes first
         assert frame[42 : 14 + hlen] == existing  # the packet's own options behind it
         assert hlen == 20 + 8 + len(existing)
         assert checksums_valid(frame)
@@ -440,17 +382,17 @@ def test_cli_seed_makes_selection_reproducible(tmp_path: Path) -> None:
 
     seeded = backends(["--seed", "42"], "a")
     assert backends(["--seed", "42"], "b") == seeded
-    assert seeded == [(POD, POD2)[seeded_slot(42, 2, Flow(CLIENT, VIP, p, NODEPORT))]
+    assert seeded == [(POD_IP, POD2_IP)[seeded_slot(42, 2, Flow(CLIENT_IP, VIP, p, NODE_PORT))]
                       for p in range(42000, 42064)]
     assert backends(["--seed", "43"], "c") != seeded
     unseeded = backends([], "d")
-    assert set(unseeded) == {POD, POD2}  # random: 64 flows on one backend has p = 2**-63
+    assert set(unseeded) == {POD_IP, POD2_IP}  # random: 64 flows on one backend has p = 2**-63
 
 
 @pytest.mark.bpf
 @pytest.mark.netns
 def test_cli_repeat_reports_ns_per_packet(tmp_path: Path) -> None:
-    backend_syn = splice_option(tcp("S", dst=POD, dport=PORT), SEED_OPT)
+    backend_syn = splice_option(tcp("S", dst=POD_IP, dport=POD_PORT), OPTION)
     frames = [*seed_session()[:2], backend_syn]
     plain, plain_out, _ = run_cli(tmp_path, frames, extra=["--seed", "3"], name="plain")
     timed, timed_out, stderr = run_cli(tmp_path, frames, extra=["--seed", "3", "--repeat",
@@ -490,7 +432,7 @@ def test_cli_mtu(tmp_path: Path) -> None:
     assert [(r["verdict"], r["reason"]) for r in records] == [
         ("redirect", None), ("drop", "frag_needed"), ("redirect", None)]
     assert [len(f) for f in out] == [14 + 1500, 14 + 1500]  # grown to the MTU; DNAT only
-    assert out[0][34:42] == SEED_OPT
+    assert out[0][34:42] == OPTION
     assert checksums_valid(out[0])
 
     records, out, _ = run_cli(tmp_path, frames[1:2], extra=["--mtu", "9000"], name="jumbo")
@@ -504,8 +446,8 @@ def test_cli_mtu(tmp_path: Path) -> None:
     assert len(out[0]) == 14 + 1508
 
     src = tmp_path / "default.pcap"
-    bad = dsrlab("datapath", "run", "--program", "lb", "--service", SEED_SERVICE,
-                 "--backend", f"{POD}:{PORT}", "--input", str(src),
+    bad = dsrlab("datapath", "run", "--program", "lb", "--service", SERVICE_ADDR,
+                 "--backend", POD_ADDR, "--input", str(src),
                  "--output", str(tmp_path / "o.pcap"), "--mtu", "20")
     assert bad.returncode == 2
     assert "Invalid value for '--mtu'" in " ".join(bad.stderr.replace("│", " ").split())
@@ -516,8 +458,8 @@ def test_cli_mtu(tmp_path: Path) -> None:
 def test_cli_human_output(tmp_path: Path) -> None:
     src, dst = tmp_path / "in.pcap", tmp_path / "out.pcap"
     wrpcap(str(src), [Ether(tcp("S"))])
-    out = dsrlab("datapath", "run", "--program", "lb", "--service", SEED_SERVICE,
-                 "--backend", f"{POD}:{PORT}", "--input", str(src), "--output", str(dst))
+    out = dsrlab("datapath", "run", "--program", "lb", "--service", SERVICE_ADDR,
+                 "--backend", POD_ADDR, "--input", str(src), "--output", str(dst))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "#0 dsr_from_netdev: redirect, 62 bytes -> eth0"
     assert len(rdpcap(str(dst))) == 1
@@ -526,13 +468,13 @@ def test_cli_human_output(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["--service", "172.18.0.2", "--backend", "10.0.2.123:80"], 2,
-         "Invalid value for '--service': '172.18.0.2' is not IPV4:PORT"),
-        (["--service", SEED_SERVICE, "--backend", "10.0.2.123:99999"], 2,
-         "Invalid value for '--backend': '10.0.2.123:99999': port '99999' is not in 1..65535"),
-        (["--service", SEED_SERVICE, "--backend", "pod:80"], 2,
+        (["--service", VIP, "--backend", POD_ADDR], 2,
+         f"Invalid value for '--service': '{VIP}' is not IPV4:PORT"),
+        (["--service", SERVICE_ADDR, "--backend", f"{POD_IP}:99999"], 2,
+         f"Invalid value for '--backend': '{POD_IP}:99999': port '99999' is not in 1..65535"),
+        (["--service", SERVICE_ADDR, "--backend", "pod:80"], 2,
          "'pod' is not an IPv4 address"),
-        (["--service", SEED_SERVICE], 2, "Missing option '--backend'"),
+        (["--service", SERVICE_ADDR], 2, "Missing option '--backend'"),
     ],
     ids=["service-without-port", "backend-port", "backend-name", "no-backend"],
 )
@@ -547,8 +489,8 @@ def test_cli_bad_arguments(tmp_path: Path, args: list[str], code: int, message: 
 
 def test_cli_missing_input_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pcap"
-    out = dsrlab("datapath", "run", "--program", "lb", "--service", SEED_SERVICE,
-                 "--backend", f"{POD}:{PORT}", "--input", str(missing),
+    out = dsrlab("datapath", "run", "--program", "lb", "--service", SERVICE_ADDR,
+                 "--backend", POD_ADDR, "--input", str(missing),
                  "--output", str(tmp_path / "o.pcap"))
     assert out.returncode == 2
     assert f"input file {missing} does not exist" in out.stderr
@@ -559,8 +501,8 @@ def test_cli_missing_input_is_named(tmp_path: Path) -> None:
 def test_cli_unreadable_input_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "notes.pcap"
     bad.write_text("not a capture at all\n")
-    out = dsrlab("datapath", "run", "--program", "lb", "--service", SEED_SERVICE,
-                 "--backend", f"{POD}:{PORT}", "--input", str(bad),
+    out = dsrlab("datapath", "run", "--program", "lb", "--service", SERVICE_ADDR,
+                 "--backend", POD_ADDR, "--input", str(bad),
                  "--output", str(tmp_path / "o.pcap"))
     assert out.returncode == 1
     assert f"{bad}: at byte offset 0: not a pcap or pcapng file" in out.stderr
@@ -575,7 +517,7 @@ def test_run_pcap_library(tmp_path: Path, obj_path: Path) -> None:
         for f in seed_session():
             w.write(f)
     seen: list[int] = []
-    config = RunConfig("lb", Endpoint(VIP, NODEPORT), (Endpoint(POD, PORT),), seed=5)
+    config = RunConfig("lb", Endpoint(VIP, NODE_PORT), (Endpoint(POD_IP, POD_PORT),), seed=5)
     summary = run_pcap(config, src, tmp_path / "out.pcap", on_packet=lambda r: seen.append(
         r.index), obj_path=obj_path)
     assert seen == [0, 1, 2, 3, 4]
@@ -589,14 +531,14 @@ def test_run_pcap_library(tmp_path: Path, obj_path: Path) -> None:
 @pytest.mark.bpf
 @pytest.mark.netns
 def test_runner_namespace_lives_for_the_run_only(obj_path: Path) -> None:
-    config = RunConfig("backend", Endpoint(VIP, NODEPORT), (Endpoint(POD, PORT),
-                                                           Endpoint(POD, 8080)))
+    config = RunConfig("backend", Endpoint(VIP, NODE_PORT), (Endpoint(POD_IP, POD_PORT),
+                                                           Endpoint(POD_IP, 8080)))
     with DatapathRunner(config, obj_path) as r:
         assert nsutil.exists(r.netns)
         assert r.netns.endswith("-dprun")
         with nsutil.open_iproute(r.netns) as ipr:
             routes = {rt.get_attr("RTA_DST") for rt in ipr.get_routes(family=2, table=254)}
-        assert POD in routes  # one route for the two backends on one address
+        assert POD_IP in routes  # one route for the two backends on one address
         assert [s.backends for s in r.datapath.services()] == [
-            (BackendEntry(POD, PORT), BackendEntry(POD, 8080))] * 2
+            (BackendEntry(POD_IP, POD_PORT), BackendEntry(POD_IP, 8080))] * 2
     assert not nsutil.exists(r.netns)

@@ -1,6 +1,6 @@
 """Fuzzing the datapath: malformed frames by the hundred thousand, and a property test.
 
-Invariant (lab/datapath/fuzz.py, ``check_result``): every frame gets a verdict
+Invariant (tests/datapath/fuzzgen.py, ``check_result``): every frame gets a verdict
 the datapath returns (a drop with a known reason, a redirect with a target),
 non-IPv4 frames leave untouched, every frame the program rewrote parses with
 a right IP header checksum (and L4 checksum) whenever the input's was right
@@ -35,6 +35,7 @@ from lab.datapath.runner import setup_namespace
 from lab.datapath.testrun import TestRunResult
 from lab.plumbing import nsutil
 from lab.plumbing.names import netns_name, new_run_id
+from lab.wire.checksum import checksum, csum_ok, pseudo_header
 from lab.wire.endpoint import Endpoint
 from tests.datapath.fuzzgen import (
     BAD_CSUM,
@@ -42,29 +43,26 @@ from tests.datapath.fuzzgen import (
     MAX_TEST_RUN_FRAME,
     FrameGenerator,
     FuzzReport,
+    Targets,
     check_result,
-    checksum,
-    csum_ok,
     fuzz,
     is_malformed,
     make_run_fn,
-    parse_ipv4,
-    pseudo_header,
 )
+from tests.seed import CLIENT_IP, NODE_PORT, OPTION, POD_IP, POD_PORT, VIP
 
 PACKETS = int(os.environ.get("DSRLAB_FUZZ_PACKETS", "100000"))
 EXAMPLES = int(os.environ.get("DSRLAB_FUZZ_EXAMPLES", "300"))
-CLIENT, VIP, NODEPORT = "172.18.0.1", "172.18.0.2", 32000
-BACKENDS = (("10.0.2.123", 80), ("10.0.0.216", 80))
-CLIENT_PORTS = (40000, 40001, 40002, 40003)
-SEED_OPT = bytes.fromhex("9a08007d020012ac")
+TARGETS = Targets()  # the seed's client, service and backends
+BACKENDS = TARGETS.backends
+CLIENT_PORTS = TARGETS.client_ports
 
 
 # --- a reference frame and a fake result, for the checker's own tests -------------------
 
 
 def ipv4_frame(*, opts: bytes = b"", payload: bytes = b"hello", proto: int = 6,
-               src: str = CLIENT, dst: str = VIP, dport: int = NODEPORT) -> bytes:
+               src: str = CLIENT_IP, dst: str = VIP, dport: int = NODE_PORT) -> bytes:
     """Ethernet + IPv4 (+ options) + TCP or UDP, every checksum right."""
     s, d = bytes(map(int, src.split("."))), bytes(map(int, dst.split(".")))
     if proto == 6:
@@ -82,7 +80,7 @@ def ipv4_frame(*, opts: bytes = b"", payload: bytes = b"hello", proto: int = 6,
     return bytes(12) + b"\x08\x00" + bytes(hdr) + bytes(l4)
 
 
-def lb_rewrite(frame: bytes, backend: str = "10.0.2.123", port: int = 80) -> bytes:
+def lb_rewrite(frame: bytes, backend: str = POD_IP, port: int = POD_PORT) -> bytes:
     """What the LB does to a SYN, done independently here: DNAT, option, TTL - 1."""
     ihl = (frame[14] & 0x0F) * 4
     opts = frame[34 : 14 + ihl]
@@ -94,7 +92,7 @@ def lb_rewrite(frame: bytes, backend: str = "10.0.2.123", port: int = 80) -> byt
     l4[coff : coff + 2] = b"\0\0"
     l4[coff : coff + 2] = checksum(pseudo_header(src, dst, proto, len(l4)) + l4).to_bytes(
         2, "big")
-    return rebuild(frame, SEED_OPT + opts, bytes(l4), dst=dst, ttl=frame[22] - 1)
+    return rebuild(frame, OPTION + opts, bytes(l4), dst=dst, ttl=frame[22] - 1)
 
 
 def rebuild(frame: bytes, opts: bytes, l4: bytes, *, dst: bytes, ttl: int) -> bytes:
@@ -175,14 +173,6 @@ def test_checker_catches_a_changed_non_ip_frame_and_lax_ingress() -> None:
     assert "IHL 3 < 5" in check_result(bad, result(bad, "ok"), validating=True)[0]
 
 
-def test_parse_ipv4_reasons() -> None:
-    assert parse_ipv4(GOOD_IN)[0] is not None
-    assert "ethertype" in str(parse_ipv4(_corrupt(GOOD_IN, 12, b"\x86\xdd"))[1])
-    assert "version 6" in str(parse_ipv4(_corrupt(GOOD_IN, 14, b"\x65"))[1])
-    assert "beyond tot_len" in str(parse_ipv4(_corrupt(GOOD_IN, 16, b"\x00\x10"))[1])
-    assert "L4 header" in str(parse_ipv4(_corrupt(GOOD_IN, 16, b"\x00\x1e")[:44])[1])
-
-
 def test_generator_is_seeded_and_covers_every_family() -> None:
     a = list(FrameGenerator(7).frames(3000))
     assert a == list(FrameGenerator(7).frames(3000))
@@ -213,18 +203,18 @@ def configure(dp: DatapathObject) -> None:
     """Services for the LB path, learned entries for the reply path, seeded selection."""
     dp.set_selection_seed(1)
     for proto in ("tcp", "udp"):
-        dp.add_service(VIP, NODEPORT, proto, dsr=True,
+        dp.add_service(VIP, NODE_PORT, proto, dsr=True,
                        backends=[BackendEntry(ip, port) for ip, port in BACKENDS])
         for ip, port in BACKENDS:
             for cport in CLIENT_PORTS:
-                dp.add_revnat(RevnatEntry(CLIENT, cport, ip, port, proto, VIP, NODEPORT))
+                dp.add_revnat(RevnatEntry(CLIENT_IP, cport, ip, port, proto, VIP, NODE_PORT))
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     name = netns_name(new_run_id(), "fuzz")
     with nsutil.scratch(name):
-        idx = setup_namespace(name, Endpoint(VIP, NODEPORT),
+        idx = setup_namespace(name, Endpoint(VIP, NODE_PORT),
                               [Endpoint(ip, port) for ip, port in BACKENDS])
         with DatapathObject.load(build_object()) as dp:
             configure(dp)
@@ -317,11 +307,11 @@ def structured_frames(draw: st.DrawFn) -> bytes:
     """An IPv4 frame whose every header field is drawn: sane values mostly, any value
     sometimes; then maybe truncated or padded."""
     proto = draw(st.sampled_from([6, 17, 6, 1, 47]))
-    dst = draw(st.sampled_from([VIP, VIP, BACKENDS[0][0], CLIENT, "8.8.8.8"]))
-    src = draw(st.sampled_from([CLIENT, BACKENDS[0][0], BACKENDS[1][0]]))
-    opts = draw(st.one_of(st.just(b""), st.just(SEED_OPT), _option_bytes()))
+    dst = draw(st.sampled_from([VIP, VIP, BACKENDS[0][0], CLIENT_IP, "8.8.8.8"]))
+    src = draw(st.sampled_from([CLIENT_IP, BACKENDS[0][0], BACKENDS[1][0]]))
+    opts = draw(st.one_of(st.just(b""), st.just(OPTION), _option_bytes()))
     payload = draw(st.binary(max_size=64))
-    dport = draw(st.sampled_from([NODEPORT, 80, draw(st.integers(0, 65535))]))
+    dport = draw(st.sampled_from([NODE_PORT, 80, draw(st.integers(0, 65535))]))
     base = bytearray(ipv4_frame(opts=opts, payload=payload, proto=17 if proto == 17 else 6,
                                 src=src, dst=dst, dport=dport))
     base[23] = proto

@@ -15,7 +15,7 @@ from lab.env.base import BackendError
 from lab.env.netns import NetnsBackend, lxc_ifname, state_path
 from lab.env.podserver import body_for
 from lab.model.topology import Topology
-from lab.plumbing import names, nsutil, rootsnap
+from lab.plumbing import names, nsutil, procs, rootsnap
 
 pytestmark = pytest.mark.netns
 
@@ -45,6 +45,10 @@ def test_every_host_is_a_namespace_wired_like_kind_and_cilium(seed_topology: Top
         eth0 = _ip_json(lab.run(worker, ["ip", "-j", "-4", "addr", "show", "eth0"]))[0]
         assert [(a["local"], a["prefixlen"]) for a in eth0["addr_info"]] == [("172.18.0.4", 16)]  # type: ignore[union-attr]
         assert nsutil.read_sysctl(lab.netns(worker), "net.ipv4.ip_forward") == "1"
+        assert nsutil.read_sysctl(lab.netns(worker), "net.ipv4.conf.all.send_redirects") == "0"
+        for host in lab.hosts.values():  # every host: no reverse-path filter, no IPv6
+            assert nsutil.read_sysctl(host.netns, "net.ipv4.conf.all.rp_filter") == "0"
+            assert nsutil.read_sysctl(host.netns, "net.ipv6.conf.default.disable_ipv6") == "1"
         routes = {r["dst"]: r for r in _ip_json(lab.run(worker, ["ip", "-j", "-4", "route"]))}
         assert routes["10.0.0.0/24"]["gateway"] == "172.18.0.3"  # worker2's pod CIDR
         assert routes["10.0.1.0/24"]["gateway"] == "172.18.0.2"  # control-plane's
@@ -70,19 +74,12 @@ def test_pods_answer_http_across_nodes(seed_topology: Topology) -> None:
 def test_down_removes_namespaces_and_servers(seed_topology: Topology) -> None:
     lab = NetnsBackend(datapath=False).up(seed_topology)
     namespaces = [h.netns for h in lab.hosts.values()]
-    pids = list(lab.pids.values())
+    pids = set(lab.pids.values())
+    assert set(lab.pids) == {p.name for p in seed_topology.pods}
+    assert len(pids) == 1  # one server process for every pod of the lab
     lab.down()
-    assert len(pids) == len(seed_topology.pods)
     assert not [ns for ns in namespaces if nsutil.exists(ns)]
-    for pid in pids:
-        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
-    except OSError:
-        return True
+    assert not [pid for pid in pids if procs.running(pid)]
 
 
 def test_a_failed_start_undoes_itself_and_spares_what_it_did_not_make(
@@ -150,11 +147,10 @@ def test_clean_finds_what_a_killed_run_left(tmp_path: Path) -> None:
     residue = cleanup.find_runs()[run_id]
     try:
         assert len(residue.namespaces) == 6
-        assert len(residue.pids) == 2  # the two pod servers outlived their parent
+        assert len(residue.pids) == 1  # the pod server outlived its parent
         assert residue.owner_pid is None  # its owner is dead: clean may take it
     finally:
         done = cleanup.clean_run(residue)
     assert sum(line.startswith("removed namespace") for line in done) == 6
     assert run_id not in cleanup.find_runs()
-    for pid in residue.pids:
-        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+    assert not [pid for pid in residue.pids if procs.running(pid)]

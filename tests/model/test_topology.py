@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from lab.model.topology import Topology, TopologyError, load_topology, parse_topology
+from tests.seed import POD_CIDR, POD_NAME, POD_NODE, SEED_TOPOLOGY_PATH, VIP
 
-SEED = Path(__file__).resolve().parents[2] / "topologies" / "seed.yaml"
+SEED = SEED_TOPOLOGY_PATH
 
 
 def seed_data() -> dict[str, Any]:
@@ -21,6 +22,8 @@ def seed_data() -> dict[str, Any]:
 
 
 def test_seed_is_the_write_ups_cluster(seed_topology: Topology) -> None:
+    """The seed topology is the write-up's kind cluster: its addresses, pinned here on
+    purpose (everywhere else tests name them through tests/seed.py)."""
     t = seed_topology
     assert t.client.ip == IPv4Address("172.18.0.1")
     assert {n.name: (str(n.ip), str(n.pod_cidr)) for n in t.nodes} == {
@@ -67,14 +70,14 @@ _DELETE = object()
         ("nodes.1.ip", "172.19.0.4", "nodes[1].ip: 172.19.0.4 is not in network.subnet"),
         ("nodes.1.ip", "banana", "nodes[1].ip: Input is not a valid IPv4 address"),
         ("nodes.0.colour", "red", "nodes[0].colour: Extra inputs are not permitted"),
-        ("nodes.2.pod_cidr", "10.0.2.0/24", "nodes[2].pod_cidr: 10.0.2.0/24 overlaps nodes[1]"),
+        ("nodes.2.pod_cidr", POD_CIDR, f"nodes[2].pod_cidr: {POD_CIDR} overlaps nodes[1]"),
         ("nodes.0.role", "master", "nodes[0].role: Input should be 'control-plane' or 'worker'"),
-        ("client.ip", "172.18.0.2", "nodes[0].ip: address 172.18.0.2 is used twice"),
+        ("client.ip", VIP, f"nodes[0].ip: address {VIP} is used twice"),
         ("workloads.0.pods.0.node", "nope", "workloads[0].pods[0].node: no node named 'nope'"),
         ("workloads.0.pods.0.ip", "10.0.1.5", "workloads[0].pods[0].ip: 10.0.1.5 is not in "
-         "cilium-dsr-worker's pod_cidr 10.0.2.0/24"),
-        ("workloads.0.pods.1.name", "cni-8zxj9", "workloads[0].pods[1].name: host name "
-         "'cni-8zxj9' is used twice"),
+         f"{POD_NODE}'s pod_cidr {POD_CIDR}"),
+        ("workloads.0.pods.1.name", POD_NAME, "workloads[0].pods[1].name: host name "
+         f"'{POD_NAME}' is used twice"),
         ("services.0.node_port", 80, "services[0].node_port: Input should be greater than or "
          "equal to 30000"),
         ("services.0.selector", "web", "services[0].selector: no workload named 'web'"),

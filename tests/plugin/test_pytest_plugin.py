@@ -1,24 +1,35 @@
 """The pytest plugin as users meet it: scenario items, their failure output,
-markers and the refusal to pass when no scenario was collected."""
+markers, where their capture sets go, and the refusal to pass when no
+scenario was collected."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.plugin.captures_guard import describe_change, snapshot
+from tests.seed import (
+    POD2_NODE,
+    POD_IPS,
+    POD_NODE,
+    SEED_SCENARIO_PATH,
+    SEED_TOPOLOGY_PATH,
+    SEED_TRACE_PATH,
+    VIP,
+)
 
 
 def _scenarios(pytester: pytest.Pytester, *, break_trace: bool) -> Path:
     scen = pytester.path / "scenarios"
     scen.mkdir()
-    data = yaml.safe_load((REPO / "scenarios" / "seed.yaml").read_text())
-    data["topology"] = str(REPO / "topologies" / "seed.yaml")
+    data = yaml.safe_load(SEED_SCENARIO_PATH.read_text())
+    data["topology"] = str(SEED_TOPOLOGY_PATH)
     (scen / "seed.yaml").write_text(yaml.safe_dump(data))
-    trace = yaml.safe_load((REPO / "scenarios" / "seed.trace.yaml").read_text())
+    trace = yaml.safe_load(SEED_TRACE_PATH.read_text())
     if break_trace:  # expect the SYN+ACK to leave the backend node from the pod's address
         exp = trace["claims"][2]["expect"][1]
         exp["src"], exp["sport"] = "$backend.ip", "$backend.port"
@@ -26,33 +37,67 @@ def _scenarios(pytester: pytest.Pytester, *, break_trace: bool) -> Path:
     return scen
 
 
+def _run_dirs(root: Path) -> list[Path]:
+    """The capture sets (run folders with a manifest) under ``root``."""
+    return sorted(m.parent for m in root.glob("**/seed/*/manifest.json")
+                  if not m.parent.is_symlink())  # not latest/
+
+
 @pytest.mark.netns
 @pytest.mark.bpf
 def test_a_scenario_is_an_item_and_a_broken_expectation_shows_its_diff(
         pytester: pytest.Pytester, tmp_path: Path) -> None:
     scen = _scenarios(pytester, break_trace=True)
+    repo_before = snapshot()
     result = pytester.runpytest_subprocess(str(scen), "-p", "no:cacheprovider",
                                            f"--dsrlab-captures={tmp_path}", "-rA")
     result.assert_outcomes(failed=1)
+    # --dsrlab-captures DIR: the run and its latest link are there, nowhere else
+    [run_dir] = _run_dirs(tmp_path)
+    assert run_dir.parent == tmp_path / "seed"
+    assert (tmp_path / "seed" / "latest").resolve() == run_dir.resolve()
+    assert _run_dirs(pytester.path) == []
+    assert describe_change(repo_before, snapshot()) == []
     out = result.stdout.str()
+    pods = "|".join(re.escape(ip) for ip in POD_IPS)
+    assert f"captures: {run_dir}" in out
     assert "scenario seed, run " in out
     assert "FAIL  backend-node:" in out
-    assert "backend-node/syn-ack-out at cilium-dsr-worker" in out
+    assert any(f"backend-node/syn-ack-out at {node}/eth0" in out
+               for node in (POD_NODE, POD2_NODE))
     assert "no packet matched" in out
     result.stdout.re_match_lines(
-        [r".*✗ \[IP\]\.src\s+expected 10\.\d+\.\d+\.\d+\s+got 172\.18\.0\.2"])
+        [rf".*✗ \[IP\]\.src\s+expected ({pods})\s+got {re.escape(VIP)}"])
     assert "PASS  lb-node:" in out
 
 
 @pytest.mark.netns
 @pytest.mark.bpf
-def test_markers_select_scenarios(pytester: pytest.Pytester, tmp_path: Path) -> None:
+def test_markers_select_scenarios_and_captures_stay_in_pytests_temp(
+        pytester: pytest.Pytester) -> None:
+    """Without --dsrlab-captures a scenario run writes under the session's basetemp:
+    the repository's captures/ and its latest link are left exactly as they were."""
     scen = _scenarios(pytester, break_trace=False)
-    chosen = pytester.runpytest_subprocess(str(scen), "-m", "dsr and netns",
-                                           f"--dsrlab-captures={tmp_path}")
+    repo_before = snapshot()
+    chosen = pytester.runpytest_subprocess(str(scen), "-m", "dsr and netns", "-rA")
     chosen.assert_outcomes(passed=1)
+    assert describe_change(repo_before, snapshot()) == []
+    # pytester gives the inner session --basetemp=<pytester.path>/runpytest-N
+    [run_dir] = _run_dirs(pytester.path)
+    basetemp = next(p for p in run_dir.parents if p.name.startswith("runpytest-"))
+    assert run_dir.parent == basetemp / "dsrlab-captures" / "seed"
+    assert (run_dir.parent / "latest").resolve() == run_dir.resolve()
+    assert (run_dir / "results.json").is_file()
     none = pytester.runpytest_subprocess(str(scen), "-m", "snat")
     none.assert_outcomes(deselected=1)
+
+
+def test_the_captures_option_says_where_captures_go(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest_inprocess("--help")
+    text = " ".join(result.stdout.str().split())
+    assert "--dsrlab-captures=DIR" in text
+    assert "default: a dsrlab-captures folder under pytest's temporary directory" in text
+    assert "never the repo's captures/" in text
 
 
 def test_collecting_zero_scenarios_is_an_error(pytester: pytest.Pytester) -> None:
@@ -66,10 +111,10 @@ def test_a_scenario_without_a_valid_trace_is_a_collection_error(
         pytester: pytest.Pytester) -> None:
     scen = pytester.path / "scenarios"
     scen.mkdir()
-    data = yaml.safe_load((REPO / "scenarios" / "seed.yaml").read_text())
-    data["topology"] = str(REPO / "topologies" / "seed.yaml")
+    data = yaml.safe_load(SEED_SCENARIO_PATH.read_text())
+    data["topology"] = str(SEED_TOPOLOGY_PATH)
     (scen / "seed.yaml").write_text(yaml.safe_dump(data))
-    shutil.copy(REPO / "scenarios" / "seed.trace.yaml", scen / "seed.trace.yaml")
+    shutil.copy(SEED_TRACE_PATH, scen / "seed.trace.yaml")
     (scen / "seed.trace.yaml").write_text(
         (scen / "seed.trace.yaml").read_text().replace("flags: SA", "flagz: SA", 1))
     result = pytester.runpytest_subprocess(str(scen))

@@ -16,16 +16,29 @@ from scapy.packet import Packet
 from scapy.utils import PcapWriter
 
 from lab.capture.capdir import CaptureDir
-from lab.check.trace import check_trace, load_trace
 from lab.pytest_plugin import require_cmd
 from lab.report import merge_pcapng
-from lab.runner.scenario import run_scenario
-from lab.wire import dsropt
+from tests.seed import (
+    CLIENT_IP,
+    CLIENT_MAC,
+    LB_MAC,
+    LB_NAME,
+    NODE_PORT,
+    OPTION,
+    POD2_IP,
+    POD2_NAME,
+    POD2_NODE,
+    POD_PORT,
+    SERVICE,
+    SERVICE_ADDR,
+    VIP,
+    WORKER2_MAC,
+    flow_id,
+)
 
-LB = "cilium-dsr-control-plane"
-NODE = "cilium-dsr-worker2"
-FLOW = "172.18.0.1:40312"
-OPTION = dsropt.encode("172.18.0.2", 32000)
+LB = LB_NAME
+NODE = POD2_NODE
+FLOW = flow_id(40312)
 POINTS = [("client", "br-kind", "client"), (LB, "eth0", "lb-node"), (NODE, "eth0", "backend-node")]
 T0 = Decimal("1795612626.222952")
 
@@ -39,29 +52,27 @@ def _frame(t: str, src_mac: str, dst_mac: str, ip: IP, tcp: TCP) -> Packet:
 def write_capture(directory: Path) -> Path:
     """A SYN seen at the client, the LB node (in, out DNATed with the option), the bridge
     and the backend node, then the SYN+ACK from the service straight to the client."""
-    c, lb, n = "02:42:ac:12:00:01", "02:42:ac:12:00:02", "02:42:ac:12:00:03"
-    syn = TCP(sport=40312, dport=32000, flags="S", seq=4075487069)
-    dnat = IP(src="172.18.0.1", dst="10.0.0.216", id=22164, ttl=63, options=[IPOption(OPTION)])
-    synack = TCP(sport=32000, dport=40312, flags="SA", seq=685926598, ack=4075487070)
-    back = IP(src="172.18.0.2", dst="172.18.0.1", id=0, ttl=63)
-    arp = Ether(src=c, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="172.18.0.1", pdst="172.18.0.2")
+    c, lb, n = CLIENT_MAC, LB_MAC, WORKER2_MAC
+    syn = TCP(sport=40312, dport=NODE_PORT, flags="S", seq=4075487069)
+    dnat = IP(src=CLIENT_IP, dst=POD2_IP, id=22164, ttl=63, options=[IPOption(OPTION)])
+    synack = TCP(sport=NODE_PORT, dport=40312, flags="SA", seq=685926598, ack=4075487070)
+    back = IP(src=VIP, dst=CLIENT_IP, id=0, ttl=63)
+    fwd = TCP(sport=40312, dport=POD_PORT, flags="S", seq=4075487069)
+    arp = Ether(src=c, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=CLIENT_IP, pdst=VIP)
     arp.time = T0 - Decimal("0.000010")
     frames: dict[str, list[Packet]] = {
         "client/br-kind": [
             arp,
-            _frame("0", c, lb, IP(src="172.18.0.1", dst="172.18.0.2", id=22164), syn),
-            _frame("0.000051", lb, n, dnat.copy(), TCP(sport=40312, dport=80, flags="S",
-                                                       seq=4075487069)),
+            _frame("0", c, lb, IP(src=CLIENT_IP, dst=VIP, id=22164), syn),
+            _frame("0.000051", lb, n, dnat.copy(), fwd.copy()),
             _frame("0.000138", n, c, back.copy(), synack.copy()),
         ],
         f"{LB}/eth0": [
-            _frame("0.000003", c, lb, IP(src="172.18.0.1", dst="172.18.0.2", id=22164), syn),
-            _frame("0.000046", lb, n, dnat.copy(), TCP(sport=40312, dport=80, flags="S",
-                                                       seq=4075487069)),
+            _frame("0.000003", c, lb, IP(src=CLIENT_IP, dst=VIP, id=22164), syn),
+            _frame("0.000046", lb, n, dnat.copy(), fwd.copy()),
         ],
         f"{NODE}/eth0": [
-            _frame("0.000053", lb, n, dnat.copy(), TCP(sport=40312, dport=80, flags="S",
-                                                       seq=4075487069)),
+            _frame("0.000053", lb, n, dnat.copy(), fwd.copy()),
             _frame("0.000135", n, c, back.copy(), synack.copy()),
         ],
     }
@@ -75,10 +86,10 @@ def write_capture(directory: Path) -> Path:
         points.append({"host": host, "ifname": ifname, "role": role, "name": name,
                        "file": file, "packets": len(frames[name])})
     manifest = {"scenario": "seed", "run_id": "pcapng", "backend": "netns",
-                "service": {"ip": "172.18.0.2", "port": 32000, "name": "serversvc",
+                "service": {"ip": VIP, "port": NODE_PORT, "name": SERVICE.name,
                             "protocol": "TCP"},
-                "client": {"ip": "172.18.0.1"}, "option_byte_order": "host",
-                "backends": [{"name": "cni-m7tjc", "ip": "10.0.0.216", "port": 80,
+                "client": {"ip": CLIENT_IP}, "option_byte_order": "host",
+                "backends": [{"name": POD2_NAME, "ip": POD2_IP, "port": POD_PORT,
                               "node": NODE}],
                 "points": points}
     (directory / "manifest.json").write_text(json.dumps(manifest))
@@ -98,7 +109,7 @@ def results() -> dict[str, Any]:
             {"flow": FLOW, "point": f"{NODE}/eth0", "name": "pod-source", "kind": "never",
              "passed": False, "packet": 0, "message": "must never appear"}]},
         {"name": "all-backends", "title": "coverage", "passed": True, "checks": [
-            {"flow": None, "point": None, "name": "cni-m7tjc", "kind": "coverage",
+            {"flow": None, "point": None, "name": POD2_NAME, "kind": "coverage",
              "passed": True}]},
     ]}
 
@@ -155,15 +166,15 @@ def test_matched_packets_carry_the_expectation_name(tmp_path: Path) -> None:
     rows = tshark(merge_pcapng(directory, results()))
     commented = {(r["frame.interface_name"], r["ip.dst"]): r["frame.comment"].split("|")
                  for r in rows if r["frame.comment"]}
-    dsr = "DSR option 9a 08 00 7d 02 00 12 ac -> service 172.18.0.2:32000"
+    dsr = f"DSR option {OPTION.hex(' ')} -> service {SERVICE_ADDR}"
     assert commented == {
-        (f"{LB}/eth0", "172.18.0.2"): [f"lb-node/syn-in flow {FLOW}"],
-        (f"{LB}/eth0", "10.0.0.216"): [f"lb-node/syn-out flow {FLOW}", dsr],
-        (f"{NODE}/eth0", "10.0.0.216"): [
+        (f"{LB}/eth0", VIP): [f"lb-node/syn-in flow {FLOW}"],
+        (f"{LB}/eth0", POD2_IP): [f"lb-node/syn-out flow {FLOW}", dsr],
+        (f"{NODE}/eth0", POD2_IP): [
             f"FAIL backend-node/pod-source flow {FLOW}: must never appear", dsr],
-        (f"{NODE}/eth0", "172.18.0.1"): [
+        (f"{NODE}/eth0", CLIENT_IP): [
             f"closest to the FAILED backend-node/syn-ack-out flow {FLOW}: no packet matched"],
-        ("client/br-kind", "10.0.0.216"): [dsr],
+        ("client/br-kind", POD2_IP): [dsr],
     }
     # the option comment sits on exactly the frames whose IP header carries 8 option bytes
     assert {i for i, r in enumerate(rows) if dsr in r["frame.comment"]} == {
@@ -183,16 +194,16 @@ def test_results_json_in_the_capture_dir_is_used_when_none_is_given(tmp_path: Pa
 @pytest.mark.netns
 @pytest.mark.bpf
 @pytest.mark.scenario
-def test_real_seed_run_merges_every_hop(tmp_path: Path) -> None:
+def test_real_seed_run_merges_every_hop(seed_capture: Path) -> None:
+    """The merged.pcapng the seed run wrote, commented with the run's own results.json."""
     require_cmd("tshark")
-    run = run_scenario("seed", captures_root=tmp_path)
-    directory = run.capture_dir
-    capdir = CaptureDir.load(directory)
-    res = check_trace(load_trace(Path(__file__).resolve().parents[2] / "scenarios"
-                                 / "seed.trace.yaml"), capdir).as_dict()
-    rows = tshark(merge_pcapng(directory, res))
+    capdir = CaptureDir.load(seed_capture)
+    merged = seed_capture / "merged.pcapng"
+    assert merged.is_file(), "the seed run did not write merged.pcapng"
+    res = json.loads((seed_capture / "results.json").read_text())
+    rows = tshark(merged)
     names = [p.name for p in capdir.points]
-    assert idb_count(directory / "merged.pcapng") == len(names)
+    assert idb_count(merged) == len(names)
     assert sorted({r["frame.interface_name"] for r in rows}) == sorted(names)
     assert len(rows) == sum(len(tshark(p.file, ["frame.number"])) for p in capdir.points)
     times = [Decimal(r["frame.time_epoch"]) for r in rows]
@@ -201,7 +212,7 @@ def test_real_seed_run_merges_every_hop(tmp_path: Path) -> None:
     for flow in res["flows"]:
         port = flow["id"].rsplit(":", 1)[1]
         syn = next(r for r in rows if r["tcp.flags.str"].endswith("S·")
-                   and r["ip.dst"] == "172.18.0.2" and f"flow {flow['id']}" in r["frame.comment"])
+                   and r["ip.dst"] == VIP and f"flow {flow['id']}" in r["frame.comment"])
         hops = [roles[r["frame.interface_name"]] for r in rows
                 if r["ip.id"] == syn["ip.id"] and r["tcp.flags.str"] == syn["tcp.flags.str"]]
         # client, LB in, LB out (+ the bridge's copy), backend node, pod: in that order

@@ -2,8 +2,9 @@
 
 Most tests build a capture set by hand (scapy frames written to one pcap per
 hop, the way tcpdump saw them in the seed run) so every path of the ladder
-derivation is exercised without root; the last ones run the real seed
-scenario and look at its report in headless Chromium.
+derivation is exercised without root; the last ones render the report the
+session's real seed run wrote (``seed_capture``, tests/conftest.py) in
+headless Chromium.
 """
 
 from __future__ import annotations
@@ -24,28 +25,42 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
-from lab.capture.capdir import CaptureDir
-from lab.check.trace import check_trace, load_trace
 from lab.check.trace.results import parse_results
 from lab.report import build_report, merge_pcapng, model
 from lab.report.capset import load_view, own_mac
 from lab.report.ladder import find_flows
-from lab.runner.scenario import run_scenario
-from lab.wire import dsropt
+from tests.seed import (
+    CLIENT_IP,
+    CLIENT_MAC,
+    LB_NAME,
+    NODE_MACS,
+    NODE_PORT,
+    OPTION,
+    POD2_IP,
+    POD2_NAME,
+    POD2_NODE,
+    POD_IP,
+    POD_NAME,
+    POD_NODE,
+    POD_PORT,
+    SERVICE,
+    SERVICE_ADDR,
+    VIP,
+    flow_id,
+)
 
-CLIENT, SVC_IP, SVC_PORT = "172.18.0.1", "172.18.0.2", 32000
-LB = "cilium-dsr-control-plane"
-MAC = {"client": "02:42:ac:12:00:01", LB: "02:42:ac:12:00:02",
-       "cilium-dsr-worker2": "02:42:ac:12:00:03", "cilium-dsr-worker": "02:42:ac:12:00:04"}
+LB = LB_NAME
+MAC = {"client": CLIENT_MAC, **NODE_MACS}
 PODS = {  # name: (ip, node, pod eth0 MAC, host-side lxc MAC)
-    "cni-8zxj9": ("10.0.2.123", "cilium-dsr-worker", "e2:c1:3b:41:ce:0d", "8a:36:fe:06:6b:18"),
-    "cni-m7tjc": ("10.0.0.216", "cilium-dsr-worker2", "8e:f9:d5:14:5e:88", "66:a8:2f:4d:ca:4c"),
+    POD_NAME: (POD_IP, POD_NODE, "e2:c1:3b:41:ce:0d", "8a:36:fe:06:6b:18"),
+    POD2_NAME: (POD2_IP, POD2_NODE, "8e:f9:d5:14:5e:88", "66:a8:2f:4d:ca:4c"),
 }
+POD2_ADDR = f"{POD2_IP}:{POD_PORT}"
 POINTS = [("client", "br-kind", "client"), (LB, "eth0", "lb-node"),
-          ("cilium-dsr-worker", "eth0", "backend-node"),
-          ("cilium-dsr-worker2", "eth0", "backend-node"),
-          ("cni-8zxj9", "eth0", "pod"), ("cni-m7tjc", "eth0", "pod")]
-OPTION = dsropt.encode(SVC_IP, SVC_PORT)
+          (POD_NODE, "eth0", "backend-node"),
+          (POD2_NODE, "eth0", "backend-node"),
+          (POD_NAME, "eth0", "pod"), (POD2_NAME, "eth0", "pod")]
+FLOW1, FLOW2 = flow_id(40312), flow_id(40320)  # two_flows(): to POD2, then to POD
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 
@@ -75,43 +90,43 @@ class Synth:
                 data: bytes = b"") -> None:
         """Client -> LB node (DNAT, option on a SYN) -> backend node -> pod."""
         pod_ip, node, pod_mac, lxc_mac = PODS[pod]
-        seg = self.tcp(eph, SVC_PORT, flags, seq=seq, ack=ack, data=data)
+        seg = self.tcp(eph, NODE_PORT, flags, seq=seq, ack=ack, data=data)
         to_svc = Ether(src=MAC["client"], dst=MAC[LB]) / IP(
-            src=CLIENT, dst=SVC_IP, ttl=64, id=ip_id) / seg
+            src=CLIENT_IP, dst=VIP, ttl=64, id=ip_id) / seg
         self.see("client", to_svc.copy())
         self.see(LB, to_svc.copy())
         opts = [IPOption(OPTION)] if flags == "S" else []
-        seg2 = self.tcp(eph, 80, flags, seq=seq, ack=ack, data=data)
+        seg2 = self.tcp(eph, POD_PORT, flags, seq=seq, ack=ack, data=data)
         dnat = Ether(src=MAC[LB], dst=MAC[node]) / IP(
-            src=CLIENT, dst=pod_ip, ttl=63, id=ip_id, options=opts) / seg2
+            src=CLIENT_IP, dst=pod_ip, ttl=63, id=ip_id, options=opts) / seg2
         self.see(LB, dnat.copy())
         self.see("client", dnat.copy())  # the bridge sees node-to-node traffic too
         self.see(node, dnat.copy())
         in_pod = Ether(src=lxc_mac, dst=pod_mac) / IP(
-            src=CLIENT, dst=pod_ip, ttl=62, id=ip_id, options=opts) / seg2.copy()
+            src=CLIENT_IP, dst=pod_ip, ttl=62, id=ip_id, options=opts) / seg2.copy()
         self.see(pod, in_pod)
 
     def reply(self, eph: int, pod: str, flags: str, *, seq: int, ack: int, ip_id: int,
               data: bytes = b"", via_lb: bool = False) -> None:
         """Pod -> backend node -> client, rewritten to the service (or, broken, via the LB)."""
         pod_ip, node, pod_mac, lxc_mac = PODS[pod]
-        out = Ether(src=pod_mac, dst=lxc_mac) / IP(src=pod_ip, dst=CLIENT, ttl=64, id=ip_id) \
-            / self.tcp(80, eph, flags, seq=seq, ack=ack, data=data)
+        out = Ether(src=pod_mac, dst=lxc_mac) / IP(src=pod_ip, dst=CLIENT_IP, ttl=64, id=ip_id) \
+            / self.tcp(POD_PORT, eph, flags, seq=seq, ack=ack, data=data)
         self.see(pod, out)
-        seg = self.tcp(SVC_PORT, eph, flags, seq=seq, ack=ack, data=data)
+        seg = self.tcp(NODE_PORT, eph, flags, seq=seq, ack=ack, data=data)
         if via_lb:  # kube-proxy-like: back through the LB node, which un-NATs it
             back = Ether(src=MAC[node], dst=MAC[LB]) / IP(
-                src=pod_ip, dst=SVC_IP, ttl=63, id=ip_id) / self.tcp(
-                    80, eph, flags, seq=seq, ack=ack, data=data)
+                src=pod_ip, dst=VIP, ttl=63, id=ip_id) / self.tcp(
+                    POD_PORT, eph, flags, seq=seq, ack=ack, data=data)
             self.see(node, back.copy())
             self.see(LB, back.copy())
             fwd = Ether(src=MAC[LB], dst=MAC["client"]) / IP(
-                src=SVC_IP, dst=CLIENT, ttl=62, id=ip_id) / seg
+                src=VIP, dst=CLIENT_IP, ttl=62, id=ip_id) / seg
             self.see(LB, fwd.copy())
             self.see("client", fwd.copy())
             return
         direct = Ether(src=MAC[node], dst=MAC["client"]) / IP(
-            src=SVC_IP, dst=CLIENT, ttl=63, id=ip_id) / seg
+            src=VIP, dst=CLIENT_IP, ttl=63, id=ip_id) / seg
         self.see(node, direct.copy())
         self.see("client", direct.copy())
 
@@ -147,10 +162,10 @@ class Synth:
                            "file": file, "packets": len(self.frames[name])})
         manifest = {
             "scenario": "seed", "run_id": "5ynth1", "backend": "netns",
-            "service": {"ip": SVC_IP, "port": SVC_PORT, "name": "serversvc", "protocol": "TCP"},
-            "client": {"ip": CLIENT}, "topology": "topologies/seed.yaml",
+            "service": {"ip": VIP, "port": NODE_PORT, "name": SERVICE.name, "protocol": "TCP"},
+            "client": {"ip": CLIENT_IP}, "topology": "topologies/seed.yaml",
             "option_byte_order": "host",
-            "backends": [{"name": n, "ip": ip, "port": 80, "node": node}
+            "backends": [{"name": n, "ip": ip, "port": POD_PORT, "node": node}
                          for n, (ip, node, _, _) in PODS.items()],
             "points": points,
         }
@@ -160,8 +175,8 @@ class Synth:
 
 def two_flows(directory: Path, **kw: Any) -> Path:
     s = Synth()
-    s.session(40312, "cni-m7tjc", **kw)
-    s.session(40320, "cni-8zxj9", **kw)
+    s.session(40312, POD2_NAME, **kw)
+    s.session(40320, POD_NAME, **kw)
     return s.write(directory)
 
 
@@ -220,11 +235,11 @@ def html_of(directory: Path) -> Dom:
 def test_each_flow_is_one_client_connection_with_its_backend(tmp_path: Path) -> None:
     view = load_view(two_flows(tmp_path))
     flows, stray = find_flows(view)
-    assert [f.id for f in flows] == ["172.18.0.1:40312", "172.18.0.1:40320"]
-    assert [f.backend.name if f.backend else None for f in flows] == ["cni-m7tjc", "cni-8zxj9"]
+    assert [f.id for f in flows] == [FLOW1, FLOW2]
+    assert [f.backend.name if f.backend else None for f in flows] == [POD2_NAME, POD_NAME]
     assert [[c.host for c in f.columns] for f in flows] == [
-        ["client", LB, "cilium-dsr-worker2", "cni-m7tjc"],
-        ["client", LB, "cilium-dsr-worker", "cni-8zxj9"]]
+        ["client", LB, POD2_NODE, POD2_NAME],
+        ["client", LB, POD_NODE, POD_NAME]]
     assert [t.name for t in flows[0].trails] == [
         "SYN", "SYN+ACK", "ACK", "PSH+ACK", "PSH+ACK", "FIN+ACK", "FIN+ACK", "ACK"]
     assert stray == 0
@@ -233,25 +248,25 @@ def test_each_flow_is_one_client_connection_with_its_backend(tmp_path: Path) -> 
 def test_direction_of_a_sighting_comes_from_the_nodes_own_mac(tmp_path: Path) -> None:
     view = load_view(two_flows(tmp_path))
     assert view.own_mac == {f"{LB}/eth0": MAC[LB],
-                            "cilium-dsr-worker/eth0": MAC["cilium-dsr-worker"],
-                            "cilium-dsr-worker2/eth0": MAC["cilium-dsr-worker2"]}
+                            f"{POD_NODE}/eth0": MAC[POD_NODE],
+                            f"{POD2_NODE}/eth0": MAC[POD2_NODE]}
     assert own_mac([]) is None
 
 
 def test_syn_goes_client_lb_backend_pod_with_dnat_and_option(tmp_path: Path) -> None:
     flows, _ = find_flows(load_view(two_flows(tmp_path)))
     syn = flows[0].trails[0]
-    assert syn.hosts == ["client", LB, "cilium-dsr-worker2", "cni-m7tjc"]
+    assert syn.hosts == ["client", LB, POD2_NODE, POD2_NAME]
     # the LB node saw it twice: in (to the service), out (DNATed, with the option)
     lb_visit = syn.visits[1]
     assert [(s.direction, s.dst, s.pkt.has_dsr_option) for s in lb_visit.sightings] == [
-        ("in", f"{SVC_IP}:{SVC_PORT}", False), ("out", "10.0.0.216:80", True)]
+        ("in", SERVICE_ADDR, False), ("out", POD2_ADDR, True)]
     hops = [(h.src, h.dst, h.view.src, h.view.dst, h.changes()) for h in syn.hops]
     assert hops == [
-        ("client", LB, "172.18.0.1:40312", "172.18.0.2:32000", []),
-        (LB, "cilium-dsr-worker2", "172.18.0.1:40312", "10.0.0.216:80",
-         ["dst was 172.18.0.2:32000", "+ DSR option"]),
-        ("cilium-dsr-worker2", "cni-m7tjc", "172.18.0.1:40312", "10.0.0.216:80", []),
+        ("client", LB, FLOW1, SERVICE_ADDR, []),
+        (LB, POD2_NODE, FLOW1, POD2_ADDR,
+         [f"dst was {SERVICE_ADDR}", "+ DSR option"]),
+        (POD2_NODE, POD2_NAME, FLOW1, POD2_ADDR, []),
     ]
     # the bridge's copy of the LB -> node frame is not a sighting "at the client"
     assert [s.host for s in syn.sightings].count("client") == 1
@@ -263,17 +278,18 @@ def test_synack_goes_pod_backend_client_and_never_the_lb(tmp_path: Path) -> None
         for trail in (t for t in flow.trails if t.reply):
             assert LB not in trail.hosts, trail.hosts
             last = trail.hops[-1]
-            assert (last.dst, last.view.src) == ("client", f"{SVC_IP}:{SVC_PORT}")
-            assert last.changes() == [f"src was {flow.backend.ip}:80"] if flow.backend else False
+            assert (last.dst, last.view.src) == ("client", SERVICE_ADDR)
+            assert flow.backend is not None
+            assert last.changes() == [f"src was {flow.backend.ip}:{POD_PORT}"]
 
 
 def test_retransmitted_syn_is_its_own_trail(tmp_path: Path) -> None:
     s = Synth()
-    s.session(40400, "cni-m7tjc", retransmit_syn=True)
+    s.session(40400, POD2_NAME, retransmit_syn=True)
     flows, _ = find_flows(load_view(s.write(tmp_path)))
     syns = [t for t in flows[0].trails if t.name == "SYN"]
     assert len(syns) == 2
-    assert all(t.hosts == ["client", LB, "cilium-dsr-worker2", "cni-m7tjc"] for t in syns)
+    assert all(t.hosts == ["client", LB, POD2_NODE, POD2_NAME] for t in syns)
     assert syns[1].time - syns[0].time > 0.9
 
 
@@ -281,22 +297,22 @@ def test_equal_timestamps_keep_each_packets_hops_in_path_order(tmp_path: Path) -
     """pcaps have microsecond stamps: hops of one packet can tie; requests then go
     client -> pod (the manifest's order of points) and replies pod -> client."""
     s = Synth(step=0.0)
-    s.session(40600, "cni-8zxj9")
+    s.session(40600, POD_NAME)
     flows, _ = find_flows(load_view(s.write(tmp_path)))
     by_name = {t.name: t.hosts for t in flows[0].trails}
-    assert by_name["SYN"] == ["client", LB, "cilium-dsr-worker", "cni-8zxj9"]
-    assert by_name["SYN+ACK"] == ["cni-8zxj9", "cilium-dsr-worker", "client"]
+    assert by_name["SYN"] == ["client", LB, POD_NODE, POD_NAME]
+    assert by_name["SYN+ACK"] == [POD_NAME, POD_NODE, "client"]
 
 
 def test_a_packet_seen_on_one_host_only_is_a_dot_there(tmp_path: Path) -> None:
     s = Synth()
-    s.session(40700, "cni-m7tjc")
-    rst = Ether(src=MAC["client"], dst=MAC[LB]) / IP(src=CLIENT, dst=SVC_IP, id=777) / TCP(
-        sport=40700, dport=SVC_PORT, flags="R", seq=5)
+    s.session(40700, POD2_NAME)
+    rst = Ether(src=MAC["client"], dst=MAC[LB]) / IP(src=CLIENT_IP, dst=VIP, id=777) / TCP(
+        sport=40700, dport=NODE_PORT, flags="R", seq=5)
     s.see("client", rst)  # the LB node never got it
     directory = s.write(tmp_path)
     results = {"claims": [{"name": "client-session", "checks": [
-        {"flow": "172.18.0.1:40700", "point": "client/br-kind", "name": "reset", "kind": "never",
+        {"flow": flow_id(40700), "point": "client/br-kind", "name": "reset", "kind": "never",
          "passed": False, "packet": frame_index(directory, "client/br-kind", flags="R")}]}]}
     (directory / "results.json").write_text(json.dumps(results))
     build_report(directory)
@@ -311,12 +327,12 @@ def test_a_packet_seen_on_one_host_only_is_a_dot_there(tmp_path: Path) -> None:
 def test_replies_through_the_lb_node_are_drawn_through_it(tmp_path: Path) -> None:
     """Not DSR (replies un-NATed by the LB node): the ladder shows what happened."""
     s = Synth()
-    s.session(40500, "cni-m7tjc", via_lb=True)
+    s.session(40500, POD2_NAME, via_lb=True)
     directory = s.write(tmp_path)
     flows, _ = find_flows(load_view(directory))
     synack = next(t for t in flows[0].trails if t.name == "SYN+ACK")
     # the hop node -> LB carries no client port, only the packet's identity ties it in
-    assert synack.hosts == ["cni-m7tjc", "cilium-dsr-worker2", LB, "client"]
+    assert synack.hosts == [POD2_NAME, POD2_NODE, LB, "client"]
     build_report(directory)
     dom = html_of(directory)
     assert dom.arrows(data_flags="SA", data_from=LB, data_to="client")
@@ -337,34 +353,34 @@ def test_report_without_results_is_drawn_but_not_checked(tmp_path: Path) -> None
     assert "**Not checked**" in files.markdown.read_text()
     # one ladder per flow, every hop an arrow (8 packets: 5 requests x 3 hops + 3 replies x 2)
     ladders = dom.select("svg", "ladder")
-    assert [s["data-flow"] for s in ladders] == ["172.18.0.1:40312", "172.18.0.1:40320"]
-    assert len(dom.arrows(data_flow="172.18.0.1:40312")) == 5 * 3 + 3 * 2
+    assert [s["data-flow"] for s in ladders] == [FLOW1, FLOW2]
+    assert len(dom.arrows(data_flow=FLOW1)) == 5 * 3 + 3 * 2
 
 
 def test_arrows_carry_hop_flags_addresses_and_the_dsr_option(tmp_path: Path) -> None:
     directory = two_flows(tmp_path)
     build_report(directory)
     dom = html_of(directory)
-    flow = "172.18.0.1:40312"
+    flow = FLOW1
     synack = dom.arrows(data_flow=flow, data_flags="SA", data_to="client")
     assert len(synack) == 1
     a = synack[0]
     assert (a["data-from"], a["data-src"], a["data-dst"]) == (
-        "cilium-dsr-worker2", "172.18.0.2:32000", "172.18.0.1:40312")
-    assert a["data-was-src"] == "10.0.0.216:80"
+        POD2_NODE, SERVICE_ADDR, FLOW1)
+    assert a["data-was-src"] == POD2_ADDR
     assert a["data-skips"] == LB  # drawn over the LB node's lifeline, not through it
     assert "reply" in a["class"].split()
     assert "bypass" in a["class"].split()
-    assert "cilium-dsr-worker2--eth0.pcap frame" in a["title"]
+    assert f"{POD2_NODE}--eth0.pcap frame" in a["title"]
     assert "client--br-kind.pcap frame" in a["title"]
     # the DNATed SYN: LB node -> backend node, with the option decoded
     dnat = dom.arrows(data_flow=flow, data_flags="S", data_from=LB)
     assert len(dnat) == 1
-    assert dnat[0]["data-dsr"] == "172.18.0.2:32000"
-    assert dnat[0]["data-was-dst"] == "172.18.0.2:32000"
-    assert dnat[0]["data-dst"] == "10.0.0.216:80"
+    assert dnat[0]["data-dsr"] == SERVICE_ADDR
+    assert dnat[0]["data-was-dst"] == SERVICE_ADDR
+    assert dnat[0]["data-dst"] == POD2_ADDR
     assert "dsr" in dnat[0]["class"].split()
-    assert "9a 08 00 7d 02 00 12 ac" in dnat[0]["title"]
+    assert OPTION.hex(" ") in dnat[0]["title"]
     # only SYNs carry the option; no reply arrow touches the LB node
     assert {x["data-flags"] for x in dom.arrows() if "data-dsr" in x} == {"S"}
     assert not [x for x in dom.arrows(data_dir="reply") if LB in (x["data-from"], x["data-to"])]
@@ -372,17 +388,17 @@ def test_arrows_carry_hop_flags_addresses_and_the_dsr_option(tmp_path: Path) -> 
 
 def _results(directory: Path) -> dict[str, Any]:
     """A results.json by hand: one failing expectation with a diff, one failing never."""
-    syn_out = frame_index(directory, f"{LB}/eth0", dst="10.0.0.216", flags="S")
-    syn_in = frame_index(directory, f"{LB}/eth0", dst=SVC_IP, flags="S")
-    synack = frame_index(directory, "cilium-dsr-worker2/eth0", flags="SA")
-    client_ack = frame_index(directory, "client/br-kind", flags="A", dst=SVC_IP)
-    flow = "172.18.0.1:40312"
+    syn_out = frame_index(directory, f"{LB}/eth0", dst=POD2_IP, flags="S")
+    syn_in = frame_index(directory, f"{LB}/eth0", dst=VIP, flags="S")
+    synack = frame_index(directory, f"{POD2_NODE}/eth0", flags="SA")
+    client_ack = frame_index(directory, "client/br-kind", flags="A", dst=VIP)
+    flow = FLOW1
     return {
         "scenario": "seed", "run_id": "5ynth1", "trace": "scenarios/seed.trace.yaml",
         "passed": False,
-        "flows": [{"id": flow, "bindings": {"eph": 40312, "backend": "cni-m7tjc"},
+        "flows": [{"id": flow, "bindings": {"eph": 40312, "backend": POD2_NAME},
                    "passed": False},
-                  {"id": "172.18.0.1:40320", "bindings": {"eph": 40320}, "passed": True}],
+                  {"id": FLOW2, "bindings": {"eph": 40320}, "passed": True}],
         "claims": [
             {"name": "lb-node", "title": "LB node eth0: SYN in; SYN out DNATed", "passed": False,
              "checks": [
@@ -390,14 +406,14 @@ def _results(directory: Path) -> dict[str, Any]:
                   "passed": True, "packet": syn_in, "message": "matched"},
                  {"flow": flow, "point": f"{LB}/eth0", "name": "syn-out", "kind": "expect",
                   "passed": False, "packet": None, "message": "no packet matched",
-                  "closest": syn_out, "closest_summary": "tcp 172.18.0.1:40312 > 10.0.0.216:80",
-                  "diff": [{"field": "[IP].dst", "expected": "10.0.2.123", "got": "10.0.0.216",
+                  "closest": syn_out, "closest_summary": f"tcp {FLOW1} > {POD2_ADDR}",
+                  "diff": [{"field": "[IP].dst", "expected": POD_IP, "got": POD2_IP,
                             "ok": False},
                            {"field": "[TCP].flags", "expected": "S", "got": "S", "ok": True}]},
              ]},
             {"name": "backend-node", "title": "Backend node: SYN+ACK from the service",
              "passed": True,
-             "checks": [{"flow": flow, "point": "cilium-dsr-worker2/eth0", "name": "synack-out",
+             "checks": [{"flow": flow, "point": f"{POD2_NODE}/eth0", "name": "synack-out",
                          "kind": "expect", "passed": True, "packet": synack}]},
             {"name": "client-session", "title": "Client: no stray ACK", "passed": False,
              "checks": [{"flow": flow, "point": "client/br-kind", "name": "no-ack",
@@ -423,9 +439,9 @@ def test_failing_checks_show_message_diff_and_mark_the_ladder(tmp_path: Path) ->
     assert [r["class"] for r in rows] == ["bad", "ok"]
     text = "".join(dom.text)
     assert "no packet matched" in text
-    assert "10.0.2.123" in text
+    assert POD_IP in text
     # the ladder: matched packets marked, the offender and the closest miss flagged
-    flow = "172.18.0.1:40312"
+    flow = FLOW1
     assert dom.arrows(data_flow=flow, data_flags="SA", data_to="client",
                       data_check="backend-node/synack-out")
     assert dom.arrows(data_flow=flow, data_flags="S", data_to=LB, data_check="lb-node/syn-in")
@@ -438,12 +454,12 @@ def test_failing_checks_show_message_diff_and_mark_the_ladder(tmp_path: Path) ->
     # the flows' verdicts come from results.json
     flows = {d["data-flow"]: d["data-status"] for d in dom.select("details", "flow")
              if "data-flow" in d}
-    assert flows == {flow: "FAIL", "172.18.0.1:40320": "PASS"}
+    assert flows == {flow: "FAIL", FLOW2: "PASS"}
     md = files.markdown.read_text()
     assert "# dsrlab seed run 5ynth1: FAIL" in md
     assert "| lb-node | **FAIL** | 1/2 |" in md
-    assert "### lb-node/syn-out · flow 172.18.0.1:40312" in md
-    assert "| ✗ | [IP].dst | 10.0.2.123 | 10.0.0.216 |" in md
+    assert f"### lb-node/syn-out · flow {FLOW1}" in md
+    assert f"| ✗ | [IP].dst | {POD_IP} | {POD2_IP} |" in md
 
 
 def test_capture_set_without_flows_still_reports(tmp_path: Path) -> None:
@@ -452,7 +468,7 @@ def test_capture_set_without_flows_still_reports(tmp_path: Path) -> None:
     assert files.status == "NOT CHECKED"
     dom = html_of(directory)
     assert not dom.select("svg", "ladder")
-    assert f"No flow: no SYN from {CLIENT} to {SVC_IP}:{SVC_PORT}" in "".join(dom.text)
+    assert f"No flow: no SYN from {CLIENT_IP} to {VIP}:{NODE_PORT}" in "".join(dom.text)
     assert "| flow | backend |" in files.markdown.read_text()
 
 
@@ -481,7 +497,7 @@ def test_many_flows_show_the_first_open_and_the_rest_collapsed(
     monkeypatch.setattr(model, "MAX_LADDERS", 5)
     s = Synth()
     for i in range(7):
-        s.session(41000 + i, "cni-m7tjc" if i % 2 else "cni-8zxj9")
+        s.session(41000 + i, POD2_NAME if i % 2 else POD_NAME)
     directory = s.write(tmp_path)
     build_report(directory)
     dom = html_of(directory)
@@ -607,24 +623,22 @@ def test_chromium_renders_the_synthetic_report(tmp_path: Path, browser: Any) -> 
     check_geometry(browser, LB)
 
 
-@pytest.fixture(scope="module")
-def seed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real seed run (namespaces, the eBPF datapath, tcpdump at every hop)."""
-    run = run_scenario("seed", captures_root=tmp_path_factory.mktemp("captures"))
-    directory = run.capture_dir
-    if not (directory / "results.json").exists():
-        trace = Path(__file__).resolve().parents[2] / "scenarios" / "seed.trace.yaml"
-        check_trace(load_trace(trace), CaptureDir.load(directory)).write(directory)
-    return directory
-
-
 @pytest.mark.netns
 @pytest.mark.bpf
 @pytest.mark.scenario
-def test_real_seed_run_report_in_chromium(seed_run: Path, browser: Any) -> None:
-    merge_pcapng(seed_run, None)
+def test_real_seed_run_report_in_chromium(seed_capture: Path, seed_capture_copy: Path,
+                                          browser: Any) -> None:
+    """The report the seed run wrote itself, from its own results.json, in Chromium."""
+    # the run wrote every artifact; none is made here (a missing one is the regression)
+    for name in ("results.json", "merged.pcapng", "report.html", "report.md"):
+        assert (seed_capture / name).is_file(), f"the seed run did not write {name}"
+    seed_run = seed_capture_copy  # render() writes report.png beside the page
+    results = json.loads((seed_run / "results.json").read_text())
+    assert results["passed"] is True
+    # rebuilding from the capture set alone gives the run's verdict and the same page
     files = build_report(seed_run)
     assert files.status == "PASS"
+    assert files.html.read_text() == (seed_capture / "report.html").read_text()
     render(browser, files.html)
     find = browser.find_elements
     assert browser.find_element(By.ID, "verdict").text == "PASS"
@@ -642,17 +656,16 @@ def test_real_seed_run_report_in_chromium(seed_run: Path, browser: Any) -> None:
         sa = svg.find_elements(By.CSS_SELECTOR, "g.arrow[data-flags='SA'][data-to='client']")
         assert len(sa) == 1, flow
         assert sa[0].get_attribute("data-from") in backend_nodes
-        assert sa[0].get_attribute("data-src") == "172.18.0.2:32000"
+        assert sa[0].get_attribute("data-src") == SERVICE_ADDR
         assert sa[0].get_attribute("data-dst") == flow
         assert sa[0].get_attribute("data-skips") == LB
         dnat = svg.find_elements(By.CSS_SELECTOR, f"g.arrow[data-flags='S'][data-from='{LB}']")
-        assert [d.get_attribute("data-dsr") for d in dnat] == ["172.18.0.2:32000"]
+        assert [d.get_attribute("data-dsr") for d in dnat] == [SERVICE_ADDR]
     replies = find(By.CSS_SELECTOR, "g.arrow[data-dir='reply']")
     assert replies
     assert not [r for r in replies if LB in (r.get_attribute("data-from"),
                                              r.get_attribute("data-to"))]
     # every packet the trace checker matched is marked on its flow's ladder
-    results = json.loads((seed_run / "results.json").read_text())
     want = {(k["flow"], f"{c['name']}/{k['name']}") for c in results["claims"]
             for k in c["checks"] if k.get("packet") is not None and k.get("flow")}
     drawn = {svg.get_attribute("data-flow") for svg in ladders}

@@ -10,6 +10,20 @@ import pytest
 from lab.env import cleanup
 from lab.model.scenario import ScenarioError, load_scenario
 from lab.runner.scenario import run_scenario
+from tests.seed import (
+    CLIENT_IP,
+    LB_NAME,
+    NODE_PORT,
+    POD2_NAME,
+    POD2_NODE,
+    POD_NAME,
+    POD_NAMES,
+    POD_NODE,
+    SEED_SCENARIO_PATH,
+    SEED_TOPOLOGY_PATH,
+    SERVICE,
+    VIP,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
 
@@ -18,21 +32,21 @@ def test_a_run_leaves_pcaps_manifest_and_results(tmp_path: Path) -> None:
     run = run_scenario("seed", captures_root=tmp_path)
     assert run.passed, run.result.summary() if run.result else "no result"
     assert all(ex.ok for ex in run.exchanges)
-    assert {ex.pod for ex in run.exchanges} == {"cni-8zxj9", "cni-m7tjc"}
+    assert {ex.pod for ex in run.exchanges} == POD_NAMES
     manifest = json.loads((run.capture_dir / "manifest.json").read_text())
     assert {k: manifest[k] for k in ("scenario", "run_id", "backend", "service", "client")} == {
         "scenario": "seed", "run_id": run.run_id, "backend": "netns",
-        "service": {"ip": "172.18.0.2", "port": 32000, "name": "serversvc",
-                    "protocol": "TCP"},
-        "client": {"ip": "172.18.0.1"}}
-    assert sorted((p["name"], p["role"]) for p in manifest["points"]) == [
-        ("cilium-dsr-control-plane/eth0", "lb-node"),
-        ("cilium-dsr-worker/eth0", "backend-node"),
-        ("cilium-dsr-worker2/eth0", "backend-node"),
+        "service": {"ip": VIP, "port": NODE_PORT, "name": SERVICE.name,
+                    "protocol": SERVICE.protocol},
+        "client": {"ip": CLIENT_IP}}
+    assert sorted((p["name"], p["role"]) for p in manifest["points"]) == sorted([
+        (f"{LB_NAME}/eth0", "lb-node"),
+        (f"{POD_NODE}/eth0", "backend-node"),
+        (f"{POD2_NODE}/eth0", "backend-node"),
         ("client/br-kind", "client"),
-        ("cni-8zxj9/eth0", "pod"),
-        ("cni-m7tjc/eth0", "pod"),
-    ]
+        (f"{POD_NAME}/eth0", "pod"),
+        (f"{POD2_NAME}/eth0", "pod"),
+    ])
     for p in manifest["points"]:
         assert (run.capture_dir / p["file"]).stat().st_size > 24  # more than a pcap header
         assert p["packets"] > 0
@@ -59,10 +73,9 @@ def test_keep_leaves_the_lab_up_for_debugging(tmp_path: Path) -> None:
 
 def test_a_scenario_naming_a_missing_node_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    repo = Path(__file__).resolve().parents[2]
-    bad.write_text((repo / "scenarios" / "seed.yaml").read_text()
-                   .replace("../topologies/seed.yaml", str(repo / "topologies" / "seed.yaml"))
-                   .replace("node: cilium-dsr-control-plane", "node: cilium-dsr-worker9"))
+    bad.write_text(SEED_SCENARIO_PATH.read_text()
+                   .replace("../topologies/seed.yaml", str(SEED_TOPOLOGY_PATH))
+                   .replace(f"node: {LB_NAME}", "node: no-such-node9"))
     with pytest.raises(ScenarioError, match=r"bad\.yaml: target\.node: no node "
-                                            r"'cilium-dsr-worker9'"):
+                                            r"'no-such-node9'"):
         load_scenario(bad)

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lab.wire import dsropt
+from tests import seed
 
 SEED_HOST = bytes.fromhex("9a08007d020012ac")  # 172.18.0.2:32000 as Cilium writes it
 SEED_NETWORK = bytes.fromhex("9a087d00ac120002")
@@ -26,6 +27,14 @@ def test_constants() -> None:
 def test_encode_seed_host_order() -> None:
     assert dsropt.encode("172.18.0.2", 32000) == SEED_HOST
     assert dsropt.encode("172.18.0.2", 32000, "host") == SEED_HOST
+
+
+def test_the_seed_topology_gives_the_write_ups_option() -> None:
+    # tests/seed.py builds its option from topologies/seed.yaml: the write-up's bytes
+    assert (seed.VIP, seed.NODE_PORT) == ("172.18.0.2", 32000)
+    assert seed.OPTION == SEED_HOST
+    assert seed.OPTION_NETWORK == SEED_NETWORK
+    assert seed.MISREAD_ADDR == "2.0.18.172:125"
 
 
 def test_encode_seed_network_order() -> None:

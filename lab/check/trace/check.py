@@ -11,7 +11,7 @@ reads the capture directory only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.capture.capdir import CaptureDir, PointFile
 from lab.capture.layout import MANIFEST
@@ -36,7 +36,9 @@ from lab.check.trace.model import (
 )
 from lab.check.trace.results import CheckResult, ClaimVerdict, FieldDiff, FlowInfo, TraceResult
 from lab.wire.endpoint import Endpoint
-from lab.wire.packets import Pkt
+
+if TYPE_CHECKING:  # scapy loads when a capture directory's packets are read
+    from lab.wire.packets import Pkt
 
 # how far a packet is from an expectation when this field differs: a packet of
 # another kind (protocol, TCP flags) is further away than one with other addresses

@@ -14,14 +14,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lab.wire import dsropt
 from lab.wire.endpoint import Endpoint
-from lab.wire.packets import Pkt
+
+if TYPE_CHECKING:  # scapy loads only where packets are read
+    from lab.wire.packets import Pkt
 
 # field -> (diff label, getter)
-_Getter = Callable[[Pkt, "Env"], Any]
+_Getter = Callable[["Pkt", "Env"], Any]
 
 
 def _dsr_value(p: Pkt, env: Env) -> str:

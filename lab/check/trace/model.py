@@ -30,11 +30,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from lab.check.trace.fields import FIELD_NAMES, FieldSpec, compile_field
+from lab.errors import LabError
 from lab.model.errors import validation_message
 from lab.model.yamldoc import read_yaml
 
 
-class TraceError(ValueError):
+class TraceError(LabError, ValueError):
     """A trace file that cannot be used; names the file and the field."""
 
 
@@ -135,40 +136,54 @@ class Trace(_Model):
     source: Path | None = Field(default=None, exclude=True)
 
 
+def _spec_problems(trace: Trace, specs: dict[str, Any], where: str, *,
+                   full: bool) -> list[str]:
+    """What is wrong with one set of field matchers (``where``: its field path)."""
+    problems = []
+    for key, value in specs.items():
+        if key not in FIELD_NAMES:
+            problems.append(f"{where}.{key}: unknown field (known: "
+                            f"{', '.join(sorted(FIELD_NAMES))})")
+            continue
+        try:
+            compile_field(key, value)
+        except ValueError as exc:
+            problems.append(f"{where}.{key}: {exc}")
+    if full:
+        missing = [k for k in ("src", "dst", "sport", "dport", "flags")
+                   if k not in specs and k not in trace.defaults]
+        if missing:
+            problems.append(f"{where}: an expectation compares every field; "
+                            f"missing {', '.join(missing)}")
+    return problems
+
+
+def _claim_problems(trace: Trace, ci: int, claim: Claim) -> list[str]:
+    problems: list[str] = []
+    names: list[str] = []
+    for ei, exp in enumerate(claim.expect):
+        where = f"claims[{ci}].expect[{ei}]"
+        problems += _spec_problems(trace, exp.field_specs(), where, full=True)
+        if exp.after is not None and exp.after not in names:
+            problems.append(f"{where}.after: {exp.after!r} is not an earlier expectation of "
+                            f"claim {claim.name!r}")
+        names.append(exp.name)
+    for ni, nev in enumerate(claim.never):
+        problems += _spec_problems(trace, nev.field_specs(), f"claims[{ci}].never[{ni}]",
+                                   full=False)
+    return problems
+
+
 def _compile_all(trace: Trace, source: str) -> None:
-    """Compile every field matcher once so that a bad one is reported at load time."""
-
-    def check(specs: dict[str, Any], where: str, *, full: bool) -> None:
-        for key, value in specs.items():
-            if key not in FIELD_NAMES:
-                raise TraceError(f"{source}: {where}.{key}: unknown field (known: "
-                                 f"{', '.join(sorted(FIELD_NAMES))})")
-            try:
-                compile_field(key, value)
-            except ValueError as exc:
-                raise TraceError(f"{source}: {where}.{key}: {exc}") from None
-        if full:
-            missing = [k for k in ("src", "dst", "sport", "dport", "flags")
-                       if k not in specs and k not in trace.defaults]
-            if missing:
-                raise TraceError(f"{source}: {where}: an expectation compares every field; "
-                                 f"missing {', '.join(missing)}")
-
-    check(trace.defaults, "defaults", full=False)
-    check(trace.flows.start.match, "flows.start.match", full=False)
+    """Compile every field matcher once, so that bad ones are reported at load time (all)."""
+    problems = _spec_problems(trace, trace.defaults, "defaults", full=False)
+    problems += _spec_problems(trace, trace.flows.start.match, "flows.start.match", full=False)
     for i, rule in enumerate(trace.flows.bind):
-        check(rule.match, f"flows.bind[{i}].match", full=False)
+        problems += _spec_problems(trace, rule.match, f"flows.bind[{i}].match", full=False)
     for ci, claim in enumerate(trace.claims):
-        names: list[str] = []
-        for ei, exp in enumerate(claim.expect):
-            where = f"claims[{ci}].expect[{ei}]"
-            check(exp.field_specs(), where, full=True)
-            if exp.after is not None and exp.after not in names:
-                raise TraceError(f"{source}: {where}.after: {exp.after!r} is not an earlier "
-                                 f"expectation of claim {claim.name!r}")
-            names.append(exp.name)
-        for ni, nev in enumerate(claim.never):
-            check(nev.field_specs(), f"claims[{ci}].never[{ni}]", full=False)
+        problems += _claim_problems(trace, ci, claim)
+    if problems:
+        raise TraceError("\n".join(f"{source}: {p}" for p in problems))
 
 
 def parse_trace(data: Any, source: str | Path = "<trace>") -> Trace:

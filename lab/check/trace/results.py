@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from lab.capture.layout import RESULTS
+from lab.errors import LabError
 
 
-class ResultsError(ValueError):
+class ResultsError(LabError, ValueError):
     """A results.json that cannot be read; the message names the file."""
 
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from lab.errors import LabError
+
 LUA_NAME = "dsr_option.lua"
 PROTO = "dsropt"
 FIELDS: dict[str, str] = {
@@ -41,7 +43,7 @@ ORDER_PREF = "dsropt.order"  # -o dsropt.order:auto|host|network
 DEFAULT_TIMEOUT_S = 30.0
 
 
-class WiresharkError(RuntimeError):
+class WiresharkError(LabError, RuntimeError):
     """tshark missing or failing."""
 
 

@@ -1,0 +1,150 @@
+"""How the ``dsrlab`` command prints: the consoles, the piped-output policy, one-line errors.
+
+On a terminal the output is Rich: tables with borders and colours, spinners
+while something runs. Not on a terminal (a pipe, a file, a CI log) every
+value shows whole, so ``dsrlab review x.pcap | grep 172.18.0.2:32000`` finds
+what it looks for: tables become plain text, one line per row, columns
+aligned with spaces, a header line, no borders, no colours, nothing cut or
+wrapped; no spinner or progress bar. Whether stdout is a terminal is asked
+of stdout itself (``isatty``), not of ``FORCE_COLOR``/``TTY_COMPATIBLE``.
+
+Lines are never wrapped or cut by Rich, on a terminal either (soft wrap:
+the terminal wraps them, so a path or command copied from it stays whole).
+
+Nothing a user typed or a file held (paths, names, messages) is parsed as
+Rich markup: pass such values as plain ``str`` table cells, in
+:class:`~rich.text.Text` parts, or with ``markup=False``. Emoji codes
+(``:smile:``) are never replaced either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import IO, NoReturn
+
+import typer
+from rich.console import Console
+from rich.control import strip_control_codes
+from rich.text import Text
+
+from lab.errors import LabError
+
+Cell = str | Text
+"""A table cell: a ``str`` is printed literally; a :class:`Text` may carry style."""
+
+COLUMN_GAP = "  "
+
+
+def _isatty(stream: IO[str] | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (AttributeError, ValueError):  # closed or replaced streams
+        return False
+
+
+# stdout: results. stderr: errors, notes, progress. Each is "a terminal" when its
+# stream is one, whatever FORCE_COLOR says: a pipe gets no ANSI codes.
+console = Console(highlight=False, emoji=False, soft_wrap=True,
+                  force_terminal=_isatty(sys.stdout))
+err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True,
+              force_terminal=_isatty(sys.stderr))
+
+
+def on_terminal() -> bool:
+    """True when stdout is a terminal: Rich tables; else plain, whole values."""
+    return console.is_terminal
+
+
+def styled(text: str, style: str) -> Text:
+    """``text`` (literal, never markup) in ``style`` (dropped when not on a terminal)."""
+    return Text(text, style=style)
+
+
+def _plain(cell: Cell) -> str:
+    text = cell.plain if isinstance(cell, Text) else strip_control_codes(cell)
+    return " ".join(text.splitlines()) if "\n" in text else text
+
+
+def plain_table(columns: Sequence[str], rows: Iterable[Sequence[Cell]]) -> list[str]:
+    """The table as lines of text: a header line, one line per row, columns space-aligned.
+
+    Every value whole, whatever its length; trailing spaces dropped.
+    """
+    from rich.cells import cell_len
+
+    grid = [list(columns), *([_plain(c) for c in row] for row in rows)]
+    widths = [max(cell_len(r[i]) for r in grid) for i in range(len(columns))]
+    return [COLUMN_GAP.join(c + " " * (w - cell_len(c)) for c, w in zip(r, widths, strict=True))
+            .rstrip() for r in grid]
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *,
+          title: Cell | None = None) -> None:
+    """Print a table: Rich on a terminal, :func:`plain_table` otherwise.
+
+    ``title`` and cells follow :data:`Cell`. On a terminal a cell too wide
+    for its column folds onto more lines rather than being cut.
+    """
+    if not on_terminal():
+        lines = plain_table(columns, rows)
+        if title is not None:
+            lines.insert(0, _plain(title))
+        console.file.write("\n".join(lines) + "\n")
+        console.file.flush()
+        return
+    from rich.table import Table
+
+    t = Table(title=Text(title) if isinstance(title, str) else title, title_justify="left")
+    for col in columns:
+        t.add_column(col, overflow="fold")
+    for row in rows:
+        t.add_row(*(c if isinstance(c, Text) else Text(c) for c in row))
+    console.print(t)
+
+
+@contextlib.contextmanager
+def status(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner with ``message`` on a terminal; yields a function that changes it.
+
+    Not on a terminal nothing is shown (no spinner frames in a pipe or log).
+    """
+    if not on_terminal():
+        yield lambda _msg: None
+        return
+    with console.status(Text(message)) as spinner:
+        yield lambda msg: spinner.update(Text(msg))
+
+
+def note(label: str, message: str, style: str = "yellow") -> None:
+    """``label: message`` on stderr, one line; the message literal."""
+    err.print(Text.assemble((f"{label}:", style), " ", message))
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """``error: message`` on stderr as one line (the message literal), then exit ``code``."""
+    note("error", message, "red")
+    raise typer.Exit(code) from None
+
+
+@contextlib.contextmanager
+def one_line_errors(*also: type[Exception], code: int = 1) -> Iterator[None]:
+    """Inside, a :class:`~lab.errors.LabError` (or one of ``also``) becomes one
+    ``error: ...`` line and exit ``code``; anything else is a bug and keeps its traceback."""
+    try:
+        yield
+    except (typer.Exit, BrokenPipeError):  # a closed pipe (| head): Click exits quietly
+        raise
+    except Exception as exc:
+        if isinstance(exc, (*also, LabError)):
+            fail(str(exc), code)
+        raise
+
+
+def need_root(what: str = "dsrlab needs root (network namespaces, BPF, tcpdump)",
+              code: int = 2) -> None:
+    """Exit ``code`` with ``what`` unless running as root."""
+    if os.geteuid() != 0:
+        fail(what, code)

@@ -1,0 +1,111 @@
+"""``dsrlab run``: a scenario end to end, and how its result is printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.text import Text
+
+from lab.cli.output import console, need_root, note, one_line_errors, status
+
+if TYPE_CHECKING:
+    from lab.check.trace.results import ClaimVerdict
+    from lab.runner.scenario import ScenarioRun
+
+FAILURES_SHOWN = 3  # per failed claim
+CHECKS_SHOWN = 3  # per passed claim, of its first flow
+
+
+def run(
+    scenario: Annotated[str, typer.Argument(help="scenario name (scenarios/NAME.yaml) or path")],
+    captures: Annotated[Path, typer.Option(help="where capture sets go")] = Path("captures"),
+    keep: Annotated[bool, typer.Option("--keep", help="leave the lab up afterwards")] = False,
+    screenshot: Annotated[bool, typer.Option(
+        help="render the report in headless Chromium to report.png (when installed)")] = True,
+) -> None:
+    """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
+    from lab.runner.scenario import run_scenario
+
+    need_root()
+    with one_line_errors(), status("starting") as progress:
+        result = run_scenario(scenario, captures_root=captures, progress=progress, keep=keep)
+    console.print(Text.assemble("scenario ", (result.scenario.name, "bold"),
+                                f" run {result.run_id} on netns ({result.topology.name})"))
+    print_run(result)
+    if screenshot and result.report is not None:
+        _screenshot(result.report.html)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+def print_run(run: ScenarioRun) -> None:
+    """Every claim's verdict, the requests, where the files are, the times."""
+    for claim in run.result.claims if run.result else []:
+        _print_claim(claim)
+    _print_requests(run)
+    _print_files(run)
+    _print_times(run.timings)
+
+
+def _print_claim(claim: ClaimVerdict) -> None:
+    mark = ("PASS", "green") if claim.passed else ("FAIL", "red")
+    console.print(Text.assemble(mark, f"  {claim.name}: {claim.title}"))
+    for failure in claim.failures[:FAILURES_SHOWN]:
+        console.print(failure.describe(), style="red", markup=False)
+    if len(claim.failures) > FAILURES_SHOWN:
+        console.print(f"        ... and {len(claim.failures) - FAILURES_SHOWN} more failures",
+                      style="red", markup=False)
+    if claim.passed:
+        flows = sorted({c.flow for c in claim.checks if c.flow})
+        shown = [c for c in claim.checks if c.flow in (None, *flows[:1])
+                 and c.kind in ("expect", "coverage")][:CHECKS_SHOWN]
+        for c in shown:
+            console.print(f"        {c.name}: {c.message}", style="dim", markup=False)
+        over = f" over {len(flows)} flows" if flows else ""
+        console.print(f"        {len(claim.checks)} checks{over}, all passed", style="dim",
+                      markup=False)
+
+
+def _print_requests(run: ScenarioRun) -> None:
+    served: dict[str, int] = {}
+    for ex in run.exchanges:
+        if ex.pod:
+            served[ex.pod] = served.get(ex.pod, 0) + 1
+    by_pod = ", ".join(f"{k}: {v}" for k, v in served.items()) or "none answered"
+    console.print(f"requests: {len(run.exchanges)} ({by_pod})", markup=False)
+    for ex in [ex for ex in run.exchanges if not ex.ok][:3]:
+        console.print(Text.assemble("  ", ("request failed:", "red"),
+                                    f" {ex.error or ex.http_code}"))
+
+
+def _print_files(run: ScenarioRun) -> None:
+    console.print(f"captures: {run.capture_dir}  (manifest.json, results.json, one pcap per "
+                  "hop)", markup=False)
+    if run.report is not None:
+        console.print(f"report:   {run.report.html}  (ladder per flow; "
+                      f"{run.report.markdown.name} for CI logs)", markup=False)
+        console.print(f"wireshark: {run.capture_dir / 'merged.pcapng'}  (every hop, one file)",
+                      markup=False)
+    if run.kept:
+        console.print(f"the lab is still up: dsrlab down {run.run_id}", markup=False)
+
+
+def _print_times(t: dict[str, float]) -> None:
+    console.print(f"times: up {t.get('up_s', 0) * 1000:.0f} ms, captures ready "
+                  f"{t.get('captures_ready_s', 0) * 1000:.0f} ms, traffic "
+                  f"{t.get('traffic_s', 0) * 1000:.0f} ms, total {t.get('total_s', 0):.2f} s")
+
+
+def _screenshot(html: Path) -> None:
+    from lab.report import screenshot as shot
+
+    if not shot.available():
+        return
+    try:
+        png = shot.screenshot(html)
+    except shot.ScreenshotError as exc:
+        note("report not rendered", str(exc))
+        return
+    console.print(f"rendered: {png}  (headless Chromium)", markup=False)

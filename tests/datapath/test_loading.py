@@ -1,0 +1,136 @@
+"""Loading the datapath: the build, the verifier, the object's maps and config.
+
+``bpf/dsr.c`` built by clang and loaded through the kernel's verifier; a
+build or verifier error carries its log; the C enum of events matches the
+Python names; services, config fields and test-run repeats through the
+object's maps.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lab.datapath import EVENT_NAMES, BackendEntry, DatapathError, DatapathObject, build_object
+from lab.datapath import build as dp_build
+from tests.datapath.frames import Node, backend_syn
+from tests.seed import NODE_PORT, OPTION, POD2_IP, POD_IP, POD_PORT, REPO, VIP
+
+DSR_H = REPO / "bpf" / "dsr.h"
+
+
+# --- loading and building ------------------------------------------------------
+
+
+@pytest.mark.bpf
+def test_object_loads_through_verifier(obj_path: Path) -> None:
+    try:
+        obj = DatapathObject.load(obj_path)
+    except DatapathError as exc:  # pragma: no cover - the message carries the verifier log
+        pytest.fail(f"dsr.o was rejected:\n{exc}")
+    with obj:
+        assert obj.program_fd("dsr_from_netdev") > 0
+        assert obj.program_fd("dsr_to_netdev") > 0
+        assert obj.option_order() == "host"
+    assert obj.closed
+    with pytest.raises(DatapathError, match="closed"):
+        obj.counters()
+
+
+def test_missing_object_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DatapathError, match="bpf_object__open_file"):
+        DatapathObject.load(tmp_path / "missing.o")
+
+
+def test_build_is_cached(obj_path: Path) -> None:
+    mtime = obj_path.stat().st_mtime_ns
+    assert build_object() == obj_path
+    assert obj_path.stat().st_mtime_ns == mtime
+
+
+def test_clang_error_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "dsr.c").write_text("int broken(void) { return nope; }\n")
+    with pytest.raises(DatapathError, match="nope") as info:
+        build_object(source_dir=tmp_path, cache_dir=tmp_path / "cache")
+    assert "error" in info.value.log
+
+
+@pytest.mark.bpf
+def test_verifier_rejection_carries_log(tmp_path: Path) -> None:
+    src = dp_build.bpf_source_dir()
+    for header in src.glob("*.h"):
+        (tmp_path / header.name).write_text(header.read_text())
+    # the real programs, plus an unchecked packet read in dsr_to_netdev
+    broken = (
+        (src / "dsr.c")
+        .read_text()
+        .replace(
+            "\tif (parse(skb, &p) != PARSE_L4)\n\t\treturn TC_ACT_OK;\n",
+            "\tif (((__u8 *)(long)skb->data)[40] == 1)\n\t\treturn TC_ACT_SHOT;\n"
+            "\tif (parse(skb, &p) != PARSE_L4)\n\t\treturn TC_ACT_OK;\n",
+        )
+    )
+    assert broken != (src / "dsr.c").read_text()
+    (tmp_path / "dsr.c").write_text(broken)
+    obj = build_object(source_dir=tmp_path, cache_dir=tmp_path / "cache")
+    with pytest.raises(DatapathError, match="verifier log") as info:
+        DatapathObject.load(obj)
+    assert "invalid access to packet" in info.value.log
+
+
+def test_event_names_match_c_enum() -> None:
+    enum = dict(
+        (int(value), name.lower().removeprefix("ev_"))
+        for name, value in re.findall(
+            r"^\s*((?:EV|DROP)_[A-Z0-9_]+) = (\d+),", DSR_H.read_text(), re.M
+        )
+        if name not in ("EV_NONE", "EV_MAX")
+    )
+    assert enum == EVENT_NAMES
+
+
+@pytest.mark.bpf
+def test_service_update_and_removal(dp: DatapathObject) -> None:
+    three = [BackendEntry(POD_IP, POD_PORT), BackendEntry(POD2_IP, POD_PORT),
+             BackendEntry("10.0.1.5", 81, local=True)]
+    dp.add_service(VIP, NODE_PORT, "tcp", dsr=True, backends=three)
+    dp.add_service(VIP, NODE_PORT, "udp", dsr=False, backends=three[:1])
+    (svc,) = [s for s in dp.services() if s.proto == "tcp"]
+    assert svc.backends == tuple(three)
+    assert svc.dsr
+    dp.add_service(VIP, NODE_PORT, "tcp", dsr=True, backends=three[:1])
+    assert len(dp.map("lb_backends").keys()) == 2  # stale slots 2 and 3 removed
+    assert dp.remove_service(VIP, NODE_PORT, "tcp")
+    assert not dp.remove_service(VIP, NODE_PORT, "tcp")
+    assert [s.proto for s in dp.services()] == ["udp"]
+
+
+@pytest.mark.bpf
+def test_mtu_setting_keeps_the_other_config_fields(dp: DatapathObject) -> None:
+    dp.set_option_order("network")
+    dp.set_selection_seed(77)
+    dp.set_mtu(9000)
+    assert (dp.option_order(), dp.selection_seed(), dp.mtu()) == ("network", 77, 9000)
+    dp.set_option_order("host")
+    dp.set_selection_seed(None)
+    assert dp.mtu() == 9000
+    dp.set_selection_seed(5)
+    dp.set_mtu(1500)
+    assert (dp.option_order(), dp.selection_seed(), dp.mtu()) == ("host", 5, 1500)
+    for bad in (-1, 1, 67, 65536):
+        with pytest.raises(ValueError, match="mtu"):
+            dp.set_mtu(bad)
+    assert dp.mtu() == 1500
+
+
+@pytest.mark.bpf
+@pytest.mark.netns
+def test_repeat_reports_duration(node: Node) -> None:
+    # repeats run on the same skb, so use a frame the program leaves unchanged
+    frame = backend_syn(OPTION)
+    res = node.run("dsr_from_netdev", frame, repeat=1000)
+    assert (res.verdict, res.data) == ("ok", frame)
+    assert res.duration_ns > 0
+    assert node.dp.counters()["backend_learned"] == 1000

@@ -1,0 +1,83 @@
+"""Scenario files: found by name or path, checked against their topology, every
+problem reported at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab.model.scenario import ScenarioError, find_scenario, load_scenario
+from tests.seed import (
+    LB_NAME,
+    SEED_SCENARIO_PATH,
+    SEED_TOPOLOGY_PATH,
+    SEED_TRACE_PATH,
+    SERVICE,
+    TOPOLOGY,
+)
+
+
+def _scenario(tmp_path: Path, name: str = "edited.yaml", **changes: Any) -> Path:
+    data = yaml.safe_load(SEED_SCENARIO_PATH.read_text())
+    data["topology"] = str(SEED_TOPOLOGY_PATH)
+    for key, value in changes.items():
+        target = data
+        *parents, last = key.split(".")
+        for p in parents:
+            target = target[p]
+        target[last] = value
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_the_seed_scenario_loads_with_its_topology() -> None:
+    sc, topo = load_scenario("seed")
+    assert sc.source == SEED_SCENARIO_PATH
+    assert (sc.target.node, sc.target.service) == (LB_NAME, SERVICE.name)
+    assert topo == TOPOLOGY
+    assert sc.topology_path() == SEED_TOPOLOGY_PATH
+    assert sc.trace_path() == SEED_TRACE_PATH
+    assert sc.backends == ["netns"]
+    assert sc.requires.kernel is not None
+
+
+def test_every_cross_reference_problem_is_reported(tmp_path: Path) -> None:
+    path = _scenario(tmp_path, client="nobody", **{"target.node": "no-node",
+                                                   "target.service": "no-svc"})
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert str(info.value).splitlines() == [
+        f"{path}: client: no host 'nobody' in {TOPOLOGY.name}",
+        f"{path}: target.node: no node 'no-node' in {TOPOLOGY.name}",
+        f"{path}: target.service: no service 'no-svc' in {TOPOLOGY.name}",
+    ]
+
+
+def test_a_broken_topology_is_named_through_the_scenario(tmp_path: Path) -> None:
+    topo = yaml.safe_load(SEED_TOPOLOGY_PATH.read_text())
+    topo["nodes"][0]["role"] = "master"
+    topo["services"][0]["node_port"] = 80
+    topo_path = tmp_path / "broken-topo.yaml"
+    topo_path.write_text(yaml.safe_dump(topo))
+    path = _scenario(tmp_path, topology=str(topo_path))
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith(f"{path}: topology: {topo_path}: nodes[0].role: ")
+    assert lines[1].startswith(f"{topo_path}: services[0].node_port: ")
+    assert len(lines) == 2
+
+
+def test_unknown_scenario_lists_the_known_ones() -> None:
+    with pytest.raises(ScenarioError, match=r"no scenario 'nope' \(known: .*seed"):
+        find_scenario("nope")
+    assert find_scenario("seed") == SEED_SCENARIO_PATH
+
+
+def test_a_missing_scenario_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match=r"gone\.yaml: cannot read"):
+        load_scenario(tmp_path / "gone.yaml")

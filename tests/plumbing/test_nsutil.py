@@ -1,0 +1,110 @@
+"""Namespaces and batched rtnetlink on real namespaces (never the root one)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from lab.plumbing import names, nsutil
+
+pytestmark = pytest.mark.netns
+
+
+def _thread_netns() -> int:
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _ip(ns: str, *args: str) -> list[dict[str, object]]:
+    out = subprocess.run(["ip", "-j", "-n", ns, *args], capture_output=True, text=True,
+                         check=True)
+    data = json.loads(out.stdout)
+    assert isinstance(data, list)
+    return data
+
+
+def test_create_runs_the_setup_inside_and_comes_back() -> None:
+    home = _thread_netns()
+    ns = names.netns_name(names.new_run_id(), "a")
+    inside = nsutil.create(ns, _thread_netns)
+    try:
+        assert _thread_netns() == home
+        assert inside == nsutil.netns_inode(ns) != home
+    finally:
+        nsutil.remove(ns)
+    assert not nsutil.exists(ns)
+
+
+def test_a_failing_setup_removes_the_namespace() -> None:
+    home = _thread_netns()
+    ns = names.netns_name(names.new_run_id(), "a")
+
+    def boom() -> None:
+        raise ValueError("setup failed")
+
+    with pytest.raises(ValueError, match="setup failed"):
+        nsutil.create(ns, boom)
+    assert _thread_netns() == home
+    assert not nsutil.exists(ns)
+
+
+def test_one_batch_wires_a_veth_pair_and_failures_name_each_request() -> None:
+    run = names.new_run_id()
+    a, b = names.netns_name(run, "a"), names.netns_name(run, "b")
+    with nsutil.scratch(a), nsutil.scratch(b), nsutil.Rtnl.open(a) as ra, \
+            nsutil.Rtnl.open(b) as rb:
+        fd = os.open(nsutil.netns_path(b), os.O_RDONLY)
+        try:
+            ra.add_veth(nsutil.LinkSpec("va", 20, mac="02:42:0a:00:00:01", mtu=1400),
+                        nsutil.LinkSpec("vb", 30, mtu=1400, netns_fd=fd))
+            ra.add_address(20, "192.0.2.1", 24)
+            ra.commit()
+        finally:
+            os.close(fd)
+        rb.set_up(30)
+        rb.add_address(30, "192.0.2.2", 24)
+        rb.add_route("198.51.100.0/24", 30, gateway="192.0.2.1")
+        rb.add_route("203.0.113.1/32", 30, scope=nsutil.SCOPE_LINK)
+        rb.add_route("0.0.0.0/0", 30, gateway="203.0.113.1")
+        rb.commit()
+        va = _ip(a, "link", "show", "va")[0]
+        assert (va["ifindex"], va["address"], va["mtu"]) == (20, "02:42:0a:00:00:01", 1400)
+        assert "UP" in va["flags"]  # type: ignore[operator]
+        vb = _ip(b, "-4", "addr", "show", "vb")[0]
+        assert vb["ifindex"] == 30
+        assert [(x["local"], x["prefixlen"]) for x in vb["addr_info"]] == [  # type: ignore[attr-defined]
+            ("192.0.2.2", 24)]
+        routes = {r["dst"]: r for r in _ip(b, "-4", "route")}
+        assert routes["198.51.100.0/24"]["gateway"] == "192.0.2.1"
+        assert routes["203.0.113.1"]["scope"] == "link"
+        assert routes["default"]["gateway"] == "203.0.113.1"
+        # the kernel refuses two of three: both are named, the good one went in
+        rb.add_route("198.51.100.0/24", 30, gateway="192.0.2.1")
+        rb.add_address(99, "192.0.2.9", 32)
+        rb.add_route("192.0.2.128/25", 30, gateway="192.0.2.1")
+        with pytest.raises(nsutil.RtnlError) as err:
+            rb.commit()
+        text = str(err.value)
+        assert "add route 198.51.100.0/24 via 192.0.2.1 dev 30: File exists" in text
+        assert "add address 192.0.2.9/32 on link 99: No such device" in text
+        assert "192.0.2.128/25" in {r["dst"] for r in _ip(b, "-4", "route")}
+
+
+def test_pids_in_each_finds_a_process_by_its_namespace() -> None:
+    run = names.new_run_id()
+    a, b = names.netns_name(run, "a"), names.netns_name(run, "b")
+    with nsutil.scratch(a), nsutil.scratch(b):
+        proc = subprocess.Popen(nsutil.exec_argv(a, ["sleep", "30"]))
+        try:
+            deadline = time.monotonic() + 5
+            while not (found := nsutil.pids_in_each([a, b]))[a] and time.monotonic() < deadline:
+                time.sleep(0.01)  # nsenter enters the namespace just after it starts
+            assert found == {a: [proc.pid], b: []}
+        finally:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(nsutil.NetnsError, match="not a namespace of its own"):
+        nsutil.pids_in_each(["../../proc/self/ns/net"])
