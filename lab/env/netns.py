@@ -508,8 +508,10 @@ class NetnsBackend:
         try:
             self._create_hosts(lab, layout, wiring)
             self._wire_client(lab, wiring)
+            node_routes = {n.name: nsutil.prepare_route(n.pod_cidr, NODE_ETH0_INDEX,
+                                                        gateway=n.ip) for n in t.nodes}
             for node in t.nodes:
-                self._wire_node(lab, node, layout.pods_by_node[node.name], wiring)
+                self._wire_node(lab, node, layout.pods_by_node[node.name], wiring, node_routes)
             for pod in layout.pods:
                 self._wire_pod(lab, pod, layout, wiring[pod.name])
             if loads is not None:
@@ -564,7 +566,8 @@ class NetnsBackend:
             nsutil.set_tx_checksum_via(rt.sock, br, False, where=lab.netns(t.client.name))
 
     def _wire_node(self, lab: NetnsLab, node: Node, pods: list[Pod],
-                   wiring: dict[str, _Wiring]) -> None:
+                   wiring: dict[str, _Wiring],
+                   node_routes: dict[str, nsutil.PreparedRoute]) -> None:
         t = lab.topology
         mtu = t.network.mtu
         rt = wiring[node.name].rtnl
@@ -577,9 +580,7 @@ class NetnsBackend:
         rt.set_up(ROUTER_INDEX + 1)
         rt.add_address(ROUTER_INDEX, node.router_ip, 32)
         # autoDirectNodeRoutes: the other nodes' pod CIDRs via their addresses
-        for other in t.nodes:
-            if other.name != node.name:
-                rt.add_route(other.pod_cidr, NODE_ETH0_INDEX, gateway=other.ip)
+        rt.add_routes([r for name, r in node_routes.items() if name != node.name])
         for j, pod in enumerate(pods):
             lxc = LXC_FIRST_INDEX + j
             rt.add_veth(nsutil.LinkSpec(lxc_ifname(pod), lxc, mtu=mtu),

@@ -30,7 +30,7 @@ import os
 import resource
 import socket
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -576,6 +576,11 @@ class Rtnl:
                   _route_body(dst, oif, gateway, scope),
                   functools.partial(_route_text, dst, oif, gateway))
 
+    def add_routes(self, routes: Sequence[PreparedRoute]) -> None:
+        """Routes packed once (:func:`prepare_route`), e.g. the same for every node."""
+        self._queue += [(_RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_EXCL, r.body, r.describe)
+                        for r in routes]
+
     @property
     def pending(self) -> int:
         return len(self._queue)
@@ -635,6 +640,28 @@ class Rtnl:
 
 
 @functools.lru_cache(maxsize=16384)
+@dataclass(frozen=True)
+class PreparedRoute:
+    """An RTM_NEWROUTE request packed once, to send in many namespaces."""
+
+    body: bytes
+    dst: IPv4Network
+    oif: int
+    gateway: IPv4Address | None
+
+    def describe(self) -> str:
+        return _route_text(self.dst, self.oif, self.gateway)
+
+
+def prepare_route(dst: IPv4Network | str, oif: int, *,
+                  gateway: IPv4Address | str | None = None,
+                  scope: int = SCOPE_UNIVERSE) -> PreparedRoute:
+    """A route to add with :meth:`Rtnl.add_routes` (packed here, once)."""
+    net = IPv4Network(dst)
+    gw = None if gateway is None else IPv4Address(gateway)
+    return PreparedRoute(_route_body(net, oif, gw, scope), net, oif, gw)
+
+
 def _route_body(dst: IPv4Network | str, oif: int, gateway: IPv4Address | str | None,
                 scope: int) -> bytes:
     """An RTM_NEWROUTE body (cached: every node of a lab routes the same pod CIDRs)."""
