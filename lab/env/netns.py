@@ -23,7 +23,7 @@ How it stays fast at scale: a namespace's sockets and sysctls are made
 while the thread is in it for its creation (no second ``setns``); links get
 the interface index the lab chooses, so nothing is looked up; each
 namespace's links, addresses and routes go to the kernel as one netlink
-batch (:class:`lab.plumbing.nsutil.Rtnl`); the nodes' datapath objects load
+batch (:class:`lab.plumbing.rtnl.Rtnl`); the nodes' datapath objects load
 and fill their maps on worker threads while the network is wired; the pods'
 sockets are made, bound and listening before the one server process starts,
 so that start is not waited for.
@@ -53,7 +53,7 @@ from lab.env import podserver
 from lab.env.base import BackendError, HostKind, LabHost
 from lab.env.cleanup import STATE_DIR, state_path
 from lab.model.topology import Node, Pod, Service, Topology
-from lab.plumbing import names, nsutil, owner
+from lab.plumbing import names, nsutil, owner, rtnl
 
 BRIDGE_PREFIX = "br-"
 NODE_IFNAME = "eth0"
@@ -370,7 +370,7 @@ class _Wiring:
     socket there, the namespace itself (for veth peers created into it) and,
     for a pod, its listening sockets (made inside, bound once its address is up)."""
 
-    rtnl: nsutil.Rtnl
+    rtnl: rtnl.Rtnl
     fd: int
     listeners: list[tuple[socket.socket, str]] = field(default_factory=list)
 
@@ -385,8 +385,7 @@ class _Wiring:
 def _new_host(ns: str, sysctls: nsutil.SysctlPlan, protos: tuple[str, ...]) -> _Wiring:
     """Runs inside the new namespace: sysctls, a netlink socket, the pod's sockets."""
     sysctls.apply_here()
-    rtnl = nsutil.Rtnl.here(ns)
-    wiring = _Wiring(rtnl, -1)
+    wiring = _Wiring(rtnl.Rtnl.here(ns), -1)
     try:
         wiring.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         for proto in protos:
@@ -508,7 +507,7 @@ class NetnsBackend:
         try:
             self._create_hosts(lab, layout, wiring)
             self._wire_client(lab, wiring)
-            node_routes = {n.name: nsutil.prepare_route(n.pod_cidr, NODE_ETH0_INDEX,
+            node_routes = {n.name: rtnl.prepare_route(n.pod_cidr, NODE_ETH0_INDEX,
                                                         gateway=n.ip) for n in t.nodes}
             for node in t.nodes:
                 self._wire_node(lab, node, layout.pods_by_node[node.name], wiring, node_routes)
@@ -552,14 +551,14 @@ class NetnsBackend:
         mtu = t.network.mtu
         br = bridge_ifname(t)
         rt = wiring[t.client.name].rtnl
-        rt.set_up(nsutil.LOOPBACK_INDEX)
-        rt.add_bridge(nsutil.LinkSpec(br, BRIDGE_INDEX, mac=names.docker_mac(t.client.ip),
+        rt.set_up(rtnl.LOOPBACK_INDEX)
+        rt.add_bridge(rtnl.LinkSpec(br, BRIDGE_INDEX, mac=names.docker_mac(t.client.ip),
                                       mtu=mtu))
         rt.add_address(BRIDGE_INDEX, t.client.ip, t.network.subnet.prefixlen)
         for i, node in enumerate(t.nodes):
             rt.add_veth(
-                nsutil.LinkSpec(f"veth{i}", BRIDGE_INDEX + 1 + i, mtu=mtu, master=BRIDGE_INDEX),
-                nsutil.LinkSpec(NODE_IFNAME, NODE_ETH0_INDEX, mac=names.docker_mac(node.ip),
+                rtnl.LinkSpec(f"veth{i}", BRIDGE_INDEX + 1 + i, mtu=mtu, master=BRIDGE_INDEX),
+                rtnl.LinkSpec(NODE_IFNAME, NODE_ETH0_INDEX, mac=names.docker_mac(node.ip),
                                 mtu=mtu, netns_fd=wiring[node.name].fd))
         rt.commit()
         if not self.checksum_offload:
@@ -567,35 +566,35 @@ class NetnsBackend:
 
     def _wire_node(self, lab: NetnsLab, node: Node, pods: list[Pod],
                    wiring: dict[str, _Wiring],
-                   node_routes: dict[str, nsutil.PreparedRoute]) -> None:
+                   node_routes: dict[str, rtnl.PreparedRoute]) -> None:
         t = lab.topology
         mtu = t.network.mtu
         rt = wiring[node.name].rtnl
-        rt.set_up(nsutil.LOOPBACK_INDEX)
+        rt.set_up(rtnl.LOOPBACK_INDEX)
         rt.set_up(NODE_ETH0_INDEX)
         rt.add_address(NODE_ETH0_INDEX, node.ip, t.network.subnet.prefixlen)
         # Cilium's cilium_host/cilium_net veth pair holds the node's router address
-        rt.add_veth(nsutil.LinkSpec(ROUTER_IFNAME, ROUTER_INDEX),
-                    nsutil.LinkSpec(ROUTER_PEER_IFNAME, ROUTER_INDEX + 1))
+        rt.add_veth(rtnl.LinkSpec(ROUTER_IFNAME, ROUTER_INDEX),
+                    rtnl.LinkSpec(ROUTER_PEER_IFNAME, ROUTER_INDEX + 1))
         rt.set_up(ROUTER_INDEX + 1)
         rt.add_address(ROUTER_INDEX, node.router_ip, 32)
         # autoDirectNodeRoutes: the other nodes' pod CIDRs via their addresses
         rt.add_routes([r for name, r in node_routes.items() if name != node.name])
         for j, pod in enumerate(pods):
             lxc = LXC_FIRST_INDEX + j
-            rt.add_veth(nsutil.LinkSpec(lxc_ifname(pod), lxc, mtu=mtu),
-                        nsutil.LinkSpec(POD_IFNAME, POD_ETH0_INDEX, mtu=mtu,
+            rt.add_veth(rtnl.LinkSpec(lxc_ifname(pod), lxc, mtu=mtu),
+                        rtnl.LinkSpec(POD_IFNAME, POD_ETH0_INDEX, mtu=mtu,
                                         netns_fd=wiring[pod.name].fd))
-            rt.add_route(f"{pod.ip}/32", lxc, scope=nsutil.SCOPE_LINK)
+            rt.add_route(f"{pod.ip}/32", lxc, scope=rtnl.SCOPE_LINK)
         rt.commit()
 
     def _wire_pod(self, lab: NetnsLab, pod: Pod, layout: _Layout, w: _Wiring) -> None:
         router = layout.routers[pod.node]
         rt = w.rtnl
-        rt.set_up(nsutil.LOOPBACK_INDEX)
+        rt.set_up(rtnl.LOOPBACK_INDEX)
         rt.set_up(POD_ETH0_INDEX)
         rt.add_address(POD_ETH0_INDEX, pod.ip, 32)
-        rt.add_route(f"{router}/32", POD_ETH0_INDEX, scope=nsutil.SCOPE_LINK)
+        rt.add_route(f"{router}/32", POD_ETH0_INDEX, scope=rtnl.SCOPE_LINK)
         rt.add_route("0.0.0.0/0", POD_ETH0_INDEX, gateway=router)
         rt.commit()
         if not self.checksum_offload:

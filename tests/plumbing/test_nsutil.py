@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from lab.plumbing import names, nsutil
+from lab.plumbing import names, nsutil, rtnl
 
 pytestmark = pytest.mark.netns
 
@@ -54,12 +54,12 @@ def test_a_failing_setup_removes_the_namespace() -> None:
 def test_one_batch_wires_a_veth_pair_and_failures_name_each_request() -> None:
     run = names.new_run_id()
     a, b = names.netns_name(run, "a"), names.netns_name(run, "b")
-    with nsutil.scratch(a), nsutil.scratch(b), nsutil.Rtnl.open(a) as ra, \
-            nsutil.Rtnl.open(b) as rb:
+    with nsutil.scratch(a), nsutil.scratch(b), rtnl.Rtnl.open(a) as ra, \
+            rtnl.Rtnl.open(b) as rb:
         fd = os.open(nsutil.netns_path(b), os.O_RDONLY)
         try:
-            ra.add_veth(nsutil.LinkSpec("va", 20, mac="02:42:0a:00:00:01", mtu=1400),
-                        nsutil.LinkSpec("vb", 30, mtu=1400, netns_fd=fd))
+            ra.add_veth(rtnl.LinkSpec("va", 20, mac="02:42:0a:00:00:01", mtu=1400),
+                        rtnl.LinkSpec("vb", 30, mtu=1400, netns_fd=fd))
             ra.add_address(20, "192.0.2.1", 24)
             ra.commit()
         finally:
@@ -67,7 +67,7 @@ def test_one_batch_wires_a_veth_pair_and_failures_name_each_request() -> None:
         rb.set_up(30)
         rb.add_address(30, "192.0.2.2", 24)
         rb.add_route("198.51.100.0/24", 30, gateway="192.0.2.1")
-        rb.add_route("203.0.113.1/32", 30, scope=nsutil.SCOPE_LINK)
+        rb.add_route("203.0.113.1/32", 30, scope=rtnl.SCOPE_LINK)
         rb.add_route("0.0.0.0/0", 30, gateway="203.0.113.1")
         rb.commit()
         va = _ip(a, "link", "show", "va")[0]
@@ -85,7 +85,7 @@ def test_one_batch_wires_a_veth_pair_and_failures_name_each_request() -> None:
         rb.add_route("198.51.100.0/24", 30, gateway="192.0.2.1")
         rb.add_address(99, "192.0.2.9", 32)
         rb.add_route("192.0.2.128/25", 30, gateway="192.0.2.1")
-        with pytest.raises(nsutil.RtnlError) as err:
+        with pytest.raises(rtnl.RtnlError) as err:
             rb.commit()
         text = str(err.value)
         assert "add route 198.51.100.0/24 via 192.0.2.1 dev 30: File exists" in text
