@@ -43,6 +43,7 @@ from typing import Any
 
 import pytest
 
+from lab.env import get_backend
 from lab.env.netns import NetnsBackend, NetnsLab
 from lab.model.scenario import ScenarioError, load_scenario
 from lab.model.topology import Topology, load_topology
@@ -204,6 +205,7 @@ class ScenarioItem(pytest.Item):
         require_root()
         require_cmd("tcpdump", "curl", "clang")
         run = run_scenario(self.path, captures_root=captures_root_for(self.config),
+                           backend=get_backend(backend),
                            keep=bool(self.config.getoption("--dsrlab-keep")))
         self.user_properties.append(("captures", str(run.capture_dir)))
         if run.kept:
