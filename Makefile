@@ -3,6 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# the suite in two workers (pytest-xdist): faster on a 2-core box and on CI; -n 0 runs it in one
+PYTEST_PARALLEL ?= -n 2
 
 .PHONY: install demo test lint bench clean-lab
 
@@ -18,7 +20,7 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/bringup.py

@@ -18,6 +18,11 @@ repository's ``captures/`` nor its ``latest`` link, which belong to the
 user's own ``dsrlab run``. ``--dsrlab-captures DIR`` writes them to DIR
 instead, e.g. ``--dsrlab-captures captures`` to keep them with the user's.
 
+Signals: a session stopped with SIGTERM or SIGHUP (CI's timeout, a closed
+terminal) stops as with Ctrl-C: a ``KeyboardInterrupt`` in the test that
+runs, so its labs and the session's fixtures are taken down (while they
+would have the default action: dying on the spot, labs left behind).
+
 Fixtures (name, scope, depends on):
 
 * ``root_namespace_guard`` (session, autouse): snapshots the root network
@@ -37,6 +42,8 @@ import os
 import platform
 import re
 import shutil
+import signal
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +54,7 @@ from lab.env import get_backend
 from lab.env.netns import NetnsBackend, NetnsLab
 from lab.model.scenario import ScenarioError, load_scenario
 from lab.model.topology import Topology, load_topology
-from lab.plumbing import rootsnap
+from lab.plumbing import interrupts, rootsnap
 from lab.runner.scenario import ScenarioRun, load_scenario_trace, run_scenario
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,7 +75,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(take it down with `dsrlab down RUN_ID` or `dsrlab clean`)")
 
 
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise interrupts.Interrupted(signum)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _stop_like_ctrl_c)
     for line in (
         "netns: needs root and network namespaces (the netns backend)",
         "kind: needs a real kind cluster (Docker engine, image registry)",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lab.capture.layout import Role
+from lab.capture.layout import MANIFEST, CaptureError, Role
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestService
 from lab.wire import dsropt
 
@@ -31,6 +31,22 @@ class PointFile:
     file: Path
 
 
+def _inside(directory: Path, index: int, name: str) -> Path:
+    """``directory / name``, refused unless it stays inside ``directory`` once
+    symbolic links are followed (the manifest model already refused absolute
+    paths and ``..``)."""
+    path = directory / name
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise CaptureError(f"{directory / MANIFEST}: points[{index}].file: {name!r} "
+                           f"cannot be resolved ({exc})") from None
+    if not real.is_relative_to(directory):
+        raise CaptureError(f"{directory / MANIFEST}: points[{index}].file: {name!r} leads "
+                           f"outside the capture directory (to {real})")
+    return path
+
+
 @dataclass(frozen=True)
 class CaptureDir:
     """A capture set on disk: the typed manifest and its pcaps (no live lab needed)."""
@@ -46,7 +62,7 @@ class CaptureDir:
         d = Path(directory).resolve()
         manifest = Manifest.read(d)
         points = [PointFile(name=p.name, host=p.host, ifname=p.ifname, role=p.role,
-                            file=d / p.file) for p in manifest.points]
+                            file=_inside(d, i, p.file)) for i, p in enumerate(manifest.points)]
         return cls(directory=d, manifest=manifest, points=points)
 
     @property

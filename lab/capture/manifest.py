@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lab.capture.layout import MANIFEST, CaptureError, Role
 from lab.model.errors import validation_message
+from lab.model.yamldoc import MAX_DEPTH, read_document, too_deep
 from lab.wire.dsropt import OptionOrder
 
 
@@ -64,8 +65,21 @@ class ManifestPoint(_Part):
     host: str
     ifname: str
     role: Role
-    file: str
+    file: str  # relative to the capture directory, inside it
     packets: int | None = None  # tcpdump's "captured" count, when it printed one
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        """A plain relative path: no absolute path, no ``..``, nothing empty.
+        (Symbolic links leading out are :meth:`CaptureDir.load`'s to refuse.)"""
+        p = PurePosixPath(value)
+        if not value or value in (".",) or "\0" in value:
+            raise ValueError("must name a file inside the capture directory")
+        if p.is_absolute() or ".." in p.parts:
+            raise ValueError("must be a path inside the capture directory "
+                             "(no absolute path, no '..')")
+        return value
 
 
 class Manifest(_Part):
@@ -96,12 +110,18 @@ class Manifest(_Part):
     @classmethod
     def read(cls, directory: str | Path) -> Manifest:
         path = Path(directory) / MANIFEST
+        text = read_document(path, CaptureError, "manifest")
         try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CaptureError(f"{path}: cannot read manifest: {exc}") from None
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            why = exc if isinstance(exc, ValueError) else "nested too deeply"
+            raise CaptureError(f"{path}: cannot read manifest: {why}") from None
         if not isinstance(data, dict):
-            raise CaptureError(f"{path}: (top level): expected an object")
+            got = "null" if data is None else type(data).__name__
+            raise CaptureError(f"{path}: (top level): expected an object, got {got}")
+        if too_deep(data):
+            raise CaptureError(f"{path}: cannot read manifest: nested more than "
+                               f"{MAX_DEPTH} levels deep")
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

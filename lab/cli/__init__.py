@@ -3,32 +3,52 @@
 Here only the Typer app and its commands' registration; each command lives
 in its own module (:mod:`lab.cli.labs`: up, down, clean, list;
 :mod:`lab.cli.run`; :mod:`lab.cli.review`; :mod:`lab.cli.wireshark`;
-:mod:`lab.cli.datapath`), and how everything prints in
-:mod:`lab.cli.output`. Each command imports the library parts it needs when
-it runs, so that ``dsrlab review`` on a big pcap does not first load scapy,
-pyroute2 and the report renderer it never uses.
+:mod:`lab.cli.datapath`), how everything prints in :mod:`lab.cli.output`,
+and how a signal stops it in :mod:`lab.cli.signals`. Each command imports
+the library parts it needs when it runs, so that ``dsrlab review`` on a big
+pcap does not first load scapy, pyroute2 and the report renderer it never
+uses. :func:`main` installs the signal handlers before anything else loads
+(Typer included): an interrupt is a clean stop from the first moment.
 """
 
 from __future__ import annotations
 
-import typer
+from typing import TYPE_CHECKING, Any
 
-from lab.cli import datapath, labs, review, run, wireshark
+from lab.cli import signals
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="A packet-level test lab for eBPF direct-server-return load balancing.")
-app.command("up")(labs.up)
-app.command("down")(labs.down)
-app.command("run")(run.run)
-app.command("clean")(labs.clean)
-app.command("list")(labs.list_labs)
-app.add_typer(datapath.app, name="datapath")
-app.command("review")(review.review)
-app.command("wireshark")(wireshark.wireshark)
+if TYPE_CHECKING:
+    import typer
+
+
+def make_app() -> typer.Typer:
+    """The ``dsrlab`` Typer app with every command registered."""
+    import typer
+
+    from lab.cli import datapath, labs, review, run, wireshark
+
+    app = typer.Typer(add_completion=False, no_args_is_help=True,
+                      help="A packet-level test lab for eBPF direct-server-return load "
+                           "balancing.")
+    app.command("up")(labs.up)
+    app.command("down")(labs.down)
+    app.command("run")(run.run)
+    app.command("clean")(labs.clean)
+    app.command("list")(labs.list_labs)
+    app.add_typer(datapath.app, name="datapath")
+    app.command("review")(review.review)
+    app.command("wireshark")(wireshark.wireshark)
+    return app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # ``lab.cli.app``, built on first use
+        return make_app()
+    raise AttributeError(name)
 
 
 def main() -> None:
-    app(prog_name="dsrlab")
+    signals.run(lambda: make_app()(prog_name="dsrlab"))
 
 
 if __name__ == "__main__":

@@ -55,7 +55,10 @@ programs.
 Each packet goes through the real program with BPF_PROG_TEST_RUN (nothing
 is sent anywhere); maps (services, backends, CT, learned DSR entries)
 persist across the packets of one invocation. The output pcap holds, in
-order, the frame the program left for every packet it did not drop.
+order, the frame the program left for every packet it did not drop. It is
+written under a temporary name in its folder and renamed over OUT.pcap when
+the run has finished (a failed run leaves OUT.pcap as it was); it cannot be
+the input (also through a link), a directory or a device.
 
 --program lb: the node receiving the NodePort request (dsr_from_netdev at
 eth0 ingress), with --service and its --backend list installed (TCP and
@@ -93,9 +96,9 @@ def run(
                                          help="the NodePort service, e.g. 172.18.0.2:32000")],
     backend: Annotated[list[str], typer.Option(metavar="IP:PORT",
                                                help="a backend (repeat for several)")],
-    input_path: Annotated[Path, typer.Option("--input", metavar="IN.pcap",
+    input_path: Annotated[Path, typer.Option("--input", metavar="IN.pcap", readable=False,
                                              help="packets to feed (pcap or pcapng, Ethernet)")],
-    output_path: Annotated[Path, typer.Option("--output", metavar="OUT.pcap",
+    output_path: Annotated[Path, typer.Option("--output", metavar="OUT.pcap", readable=False,
                                               help="where the packets that come out go")],
     repeat: Annotated[int, typer.Option(callback=_repeat,
                                         help="perf mode: the kernel runs each packet N "
@@ -114,13 +117,27 @@ def run(
     from lab.wire.pcapread import PcapError
 
     config = _config(program, service, backend, seed=seed, repeat=repeat, mtu=mtu)
-    if not input_path.is_file():
-        fail(f"input file {input_path} does not exist", 2)
+    _check_paths(input_path, output_path)
     need_root("dsrlab datapath run needs root (BPF, network namespaces)")
     with one_line_errors(PcapError, DatapathError, OSError):
         summary = run_pcap(config, input_path, output_path,
                            on_packet=_print_json if as_json else _print_packet)
     err.print(_summary(summary, output_path, repeat), markup=False)
+
+
+def _check_paths(input_path: Path, output_path: Path) -> None:
+    """A usage error (exit 2) for an --input that is not a regular file, or an --output
+    that is the input, a directory or a device, in a missing or read-only folder."""
+    from lab.wire.paths import PathError, check_input, check_output
+
+    try:
+        check_input(input_path)
+    except PathError as exc:
+        fail(f"--input {exc}", 2)
+    try:
+        check_output(output_path, inputs=[input_path])
+    except PathError as exc:
+        fail(f"--output {exc}", 2)
 
 
 def _config(program: Program, service: str, backends: list[str], *, seed: int | None,

@@ -1,7 +1,16 @@
-"""``dsrlab up``, ``down``, ``clean`` and ``list``: labs on this machine, by run tag."""
+"""``dsrlab up``, ``down``, ``clean`` and ``list``: labs on this machine, by run tag.
+
+The machine may be shared: a bare ``dsrlab clean`` removes only what dead
+runs left (owner gone, not left up on purpose); a lab brought up with
+``dsrlab up`` (or ``run --keep``) goes only when named or with ``--all``,
+which lists what it will remove and asks first. A bare ``dsrlab down`` takes
+the one lab up, and with several asks which. Run ids are six lowercase hex
+digits everywhere; an id that looks like an option goes after ``--``.
+"""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -10,9 +19,9 @@ import typer
 from lab.cli.output import console, fail, need_root, one_line_errors, status, table
 
 if TYPE_CHECKING:
+    from lab.capture.layout import CaptureSet
     from lab.env.base import Lab
     from lab.env.cleanup import RunResidue
-
 
 def up(
     topology: Annotated[Path, typer.Argument(help="topology YAML, e.g. topologies/seed.yaml")],
@@ -42,70 +51,173 @@ def _print_lab(lab: Lab, title: str, state: Path) -> None:
     console.print(f"take it down:      dsrlab down {lab.run_id}", markup=False)
 
 
+def _check_ids(run_ids: list[str]) -> None:
+    """Every id is a run id (6 lowercase hex digits), or a one-line error."""
+    from lab.plumbing import names
+
+    for run_id in run_ids:
+        try:
+            names.check_run_id(run_id)
+        except ValueError as exc:
+            fail(str(exc))
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 def down(
-    run_id: Annotated[str | None, typer.Argument(help="run id (default: the only lab up)")] = None,
+    run_id: Annotated[str | None, typer.Argument(
+        help="run id, 6 hex digits (default: the only lab up; with several, you are asked). "
+             "An id that starts with '-' goes after '--': dsrlab down -- ID",
+        show_default=False)] = None,
 ) -> None:
-    """Take a lab brought up with ``dsrlab up`` down again."""
+    """Take a lab brought up with ``dsrlab up`` down again.
+
+    Without RUN_ID: the only lab up; with several up, they are listed and you
+    are asked for one. A run id is 6 lowercase hex digits; one that starts
+    with '-' goes after '--': dsrlab down -- ID
+    """
     from lab.env import cleanup
 
     need_root()
+    if run_id is not None:
+        _check_ids([run_id])
     with one_line_errors(LookupError, ValueError):
         if run_id is None:
-            labs = [r for r in cleanup.find_runs().values() if r.state_file is not None]
-            if len(labs) != 1:
-                ids = ", ".join(r.run_id for r in labs) or "none"
-                fail(f"name the run id: labs up: {ids}")
-            run_id = labs[0].run_id
+            run_id = _pick_lab(cleanup.find_runs())
         done = cleanup.tear_down(run_id)
     for line in done:
         console.print(f"  {line}", markup=False)
     console.print(f"lab {run_id} is down", markup=False)
 
 
-def clean(
+def _pick_lab(runs: dict[str, RunResidue]) -> str:
+    """The run id ``down`` takes without one: the only lab up; with several, asked for."""
+    labs = [r for r in runs.values() if r.left_up]
+    if not labs:
+        fail("no lab is up (dsrlab list shows leftovers: dsrlab clean removes them)")
+    if len(labs) == 1:
+        return labs[0].run_id
+    _print_runs(labs, title=f"{len(labs)} labs are up")
+    ids = ", ".join(r.run_id for r in labs)
+    if not _stdin_is_terminal():
+        fail(f"{len(labs)} labs are up ({ids}): name one: dsrlab down RUN_ID")
+    answer = typer.prompt("run id to take down", default="", show_default=False,
+                          err=True).strip()
+    if answer not in {r.run_id for r in labs}:
+        fail(f"{answer or 'nothing'} is none of the labs up ({ids}); nothing taken down")
+    return answer
+
+
+def clean(  # noqa: PLR0917 (typer: one parameter per option)
     run_ids: Annotated[list[str] | None, typer.Argument(
-        help="only these run ids (default: every run tag found)")] = None,
+        help="only these run ids (6 hex digits each; default: what dead runs left). "
+             "An id that starts with '-' goes after '--': dsrlab clean -- ID",
+        show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
     all_runs: Annotated[bool, typer.Option(
-        "--all", help="also runs whose owning process still runs (e.g. a test session)")] = False,
+        "--all", help="every lab on this machine: also labs left up with `dsrlab up` and "
+                      "runs whose owning process still runs (lists them and asks first)")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask (needed for --all when "
+                                                    "stdin is not a terminal)")] = False,
+    captures: Annotated[Path, typer.Option(
+        help="where capture sets are: unfinished ones (no results.json) are listed")
+    ] = Path("captures"),
+    incomplete: Annotated[bool, typer.Option(
+        "--incomplete", help="also remove unfinished capture sets under --captures")
+    ] = False,
 ) -> None:
-    """Remove everything carrying a dsrlab run tag (also what killed runs left).
+    """Remove what dead runs left (namespaces, processes, files under /run/dsrlab).
 
-    Without run ids, runs still held by a live process are left alone unless
-    --all is given; labs left up by `dsrlab up` and leftovers of killed runs go.
+    Without run ids only runs whose owner is gone and that were not left up on
+    purpose go; a lab left up with `dsrlab up` goes when named, or with --all
+    (which asks unless --yes). A run id is 6 lowercase hex digits; one that
+    starts with '-' goes after '--': dsrlab clean -- ID
     """
     from lab.env import cleanup
 
     need_root()
+    if run_ids:
+        _check_ids(run_ids)
+        if all_runs:
+            fail("name run ids or give --all, not both")
+    if all_runs and not yes and not dry_run and not _stdin_is_terminal():
+        # refused before anything is even looked at: nobody is there to answer
+        fail("--all removes every lab on this machine and asks first, but stdin is not "
+             "a terminal: pass --yes to remove them without asking")
+    from lab.capture.layout import incomplete_capture_sets
+
     with one_line_errors():
-        runs = _chosen_runs(cleanup.find_runs(), run_ids, all_runs)
-        if not runs:
-            console.print("nothing to clean")
-            return
+        unfinished = [s for s in incomplete_capture_sets(captures)
+                      if not run_ids or s.run_id in run_ids]
+        runs = _chosen_runs(cleanup.find_runs(), run_ids, all_runs,
+                            {s.run_id for s in unfinished})
+        if all_runs and runs and not dry_run and not yes:
+            _confirm_all(runs)
+        if not runs and not (run_ids and unfinished):
+            console.print("no runs to clean")
         for res in runs.values():
-            console.print(f"run {res.run_id}: {len(res.namespaces)} namespaces, "
-                          f"{len(res.pids)} processes, state file: {res.state_file or 'none'}",
-                          markup=False)
+            console.print(f"run {res.run_id}: {_summary(res)}", markup=False)
             if not dry_run:
                 for line in cleanup.clean_run(res):
                     console.print(f"  {line}", markup=False)
+        _clean_captures(unfinished, captures, remove=incomplete and not dry_run)
+
+
+def _summary(res: RunResidue) -> str:
+    files = ", ".join(f.name for f in res.files) or "none"
+    return (f"{len(res.namespaces)} namespaces, {len(res.pids)} processes, "
+            f"{_state(res)}, files: {files}")
 
 
 def _chosen_runs(runs: dict[str, RunResidue], run_ids: list[str] | None,
-                 all_runs: bool) -> dict[str, RunResidue]:
-    """The runs ``clean`` removes: the named ones, else every one no live process holds."""
+                 all_runs: bool, captured: set[str]) -> dict[str, RunResidue]:
+    """The runs ``clean`` removes: the named ones, with --all every one, else the dead.
+    A named id must carry a run tag or name an unfinished capture set (``captured``)."""
     if run_ids:
-        unknown = sorted(set(run_ids) - set(runs))
+        unknown = sorted(set(run_ids) - set(runs) - captured)
         if unknown:
             fail(f"nothing carries run tag {', '.join(unknown)}")
         return {k: v for k, v in runs.items() if k in run_ids}
     if all_runs:
         return runs
     for res in runs.values():
-        if res.owner_pid is not None:
-            console.print(f"run {res.run_id}: in use by pid {res.owner_pid}, left alone "
+        if not res.dead:
+            console.print(f"run {res.run_id}: {_state(res)}, left alone "
                           "(name it, or use --all)", markup=False)
-    return {k: v for k, v in runs.items() if v.owner_pid is None}
+    return {k: v for k, v in runs.items() if v.dead}
+
+
+def _confirm_all(runs: dict[str, RunResidue]) -> None:
+    """--all without --yes (on a terminal): list what goes and ask."""
+    _print_runs(list(runs.values()), title="dsrlab clean --all removes")
+    if not typer.confirm(f"remove these {len(runs)} runs?", default=False, err=True):
+        fail("nothing removed")
+
+
+def _clean_captures(sets: list[CaptureSet], root: Path, *, remove: bool) -> None:
+    """List (and with ``remove`` delete) capture sets never finished."""
+    from lab.capture.layout import CaptureError, remove_capture_set
+
+    for cs in sets:
+        console.print(f"unfinished capture set {cs.path} (no results.json)", markup=False)
+        if not remove:
+            continue
+        try:
+            done = remove_capture_set(cs)
+        except (CaptureError, OSError) as exc:
+            console.print(f"  left alone: {exc}", markup=False)
+            continue
+        for line in done:
+            console.print(f"  {line}", markup=False)
+    if sets and not remove:
+        console.print(f"remove them with: dsrlab clean --captures {root} --incomplete",
+                      markup=False)
 
 
 def list_labs() -> None:
@@ -117,12 +229,16 @@ def list_labs() -> None:
     if not runs:
         console.print("no labs")
         return
+    _print_runs(list(runs.values()))
+
+
+def _print_runs(runs: list[RunResidue], title: str | None = None) -> None:
     table(("run id", "namespaces", "processes", "state"),
           ((res.run_id, str(len(res.namespaces)), str(len(res.pids)), _state(res))
-           for res in runs.values()))
+           for res in runs), title=title)
 
 
 def _state(res: RunResidue) -> str:
-    if res.state_file:
+    if res.left_up:
         return "up (dsrlab up)"
     return f"in use by pid {res.owner_pid}" if res.owner_pid else "leftover"

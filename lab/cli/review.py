@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +30,8 @@ BACKENDS_SHOWN = 6  # per service, in the services table
 
 def review(
     pcaps: Annotated[list[Path], typer.Argument(
-        help="pcap/pcapng files, or capture directories (with manifest.json)")],
+        help="pcap/pcapng files, or capture directories (with manifest.json)",
+        readable=False)],  # an unreadable file: our one error line, not click's box
     *,
     json_out: Annotated[bool, typer.Option("--json", help="print JSON for machines")] = False,
     order: Annotated[str, typer.Option(
@@ -101,7 +103,10 @@ def _review_all(todo: list[Target], order: OptionOrder | None, role: Role | None
     results: list[ReviewResult] = []
     errors: list[PcapError] = []
     for t in todo:
-        size = t.path.stat().st_size if t.path.exists() else 0
+        try:
+            size = os.stat(t.path).st_size
+        except (OSError, ValueError):  # the review says what the path is
+            size = 0
         bar = progress if progress is not None else size >= PROGRESS_MIN_BYTES
         try:
             with _progress(t.path, size, bar) as tick:

@@ -6,6 +6,14 @@ Holds the C struct layouts (``bpf_object_open_opts``, ``bpf_tc_hook``,
 :class:`DatapathError`, and :func:`capture_messages`, which collects libbpf's
 own log lines (``libbpf: ...``) on the calling thread so a failed load can
 show them.
+
+The functions that can call that callback (:data:`CALLS_BACK`: opening,
+loading and closing an object, the tc hooks) run as an
+:func:`lab.plumbing.interrupts.deferred` section on the main thread: a
+Python signal handler that raised inside the callback would be swallowed
+by ctypes ("Exception ignored on calling ctypes callback function") and
+the run would go on; held, the interrupt is raised when the call returns.
+The map and test-run calls never log and stay plain ctypes calls.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from lab.datapath.errors import DatapathError
+from lab.plumbing import interrupts
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", bound=ctypes.Structure)
@@ -198,6 +207,25 @@ _PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
 }
 
 
+CALLS_BACK = frozenset({
+    "libbpf_set_print", "libbpf_num_possible_cpus", "bpf_object__open_file",
+    "bpf_object__load", "bpf_object__close", "bpf_tc_hook_create", "bpf_tc_hook_destroy",
+    "bpf_tc_attach", "bpf_tc_detach", "bpf_tc_query",
+})
+"""libbpf functions that may log through the print callback (Python code)."""
+
+
+def _uncut(fn: Any) -> Any:
+    """``fn`` run as a deferred section: an interrupt is raised after it returns."""
+
+    @functools.wraps(fn)
+    def call(*args: Any) -> Any:
+        with interrupts.deferred():
+            return fn(*args)
+
+    return call
+
+
 @functools.cache
 def lib() -> ctypes.CDLL:
     """The loaded libbpf, prototypes set and its print callback installed."""
@@ -216,6 +244,8 @@ def lib() -> ctypes.CDLL:
             fn = getattr(handle, fn_name)
             fn.restype = restype
             fn.argtypes = argtypes
+            if fn_name in CALLS_BACK:
+                setattr(handle, fn_name, _uncut(fn))
         handle.libbpf_set_print(_print_cb)
         return handle
     raise DatapathError("libbpf not found (install libbpf1)", "\n".join(errors))

@@ -175,10 +175,11 @@ def open_and_load(path: Path, max_entries: Mapping[str, int] | None = None,
             )
         try:
             _set_max_entries(obj, path, max_entries or {})
-        except DatapathError:
+            # an interrupt during the load is raised when it returns (libbpf.CALLS_BACK)
+            rc = lib.bpf_object__load(obj)
+        except BaseException:
             lib.bpf_object__close(obj)
             raise
-        rc = lib.bpf_object__load(obj)
         if rc < 0:
             verifier = log_buf.value.decode(errors="replace").strip()
             lib.bpf_object__close(obj)

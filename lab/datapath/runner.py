@@ -372,12 +372,18 @@ def run_pcap(
 
     ``on_packet`` sees each :class:`PacketResult` as it is made (the CLI
     prints JSON lines from it). Raises :class:`lab.wire.pcapio.PcapError`
-    for an unreadable input (naming the file) before anything is set up.
+    for an unreadable input or an unusable output (naming the file) before
+    anything is set up: an output that is the input (through any link), a
+    directory or a device, in a missing or read-only folder. The input is
+    read whole before the output is touched; the output is written under a
+    temporary name and replaces ``output_path`` only when the run succeeded
+    (a failed run leaves no output and the old one as it was).
     """
     frames = read_frames(input_path)
     first = next(frames, None)  # errors about the input surface before the namespace exists
     summary = RunSummary()
-    with DatapathRunner(config, obj_path) as runner, PcapWriter(output_path) as out:
+    with PcapWriter(output_path, inputs=[input_path]) as out, \
+            DatapathRunner(config, obj_path) as runner:
         with runner.inside():
             stream = itertools.chain([first] if first else [], frames)
             for index, frame in enumerate(stream):

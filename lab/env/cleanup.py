@@ -1,7 +1,9 @@
 """Find and remove what lab runs left behind, by run tag only.
 
-A run's resources all carry its tag: namespaces are ``dsrlab-<run id>-<host>``
-and ``/run/dsrlab/<run id>.json`` records what a detached lab holds. The
+A run's resources all carry its tag: namespaces are ``dsrlab-<run id>-<host>``,
+and every file under ``/run/dsrlab`` (``$DSRLAB_STATE_DIR`` if set) is named
+by its run id: ``<run id>.json`` records what a detached lab holds,
+``<run id>.owner`` which process holds the run, and their temporary forms. The
 processes of a run are the ones whose network namespace *is* one of the
 run's namespaces (compared by device and inode, one pass over ``/proc`` for
 all of them), so they are found and stopped by PID; nothing is matched by
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from lab.plumbing import names, nsutil, owner, procs
 
-STATE_DIR = Path("/run/dsrlab")
+STATE_DIR: Path = owner.OWNER_DIR  # /run/dsrlab, or $DSRLAB_STATE_DIR
 _GRACE_S = 2.0
 
 
@@ -41,33 +43,43 @@ class RunResidue:
     pids: list[int] = field(default_factory=list)
     state_file: Path | None = None
     owner_pid: int | None = None  # the live process that holds the run, if any
+    files: list[Path] = field(default_factory=list)  # everything under STATE_DIR named by it
 
     @property
     def empty(self) -> bool:
-        return not (self.namespaces or self.pids or self.state_file)
+        return not (self.namespaces or self.pids or self.files)
+
+    @property
+    def left_up(self) -> bool:
+        """Left running on purpose (``dsrlab up``, ``run --keep``): it has a state file."""
+        return self.state_file is not None
+
+    @property
+    def dead(self) -> bool:
+        """What a dead run left: no live owner, and not left up on purpose."""
+        return self.owner_pid is None and not self.left_up
 
 
 def find_runs(run_ids: list[str] | None = None) -> dict[str, RunResidue]:
-    """Every run tag found in namespace names or state files (only ``run_ids``, if given)."""
+    """Every run tag found in namespace names or files under :data:`STATE_DIR`
+    (only ``run_ids``, if given)."""
     wanted = set(run_ids) if run_ids is not None else None
     runs: dict[str, RunResidue] = {}
     for ns in nsutil.list_netns():
         parsed = names.parse_netns_name(ns)
         if parsed is not None and (wanted is None or parsed.run_id in wanted):
             runs.setdefault(parsed.run_id, RunResidue(parsed.run_id)).namespaces.append(ns)
-    if STATE_DIR.is_dir():
-        for f in STATE_DIR.glob("*.json"):
-            try:
-                run_id = names.check_run_id(f.stem)
-            except ValueError:
-                continue
-            if wanted is None or run_id in wanted:
-                runs.setdefault(run_id, RunResidue(run_id)).state_file = f
+    for run_id, files in owner.run_files().items():
+        if wanted is None or run_id in wanted:
+            res = runs.setdefault(run_id, RunResidue(run_id))
+            res.files = files
+            state = STATE_DIR / f"{run_id}.json"
+            res.state_file = state if state in files else None
     pids = _pids_in_each([ns for res in runs.values() for ns in res.namespaces])
     for res in runs.values():
         res.pids = sorted({pid for ns in res.namespaces for pid in pids.get(ns, [])})
         res.owner_pid = owner.alive_owner(res.run_id)
-    return runs
+    return dict(sorted(runs.items()))
 
 
 def _pids_in_each(namespaces: list[str]) -> dict[str, list[int]]:
@@ -101,9 +113,15 @@ def clean_run(res: RunResidue) -> list[str]:
     done += [failed.get(ns, f"removed namespace {ns}") for ns in res.namespaces]
     if res.namespaces:
         nsutil.release_if_done(res.run_id)
-    if res.state_file is not None:
-        res.state_file.unlink(missing_ok=True)
-        done.append(f"removed {res.state_file}")
+    for f in res.files:  # each by its exact name, as find_runs listed it
+        try:
+            f.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            done.append(f"could not remove {f}: {exc.strerror}")
+            continue
+        done.append(f"removed {f}")
     owner.forget(res.run_id)
     return done
 
@@ -112,7 +130,7 @@ def tear_down(run_id: str) -> list[str]:
     """``dsrlab down RUN_ID``: the run's state file and whatever carries its tag."""
     names.check_run_id(run_id)
     res = find_runs([run_id]).get(run_id)
-    if res is None:
+    if res is None or res.empty:
         raise LookupError(f"no lab with run id {run_id} is up")
     # the state file's PIDs need no separate look: a lab process lives in one of the
     # run's namespaces, and find_runs already found every process there

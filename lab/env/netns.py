@@ -53,7 +53,7 @@ from lab.env import podserver
 from lab.env.base import BackendError, HostKind, LabHost
 from lab.env.cleanup import STATE_DIR, state_path
 from lab.model.topology import Node, Pod, Service, Topology
-from lab.plumbing import names, nsutil, owner, rtnl
+from lab.plumbing import interrupts, names, nsutil, owner, procs, rtnl
 
 BRIDGE_PREFIX = "br-"
 NODE_IFNAME = "eth0"
@@ -104,13 +104,16 @@ class _Undo:
         self.steps.append((what, fn))
 
     def run(self) -> list[str]:
+        """Every step, last first; an interrupt arriving meanwhile is raised after the
+        last one (a second Ctrl-C cannot leave half a lab)."""
         errors: list[str] = []
-        while self.steps:
-            what, fn = self.steps.pop()
-            try:
-                fn()
-            except Exception as exc:
-                errors.append(f"{what}: {exc}")
+        with interrupts.deferred():
+            while self.steps:
+                what, fn = self.steps.pop()
+                try:
+                    fn()
+                except Exception as exc:
+                    errors.append(f"{what}: {exc}")
         return errors
 
 
@@ -323,13 +326,16 @@ class NetnsLab:
         """Leave the lab running; write its state for ``dsrlab down``; return the file.
 
         The process gives up its claim: the lab now belongs to whoever runs
-        ``dsrlab down`` or ``dsrlab clean``.
+        ``dsrlab down`` or ``dsrlab clean``. An interrupt meanwhile is raised once
+        the state is written (the lab is then up, as asked, and findable).
         """
-        self.close_handles()
-        self._closed = True
-        self._undo.steps.clear()
-        owner.release(self.run_id)
-        return self.write_state()
+        with interrupts.deferred():
+            self.close_handles()
+            self._closed = True
+            self._undo.steps.clear()
+            path = self.write_state()
+            owner.release(self.run_id)
+        return path
 
     def close_handles(self) -> None:
         """Close this process's BPF handles and the pod server's control channel
@@ -358,6 +364,16 @@ class NetnsLab:
 
 
 def _remove_namespaces(created: list[str]) -> None:
+    """Stop whatever still runs in the namespaces (a capture or server whose own stop
+    was cut short), then remove them: a process would keep a removed namespace
+    alive, out of sight of ``dsrlab clean``."""
+    try:
+        found = nsutil.pids_in_each(created)
+    except (OSError, nsutil.NetnsError):
+        found = {}
+    stray = [pid for pids in found.values() for pid in pids]
+    if stray:
+        procs.stop(stray, grace=_TERM_GRACE_S)
     errors = nsutil.remove_all(reversed(created))
     created.clear()
     if errors:
@@ -500,8 +516,9 @@ class NetnsBackend:
                        lambda: nsutil.release_if_done(run_id))
         loads: _DatapathLoads | None = None
         if self.with_datapath:
-            loads = _DatapathLoads(t, _bpf_workers())
-            lab._undo.push("close the datapath objects", loads.close)
+            with interrupts.deferred():  # started and its undo recorded, or neither
+                loads = _DatapathLoads(t, _bpf_workers())
+                lab._undo.push("close the datapath objects", loads.close)
         wiring: dict[str, _Wiring] = {}
         layout = _Layout.of(t)
         try:
@@ -540,10 +557,11 @@ class NetnsBackend:
             ns = names.netns_name(lab.run_id, name)
             sysctls = node_sysctls if kind == "node" else host_sysctls
             want = layout.protos[name] if kind == "pod" and self.with_servers else ()
-            w = nsutil.create(ns, functools.partial(_new_host, ns, sysctls, want))
-            assert w is not None
-            created.append(ns)
-            wiring[name] = w
+            with interrupts.deferred():  # made and recorded for the undo, or neither
+                w = nsutil.create(ns, functools.partial(_new_host, ns, sysctls, want))
+                assert w is not None
+                created.append(ns)
+                wiring[name] = w
             lab.hosts[name] = LabHost(name=name, kind=kind, ip=ip, ifname=ifname, netns=ns)
 
     def _wire_client(self, lab: NetnsLab, wiring: dict[str, _Wiring]) -> None:
@@ -618,9 +636,11 @@ class NetnsBackend:
         listeners = [(pod, wiring[pod.name].listeners) for pod in pods]
         if not listeners:
             return
-        servers = PodServers.start(lab.netns(lab.topology.client.name), listeners)
-        lab.servers = servers
-        lab._undo.push(f"stop the pod server (pid {servers.pid})", servers.stop)
+        netns = lab.netns(lab.topology.client.name)
+        with interrupts.deferred():  # started and its stop recorded, or neither
+            servers = PodServers.start(netns, listeners)
+            lab.servers = servers
+            lab._undo.push(f"stop the pod server (pid {servers.pid})", servers.stop)
         lab.pids.update({pod.name: servers.pid for pod in pods})
 
 

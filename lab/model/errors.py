@@ -9,6 +9,7 @@ value where it is a scalar.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -27,11 +28,28 @@ class FieldProblem(ValueError):
         self.problems = problems
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every character that is not printable escaped (``\\n``, ``\\x85``):
+    a message line stays one line, whatever a file's keys and values hold."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def field_path(loc: tuple[int | str, ...]) -> str:
-    """A pydantic error location as a field path: ``nodes[1].ip``."""
+    """A pydantic error location as a field path: ``nodes[1].ip``; a key that is not
+    a plain name shows quoted (``nodes[0]['a b']``)."""
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.match(part):
+            out += ("." if out else "") + part
+        else:
+            out += f"[{one_line(repr(part))}]"
     return out or "(top level)"
 
 
@@ -41,13 +59,21 @@ def validation_lines(source: str | Path, exc: ValidationError) -> list[str]:
     for err in exc.errors():
         ctx_err = err.get("ctx", {}).get("error")
         if isinstance(ctx_err, FieldProblem):
-            lines += [f"{source}: {field}: {msg}" for field, msg in ctx_err.problems]
+            lines += [f"{source}: {one_line(f'{field}: {msg}')}"
+                      for field, msg in ctx_err.problems]
             continue
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) or err["type"] == "missing" \
-            else f" (got {got!r})"
-        lines.append(f"{source}: {field_path(tuple(err['loc']))}: {err['msg']}{shown}")
+            else f" (got {_short(got)})"
+        lines.append(f"{source}: {field_path(tuple(err['loc']))}: "
+                     f"{one_line(err['msg'])}{shown}")
     return lines
+
+
+def _short(value: object, limit: int = 200) -> str:
+    """The offending value as shown in a message: its repr, one line, cut at ``limit``."""
+    text = one_line(repr(value))
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def validation_message(source: str | Path, exc: ValidationError) -> str:

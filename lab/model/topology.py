@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lab.errors import LabError
 from lab.model.errors import FieldProblem, validation_message
-from lab.model.yamldoc import read_yaml
+from lab.model.yamldoc import MAX_DEPTH, read_yaml, too_deep
 
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HostName = Annotated[str, Field(pattern=_DNS_LABEL, max_length=63)]
@@ -174,13 +174,19 @@ def _dupes(items: list[str]) -> Iterator[tuple[int, str]]:
 def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
     """Cross-field checks pydantic cannot express per field, with their paths."""
     subnet = t.network.subnet
-    if t.client.ip not in subnet:
-        yield "client.ip", f"{t.client.ip} is not in network.subnet {subnet}"
-    if t.client.ip in (subnet.network_address, subnet.broadcast_address):
-        yield "client.ip", f"{t.client.ip} is the network or broadcast address of {subnet}"
+    yield from _unusable_network("network.subnet", subnet)
+    if subnet.prefixlen > 30:
+        yield "network.subnet", f"{subnet} has no room for a client and nodes (at most /30)"
+    for path, addr in [("client.ip", t.client.ip),
+                       *((f"nodes[{i}].ip", n.ip) for i, n in enumerate(t.nodes))]:
+        if addr not in subnet:
+            yield path, f"{addr} is not in network.subnet {subnet}"
+        elif addr in (subnet.network_address, subnet.broadcast_address):
+            yield path, f"{addr} is the network or broadcast address of {subnet}"
+        else:
+            yield from _unusable_address(path, addr)
     for i, n in enumerate(t.nodes):
-        if n.ip not in subnet:
-            yield f"nodes[{i}].ip", f"{n.ip} is not in network.subnet {subnet}"
+        yield from _unusable_network(f"nodes[{i}].pod_cidr", n.pod_cidr)
         if n.pod_cidr.overlaps(subnet):
             yield f"nodes[{i}].pod_cidr", f"{n.pod_cidr} overlaps network.subnet {subnet}"
         if n.pod_cidr.prefixlen > 30:
@@ -208,7 +214,10 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
                 yield f"{path}.node", f"no node named {p.node!r} (nodes: {sorted(node_names)})"
                 continue
             node = t.node(p.node)
-            if p.ip not in node.pod_cidr:
+            bad = list(_unusable_address(f"{path}.ip", p.ip))
+            if bad:
+                yield from bad
+            elif p.ip not in node.pod_cidr:
                 yield f"{path}.ip", f"{p.ip} is not in {p.node}'s pod_cidr {node.pod_cidr}"
             elif p.ip in (node.pod_cidr.network_address, node.router_ip,
                           node.pod_cidr.broadcast_address):
@@ -234,6 +243,35 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
                'Node Port "dsr" mode cannot be used with tunneling (cluster.routing: tunnel)')
 
 
+def _unusable_address(path: str, ip: IPv4Address) -> Iterator[tuple[str, str]]:
+    """An address no host can have: unspecified, loopback, multicast, link-local or
+    reserved (240/4, the limited broadcast)."""
+    for bad, what in ((ip.is_unspecified, "the unspecified address"),
+                      (ip.is_loopback, "a loopback address"),
+                      (ip.is_multicast, "a multicast address"),
+                      (ip.is_link_local, "a link-local address"),
+                      (ip.is_reserved, "a reserved address")):
+        if bad:
+            yield path, f"{ip} is {what}, not usable for a host"
+            return
+
+
+def _unusable_network(path: str, net: IPv4Network) -> Iterator[tuple[str, str]]:
+    """A network whose addresses no host can have (its first one is unusable)."""
+    first = net.network_address
+    if first in _THIS_NETWORK:
+        yield path, f"{net} starts in 0.0.0.0/8, not usable for hosts"
+        return
+    for bad, what in ((first.is_loopback, "loopback"), (first.is_multicast, "multicast"),
+                      (first.is_link_local, "link-local"), (first.is_reserved, "reserved")):
+        if bad:
+            yield path, f"{net} is a {what} network, not usable for hosts"
+            return
+
+
+_THIS_NETWORK = IPv4Network("0.0.0.0/8")
+
+
 def _host_path(t: Topology, index: int) -> str:
     if index == 0:
         return "client.name"
@@ -252,6 +290,8 @@ def parse_topology(data: Any, source: str | Path = "<topology>") -> Topology:
     """Validate already-parsed YAML data; errors name ``source`` and the field."""
     if not isinstance(data, dict):
         raise TopologyError(f"{source}: (top level): expected a mapping, got {type(data).__name__}")
+    if too_deep(data):
+        raise TopologyError(f"{source}: nested more than {MAX_DEPTH} levels deep")
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from lab.errors import LabError
-from lab.plumbing import names, owner
+from lab.plumbing import interrupts, names, owner
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -97,9 +97,29 @@ def create(name: str, inside: Callable[[], T] | None = None) -> T | None:
     before it returns to its own namespace; its result is returned. Use it to
     make the sockets and write the sysctls a new host needs. If it (or
     anything else) fails, the namespace is removed again.
+
+    An interrupt (:mod:`lab.plumbing.interrupts`) never splits it: it is held
+    while the namespace is made, then raised with the namespace removed again,
+    so ``create`` either returns or leaves nothing. A caller that records the
+    namespace for its own undo does both in one :func:`interrupts.deferred`
+    section (the interrupt is then raised once the namespace is recorded).
     """
     if exists(name):
         raise NetnsError(f"network namespace {name} already exists")
+    made = False
+    try:
+        with interrupts.deferred():
+            result = _create(name, inside)
+            made = True
+    except BaseException:
+        if made:  # interrupted while it was made: undo it here
+            with interrupts.deferred(), contextlib.suppress(OSError, NetnsError):
+                remove(name)
+        raise
+    return result
+
+
+def _create(name: str, inside: Callable[[], T] | None) -> T | None:
     lab_name = names.parse_netns_name(name)
     if lab_name is not None:
         owner.claim(lab_name.run_id)
@@ -363,11 +383,16 @@ def scratch(name: str) -> Iterator[str]:
             rt.set_up(LOOPBACK_INDEX)
             rt.commit()
 
-    create(name, lo_up)
+    made = False
     try:
+        with interrupts.deferred():
+            create(name, lo_up)
+            made = True
         yield name
     finally:
-        remove(name)
+        if made:
+            with interrupts.deferred():
+                remove(name)
 
 
 def ensure_open_files(wanted: int) -> int:

@@ -1,23 +1,50 @@
 """Which process holds a run: ``/run/dsrlab/<run id>.owner`` (PID and start time).
 
-A run's first namespace claims it for the creating process; ``dsrlab clean``
-without run ids leaves runs alone whose owner still lives (another session's
-test run, say) and takes those whose owner is gone (a killed run) or that
-were handed over to ``dsrlab down`` (a detached lab releases its claim).
+A run's first namespace claims it for the creating process. ``dsrlab clean``
+without run ids takes only what a dead run left: a run whose owner is gone
+(killed) and that was not left up on purpose (a detached lab releases its
+claim and has a state file; it goes only when named, or with ``--all``).
 The start time makes a recycled PID not count as the owner.
+
+The directory is ``/run/dsrlab``, or ``$DSRLAB_STATE_DIR`` when that is set
+(tests point it at a folder of their own, so that what they clean cannot be
+another user's lab). Every file the lab writes there is named by its run id:
+``<run id>.owner``, ``<run id>.json`` (a detached lab's state) and their
+temporary forms; :func:`run_files` finds them all.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
 
-OWNER_DIR = Path("/run/dsrlab")
+from lab.plumbing import names
+
+OWNER_DIR = Path(os.environ.get("DSRLAB_STATE_DIR") or "/run/dsrlab")
+
+# <run id>.owner, <run id>.json, <run id>.tmp, .<run id>.json.tmp, ...
+_RUN_FILE = re.compile(rf"^\.?(?P<run_id>[0-9a-f]{{{names.RUN_ID_LEN}}})(\..*)?$")
 
 
 def _path(run_id: str) -> Path:
-    return OWNER_DIR / f"{run_id}.owner"
+    return OWNER_DIR / f"{names.check_run_id(run_id)}.owner"
+
+
+def run_files() -> dict[str, list[Path]]:
+    """Every file under :data:`OWNER_DIR` named by a run id, by run id (not following
+    symbolic links; directories are not the lab's and are left out)."""
+    found: dict[str, list[Path]] = {}
+    try:
+        entries = list(os.scandir(OWNER_DIR))
+    except OSError:
+        return found
+    for e in entries:
+        m = _RUN_FILE.match(e.name)
+        if m is not None and not e.is_dir(follow_symlinks=False):
+            found.setdefault(m["run_id"], []).append(OWNER_DIR / e.name)
+    return {k: sorted(v) for k, v in found.items()}
 
 
 def _start_time(pid: int) -> str | None:
@@ -32,8 +59,16 @@ def claim(run_id: str) -> None:
     """Record this process as the run's owner (first claim wins)."""
     OWNER_DIR.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
-    with contextlib.suppress(FileExistsError), _path(run_id).open("x") as f:
-        f.write(f"{pid} {_start_time(pid)}\n")
+    path = _path(run_id)
+    # written whole, then linked into place: nobody ever reads a half-written claim
+    # (which would look like a dead owner to ``dsrlab clean``)
+    tmp = path.with_name(f".{path.name}.{pid}.tmp")
+    tmp.write_text(f"{pid} {_start_time(pid)}\n")
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def release(run_id: str) -> None:

@@ -7,10 +7,21 @@ takes the lab down (or leaves it up with ``keep``) and then works on the
 capture set alone: the trace check (``results.json``), the merged pcapng
 and the report. ``captures/<scenario>/latest`` moves to the run only when
 all of that is written.
+
+A capture set is *complete* when its directory holds ``results.json``: the
+runner writes it whole (a staged file renamed into place) once the checks
+have run, after the pcaps and ``manifest.json``, and before the merged
+pcapng and the report, which are made from it. A run stopped earlier (a
+signal, SIGKILL, a crash) leaves a set without ``results.json``: incomplete,
+never ``latest``, and listed (or removed) by ``dsrlab clean``. ``latest``
+is moved last of all, so it only ever names a set with its results, merged
+pcapng and report.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.capture.capdir import CaptureDir
+from lab.capture.layout import RESULTS
 from lab.capture.live import CapturePoint, CaptureSet, mark_latest
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
@@ -111,11 +123,24 @@ def _check_and_report(run: ScenarioRun, trace: Trace, say: Progress) -> None:
     say("checking the expected trace on the captures")
     capdir = CaptureDir.load(run.capture_dir)  # each pcap is read once, for all three
     run.result = check_trace(trace, capdir)
-    run.result.write(run.capture_dir)
+    _write_results(run.result, run.capture_dir)
     say("writing the merged pcapng and the report")
     merge_pcapng(capdir, run.result)
     run.report = build_report(capdir)
     mark_latest(run.capture_dir)
+
+
+def _write_results(result: TraceResult, directory: Path) -> Path:
+    """``results.json`` whole or not at all: its presence marks a complete set."""
+    staging = directory / f".{RESULTS}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        path = directory / RESULTS
+        os.replace(result.write(staging), path)
+        return path
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captures"),
@@ -133,10 +158,10 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     t0 = time.perf_counter()
     say(f"bringing up {topo.name} on {backend.name}")
     lab = backend.up(topo)
-    run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id,
-                      backend=lab.backend)
-    run.timings["up_s"] = time.perf_counter() - t0
-    try:
+    try:  # from here on the lab is taken down (or detached) whatever happens
+        run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id,
+                          backend=lab.backend)
+        run.timings["up_s"] = time.perf_counter() - t0
         _send_traffic(run, lab, say)
     except BaseException:
         if keep:

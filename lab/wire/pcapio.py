@@ -4,18 +4,19 @@
 captured bytes) of a pcap or pcapng file through :mod:`lab.wire.pcapread`,
 refusing link types other than Ethernet and naming the file.
 :class:`PcapWriter` writes classic pcap with nanosecond timestamps and
-Ethernet link type.
+Ethernet link type, whole or not at all (a temporary file renamed over the
+output when complete).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
+from lab.wire.paths import AtomicOutput, PathError
 from lab.wire.pcapread import PcapError, open_capture
 
 LINKTYPE_ETHERNET = 1
@@ -47,8 +48,6 @@ def read_frames(path: str | Path) -> Iterator[Frame]:
     adds the datapath's rule that every frame must be Ethernet.
     """
     path = Path(path)
-    if not path.exists():
-        raise PcapError(path, None, "input file does not exist")
     with open_capture(path) as cap:
         for linktype in cap.linktypes:  # a classic pcap's, known from its header
             _check_linktype(path, linktype, None)
@@ -58,22 +57,49 @@ def read_frames(path: str | Path) -> Iterator[Frame]:
 
 
 class PcapWriter:
-    """Classic pcap, nanosecond timestamps, Ethernet; use as a context manager."""
+    """Classic pcap, nanosecond timestamps, Ethernet; use as a context manager.
 
-    def __init__(self, path: str | Path) -> None:
+    Written whole or not at all (:class:`lab.wire.paths.AtomicOutput`): the
+    frames go to a temporary file beside ``path``, renamed over it by
+    :meth:`close`; leaving the ``with`` block on an exception (or
+    :meth:`discard`) removes it and leaves ``path`` as it was. ``path`` must
+    not be one of ``inputs`` (the same file through any link), a directory
+    or a device, and its folder must exist and be writable: else, and when
+    writing fails (a full disk), :class:`PcapError` naming ``path``.
+    """
+
+    def __init__(self, path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
         self.path = Path(path)
-        self._f: BinaryIO = self.path.open("wb")
-        self._f.write(_GLOBAL.pack(MAGIC_NS, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
+        try:
+            self._out = AtomicOutput(self.path, inputs)
+        except PathError as exc:
+            raise PcapError(self.path, None, exc.reason) from None
         self.count = 0
+        self._put(_GLOBAL.pack(MAGIC_NS, 2, 4, 0, 0, SNAPLEN, LINKTYPE_ETHERNET))
+
+    def _put(self, data: bytes) -> None:
+        try:
+            self._out.write(data)
+        except PathError as exc:
+            raise PcapError(self.path, None, exc.reason) from None
 
     def write(self, data: bytes, ts_ns: int = 0) -> None:
         sec, frac = divmod(ts_ns, 1_000_000_000)
-        self._f.write(_RECORD.pack(sec, frac, len(data), len(data)))
-        self._f.write(data)
+        if not 0 <= sec <= 0xFFFFFFFF:  # outside what classic pcap holds: its nearest end
+            sec, frac = (0, 0) if sec < 0 else (0xFFFFFFFF, 999_999_999)
+        self._put(_RECORD.pack(sec, frac, len(data), len(data)) + data)
         self.count += 1
 
     def close(self) -> None:
-        self._f.close()
+        """Finish the file: it replaces ``path``."""
+        try:
+            self._out.commit()
+        except PathError as exc:
+            raise PcapError(self.path, None, exc.reason) from None
+
+    def discard(self) -> None:
+        """Drop the frames written; ``path`` stays as it was."""
+        self._out.discard()
 
     def __enter__(self) -> PcapWriter:
         return self
@@ -84,4 +110,7 @@ class PcapWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.close()
+        if exc_type is None:
+            self.close()
+        else:
+            self.discard()

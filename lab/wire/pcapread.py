@@ -1,7 +1,17 @@
 """A fast streaming reader for pcap and pcapng files.
 
-The file is memory-mapped and walked record by record; nothing is copied
-and nothing is decoded beyond the record framing. :meth:`CaptureFile.records`
+The file is read whole into memory of the process's own (an anonymous
+mapping) and walked record by record; nothing more is copied and nothing is
+decoded beyond the record framing. Reading it into private memory, rather
+than mapping the file itself, is what makes a file that shrinks while it is
+reviewed harmless: the pages of a mapped file cut off by a truncation kill
+the process with SIGBUS on the next access, a copy is unaffected (a file
+that shrank before it was read ends where its reading ended). Only a file
+larger than half the memory available is mapped directly instead.
+
+Only regular files are read (:mod:`lab.wire.paths`): a FIFO, a device or a
+directory is a :class:`PcapError` saying what the path is, and opening never
+blocks. :meth:`CaptureFile.records`
 yields ``(linktype, data_offset, caplen, record_offset)`` per packet, where
 ``data_offset`` indexes :attr:`CaptureFile.buf` (the mapped bytes); the
 caller decodes only what it needs. :meth:`CaptureFile.timestamp` turns a
@@ -29,6 +39,7 @@ from types import TracebackType
 from typing import Literal
 
 from lab.errors import LabError
+from lab.wire.paths import PathError, open_input, os_reason
 
 Format = Literal["pcap", "pcapng"]
 
@@ -64,6 +75,8 @@ _BT_EPB = 0x00000006
 _OPT_IF_TSRESOL = 9
 _OPT_IF_TSOFFSET = 14
 
+COPY_LIMIT_DEFAULT = 1 << 30  # when /proc/meminfo says nothing
+
 Record = tuple[int, int, int, int]
 """(linktype, data offset in buf, captured length, record offset)"""
 
@@ -85,6 +98,18 @@ class PcapError(LabError, ValueError):
         super().__init__(f"{self.path}: {where}{message}")
 
 
+def _copy_limit() -> int:
+    """The largest file read into the process's memory: half of what is available."""
+    try:
+        with open("/proc/meminfo", "rb") as f:
+            for line in f:
+                if line.startswith(b"MemAvailable:"):
+                    return int(line.split()[1]) * 1024 // 2
+    except (OSError, ValueError, IndexError):
+        pass
+    return COPY_LIMIT_DEFAULT
+
+
 class _Interface:
     __slots__ = ("linktype", "snaplen", "ts_div", "ts_offset")
 
@@ -101,19 +126,19 @@ class CaptureFile:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except OSError as exc:
-            raise PcapError(self.path, 0, f"cannot open: {exc.strerror}") from None
+            fd, st = open_input(self.path)
+        except PathError as exc:
+            raise PcapError(self.path, None, exc.reason) from None
         try:
-            self.size = os.fstat(fd).st_size
+            self.size = st.st_size
             if self.size == 0:
                 raise PcapError(self.path, 0, "empty file, not a pcap or pcapng capture")
-            try:
-                self._mm: mmap.mmap | None = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            except (OSError, ValueError) as exc:
-                raise PcapError(self.path, 0, f"cannot map: {exc}") from None
+            self._mm: mmap.mmap | None = self._load(fd)
         finally:
             os.close(fd)
+        if self.size == 0:
+            raise PcapError(self.path, 0, "empty file (it shrank while being read), not a "
+                            "pcap or pcapng capture")
         self.buf: mmap.mmap = self._mm
         self.linktypes: set[int] = set()
         # pcapng: interfaces by block offset of their section, for timestamp()
@@ -137,6 +162,40 @@ class CaptureFile:
         else:
             raise PcapError(self.path, 0, f"not a pcap or pcapng file (starts with "
                             f"{magic.hex(' ')})")
+
+    def _load(self, fd: int) -> mmap.mmap:
+        """The file's bytes in memory of the process's own (see the module doc)."""
+        if self.size > _copy_limit():
+            try:  # too big to copy: the file's own pages (a truncation is then fatal)
+                return mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as exc:
+                raise PcapError(self.path, None, f"cannot map: {exc}") from None
+        try:
+            mm = mmap.mmap(-1, self.size)
+        except (OSError, ValueError, OverflowError) as exc:
+            raise PcapError(self.path, None, f"cannot allocate {self.size} bytes: "
+                            f"{exc}") from None
+        got = 0
+        try:
+            with memoryview(mm) as view:
+                while got < self.size:
+                    n = os.readv(fd, [view[got:]])
+                    if n == 0:  # the file shrank since its stat: what is left is the file
+                        break
+                    got += n
+        except OSError as exc:
+            mm.close()
+            raise PcapError(self.path, None, f"cannot read: {os_reason(exc)}") from None
+        if got < self.size:
+            self.size = got
+            if got == 0:
+                mm.close()
+                return mm
+            small = mmap.mmap(-1, got)
+            small[:] = mm[:got]
+            mm.close()
+            mm = small
+        return mm
 
     # -- context manager -------------------------------------------------
     def __enter__(self) -> CaptureFile:

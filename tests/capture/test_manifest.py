@@ -151,3 +151,71 @@ def test_unknown_fields_are_kept_and_lists_are_found_by_name(tmp_path: Path) -> 
     assert again["service"]["zone"] == "a"
     assert again["points"][1]["host"] == LB_NAME
     assert POD_NAME in {b["name"] for b in again["backends"]}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("null", "(top level): expected an object, got null"),
+    ('"a string"', "(top level): expected an object, got str"),
+    ("5", "(top level): expected an object, got int"),
+    ('{"points": 5}', "points: Input should be a valid list (got 5)"),
+    ('{"points": [5]}', "points[0]: Input should be a valid dictionary or instance of "
+     "ManifestPoint (got 5)"),
+    ('{"points": null}', "points: Input should be a valid list (got None)"),
+    ("[" * 100000 + "]" * 100000, "cannot read manifest: nested too deeply"),
+    ('{"a":' * 70 + "1" + "}" * 70, "cannot read manifest: nested more than 64 levels deep"),
+    ("\xff\xfe", "not a text file"),
+])
+def test_a_manifest_of_the_wrong_shape_is_one_error(tmp_path: Path, content: str,
+                                                    message: str) -> None:
+    (tmp_path / MANIFEST).write_bytes(content.encode("latin-1"))
+    with pytest.raises(CaptureError) as info:
+        Manifest.read(tmp_path)
+    assert str(info.value).startswith(f"{tmp_path / MANIFEST}: {message}"), str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("file", "message"), [
+    (None, "Input should be a valid string (got None)"),
+    ("/etc/passwd", "Value error, must be a path inside the capture directory (no absolute "
+     "path, no '..') (got '/etc/passwd')"),
+    ("../../../etc/passwd", "Value error, must be a path inside the capture directory"),
+    ("sub/../../x.pcap", "Value error, must be a path inside the capture directory"),
+    ("", "Value error, must name a file inside the capture directory"),
+    (".", "Value error, must name a file inside the capture directory"),
+    (["a.pcap"], "Input should be a valid string"),
+])
+def test_a_point_file_outside_the_capture_directory_is_refused(tmp_path: Path, file: Any,
+                                                               message: str) -> None:
+    data = json.loads(seed_manifest().model_dump_json())
+    data["points"][1]["file"] = file
+    path = write_json(tmp_path, data)
+    with pytest.raises(CaptureError) as info:
+        Manifest.read(tmp_path)
+    assert str(info.value).startswith(f"{path}: points[1].file: {message}"), str(info.value)
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "../outside.pcap", "loop.pcap"])
+def test_a_symbolic_link_leading_out_of_the_capture_directory_is_refused(
+        tmp_path: Path, target: str) -> None:
+    from lab.capture.capdir import CaptureDir  # noqa: PLC0415
+
+    d = tmp_path / "set"
+    d.mkdir()
+    (tmp_path / "outside.pcap").write_bytes(b"")
+    seed_manifest().write(d)
+    (d / f"{LB_NAME}--eth0.pcap").symlink_to(target if target != "loop.pcap"
+                                            else f"{LB_NAME}--eth0.pcap")
+    with pytest.raises(CaptureError) as info:
+        CaptureDir.load(d)
+    assert str(info.value).startswith(f"{d / MANIFEST}: points[1].file: "
+                                      f"'{LB_NAME}--eth0.pcap' "), str(info.value)
+
+
+def test_a_link_inside_the_capture_directory_is_fine(tmp_path: Path) -> None:
+    from lab.capture.capdir import CaptureDir  # noqa: PLC0415
+
+    seed_manifest().write(tmp_path)
+    (tmp_path / "real.pcap").write_bytes(b"")
+    (tmp_path / f"{LB_NAME}--eth0.pcap").symlink_to("real.pcap")
+    cd = CaptureDir.load(tmp_path)
+    assert cd.points[1].file == tmp_path.resolve() / f"{LB_NAME}--eth0.pcap"

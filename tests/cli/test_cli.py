@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 from pathlib import Path
 
@@ -97,8 +98,42 @@ def test_clean_removes_a_leftover_lab_by_its_tag() -> None:
         out = dsrlab("clean", lab.run_id)  # named: it goes
         assert out.returncode == 0, out.stderr
         assert re.search(rf"^run {lab.run_id}: {len(TOPOLOGY.host_names())} namespaces, "
-                         r"[1-9]\d* processes, state file: none$", out.stdout, re.M), out.stdout
+                         rf"[1-9]\d* processes, in use by pid {os.getpid()}, "
+                         rf"files: {lab.run_id}.owner$", out.stdout, re.M), out.stdout
         assert lab.run_id not in cleanup.find_runs()
     finally:
         if lab.run_id in cleanup.find_runs():
             cleanup.clean_run(cleanup.find_runs()[lab.run_id])
+
+
+@pytest.mark.netns
+@pytest.mark.bpf
+def test_a_udp_service_is_served_end_to_end_through_the_node_port(tmp_path: Path) -> None:
+    """The pods echo datagrams for a UDP service and the datapath balances UDP: a UDP
+    NodePort is accepted, and a datagram to it comes back from the service address."""
+    udp = tmp_path / "udp.yaml"
+    udp.write_text(SEED.read_text().replace("protocol: TCP", "protocol: UDP"))
+    topo = load_topology(udp)
+    assert topo.services[0].protocol == "UDP"
+    with NetnsBackend(datapath=True).up(topo) as lab, \
+            nsutil.socket_in(lab.hosts[topo.client.name].netns, socket.AF_INET,
+                             socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        for i in range(3):
+            sock.sendto(b"ping %d" % i, (VIP, NODE_PORT))
+            data, source = sock.recvfrom(100)
+            assert (data, source) == (b"ping %d" % i, (VIP, NODE_PORT))
+
+
+@pytest.mark.netns
+def test_markup_in_a_name_prints_literally_with_its_brackets(tmp_path: Path) -> None:
+    bad = tmp_path / "markup.yaml"
+    bad.write_text(SEED.read_text().replace(f"name: {LB_NODE.name}\n", 'name: "[/red]"\n', 1))
+    out = dsrlab("up", str(bad))
+    assert out.returncode == 1
+    assert out.stderr == (f"error: {bad}: nodes[0].name: String should match pattern "
+                          "'^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$' (got '[/red]')\n")
+    for args in (["down", "[/red]"], ["clean", "[bold]x[/bold]"], ["clean", "--", "[/red]"]):
+        out = dsrlab(*args)
+        assert out.returncode == 1, args
+        assert out.stderr == f"error: run id {args[-1]!r} is not 6 lowercase hex digits\n"

@@ -493,7 +493,7 @@ def test_cli_missing_input_is_named(tmp_path: Path) -> None:
                  "--backend", POD_ADDR, "--input", str(missing),
                  "--output", str(tmp_path / "o.pcap"))
     assert out.returncode == 2
-    assert f"input file {missing} does not exist" in out.stderr
+    assert out.stderr == f"error: --input {missing}: does not exist\n"
 
 
 @pytest.mark.bpf

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,24 @@ def test_clean_finds_what_a_killed_run_left(tmp_path: Path) -> None:
     assert sum(line.startswith("removed namespace") for line in done) == 6
     assert run_id not in cleanup.find_runs()
     assert not [pid for pid in residue.pids if procs.running(pid)]
+
+
+def test_teardown_stops_what_still_runs_in_the_lab(seed_topology: Topology) -> None:
+    """A process left running in a lab namespace (a capture whose stop was cut short by
+    an interrupt) is stopped by the teardown: it would keep the removed namespace
+    alive, out of sight of ``dsrlab clean``."""
+    lab = NetnsBackend(datapath=False, servers=False).up(seed_topology)
+    with lab:
+        proc = lab.start("client", ["sleep", "60"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        ref = procs.ProcessRef.of(proc.pid)
+        assert ref is not None
+        deadline = time.monotonic() + 5
+        while proc.pid not in nsutil.pids_in(lab.netns("client")):  # nsenter has moved it
+            assert time.monotonic() < deadline, "sleep never entered the client namespace"
+            time.sleep(0.001)
+    try:
+        assert not ref.running(), "a process of the lab outlived its teardown"
+    finally:
+        proc.kill()
+        proc.wait()

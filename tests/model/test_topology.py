@@ -119,3 +119,71 @@ def test_a_list_at_top_level_is_refused(tmp_path: Path) -> None:
 
 def test_the_loaded_topology_remembers_its_file() -> None:
     assert load_topology(SEED).source == SEED
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ("nodes.1.ip", "172.18.255.255",
+         "nodes[1].ip: 172.18.255.255 is the network or broadcast address of 172.18.0.0/16"),
+        ("nodes.1.ip", "172.18.0.0",
+         "nodes[1].ip: 172.18.0.0 is the network or broadcast address of 172.18.0.0/16"),
+        ("client.ip", "172.18.255.255",
+         "client.ip: 172.18.255.255 is the network or broadcast address of 172.18.0.0/16"),
+        ("network.subnet", "224.0.0.0/16",
+         "network.subnet: 224.0.0.0/16 is a multicast network, not usable for hosts"),
+        ("network.subnet", "127.18.0.0/16",
+         "network.subnet: 127.18.0.0/16 is a loopback network, not usable for hosts"),
+        ("network.subnet", "0.0.0.0/0",
+         "network.subnet: 0.0.0.0/0 starts in 0.0.0.0/8, not usable for hosts"),
+        ("network.subnet", "172.18.0.0/31",
+         "network.subnet: 172.18.0.0/31 has no room for a client and nodes"),
+        ("workloads.0.pods.0.ip", "224.0.2.5",
+         "workloads[0].pods[0].ip: 224.0.2.5 is a multicast address, not usable for a host"),
+        ("workloads.0.pods.0.ip", "127.0.0.1",
+         "workloads[0].pods[0].ip: 127.0.0.1 is a loopback address, not usable for a host"),
+        ("workloads.0.pods.0.ip", "0.0.0.0",
+         "workloads[0].pods[0].ip: 0.0.0.0 is the unspecified address, not usable for a host"),
+        ("workloads.0.pods.0.ip", "255.255.255.255",
+         "workloads[0].pods[0].ip: 255.255.255.255 is a reserved address"),
+        ("workloads.0.pods.0.ip", f"{POD_CIDR.rsplit('.', 1)[0]}.255",
+         "workloads[0].pods[0].ip: 10.0.2.255 is reserved in 10.0.2.0/24"),
+    ],
+)
+def test_an_address_no_host_can_have_is_refused(path: str, value: Any, expected: str) -> None:
+    """Bring-up died on these with NetlinkError (22, 'Invalid argument')."""
+    with pytest.raises(TopologyError) as info:
+        parse_topology(_mutate(path, value), "t.yaml")
+    lines = str(info.value).splitlines()
+    assert any(line.startswith(f"t.yaml: {expected}") for line in lines), lines
+
+
+def test_a_node_or_client_address_in_a_bad_range_is_refused() -> None:
+    data = _mutate("network.subnet", "169.254.0.0/16")
+    data["client"]["ip"] = "169.254.0.1"
+    for i, node in enumerate(data["nodes"]):
+        node["ip"] = f"169.254.0.{i + 2}"
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data, "t.yaml")
+    lines = str(info.value).splitlines()
+    assert "t.yaml: network.subnet: 169.254.0.0/16 is a link-local network, not usable for " \
+        "hosts" in lines
+    assert "t.yaml: client.ip: 169.254.0.1 is a link-local address, not usable for a host" \
+        in lines
+    assert "t.yaml: nodes[0].ip: 169.254.0.2 is a link-local address, not usable for a host" \
+        in lines
+
+
+def test_a_pod_cidr_whose_router_address_is_unusable_is_refused() -> None:
+    data = _mutate("cluster.native_routing_cidr", "0.0.0.0/0")
+    data["nodes"][0]["pod_cidr"] = "127.1.0.0/24"
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data, "t.yaml")
+    assert "t.yaml: nodes[0].pod_cidr: 127.1.0.0/24 is a loopback network, not usable for " \
+        "hosts" in str(info.value).splitlines()
+
+
+def test_a_udp_service_is_accepted() -> None:
+    """The pods echo UDP and the datapath balances it (tests/cli: end to end)."""
+    topo = parse_topology(_mutate("services.0.protocol", "UDP"), "t.yaml")
+    assert topo.services[0].protocol == "UDP"

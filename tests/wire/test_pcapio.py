@@ -47,7 +47,7 @@ def test_pcap_reads_scapy_microsecond_big_endian_and_pcapng(tmp_path: Path) -> N
 
 
 def test_pcap_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(PcapError, match=r"missing\.pcap: input file does not exist"):
+    with pytest.raises(PcapError, match=r"missing\.pcap: does not exist$"):
         list(read_frames(tmp_path / "missing.pcap"))
     (tmp_path / "text.pcap").write_text("hello, not a capture\n")
     with pytest.raises(PcapError, match=r"text\.pcap: at byte offset 0: not a pcap"):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+import stat
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,15 +32,24 @@ def _capture_dir(directory: Path) -> CaptureDir:
     return CaptureDir.load(directory)
 
 
+def _is(path: Path, test: Callable[[int], bool]) -> bool:
+    """``test`` on ``path``'s mode; False when it cannot be stat'ed (the reader says why)."""
+    try:
+        return test(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _manifest_point(path: Path) -> Target:
     manifest = path.parent / MANIFEST
-    if manifest.is_file():
+    if _is(manifest, stat.S_ISREG):
         try:
             cd = _capture_dir(path.parent)
         except CaptureError:
             return Target(path)
+        real = os.path.realpath(path)
         for p in cd.points:
-            if p.file.resolve() == path.resolve():
+            if os.path.realpath(p.file) == real:
                 return Target(path, p.role, p.name)
     return Target(path)
 
@@ -47,16 +58,20 @@ def targets(paths: Iterable[str | Path]) -> list[Target]:
     """Expand capture directories (their manifest's pcaps, with roles) and files.
 
     A file that sits beside a manifest naming it gets its role from there.
+    Nothing is opened here: a path that is missing, unreadable or not a
+    regular file becomes a target whose review says so
+    (:mod:`lab.wire.paths`).
     """
     out: list[Target] = []
     for raw_path in paths:
         p = Path(raw_path)
-        if p.is_dir():
+        if _is(p, stat.S_ISDIR):
+            if not _is(p / MANIFEST, stat.S_ISREG):
+                raise ReviewError(f"{p}: a directory must be a capture set with a {MANIFEST}")
             try:
                 cd = _capture_dir(p)
-            except CaptureError as exc:
-                raise ReviewError(f"{p}: a directory must be a capture set with a "
-                                  f"{MANIFEST} ({exc})") from None
+            except CaptureError as exc:  # its lines name the manifest and each field
+                raise ReviewError(str(exc)) from None
             out += [Target(pt.file, pt.role, pt.name) for pt in cd.points]
         else:
             out.append(_manifest_point(p))

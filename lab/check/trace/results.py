@@ -15,6 +15,7 @@ checks) keep their notes as ``evidence`` and ``problems``.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,8 +138,12 @@ class TraceResult:
         }
 
     def write(self, directory: Path) -> Path:
+        """Write ``results.json`` whole: a temporary file renamed over it (a capture
+        set is complete once this file exists, so it must never be half there)."""
         path = directory / RESULTS
-        path.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n")
+        tmp = directory / f".{RESULTS}.tmp"
+        tmp.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n")
+        os.replace(tmp, path)
         return path
 
     def summary(self) -> str:

@@ -1,0 +1,67 @@
+"""How ``dsrlab`` stops on a signal: SIGINT, SIGTERM and SIGHUP undo what was started.
+
+CI systems and ``timeout`` stop a job with SIGTERM, a closed terminal sends
+SIGHUP, a user presses Ctrl-C: each raises
+:class:`~lab.plumbing.interrupts.Interrupted` (a ``KeyboardInterrupt``) in the
+main thread, so every ``with`` block and undo step of the run takes down what
+it started (namespaces, pod server, captures, BPF objects); further signals
+cannot cut that cleanup short. Then, as a last net, whatever a run of *this*
+process still holds (its owner file names this process) is removed the way
+``dsrlab clean`` would, and ``dsrlab`` exits with 128 + the signal (130 for
+SIGINT, 143 for SIGTERM, 129 for SIGHUP) after one line on stderr, no
+traceback. A lab that ``dsrlab up`` has already handed over (its state
+written) stays up: that was the command's work.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+from lab.plumbing import interrupts
+
+
+def _sweep() -> list[str]:
+    """Remove what runs owned by this process still hold; what could not go."""
+    from lab.env import cleanup
+
+    problems: list[str] = []
+    try:
+        runs = cleanup.find_runs()
+        for res in runs.values():
+            if res.owner_pid == os.getpid():
+                problems += [line for line in cleanup.clean_run(res)
+                             if line.startswith("could not")]
+    except Exception as exc:  # the last net must not turn into a traceback
+        problems.append(str(exc))
+    return problems
+
+
+def run(main: Callable[[], object]) -> None:
+    """Run ``main`` (the Typer app) with signals turned into a clean stop; exits."""
+    interrupts.install()
+    code: int | str | None = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code
+    except KeyboardInterrupt:
+        code = 128 + signal.SIGINT  # reported below, as received() says
+    signum = interrupts.received()
+    interrupts.finish()  # from here on a signal is held, never raised
+    if signum is None:
+        sys.exit(code)
+    problems = _sweep()
+    name = signal.Signals(signum).name
+    try:
+        if problems:
+            sys.stderr.write(f"interrupted ({name}): cleanup incomplete: "
+                             f"{'; '.join(problems)} (run dsrlab clean)\n")
+        else:
+            sys.stderr.write(f"interrupted ({name}): cleaned up\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
+    sys.exit(128 + signum)
