@@ -45,7 +45,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from ipaddress import IPv4Address
@@ -55,7 +54,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bringup import _remove_leftovers, ip_script, script_commands  # noqa: E402
+from bench.bringup import _remove_leftovers, ip_script, script_commands, time_script  # noqa: E402
 from lab.datapath import build_object  # noqa: E402
 from lab.env.netns import NetnsBackend  # noqa: E402
 from lab.model.topology import Topology, parse_topology  # noqa: E402
@@ -129,21 +128,8 @@ def settle(before: int | None, created: int, cap_s: float) -> float:
 # -- the three ways ----------------------------------------------------------------
 
 def run_script(t: Topology) -> tuple[float, float]:
-    run_id = names.new_run_id()
-    up, down = ip_script(t, run_id, batch=True)
-    with tempfile.TemporaryDirectory() as d:
-        up_f, down_f = Path(d) / "up.sh", Path(d) / "down.sh"
-        up_f.write_text(up)
-        down_f.write_text(down)
-        try:
-            t0 = time.perf_counter()
-            subprocess.run(["bash", str(up_f)], check=True)
-            t1 = time.perf_counter()
-            subprocess.run(["bash", str(down_f)], check=True)
-            t2 = time.perf_counter()
-        finally:
-            _remove_leftovers(run_id)
-    return t1 - t0, t2 - t1
+    up, down, _ = time_script(t, batch=True)
+    return up, down
 
 
 def run_dsrlab(t: Topology, *, full: bool) -> tuple[float, float]:
