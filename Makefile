@@ -36,3 +36,18 @@ clean-lab: install
 fuzz: install
 	DSRLAB_FUZZ_PACKETS=1000000 DSRLAB_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q -s \
 		tests/datapath/test_fuzz_datapath.py
+
+# The kernel matrix: the datapath tests and the scenarios under the host kernel and
+# each kernel of kernels/matrix.yaml, booted in QEMU (virtme-ng). Installs QEMU, the
+# kernels and virtme-ng first (scripts/install-matrix.sh; not part of make install).
+# Results in matrix/<run-id>/; MATRIX_ARGS adds options (e.g. --kernel 6.1).
+MATRIX_ARGS ?=
+.PHONY: matrix matrix-full
+matrix: install
+	@bash scripts/install-matrix.sh
+	$(VENV)/bin/dsrlab matrix $(MATRIX_ARGS)
+
+# ... and the long suites too (datapath test-run suite, fuzz)
+matrix-full: install
+	@bash scripts/install-matrix.sh
+	$(VENV)/bin/dsrlab matrix --full $(MATRIX_ARGS)

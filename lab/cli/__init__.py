@@ -25,7 +25,7 @@ def make_app() -> typer.Typer:
     """The ``dsrlab`` Typer app with every command registered."""
     import typer
 
-    from lab.cli import datapath, labs, review, run, wireshark
+    from lab.cli import datapath, labs, matrix, review, run, wireshark
 
     app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="A packet-level test lab for eBPF direct-server-return load "
@@ -38,6 +38,7 @@ def make_app() -> typer.Typer:
     app.add_typer(datapath.app, name="datapath")
     app.command("review")(review.review)
     app.command("wireshark")(wireshark.wireshark)
+    app.command("matrix", help=matrix.HELP)(matrix.matrix)
     return app
 
 

@@ -254,8 +254,11 @@ for i in range(int(sys.argv[2])):
     timer.join()
     kids = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            kids.update(int(p) for p in f.read().split())
+        try:  # a worker thread may end between the listing and the read
+            with open(f"/proc/self/task/{task}/children") as f:
+                kids.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            continue
     alive = [p for p in kids if procs.running(p)]
     trials.append({"run_id": run_id, "delay": delay, "outcome": outcome, "children": alive})
 print(json.dumps(trials))

@@ -1,0 +1,99 @@
+"""``dsrlab matrix``: the datapath tests and the scenarios under several kernels.
+
+A thin face over :mod:`lab.matrix`: ``--list`` resolves the kernel list with
+apt; a run boots each listed kernel with virtme-ng (the host kernel runs
+directly), gathers the verdicts and prints the table.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from lab.cli.output import err, fail, need_root, one_line_errors, status, styled, table
+
+if TYPE_CHECKING:  # the matrix loads when the command runs
+    from lab.matrix.kernels import MatrixList, ResolvedKernel
+
+HELP = """Run the datapath tests and the scenarios under each kernel of the matrix.
+
+Kernels come from kernels/matrix.yaml (Debian packages, the newest of each
+line apt offers; scripts/install-matrix.sh installs them and virtme-ng) plus
+`host`, the running kernel, run without a VM. Each listed kernel boots in
+QEMU (KVM where /dev/kvm works, else TCG; DSRLAB_MATRIX_ACCEL=tcg|kvm
+forces one). Results go to OUT/<run-id>/<kernel>/ (JUnit XML, captures,
+verdict.json), with summary.json and summary.md beside them; the table is
+printed at the end. Exit 1 when any cell fails.
+"""
+
+
+def matrix(  # noqa: PLR0917 (Typer: one parameter an option)
+    kernel: Annotated[list[str] | None, typer.Option(
+        "--kernel", "-k", help="a kernel of the list, or host (repeatable; default: all)")
+    ] = None,
+    list_only: Annotated[bool, typer.Option(
+        "--list", help="print the kernels, resolved with apt, and exit")] = False,
+    full: Annotated[bool, typer.Option(
+        "--full", help="also the long groups (datapath test-run suite, fuzz)")] = False,
+    out: Annotated[Path, typer.Option(help="folder of the runs")] = Path("matrix"),
+    run_id: Annotated[str | None, typer.Option(help="the run's folder name (default: "
+                                                    "UTC date-time)")] = None,
+    kernels_file: Annotated[Path | None, typer.Option(
+        "--kernels-file", help="the kernel list (default: kernels/matrix.yaml)")] = None,
+) -> None:
+    from lab.matrix import kernels as kl
+
+    with one_line_errors():
+        matrix_list = kl.load_list(kernels_file or kl.DEFAULT_LIST)
+        names = kernel or [kl.HOST, *(k.name for k in matrix_list.kernels)]
+        for n in names:
+            if n != kl.HOST:
+                matrix_list.kernel(n)  # an unknown name fails before anything runs
+        resolved = [kl.host_kernel() if n == kl.HOST else kl.resolve(matrix_list.kernel(n))
+                    for n in names]
+        if list_only:
+            table(("kernel", "package", "version", "release", "installed"),
+                  [[r.name, r.package or "-", r.version or "-", r.release,
+                    "yes" if r.installed else "no"] for r in resolved])
+            return
+        need_root("dsrlab matrix needs root (network namespaces, BPF, QEMU)")
+        _run(matrix_list, resolved, full, out, run_id)
+
+
+def _run(matrix_list: MatrixList, resolved: list[ResolvedKernel], full: bool, out: Path,
+         run_id: str | None) -> None:
+    from lab.matrix.kernels import HOST
+    from lab.matrix.run import new_run_id, run_groups, run_vm
+    from lab.matrix.verdict import COLUMNS, Summary, rows, write_summary
+
+    groups = matrix_list.selected_groups(full)
+    rid = run_id or new_run_id()
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", rid):
+        fail(f"--run-id {rid!r}: use letters, digits, '.', '_' and '-' (a folder name)")
+    root = (out / rid).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    verdicts = []
+    with status("matrix") as update:
+        def progress(msg: str) -> None:
+            update(msg)
+            err.print(styled(f"matrix: {msg}", "dim"))
+
+        for k in resolved:
+            if k.name == HOST:
+                verdicts.append(run_groups(k, groups, root, progress))
+            else:
+                verdicts.append(run_vm(k, groups, root, progress=progress))
+            summary = Summary(run_id=rid, full=full, kernels=verdicts)
+            write_summary(summary, root)
+    summary = Summary(run_id=rid, full=full, kernels=verdicts)
+    table(COLUMNS, rows(summary), title=f"dsrlab matrix {rid}: {root}")
+    for v in verdicts:
+        boot = f", boot {v.boot_seconds:.1f} s" if v.boot_seconds is not None else ""
+        err.print(styled(f"matrix: {v.kernel.name} ({v.kernel.release}"
+                         f"{', ' + v.kernel.version if v.kernel.version else ''}): "
+                         f"{v.outcome}, {v.seconds:.1f} s{boot}", "dim"))
+    if not summary.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,198 @@
+"""The kernel matrix as data: the list file, its typed model, and resolving it with apt.
+
+``kernels/matrix.yaml`` names each kernel line by a regular expression over
+Debian package names; :func:`resolve` asks ``apt-cache`` which packages match,
+takes the newest (natural order of the name: ``6.1.0-57`` after ``6.1.0-9``)
+and records its exact Debian version and whether it is installed. The parsing
+is split from the running (:func:`parse_search`, :func:`parse_policy`) so the
+tests feed it real ``apt-cache`` output kept as files.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from lab.errors import LabError
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_LIST = REPO / "kernels" / "matrix.yaml"
+HOST = "host"
+IMAGE_PREFIX = "linux-image-"
+
+
+class MatrixError(LabError):
+    """The kernel list, apt or a guest run failed in a way the user can act on."""
+
+
+class KernelSpec(BaseModel):
+    """One kernel line of the list: a name and the package pattern apt resolves."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[0-9][0-9A-Za-z.+_-]*$")]
+    package: Annotated[str, Field(min_length=1)]
+
+    @field_validator("package")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        if not value.startswith(IMAGE_PREFIX.replace("-", "")) and not value.startswith("linux"):
+            raise ValueError(f"{value!r} does not name a linux-image package")
+        return value
+
+
+class Group(BaseModel):
+    """A test group run under each kernel: pytest paths, in the default set or ``--full``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]
+    paths: Annotated[list[str], Field(min_length=1)]
+    full: bool = False
+
+
+class MatrixList(BaseModel):
+    """The whole list file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kernels: list[KernelSpec]
+    groups: Annotated[list[Group], Field(min_length=1)]
+
+    @field_validator("kernels", "groups")
+    @classmethod
+    def _unique(cls, value: list[KernelSpec] | list[Group]) -> list[KernelSpec] | list[Group]:
+        names = [v.name for v in value]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"names given twice: {', '.join(dup)}")
+        if HOST in names:
+            raise ValueError(f"{HOST!r} is the running kernel, not a list entry")
+        return value
+
+    def kernel(self, name: str) -> KernelSpec:
+        for k in self.kernels:
+            if k.name == name:
+                return k
+        known = ", ".join([HOST, *(k.name for k in self.kernels)])
+        raise MatrixError(f"no kernel {name!r} in the matrix (known: {known})")
+
+    def selected_groups(self, full: bool) -> list[Group]:
+        return [g for g in self.groups if full or not g.full]
+
+
+class ResolvedKernel(BaseModel):
+    """A kernel line resolved with apt: the exact package and version to boot."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    package: str | None  # None for the host kernel
+    version: str | None  # Debian version (apt's candidate), None for the host
+    release: str  # ``uname -r`` of the kernel: /boot/vmlinuz-<release>, /lib/modules/<release>
+    installed: bool
+
+    @property
+    def vmlinuz(self) -> Path:
+        return Path("/boot") / f"vmlinuz-{self.release}"
+
+    @property
+    def modules(self) -> Path:
+        return Path("/lib/modules") / self.release
+
+
+def load_list(path: Path = DEFAULT_LIST) -> MatrixList:
+    """The list file, validated; a :class:`MatrixError` names the file and the field."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise MatrixError(f"{path}: cannot read: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise MatrixError(f"{path}: not YAML: {exc}") from None
+    try:
+        return MatrixList.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top)"
+        raise MatrixError(f"{path}: {where}: {first['msg']}") from None
+
+
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key comparing digit runs as numbers: ``6.1.0-57`` > ``6.1.0-9``."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p)
+                 for p in re.findall(r"\d+|[^\d]+", text))
+
+
+def parse_search(text: str, pattern: str) -> list[str]:
+    """Package names in ``apt-cache search --names-only`` output that match ``pattern``
+    whole, newest first."""
+    rx = re.compile(pattern)
+    names = {line.split(" - ", 1)[0].strip() for line in text.splitlines() if line.strip()}
+    return sorted((n for n in names if rx.fullmatch(n)), key=natural_key, reverse=True)
+
+
+def parse_policy(text: str) -> dict[str, tuple[str | None, str | None]]:
+    """``apt-cache policy PKG...`` output as ``{package: (installed, candidate)}``
+    (``None`` where apt says ``(none)``)."""
+    out: dict[str, tuple[str | None, str | None]] = {}
+    current: str | None = None
+    fields: dict[str, str | None] = {}
+    for line in text.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            current = line[:-1]
+            fields = {}
+            out[current] = (None, None)
+            continue
+        m = re.match(r"^\s+(Installed|Candidate):\s*(\S+)", line)
+        if m and current is not None:
+            fields[m.group(1)] = None if m.group(2) == "(none)" else m.group(2)
+            out[current] = (fields.get("Installed"), fields.get("Candidate"))
+    return out
+
+
+def resolve_from(spec: KernelSpec, search: str, policy: str) -> ResolvedKernel:
+    """``spec`` resolved from captured ``apt-cache search`` and ``apt-cache policy`` output."""
+    names = parse_search(search, spec.package)
+    if not names:
+        raise MatrixError(f"kernel {spec.name}: apt offers no package matching "
+                          f"{spec.package!r} (apt-get update first?)")
+    package = names[0]
+    installed, candidate = parse_policy(policy).get(package, (None, None))
+    return ResolvedKernel(name=spec.name, package=package, version=installed or candidate,
+                          release=package.removeprefix(IMAGE_PREFIX),
+                          installed=installed is not None)
+
+
+def _apt_cache(*args: str) -> str:
+    try:
+        proc = subprocess.run(["apt-cache", *args], capture_output=True, text=True,
+                              check=False, timeout=120)
+    except FileNotFoundError:
+        raise MatrixError("apt-cache not found: the kernel matrix needs Debian's apt") from None
+    if proc.returncode != 0:
+        raise MatrixError(f"apt-cache {' '.join(args)}: {proc.stderr.strip() or proc.returncode}")
+    return proc.stdout
+
+
+def resolve(spec: KernelSpec) -> ResolvedKernel:
+    """``spec`` resolved with the apt of this machine: the newest matching package."""
+    search = _apt_cache("search", "--names-only", f"^{spec.package}$")
+    names = parse_search(search, spec.package)
+    policy = _apt_cache("policy", names[0]) if names else ""
+    return resolve_from(spec, search, policy)
+
+
+def host_kernel() -> ResolvedKernel:
+    """The running kernel (no VM, no package)."""
+    return ResolvedKernel(name=HOST, package=None, version=None, release=platform.release(),
+                          installed=True)

@@ -1,0 +1,107 @@
+"""The kernel list and its resolution, on real ``apt-cache`` output kept as files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lab.matrix.kernels import (
+    DEFAULT_LIST,
+    KernelSpec,
+    MatrixError,
+    load_list,
+    natural_key,
+    parse_policy,
+    parse_search,
+    resolve_from,
+)
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_the_repository_list_is_valid() -> None:
+    matrix = load_list(DEFAULT_LIST)
+    assert [k.name for k in matrix.kernels] == ["6.1", "6.12"]
+    default = [g.name for g in matrix.selected_groups(full=False)]
+    assert "datapath" in default
+    assert "scenarios" in default
+    assert "fuzz" not in default
+    assert "fuzz" in [g.name for g in matrix.selected_groups(full=True)]
+    for g in matrix.groups:  # every path of every group exists
+        for p in g.paths:
+            assert (DEFAULT_LIST.parents[1] / p).exists(), p
+
+
+def test_natural_order_compares_numbers() -> None:
+    assert natural_key("linux-image-6.1.0-9-amd64") < natural_key("linux-image-6.1.0-57-amd64")
+    assert natural_key("6.12.99+deb12") < natural_key("6.12.117+deb12")
+
+
+def test_search_picks_the_newest_generic_flavour() -> None:
+    matrix = load_list(DEFAULT_LIST)
+    six1 = parse_search((DATA / "apt-search-6.1.txt").read_text(),
+                        matrix.kernel("6.1").package)
+    assert six1[0] == "linux-image-6.1.0-57-amd64"
+    assert len(six1) == 11
+    six12 = parse_search((DATA / "apt-search-6.12.txt").read_text(),
+                         matrix.kernel("6.12").package)
+    assert six12[0] == "linux-image-6.12.117+deb12-amd64"
+    # the -cloud- and -rt- flavours of the same search never match the generic pattern
+    assert all("cloud" not in n and "-rt-" not in n for n in six12)
+
+
+def test_policy_gives_installed_and_candidate() -> None:
+    policy = parse_policy((DATA / "apt-policy.txt").read_text())
+    assert policy["linux-image-6.1.0-57-amd64"] == ("6.1.192-3", "6.1.192-3")
+    assert policy["linux-image-6.12.117+deb12-amd64"] == ("6.12.117-1~deb12u1",) * 2
+    assert policy["linux-image-6.1.0-56-amd64"] == (None, "6.1.192-2")
+
+
+def test_resolution_records_package_version_and_release() -> None:
+    matrix = load_list(DEFAULT_LIST)
+    k = resolve_from(matrix.kernel("6.12"), (DATA / "apt-search-6.12.txt").read_text(),
+                     (DATA / "apt-policy.txt").read_text())
+    assert k.package == "linux-image-6.12.117+deb12-amd64"
+    assert k.version == "6.12.117-1~deb12u1"
+    assert k.release == "6.12.117+deb12-amd64"
+    assert k.installed
+    assert str(k.vmlinuz) == "/boot/vmlinuz-6.12.117+deb12-amd64"
+    assert str(k.modules) == "/lib/modules/6.12.117+deb12-amd64"
+
+
+def test_a_package_apt_does_not_have_is_not_installed() -> None:
+    spec = KernelSpec(name="6.1", package=r"linux-image-6\.1\.0-56-amd64")
+    k = resolve_from(spec, (DATA / "apt-search-6.1.txt").read_text(),
+                     (DATA / "apt-policy.txt").read_text())
+    assert (k.package, k.version, k.installed) == ("linux-image-6.1.0-56-amd64", "6.1.192-2",
+                                                   False)
+
+
+def test_no_match_is_a_clean_error() -> None:
+    spec = KernelSpec(name="5.10", package=r"linux-image-5\.10\.0-[0-9]+-amd64")
+    with pytest.raises(MatrixError, match=r"kernel 5\.10: apt offers no package"):
+        resolve_from(spec, (DATA / "apt-search-6.1.txt").read_text(), "")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("kernels: []\ngroups: []\n", "groups"),
+    ("kernels: [{name: '6.1', package: 'linux-image-('}]\n"
+     "groups: [{name: a, paths: [x]}]\n", "not a regular expression"),
+    ("kernels: [{name: host, package: 'linux-image-x'}]\n"
+     "groups: [{name: a, paths: [x]}]\n", "name"),
+    ("kernels: [{name: '6.1', package: 'linux-image-a'}, {name: '6.1', package: "
+     "'linux-image-b'}]\ngroups: [{name: a, paths: [x]}]\n", "names given twice: 6.1"),
+    ("kernels: [\n", "not YAML"),
+], ids=["no-groups", "bad-regex", "host-entry", "duplicate", "not-yaml"])
+def test_a_bad_list_names_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "k.yaml"
+    path.write_text(text)
+    with pytest.raises(MatrixError, match=message) as info:
+        load_list(path)
+    assert str(path) in str(info.value)
+
+
+def test_an_unknown_kernel_lists_the_known_ones() -> None:
+    with pytest.raises(MatrixError, match=r"no kernel '4\.19'.*host, 6\.1, 6\.12"):
+        load_list(DEFAULT_LIST).kernel("4.19")
