@@ -171,7 +171,7 @@ def time_dsrlab(t: Topology, *, full: bool) -> tuple[float, float]:
 
 
 CLI_ROUNDS = 7
-STATE_DIR = Path("/run/dsrlab")
+STATE_DIR = cleanup.STATE_DIR  # where `dsrlab up` writes <run id>.json
 
 
 def _cli(*args: str) -> tuple[float, subprocess.CompletedProcess[str]]:

@@ -54,7 +54,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.bringup import _remove_leftovers, ip_script, script_commands, time_script  # noqa: E402
+from bench.bringup import _remove_leftovers, ip_script, script_commands, time_dsrlab, time_script  # noqa: E402
 from lab.datapath import build_object  # noqa: E402
 from lab.env.netns import NetnsBackend  # noqa: E402
 from lab.model.topology import Topology, parse_topology  # noqa: E402
@@ -132,20 +132,10 @@ def run_script(t: Topology) -> tuple[float, float]:
     return up, down
 
 
-def run_dsrlab(t: Topology, *, full: bool) -> tuple[float, float]:
-    backend = NetnsBackend(datapath=full, servers=full)
-    t0 = time.perf_counter()
-    lab = backend.up(t)
-    t1 = time.perf_counter()
-    lab.down()
-    t2 = time.perf_counter()
-    return t1 - t0, t2 - t1
-
-
 RUNNERS: dict[str, Callable[[Topology], tuple[float, float]]] = {
     "script": run_script,
-    "net": lambda t: run_dsrlab(t, full=False),
-    "full": lambda t: run_dsrlab(t, full=True),
+    "net": lambda t: time_dsrlab(t, full=False),
+    "full": lambda t: time_dsrlab(t, full=True),
 }
 
 
@@ -203,7 +193,7 @@ def main() -> int:
     build_object()  # compile once, outside the timed part
     topos = {n: scale_topology(n) for n in sizes}
     same_network(topos[sizes[0]])
-    run_dsrlab(topos[sizes[0]], full=True)  # warm-up: imports, first verifier run
+    time_dsrlab(topos[sizes[0]], full=True)  # warm-up: imports, first verifier run
     per_size: dict[str, Any] = {}
     ratios: dict[str, float] = {}
     for n in sizes:

@@ -110,9 +110,16 @@ def remove_capture_set(cs: CaptureSet) -> list[str]:
             link.unlink()
             done.append(f"removed {link} (no finished capture set left)")
         else:
-            tmp = link.with_name(f".{LATEST}-{newest.run_id}")
-            tmp.unlink(missing_ok=True)
-            tmp.symlink_to(newest.run_id)
-            tmp.replace(link)
+            mark_latest(newest.path)
             done.append(f"{link} now points at {newest.run_id}")
     return done
+
+
+def mark_latest(run_dir: Path) -> Path:
+    """Point ``<run_dir>/../latest`` at ``run_dir`` (atomically); returns the link."""
+    link = run_dir.parent / LATEST
+    tmp = run_dir.parent / f".{LATEST}-{run_dir.name}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    tmp.replace(link)
+    return link

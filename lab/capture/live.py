@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
 
-from lab.capture.layout import LATEST, CaptureError, Role
+from lab.capture.layout import CaptureError, Role
 from lab.capture.manifest import Manifest, ManifestPoint
 
 READY_TIMEOUT_S = 10.0
@@ -204,13 +204,3 @@ class CaptureSet:
                                 packets=c.stats.get("captured"))
                   for c in self.captures]
         return self.manifest.model_copy(update={"points": points}).write(self.directory)
-
-
-def mark_latest(run_dir: Path) -> Path:
-    """Point ``<run_dir>/../latest`` at ``run_dir`` (atomically); returns the link."""
-    link = run_dir.parent / LATEST
-    tmp = run_dir.parent / f".{LATEST}-{run_dir.name}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(link)
-    return link

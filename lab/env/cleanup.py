@@ -73,7 +73,7 @@ def find_runs(run_ids: list[str] | None = None) -> dict[str, RunResidue]:
         if wanted is None or run_id in wanted:
             res = runs.setdefault(run_id, RunResidue(run_id))
             res.files = files
-            state = STATE_DIR / f"{run_id}.json"
+            state = state_path(run_id)
             res.state_file = state if state in files else None
     pids = _pids_in_each([ns for res in runs.values() for ns in res.namespaces])
     for res in runs.values():

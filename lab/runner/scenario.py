@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.capture.capdir import CaptureDir
-from lab.capture.layout import RESULTS
-from lab.capture.live import CapturePoint, CaptureSet, mark_latest
+from lab.capture.layout import RESULTS, mark_latest
+from lab.capture.live import CapturePoint, CaptureSet
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend

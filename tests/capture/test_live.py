@@ -6,8 +6,8 @@ import os
 import threading
 from pathlib import Path
 
-from lab.capture.layout import LATEST
-from lab.capture.live import CapturePoint, mark_latest
+from lab.capture.layout import LATEST, mark_latest
+from lab.capture.live import CapturePoint
 from tests.seed import POD2_NODE
 
 
