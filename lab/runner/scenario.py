@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.capture.capdir import CaptureDir
-from lab.capture.layout import RESULTS, mark_latest
+from lab.capture.layout import RESULTS, Role, mark_latest
 from lab.capture.live import CapturePoint, CaptureSet
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
@@ -56,8 +56,8 @@ def capture_points(sc: Scenario, topo: Topology, lab: Lab) -> list[CapturePoint]
     backend_nodes = [n.name for n in topo.nodes
                      if n.name != sc.target.node and any(p.node == n.name for p in backends)]
 
-    def point(host: str, role: str) -> CapturePoint:
-        return CapturePoint(host, lab.hosts[host].ifname, role)  # type: ignore[arg-type]
+    def point(host: str, role: Role) -> CapturePoint:
+        return CapturePoint(host, lab.hosts[host].ifname, role)
 
     return [point(sc.client, "client"), point(sc.target.node, "lb-node"),
             *(point(n, "backend-node") for n in backend_nodes),
