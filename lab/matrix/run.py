@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 from lab.matrix.kernels import REPO, Group, MatrixError, ResolvedKernel
 from lab.matrix.verdict import (
@@ -35,6 +36,7 @@ from lab.matrix.verdict import (
     read_verdict,
     write_verdict,
 )
+from lab.plumbing import procs
 
 GUEST_MODULES = ("veth", "bridge", "sch_ingress", "cls_bpf", "act_bpf")
 GUEST_UP = "dsrlab-matrix: guest up"
@@ -43,6 +45,9 @@ KVM_BOOT_TIMEOUT = 30.0  # a KVM guest is up in ~2 s; one that is not in 30 s ha
 _kvm_failed: set[bool] = set()  # KVM hung once in this process: TCG for the other kernels
 
 Progress = Callable[[str], None]
+
+
+_GROUP_STOP_GRACE_S = 30.0  # a stopped group's pytest takes its labs down first
 
 
 def new_run_id() -> str:
@@ -64,8 +69,19 @@ def run_group(group: Group, kdir: Path, root: Path) -> GroupVerdict:
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     start = time.monotonic()
     with (kdir / f"{group.name}.log").open("w") as log:
-        subprocess.run(pytest_command(group, kdir), cwd=REPO, stdout=log,
-                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, check=False)
+        # a session of its own: a Ctrl-C on the terminal reaches this process only,
+        # which then stops the child once (two signals could cut its teardown short)
+        proc = subprocess.Popen(pytest_command(group, kdir), cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                start_new_session=True)
+        try:
+            proc.wait()
+        except BaseException:
+            # stopped (SIGINT/SIGTERM): pytest tears its labs down on SIGTERM; a
+            # SIGKILL (what subprocess.run sends) would leave their namespaces behind
+            procs.stop([proc.pid], grace=_GROUP_STOP_GRACE_S)
+            proc.wait()
+            raise
     verdict = read_junit(junit, group.name, time.monotonic() - start, root)
     scenario_reports = find_reports(kdir / "captures", root)
     if scenario_reports and any(p.startswith("scenarios") for p in group.paths):
@@ -162,7 +178,6 @@ def _boot(cmd: list[str], log_path: Path, *, boot_timeout: float, timeout: float
     env["PATH"] = f"{Path(cmd[0]).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     lines: queue.Queue[str | None] = queue.Queue()
     start = time.monotonic()
-    boot: float | None = None
     with log_path.open("w") as log, subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", env=env, start_new_session=True) as proc:
@@ -174,26 +189,43 @@ def _boot(cmd: list[str], log_path: Path, *, boot_timeout: float, timeout: float
                 lines.put(line)
             lines.put(None)
 
+        def kill_vm() -> None:  # everything of the run lives inside the VM: nothing to undo
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+
         threading.Thread(target=pump, daemon=True).start()
-        while True:
-            limit = (start + boot_timeout) if boot is None else (start + timeout)
-            try:
-                line = lines.get(timeout=max(0.0, limit - time.monotonic()))
-            except queue.Empty:
-                log.write(f"dsrlab-matrix: killed after {time.monotonic() - start:.0f} s "
-                          f"({'no boot' if boot is None else 'timeout'})\n")
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                break
-            if line is None:
-                break
-            log.write(line)
-            log.flush()
-            if boot is None and line.startswith(GUEST_UP):
-                boot = round(time.monotonic() - start, 2)
-                progress(f"{label}: guest up in {boot:.1f} s, running")
+        try:
+            boot = _follow(lines, log, start=start, boot_timeout=boot_timeout, timeout=timeout,
+                           kill_vm=kill_vm, progress=progress, label=label)
+        except BaseException:  # stopped: the VM runs in a session of its own, so stop it
+            kill_vm()
+            raise
         rc = proc.wait()
     return boot, rc
+
+
+def _follow(lines: queue.Queue[str | None], log: IO[str], *, start: float,
+            boot_timeout: float, timeout: float, kill_vm: Callable[[], None],
+            progress: Progress, label: str) -> float | None:
+    """Copy the VM's output to ``log`` until it ends; kill it when it does not boot
+    within ``boot_timeout`` or runs past ``timeout``. Returns the boot seconds."""
+    boot: float | None = None
+    while True:
+        limit = (start + boot_timeout) if boot is None else (start + timeout)
+        try:
+            line = lines.get(timeout=max(0.0, limit - time.monotonic()))
+        except queue.Empty:
+            log.write(f"dsrlab-matrix: killed after {time.monotonic() - start:.0f} s "
+                      f"({'no boot' if boot is None else 'timeout'})\n")
+            kill_vm()
+            return boot
+        if line is None:
+            return boot
+        log.write(line)
+        log.flush()
+        if boot is None and line.startswith(GUEST_UP):
+            boot = round(time.monotonic() - start, 2)
+            progress(f"{label}: guest up in {boot:.1f} s, running")
 
 
 def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: float = 3600,
