@@ -16,10 +16,11 @@ import subprocess
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lab.errors import LabError
+from lab.model.errors import validation_message
+from lab.model.yamldoc import read_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_LIST = REPO / "kernels" / "matrix.yaml"
@@ -27,7 +28,7 @@ HOST = "host"
 IMAGE_PREFIX = "linux-image-"
 
 
-class MatrixError(LabError):
+class MatrixError(LabError, ValueError):
     """The kernel list, apt or a guest run failed in a way the user can act on."""
 
 
@@ -112,19 +113,13 @@ class ResolvedKernel(BaseModel):
 
 
 def load_list(path: Path = DEFAULT_LIST) -> MatrixList:
-    """The list file, validated; a :class:`MatrixError` names the file and the field."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise MatrixError(f"{path}: cannot read: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise MatrixError(f"{path}: not YAML: {exc}") from None
+    """The list file, validated; a :class:`MatrixError` names the file and the field
+    (the lab's one document reader and error format: :mod:`lab.model`)."""
+    data = read_yaml(path, MatrixError)
     try:
         return MatrixList.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "(top)"
-        raise MatrixError(f"{path}: {where}: {first['msg']}") from None
+        raise MatrixError(validation_message(path, exc)) from None
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:

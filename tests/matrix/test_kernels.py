@@ -92,7 +92,7 @@ def test_no_match_is_a_clean_error() -> None:
      "groups: [{name: a, paths: [x]}]\n", "name"),
     ("kernels: [{name: '6.1', package: 'linux-image-a'}, {name: '6.1', package: "
      "'linux-image-b'}]\ngroups: [{name: a, paths: [x]}]\n", "names given twice: 6.1"),
-    ("kernels: [\n", "not YAML"),
+    ("kernels: [\n", "not valid YAML"),
 ], ids=["no-groups", "bad-regex", "host-entry", "duplicate", "not-yaml"])
 def test_a_bad_list_names_the_file(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "k.yaml"
