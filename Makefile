@@ -42,7 +42,7 @@ fuzz: install
 # kernels and virtme-ng first (scripts/install-matrix.sh; not part of make install).
 # Results in matrix/<run-id>/; MATRIX_ARGS adds options (e.g. --kernel 6.1).
 MATRIX_ARGS ?=
-.PHONY: matrix matrix-full
+.PHONY: matrix matrix-full matrix-smoke
 matrix: install
 	@bash scripts/install-matrix.sh
 	$(VENV)/bin/dsrlab matrix $(MATRIX_ARGS)
@@ -51,3 +51,12 @@ matrix: install
 matrix-full: install
 	@bash scripts/install-matrix.sh
 	$(VENV)/bin/dsrlab matrix --full $(MATRIX_ARGS)
+
+# The matrix's smoke, time-bounded (.ci/run calls it after make test): the 6.1 kernel
+# in QEMU, the default groups (verifier, datapath tests, fuzz smoke, the scenarios).
+# Only that kernel is installed. SIGTERM at the limit stops the VM and the run.
+MATRIX_SMOKE_TIMEOUT ?= 900
+matrix-smoke: install
+	@bash scripts/install-matrix.sh 6.1
+	timeout --signal=TERM --kill-after=60 $(MATRIX_SMOKE_TIMEOUT) \
+		$(VENV)/bin/dsrlab matrix --kernel 6.1 --out build/matrix --run-id smoke $(MATRIX_ARGS)

@@ -8,7 +8,9 @@ one test item. It runs the scenario on the chosen backend (real lab, real
 traffic, captures at every hop), checks the trace, and on failure shows
 each missed expectation with the closest packet and a per-field diff.
 Items carry markers: the backend (``netns``/``kind``), the load-balancer
-mode (``dsr``/``snat``/``hybrid``) and ``kernel(min)``. Collecting zero
+mode (``dsr``/``snat``/``hybrid``) and ``kernel(min)``. Every ``bpf`` item
+(scenarios included) is skipped with the datapath's own reason when the
+kernel is older than the minimum ``bpf/dsr.h`` states. Collecting zero
 scenarios from a scenarios directory is an error, not a silent pass.
 
 Captures: a test session writes its capture sets under pytest's own
@@ -40,7 +42,6 @@ from __future__ import annotations
 
 import os
 import platform
-import re
 import shutil
 import signal
 import threading
@@ -50,6 +51,9 @@ from typing import Any
 
 import pytest
 
+from lab.datapath import requires as datapath_requires
+from lab.datapath.verifier import VerifierReport
+from lab.datapath.verifier import verify as verify_datapath
 from lab.env import get_backend
 from lab.env.netns import NetnsBackend, NetnsLab
 from lab.model.scenario import ScenarioError, load_scenario
@@ -70,6 +74,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "captures/. Use --dsrlab-captures captures to keep them there")
     group.addoption("--dsrlab-backend", default="netns", choices=("netns", "kind"),
                     help="backend for scenario tests (default: netns)")
+    group.addoption("--dsrlab-verifier-report", default=None, metavar="FILE",
+                    help="before the tests, load the datapath through this kernel's "
+                         "verifier and write what it said (instructions processed per "
+                         "program, or the rejection and its log tail) to FILE as JSON "
+                         "(the kernel matrix does, per kernel)")
     group.addoption("--dsrlab-keep", action="store_true", default=False,
                     help="leave each scenario's lab up afterwards, for debugging "
                          "(take it down with `dsrlab down RUN_ID` or `dsrlab clean`)")
@@ -95,6 +104,23 @@ def pytest_configure(config: pytest.Config) -> None:
         "kernel(min): needs at least this kernel version, e.g. kernel('5.10')",
     ):
         config.addinivalue_line("markers", line)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    target = session.config.getoption("--dsrlab-verifier-report")
+    if target:
+        write_verifier_report(Path(target))
+
+
+def write_verifier_report(target: Path) -> None:
+    """The datapath under this kernel's verifier, as JSON at ``target``."""
+    if os.geteuid() != 0:
+        report = VerifierReport(kernel=platform.release(), outcome="skip",
+                                reason="needs root (BPF)")
+    else:
+        report = verify_datapath()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(report.model_dump_json(indent=2) + "\n")
 
 
 def require_root() -> None:
@@ -129,15 +155,6 @@ def captures_root_for(config: pytest.Config) -> Path:
     return root
 
 
-def kernel_version() -> tuple[int, ...]:
-    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", platform.release())
-    return tuple(int(x) for x in m.groups(default="0")) if m else (0,)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in text.split("."))
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     scenarios = [i for i in items if isinstance(i, ScenarioItem)]
@@ -145,14 +162,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             "collected zero scenarios from scenarios/ (each needs NAME.yaml and "
             "NAME.trace.yaml): a scenario run that tests nothing is a failure")
-    running = kernel_version()
+    running = datapath_requires.release_version(platform.release())
+    datapath_unmet = datapath_requires.unmet()
     for item in items:
         if os.geteuid() != 0 and (item.get_closest_marker("netns")
                                   or item.get_closest_marker("bpf")):
             item.add_marker(pytest.mark.skip(
                 reason="needs root (network namespaces, BPF, tcpdump)"))
+        if datapath_unmet and item.get_closest_marker("bpf"):
+            item.add_marker(pytest.mark.skip(reason=datapath_unmet))
         mark = item.get_closest_marker("kernel")
-        if mark is not None and running < _version(str(mark.args[0])):
+        if mark is not None and running < datapath_requires.release_version(str(mark.args[0])):
             item.add_marker(pytest.mark.skip(
                 reason=f"needs kernel >= {mark.args[0]}, running {platform.release()}"))
 

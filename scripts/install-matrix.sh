@@ -4,7 +4,8 @@
 #   - Debian packages: QEMU (qemu-system-x86), udev and kmod (virtme-ng asks for
 #     them), a static busybox (virtme-ng's initramfs for kernels whose 9p is a module).
 #   - The kernels of kernels/matrix.yaml: the newest package of each line apt
-#     offers (python -m lab.matrix packages resolves them), generic -amd64 flavour.
+#     offers (python -m lab.matrix packages resolves them), generic -amd64 flavour;
+#     only the named ones when kernel names are given (install-matrix.sh 6.1).
 #   - virtme-ng 1.42 in the project venv (the `matrix` extra of pyproject.toml).
 # Needs root for apt.
 set -euo pipefail
@@ -26,7 +27,10 @@ if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>
   apt-get update -qq
 fi
 
-mapfile -t KERNELS < <(.venv/bin/python -m lab.matrix packages)
+ARGS=()
+for name in "$@"; do ARGS+=(--kernel "$name"); done
+PACKAGES=$(.venv/bin/python -m lab.matrix packages "${ARGS[@]}")  # fails on an unknown name
+read -r -a KERNELS <<<"$(echo $PACKAGES)"
 APT_PACKAGES=(qemu-system-x86 udev kmod busybox-static "${KERNELS[@]}")
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

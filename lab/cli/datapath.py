@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from lab.cli.output import err, fail, need_root, one_line_errors
+from lab.cli.output import err, fail, need_root, one_line_errors, table
 
 if TYPE_CHECKING:  # the runner (pyroute2, libbpf) loads when `datapath run` runs
     from lab.datapath.runner import PacketResult, RunConfig, RunSummary
@@ -176,3 +176,43 @@ def _summary(summary: RunSummary, output_path: Path, repeat: int) -> str:
     if summary.median_ns_per_pkt is not None:
         line += f"; median {summary.median_ns_per_pkt:g} ns/pkt over {repeat} repeats"
     return line
+
+
+VERIFY_HELP = """Load the datapath through this kernel's verifier and say what it made of it.
+
+Per program: the instructions the verifier processed (its complexity
+figure; the limit is 1,000,000; kernels before 5.16 do not report it) and
+the instructions of the loaded program. A rejection prints the program,
+the count and the tail of the verifier's log, and exits 1; a kernel older
+than the minimum bpf/dsr.h states is refused with the reason, exit 1.
+"""
+
+
+@app.command("verify", help=VERIFY_HELP)
+def verify(
+    as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON object "
+                                          "on stdout")] = False,
+) -> None:
+    from lab.datapath.errors import DatapathError
+    from lab.datapath.verifier import COMPLEXITY_LIMIT
+    from lab.datapath.verifier import verify as verify_datapath
+
+    need_root("dsrlab datapath verify needs root (BPF)")
+    with one_line_errors(DatapathError):
+        report = verify_datapath()
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    elif report.outcome == "pass":
+        table(("program", "insns processed", "of the limit", "insns loaded"), [
+            [p.program, "-" if p.verified_insns is None else str(p.verified_insns),
+             "-" if p.verified_insns is None else f"{p.verified_insns / COMPLEXITY_LIMIT:.2%}",
+             str(p.xlated_insns)] for p in report.programs],
+            title=f"the datapath under kernel {report.kernel}'s verifier")
+    else:
+        for line in report.log_tail:
+            err.print(line, markup=False, highlight=False)
+    if report.outcome != "pass":
+        figures = (f" ({report.failed_program or 'a program'} after "
+                   f"{report.processed_insns} insns processed)"
+                   if report.processed_insns is not None else "")
+        fail(f"{report.reason}{figures}")

@@ -24,9 +24,14 @@ Kernels come from kernels/matrix.yaml (Debian packages, the newest of each
 line apt offers; scripts/install-matrix.sh installs them and virtme-ng) plus
 `host`, the running kernel, run without a VM. Each listed kernel boots in
 QEMU (KVM where /dev/kvm works, else TCG; DSRLAB_MATRIX_ACCEL=tcg|kvm
-forces one). Results go to OUT/<run-id>/<kernel>/ (JUnit XML, captures,
-verdict.json), with summary.json and summary.md beside them; the table is
-printed at the end. Exit 1 when any cell fails.
+forces one). Under each kernel one pytest runs the groups of the list; first
+the datapath goes through the kernel's verifier (the `verifier` row, and the
+instructions it processed per program). A kernel older than the datapath's
+minimum (bpf/dsr.h) skips what needs it, with the reason. Results go to
+OUT/<run-id>/<kernel>/ (junit.xml, pytest.log, verifier.json, captures with
+each scenario's report, verdict.json), with summary.json, summary.md and
+summary.html beside them; the tables are printed at the end. Exit 1 when any
+cell fails.
 """
 
 
@@ -65,9 +70,10 @@ def matrix(  # noqa: PLR0917 (Typer: one parameter an option)
 
 def _run(matrix_list: MatrixList, resolved: list[ResolvedKernel], full: bool, out: Path,
          run_id: str | None) -> None:
+    from lab.datapath.verifier import COMPLEXITY_LIMIT
     from lab.matrix.kernels import HOST
     from lab.matrix.run import new_run_id, run_groups, run_vm
-    from lab.matrix.verdict import COLUMNS, Summary, rows, write_summary
+    from lab.matrix.verdict import COLUMNS, Summary, rows, verifier_table, write_summary
 
     groups = matrix_list.selected_groups(full)
     rid = run_id or new_run_id()
@@ -90,6 +96,10 @@ def _run(matrix_list: MatrixList, resolved: list[ResolvedKernel], full: bool, ou
             write_summary(summary, root)
     summary = Summary(run_id=rid, full=full, kernels=verdicts)
     table(COLUMNS, rows(summary), title=f"dsrlab matrix {rid}: {root}")
+    head, counts = verifier_table(summary)
+    if counts:
+        table(head, counts, title=f"instructions the verifier processed (limit "
+                                  f"{COMPLEXITY_LIMIT:,})")
     for v in verdicts:
         boot = f", boot {v.boot_seconds:.1f} s" if v.boot_seconds is not None else ""
         err.print(styled(f"matrix: {v.kernel.name} ({v.kernel.release}"

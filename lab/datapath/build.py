@@ -68,7 +68,13 @@ def _clang_version(clang: str) -> str:
 
 
 def source_hash(source_dir: Path, flags: Sequence[str], compiler: str) -> str:
-    """Hash of all ``*.c``/``*.h`` files under ``source_dir`` plus flags and compiler."""
+    """Hash of all ``*.c``/``*.h`` files under ``source_dir`` plus flags and compiler.
+
+    The folder's own path is not part of it (``-I<source_dir>`` hashes as
+    ``-I<src>``): the same sources elsewhere, such as a checkout seen from a
+    VM, reuse the object.
+    """
+    flags = [f.replace(str(source_dir), "<src>") for f in flags]
     h = hashlib.sha256()
     files = sorted(p for p in source_dir.rglob("*") if p.suffix in (".c", ".h") and p.is_file())
     for path in files:

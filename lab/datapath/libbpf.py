@@ -113,7 +113,11 @@ class BpfTestRunOpts(ctypes.Structure):
 
 
 class BpfProgInfo(ctypes.Structure):
-    """The head of struct bpf_prog_info (uapi/linux/bpf.h) up to ``name``."""
+    """struct bpf_prog_info (uapi/linux/bpf.h) up to ``attach_btf_id`` (6.0's size).
+
+    A kernel fills what it knows and leaves the rest zero: ``verified_insns``
+    (instructions the verifier processed) is there from 5.16.
+    """
 
     _fields_ = (
         ("type", c_uint),
@@ -128,6 +132,33 @@ class BpfProgInfo(ctypes.Structure):
         ("nr_map_ids", c_uint),
         ("map_ids", ctypes.c_uint64),
         ("name", ctypes.c_char * 16),
+        ("ifindex", c_uint),
+        ("gpl_compatible", c_uint),  # a 1-bit field and 31 bits of padding
+        ("netns_dev", ctypes.c_uint64),
+        ("netns_ino", ctypes.c_uint64),
+        ("nr_jited_ksyms", c_uint),
+        ("nr_jited_func_lens", c_uint),
+        ("jited_ksyms", ctypes.c_uint64),
+        ("jited_func_lens", ctypes.c_uint64),
+        ("btf_id", c_uint),
+        ("func_info_rec_size", c_uint),
+        ("func_info", ctypes.c_uint64),
+        ("nr_func_info", c_uint),
+        ("nr_line_info", c_uint),
+        ("line_info", ctypes.c_uint64),
+        ("jited_line_info", ctypes.c_uint64),
+        ("nr_jited_line_info", c_uint),
+        ("line_info_rec_size", c_uint),
+        ("jited_line_info_rec_size", c_uint),
+        ("nr_prog_tags", c_uint),
+        ("prog_tags", ctypes.c_uint64),
+        ("run_time_ns", ctypes.c_uint64),
+        ("run_cnt", ctypes.c_uint64),
+        ("recursion_misses", ctypes.c_uint64),
+        ("verified_insns", c_uint),
+        ("attach_btf_obj_id", c_uint),
+        ("attach_btf_id", c_uint),
+        ("_pad", c_uint),
     )
 
 
@@ -266,16 +297,29 @@ def capture_messages() -> Iterator[list[str]]:
 MAX_PROG_MAPS = 64
 
 
+def _prog_info(fd: int, ids: ctypes.Array[c_uint] | None = None) -> BpfProgInfo:
+    info = BpfProgInfo()
+    if ids is not None:
+        info.nr_map_ids = len(ids)
+        info.map_ids = ctypes.addressof(ids)
+    size = c_uint(ctypes.sizeof(info))
+    check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "prog info")
+    return info
+
+
 def prog_info(fd: int) -> tuple[str, list[int]]:
     """(name, map ids) of the program behind ``fd``."""
     ids = (c_uint * MAX_PROG_MAPS)()
-    info = BpfProgInfo()
-    info.nr_map_ids = MAX_PROG_MAPS
-    info.map_ids = ctypes.addressof(ids)
-    size = c_uint(ctypes.sizeof(info))
-    check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "prog info")
+    info = _prog_info(fd, ids)
     count = min(int(info.nr_map_ids), MAX_PROG_MAPS)
     return info.name.decode(), [int(i) for i in ids[:count]]
+
+
+def prog_sizes(fd: int) -> tuple[int | None, int]:
+    """(instructions the verifier processed, instructions of the translated program)
+    of the program behind ``fd``; the first is None before 5.16 (the kernel leaves it 0)."""
+    info = _prog_info(fd)
+    return (int(info.verified_insns) or None), int(info.xlated_prog_len) // 8
 
 
 def map_info(fd: int) -> tuple[str, int, int]:

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from lab.datapath import libbpf, maps, tc, testrun
+from lab.datapath import libbpf, maps, requires, tc, testrun
 from lab.datapath.build import build_object
 from lab.datapath.errors import DatapathError
 from lab.datapath.maps import BackendEntry, CtEntry, RevnatEntry, ServiceEntry
@@ -31,6 +31,7 @@ from lab.wire.dsropt import OptionOrder
 PROGRAMS: tuple[str, ...] = ("dsr_from_netdev", "dsr_to_netdev")
 
 VERIFIER_LOG_SIZE = 8 * 1024 * 1024
+VERIFIER_MARK, LIBBPF_MARK = "--- verifier log ---", "--- libbpf ---"  # the parts of the log
 BPF_ANY = 0
 _NO_BATCH = (-errno.EINVAL, -errno.EOPNOTSUPP, -524)  # 524: the kernel's ENOTSUPP
 MIN_MTU, MAX_MTU = 68, 0xFFFF  # IPv4's minimum; tot_len is 16 bits
@@ -183,7 +184,7 @@ def open_and_load(path: Path, max_entries: Mapping[str, int] | None = None,
         if rc < 0:
             verifier = log_buf.value.decode(errors="replace").strip()
             lib.bpf_object__close(obj)
-            text = "\n".join(["--- verifier log ---", verifier, "--- libbpf ---", *messages])
+            text = "\n".join([VERIFIER_MARK, verifier, LIBBPF_MARK, *messages])
             raise DatapathError(
                 f"loading {path} failed: {libbpf.errno_text(rc)} (verifier log below)", text
             )
@@ -217,8 +218,11 @@ class DatapathObject:
              max_entries: Mapping[str, int] | None = None) -> DatapathObject:
         """Open and load the object (building it first when ``path`` is None).
 
-        ``max_entries`` resizes maps by name before they are created.
+        ``max_entries`` resizes maps by name before they are created. A kernel
+        older than the datapath's stated minimum (``bpf/dsr.h``) is refused
+        first, with the reason (:class:`~lab.datapath.requires.KernelTooOld`).
         """
+        requires.check_kernel()
         if path is None:
             path = build_object()
         path = Path(path)
@@ -322,6 +326,12 @@ class DatapathObject:
     def _live(self) -> None:
         if self._closed:
             raise DatapathError(f"datapath object {self.path or '(by id)'} is closed")
+
+    def program_sizes(self) -> dict[str, tuple[int | None, int]]:
+        """Per program: (instructions the verifier processed, None before 5.16;
+        instructions of the loaded, translated program)."""
+        self._live()
+        return {name: libbpf.prog_sizes(fd) for name, fd in self._prog_fds.items()}
 
     def program_fd(self, name: str) -> int:
         self._live()

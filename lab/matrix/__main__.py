@@ -1,9 +1,6 @@
-"""``python -m lab.matrix``: the matrix's entry points that are not the user's command.
-
-``packages``: the resolved Debian package of every kernel of the list, one a
-line (scripts/install-matrix.sh installs them). ``guest``: run inside the VM
-by :func:`lab.matrix.run.run_vm`: the groups under the guest's kernel, the
-verdict written under ``--root`` (the VM's writable, shared folder).
+"""``python -m lab.matrix packages [--kernel NAME]...``: the resolved Debian package of
+each kernel of the list (or of the named ones), one a line, for
+scripts/install-matrix.sh to install.
 """
 
 from __future__ import annotations
@@ -12,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lab.matrix.kernels import DEFAULT_LIST, MatrixError, ResolvedKernel, load_list, resolve
+from lab.matrix.kernels import DEFAULT_LIST, HOST, MatrixError, load_list, resolve
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,27 +17,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     pk = sub.add_parser("packages", help="the list's resolved kernel packages, one a line")
     pk.add_argument("--list", type=Path, default=DEFAULT_LIST)
-    gu = sub.add_parser("guest", help="inside the VM: run the groups, write the verdict")
-    gu.add_argument("--root", type=Path, required=True)
-    gu.add_argument("--kernel-json", type=Path, required=True)
-    gu.add_argument("--groups", required=True)
-    gu.add_argument("--list", type=Path, default=DEFAULT_LIST)
+    pk.add_argument("--kernel", action="append", default=[],
+                    help="only this kernel of the list (repeatable; host needs none)")
     args = parser.parse_args(argv)
     try:
         matrix = load_list(args.list)
-        if args.command == "packages":
-            for spec in matrix.kernels:
-                pkg = resolve(spec).package
-                print(pkg)
-            return 0
-        from lab.matrix.run import run_groups  # noqa: PLC0415 (runs only in the guest)
-
-        kernel = ResolvedKernel.model_validate_json(args.kernel_json.read_text())
-        wanted = args.groups.split(",")
-        groups = [g for g in matrix.groups if g.name in wanted]
-        verdict = run_groups(kernel, groups, args.root,
-                             progress=lambda m: print(f"dsrlab-matrix: {m}", flush=True))
-        print(f"dsrlab-matrix: {kernel.name}: {verdict.outcome}", flush=True)
+        names = [n for n in args.kernel if n != HOST] if args.kernel else [
+            k.name for k in matrix.kernels]
+        for name in names:
+            print(resolve(matrix.kernel(name)).package)
         return 0
     except MatrixError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,19 +1,22 @@
 """Running the matrix: the groups under the running kernel, or under a kernel in QEMU.
 
-:func:`run_groups` runs each group as its own pytest process (JUnit XML,
-captures and a log per group in the kernel's folder) and returns the
-kernel's verdict; the host kernel uses it directly. :func:`run_vm` boots a
-Debian kernel with virtme-ng (``vng``), which runs ``python -m lab.matrix
-guest`` inside: the same :func:`run_groups`, with the BPF object cache and
-every result under the run folder (the guest's only writable path, shared
-with ``--rwdir``). The guest sees the host's root read-only, so it uses the
-host's venv and repository as they are.
+Every group of a kernel runs in one pytest process (under emulation each
+Python start costs half a minute): JUnit XML, the verifier's report, the
+scenarios' captures and the log land in the kernel's folder, and
+:func:`gather` splits them into the kernel's verdict, group by group.
+:func:`run_groups` runs it under the host kernel. :func:`run_vm` boots a
+Debian kernel with virtme-ng (``vng``), which runs the same pytest command
+inside, with the BPF object cache and every result under the run folder
+(the guest's only writable path, shared with ``--rwdir``). The guest sees
+the host's root read-only and uses the host's venv and repository as they
+are, so the host compiles what the guest will import first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import queue
 import shlex
 import shutil
@@ -27,51 +30,93 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from lab.datapath.verifier import VerifierReport
 from lab.matrix.kernels import REPO, Group, MatrixError, ResolvedKernel
 from lab.matrix.verdict import (
-    GroupVerdict,
     KernelVerdict,
     find_reports,
     read_junit,
-    read_verdict,
+    verifier_group,
     write_verdict,
 )
 from lab.plumbing import procs
 
 GUEST_MODULES = ("veth", "bridge", "sch_ingress", "cls_bpf", "act_bpf")
 GUEST_UP = "dsrlab-matrix: guest up"
+PYTEST_DONE = "dsrlab-matrix: pytest exit"
 VERDICT = "verdict.json"
 KVM_BOOT_TIMEOUT = 30.0  # a KVM guest is up in ~2 s; one that is not in 30 s hangs
-_kvm_failed: set[bool] = set()  # KVM hung once in this process: TCG for the other kernels
+KVM_MEMO = "kvm-does-not-boot"  # in the cache folder: this host's KVM hung on a kernel
 
 Progress = Callable[[str], None]
 
 
-_GROUP_STOP_GRACE_S = 30.0  # a stopped group's pytest takes its labs down first
+_GROUP_STOP_GRACE_S = 30.0  # a stopped pytest takes its labs down first
+JUNIT, PYTEST_LOG, VERIFIER_JSON = "junit.xml", "pytest.log", "verifier.json"
+# plugins the matrix's pytest does without: each costs seconds of start-up under TCG
+# (hypothesis' plugin imports hypothesis at the session's end, ~17 s), and none is
+# needed (one process, no cache on a read-only root)
+PLUGINS_OFF = ("cacheprovider", "hypothesispytest", "xdist")
 
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
 
 
-def pytest_command(group: Group, kdir: Path) -> list[str]:
-    """The pytest command line of ``group`` with its outputs in ``kdir``."""
-    return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "0",
-            *group.paths, f"--junitxml={kdir / f'{group.name}.junit.xml'}",
-            f"--dsrlab-captures={kdir / 'captures'}"]
+def _pytest_base() -> list[str]:
+    return [sys.executable, "-m", "pytest", *(a for p in PLUGINS_OFF for a in ("-p", f"no:{p}"))]
 
 
-def run_group(group: Group, kdir: Path, root: Path) -> GroupVerdict:
-    """``group`` as one pytest process; its output to ``kdir/<group>.log``."""
+def pytest_command(groups: list[Group], kdir: Path) -> list[str]:
+    """One pytest run over every group, its outputs in ``kdir``: JUnit XML (split into
+    groups afterwards), scenario captures, the verifier's report."""
+    return [*_pytest_base(), "-q", *(p for g in groups for p in g.paths),
+            f"--junitxml={kdir / JUNIT}", f"--dsrlab-captures={kdir / 'captures'}",
+            f"--dsrlab-verifier-report={kdir / VERIFIER_JSON}"]
+
+
+def _fresh(kdir: Path) -> None:
+    """A kernel's folder without the outputs of an earlier run under the same run id."""
     kdir.mkdir(parents=True, exist_ok=True)
-    junit = kdir / f"{group.name}.junit.xml"
-    junit.unlink(missing_ok=True)
+    for name in (JUNIT, PYTEST_LOG, VERIFIER_JSON, VERDICT):
+        (kdir / name).unlink(missing_ok=True)
+    shutil.rmtree(kdir / "captures", ignore_errors=True)
+
+
+def gather(kernel: ResolvedKernel, groups: list[Group], root: Path, **how: object,
+           ) -> KernelVerdict:
+    """The kernel's verdict from what its pytest run left in ``root/<kernel>``:
+    the verifier's report first, then each group from the JUnit XML."""
+    kdir = root / kernel.name
+    rows = read_junit(kdir / JUNIT, groups, root)
+    reports = find_reports(kdir / "captures", root)
+    for g, row in zip(groups, rows, strict=True):
+        if reports and any(p.startswith("scenarios") for p in g.paths):
+            row.reports = reports
+    verifier = None
+    if (kdir / VERIFIER_JSON).exists():
+        verifier = VerifierReport.model_validate_json((kdir / VERIFIER_JSON).read_text())
+        rows.insert(0, verifier_group(verifier))
+    log = kdir / PYTEST_LOG
+    return KernelVerdict.model_validate({
+        "kernel": kernel, "groups": rows, "verifier": verifier,
+        "log": str(log.relative_to(root)) if log.exists() else None, **how})
+
+
+def run_groups(kernel: ResolvedKernel, groups: list[Group], root: Path,
+               progress: Progress = lambda _m: None, *, cwd: Path = REPO) -> KernelVerdict:
+    """Every group under the running kernel, in one pytest process (in ``cwd``, the
+    folder the groups' paths are relative to); the verdict is written to
+    ``root/<kernel>/verdict.json`` and returned."""
+    kdir = root / kernel.name
+    _fresh(kdir)
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    progress(f"{kernel.name}: {', '.join(g.name for g in groups)}")
     start = time.monotonic()
-    with (kdir / f"{group.name}.log").open("w") as log:
+    with (kdir / PYTEST_LOG).open("w") as log:
         # a session of its own: a Ctrl-C on the terminal reaches this process only,
         # which then stops the child once (two signals could cut its teardown short)
-        proc = subprocess.Popen(pytest_command(group, kdir), cwd=REPO, stdout=log,
+        proc = subprocess.Popen(pytest_command(groups, kdir), cwd=cwd, stdout=log,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 start_new_session=True)
         try:
@@ -82,27 +127,24 @@ def run_group(group: Group, kdir: Path, root: Path) -> GroupVerdict:
             procs.stop([proc.pid], grace=_GROUP_STOP_GRACE_S)
             proc.wait()
             raise
-    verdict = read_junit(junit, group.name, time.monotonic() - start, root)
-    scenario_reports = find_reports(kdir / "captures", root)
-    if scenario_reports and any(p.startswith("scenarios") for p in group.paths):
-        verdict.reports = scenario_reports
-    return verdict
-
-
-def run_groups(kernel: ResolvedKernel, groups: list[Group], root: Path,
-               progress: Progress = lambda _m: None) -> KernelVerdict:
-    """Every group under the running kernel; the verdict is written to
-    ``root/<kernel>/verdict.json`` and returned."""
-    kdir = root / kernel.name
-    start = time.monotonic()
-    results = []
-    for g in groups:
-        progress(f"{kernel.name}: {g.name}")
-        results.append(run_group(g, kdir, root))
-    verdict = KernelVerdict(kernel=kernel, mode="direct", seconds=round(time.monotonic() - start,
-                                                                          2), groups=results)
+    verdict = gather(kernel, groups, root, mode="direct",
+                     seconds=round(time.monotonic() - start, 2))
     write_verdict(verdict, kdir / VERDICT)
     return verdict
+
+
+def warm_host(groups: list[Group], kdir: Path) -> None:
+    """Compile on the host what the guest will import: its root is read-only, so it
+    would compile every module (and pytest rewrite every test module) on each boot,
+    under emulation. Collecting the groups here also writes pytest's rewritten
+    modules. Failures are the guest's to report."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    with (kdir / "warm.log").open("w") as log:
+        for cmd in ([sys.executable, "-m", "compileall", "-q", "lab", "tests"],
+                    [*_pytest_base(), "-q", "--collect-only",
+                     *(p for g in groups for p in g.paths)]):
+            subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL, env=env, check=False, timeout=300)
 
 
 def vng_path() -> str:
@@ -115,27 +157,51 @@ def vng_path() -> str:
     return found
 
 
-def kvm_usable() -> bool:
-    """``/dev/kvm`` can be opened read-write (``DSRLAB_MATRIX_ACCEL=tcg|kvm`` overrides)."""
+def _kvm_memo() -> Path:
+    from lab.datapath.build import default_cache_dir  # noqa: PLC0415
+
+    return default_cache_dir().parent / KVM_MEMO
+
+
+def kvm_usable(progress: Progress = lambda _m: None) -> bool:
+    """Whether to try KVM first: ``/dev/kvm`` opens read-write and KVM has not hung
+    on this host kernel before (the memo in the cache folder, written when it did).
+    ``DSRLAB_MATRIX_ACCEL=tcg|kvm`` overrides both."""
     forced = os.environ.get("DSRLAB_MATRIX_ACCEL")
     if forced in ("tcg", "kvm"):
         return forced == "kvm"
-    return os.access("/dev/kvm", os.R_OK | os.W_OK)
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False
+    memo = _kvm_memo()
+    with contextlib.suppress(OSError):
+        if memo.read_text().split("\n")[0] == platform.release():
+            progress(f"KVM did not boot a kernel on this host before ({memo}): TCG "
+                     "(DSRLAB_MATRIX_ACCEL=kvm tries it again)")
+            return False
+    return True
+
+
+def _remember_kvm_hangs() -> None:
+    memo = _kvm_memo()
+    with contextlib.suppress(OSError):
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(f"{platform.release()}\nKVM did not boot a guest kernel within "
+                        f"{KVM_BOOT_TIMEOUT:.0f} s on this host kernel; the matrix uses "
+                        "TCG here. Delete this file to try KVM again.\n")
 
 
 def guest_script(kernel: ResolvedKernel, groups: list[Group], root: Path) -> str:
-    """The shell command the guest runs: modules, bpffs, then ``python -m lab.matrix guest``."""
+    """The shell command the guest runs: modules, bpffs, then the groups' one pytest run,
+    its output in ``root/<kernel>/pytest.log``."""
     kdir = root / kernel.name
-    args = [sys.executable, "-m", "lab.matrix", "guest", "--root", str(root),
-            "--kernel-json", str(kdir / "kernel.json"),
-            "--groups", ",".join(g.name for g in groups)]
     return "; ".join([
         f"modprobe -a {' '.join(GUEST_MODULES)}",
         "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
         f"echo '{GUEST_UP}' $(uname -r)",
         f"cd {shlex.quote(str(REPO))}",
         f"export DSRLAB_CACHE_DIR={shlex.quote(str(root / 'cache'))} PYTHONDONTWRITEBYTECODE=1",
-        shlex.join(args),
+        f"{shlex.join(pytest_command(groups, kdir))} > {shlex.quote(str(kdir / PYTEST_LOG))} 2>&1",
+        f"echo '{PYTEST_DONE}' $?",
     ])
 
 
@@ -232,14 +298,15 @@ def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: 
            boot_timeout: float = 120, progress: Progress = lambda _m: None) -> KernelVerdict:
     """Boot ``kernel`` (virtme-ng; KVM when usable, else TCG) and run ``groups`` inside.
 
-    The guest writes ``root/<kernel>/verdict.json``; this adds how the VM ran
-    (accelerator, boot time, wall time). KVM that does not boot the kernel
-    within ``boot_timeout`` is tried again under TCG. A kernel that is not
-    installed, a VM that does not boot or a guest that writes no verdict is a
+    The guest's pytest leaves its JUnit XML, verifier report, log and captures
+    in ``root/<kernel>``; the verdict is made from them here, with how the VM
+    ran (accelerator, boot time, wall time). KVM that does not boot the
+    kernel within ``boot_timeout`` is tried again under TCG. A kernel that is
+    not installed, a VM that does not boot or a guest that runs no pytest is a
     verdict with ``error`` set (the kernel fails), so the matrix goes on.
     """
     kdir = root / kernel.name
-    kdir.mkdir(parents=True, exist_ok=True)
+    _fresh(kdir)
     start = time.monotonic()
 
     def failed(error: str, boot: float | None = None, accel: str | None = None) -> KernelVerdict:
@@ -250,14 +317,14 @@ def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: 
 
     if not kernel.installed or not kernel.vmlinuz.exists():
         return failed(f"{kernel.package} is not installed: run scripts/install-matrix.sh")
-    (kdir / "kernel.json").write_text(kernel.model_dump_json(indent=2) + "\n")
-    (kdir / VERDICT).unlink(missing_ok=True)
+    progress(f"{kernel.name}: compiling what the guest imports, on the host")
     seed_cache(root)
+    warm_host(groups, kdir)
     script = guest_script(kernel, groups, root)
     boot: float | None = None
     rc = 0
     accel = "tcg"
-    for kvm in ([True, False] if kvm_usable() and not _kvm_failed else [False]):
+    for kvm in ([True, False] if kvm_usable(progress) else [False]):
         accel = "kvm" if kvm else "tcg"
         progress(f"{kernel.name}: booting {kernel.release} ({accel})")
         cmd = vng_command(kernel, script, root, kvm)
@@ -267,18 +334,16 @@ def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: 
         if boot is not None:
             break
         if kvm:  # KVM does not boot stock kernels on some hosts: TCG from now on
-            _kvm_failed.add(True)
+            _remember_kvm_hangs()
             progress(f"{kernel.name}: KVM did not boot it in {KVM_BOOT_TIMEOUT:.0f} s; TCG")
     log = (kdir / f"vm-{accel}.log").relative_to(root)
     if boot is None:
         return failed(f"the VM did not boot to the command (vng exit {rc}; see {log})",
                       None, accel)
-    try:
-        inner = read_verdict(kdir / VERDICT)
-    except MatrixError:
-        return failed(f"the guest wrote no verdict (vng exit {rc}; see {log})", boot, accel)
-    verdict = inner.model_copy(update={
-        "kernel": kernel, "mode": "vm", "accel": accel, "boot_seconds": boot,
-        "seconds": round(time.monotonic() - start, 2)})
+    if not (kdir / JUNIT).exists():
+        return failed(f"pytest in the guest wrote no JUnit XML (vng exit {rc}; see {log} "
+                      f"and {kernel.name}/{PYTEST_LOG})", boot, accel)
+    verdict = gather(kernel, groups, root, mode="vm", accel=accel, boot_seconds=boot,
+                     seconds=round(time.monotonic() - start, 2))
     write_verdict(verdict, kdir / VERDICT)
     return verdict

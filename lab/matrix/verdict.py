@@ -1,22 +1,28 @@
 """Verdicts: a kernel's groups from their JUnit XML, and the run's summary (JSON, Markdown).
 
 A run lives in ``matrix/<run-id>/``: one folder per kernel (``host``, ``6.1``,
-...) holding ``<group>.junit.xml``, ``captures/`` (the scenarios' captures and
-reports) and ``verdict.json``; beside them ``summary.json`` and ``summary.md``.
+...) holding ``junit.xml`` (one pytest run over every group, split into
+groups here by test path), ``pytest.log``, ``verifier.json``, ``captures/``
+(the scenarios' captures and reports) and ``verdict.json``; beside them
+``summary.json``, ``summary.md`` and ``summary.html``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Literal
 
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from pydantic import BaseModel
 
-from lab.matrix.kernels import MatrixError, ResolvedKernel
+from lab.datapath.verifier import COMPLEXITY_LIMIT, VerifierReport
+from lab.matrix.kernels import Group, MatrixError, ResolvedKernel
 
 Outcome = Literal["pass", "fail", "skip"]
+VERIFIER_GROUP = "verifier"  # the table's row for what the kernel's verifier said
 
 
 class GroupVerdict(BaseModel):
@@ -42,6 +48,8 @@ class KernelVerdict(BaseModel):
     boot_seconds: float | None = None  # VM start to the guest's first command
     seconds: float  # wall time for the kernel, VM boot included
     groups: list[GroupVerdict]
+    verifier: VerifierReport | None = None  # what the kernel's verifier said of the datapath
+    log: str | None = None  # pytest's output, relative to the run folder
     error: str | None = None  # the kernel did not run (no package, VM did not boot...)
 
     @property
@@ -66,35 +74,66 @@ def _first_line(text: str | None) -> str:
     return lines[0][:200] if lines else ""
 
 
-def read_junit(path: Path, group: str, seconds: float, root: Path) -> GroupVerdict:
-    """A group's verdict from pytest's JUnit XML at ``path``; an absent or broken file
-    (pytest did not get as far as writing it) is a failure."""
+def group_of(classname: str, groups: list[Group]) -> str | None:
+    """The group whose paths hold a JUnit test case of ``classname``
+    (``tests.datapath.test_loading``, ``scenarios.seed.yaml``...)."""
+    for g in groups:
+        for path in g.paths:
+            dotted = path.split("::")[0].removesuffix(".py").strip("/").replace("/", ".")
+            if classname == dotted or classname.startswith(dotted + "."):
+                return g.name
+    return None
+
+
+def read_junit(path: Path, groups: list[Group], root: Path) -> list[GroupVerdict]:
+    """Each group's verdict from the one JUnit XML of a pytest run over all of
+    them; an absent or broken file (pytest did not get as far) fails every group."""
     rel = str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
     try:
         tree = ET.parse(path)
     except (OSError, ET.ParseError) as exc:
-        return GroupVerdict(group=group, outcome="fail", seconds=seconds, junit=None,
-                            reasons=[f"no JUnit XML from pytest ({exc})"])
-    passed = failed = skipped = 0
-    reasons: list[str] = []
+        return [GroupVerdict(group=g.name, outcome="fail", junit=None,
+                             reasons=[f"no JUnit XML from pytest ({exc})"]) for g in groups]
+    tally: dict[str, GroupVerdict] = {g.name: GroupVerdict(group=g.name, outcome="skip",
+                                                           junit=rel) for g in groups}
     for case in tree.getroot().iter("testcase"):
-        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
-        skip = case.find("skipped")
-        name = f"{case.get('classname', '')}::{case.get('name', '')}"
-        if bad is not None:
-            failed += 1
-            reasons.append(f"{name}: {_first_line(bad.get('message')) or 'failed'}")
-        elif skip is not None:
-            skipped += 1
-            reasons.append(f"{name}: skipped: {_first_line(skip.get('message'))}")
-        else:
-            passed += 1
-    outcome: Outcome = "fail" if failed else ("pass" if passed else "skip")
-    if passed + failed + skipped == 0:
-        reasons.append("no test collected")
-    return GroupVerdict(group=group, outcome=outcome, passed=passed, failed=failed,
-                        skipped=skipped, seconds=round(seconds, 2), junit=rel,
-                        reasons=reasons)
+        name = group_of(case.get("classname", ""), groups)
+        if name is None:
+            continue
+        _count(tally[name], case)
+    for g in tally.values():
+        g.outcome = "fail" if g.failed else ("pass" if g.passed else "skip")
+        g.seconds = round(g.seconds, 2)
+        if g.passed + g.failed + g.skipped == 0:
+            g.reasons.append("no test collected")
+    return list(tally.values())
+
+
+def _count(g: GroupVerdict, case: ET.Element) -> None:
+    bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+    skip = case.find("skipped")
+    name = f"{case.get('classname', '')}::{case.get('name', '')}"
+    g.seconds += float(case.get("time") or 0)
+    if bad is not None:
+        g.failed += 1
+        g.reasons.append(f"{name}: {_first_line(bad.get('message')) or 'failed'}")
+    elif skip is not None:
+        g.skipped += 1
+        g.reasons.append(f"{name}: skipped: {_first_line(skip.get('message'))}")
+    else:
+        g.passed += 1
+
+
+def verifier_group(report: VerifierReport) -> GroupVerdict:
+    """The verifier's word on the datapath as a row of the table."""
+    reasons = [report.reason] if report.reason else []
+    if report.failed_program or report.processed_insns is not None:
+        reasons.append(f"{report.failed_program or 'a program'}: rejected after "
+                       f"{report.processed_insns} insns processed")
+    reasons += report.log_tail
+    return GroupVerdict(group=VERIFIER_GROUP, outcome=report.outcome,
+                        passed=len(report.programs), failed=int(report.outcome == "fail"),
+                        skipped=int(report.outcome == "skip"), reasons=reasons)
 
 
 def find_reports(captures: Path, root: Path) -> list[str]:
@@ -119,8 +158,20 @@ def read_verdict(path: Path) -> KernelVerdict:
         raise MatrixError(f"{path}: not a verdict: {exc}") from None
 
 
+def _verifier_cell(report: VerifierReport | None) -> str:
+    if report is None:
+        return ""
+    if report.outcome != "pass":
+        count = (f" ({report.failed_program or 'a program'} after {report.processed_insns} "
+                 "insns processed)" if report.processed_insns is not None else "")
+        return f"{report.reason or report.outcome}{count}"
+    return ", ".join(f"{p.program} {p.verified_insns if p.verified_insns is not None else '?'}"
+                     for p in report.programs) + " insns processed"
+
+
 def rows(summary: Summary) -> list[list[str]]:
-    """The verdict table: kernel, group, outcome, counts, time, report."""
+    """The verdict table: kernel, group, outcome, counts, time, and a link to what
+    shows it (the scenarios' reports, the JUnit XML) or what the verifier said."""
     out: list[list[str]] = []
     for k in summary.kernels:
         label = f"{k.kernel.name} ({k.kernel.release})"
@@ -128,26 +179,64 @@ def rows(summary: Summary) -> list[list[str]]:
             out.append([label, "-", "fail", "-", f"{k.seconds:.1f}", k.error])
         for g in k.groups:
             counts = f"{g.passed}/{g.failed}/{g.skipped}"
-            link = ", ".join(g.reports) or (g.junit or "")
+            if g.group == VERIFIER_GROUP:
+                link = _verifier_cell(k.verifier)
+            elif g.outcome == "skip" and g.reasons:
+                link = g.reasons[0]
+            else:
+                link = ", ".join(g.reports) or (g.junit or "")
             out.append([label, g.group, g.outcome, counts, f"{g.seconds:.1f}", link])
     return out
+
+
+def verifier_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
+    """Instructions the verifier processed, a row per program, a column per kernel
+    ("-": not loaded there; "?": the kernel does not report it)."""
+    kernels = [k for k in summary.kernels if k.verifier is not None]
+    programs: list[str] = []
+    for k in kernels:
+        assert k.verifier is not None
+        programs += [p.program for p in k.verifier.programs if p.program not in programs]
+    table = []
+    for prog in programs:
+        row = [prog]
+        for k in kernels:
+            assert k.verifier is not None
+            found = [p for p in k.verifier.programs if p.program == prog]
+            row.append("-" if not found else str(found[0].verified_insns or "?"))
+        table.append(row)
+    return ["program", *(f"{k.kernel.name} ({k.kernel.release})" for k in kernels)], table
 
 
 COLUMNS = ("kernel", "group", "outcome", "pass/fail/skip", "seconds", "report")
 
 
 def write_summary(summary: Summary, folder: Path) -> None:
-    """``summary.json`` and ``summary.md`` in the run folder."""
+    """``summary.json``, ``summary.md`` and ``summary.html`` in the run folder."""
     folder.mkdir(parents=True, exist_ok=True)
     data = json.loads(summary.model_dump_json())
     data["ok"] = summary.ok
     (folder / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
+    (folder / "summary.md").write_text(summary_markdown(summary))
+    (folder / "summary.html").write_text(summary_html(summary))
+
+
+def _md(cell: str) -> str:
+    return cell.replace("|", "\\|")
+
+
+def summary_markdown(summary: Summary) -> str:
     lines = [f"# dsrlab matrix {summary.run_id}{' (full)' if summary.full else ''}", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
     for r in rows(summary):
         link = ", ".join(f"[{p}]({p})" for p in r[5].split(", ")) if r[5].endswith(
-            (".html", ".xml")) else r[5]
-        lines.append("| " + " | ".join([*(c.replace("|", "\\|") for c in r[:5]), link]) + " |")
+            (".html", ".xml")) else _md(r[5])
+        lines.append("| " + " | ".join([*(_md(c) for c in r[:5]), link]) + " |")
+    head, table = verifier_table(summary)
+    if table:
+        lines += ["", f"Instructions the verifier processed (limit {COMPLEXITY_LIMIT:,}):", "",
+                  "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in table]
     lines += ["", "| kernel | package | version | mode | boot s | total s |",
               "| --- | --- | --- | --- | --- | --- |"]
     for k in summary.kernels:
@@ -155,4 +244,20 @@ def write_summary(summary: Summary, folder: Path) -> None:
         mode = k.mode + (f" ({k.accel})" if k.accel else "")
         lines.append(f"| {k.kernel.name} ({k.kernel.release}) | {k.kernel.package or '-'} | "
                      f"{k.kernel.version or '-'} | {mode} | {boot} | {k.seconds:.1f} |")
-    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+@functools.cache
+def _environment() -> Environment:
+    return Environment(loader=PackageLoader("lab.matrix", "templates"),
+                       autoescape=select_autoescape(enabled_extensions=("html.j2",)),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def summary_html(summary: Summary) -> str:
+    """The verdict table as a page: a row per kernel and group, coloured by outcome,
+    linking each scenario's report and each JUnit XML (paths relative to the run folder)."""
+    head, table = verifier_table(summary)
+    return _environment().get_template("summary.html.j2").render(
+        s=summary, columns=COLUMNS, rows=rows(summary), verifier_head=head,
+        verifier_rows=table, limit=f"{COMPLEXITY_LIMIT:,}")

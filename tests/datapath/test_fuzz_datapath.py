@@ -21,98 +21,51 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.datapath import BackendEntry, DatapathObject, RevnatEntry, build_object
+from lab.datapath import DatapathObject, build_object
 from lab.datapath import build as dp_build
-from lab.datapath.runner import setup_namespace
 from lab.datapath.testrun import TestRunResult
 from lab.plumbing import nsutil
-from lab.plumbing.names import netns_name, new_run_id
-from lab.wire.checksum import checksum, csum_ok, pseudo_header
-from lab.wire.endpoint import Endpoint
+from lab.wire.checksum import checksum, csum_ok
+from tests.datapath.fuzzcheck import (
+    BACKENDS,
+    CLIENT_PORTS,
+    EGRESS_VERDICTS,
+    INGRESS_DROPS_HIT,
+    INGRESS_EVENTS_HIT,
+    INGRESS_VERDICTS,
+    FrameSource,
+    Lab,
+    configure,
+    frame_source,
+    fuzz_lab,
+    ipv4_frame,
+    lb_rewrite,
+    rebuild,
+    report_text,
+    result,
+    run_egress,
+    run_ingress,
+)
 from tests.datapath.fuzzgen import (
     BAD_CSUM,
     FAMILIES,
     MAX_TEST_RUN_FRAME,
     FrameGenerator,
-    FuzzReport,
-    Targets,
     check_result,
     fuzz,
-    is_malformed,
     make_run_fn,
 )
-from tests.seed import CLIENT_IP, NODE_PORT, OPTION, POD_IP, POD_PORT, VIP
+from tests.seed import CLIENT_IP, NODE_PORT, OPTION, VIP
 
 PACKETS = int(os.environ.get("DSRLAB_FUZZ_PACKETS", "100000"))
 EXAMPLES = int(os.environ.get("DSRLAB_FUZZ_EXAMPLES", "300"))
-TARGETS = Targets()  # the seed's client, service and backends
-BACKENDS = TARGETS.backends
-CLIENT_PORTS = TARGETS.client_ports
-
-
-# --- a reference frame and a fake result, for the checker's own tests -------------------
-
-
-def ipv4_frame(*, opts: bytes = b"", payload: bytes = b"hello", proto: int = 6,
-               src: str = CLIENT_IP, dst: str = VIP, dport: int = NODE_PORT) -> bytes:
-    """Ethernet + IPv4 (+ options) + TCP or UDP, every checksum right."""
-    s, d = bytes(map(int, src.split("."))), bytes(map(int, dst.split(".")))
-    if proto == 6:
-        l4 = bytearray((40000).to_bytes(2, "big") + dport.to_bytes(2, "big") + bytes(8)
-                       + b"\x50\x02\x72\x10" + bytes(4) + payload)
-        l4[16:18] = checksum(pseudo_header(s, d, 6, len(l4)) + l4).to_bytes(2, "big")
-    else:
-        l4 = bytearray((40000).to_bytes(2, "big") + dport.to_bytes(2, "big")
-                       + (8 + len(payload)).to_bytes(2, "big") + bytes(2) + payload)
-        l4[6:8] = checksum(pseudo_header(s, d, 17, len(l4)) + l4).to_bytes(2, "big")
-    hlen = 20 + len(opts)
-    hdr = bytearray(bytes([0x40 | hlen // 4, 0]) + (hlen + len(l4)).to_bytes(2, "big")
-                    + bytes(4) + bytes([64, proto]) + bytes(2) + s + d + opts)
-    hdr[10:12] = checksum(bytes(hdr)).to_bytes(2, "big")
-    return bytes(12) + b"\x08\x00" + bytes(hdr) + bytes(l4)
-
-
-def lb_rewrite(frame: bytes, backend: str = POD_IP, port: int = POD_PORT) -> bytes:
-    """What the LB does to a SYN, done independently here: DNAT, option, TTL - 1."""
-    ihl = (frame[14] & 0x0F) * 4
-    opts = frame[34 : 14 + ihl]
-    proto = frame[23]
-    l4 = bytearray(frame[14 + ihl :])
-    src, dst = frame[26:30], bytes(map(int, backend.split(".")))
-    l4[2:4] = port.to_bytes(2, "big")
-    coff = 16 if proto == 6 else 6
-    l4[coff : coff + 2] = b"\0\0"
-    l4[coff : coff + 2] = checksum(pseudo_header(src, dst, proto, len(l4)) + l4).to_bytes(
-        2, "big")
-    return rebuild(frame, OPTION + opts, bytes(l4), dst=dst, ttl=frame[22] - 1)
-
-
-def rebuild(frame: bytes, opts: bytes, l4: bytes, *, dst: bytes, ttl: int) -> bytes:
-    hlen = 20 + len(opts)
-    hdr = bytearray(frame[14:34])
-    hdr[0] = 0x40 | hlen // 4
-    hdr[2:4] = (hlen + len(l4)).to_bytes(2, "big")
-    hdr[8] = ttl
-    hdr[16:20] = dst
-    hdr = bytearray(hdr + opts)
-    hdr[10:12] = b"\0\0"
-    hdr[10:12] = checksum(bytes(hdr)).to_bytes(2, "big")
-    return frame[:14] + bytes(hdr) + l4
-
-
-def result(data: bytes, verdict: str = "redirect", **kw: object) -> TestRunResult:
-    base = TestRunResult(retval={"ok": 0, "shot": 2, "redirect": 7}.get(verdict, 99),
-                         verdict=verdict, data=data, duration_ns=0, cb=(0, 0, 0, 0, 0),
-                         drop_reason=None, redirect_ifindex=3 if verdict == "redirect" else None)
-    return replace(base, **kw)  # type: ignore[arg-type]
 
 
 # --- the checker catches what it must ----------------------------------------------------
@@ -189,106 +142,47 @@ def test_generator_is_seeded_and_covers_every_family() -> None:
     assert any(len(f) > 34 and f[14] == 0x4F for fam, f in a if fam == "options")
 
 
-# --- the programs under fuzz -------------------------------------------------------------
-
-
-@dataclass
-class Lab:
-    netns: str
-    ifindex: int
-    dp: DatapathObject
-
-
-def configure(dp: DatapathObject) -> None:
-    """Services for the LB path, learned entries for the reply path, seeded selection."""
-    dp.set_selection_seed(1)
-    for proto in ("tcp", "udp"):
-        dp.add_service(VIP, NODE_PORT, proto, dsr=True,
-                       backends=[BackendEntry(ip, port) for ip, port in BACKENDS])
-        for ip, port in BACKENDS:
-            for cport in CLIENT_PORTS:
-                dp.add_revnat(RevnatEntry(CLIENT_IP, cport, ip, port, proto, VIP, NODE_PORT))
+# --- the programs under fuzz (the harness: tests/datapath/fuzzcheck.py) ------------------
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = netns_name(new_run_id(), "fuzz")
-    with nsutil.scratch(name):
-        idx = setup_namespace(name, Endpoint(VIP, NODE_PORT),
-                              [Endpoint(ip, port) for ip, port in BACKENDS])
-        with DatapathObject.load(build_object()) as dp:
-            configure(dp)
-            yield Lab(name, idx, dp)
-
-
-def frames_with_malformed(seed: int, malformed: int) -> Iterator[tuple[str, bytes]]:
-    """Generated frames until ``malformed`` of them are malformed."""
-    gen = FrameGenerator(seed)
-    bad = 0
-    while bad < malformed:
-        family, frame = gen.frame()
-        bad += is_malformed(family)
-        yield family, frame
-
-
-def report_text(r: FuzzReport) -> str:
-    lines = [r.summary()]
-    for f in r.findings[:5]:
-        lines.append(f"  #{f.index} {f.family}: {'; '.join(f.problems)}")
-        lines.append(f"    in  {f.frame.hex()}")
-        lines.append(f"    out {f.output.hex()}")
-    return "\n".join(lines)
-
-
-FrameSource = Callable[[], Iterable[tuple[str, bytes]]]
-KEEP_IN_MEMORY = 200_000  # above this, each program regenerates the (seeded) frames
+    with fuzz_lab() as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
 def frames() -> FrameSource:
     """The same seeded frames for both programs: kept in memory at CI size, regenerated
     for the big run (``make fuzz``)."""
-    target = int(PACKETS * 1.15)
-    if PACKETS <= KEEP_IN_MEMORY:
-        kept = list(frames_with_malformed(2024, target))
-        return lambda: kept
-    return lambda: frames_with_malformed(2024, target)
+    return frame_source(PACKETS)
 
 
 @pytest.mark.bpf
 @pytest.mark.netns
 def test_fuzz_ingress_program(lab: Lab, frames: FrameSource) -> None:
-    with nsutil.in_netns(lab.netns):
-        before = lab.dp.counters()
-        r = fuzz("dsr_from_netdev", make_run_fn(lab.dp, "dsr_from_netdev", lab.ifindex),
-                 frames(), validating=True)
-        after = lab.dp.counters()
+    run = run_ingress(lab, frames())
+    r = run.report
     print(report_text(r))
     assert r.failures == 0, report_text(r)
     assert r.malformed_ran >= PACKETS
     assert r.ran >= 0.85 * r.generated
-    assert set(r.verdicts) == {"ok", "redirect", "shot"}
-    hit = {k for k in after if after[k] > before[k]}
+    assert set(r.verdicts) == INGRESS_VERDICTS
     # the interesting code ran on this input, not only the early exits
-    assert {"opt_inserted", "dnat", "fib_redirect", "backend_learned", "backend_cleared",
-            "ttl_expired_pass", "fib_pass", "pass_fragment", "pass_not_ipv4",
-            "pass_other_proto"} <= hit
-    assert {"drop_bad_version", "drop_bad_ihl", "drop_bad_tot_len", "drop_truncated_l4",
-            "drop_opt_too_long"} <= hit
+    assert run.hit >= INGRESS_EVENTS_HIT
+    assert run.hit >= INGRESS_DROPS_HIT
 
 
 @pytest.mark.bpf
 @pytest.mark.netns
 def test_fuzz_egress_program(lab: Lab, frames: FrameSource) -> None:
-    with nsutil.in_netns(lab.netns):
-        before = lab.dp.counters()["revnat_rewrite"]
-        r = fuzz("dsr_to_netdev", make_run_fn(lab.dp, "dsr_to_netdev", lab.ifindex), frames())
-        rewritten = lab.dp.counters()["revnat_rewrite"] - before
+    run = run_egress(lab, frames())
+    r = run.report
     print(report_text(r))
     assert r.failures == 0, report_text(r)
     assert r.malformed_ran >= PACKETS
-    assert set(r.verdicts) == {"ok"}  # egress never drops, it rewrites or passes
-    assert rewritten == r.changed > 0.02 * r.ran
+    assert set(r.verdicts) == EGRESS_VERDICTS  # egress never drops, it rewrites or passes
+    assert run.rewritten == r.changed > 0.02 * r.ran
 
 
 # --- property-based: structured frames, every field a strategy ----------------------------

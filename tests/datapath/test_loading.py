@@ -15,6 +15,7 @@ import pytest
 
 from lab.datapath import EVENT_NAMES, BackendEntry, DatapathError, DatapathObject, build_object
 from lab.datapath import build as dp_build
+from tests.datapath.broken import VERIFIER_SAYS, broken_object
 from tests.datapath.frames import Node, backend_syn
 from tests.seed import NODE_PORT, OPTION, POD2_IP, POD_IP, POD_PORT, REPO, VIP
 
@@ -59,25 +60,20 @@ def test_clang_error_is_reported(tmp_path: Path) -> None:
 
 @pytest.mark.bpf
 def test_verifier_rejection_carries_log(tmp_path: Path) -> None:
-    src = dp_build.bpf_source_dir()
-    for header in src.glob("*.h"):
-        (tmp_path / header.name).write_text(header.read_text())
-    # the real programs, plus an unchecked packet read in dsr_to_netdev
-    broken = (
-        (src / "dsr.c")
-        .read_text()
-        .replace(
-            "\tif (parse(skb, &p) != PARSE_L4)\n\t\treturn TC_ACT_OK;\n",
-            "\tif (((__u8 *)(long)skb->data)[40] == 1)\n\t\treturn TC_ACT_SHOT;\n"
-            "\tif (parse(skb, &p) != PARSE_L4)\n\t\treturn TC_ACT_OK;\n",
-        )
-    )
-    assert broken != (src / "dsr.c").read_text()
-    (tmp_path / "dsr.c").write_text(broken)
-    obj = build_object(source_dir=tmp_path, cache_dir=tmp_path / "cache")
     with pytest.raises(DatapathError, match="verifier log") as info:
-        DatapathObject.load(obj)
-    assert "invalid access to packet" in info.value.log
+        DatapathObject.load(broken_object(tmp_path))
+    assert VERIFIER_SAYS in info.value.log
+
+
+def test_object_name_does_not_depend_on_the_source_folder(tmp_path: Path) -> None:
+    """The same sources in another folder (a VM's view of the checkout) hit the cache;
+    a changed byte does not."""
+    src = dp_build.bpf_source_dir()
+    for f in (*src.glob("*.h"), *src.glob("*.c")):
+        (tmp_path / f.name).write_text(f.read_text())
+    assert build_object(source_dir=tmp_path) == build_object()
+    (tmp_path / "dsr.h").write_text((src / "dsr.h").read_text() + "\n")
+    assert build_object(source_dir=tmp_path) != build_object()
 
 
 def test_event_names_match_c_enum() -> None:

@@ -1,0 +1,69 @@
+"""A cheap fuzz of the datapath: both programs over a few thousand malformed frames.
+
+The same harness and invariant as ``test_fuzz_datapath.py`` (see
+``tests/datapath/fuzzcheck.py`` and ``check_result`` in
+``tests/datapath/fuzzgen.py``), at a fixed small size and without
+hypothesis, whose import alone takes 17 s in a QEMU/TCG guest: this module
+must not import it, directly or through what it imports. The frames are
+seeded (:data:`~tests.datapath.fuzzcheck.FUZZ_SEED`), the first ones of the
+full run's, so a failure here shows there too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.datapath.fuzzcheck import (
+    EGRESS_VERDICTS,
+    INGRESS_DROPS_HIT,
+    INGRESS_EVENTS_HIT,
+    INGRESS_VERDICTS,
+    FrameSource,
+    Lab,
+    frame_source,
+    fuzz_lab,
+    report_text,
+    run_egress,
+    run_ingress,
+)
+
+SMOKE_PACKETS = 2000  # malformed frames each program runs on, at least
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with fuzz_lab("fuzz-smoke") as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def frames() -> FrameSource:
+    return frame_source(SMOKE_PACKETS)
+
+
+@pytest.mark.bpf
+@pytest.mark.netns
+def test_fuzz_smoke_ingress_program(lab: Lab, frames: FrameSource) -> None:
+    run = run_ingress(lab, frames())
+    r = run.report
+    print(report_text(r))
+    assert r.failures == 0, report_text(r)
+    assert r.malformed_ran >= SMOKE_PACKETS
+    assert r.ran >= 0.85 * r.generated
+    assert set(r.verdicts) == INGRESS_VERDICTS
+    assert run.hit >= INGRESS_EVENTS_HIT
+    assert run.hit >= INGRESS_DROPS_HIT
+
+
+@pytest.mark.bpf
+@pytest.mark.netns
+def test_fuzz_smoke_egress_program(lab: Lab, frames: FrameSource) -> None:
+    run = run_egress(lab, frames())
+    r = run.report
+    print(report_text(r))
+    assert r.failures == 0, report_text(r)
+    assert r.malformed_ran >= SMOKE_PACKETS
+    assert set(r.verdicts) == EGRESS_VERDICTS
+    assert run.rewritten == r.changed > 0.02 * r.ran
