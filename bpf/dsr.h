@@ -17,8 +17,8 @@
  * reason, instead of leaving it to the verifier ("unknown func"). Raise it
  * when a newer helper or map type comes in.
  */
-#define DSRLAB_MIN_KERNEL "5.12"
-#define DSRLAB_MIN_KERNEL_WHY "bpf_check_mtu() came in 5.12, bpf_redirect_neigh() in 5.10"
+#define DSRLAB_MIN_KERNEL "5.10"
+#define DSRLAB_MIN_KERNEL_WHY "bpf_redirect_neigh() came in 5.10"
 
 /* lb_services: (addr, port, proto) -> (count, flags) */
 struct lb_svc_key {
