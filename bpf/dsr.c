@@ -88,6 +88,21 @@ struct {
 } dsr_revnat SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb_snat_key);
+	__type(value, struct lb_snat_val);
+} lb_snat SEC(".maps");
+
+/* Maglev tables, maglev_size entries per service: the backend slot (1..count) */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAGLEV_DEFAULT_SIZE);
+	__type(key, __u32);
+	__type(value, __u16);
+} lb_maglev SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
@@ -265,6 +280,40 @@ static __always_inline __u32 select_hash(const struct pkt *p)
 	h = mix32(h ^ p->daddr);
 	h = mix32(h ^ ((__u32)p->sport | ((__u32)p->dport << 16)));
 	return mix32(h ^ p->proto);
+}
+
+/*
+ * Maglev's flow hash: source address and port, destination port and
+ * protocol, seeded; not the destination address, so every node's NodePort
+ * maps a flow to the same table entry (lab/datapath/selection.py mirrors it).
+ */
+static __always_inline __u32 maglev_hash(const struct pkt *p, __u32 seed)
+{
+	__u32 h = mix32(seed ^ p->saddr);
+
+	h = mix32(h ^ ((__u32)p->sport | ((__u32)p->dport << 16)));
+	return mix32(h ^ p->proto);
+}
+
+/* The backend slot (1..n) for a new flow of a service; 0 when there is none. */
+static __always_inline __u16 select_slot(const struct pkt *p, const struct lb_svc_val *svc)
+{
+	struct dsr_config *cfg;
+	__u16 *slot;
+	__u32 idx;
+
+	if (!(svc->flags & SVC_F_MAGLEV))
+		return (select_hash(p) % svc->count) + 1;
+	cfg = config();
+	if (!cfg || !cfg->maglev_size)
+		return 0;
+	idx = (__u32)svc->maglev_id * cfg->maglev_size +
+	      maglev_hash(p, cfg->maglev_seed) % cfg->maglev_size;
+	slot = bpf_map_lookup_elem(&lb_maglev, &idx);
+	if (!slot || *slot == 0 || *slot > svc->count)
+		return 0;
+	count(EV_MAGLEV);
+	return *slot;
 }
 
 static __always_inline __u32 l4_csum_off(const struct pkt *p)
@@ -456,21 +505,21 @@ static __always_inline struct lb_svc_val *lookup_service(const struct pkt *p,
 }
 
 /*
- * A new flow's backend: slot (select_hash() % count) + 1 of the service.
- * Fills ct with the backend and the flow's kind (CT_F_LOCAL for a backend
- * on this node, else CT_F_DSR for a DSR service). 0 or DROP_NO_BACKEND.
+ * A new flow's backend: a random (or seeded) slot of the service, or its
+ * Maglev table's entry. Fills ct with the backend and the flow's kind:
+ * CT_F_LOCAL for a backend on this node, else CT_F_DSR for a DSR service or
+ * CT_F_SNAT for a SNAT one. 0 or a drop reason.
  */
 static __always_inline int select_backend(const struct pkt *p, const struct lb_svc_key *sk,
 					  const struct lb_svc_val *svc, struct lb_ct_val *ct)
 {
 	struct lb_be_key bk = { .addr = sk->addr, .port = sk->port, .proto = sk->proto };
 	struct lb_be_val *be;
-	__u16 n = svc->count;
 
-	if (n == 0)
-		return DROP_NO_BACKEND;
-	bk.slot = (select_hash(p) % n) + 1;
-	be = bpf_map_lookup_elem(&lb_backends, &bk);
+	if (svc->count == 0)
+		return svc->flags & SVC_F_LOCAL_ONLY ? DROP_NO_LOCAL_BACKEND : DROP_NO_BACKEND;
+	bk.slot = select_slot(p, svc);
+	be = bk.slot ? bpf_map_lookup_elem(&lb_backends, &bk) : NULL;
 	if (!be)
 		return DROP_NO_BACKEND;
 	ct->backend_addr = be->addr;
@@ -479,6 +528,8 @@ static __always_inline int select_backend(const struct pkt *p, const struct lb_s
 		ct->flags |= CT_F_LOCAL;
 	else if (svc->flags & SVC_F_DSR)
 		ct->flags |= CT_F_DSR;
+	else if (svc->flags & SVC_F_SNAT)
+		ct->flags |= CT_F_SNAT;
 	return 0;
 }
 
@@ -530,13 +581,73 @@ static __always_inline void ensure_local_revnat(const struct pkt *p, const struc
 		bpf_map_update_elem(&dsr_revnat, &rk, &rv, BPF_ANY);
 }
 
+/* This node's address for SNAT, or 0. */
+static __always_inline __be32 node_addr(void)
+{
+	struct dsr_config *cfg = config();
+
+	return cfg ? cfg->node_addr : 0;
+}
+
 /*
- * Remember the flow: a new flow's lb_ct entry, and for a local backend its
- * dsr_revnat entry. 0 or DROP_CT_UPDATE.
+ * A SNATed flow's source port on this node, and its lb_snat entry (the way
+ * back for the replies): a known flow keeps its port (its entry written
+ * again if the LRU dropped it); a new one takes the first free port of a few
+ * derived from its tuple, in SNAT_PORT_MIN..SNAT_PORT_MAX. 0 or a drop reason.
+ */
+static __always_inline int snat_port(const struct pkt *p, struct lb_ct_val *ct, bool is_new)
+{
+	struct lb_snat_key k = {
+		.backend_addr = ct->backend_addr,
+		.backend_port = ct->backend_port,
+		.proto = p->proto,
+	};
+	struct lb_snat_val v = {
+		.client_addr = p->saddr,
+		.svc_addr = p->daddr,
+		.client_port = p->sport,
+		.svc_port = p->dport,
+	};
+	__u32 h = mix32(p->saddr ^ ((__u32)p->sport << 16) ^ p->proto);
+	struct lb_snat_val *old;
+	int i;
+
+	if (!is_new) {
+		k.nat_port = ct->nat_port;
+		if (bpf_map_lookup_elem(&lb_snat, &k))
+			return 0;
+		return bpf_map_update_elem(&lb_snat, &k, &v, BPF_ANY) ? DROP_CT_UPDATE : 0;
+	}
+	for (i = 0; i < SNAT_PORT_TRIES; i++) {
+		k.nat_port = bpf_htons(SNAT_PORT_MIN + (h + i * 4099) %
+						   (SNAT_PORT_MAX - SNAT_PORT_MIN + 1));
+		old = bpf_map_lookup_elem(&lb_snat, &k);
+		if (old && (old->client_addr != v.client_addr || old->client_port != v.client_port))
+			continue;
+		if (bpf_map_update_elem(&lb_snat, &k, &v, BPF_ANY))
+			return DROP_CT_UPDATE;
+		ct->nat_port = k.nat_port;
+		return 0;
+	}
+	return DROP_NO_NAT_PORT;
+}
+
+/*
+ * Remember the flow: a new flow's lb_ct entry (a SNATed one with its source
+ * port), and for a local backend its dsr_revnat entry. 0 or a drop reason.
  */
 static __always_inline int ct_commit(const struct pkt *p, const struct lb_ct_key *ck,
-				     const struct lb_ct_val *ct, bool is_new)
+				     struct lb_ct_val *ct, bool is_new)
 {
+	int ret;
+
+	if (ct->flags & CT_F_SNAT) {
+		if (!node_addr())
+			return DROP_NO_NODE_ADDR;
+		ret = snat_port(p, ct, is_new);
+		if (ret)
+			return ret;
+	}
 	if (is_new) {
 		if (bpf_map_update_elem(&lb_ct, ck, ct, BPF_ANY))
 			return DROP_CT_UPDATE;
@@ -607,7 +718,53 @@ static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 	if (ret)
 		return drop(skb, ret);
 	count(EV_DNAT);
+	if (ct.flags & CT_F_SNAT) {
+		__be32 src = node_addr();
+
+		ret = rewrite_addr_port(skb, p, true, src, ct.nat_port);
+		if (ret)
+			return drop(skb, ret);
+		p->saddr = src;
+		p->sport = ct.nat_port;
+		count(EV_SNAT);
+	}
 	return to_backend(skb, p, sk, &ct, want_opt);
+}
+
+/*
+ * A reply to a SNATed flow (backend -> this node's address and a SNAT
+ * port): back to the client, from the service address, and forwarded.
+ * *hit is false (nothing done) for any other packet.
+ */
+static __always_inline int snat_reverse(struct __sk_buff *skb, struct pkt *p, bool *hit)
+{
+	struct lb_snat_key k = {
+		.backend_addr = p->saddr,
+		.backend_port = p->sport,
+		.nat_port = p->dport,
+		.proto = p->proto,
+	};
+	struct lb_snat_val *vp, v;
+	__be32 self = node_addr();
+	int ret;
+
+	if (!self || p->daddr != self)
+		return TC_ACT_OK;
+	vp = bpf_map_lookup_elem(&lb_snat, &k);
+	if (!vp)
+		return TC_ACT_OK;
+	v = *vp;
+	*hit = true;
+	ret = rewrite_addr_port(skb, p, false, v.client_addr, v.client_port);
+	if (ret)
+		return drop(skb, ret);
+	ret = rewrite_addr_port(skb, p, true, v.svc_addr, v.svc_port);
+	if (ret)
+		return drop(skb, ret);
+	p->saddr = v.svc_addr;
+	p->sport = v.svc_port;
+	count(EV_SNAT_REVERSE);
+	return forward(skb, p, v.client_addr);
 }
 
 static __always_inline int handle_backend(struct __sk_buff *skb, const struct pkt *p)
@@ -653,6 +810,7 @@ int dsr_from_netdev(struct __sk_buff *skb)
 	struct pkt p = {};
 	struct lb_svc_key sk = {};
 	struct lb_svc_val *svc;
+	bool hit = false;
 	int ret;
 
 	ret = parse(skb, &p);
@@ -664,6 +822,9 @@ int dsr_from_netdev(struct __sk_buff *skb)
 	svc = lookup_service(&p, &sk);
 	if (svc)
 		return handle_service(skb, &p, &sk, svc);
+	ret = snat_reverse(skb, &p, &hit);
+	if (hit)
+		return ret;
 	return handle_backend(skb, &p);
 }
 

@@ -28,11 +28,18 @@ struct lb_svc_key {
 	__u8 pad;
 };
 
-#define SVC_F_DSR (1U << 0) /* remote backends get the DSR option */
+#define SVC_F_DSR (1U << 0)  /* remote backends get the DSR option */
+#define SVC_F_SNAT (1U << 1) /* remote backends: source NATed to this node, replies back here */
+/* the backend comes from the service's Maglev table (lb_maglev), not a random slot */
+#define SVC_F_MAGLEV (1U << 2)
+/* externalTrafficPolicy=Local: the slots hold this node's backends only */
+#define SVC_F_LOCAL_ONLY (1U << 3)
 
 struct lb_svc_val {
-	__u16 count; /* backends in slots 1..count */
-	__u16 flags; /* SVC_F_* */
+	__u16 count;     /* backends in slots 1..count */
+	__u16 flags;     /* SVC_F_* */
+	__u16 maglev_id; /* SVC_F_MAGLEV: lb_maglev[id * maglev_size ...] is its table */
+	__u16 pad;
 };
 
 /* lb_backends: service key + slot (1..count) -> backend */
@@ -65,12 +72,39 @@ struct lb_ct_key {
 
 #define CT_F_LOCAL (1U << 0) /* backend is local (plain DNAT + revnat) */
 #define CT_F_DSR (1U << 1)   /* flow is dispatched with the DSR option */
+#define CT_F_SNAT (1U << 2)  /* flow's source is this node's address and nat_port */
 
 struct lb_ct_val {
 	__be32 backend_addr;
 	__be16 backend_port;
-	__u16 flags; /* CT_F_* */
+	__u16 flags;     /* CT_F_* */
+	__be16 nat_port; /* CT_F_SNAT */
+	__u16 pad;
 };
+
+/* lb_snat: a SNATed flow's reply (backend -> node:nat_port) -> who it is for */
+struct lb_snat_key {
+	__be32 backend_addr;
+	__be16 backend_port;
+	__be16 nat_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct lb_snat_val {
+	__be32 client_addr;
+	__be32 svc_addr;
+	__be16 client_port;
+	__be16 svc_port;
+};
+
+/* The source ports SNAT hands out: Linux's default ephemeral range, clear of NodePorts. */
+#define SNAT_PORT_MIN 32768
+#define SNAT_PORT_MAX 60999
+#define SNAT_PORT_TRIES 8
+
+/* Cilium's Maglev table sizes are primes from 251 to 131071; the default is 16381. */
+#define MAGLEV_DEFAULT_SIZE 16381
 
 /* dsr_revnat: (client, backend) -> service, for the reply's source */
 struct dsr_revnat_key {
@@ -108,6 +142,14 @@ struct dsr_config {
 	 * bpf_check_mtu() needs 5.12 and the lab supports 5.10.
 	 */
 	__u32 mtu;
+	__be32 node_addr;  /* SNAT's source address (this node's), 0 = none */
+	__u32 maglev_size; /* M: entries per service in lb_maglev, 0 = none */
+	/*
+	 * The Maglev flow hash's seed. The hash leaves the destination address
+	 * out (saddr, sport, dport, proto, as Cilium's): a flow sent to any
+	 * node's NodePort picks the same backend.
+	 */
+	__u32 maglev_seed;
 };
 
 /*
@@ -155,6 +197,9 @@ enum dsr_event {
 	EV_BACKEND_CLEARED = 14,
 	EV_REVNAT_REWRITE = 15,
 	EV_TTL_EXPIRED_PASS = 16,
+	EV_SNAT = 17,         /* a new or known flow's source set to the node's address */
+	EV_SNAT_REVERSE = 18, /* a reply to a SNATed flow, sent on to the client */
+	EV_MAGLEV = 19,       /* a backend chosen from the Maglev table */
 	/* drop reasons */
 	DROP_TRUNCATED_IP = 32,
 	DROP_BAD_VERSION = 33,
@@ -169,6 +214,9 @@ enum dsr_event {
 	DROP_CT_UPDATE = 42,
 	DROP_FRAG_NEEDED = 43,      /* tot_len + 8 > dsr_config.mtu */
 	DROP_TOT_LEN_OVERFLOW = 44, /* tot_len + 8 > 65535 */
+	DROP_NO_LOCAL_BACKEND = 45, /* externalTrafficPolicy=Local, no backend on this node */
+	DROP_NO_NAT_PORT = 46,      /* SNAT found no free source port */
+	DROP_NO_NODE_ADDR = 47,     /* SNAT service, but dsr_config.node_addr is unset */
 	EV_MAX = 64,
 };
 

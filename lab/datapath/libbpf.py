@@ -322,6 +322,14 @@ def prog_sizes(fd: int) -> tuple[int | None, int]:
     return (int(info.verified_insns) or None), int(info.xlated_prog_len) // 8
 
 
+def map_max_entries(fd: int) -> int:
+    """``max_entries`` of the map behind ``fd``."""
+    info = BpfMapInfo()
+    size = c_uint(ctypes.sizeof(info))
+    check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
+    return int(info.max_entries)
+
+
 def map_info(fd: int) -> tuple[str, int, int]:
     """(name, key size, value size) of the map behind ``fd``."""
     info = BpfMapInfo()

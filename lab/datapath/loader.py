@@ -15,12 +15,14 @@ filter holds them) until detached.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import mmap
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from lab.datapath import libbpf, maps, requires, tc, testrun
 from lab.datapath.build import build_object
@@ -120,6 +122,11 @@ class BpfMap:
     def clear(self) -> int:
         """Delete every entry (hash maps); returns how many were removed."""
         return sum(1 for key in self.keys() if self.delete(key))
+
+
+def _check_u32(what: str, value: int) -> None:
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ValueError(f"{what} must be in 0..{0xFFFFFFFF}, not {value}")
 
 
 def _checked_map(name: str, fd: int, ks: int, vs: int, ncpus: int) -> BpfMap:
@@ -350,48 +357,61 @@ class DatapathObject:
 
     # -- configuration ----------------------------------------------------
 
-    def _config(self) -> tuple[int, int, int]:
-        """(flags, seed, mtu) of dsr_config[0]."""
+    def _config(self) -> maps.Config:
+        """dsr_config[0]."""
         raw = self.map("dsr_config").lookup(maps.U32.pack(0))
-        if raw is None:
-            return 0, 0, 0
-        flags, seed, mtu = maps.CONFIG_VAL.unpack(raw)
-        return int(flags), int(seed), int(mtu)
+        return maps.Config() if raw is None else maps.Config.unpack(raw)
 
-    def _set_config(self, flags: int, seed: int, mtu: int) -> None:
-        self.map("dsr_config").update(maps.U32.pack(0), maps.CONFIG_VAL.pack(flags, seed, mtu))
+    def _set_config(self, cfg: maps.Config) -> None:
+        self.map("dsr_config").update(maps.U32.pack(0), cfg.pack())
+
+    def _change_config(self, **fields: Any) -> None:
+        self._set_config(dataclasses.replace(self._config(), **fields))
 
     def set_option_order(self, order: OptionOrder) -> None:
         """Byte order of the DSR option's port/address (host = Cilium's)."""
         if order not in ("host", "network"):
             raise ValueError(f"option order must be host or network, not {order!r}")
-        flags, seed, mtu = self._config()
-        flags &= ~maps.CFG_F_OPT_NETWORK_ORDER
+        flags = self._config().flags & ~maps.CFG_F_OPT_NETWORK_ORDER
         if order == "network":
             flags |= maps.CFG_F_OPT_NETWORK_ORDER
-        self._set_config(flags, seed, mtu)
+        self._change_config(flags=flags)
 
     def option_order(self) -> OptionOrder:
-        flags, _, _ = self._config()
-        return "network" if flags & maps.CFG_F_OPT_NETWORK_ORDER else "host"
+        return "network" if self._config().flags & maps.CFG_F_OPT_NETWORK_ORDER else "host"
 
     def set_selection_seed(self, seed: int | None) -> None:
         """Backend choice of new flows: ``None`` = random (the default, Cilium's
         ``random`` algorithm), an int = a hash of the flow tuple seeded with it,
         so the same seed and flow always get the same backend
         (:func:`lab.datapath.selection.seeded_slot` computes it in Python)."""
-        flags, _, mtu = self._config()
+        flags = self._config().flags
         if seed is None:
-            self._set_config(flags & ~maps.CFG_F_SEEDED_SELECT, 0, mtu)
+            self._change_config(flags=flags & ~maps.CFG_F_SEEDED_SELECT, seed=0)
             return
-        if not 0 <= seed <= 0xFFFFFFFF:
-            raise ValueError(f"seed must be in 0..{0xFFFFFFFF}, not {seed}")
-        self._set_config(flags | maps.CFG_F_SEEDED_SELECT, seed, mtu)
+        _check_u32("seed", seed)
+        self._change_config(flags=flags | maps.CFG_F_SEEDED_SELECT, seed=seed)
 
     def selection_seed(self) -> int | None:
         """The seed of seeded selection, ``None`` when selection is random."""
-        flags, seed, _ = self._config()
-        return seed if flags & maps.CFG_F_SEEDED_SELECT else None
+        cfg = self._config()
+        return cfg.seed if cfg.flags & maps.CFG_F_SEEDED_SELECT else None
+
+    def set_node_addr(self, ip: str | None) -> None:
+        """This node's address: the source SNAT services give their flows to remote
+        backends, and where their replies come back to (``None``: no SNAT)."""
+        if ip is not None:
+            maps.ip_bytes(ip)  # a ValueError for anything but IPv4 text
+        self._change_config(node_addr=ip)
+
+    def node_addr(self) -> str | None:
+        return self._config().node_addr
+
+    def set_maglev_seed(self, seed: int) -> None:
+        """The seed of Maglev's flow hash (the same on every node, so every node
+        picks the same backend for a flow; :func:`lab.datapath.selection.maglev_hash`)."""
+        _check_u32("seed", seed)
+        self._change_config(maglev_seed=seed)
 
     def set_mtu(self, mtu: int) -> None:
         """The device MTU the DSR option must fit in: a packet whose tot_len + 8
@@ -401,12 +421,11 @@ class DatapathObject:
         ``bpf_check_mtu`` needs 5.12 and the lab supports 5.10."""
         if mtu != 0 and not MIN_MTU <= mtu <= MAX_MTU:
             raise ValueError(f"mtu must be 0 (no check) or in {MIN_MTU}..{MAX_MTU}, not {mtu}")
-        flags, seed, _ = self._config()
-        self._set_config(flags, seed, mtu)
+        self._change_config(mtu=mtu)
 
     def mtu(self) -> int:
         """The MTU the datapath checks against, 0 when it does not check."""
-        return self._config()[2]
+        return self._config().mtu
 
     # -- services ---------------------------------------------------------
 
@@ -417,25 +436,67 @@ class DatapathObject:
         proto: maps.Proto = "tcp",
         *,
         dsr: bool = True,
+        snat: bool = False,
+        local_only: bool = False,
+        maglev: Sequence[int] | None = None,
         backends: Sequence[BackendEntry] = (),
     ) -> None:
         """Create or replace a service and its backends (slots 1..n).
 
-        Backends are written before the service's count grows and stale slots
-        are deleted after it shrinks, so the datapath never sees a count that
-        points at a missing slot. No backends: the service drops its traffic.
+        Remote backends get the DSR option (``dsr``), the node's address as
+        source (``snat``, see :meth:`set_node_addr`) or a plain DNAT (neither).
+        ``local_only`` marks externalTrafficPolicy=Local (the caller passes
+        this node's backends only; none: drop with ``no_local_backend``).
+        ``maglev`` is the service's Maglev table, each entry an index into
+        ``backends`` (:mod:`lab.datapath.maglev` builds it); every Maglev
+        service of a node has the same table size. Backends are written before
+        the service's count grows and stale slots deleted after it shrinks, so
+        the datapath never sees a count that points at a missing slot.
         """
+        if dsr and snat:
+            raise ValueError("a service is dsr or snat, not both")
         if len(backends) > 0xFFFF:
             raise ValueError("at most 65535 backends per service")
         svc_map, be_map = self.map("lb_services"), self.map("lb_backends")
         key = maps.svc_key(vip, port, proto)
         old = svc_map.lookup(key)
-        old_count = maps.SVC_VAL.unpack(old)[0] if old else 0
+        old_count, old_flags, old_id = maps.SVC_VAL.unpack(old) if old else (0, 0, 0)
+        maglev_id = None
+        if maglev is not None:
+            maglev_id = old_id if old_flags & maps.SVC_F_MAGLEV else self._free_maglev_id()
+            self._write_maglev(maglev_id, maglev, len(backends))
         be_map.update_batch([(maps.be_key(vip, port, proto, slot), maps.be_val(backend))
                              for slot, backend in enumerate(backends, start=1)])
-        svc_map.update(key, maps.svc_val(len(backends), dsr))
+        svc_map.update(key, maps.svc_val(len(backends), dsr, snat=snat, maglev_id=maglev_id,
+                                         local_only=local_only))
         for slot in range(len(backends) + 1, old_count + 1):
             be_map.delete(maps.be_key(vip, port, proto, slot))
+
+    def _free_maglev_id(self) -> int:
+        used = {maglev_id for _k, v in self.map("lb_services").items()
+                for _c, flags, maglev_id in [maps.SVC_VAL.unpack(v)]
+                if flags & maps.SVC_F_MAGLEV}
+        return min(set(range(len(used) + 1)) - used)
+
+    def _write_maglev(self, maglev_id: int, table: Sequence[int], count: int) -> None:
+        size = len(table)
+        cfg = self._config()
+        if cfg.maglev_size not in (0, size):
+            raise ValueError(f"this node's Maglev tables have {cfg.maglev_size} entries, "
+                             f"not {size}")
+        if not table or not all(0 <= i < count for i in table):
+            raise ValueError(f"a Maglev table's entries index the {count} backends")
+        lb_maglev = self.map("lb_maglev")
+        capacity = libbpf.map_max_entries(lb_maglev.fd) // size
+        if maglev_id >= capacity:
+            raise DatapathError(f"lb_maglev holds {capacity} table(s) of {size} entries; "
+                                f"load the object with max_entries lb_maglev >= "
+                                f"{(maglev_id + 1) * size}")
+        base = maglev_id * size
+        lb_maglev.update_batch([(maps.U32.pack(base + n), maps.U16.pack(i + 1))
+                                for n, i in enumerate(table)])
+        if cfg.maglev_size == 0:
+            self._change_config(maglev_size=size)
 
     def remove_service(self, vip: str, port: int, proto: maps.Proto = "tcp") -> bool:
         """Remove a service and its backends; False when it did not exist."""
@@ -453,14 +514,36 @@ class DatapathObject:
         be_map = self.map("lb_backends")
         out: list[ServiceEntry] = []
         for key, val in self.map("lb_services").items():
-            vip, port, proto, count, dsr = maps.unpack_svc(key, val)
+            vip, port, proto, count, flags, _ = maps.unpack_svc(key, val)
             backends: list[BackendEntry] = []
             for slot in range(1, count + 1):
                 raw = be_map.lookup(maps.be_key(vip, port, proto, slot))
                 if raw is not None:
                     backends.append(maps.unpack_backend(raw))
-            out.append(ServiceEntry(vip, port, proto, dsr, tuple(backends)))
+            out.append(ServiceEntry(vip, port, proto, bool(flags & maps.SVC_F_DSR),
+                                    tuple(backends), snat=bool(flags & maps.SVC_F_SNAT),
+                                    maglev=bool(flags & maps.SVC_F_MAGLEV),
+                                    local_only=bool(flags & maps.SVC_F_LOCAL_ONLY)))
         return out
+
+    def maglev_table(self, vip: str, port: int, proto: maps.Proto = "tcp") -> list[int]:
+        """The service's Maglev table as the datapath holds it: backend slots (1..n)."""
+        raw = self.map("lb_services").lookup(maps.svc_key(vip, port, proto))
+        if raw is None:
+            raise DatapathError(f"no service {vip}:{port}/{proto}")
+        _, flags, maglev_id = maps.SVC_VAL.unpack(raw)
+        size = self._config().maglev_size
+        if not flags & maps.SVC_F_MAGLEV or not size:
+            raise DatapathError(f"service {vip}:{port}/{proto} has no Maglev table")
+        lb_maglev = self.map("lb_maglev")
+        out = []
+        for n in range(maglev_id * size, (maglev_id + 1) * size):
+            raw_slot = lb_maglev.lookup(maps.U32.pack(n))
+            out.append(maps.U16.unpack(raw_slot)[0] if raw_slot else 0)
+        return out
+
+    def snat_entries(self) -> list[maps.SnatEntry]:
+        return [maps.unpack_snat(k, v) for k, v in self.map("lb_snat").items()]
 
     # -- state tables -----------------------------------------------------
 
@@ -478,6 +561,9 @@ class DatapathObject:
 
     def clear_revnat(self) -> int:
         return self.map("dsr_revnat").clear()
+
+    def clear_snat(self) -> int:
+        return self.map("lb_snat").clear()
 
     def counters(self) -> dict[str, int]:
         """Every event/drop counter summed over CPUs, by name (see maps.EVENT_NAMES)."""

@@ -7,11 +7,16 @@ maps (as on the wire); counts, slots and flags are host order.
 =============  ================================================  ===========================
 map            key                                               value
 =============  ================================================  ===========================
-lb_services    addr(4) port(2) proto(1) pad(1)                   count(u16) flags(u16)
+lb_services    addr(4) port(2) proto(1) pad(1)                   count flags maglev_id (u16) pad(2)
 lb_backends    addr(4) port(2) proto(1) pad(1) slot(u16) pad(2)  addr(4) port(2) flags(u16)
 lb_ct          client(4) svc(4) cport(2) sport(2) proto(1) 3pad  backend(4) bport(2) flags(u16)
+                                                                 nat_port(2) pad(2)
 dsr_revnat     client(4) backend(4) cport(2) bport(2) proto 3pad svc(4) sport(2) pad(2)
-dsr_config     u32 0                                             flags(u32) seed(u32) mtu(u32)
+lb_snat        backend(4) bport(2) nat_port(2) proto(1) 3pad     client(4) svc(4) cport sport
+lb_maglev      u32 id * maglev_size + index                      backend slot (u16)
+dsr_config     u32 0                                             flags seed mtu (u32)
+                                                                 node_addr(4) maglev_size
+                                                                 maglev_seed (u32)
 dsr_counters   u32 event                                         u64 per CPU
 =============  ================================================  ===========================
 """
@@ -28,20 +33,28 @@ PROTO_NUMBERS: dict[str, int] = {"tcp": 6, "udp": 17}
 PROTO_NAMES: dict[int, Proto] = {6: "tcp", 17: "udp"}
 
 SVC_F_DSR = 1 << 0
+SVC_F_SNAT = 1 << 1
+SVC_F_MAGLEV = 1 << 2
+SVC_F_LOCAL_ONLY = 1 << 3
 BE_F_LOCAL = 1 << 0
 CT_F_LOCAL = 1 << 0
 CT_F_DSR = 1 << 1
+CT_F_SNAT = 1 << 2
 CFG_F_OPT_NETWORK_ORDER = 1 << 0
 CFG_F_SEEDED_SELECT = 1 << 1  # backend = seeded hash of the flow, not random
 
 SVC_KEY = struct.Struct("=4s2sBx")
-SVC_VAL = struct.Struct("=HH")
+SVC_VAL = struct.Struct("=HHHxx")  # count, flags, maglev_id
 BE_KEY = struct.Struct("=4s2sBxHxx")
 BE_VAL = struct.Struct("=4s2sH")
 FLOW_KEY = struct.Struct("=4s4s2s2sB3x")  # lb_ct and dsr_revnat keys
-CT_VAL = struct.Struct("=4s2sH")
+CT_VAL = struct.Struct("=4s2sH2sxx")
 REVNAT_VAL = struct.Struct("=4s2sxx")
-CONFIG_VAL = struct.Struct("=III")  # flags, seed, mtu (0 = no MTU check)
+SNAT_KEY = struct.Struct("=4s2s2sB3x")
+SNAT_VAL = struct.Struct("=4s4s2s2s")
+# flags, seed, mtu (0 = no MTU check), node_addr, maglev_size, maglev_seed
+CONFIG_VAL = struct.Struct("=III4sII")
+U16 = struct.Struct("=H")
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
 
@@ -51,6 +64,8 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     "lb_backends": (BE_KEY.size, BE_VAL.size),
     "lb_ct": (FLOW_KEY.size, CT_VAL.size),
     "dsr_revnat": (FLOW_KEY.size, REVNAT_VAL.size),
+    "lb_snat": (SNAT_KEY.size, SNAT_VAL.size),
+    "lb_maglev": (U32.size, U16.size),
     "dsr_config": (U32.size, CONFIG_VAL.size),
     "dsr_counters": (U32.size, U64.size),
 }
@@ -73,6 +88,9 @@ EVENT_NAMES: dict[int, str] = {
     14: "backend_cleared",
     15: "revnat_rewrite",
     16: "ttl_expired_pass",
+    17: "snat",
+    18: "snat_reverse",
+    19: "maglev",
     32: "drop_truncated_ip",
     33: "drop_bad_version",
     34: "drop_bad_ihl",
@@ -86,6 +104,9 @@ EVENT_NAMES: dict[int, str] = {
     42: "drop_ct_update",
     43: "drop_frag_needed",
     44: "drop_tot_len_overflow",
+    45: "drop_no_local_backend",
+    46: "drop_no_nat_port",
+    47: "drop_no_node_addr",
 }
 EV_MAX = 64
 
@@ -133,13 +154,52 @@ class BackendEntry:
 
 @dataclass(frozen=True)
 class ServiceEntry:
-    """A service as it sits in lb_services/lb_backends."""
+    """A service as it sits in lb_services/lb_backends (and lb_maglev)."""
 
     vip: str
     port: int
     proto: Proto
     dsr: bool
     backends: tuple[BackendEntry, ...]
+    snat: bool = False  # remote backends get the node's address as source
+    maglev: bool = False  # backends chosen from the service's Maglev table
+    local_only: bool = False  # externalTrafficPolicy=Local
+
+
+@dataclass(frozen=True)
+class Config:
+    """dsr_config[0]: what the loader sets for the whole node."""
+
+    flags: int = 0
+    seed: int = 0
+    mtu: int = 0
+    node_addr: str | None = None  # SNAT's source address
+    maglev_size: int = 0
+    maglev_seed: int = 0
+
+    def pack(self) -> bytes:
+        addr = ip_bytes(self.node_addr) if self.node_addr else bytes(4)
+        return CONFIG_VAL.pack(self.flags, self.seed, self.mtu, addr, self.maglev_size,
+                               self.maglev_seed)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> Config:
+        flags, seed, mtu, addr, size, mseed = CONFIG_VAL.unpack(raw)
+        return cls(flags, seed, mtu, ip_text(addr) if any(addr) else None, size, mseed)
+
+
+@dataclass(frozen=True)
+class SnatEntry:
+    """lb_snat: a SNATed flow's replies (backend -> node:nat_port) go back to the client."""
+
+    backend_ip: str
+    backend_port: int
+    nat_port: int
+    proto: Proto
+    client_ip: str
+    client_port: int
+    service_ip: str
+    service_port: int
 
 
 @dataclass(frozen=True)
@@ -155,6 +215,8 @@ class CtEntry:
     backend_port: int
     local: bool
     dsr: bool
+    snat: bool = False
+    nat_port: int | None = None  # the flow's source port on the node, when SNATed
 
 
 @dataclass(frozen=True)
@@ -174,8 +236,12 @@ def svc_key(vip: str, port: int, proto: str) -> bytes:
     return SVC_KEY.pack(ip_bytes(vip), port_bytes(port), proto_number(proto))
 
 
-def svc_val(count: int, dsr: bool) -> bytes:
-    return SVC_VAL.pack(count, SVC_F_DSR if dsr else 0)
+def svc_val(count: int, dsr: bool, *, snat: bool = False, maglev_id: int | None = None,
+            local_only: bool = False) -> bytes:
+    flags = ((SVC_F_DSR if dsr else 0) | (SVC_F_SNAT if snat else 0)
+             | (SVC_F_MAGLEV if maglev_id is not None else 0)
+             | (SVC_F_LOCAL_ONLY if local_only else 0))
+    return SVC_VAL.pack(count, flags, maglev_id or 0)
 
 
 def be_key(vip: str, port: int, proto: str, slot: int) -> bytes:
@@ -188,11 +254,11 @@ def be_val(backend: BackendEntry) -> bytes:
     )
 
 
-def unpack_svc(key: bytes, val: bytes) -> tuple[str, int, Proto, int, bool]:
-    """(vip, port, proto, count, dsr) of one lb_services entry."""
+def unpack_svc(key: bytes, val: bytes) -> tuple[str, int, Proto, int, int, int]:
+    """(vip, port, proto, count, flags, maglev_id) of one lb_services entry."""
     addr, port, proto = SVC_KEY.unpack(key)
-    count, flags = SVC_VAL.unpack(val)
-    return ip_text(addr), port_int(port), PROTO_NAMES[proto], count, bool(flags & SVC_F_DSR)
+    count, flags, maglev_id = SVC_VAL.unpack(val)
+    return ip_text(addr), port_int(port), PROTO_NAMES[proto], count, flags, maglev_id
 
 
 def unpack_backend(val: bytes) -> BackendEntry:
@@ -202,7 +268,7 @@ def unpack_backend(val: bytes) -> BackendEntry:
 
 def unpack_ct(key: bytes, val: bytes) -> CtEntry:
     client, svc, cport, sport, proto = FLOW_KEY.unpack(key)
-    backend, bport, flags = CT_VAL.unpack(val)
+    backend, bport, flags, nat_port = CT_VAL.unpack(val)
     return CtEntry(
         client_ip=ip_text(client),
         client_port=port_int(cport),
@@ -213,7 +279,18 @@ def unpack_ct(key: bytes, val: bytes) -> CtEntry:
         backend_port=port_int(bport),
         local=bool(flags & CT_F_LOCAL),
         dsr=bool(flags & CT_F_DSR),
+        snat=bool(flags & CT_F_SNAT),
+        nat_port=port_int(nat_port) if flags & CT_F_SNAT else None,
     )
+
+
+def unpack_snat(key: bytes, val: bytes) -> SnatEntry:
+    backend, bport, nat_port, proto = SNAT_KEY.unpack(key)
+    client, svc, cport, sport = SNAT_VAL.unpack(val)
+    return SnatEntry(backend_ip=ip_text(backend), backend_port=port_int(bport),
+                     nat_port=port_int(nat_port), proto=PROTO_NAMES[proto],
+                     client_ip=ip_text(client), client_port=port_int(cport),
+                     service_ip=ip_text(svc), service_port=port_int(sport))
 
 
 def revnat_key(entry: RevnatEntry) -> bytes:

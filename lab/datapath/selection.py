@@ -63,3 +63,19 @@ def seeded_slot(seed: int, count: int, flow: Flow) -> int:
     if count < 1:
         raise ValueError("a service needs at least one backend to select from")
     return flow_hash(seed, flow) % count
+
+
+def maglev_hash(seed: int, flow: Flow) -> int:
+    """``maglev_hash()`` of bpf/dsr.c: source address and port, destination port and
+    protocol (not the destination address: every node's NodePort agrees), seeded."""
+    saddr = _load32(ipaddress.IPv4Address(flow.src).packed)
+    sport = int.from_bytes(flow.sport.to_bytes(2, "big"), sys.byteorder)
+    dport = int.from_bytes(flow.dport.to_bytes(2, "big"), sys.byteorder)
+    h = mix32(seed ^ saddr)
+    h = mix32(h ^ (sport | (dport << 16)))
+    return mix32(h ^ flow.proto)
+
+
+def maglev_index(seed: int, size: int, flow: Flow) -> int:
+    """The entry of a ``size``-entry Maglev table that ``flow`` reads."""
+    return maglev_hash(seed, flow) % size

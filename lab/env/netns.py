@@ -48,11 +48,11 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
 
-from lab.datapath import BackendEntry, DatapathObject, build_object
+from lab.datapath import BackendEntry, DatapathObject, build_object, maglev
 from lab.env import podserver
 from lab.env.base import BackendError, HostKind, LabHost
 from lab.env.cleanup import STATE_DIR, state_path
-from lab.model.topology import Node, Pod, Service, Topology
+from lab.model.topology import Node, Pod, ServicePort, Topology
 from lab.plumbing import interrupts, names, nsutil, owner, procs, rtnl
 
 BRIDGE_PREFIX = "br-"
@@ -416,14 +416,47 @@ def _new_host(ns: str, sysctls: nsutil.SysctlPlan, protos: tuple[str, ...]) -> _
 def _map_sizes(t: Topology) -> dict[str, int]:
     """Map sizes for a lab node: a lab's flows and backends are few (the object's
     defaults, 65,536 entries each, cost ~15 MB and ~6 ms of kernel time a node)."""
-    backends = sum(len(t.backends(s.name)) for s in t.services)
-    return {"lb_ct": 4096, "dsr_revnat": 4096, "lb_backends": max(1024, 2 * backends)}
+    ports = [p for s in t.services for p in s.all_ports]
+    backends = sum(len(t.backends(s.name)) * len(s.all_ports) for s in t.services)
+    tables = len(ports) if t.load_balancer.algorithm == "maglev" else 0
+    return {"lb_ct": 4096, "dsr_revnat": 4096, "lb_snat": 4096,
+            "lb_backends": max(1024, 2 * backends),
+            "lb_maglev": max(1, tables) * t.load_balancer.maglev_table_size}
 
 
-def _service_entries(t: Topology, node: Node) -> list[tuple[Service, list[BackendEntry]]]:
-    """Each service with its backends as ``node``'s map holds them (local or not)."""
-    return [(svc, [BackendEntry(str(p.ip), svc.target_port, local=p.node == node.name)
-                   for p in t.backends(svc.name)]) for svc in t.services]
+@dataclass(frozen=True)
+class _Frontend:
+    """One service port as one node's datapath holds it."""
+
+    port: ServicePort
+    backends: list[BackendEntry]  # in slot order (Maglev's table order when it has one)
+    forwarding: str  # "dsr" or "snat" for remote backends
+    local_only: bool
+    maglev: list[int] | None  # the table: indexes into backends
+
+
+def _frontends(t: Topology, node: Node) -> list[_Frontend]:
+    """Every service port with the backends ``node`` sends it to: all of them, or with
+    externalTrafficPolicy=Local its own only; with Maglev, the table over them."""
+    lb = t.load_balancer
+    out = []
+    for svc in t.services:
+        local_only = svc.external_traffic_policy == "Local"
+        pods = [p for p in t.backends(svc.name) if not local_only or p.node == node.name]
+        for port in svc.all_ports:
+            entries = {f"{p.ip}:{port.target_port}": BackendEntry(
+                str(p.ip), port.target_port, local=p.node == node.name) for p in pods}
+            table = None
+            if lb.algorithm == "maglev" and entries:
+                built = maglev.build_table(list(entries), lb.maglev_table_size,
+                                           lb.maglev_hash_seed)
+                order = list(built.backends)
+                table = list(built.entries)
+            else:
+                order = list(entries)
+            out.append(_Frontend(port, [entries[n] for n in order],
+                                 lb.forwarding(port.protocol), local_only, table))
+    return out
 
 
 class _DatapathLoads:
@@ -444,10 +477,13 @@ class _DatapathLoads:
             self._loaded.append(dp)
             dp.set_option_order(t.load_balancer.option_byte_order)
             dp.set_mtu(t.network.mtu)  # eth0's MTU: the DSR option must fit in it
-            for svc, backends in _service_entries(t, node):
-                dp.add_service(vip=str(node.ip), port=svc.node_port,
-                               proto="tcp" if svc.protocol == "TCP" else "udp", dsr=True,
-                               backends=backends)
+            dp.set_node_addr(str(node.ip))  # SNAT's source, where SNATed replies return
+            dp.set_maglev_seed(t.load_balancer.maglev_hash_seed)
+            for f in _frontends(t, node):
+                dp.add_service(vip=str(node.ip), port=f.port.node_port,
+                               proto="tcp" if f.port.protocol == "TCP" else "udp",
+                               dsr=f.forwarding == "dsr", snat=f.forwarding == "snat",
+                               local_only=f.local_only, maglev=f.maglev, backends=f.backends)
             return dp
 
         for node in t.nodes:
@@ -484,12 +520,11 @@ class NetnsBackend:
         self.checksum_offload = checksum_offload
 
     def up(self, topology: Topology, *, run_id: str | None = None) -> NetnsLab:
-        if topology.load_balancer.mode != "dsr" or topology.load_balancer.dispatch != "opt":
+        if topology.load_balancer.dispatch != "opt":
             raise BackendError(
-                f"{topology.source or topology.name}: load_balancer: the netns datapath "
-                f"implements mode=dsr with dispatch=opt only (got mode="
-                f"{topology.load_balancer.mode}, dispatch={topology.load_balancer.dispatch})"
-            )
+                f"{topology.source or topology.name}: load_balancer.dispatch: the netns "
+                f"datapath carries the service in an IPv4 option (opt) only, not "
+                f"{topology.load_balancer.dispatch}")
         lab = NetnsLab(topology, run_id or names.new_run_id())
         try:
             self._build(lab)
@@ -664,7 +699,8 @@ class _Layout:
         protos: dict[str, tuple[str, ...]] = {}
         for w in t.workloads:
             # HTTP over TCP always; a UDP echo too when a UDP service selects the workload
-            udp = any(s.selector == w.name and s.protocol == "UDP" for s in t.services)
+            udp = any(s.selector == w.name and p.protocol == "UDP"
+                      for s in t.services for p in s.all_ports)
             for p in w.pods:
                 ports[p.name] = w.port
                 protos[p.name] = ("tcp", "udp") if udp else ("tcp",)

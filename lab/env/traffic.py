@@ -38,9 +38,14 @@ def curl_argv(url: str, timeout_s: float) -> list[str]:
             "-w", _MARK + "%{local_port} %{http_code}", url]
 
 
-def curl(lab: _Runs, host: str, url: str, *, timeout_s: float = 5.0) -> HttpExchange:
-    """Run one real ``curl`` on ``host``; never raises for a failed request."""
-    proc = lab.run(host, curl_argv(url, timeout_s), timeout=timeout_s + 5, check=False)
+def curl(lab: _Runs, host: str, url: str, *, timeout_s: float = 5.0,
+         local_port: int | None = None) -> HttpExchange:
+    """Run one real ``curl`` on ``host`` (from ``local_port`` when given: the same
+    flow tuple again); never raises for a failed request."""
+    argv = curl_argv(url, timeout_s)
+    if local_port is not None:
+        argv[1:1] = ["--local-port", str(local_port)]
+    proc = lab.run(host, argv, timeout=timeout_s + 5, check=False)
     body, _, tail = proc.stdout.rpartition(_MARK)
     port = code = None
     parts = tail.split()

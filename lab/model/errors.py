@@ -59,8 +59,10 @@ def validation_lines(source: str | Path, exc: ValidationError) -> list[str]:
     for err in exc.errors():
         ctx_err = err.get("ctx", {}).get("error")
         if isinstance(ctx_err, FieldProblem):
-            lines += [f"{source}: {one_line(f'{field}: {msg}')}"
-                      for field, msg in ctx_err.problems]
+            # a nested model's validator names fields relative to that model
+            where = field_path(tuple(err["loc"])) if err["loc"] else ""
+            lines += [f"{source}: {one_line(f'{where}.{field}' if where else field)}: "
+                      f"{one_line(msg)}" for field, msg in ctx_err.problems]
             continue
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) or err["type"] == "missing" \

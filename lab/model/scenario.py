@@ -32,6 +32,7 @@ class _Model(BaseModel):
 class Target(_Model):
     service: str
     node: str  # the node whose address the client uses (the LB hop)
+    port: str | int | None = None  # the service port, by name or node port (default: its first)
 
 
 class Requests(_Model):
@@ -100,6 +101,11 @@ def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
         problems.append(f"target.node: no node {sc.target.node!r} in {topo.name}")
     if sc.target.service not in {s.name for s in topo.services}:
         problems.append(f"target.service: no service {sc.target.service!r} in {topo.name}")
+    else:
+        try:
+            topo.service(sc.target.service).port(sc.target.port)
+        except KeyError as exc:
+            problems.append(f"target.port: {exc.args[0]}")
     if problems:
         raise ScenarioError("\n".join(f"{path}: {p}" for p in problems))
     return sc, topo

@@ -83,22 +83,96 @@ class Workload(_Model):
     pods: Annotated[list[Pod], Field(min_length=1)]
 
 
-class Service(_Model):
-    name: HostName
-    type: Literal["NodePort"] = "NodePort"
-    selector: HostName
-    protocol: Literal["TCP", "UDP"] = "TCP"
-    node_port: Annotated[int, Field(ge=30000, le=32767)]
+NodePort = Annotated[int, Field(ge=30000, le=32767)]
+Protocol = Literal["TCP", "UDP"]
+
+
+class ServicePort(_Model):
+    """One port of a Service: a NodePort and the pods' port it sends to."""
+
+    name: Annotated[str, Field(pattern=_DNS_LABEL, max_length=15)] | None = None
+    protocol: Protocol = "TCP"
+    node_port: NodePort
     target_port: Port
 
 
+class Service(_Model):
+    """A NodePort Service. One port is written inline (``protocol``, ``node_port``,
+    ``target_port``), several as ``ports``; :attr:`all_ports` is the list either way."""
+
+    name: HostName
+    type: Literal["NodePort"] = "NodePort"
+    selector: HostName
+    # Kubernetes' spec.externalTrafficPolicy: Local = only the receiving node's pods
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    protocol: Protocol = "TCP"
+    node_port: NodePort | None = None
+    target_port: Port | None = None
+    ports: list[ServicePort] = []
+
+    @model_validator(mode="after")
+    def _one_form(self) -> Service:
+        inline = self.node_port is not None or self.target_port is not None
+        if self.ports and inline:
+            raise FieldProblem([("ports", "give the ports either inline (node_port, "
+                                          "target_port) or as ports, not both")])
+        if not self.ports:
+            missing = [f for f in ("node_port", "target_port") if getattr(self, f) is None]
+            if missing:
+                raise FieldProblem([(f, "field required (or give ports)") for f in missing])
+        return self
+
+    @property
+    def all_ports(self) -> list[ServicePort]:
+        if self.ports:
+            return list(self.ports)
+        assert self.node_port is not None
+        assert self.target_port is not None
+        return [ServicePort(protocol=self.protocol, node_port=self.node_port,
+                            target_port=self.target_port)]
+
+    def port(self, which: str | int | None = None) -> ServicePort:
+        """A port by name or node port; the first one when ``which`` is None."""
+        for p in self.all_ports:
+            if which is None or which in (p.name, p.node_port):
+                return p
+        known = ", ".join(p.name or str(p.node_port) for p in self.all_ports)
+        raise KeyError(f"service {self.name} has no port {which!r} (ports: {known})")
+
+
+# Cilium's Maglev table sizes (maglev.tableSize): primes; 16381 is the default.
+MAGLEV_SIZES: tuple[int, ...] = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521,
+                                 131071)
+
+
 class LoadBalancer(_Model):
-    """Cilium's ``loadBalancer.*`` Helm values."""
+    """Cilium's ``loadBalancer.*`` (and ``maglev.*``) Helm values.
+
+    ``mode``: snat (replies back through the node the client addressed), dsr
+    (the backend answers the client directly) or hybrid (TCP as dsr, UDP as
+    snat). ``algorithm``: random, or maglev (a table per service, the backend
+    from a hash of the flow, the same at every node).
+    """
 
     mode: Literal["snat", "dsr", "hybrid"] = "dsr"
     algorithm: Literal["random", "maglev"] = "random"
     dispatch: Literal["opt", "ipip", "geneve"] = "opt"
     option_byte_order: Literal["host", "network"] = "host"
+    maglev_table_size: int = 16381
+    maglev_hash_seed: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
+
+    @model_validator(mode="after")
+    def _maglev_size(self) -> LoadBalancer:
+        if self.maglev_table_size not in MAGLEV_SIZES:
+            raise FieldProblem([("maglev_table_size", f"{self.maglev_table_size} is not one "
+                                 f"of Cilium's sizes: {', '.join(map(str, MAGLEV_SIZES))}")])
+        return self
+
+    def forwarding(self, protocol: str) -> Literal["dsr", "snat"]:
+        """How remote backends get a service port's traffic under this mode."""
+        if self.mode == "hybrid":
+            return "dsr" if protocol.upper() == "TCP" else "snat"
+        return self.mode
 
 
 class Topology(_Model):
@@ -228,16 +302,22 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
     for i, _ in _dupes([w.name for w in t.workloads]):
         yield f"workloads[{i}].name", "workload name is used twice"
     workload_names = {w.name for w in t.workloads}
+    frontends: list[tuple[str, str]] = []
     for i, s in enumerate(t.services):
+        for j, sp in enumerate(s.all_ports):
+            path = f"services[{i}].ports[{j}]" if s.ports else f"services[{i}]"
+            frontends.append((f"{path}.node_port", f"{sp.node_port}/{sp.protocol}"))
+            if s.selector in workload_names and sp.target_port != t.workload(s.selector).port:
+                yield (f"{path}.target_port",
+                       f"{sp.target_port} but workload {s.selector!r} listens on "
+                       f"{t.workload(s.selector).port}")
         if s.selector not in workload_names:
             yield (f"services[{i}].selector",
                    f"no workload named {s.selector!r} (workloads: {sorted(workload_names)})")
-        elif s.target_port != t.workload(s.selector).port:
-            yield (f"services[{i}].target_port",
-                   f"{s.target_port} but workload {s.selector!r} listens on "
-                   f"{t.workload(s.selector).port}")
-    for i, _ in _dupes([f"{s.node_port}/{s.protocol}" for s in t.services]):
-        yield f"services[{i}].node_port", "node port is used twice for the same protocol"
+        for j, _ in _dupes([sp.name or f"#{k}" for k, sp in enumerate(s.all_ports)]):
+            yield f"services[{i}].ports[{j}].name", "port name is used twice"
+    for i, _ in _dupes([f for _, f in frontends]):
+        yield frontends[i][0], "node port is used twice for the same protocol"
     if t.load_balancer.mode != "snat" and t.cluster.routing == "tunnel":
         yield ("load_balancer.mode",
                'Node Port "dsr" mode cannot be used with tunneling (cluster.routing: tunnel)')

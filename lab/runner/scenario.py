@@ -67,16 +67,17 @@ def capture_points(sc: Scenario, topo: Topology, lab: Lab) -> list[CapturePoint]
 def run_manifest(sc: Scenario, topo: Topology, lab: Lab) -> Manifest:
     """What the capture set records about this run (the points are added by the capture)."""
     svc = topo.service(sc.target.service)
+    port = svc.port(sc.target.port)
     node = topo.node(sc.target.node)
     return Manifest(
         scenario=sc.name, run_id=lab.run_id, backend=lab.backend,
         topology=str(topo.source) if topo.source else topo.name,
-        service=ManifestService(ip=str(node.ip), port=svc.node_port, name=svc.name,
-                                protocol=svc.protocol),
+        service=ManifestService(ip=str(node.ip), port=port.node_port, name=svc.name,
+                                protocol=port.protocol),
         client=ManifestClient(ip=str(lab.hosts[sc.client].ip)),
         option_byte_order=topo.load_balancer.option_byte_order,
-        backends=[ManifestBackend(name=p.name, ip=str(p.ip), port=svc.target_port, node=p.node)
-                  for p in topo.backends(svc.name)],
+        backends=[ManifestBackend(name=p.name, ip=str(p.ip), port=port.target_port,
+                                  node=p.node) for p in topo.backends(svc.name)],
     )
 
 
@@ -101,8 +102,8 @@ class ScenarioRun:
 def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
     """Captures on every hop while the scenario's requests run."""
     sc, topo = run.scenario, run.topology
-    svc = topo.service(sc.target.service)
-    url = f"http://{topo.node(sc.target.node).ip}:{svc.node_port}/"
+    port = topo.service(sc.target.service).port(sc.target.port)
+    url = f"http://{topo.node(sc.target.node).ip}:{port.node_port}/"
     points = capture_points(sc, topo, lab)
     say(f"starting {len(points)} captures")
     t1 = time.perf_counter()
@@ -110,7 +111,8 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
         run.timings["captures_ready_s"] = time.perf_counter() - t1
         say(f"curl {url} from {sc.client}")
         t2 = time.perf_counter()
-        want = {p.name for p in topo.backends(svc.name)} if sc.requests.until_every_backend \
+        want = {p.name for p in topo.backends(sc.target.service)} \
+            if sc.requests.until_every_backend \
             else set()
         run.exchanges = curl_until(lab, sc.client, url, want_pods=want,
                                    min_requests=sc.requests.min, max_requests=sc.requests.max,

@@ -98,11 +98,16 @@ def test_a_failed_start_undoes_itself_and_spares_what_it_did_not_make(
         nsutil.remove(blocker)
 
 
-def test_only_dsr_with_ip_option_dispatch_is_accepted(seed_topology: Topology) -> None:
-    snat = seed_topology.model_copy(update={"load_balancer": seed_topology.load_balancer
-                                            .model_copy(update={"mode": "snat"})})
-    with pytest.raises(BackendError, match="mode=dsr with dispatch=opt only"):
-        NetnsBackend().up(snat)
+def test_only_ip_option_dispatch_is_accepted_and_a_refusal_creates_nothing(
+        seed_topology: Topology) -> None:
+    ipip = seed_topology.model_copy(update={"load_balancer": seed_topology.load_balancer
+                                            .model_copy(update={"dispatch": "ipip"})})
+    before = set(nsutil.list_netns())
+    with pytest.raises(BackendError, match=r"load_balancer.dispatch: the netns datapath "
+                                           r"carries the service in an IPv4 option \(opt\) "
+                                           r"only, not ipip"):
+        NetnsBackend().up(ipip)
+    assert set(nsutil.list_netns()) == before
 
 
 def test_up_and_down_leave_the_root_namespace_as_it_was(seed_topology: Topology) -> None:

@@ -187,3 +187,70 @@ def test_a_udp_service_is_accepted() -> None:
     """The pods echo UDP and the datapath balances it (tests/cli: end to end)."""
     topo = parse_topology(_mutate("services.0.protocol", "UDP"), "t.yaml")
     assert topo.services[0].protocol == "UDP"
+
+
+# --- service settings: ports, externalTrafficPolicy, the load-balancer mode ------------
+
+TWO_PORTS = [{"name": "http", "node_port": 32000, "target_port": 80},
+             {"name": "echo", "protocol": "UDP", "node_port": 32000, "target_port": 80}]
+
+
+def _ports_form(ports: list[dict[str, Any]]) -> dict[str, Any]:
+    data = seed_data()
+    svc = data["services"][0]
+    for key in ("protocol", "node_port", "target_port"):
+        svc.pop(key)
+    svc["ports"] = ports
+    return data
+
+
+def test_a_service_may_have_several_ports_tcp_and_udp() -> None:
+    t = parse_topology(_ports_form(TWO_PORTS), "t.yaml")
+    svc = t.services[0]
+    assert [(p.name, p.protocol, p.node_port) for p in svc.all_ports] == [
+        ("http", "TCP", 32000), ("echo", "UDP", 32000)]
+    assert svc.port("echo").protocol == "UDP"
+    assert svc.port(None).name == "http"
+    with pytest.raises(KeyError, match="has no port 'dns' \\(ports: http, echo\\)"):
+        svc.port("dns")
+
+
+def test_the_inline_port_is_the_services_one_port() -> None:
+    svc = load_topology(SEED).services[0]
+    (port,) = svc.all_ports
+    assert (port.protocol, port.node_port, port.target_port) == ("TCP", 32000, 80)
+    assert svc.external_traffic_policy == "Cluster"
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    (_mutate("services.0.ports", TWO_PORTS),
+     "t.yaml: services[0].ports: give the ports either inline (node_port, target_port) or "
+     "as ports, not both"),
+    (_mutate("services.0.node_port", _DELETE),
+     "t.yaml: services[0].node_port: field required (or give ports)"),
+    (_ports_form([*TWO_PORTS, {"name": "web", "node_port": 32000, "target_port": 80}]),
+     "t.yaml: services[0].ports[2].node_port: node port is used twice for the same protocol"),
+    (_ports_form([TWO_PORTS[0], {**TWO_PORTS[1], "name": "http"}]),
+     "t.yaml: services[0].ports[1].name: port name is used twice"),
+    (_ports_form([{**TWO_PORTS[0], "target_port": 81}]),
+     "t.yaml: services[0].ports[0].target_port: 81 but workload 'cni' listens on 80"),
+    (_mutate("services.0.external_traffic_policy", "Nearest"),
+     "t.yaml: services[0].external_traffic_policy: Input should be 'Cluster' or 'Local'"),
+    (_mutate("load_balancer.maglev_table_size", 16384),
+     "t.yaml: load_balancer.maglev_table_size: 16384 is not one of Cilium's sizes: 251, 509, "
+     "1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071"),
+    (_mutate("load_balancer.mode", "maglev"),
+     "t.yaml: load_balancer.mode: Input should be 'snat', 'dsr' or 'hybrid'"),
+])
+def test_service_settings_errors_name_the_field(data: dict[str, Any], expected: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data, "t.yaml")
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(("mode", "tcp", "udp"), [("dsr", "dsr", "dsr"),
+                                                  ("snat", "snat", "snat"),
+                                                  ("hybrid", "dsr", "snat")])
+def test_the_mode_says_how_each_protocol_is_forwarded(mode: str, tcp: str, udp: str) -> None:
+    lb = parse_topology(_mutate("load_balancer.mode", mode), "t.yaml").load_balancer
+    assert (lb.forwarding("TCP"), lb.forwarding("UDP")) == (tcp, udp)
