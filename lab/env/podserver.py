@@ -3,7 +3,8 @@ net tool image).
 
 Each pod answers every HTTP GET (and HEAD) with
 ``PodName: <name> | PodIP: eth0 <ip>/32``, the body the seed write-up's
-DaemonSet returns; a pod's UDP port, when it has one, echoes datagrams.
+DaemonSet returns; a pod's UDP port, when it has one, answers each datagram
+with that line followed by the datagram (an echo that says who answered).
 
 The lab makes every listening socket itself, inside its pod's namespace
 (a socket keeps the namespace it was made in), binds and listens, so a pod
@@ -36,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -105,7 +107,8 @@ class Pod:
                 self.servers.append(await asyncio.start_server(
                     self._serve, sock=sock, limit=MAX_REQUEST_HEAD, backlog=128))
             elif lst.proto == "udp":
-                transport, _ = await loop.create_datagram_endpoint(_Echo, sock=sock)
+                transport, _ = await loop.create_datagram_endpoint(
+                    functools.partial(_Echo, self.body), sock=sock)
                 self.transports.append(transport)
             else:
                 sock.close()
@@ -139,7 +142,12 @@ class Pod:
 
 
 class _Echo(asyncio.DatagramProtocol):
+    """Answers each datagram with the pod's line (as its HTTP body) and the datagram."""
+
     transport: asyncio.DatagramTransport
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # a datagram endpoint's transport (the selector loop's is no DatagramTransport
@@ -147,7 +155,7 @@ class _Echo(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.transport.sendto(data, addr)
+        self.transport.sendto(self.head + data, addr)
 
 
 def parse_spec(text: str) -> list[Pod]:

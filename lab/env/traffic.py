@@ -1,9 +1,12 @@
-"""Real traffic from inside a lab host: curl, one connection per request."""
+"""Real traffic from inside a lab host: curl, one connection per request; a UDP
+datagram from a fresh kernel socket, one flow per datagram."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,16 +60,47 @@ def curl(lab: _Runs, host: str, url: str, *, timeout_s: float = 5.0,
                         error=proc.stderr.strip())
 
 
-def curl_until(lab: _Runs, host: str, url: str, *, want_pods: set[str], min_requests: int,
-               max_requests: int, timeout_s: float = 5.0) -> list[HttpExchange]:
-    """Request ``url`` until every pod in ``want_pods`` answered (within the bounds).
+# one datagram from a fresh socket (a new flow each time), its answer printed
+_UDP_ONCE = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(float(sys.argv[4]))
+s.bind(("", 0))
+s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))
+print(s.getsockname()[1], flush=True)
+data, peer = s.recvfrom(65535)
+print(f"{peer[0]}:{peer[1]}", flush=True)
+sys.stdout.write(data.decode(errors="replace"))
+"""
 
-    Stops early on a failed request: with DSR broken every later one fails too.
+
+def udp_exchange(lab: _Runs, host: str, ip: str, port: int, *, payload: str = "ping",
+                 timeout_s: float = 5.0) -> HttpExchange:
+    """One real datagram from ``host`` to ``ip:port`` (a kernel UDP socket in the host's
+    namespace) and its answer; ``ok`` when the answer came from ``ip:port`` itself."""
+    proc = lab.run(host, [sys.executable, "-c", _UDP_ONCE, ip, str(port), payload,
+                          f"{timeout_s:g}"], timeout=timeout_s + 5, check=False)
+    lines = proc.stdout.split("\n", 2)
+    local = int(lines[0]) if lines[0].isdigit() else None
+    peer = lines[1] if len(lines) > 1 else ""
+    body = lines[2] if len(lines) > 2 else ""
+    ok = proc.returncode == 0 and peer == f"{ip}:{port}"
+    error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else (
+        "" if ok else f"answer from {peer or 'nobody'}, not {ip}:{port}")
+    return HttpExchange(url=f"udp://{ip}:{port}", ok=ok, local_port=local, http_code=None,
+                        body=body, error=error)
+
+
+def exchange_until(send: Callable[[], HttpExchange], *, want_pods: set[str],
+                   min_requests: int, max_requests: int) -> list[HttpExchange]:
+    """``send()`` until every pod in ``want_pods`` answered (within the bounds).
+
+    Stops early on a failed exchange: with DSR broken every later one fails too.
     """
     exchanges: list[HttpExchange] = []
     seen: set[str] = set()
     while len(exchanges) < max_requests:
-        ex = curl(lab, host, url, timeout_s=timeout_s)
+        ex = send()
         exchanges.append(ex)
         if not ex.ok:
             break
@@ -75,3 +109,11 @@ def curl_until(lab: _Runs, host: str, url: str, *, want_pods: set[str], min_requ
         if len(exchanges) >= min_requests and want_pods <= seen:
             break
     return exchanges
+
+
+def curl_until(lab: _Runs, host: str, url: str, *, want_pods: set[str], min_requests: int,
+               max_requests: int, timeout_s: float = 5.0) -> list[HttpExchange]:
+    """:func:`curl` ``url`` until every pod in ``want_pods`` answered (within the bounds)."""
+    return exchange_until(lambda: curl(lab, host, url, timeout_s=timeout_s),
+                          want_pods=want_pods, min_requests=min_requests,
+                          max_requests=max_requests)

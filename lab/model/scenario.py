@@ -9,7 +9,7 @@ module only reads and validates them; :mod:`lab.runner.scenario` runs one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -52,6 +52,9 @@ class Scenario(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     description: str = ""
     topology: str
+    # applied to the topology before it is validated, as `helm --set` to values:
+    # {"load_balancer.mode": "snat", "services[0].external_traffic_policy": "Local"}
+    settings: dict[str, Any] = {}
     trace: str | None = None  # default: <name>.trace.yaml beside the scenario
     client: str = "client"
     target: Target
@@ -91,9 +94,12 @@ def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
     except ValidationError as exc:
         raise ScenarioError(validation_message(path, exc)) from None
     try:
-        topo = load_topology(sc.topology_path())
+        topo = load_topology(sc.topology_path(), sc.settings)
     except TopologyError as exc:
-        raise ScenarioError(f"{path}: topology: {exc}") from None
+        with_settings = " (with the scenario's settings)" if sc.settings else ""
+        raise ScenarioError(f"{path}: topology{with_settings}: {exc}") from None
+    except KeyError as exc:
+        raise ScenarioError(f"{path}: settings.{exc.args[0]}") from None
     problems = []
     if sc.client not in topo.host_names():
         problems.append(f"client: no host {sc.client!r} in {topo.name}")

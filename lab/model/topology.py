@@ -8,6 +8,8 @@ The model knows no backend: the netns and kind backends both read it.
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -379,7 +381,61 @@ def parse_topology(data: Any, source: str | Path = "<topology>") -> Topology:
     return topo.model_copy(update={"source": Path(source)})
 
 
-def load_topology(path: str | Path) -> Topology:
-    """Load and validate a topology YAML file."""
+def load_topology(path: str | Path, settings: dict[str, Any] | None = None) -> Topology:
+    """Load and validate a topology YAML file, with ``settings`` applied first
+    (``{"load_balancer.mode": "snat", "services[0].ports[1].node_port": 32001}``,
+    as ``helm --set`` does to values; see :func:`apply_settings`)."""
     p = Path(path)
-    return parse_topology(read_yaml(p, TopologyError), p)
+    data = read_yaml(p, TopologyError)
+    if settings:
+        data = apply_settings(data, settings)
+    return parse_topology(data, p)
+
+
+_SETTING_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
+
+
+def apply_settings(data: Any, settings: dict[str, Any]) -> Any:
+    """``data`` (parsed YAML, not changed) with each ``path: value`` of ``settings`` set.
+
+    A path is dotted keys with list indexes (``services[0].external_traffic_policy``);
+    a missing key is created, a missing list item or a key into a scalar is a
+    ``KeyError`` naming the setting. The result is validated as usual afterwards,
+    so a misspelt field is reported by the topology's own checks.
+    """
+    out = copy.deepcopy(data)
+    for path, value in settings.items():
+        steps: list[str | int] = []
+        for part in path.split("."):
+            m = _SETTING_PART.fullmatch(part)
+            if not m:
+                raise KeyError(f"{path}: {part!r} is not a field name with optional [index]")
+            steps.append(m[1])
+            steps += [int(i) for i in re.findall(r"\[(\d+)\]", m[2])]
+        target = out
+        for depth, step in enumerate(steps[:-1]):
+            target = _step_into(target, step, steps[depth + 1], path)
+        last = steps[-1]
+        if isinstance(last, int):
+            if not isinstance(target, list) or last >= len(target):
+                raise KeyError(f"{path}: there is no item {last} to set")
+            target[last] = value
+        elif isinstance(target, dict):
+            target[last] = value
+        else:
+            raise KeyError(f"{path}: {last!r} is set inside a {type(target).__name__}")
+    return out
+
+
+def _step_into(target: Any, step: str | int, following: str | int, path: str) -> Any:
+    if isinstance(step, int):
+        if not isinstance(target, list) or step >= len(target):
+            raise KeyError(f"{path}: there is no item {step}")
+        return target[step]
+    if not isinstance(target, dict):
+        raise KeyError(f"{path}: {step!r} is looked up inside a {type(target).__name__}")
+    if step not in target:
+        if isinstance(following, int):
+            raise KeyError(f"{path}: there is no list {step!r}")
+        target[step] = {}
+    return target[step]

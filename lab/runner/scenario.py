@@ -20,6 +20,7 @@ pcapng and report.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -34,7 +35,7 @@ from lab.capture.live import CapturePoint, CaptureSet
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend
-from lab.env.traffic import HttpExchange, curl_until
+from lab.env.traffic import HttpExchange, curl, exchange_until, udp_exchange
 from lab.model.scenario import Scenario, ScenarioError, load_scenario
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
@@ -102,21 +103,31 @@ class ScenarioRun:
 def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
     """Captures on every hop while the scenario's requests run."""
     sc, topo = run.scenario, run.topology
-    port = topo.service(sc.target.service).port(sc.target.port)
-    url = f"http://{topo.node(sc.target.node).ip}:{port.node_port}/"
+    svc = topo.service(sc.target.service)
+    port = svc.port(sc.target.port)
+    ip, timeout = str(topo.node(sc.target.node).ip), sc.requests.timeout_s
+    send: Callable[[], HttpExchange]
+    if port.protocol == "UDP":
+        what = f"UDP datagrams to {ip}:{port.node_port}"
+        send = functools.partial(udp_exchange, lab, sc.client, ip, port.node_port,
+                                 timeout_s=timeout)
+    else:
+        what = f"curl http://{ip}:{port.node_port}/"
+        send = functools.partial(curl, lab, sc.client, f"http://{ip}:{port.node_port}/",
+                                 timeout_s=timeout)
     points = capture_points(sc, topo, lab)
     say(f"starting {len(points)} captures")
     t1 = time.perf_counter()
     with CaptureSet(lab, run.capture_dir, points, run_manifest(sc, topo, lab)):
         run.timings["captures_ready_s"] = time.perf_counter() - t1
-        say(f"curl {url} from {sc.client}")
+        say(f"{what} from {sc.client}")
         t2 = time.perf_counter()
-        want = {p.name for p in topo.backends(sc.target.service)} \
-            if sc.requests.until_every_backend \
-            else set()
-        run.exchanges = curl_until(lab, sc.client, url, want_pods=want,
-                                   min_requests=sc.requests.min, max_requests=sc.requests.max,
-                                   timeout_s=sc.requests.timeout_s)
+        # the pods that can answer: with externalTrafficPolicy=Local, the node's own
+        reachable = {p.name for p in topo.backends(svc.name)
+                     if svc.external_traffic_policy == "Cluster" or p.node == sc.target.node}
+        want = reachable if sc.requests.until_every_backend else set()
+        run.exchanges = exchange_until(send, want_pods=want, min_requests=sc.requests.min,
+                                       max_requests=sc.requests.max)
         run.timings["traffic_s"] = time.perf_counter() - t2
 
 

@@ -91,7 +91,7 @@ def test_stopping_one_pod_leaves_the_other_serving(seed_topology: Topology) -> N
         assert procs.running(lab.servers.pid)
 
 
-def test_udp_echo_and_control_commands_on_a_scratch_namespace() -> None:
+def test_udp_echo_says_who_answered_and_control_commands_work() -> None:
     ns = names.netns_name(names.new_run_id(), "podsrv")
     with nsutil.scratch(ns):
         tcp = nsutil.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM)
@@ -108,7 +108,7 @@ def test_udp_echo_and_control_commands_on_a_scratch_namespace() -> None:
             with nsutil.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM) as c:
                 c.settimeout(5)
                 c.sendto(b"hello", ("127.0.0.1", port))
-                assert c.recvfrom(100)[0] == b"hello"
+                assert c.recvfrom(100)[0] == body_for("echo-pod", "10.9.9.9").encode() + b"hello"
             with nsutil.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM) as c:
                 c.settimeout(5)
                 c.connect(("127.0.0.1", port))
