@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
-from lab.cli.output import console, need_root, note, one_line_errors, status
+from lab.cli.output import console, fail, need_root, note, one_line_errors, status, table
+from lab.errors import LabError
 
 if TYPE_CHECKING:
     from lab.check.trace.results import ClaimVerdict
@@ -19,16 +20,26 @@ CHECKS_SHOWN = 3  # per passed claim, of its first flow
 
 
 def run(
-    scenario: Annotated[str, typer.Argument(help="scenario name (scenarios/NAME.yaml) or path")],
+    scenario: Annotated[str | None, typer.Argument(
+        help="scenario name (scenarios/NAME.yaml, scenarios/*/NAME.yaml) or path")] = None,
     captures: Annotated[Path, typer.Option(help="where capture sets go")] = Path("captures"),
     keep: Annotated[bool, typer.Option("--keep", help="leave the lab up afterwards")] = False,
     screenshot: Annotated[bool, typer.Option(
         help="render the report in headless Chromium to report.png (when installed)")] = True,
+    run_all: Annotated[bool, typer.Option(
+        "--all", help="run every scenario (scenarios/ and its subfolders) and print a "
+                      "verdict table")] = False,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
     from lab.runner.scenario import run_scenario
 
+    if run_all == (scenario is not None):
+        fail("give a scenario or --all (not both)", code=2)
     need_root()
+    if run_all:
+        _run_all(captures)
+        return
+    assert scenario is not None
     with one_line_errors(), status("starting") as progress:
         result = run_scenario(scenario, captures_root=captures, progress=progress, keep=keep)
     console.print(Text.assemble("scenario ", (result.scenario.name, "bold"),
@@ -38,6 +49,44 @@ def run(
         _screenshot(result.report.html)
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _run_all(captures: Path) -> None:
+    """Every scenario, one after the other; a table of verdicts; exit 1 if one failed."""
+    from lab.model.scenario import all_scenarios
+    from lab.runner.scenario import run_scenario
+
+    rows = []
+    failed = 0
+    paths = all_scenarios()
+    with status("starting") as progress:
+        for i, path in enumerate(paths, start=1):
+            def say(msg: str, name: str = path.stem, n: int = i) -> None:
+                progress(f"[{n}/{len(paths)}] {name}: {msg}")
+
+            try:
+                res = run_scenario(path, captures_root=captures, progress=say)
+            except LabError as exc:
+                failed += 1
+                rows.append([path.stem, "-", "-", "-", "error", "-", "-", str(exc)])
+                continue
+            failed += not res.passed
+            rows.append(_verdict_row(res))
+    table(("scenario", "mode", "port", "node", "verdict", "claims", "requests", "captures"),
+          rows, title=f"{len(paths)} scenarios, {len(paths) - failed} passed")
+    if failed:
+        raise typer.Exit(1)
+
+
+def _verdict_row(res: ScenarioRun) -> list[str]:
+    sc, topo = res.scenario, res.topology
+    port = topo.service(sc.target.service).port(sc.target.port)
+    claims = res.result.claims if res.result else []
+    ok = [e for e in res.exchanges if e.ok]
+    return [sc.name, topo.load_balancer.mode, f"{port.node_port}/{port.protocol}",
+            sc.target.node, "pass" if res.passed else "FAIL",
+            f"{sum(c.passed for c in claims)}/{len(claims)}",
+            f"{len(ok)}/{len(res.exchanges)} answered", str(res.capture_dir)]
 
 
 def print_run(run: ScenarioRun) -> None:

@@ -442,7 +442,7 @@ def _frontends(t: Topology, node: Node) -> list[_Frontend]:
     out = []
     for svc in t.services:
         local_only = svc.external_traffic_policy == "Local"
-        pods = [p for p in t.backends(svc.name) if not local_only or p.node == node.name]
+        pods = t.backends_from(svc.name, node.name)
         for port in svc.all_ports:
             entries = {f"{p.ip}:{port.target_port}": BackendEntry(
                 str(p.ip), port.target_port, local=p.node == node.name) for p in pods}

@@ -66,8 +66,9 @@ import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(float(sys.argv[4]))
 s.bind(("", 0))
-s.sendto(sys.argv[3].encode(), (sys.argv[1], int(sys.argv[2])))
-print(s.getsockname()[1], flush=True)
+port = s.getsockname()[1]
+s.sendto(f"{sys.argv[3]} {port}".encode(), (sys.argv[1], int(sys.argv[2])))
+print(port, flush=True)
 data, peer = s.recvfrom(65535)
 print(f"{peer[0]}:{peer[1]}", flush=True)
 sys.stdout.write(data.decode(errors="replace"))
@@ -77,7 +78,9 @@ sys.stdout.write(data.decode(errors="replace"))
 def udp_exchange(lab: _Runs, host: str, ip: str, port: int, *, payload: str = "ping",
                  timeout_s: float = 5.0) -> HttpExchange:
     """One real datagram from ``host`` to ``ip:port`` (a kernel UDP socket in the host's
-    namespace) and its answer; ``ok`` when the answer came from ``ip:port`` itself."""
+    namespace) and its answer; ``ok`` when the answer came from ``ip:port`` itself.
+    The datagram says ``PAYLOAD SPORT``: unique per flow, so a trace can follow it
+    across a SNAT, which changes both addresses and ports."""
     proc = lab.run(host, [sys.executable, "-c", _UDP_ONCE, ip, str(port), payload,
                           f"{timeout_s:g}"], timeout=timeout_s + 5, check=False)
     lines = proc.stdout.split("\n", 2)

@@ -73,16 +73,24 @@ class Scenario(_Model):
         return (self._base() / (self.trace or f"{self.name}.trace.yaml")).resolve()
 
 
+def all_scenarios(folder: Path = SCENARIO_DIR) -> list[Path]:
+    """Every scenario file under ``folder`` (``scenarios/*.yaml`` and one level of
+    subfolders, e.g. ``scenarios/modes/``), traces left out, by name."""
+    found = [*folder.glob("*.yaml"), *folder.glob("*/*.yaml")]
+    return sorted((p for p in found if not p.name.endswith(".trace.yaml")),
+                  key=lambda p: (p.parent != folder, str(p.relative_to(folder))))
+
+
 def find_scenario(name_or_path: str) -> Path:
-    """A scenario by name (``seed`` -> ``scenarios/seed.yaml``) or by path."""
+    """A scenario by name (``seed`` -> ``scenarios/seed.yaml``, ``snat-tcp-remote`` ->
+    ``scenarios/modes/snat-tcp-remote.yaml``) or by path."""
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists():
         return p
-    candidate = SCENARIO_DIR / f"{name_or_path}.yaml"
-    if candidate.exists():
-        return candidate
-    known = sorted(s.stem for s in SCENARIO_DIR.glob("*.yaml")
-                   if not s.name.endswith(".trace.yaml"))
+    for candidate in all_scenarios():
+        if candidate.stem == name_or_path:
+            return candidate
+    known = [s.stem for s in all_scenarios()]
     raise ScenarioError(f"no scenario {name_or_path!r} (known: {', '.join(known) or 'none'})")
 
 

@@ -234,6 +234,14 @@ class Topology(_Model):
         """The pods a service sends to (its selector's workload)."""
         return list(self.workload(self.service(service).selector).pods)
 
+    def backends_from(self, service: str, node: str) -> list[Pod]:
+        """The pods ``node`` sends the service's traffic to: all of them, or with
+        externalTrafficPolicy=Local only its own."""
+        pods = self.backends(service)
+        if self.service(service).external_traffic_policy == "Local":
+            return [p for p in pods if p.node == node]
+        return pods
+
     def host_names(self) -> list[str]:
         """Every host the lab creates: client, nodes, pods (unique)."""
         return [self.client.name, *(n.name for n in self.nodes), *(p.name for p in self.pods)]

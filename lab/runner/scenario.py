@@ -52,8 +52,9 @@ def load_scenario_trace(sc: Scenario) -> Trace:
 
 
 def capture_points(sc: Scenario, topo: Topology, lab: Lab) -> list[CapturePoint]:
-    """Client bridge, the LB node, every node hosting a backend, every backend pod."""
-    backends = topo.backends(sc.target.service)
+    """Client bridge, the LB node, every other node hosting a backend the LB node
+    sends to, and every such backend pod."""
+    backends = topo.backends_from(sc.target.service, sc.target.node)
     backend_nodes = [n.name for n in topo.nodes
                      if n.name != sc.target.node and any(p.node == n.name for p in backends)]
 
@@ -123,8 +124,7 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
         say(f"{what} from {sc.client}")
         t2 = time.perf_counter()
         # the pods that can answer: with externalTrafficPolicy=Local, the node's own
-        reachable = {p.name for p in topo.backends(svc.name)
-                     if svc.external_traffic_policy == "Cluster" or p.node == sc.target.node}
+        reachable = {p.name for p in topo.backends_from(svc.name, sc.target.node)}
         want = reachable if sc.requests.until_every_backend else set()
         run.exchanges = exchange_until(send, want_pods=want, min_requests=sc.requests.min,
                                        max_requests=sc.requests.max)

@@ -137,3 +137,10 @@ def test_markup_in_a_name_prints_literally_with_its_brackets(tmp_path: Path) -> 
         out = dsrlab(*args)
         assert out.returncode == 1, args
         assert out.stderr == f"error: run id {args[-1]!r} is not 6 lowercase hex digits\n"
+
+
+@pytest.mark.parametrize("args", [["run"], ["run", "--all", "seed"]])
+def test_run_takes_a_scenario_or_all(args: list[str]) -> None:
+    res = dsrlab(*args)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines()[-1] == "error: give a scenario or --all (not both)"

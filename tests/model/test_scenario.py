@@ -81,3 +81,46 @@ def test_unknown_scenario_lists_the_known_ones() -> None:
 def test_a_missing_scenario_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match=r"gone\.yaml: cannot read"):
         load_scenario(tmp_path / "gone.yaml")
+
+
+# --- settings: the topology changed as `helm --set` changes values ---------------------
+
+
+def test_settings_apply_to_the_topology_before_it_is_validated(tmp_path: Path) -> None:
+    path = _scenario(tmp_path, settings={
+        "load_balancer.mode": "snat", "services[0].external_traffic_policy": "Local",
+        "load_balancer.maglev_table_size": 251})
+    _, topo = load_scenario(path)
+    assert topo.load_balancer.mode == "snat"
+    assert topo.services[0].external_traffic_policy == "Local"
+    assert topo.load_balancer.maglev_table_size == 251
+    assert yaml.safe_load(SEED_TOPOLOGY_PATH.read_text())["load_balancer"]["mode"] == "dsr"
+
+
+@pytest.mark.parametrize(("settings", "expected"), [
+    ({"services[3].node_port": 32001}, "settings.services[3].node_port: there is no item 3"),
+    ({"nodes[0].ip.x": 1}, "settings.nodes[0].ip.x: 'x' is set inside a str"),
+    ({"bad key!": 1}, "settings.bad key!: 'bad key!' is not a field name"),
+    ({"workloads.pods[0]": 1}, "settings.workloads.pods[0]: 'pods' is looked up inside a list"),
+])
+def test_a_setting_that_names_no_place_is_a_clear_error(
+        tmp_path: Path, settings: dict[str, Any], expected: str) -> None:
+    path = _scenario(tmp_path, settings=settings)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert f"{path}: {expected}" in str(info.value)
+
+
+def test_a_setting_the_topology_refuses_names_the_field_and_the_settings(
+        tmp_path: Path) -> None:
+    path = _scenario(tmp_path, settings={"load_balancer.mood": "snat"})
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert str(info.value).startswith(f"{path}: topology (with the scenario's settings): ")
+    assert "load_balancer.mood: Extra inputs are not permitted" in str(info.value)
+
+
+def test_scenarios_in_subfolders_are_found_by_name() -> None:
+    assert find_scenario("snat-tcp-remote").parts[-2:] == ("modes", "snat-tcp-remote.yaml")
+    with pytest.raises(ScenarioError, match="known: seed, "):
+        find_scenario("no-such-scenario")

@@ -48,6 +48,8 @@ FIELDS: dict[str, tuple[str, _Getter]] = {
     "sport": ("[L4].sport", lambda p, e: p.sport),
     "dport": ("[L4].dport", lambda p, e: p.dport),
     "flags": ("[TCP].flags", lambda p, e: p.flags),
+    # kept by every translation: follows a flow across a SNAT (bind it, match it later)
+    "seq": ("[TCP].seq", lambda p, e: p.seq),
     "l4_csum": ("[L4].chksum", lambda p, e: _csum(p.l4_csum_ok)),
     "payload": ("[Raw].load", lambda p, e: p.payload.decode("latin-1")),
     "payload_len": ("[Raw].len", lambda p, e: p.payload_len),

@@ -150,8 +150,11 @@ def _spec_problems(trace: Trace, specs: dict[str, Any], where: str, *,
         except ValueError as exc:
             problems.append(f"{where}.{key}: {exc}")
     if full:
-        missing = [k for k in ("src", "dst", "sport", "dport", "flags")
-                   if k not in specs and k not in trace.defaults]
+        # a UDP expectation has no TCP flags to compare (they are "" on a datagram)
+        proto = specs.get("proto", trace.defaults.get("proto", "tcp"))
+        needed = ("src", "dst", "sport", "dport") if proto == "udp" else (
+            "src", "dst", "sport", "dport", "flags")
+        missing = [k for k in needed if k not in specs and k not in trace.defaults]
         if missing:
             problems.append(f"{where}: an expectation compares every field; "
                             f"missing {', '.join(missing)}")
