@@ -26,6 +26,7 @@ bench: install
 	$(PY) bench/bringup.py
 	$(PY) bench/datapath.py
 	$(PY) bench/review.py
+	$(PY) bench/modes.py
 
 clean-lab: install
 	$(VENV)/bin/dsrlab clean

@@ -19,6 +19,8 @@ ROLES: tuple[Role, ...] = ("client", "lb-node", "backend-node", "pod")
 MANIFEST = "manifest.json"  # what was captured where (lab.capture.manifest)
 RESULTS = "results.json"  # the trace checker's verdicts
 MERGED = "merged.pcapng"  # every hop in one file, for Wireshark
+COMPARISON = "modes.json"  # a modes comparison's figures (lab.runner.compare)
+COMPARISON_PLOT = "modes.svg"  # ... and their plot
 LATEST = "latest"  # captures/<scenario>/latest -> the newest finished run
 
 
@@ -33,7 +35,8 @@ class CaptureError(LabError, RuntimeError):
 # file the lab writes there.
 
 _RUN_ID = re.compile(r"^[0-9a-f]{6}$")
-_LAB_FILE = re.compile(r"^\.?(manifest\.json|merged\.pcapng|report\.[a-z]+|[^/]+\.pcap)"
+_LAB_FILE = re.compile(r"^\.?(manifest\.json|merged\.pcapng|report\.[a-z]+|[^/]+\.pcap"
+                       r"|modes\.json|modes\.svg)"
                        r"(\.tmp)?$")
 
 

@@ -75,12 +75,13 @@ class Capture:
     proc: subprocess.Popen[bytes] | None = None
     stderr: str = ""
     stats: dict[str, int] = field(default_factory=dict)
+    snaplen: int = 0  # bytes kept of each packet; 0 = all of it
 
     def argv(self) -> list[str]:
         """tcpdump writing the pcap to stdout, a packet at a time (``-U``)."""
         return [
             "tcpdump", "-i", self.point.ifname, "-w", "-",
-            "-U", "-n", "-s", "0", "-Z", "root", "--immediate-mode",
+            "-U", "-n", "-s", str(self.snaplen), "-Z", "root", "--immediate-mode",
         ]
 
     def spawn(self) -> None:

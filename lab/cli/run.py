@@ -94,8 +94,27 @@ def print_run(run: ScenarioRun) -> None:
     for claim in run.result.claims if run.result else []:
         _print_claim(claim)
     _print_requests(run)
+    _print_comparison(run)
     _print_files(run)
     _print_times(run.timings)
+
+
+def _print_comparison(run: ScenarioRun) -> None:
+    """A modes comparison's figures (the report draws them)."""
+    from lab.report.model import load_comparison
+
+    cmp = load_comparison(run.capture_dir)
+    if cmp is None:
+        return
+    if cmp.error:
+        note("compare", cmp.error, "red")
+        return
+    table(("mode", "LB-node bytes", "of snat's", "client->backend", "backend->client",
+           "p50 ms", "p99 ms"),
+          [[r.mode, f"{r.lb_bytes:,}", cmp.ratio(r), f"{r.request_bytes:,}",
+            f"{r.reply_bytes:,}", f"{r.p50_ms:.3f}", f"{r.p99_ms:.3f}"] for r in cmp.rows],
+          title=f"modes compared at {cmp.lb_node} ({cmp.transfer_bytes:,}-byte response, "
+                f"{cmp.requests} requests)")
 
 
 def _print_claim(claim: ClaimVerdict) -> None:

@@ -40,6 +40,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -55,25 +56,44 @@ def body_for(name: str, ip: str) -> str:
     return f"PodName: {name} | PodIP: eth0 {ip}/32\n"
 
 
-def http_response(status: int, reason: str, body: bytes, *, head_only: bool = False) -> bytes:
-    head = (f"HTTP/1.0 {status} {reason}\r\n"
+MAX_SIZED_BODY = 1 << 30  # GET /bytes/N: at most 1 GiB
+_SIZED = re.compile(r"^/bytes/(\d{1,10})$")
+CHUNK = 1 << 16
+
+
+def http_head(status: int, reason: str, length: int,
+              content_type: str = "text/plain") -> bytes:
+    return (f"HTTP/1.0 {status} {reason}\r\n"
             f"Server: {SERVER_NAME}\r\n"
-            "Content-Type: text/plain\r\n"
-            f"Content-Length: {len(body)}\r\n"
+            f"Content-Type: {content_type}\r\n"
+            f"Content-Length: {length}\r\n"
             "Connection: close\r\n\r\n").encode()
+
+
+def http_response(status: int, reason: str, body: bytes, *, head_only: bool = False) -> bytes:
+    head = http_head(status, reason, len(body))
     return head if head_only else head + body
 
 
-def answer(request_head: bytes, body: bytes) -> bytes:
-    """The response to one request head (request line and headers, CRLF CRLF)."""
+def answer(request_head: bytes, body: bytes) -> tuple[bytes, int]:
+    """The response to one request head (request line and headers, CRLF CRLF): the
+    bytes to send, then how many zero bytes follow them (``GET /bytes/N``: a body of
+    N bytes, streamed, for transfers of any size; ``/`` and anything else: the pod's
+    line)."""
     line = request_head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("latin-1")
     parts = line.split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-        return http_response(400, "Bad Request", b"bad request\n")
-    method = parts[0]
-    if method in ("GET", "HEAD"):
-        return http_response(200, "OK", body, head_only=method == "HEAD")
-    return http_response(501, "Not Implemented", f"method {method} not served\n".encode())
+        return http_response(400, "Bad Request", b"bad request\n"), 0
+    method, target = parts[0], parts[1]
+    if method not in ("GET", "HEAD"):
+        return http_response(501, "Not Implemented",
+                             f"method {method} not served\n".encode()), 0
+    sized = _SIZED.match(target)
+    if sized and int(sized[1]) <= MAX_SIZED_BODY:
+        n = int(sized[1])
+        head = http_head(200, "OK", n, "application/octet-stream")
+        return head, 0 if method == "HEAD" else n
+    return http_response(200, "OK", body, head_only=method == "HEAD"), 0
 
 
 @dataclass(frozen=True)
@@ -118,7 +138,13 @@ class Pod:
         self.connections.add(writer)
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
-            writer.write(answer(head, self.body))
+            first, zeros = answer(head, self.body)
+            writer.write(first)
+            chunk = bytes(CHUNK)
+            while zeros > 0:
+                writer.write(chunk[:zeros])
+                zeros -= min(zeros, CHUNK)
+                await writer.drain()
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ConnectionError):

@@ -48,6 +48,15 @@ class Requires(_Model):
     kernel: Annotated[str, Field(pattern=r"^\d+\.\d+(\.\d+)?$")] | None = None
 
 
+class CompareModes(_Model):
+    """A modes comparison: after the scenario's own run, the same topology under each
+    mode, measured at the node the client addressed (:mod:`lab.runner.compare`)."""
+
+    modes: Annotated[list[Literal["snat", "dsr", "hybrid"]], Field(min_length=2)]
+    transfer_bytes: Annotated[int, Field(ge=1, le=1 << 30)] = 100 * 1024 * 1024
+    requests: Annotated[int, Field(ge=10, le=10000)] = 1000
+
+
 class Scenario(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     description: str = ""
@@ -61,6 +70,7 @@ class Scenario(_Model):
     requests: Requests = Requests()
     requires: Requires = Requires()
     backends: list[Literal["netns", "kind"]] = ["netns"]
+    compare_modes: CompareModes | None = None
     source: Path | None = Field(default=None, exclude=True)
 
     def _base(self) -> Path:

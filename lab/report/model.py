@@ -7,6 +7,7 @@ format this model.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from lab.capture.capdir import CaptureDir
-from lab.capture.layout import MERGED
+from lab.capture.layout import COMPARISON, COMPARISON_PLOT, MERGED
 from lab.capture.manifest import Manifest
 from lab.check.trace.results import FlowInfo, ResultsError, TraceResult, as_text, load_results
 from lab.report.capset import ROLE_LABEL, CaptureView, load_view
@@ -85,6 +86,7 @@ class ReportModel:
     flows: list[FlowRow]
     stray_packets: int
     unknown_flows: list[FlowInfo] = field(default_factory=list)
+    comparison: Comparison | None = None
 
     @property
     def manifest(self) -> Manifest:
@@ -153,6 +155,56 @@ class ReportModel:
         return [r for r in self.flows if r.ladder is None]
 
 
+@dataclass(frozen=True)
+class ModeRow:
+    mode: str
+    lb_bytes: int
+    request_bytes: int
+    reply_bytes: int
+    packets: int
+    transfer_s: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A modes comparison in the capture set (``modes.json`` and its ``modes.svg``)."""
+
+    rows: list[ModeRow]
+    transfer_bytes: int
+    requests: int
+    lb_node: str
+    plot: str | None  # the plot's file name, when it is there
+    error: str | None = None  # modes.json is there but unreadable
+
+    def ratio(self, row: ModeRow) -> str:
+        base = next((r for r in self.rows if r.mode == "snat"), None)
+        if base is None or base.lb_bytes == 0:
+            return ""
+        return f"{row.lb_bytes / base.lb_bytes:.2%}"
+
+
+def load_comparison(directory: Path) -> Comparison | None:
+    """``modes.json`` of a capture set; None when there is none, a Comparison with
+    ``error`` set when it cannot be read (a report is never lost to a bad file)."""
+    path = directory / COMPARISON
+    if not path.is_file():
+        return None
+    plot = COMPARISON_PLOT if (directory / COMPARISON_PLOT).is_file() else None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = [ModeRow(str(m["mode"]), int(m["lb_bytes"]), int(m["request_bytes"]),
+                        int(m["reply_bytes"]),
+                        int(m["request_packets"]) + int(m["reply_packets"]),
+                        float(m["transfer_s"]), float(m["latency_p50_ms"]),
+                        float(m["latency_p99_ms"])) for m in data["modes"]]
+        return Comparison(rows, int(data["transfer_bytes"]), int(data["requests"]),
+                          str(data["lb_node"]), plot)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        return Comparison([], 0, 0, "", plot, error=f"{COMPARISON}: {exc}")
+
+
 def build_model(capture_dir: Path | CaptureDir) -> ReportModel:
     view = load_view(capture_dir)
     results, error = None, None
@@ -182,4 +234,5 @@ def build_model(capture_dir: Path | CaptureDir) -> ReportModel:
               for p in view.capdir.points]
     known = {f.id for f in flows}
     unknown = [f for f in verdicts.values() if f.id not in known]
-    return ReportModel(view.directory, view, results, error, points, rows, stray, unknown)
+    return ReportModel(view.directory, view, results, error, points, rows, stray, unknown,
+                       load_comparison(view.directory))

@@ -21,6 +21,7 @@ pcapng and report.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import sys
@@ -30,15 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.capture.capdir import CaptureDir
-from lab.capture.layout import RESULTS, Role, mark_latest
+from lab.capture.layout import COMPARISON, COMPARISON_PLOT, RESULTS, Role, mark_latest
 from lab.capture.live import CapturePoint, CaptureSet
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend
 from lab.env.traffic import HttpExchange, curl, exchange_until, udp_exchange
-from lab.model.scenario import Scenario, ScenarioError, load_scenario
+from lab.model.scenario import CompareModes, Scenario, ScenarioError, load_scenario
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
+from lab.runner.compare import compare_modes, plot_modes
 
 Progress = Callable[[str], None]
 
@@ -131,6 +133,22 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
         run.timings["traffic_s"] = time.perf_counter() - t2
 
 
+def _compare(run: ScenarioRun, spec: CompareModes, say: Progress) -> None:
+    """The topology under each mode of ``spec``; figures and plot into the capture set
+    (the report shows them)."""
+    t = time.perf_counter()
+    sc = run.scenario
+    figures = compare_modes(run.topology, spec.modes, run.capture_dir,
+                            transfer_bytes=spec.transfer_bytes, requests=spec.requests,
+                            service=sc.target.service, node=sc.target.node, progress=say)
+    (run.capture_dir / COMPARISON).write_text(json.dumps(
+        {"transfer_bytes": spec.transfer_bytes, "requests": spec.requests,
+         "lb_node": sc.target.node, "modes": [f.as_dict() for f in figures]},
+        indent=2) + "\n")
+    plot_modes(figures, run.capture_dir / COMPARISON_PLOT)
+    run.timings["compare_s"] = time.perf_counter() - t
+
+
 def _check_and_report(run: ScenarioRun, trace: Trace, say: Progress) -> None:
     """On the capture set alone: verdicts, merged pcapng, report; then ``latest``."""
     say("checking the expected trace on the captures")
@@ -188,6 +206,8 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     else:
         say("tearing the lab down")
         lab.down()
+    if sc.compare_modes is not None:
+        _compare(run, sc.compare_modes, say)
     _check_and_report(run, trace, say)
     run.timings["total_s"] = time.perf_counter() - t0
     return run
