@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -67,6 +67,7 @@ class ManifestPoint(_Part):
     role: Role
     file: str  # relative to the capture directory, inside it
     packets: int | None = None  # tcpdump's "captured" count, when it printed one
+    dropped: int | None = None  # tcpdump's "dropped by kernel": packets the pcap lacks
 
     @field_validator("file")
     @classmethod
@@ -92,6 +93,11 @@ class Manifest(_Part):
     service: ManifestService = ManifestService()
     client: ManifestClient = ManifestClient()
     option_byte_order: OptionOrder = "host"
+    # how remote backends got the service port's traffic: dsr or snat ("" = not said,
+    # a capture set from before the lab had modes: DSR)
+    forwarding: Literal["", "dsr", "snat"] = ""
+    lb_mode: str = ""  # the topology's loadBalancer.mode (snat, dsr, hybrid)
+    settings: dict[str, Any] = {}  # the scenario's settings applied to the topology
     backends: list[ManifestBackend] = []
     points: list[ManifestPoint] = Field(default_factory=list)
 

@@ -80,6 +80,8 @@ def run_manifest(sc: Scenario, topo: Topology, lab: Lab) -> Manifest:
                                 protocol=port.protocol),
         client=ManifestClient(ip=str(lab.hosts[sc.client].ip)),
         option_byte_order=topo.load_balancer.option_byte_order,
+        forwarding=topo.load_balancer.forwarding(port.protocol),
+        lb_mode=topo.load_balancer.mode, settings=sc.settings,
         backends=[ManifestBackend(name=p.name, ip=str(p.ip), port=port.target_port,
                                   node=p.node) for p in topo.backends(svc.name)],
     )

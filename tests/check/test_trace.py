@@ -182,3 +182,20 @@ def test_ethernet_padding_is_not_payload() -> None:
     data = from_scapy(Ether(bytes(Ether() / IP() / TCP(flags="PA") / Raw(b"hello"))), 0)
     assert data is not None
     assert (data.payload_len, data.payload) == (5, b"hello")
+
+
+def test_a_capture_that_lost_packets_fails_the_run_saying_where(tmp_path: Path) -> None:
+    """tcpdump's kernel-drop count in the manifest: the trace fails even though every
+    expectation it can see holds, and says which capture is incomplete."""
+    from lab.capture.capdir import CaptureDir  # noqa: PLC0415
+
+    capdir = build(tmp_path, Breakage())
+    manifest = json.loads((capdir.directory / "manifest.json").read_text())
+    manifest["points"][1]["dropped"] = 7
+    (capdir.directory / "manifest.json").write_text(json.dumps(manifest))
+    res = check_trace(load_trace(SEED_TRACE), CaptureDir.load(capdir.directory))
+    assert not res.passed
+    (bad,) = [c for c in res.checks() if not c.passed]
+    name = manifest["points"][1]["name"]
+    assert (bad.name, bad.kind, bad.point) == ("capture-complete", "capture", name)
+    assert bad.message.startswith(f"tcpdump at {name} lost 7 packets (dropped by the kernel)")

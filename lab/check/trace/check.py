@@ -151,6 +151,15 @@ class _Checker:
                 return pos, p, bindings
         return None
 
+    def capture_checks(self) -> list[CheckResult]:
+        """A capture that lost packets (tcpdump: "dropped by kernel") cannot show what
+        did not happen: each such point fails here, saying so, whatever else holds."""
+        return [CheckResult("flows", None, p.name, "capture-complete", "capture", False,
+                            f"tcpdump at {p.name} lost {p.dropped} packets (dropped by the "
+                            "kernel): this capture is incomplete, no claim about it can be "
+                            "trusted")
+                for p in self.capdir.manifest.points if p.dropped]
+
     # -- flows -------------------------------------------------------------------
     def find_flows(self) -> tuple[list[tuple[str, Env]], list[CheckResult]]:
         rule = self.trace.flows.start
@@ -276,7 +285,8 @@ class _Checker:
 
     def run(self) -> TraceResult:
         flows, flow_checks = self.find_flows()
-        verdicts = [ClaimVerdict("flows", "Flows found and their variables bound", flow_checks)]
+        verdicts = [ClaimVerdict("flows", "Flows found and their variables bound",
+                                 [*self.capture_checks(), *flow_checks])]
         infos = {fid: FlowInfo(fid, {}) for fid, _ in flows}
         for claim in self.trace.claims:
             verdict = ClaimVerdict(claim.name, claim.title)

@@ -45,7 +45,7 @@ class CheckResult:
     flow: str | None
     point: str | None  # capture point name, e.g. "cilium-dsr-worker/eth0"
     name: str
-    kind: str  # expect | count | never | flows | coverage
+    kind: str  # expect | count | never | flows | coverage | capture
     passed: bool
     message: str = ""
     packet: int | None = None  # matched (or offending) frame index in the point's pcap
