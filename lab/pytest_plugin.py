@@ -255,6 +255,7 @@ class ScenarioItem(pytest.Item):
             lines = [f"scenario {run.scenario.name}, run {run.run_id}: the expected trace "
                      f"{run.scenario.trace_path().name} did not match",
                      str(excinfo.value),
+                     *(f"diagnosis: {d}" for d in (run.result.diagnoses if run.result else ())),
                      f"captures: {run.capture_dir} (results.json has every check)"]
             if run.kept:
                 lines.append(f"the lab is still up: dsrlab down {run.run_id}")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
+from lab.capture.layout import MANIFEST
 from lab.cli.output import console, err, fail, note, table
 
 if TYPE_CHECKING:
@@ -60,14 +61,37 @@ def review(
         fail(str(exc), 2)
     results, errors = _review_all(todo, forced, the_role, partial=partial, progress=progress,
                                   show=None if json_out else lambda r: print_result(r, limit))
+    diagnoses = _diagnose_sets(pcaps)
     if json_out:
-        _print_json(results, errors)
-    elif len(results) > 1:
-        print_overview(results)
+        _print_json(results, errors, diagnoses)
+    else:
+        if len(results) > 1:
+            print_overview(results)
+        for directory, lines in diagnoses.items():
+            for line in lines:
+                console.print(Text.assemble(("diagnosis: ", "bold red"), f"{directory}: {line}"))
     if errors:
         raise typer.Exit(2)
-    if any(r.count("error") for r in results):
+    if any(r.count("error") for r in results) or any(diagnoses.values()):
         raise typer.Exit(1)
+
+
+def _diagnose_sets(paths: list[Path]) -> dict[str, list[str]]:
+    """The capture-set rules (lab.check.diagnose) on each capture directory given."""
+    sets = [p for p in paths if p.is_dir() and (p / MANIFEST).is_file()]
+    if not sets:
+        return {}
+    from lab.capture.capdir import CaptureDir
+    from lab.capture.layout import CaptureError
+    from lab.check.diagnose import diagnose
+
+    out: dict[str, list[str]] = {}
+    for p in sets:
+        try:
+            out[str(p)] = [d.text() for d in diagnose(CaptureDir.load(p))]
+        except CaptureError as exc:
+            note("error", f"{p}: {exc}", "red")
+    return out
 
 
 def _order(order: str) -> OptionOrder | None:
@@ -146,9 +170,11 @@ def _progress(path: Path, size: int, show: bool,
         yield tick
 
 
-def _print_json(results: list[ReviewResult], errors: list[PcapError]) -> None:
+def _print_json(results: list[ReviewResult], errors: list[PcapError],
+                diagnoses: dict[str, list[str]]) -> None:
     doc: dict[str, Any] = {
         "files": [r.to_dict() for r in results],
+        "diagnoses": diagnoses,
         "errors": [{"path": e.path, "offset": e.offset, "message": e.reason,
                     "truncated": e.truncated} for e in errors],
     }

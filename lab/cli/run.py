@@ -93,6 +93,8 @@ def print_run(run: ScenarioRun) -> None:
     """Every claim's verdict, the requests, where the files are, the times."""
     for claim in run.result.claims if run.result else []:
         _print_claim(claim)
+    for line in run.result.diagnoses if run.result else ():
+        console.print(Text.assemble(("diagnosis: ", "bold red"), line))
     _print_requests(run)
     _print_comparison(run)
     _print_files(run)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from lab.datapath import BackendEntry, DatapathObject, build_object, maglev
+from lab.datapath.fabric import FabricObject, FabricPort
 from lab.env import podserver
 from lab.env.base import BackendError, HostKind, LabHost
 from lab.env.cleanup import STATE_DIR, state_path
@@ -256,6 +257,7 @@ class NetnsLab:
         self.hosts: dict[str, LabHost] = {}
         self.pids: dict[str, int] = {}  # pod name -> pid of the process serving it
         self.datapath: dict[str, DatapathObject] = {}  # node name -> loaded datapath object
+        self.fabric: FabricObject | None = None  # the topology's fabric, when it has one
         self.servers: PodServers | None = None
         self._undo = _Undo()
         self._closed = False
@@ -342,6 +344,8 @@ class NetnsLab:
         (the lab, its datapath and its server stay up)."""
         for dp in self.datapath.values():
             dp.close()
+        if self.fabric is not None:
+            self.fabric.close()
         if self.servers is not None:
             self.servers.release()
 
@@ -559,6 +563,8 @@ class NetnsBackend:
         try:
             self._create_hosts(lab, layout, wiring)
             self._wire_client(lab, wiring)
+            if self.with_datapath:
+                self._attach_fabric(lab)
             node_routes = {n.name: rtnl.prepare_route(n.pod_cidr, NODE_ETH0_INDEX,
                                                         gateway=n.ip) for n in t.nodes}
             for node in t.nodes:
@@ -616,6 +622,28 @@ class NetnsBackend:
         rt.commit()
         if not self.checksum_offload:
             nsutil.set_tx_checksum_via(rt.sock, br, False, where=lab.netns(t.client.name))
+
+    def _attach_fabric(self, lab: NetnsLab) -> None:
+        """The topology's fabric on the bridge ports of the nodes it names (tc ingress
+        in the client's namespace: the frames each node sends)."""
+        t = lab.topology
+        named = set(t.fabric.strip_ip_options) | set(t.fabric.source_dest_check)
+        if not named:
+            return
+        with interrupts.deferred():  # loaded and its close recorded, or neither
+            fabric = FabricObject.load()
+            lab._undo.push("close the fabric object", fabric.close)
+        lab.fabric = fabric
+        with nsutil.in_netns(lab.netns(t.client.name)):
+            for i, node in enumerate(t.nodes):
+                if node.name not in named:
+                    continue
+                port = BRIDGE_INDEX + 1 + i
+                fabric.set_port(FabricPort(
+                    port, str(node.ip), str(node.pod_cidr),
+                    strip_options=node.name in t.fabric.strip_ip_options,
+                    source_dest_check=node.name in t.fabric.source_dest_check))
+                fabric.attach(port)
 
     def _wire_node(self, lab: NetnsLab, node: Node, pods: list[Pod],
                    wiring: dict[str, _Wiring],

@@ -40,7 +40,8 @@ class Cluster(_Model):
     kubernetes_version: str = "v1.23.4"
     cilium_version: str = "1.13.0-rc5"
     kube_proxy: Literal["none", "iptables"] = "none"
-    routing: Literal["native", "tunnel"] = "native"
+    routing: Literal["native", "tunnel"] = "native"  # Helm: routingMode (1.13: tunnel)
+    tunnel_protocol: Literal["vxlan", "geneve"] = "vxlan"  # Helm: tunnelProtocol
     auto_direct_node_routes: bool = True
     native_routing_cidr: IPv4Network = IPv4Network("10.0.0.0/8")
 
@@ -142,6 +143,17 @@ class Service(_Model):
         raise KeyError(f"service {self.name} has no port {which!r} (ports: {known})")
 
 
+class Fabric(_Model):
+    """What the network between the nodes does to the frames a node sends into it,
+    as some clouds' networks do (the lab's bridge plays the fabric)."""
+
+    # nodes whose frames lose every IPv4 option (the DSR option with them)
+    strip_ip_options: list[HostName] = []
+    # nodes whose frames are dropped unless their source is the node's address or in its
+    # pod CIDR (AWS's source/destination check on the node's ENI)
+    source_dest_check: list[HostName] = []
+
+
 # Cilium's Maglev table sizes (maglev.tableSize): primes; 16381 is the default.
 MAGLEV_SIZES: tuple[int, ...] = (251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521,
                                  131071)
@@ -189,6 +201,7 @@ class Topology(_Model):
     workloads: list[Workload] = []
     services: list[Service] = []
     load_balancer: LoadBalancer = LoadBalancer()
+    fabric: Fabric = Fabric()
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
@@ -328,9 +341,19 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
             yield f"services[{i}].ports[{j}].name", "port name is used twice"
     for i, _ in _dupes([f for _, f in frontends]):
         yield frontends[i][0], "node port is used twice for the same protocol"
-    if t.load_balancer.mode != "snat" and t.cluster.routing == "tunnel":
+    for field_name in ("strip_ip_options", "source_dest_check"):
+        for i, name in enumerate(getattr(t.fabric, field_name)):
+            if name not in node_names:
+                yield (f"fabric.{field_name}[{i}]",
+                       f"no node named {name!r} (nodes: {sorted(node_names)})")
+    lb = t.load_balancer
+    if lb.mode != "snat" and lb.dispatch == "opt" and t.cluster.routing == "tunnel":
+        # Cilium's agent refuses this at start-up, in these words (the option cannot ride
+        # inside a VXLAN/Geneve packet between nodes; Geneve dispatch can, from 1.14)
         yield ("load_balancer.mode",
-               'Node Port "dsr" mode cannot be used with tunneling (cluster.routing: tunnel)')
+               f'Node Port "{lb.mode}" mode cannot be used with tunneling. '
+               f"(cluster.routing: tunnel, tunnel_protocol: {t.cluster.tunnel_protocol}; "
+               "load_balancer.dispatch: opt)")
 
 
 def _unusable_address(path: str, ip: IPv4Address) -> Iterator[tuple[str, str]]:

@@ -20,6 +20,7 @@ pcapng and report.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -34,6 +35,7 @@ from lab.capture.capdir import CaptureDir
 from lab.capture.layout import COMPARISON, COMPARISON_PLOT, RESULTS, Role, mark_latest
 from lab.capture.live import CapturePoint, CaptureSet
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
+from lab.check.diagnose import diagnose
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend
 from lab.env.traffic import HttpExchange, curl, exchange_until, udp_exchange
@@ -155,7 +157,8 @@ def _check_and_report(run: ScenarioRun, trace: Trace, say: Progress) -> None:
     """On the capture set alone: verdicts, merged pcapng, report; then ``latest``."""
     say("checking the expected trace on the captures")
     capdir = CaptureDir.load(run.capture_dir)  # each pcap is read once, for all three
-    run.result = check_trace(trace, capdir)
+    run.result = dataclasses.replace(check_trace(trace, capdir), diagnoses=tuple(
+        d.text() for d in diagnose(capdir)))
     _write_results(run.result, run.capture_dir)
     say("writing the merged pcapng and the report")
     merge_pcapng(capdir, run.result)

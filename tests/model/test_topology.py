@@ -254,3 +254,35 @@ def test_service_settings_errors_name_the_field(data: dict[str, Any], expected: 
 def test_the_mode_says_how_each_protocol_is_forwarded(mode: str, tcp: str, udp: str) -> None:
     lb = parse_topology(_mutate("load_balancer.mode", mode), "t.yaml").load_balancer
     assert (lb.forwarding("TCP"), lb.forwarding("UDP")) == (tcp, udp)
+
+
+@pytest.mark.parametrize(("mode", "protocol"), [("dsr", "vxlan"), ("hybrid", "geneve")])
+def test_dsr_over_a_tunnel_is_refused_in_ciliums_words(mode: str, protocol: str) -> None:
+    data = _mutate("cluster.routing", "tunnel")
+    data["cluster"]["tunnel_protocol"] = protocol
+    data["load_balancer"]["mode"] = mode
+    with pytest.raises(TopologyError) as info:
+        parse_topology(data, "tunnel.yaml")
+    assert str(info.value) == (
+        f'tunnel.yaml: load_balancer.mode: Node Port "{mode}" mode cannot be used with '
+        f"tunneling. (cluster.routing: tunnel, tunnel_protocol: {protocol}; "
+        "load_balancer.dispatch: opt)")
+    data["load_balancer"]["mode"] = "snat"  # SNAT works over a tunnel
+    assert parse_topology(data, "tunnel.yaml").cluster.routing == "tunnel"
+
+
+@pytest.mark.netns
+def test_a_refused_tunnel_topology_creates_nothing(tmp_path: Path) -> None:
+    """`dsrlab up` on it: one error line naming the file and field, no namespace made."""
+    from lab.plumbing import nsutil  # noqa: PLC0415
+    from tests.cli.helpers import dsrlab  # noqa: PLC0415
+
+    bad = tmp_path / "tunnel.yaml"
+    bad.write_text(SEED.read_text().replace("routing: native", "routing: tunnel"))
+    before = set(nsutil.list_netns())
+    out = dsrlab("up", str(bad))
+    assert out.returncode == 1
+    assert out.stderr == (f'error: {bad}: load_balancer.mode: Node Port "dsr" mode cannot be '
+                          "used with tunneling. (cluster.routing: tunnel, tunnel_protocol: "
+                          "vxlan; load_balancer.dispatch: opt)\n")
+    assert set(nsutil.list_netns()) == before

@@ -112,6 +112,8 @@ class TraceResult:
     flows: tuple[FlowInfo, ...]
     claims: tuple[ClaimVerdict, ...]
     recorded: bool | None = None  # the verdict a results.json read back gives
+    # why connections broke, one sentence each (lab.check.diagnose), set by the runner
+    diagnoses: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -132,6 +134,7 @@ class TraceResult:
             "trace": self.trace,
             "passed": self.passed,
             "flows": [asdict(f) for f in self.flows],
+            "diagnoses": list(self.diagnoses),
             "claims": [{"name": c.name, "title": c.title, "passed": c.passed,
                         "checks": [{**asdict(k), "label": k.label} for k in c.checks]}
                        for c in self.claims],
@@ -221,6 +224,7 @@ def parse_results(data: Mapping[str, Any]) -> TraceResult:
         flows=tuple(_flow(_map(f)) for f in _list(data.get("flows"))),
         claims=claims,
         recorded=bool(data.get("passed", derived)),
+        diagnoses=tuple(as_text(d) for d in _list(data.get("diagnoses"))),
     )
 
 

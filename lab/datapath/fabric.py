@@ -1,0 +1,119 @@
+"""The lab's fabric (``bpf/fabric.c``): what a cloud network does to frames between nodes.
+
+:class:`FabricObject` loads ``fabric_from_node`` and sets, per bridge port
+(the node side of the lab's bridge), whether frames the node sends have
+their IPv4 options stripped (some clouds' fabrics do; the DSR option goes
+with them) and whether frames whose source is not the node's address nor in
+its pod CIDR are dropped (AWS's source/destination check). The netns
+backend attaches it at tc ingress of the ports the topology's ``fabric``
+names; nothing else is changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from types import TracebackType
+
+from lab.datapath import libbpf, tc
+from lab.datapath.build import build_object
+from lab.datapath.errors import DatapathError
+from lab.datapath.loader import BpfMap, open_and_load
+
+SOURCE = "fabric.c"
+PROGRAM = "fabric_from_node"
+STRIP_OPTIONS = 1 << 0
+SRC_DST_CHECK = 1 << 1
+PORT_VAL = struct.Struct("=I4s4s4s")  # flags, node_addr, pod_net, pod_mask
+U32 = struct.Struct("=I")
+U64 = struct.Struct("=Q")
+EVENTS = {0: "passed", 1: "stripped", 2: "src_dst_dropped", 3: "strip_failed"}
+
+
+@dataclass(frozen=True)
+class FabricPort:
+    """What the fabric does to the frames one node sends into it."""
+
+    ifindex: int  # the node's port on the bridge
+    node_addr: str
+    pod_cidr: str | None = None
+    strip_options: bool = False
+    source_dest_check: bool = False
+
+    def value(self) -> bytes:
+        flags = (STRIP_OPTIONS if self.strip_options else 0) | (
+            SRC_DST_CHECK if self.source_dest_check else 0)
+        net = IPv4Network(self.pod_cidr) if self.pod_cidr else None
+        return PORT_VAL.pack(flags, IPv4Address(self.node_addr).packed,
+                             net.network_address.packed if net else bytes(4),
+                             net.netmask.packed if net else bytes(4))
+
+
+class FabricObject:
+    """``bpf/fabric.c`` loaded through the verifier; a context manager."""
+
+    def __init__(self, obj: int, log_buf: ctypes.Array[ctypes.c_char], prog_fd: int,
+                 ports: BpfMap, counters: BpfMap) -> None:
+        self._obj: int | None = obj
+        self._log_buf = log_buf  # libbpf keeps a pointer to it
+        self.prog_fd = prog_fd
+        self.ports = ports
+        self._counters = counters
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> FabricObject:
+        path = path or build_object(source=SOURCE)
+        obj, log_buf = open_and_load(path)
+        lib = libbpf.lib()
+        try:
+            prog = lib.bpf_object__find_program_by_name(obj, PROGRAM.encode())
+            if not prog:
+                raise DatapathError(f"{path} has no program {PROGRAM}")
+            prog_fd = libbpf.check(lib.bpf_program__fd(prog), f"fd of {PROGRAM}")
+            ncpus = libbpf.check(lib.libbpf_num_possible_cpus(), "possible CPUs")
+            found = {}
+            for name, ks, vs, per_cpu in (("fabric_ports", U32.size, PORT_VAL.size, False),
+                                          ("fabric_counters", U32.size, U64.size, True)):
+                m = lib.bpf_object__find_map_by_name(obj, name.encode())
+                if not m:
+                    raise DatapathError(f"{path} has no map {name}")
+                got = (int(lib.bpf_map__key_size(m)), int(lib.bpf_map__value_size(m)))
+                if got != (ks, vs):
+                    raise DatapathError(f"map {name}: C layout {got[0]}/{got[1]} bytes, "
+                                        f"Python expects {ks}/{vs}")
+                fd = libbpf.check(lib.bpf_map__fd(m), f"fd of {name}")
+                found[name] = BpfMap(name, fd, ks, vs * ncpus if per_cpu else vs)
+        except BaseException:
+            lib.bpf_object__close(obj)
+            raise
+        return cls(obj, log_buf, prog_fd, found["fabric_ports"], found["fabric_counters"])
+
+    def set_port(self, port: FabricPort) -> None:
+        self.ports.update(U32.pack(port.ifindex), port.value())
+
+    def attach(self, ifindex: int) -> tc.TcAttachment:
+        """At tc ingress of ``ifindex`` in this thread's network namespace."""
+        return tc.attach(self.prog_fd, PROGRAM, ifindex, "ingress")
+
+    def counters(self) -> dict[str, int]:
+        out = {}
+        for idx, name in EVENTS.items():
+            raw = self._counters.lookup(U32.pack(idx)) or b""
+            out[name] = sum(v for (v,) in U64.iter_unpack(raw))
+        return out
+
+    def close(self) -> None:
+        """Release the object (an attached program stays, held by its filter)."""
+        if self._obj is not None:
+            libbpf.lib().bpf_object__close(self._obj)
+            self._obj = None
+
+    def __enter__(self) -> FabricObject:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,74 @@
+"""The lab's fabric program (bpf/fabric.c) frame by frame (BPF_PROG_TEST_RUN): options
+stripped with the header made whole again; a foreign source dropped by the
+source/destination check, the node's own and its pods' addresses let through."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import ARP, Ether
+from scapy.packet import Raw
+
+from lab.datapath.fabric import FabricObject, FabricPort
+from lab.datapath.testrun import run_program
+from lab.plumbing import nsutil
+from tests.datapath.frames import assert_checksums_valid, backend_syn
+from tests.seed import CLIENT_IP, OPTION, POD_CIDR, POD_IP, VIP, WORKER_IP
+
+pytestmark = [pytest.mark.bpf, pytest.mark.netns]
+
+
+@pytest.fixture
+def fabric() -> Iterator[FabricObject]:
+    with FabricObject.load() as f:
+        yield f
+
+
+def run(fabric: FabricObject, ns: str, ifindex: int, frame: bytes) -> tuple[str, bytes]:
+    with nsutil.in_netns(ns):
+        res = run_program(fabric.prog_fd, frame, ingress_ifindex=ifindex, ifindex=ifindex)
+    return res.verdict, res.data
+
+
+def test_options_are_stripped_and_the_header_made_whole(
+        fabric: FabricObject, fwd_ns: tuple[str, int]) -> None:
+    ns, idx = fwd_ns
+    fabric.set_port(FabricPort(idx, VIP, strip_options=True))
+    frame = backend_syn(OPTION, extra=b"\x01\x01\x01\x00")  # the DSR option and 4 NOPs
+    assert Ether(frame)[IP].ihl == 8
+    verdict, out = run(fabric, ns, idx, frame)
+    assert verdict == "ok"
+    pkt = Ether(out)
+    assert pkt[IP].ihl == 5
+    assert pkt[IP].len == Ether(frame)[IP].len - 12
+    assert bytes(pkt[TCP]) == bytes(Ether(frame)[TCP])  # the segment itself untouched
+    assert_checksums_valid(out)
+    plain = bytes(Ether() / IP(src=CLIENT_IP, dst=POD_IP) / UDP(sport=1, dport=2) / Raw(b"x"))
+    assert run(fabric, ns, idx, plain) == ("ok", plain)
+    assert fabric.counters()["stripped"] == 1
+
+
+@pytest.mark.parametrize(("src", "verdict"), [(CLIENT_IP, "shot"), (VIP, "ok"),
+                                              (POD_IP, "ok"), ("10.9.9.9", "shot")])
+def test_the_source_check_passes_only_the_nodes_addresses(
+        fabric: FabricObject, fwd_ns: tuple[str, int], src: str, verdict: str) -> None:
+    ns, idx = fwd_ns
+    fabric.set_port(FabricPort(idx, VIP, POD_CIDR, source_dest_check=True))
+    frame = bytes(Ether() / IP(src=src, dst=WORKER_IP) / TCP(sport=40000, dport=80, flags="S"))
+    got, out = run(fabric, ns, idx, frame)
+    assert got == verdict
+    if verdict == "ok":
+        assert out == frame
+    arp = bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(psrc=CLIENT_IP, pdst=VIP))
+    assert run(fabric, ns, idx, arp) == ("ok", arp)  # not IPv4: not the check's business
+
+
+def test_a_port_the_fabric_was_not_told_about_is_left_alone(
+        fabric: FabricObject, fwd_ns: tuple[str, int]) -> None:
+    ns, idx = fwd_ns
+    frame = backend_syn(OPTION)
+    assert run(fabric, ns, idx, frame) == ("ok", frame)
+    assert fabric.counters() == {"passed": 0, "stripped": 0, "src_dst_dropped": 0,
+                                 "strip_failed": 0}

@@ -1,0 +1,56 @@
+"""The ways DSR breaks, reproduced on purpose (scenarios/failures/): each run's trace
+proves the failure (or the fix), its diagnosis names the cause in one sentence, and
+``dsrlab review`` on the capture directory says the same."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lab.model.scenario import SCENARIO_DIR, all_scenarios
+from lab.runner.scenario import run_scenario
+from tests.cli.helpers import dsrlab
+from tests.seed import CLIENT_IP, LB_NAME, NODE_PORT, VIP
+
+pytestmark = [pytest.mark.netns, pytest.mark.bpf]
+
+FAILURES = SCENARIO_DIR / "failures"
+SVC = re.escape(f"{VIP}:{NODE_PORT}")
+NODE = r"(cilium-dsr-worker2?)"
+POD = r"(10\.0\.\d+\.\d+):80"
+# scenario -> the diagnosis its capture set must give (None: it works, no diagnosis)
+EXPECTED: dict[str, str | None] = {
+    "fabric-strips-option":
+        rf"backend node {NODE} replied from {POD} instead of {SVC}: the DSR option did not "
+        rf"reach it \(stripped between {LB_NAME} and \1\)",
+    "source-dest-check":
+        rf"the DNATed SYN left {LB_NAME} for {POD} with the client's source "
+        rf"{re.escape(CLIENT_IP)} and never reached {NODE}: the fabric between them dropped "
+        rf"it \(a source/destination check, as AWS's, drops frames whose source is not the "
+        rf"sending node's\)",
+    "source-dest-check-snat": None,
+}
+
+
+def test_every_failure_scenario_has_an_expected_diagnosis() -> None:
+    assert {p.stem for p in all_scenarios() if p.parent == FAILURES} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_the_failure_is_proven_and_diagnosed(name: str, captures_root: Path) -> None:
+    run = run_scenario(FAILURES / f"{name}.yaml", captures_root=captures_root)
+    assert run.passed, run.result.summary() if run.result else "no result"
+    assert run.result is not None
+    want = EXPECTED[name]
+    if want is None:
+        assert run.result.diagnoses == ()
+        assert all(e.ok for e in run.exchanges)
+        return
+    assert not any(e.ok for e in run.exchanges)
+    (line,) = run.result.diagnoses
+    assert re.fullmatch(want, line), line
+    out = dsrlab("review", str(run.capture_dir))
+    assert out.returncode == 1
+    assert f"diagnosis: {run.capture_dir}: {line}\n" in out.stdout  # whole, on one line
