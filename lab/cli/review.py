@@ -78,20 +78,28 @@ def review(
 
 def _diagnose_sets(paths: list[Path]) -> dict[str, list[str]]:
     """The capture-set rules (lab.check.diagnose) on each capture directory given."""
-    sets = [p for p in paths if p.is_dir() and (p / MANIFEST).is_file()]
+    sets = [p for p in paths if _is_capture_set(p)]
     if not sets:
         return {}
     from lab.capture.capdir import CaptureDir
-    from lab.capture.layout import CaptureError
     from lab.check.diagnose import diagnose
+    from lab.errors import LabError
 
     out: dict[str, list[str]] = {}
     for p in sets:
         try:
             out[str(p)] = [d.text() for d in diagnose(CaptureDir.load(p))]
-        except CaptureError as exc:
-            note("error", f"{p}: {exc}", "red")
+        except (LabError, OSError) as exc:  # the file review above said what it could
+            note("error", f"{p}: no diagnosis: {exc}", "red")
     return out
+
+
+def _is_capture_set(path: Path) -> bool:
+    """A directory holding a manifest; False for anything that cannot be looked at."""
+    try:
+        return path.is_dir() and (path / MANIFEST).is_file()
+    except OSError:
+        return False
 
 
 def _order(order: str) -> OptionOrder | None:
