@@ -95,7 +95,11 @@ def find_scenario(name_or_path: str) -> Path:
     """A scenario by name (``seed`` -> ``scenarios/seed.yaml``, ``snat-tcp-remote`` ->
     ``scenarios/modes/snat-tcp-remote.yaml``) or by path."""
     p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    try:
+        given = p.suffix in (".yaml", ".yml") or p.exists()
+    except OSError:  # in a folder it cannot enter: the reader says so, naming the file
+        given = True
+    if given:
         return p
     for candidate in all_scenarios():
         if candidate.stem == name_or_path:
