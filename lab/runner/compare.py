@@ -31,7 +31,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 from lab.capture.live import Capture, CapturePoint
-from lab.env.netns import NetnsLab, netns_lab
+from lab.env import Backend, Lab, get_backend
 from lab.model.topology import Topology
 from lab.wire.pcapread import CaptureFile
 
@@ -118,7 +118,7 @@ def count_directions(pcap: Path, client: str, lb_ip: str) -> tuple[int, int, int
     return req_b, req_p, rep_b, rep_p
 
 
-def _download(lab: NetnsLab, client: str, url: str) -> tuple[int, float]:
+def _download(lab: Lab, client: str, url: str) -> tuple[int, float]:
     proc = lab.run(client, ["curl", "-sS", "-4", "--noproxy", "*", "--max-time", "120",
                             "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url],
                    timeout=130)
@@ -126,7 +126,7 @@ def _download(lab: NetnsLab, client: str, url: str) -> tuple[int, float]:
     return int(size), float(seconds)
 
 
-def _latencies(lab: NetnsLab, client: str, ip: str, port: int, n: int) -> list[float]:
+def _latencies(lab: Lab, client: str, ip: str, port: int, n: int) -> list[float]:
     proc = lab.run(client, [sys.executable, "-c", _LATENCIES, ip, str(port), str(n)],
                    timeout=60 + n * 0.5)
     return [float(x) for x in json.loads(proc.stdout)]
@@ -139,6 +139,7 @@ def _percentile(values: Sequence[float], q: int) -> float:
 def measure_mode(topology: Topology, mode: str, workdir: Path, *,
                  transfer_bytes: int = DEFAULT_TRANSFER, requests: int = DEFAULT_REQUESTS,
                  service: str | None = None, node: str | None = None,
+                 backend: Backend | None = None,
                  progress: Progress = lambda _m: None) -> ModeFigures:
     """``topology`` under ``mode``: the transfer's bytes at the LB node (``node``, by
     default one that runs no pod of the service), the latencies."""
@@ -147,7 +148,7 @@ def measure_mode(topology: Topology, mode: str, workdir: Path, *,
     port = next(p for p in svc.all_ports if p.protocol == "TCP")
     lb = node or lb_node_without_backend(topo, svc.name)
     lb_ip, client = str(topo.node(lb).ip), topo.client.name
-    with netns_lab(topo) as lab:
+    with (backend or get_backend("netns")).up(topo) as lab:
         progress(f"{mode}: {transfer_bytes:,} bytes from http://{lb_ip}:{port.node_port}/")
         pcap = workdir / f"compare-{mode}-{lb}.pcap"
         pcap.unlink(missing_ok=True)
