@@ -43,6 +43,10 @@ SNAPLEN = 9216
 RING_KIB = 32768
 QUIET_S = 0.15
 SETTLE_MAX_S = 3.0
+DRAIN_MAX_S = 5.0  # how long tcpdump may take to write what the kernel already gave it
+# tcpdump's answer to SIGUSR1: its counters so far, on one line
+_PROGRESS_RE = re.compile(r"(?P<cap>\d+) packets? captured, (?P<recv>\d+) packets? received "
+                          r"by filter")
 _STATS_RE = re.compile(
     r"^(?P<n>\d+) packets? (?P<what>captured|received by filter|dropped by kernel)$",
     re.MULTILINE)
@@ -119,6 +123,45 @@ class Capture:
                 buf += chunk
         self.stderr = buf.decode(errors="replace")
 
+    def drain(self, deadline: float) -> bool:
+        """Wait until tcpdump has written every packet the kernel handed it (its
+        SIGUSR1 counters: captured == received by filter), up to ``deadline``.
+
+        A SIGINT makes tcpdump stop reading: what is still in its ring is lost
+        (the counters then show fewer captured than received). Under load
+        tcpdump lags the traffic by far more than a quiet pcap suggests.
+        """
+        proc = self.proc
+        if proc is None or proc.stderr is None or proc.poll() is not None:
+            return False
+        fd = proc.stderr.fileno()
+        while time.monotonic() < deadline:
+            proc.send_signal(signal.SIGUSR1)
+            got = self._read_stderr(fd, min(0.5, max(0.0, deadline - time.monotonic())))
+            counts = _PROGRESS_RE.findall(got)
+            if counts and int(counts[-1][0]) >= int(counts[-1][1]):
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _read_stderr(self, fd: int, wait: float) -> str:
+        """What tcpdump wrote to stderr within ``wait`` seconds (kept in ``stderr``)."""
+        chunks = []
+        end = time.monotonic() + wait
+        while True:
+            ready, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
+            if not ready:
+                break
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                break
+            chunks.append(chunk.decode(errors="replace"))
+            if "received by filter" in chunks[-1]:
+                break
+        text = "".join(chunks)
+        self.stderr += text
+        return text
+
     def stop(self) -> None:
         """SIGINT (tcpdump flushes and prints its counters), then wait."""
         if self.proc is None:
@@ -176,6 +219,9 @@ class CaptureSet:
         try:
             try:
                 self.settle()
+                deadline = time.monotonic() + DRAIN_MAX_S
+                for cap in self.captures:
+                    cap.drain(deadline)
             finally:
                 self._stop_all()
         except CaptureError as stopping:
@@ -211,6 +257,7 @@ class CaptureSet:
         points = [ManifestPoint(name=c.point.name, host=c.point.host, ifname=c.point.ifname,
                                 role=c.point.role, file=c.path.name,
                                 packets=c.stats.get("captured"),
+                                received=c.stats.get("received_by_filter"),
                                 dropped=c.stats.get("dropped_by_kernel"))
                   for c in self.captures]
         return self.manifest.model_copy(update={"points": points}).write(self.directory)

@@ -67,7 +67,16 @@ class ManifestPoint(_Part):
     role: Role
     file: str  # relative to the capture directory, inside it
     packets: int | None = None  # tcpdump's "captured" count, when it printed one
+    received: int | None = None  # tcpdump's "received by filter": what the kernel gave it
     dropped: int | None = None  # tcpdump's "dropped by kernel": packets the pcap lacks
+
+    @property
+    def missing(self) -> int:
+        """Packets that passed the filter but are not in the pcap: dropped by the kernel,
+        or still unread when tcpdump was stopped."""
+        unread = (self.received - self.packets) if (
+            self.received is not None and self.packets is not None) else 0
+        return (self.dropped or 0) + max(0, unread)
 
     @field_validator("file")
     @classmethod

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from lab.capture.layout import CaptureError
 from lab.capture.live import Capture, CapturePoint
 from lab.env import Backend, Lab, get_backend
 from lab.model.topology import Topology
@@ -159,8 +160,14 @@ def measure_mode(topology: Topology, mode: str, workdir: Path, *,
             cap.wait_listening(time.monotonic() + 10)
             size, seconds = _download(lab, client,
                                       f"http://{lb_ip}:{port.node_port}/bytes/{transfer_bytes}")
+            if not cap.drain(time.monotonic() + 30):
+                raise CaptureError(f"tcpdump on {lb} did not catch up with the transfer "
+                                   "within 30 s")
         finally:
             cap.stop()
+        if cap.stats.get("dropped_by_kernel"):
+            raise CaptureError(f"tcpdump on {lb} lost {cap.stats['dropped_by_kernel']} "
+                               "packets (dropped by the kernel): the counts would be wrong")
         req_b, req_p, rep_b, rep_p = count_directions(pcap, str(topo.client.ip), lb_ip)
         progress(f"{mode}: {requests} short requests")
         lat = _latencies(lab, client, lb_ip, port.node_port, requests)

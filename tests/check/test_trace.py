@@ -198,4 +198,11 @@ def test_a_capture_that_lost_packets_fails_the_run_saying_where(tmp_path: Path) 
     (bad,) = [c for c in res.checks() if not c.passed]
     name = manifest["points"][1]["name"]
     assert (bad.name, bad.kind, bad.point) == ("capture-complete", "capture", name)
-    assert bad.message.startswith(f"tcpdump at {name} lost 7 packets (dropped by the kernel)")
+    assert bad.message.startswith(f"tcpdump at {name} lost 7 packets (dropped by the kernel, "
+                                  "or unread when it was stopped)")
+    # packets received but never written (tcpdump stopped before it read them) count too
+    manifest["points"][1].update(dropped=0, packets=10, received=13)
+    (capdir.directory / "manifest.json").write_text(json.dumps(manifest))
+    res = check_trace(load_trace(SEED_TRACE), CaptureDir.load(capdir.directory))
+    (bad,) = [c for c in res.checks() if not c.passed]
+    assert bad.message.startswith(f"tcpdump at {name} lost 3 packets")

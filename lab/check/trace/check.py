@@ -155,10 +155,10 @@ class _Checker:
         """A capture that lost packets (tcpdump: "dropped by kernel") cannot show what
         did not happen: each such point fails here, saying so, whatever else holds."""
         return [CheckResult("flows", None, p.name, "capture-complete", "capture", False,
-                            f"tcpdump at {p.name} lost {p.dropped} packets (dropped by the "
-                            "kernel): this capture is incomplete, no claim about it can be "
-                            "trusted")
-                for p in self.capdir.manifest.points if p.dropped]
+                            f"tcpdump at {p.name} lost {p.missing} packets (dropped by the "
+                            "kernel, or unread when it was stopped): this capture is "
+                            "incomplete, no claim about it can be trusted")
+                for p in self.capdir.manifest.points if p.missing]
 
     # -- flows -------------------------------------------------------------------
     def find_flows(self) -> tuple[list[tuple[str, Env]], list[CheckResult]]:
