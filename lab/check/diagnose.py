@@ -30,6 +30,8 @@ from lab.capture.manifest import ManifestBackend
 from lab.wire import dsropt
 from lab.wire.packets import Pkt
 
+IPV4_MAX_HLEN = 60
+
 
 @dataclass
 class Diagnosis:
@@ -108,6 +110,12 @@ def _diagnose_flow(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], e
     if not out:
         if answered:
             return None  # served on the node itself (a local backend)
+        hlen = syn_in[0].ihl * 4
+        if hlen + dsropt.OPT_LEN > IPV4_MAX_HLEN:
+            return ("options-too-long",
+                    f"{lb_name} dropped the SYN to {service}: its own IP options "
+                    f"({hlen - 20} bytes) leave no room for the 8-byte DSR option "
+                    f"(20 + {hlen - 20} + 8 > 60; Cilium's rule since 1.14)")
         return ("dropped-at-lb", f"{lb_name} received the SYN to {service} and sent nothing "
                                  f"on: it dropped it there (no backend it may use?)")
     fwd = out[0]

@@ -94,6 +94,22 @@ def udp_exchange(lab: _Runs, host: str, ip: str, port: int, *, payload: str = "p
                         body=body, error=error)
 
 
+# IPv4 packets (hex, one an argument) written through a raw socket, as they are
+_RAW_SEND = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for h in sys.argv[1:]:
+    pkt = bytes.fromhex(h)
+    s.sendto(pkt, (socket.inet_ntoa(pkt[16:20]), 0))
+"""
+
+
+def send_raw(lab: _Runs, host: str, packets: list[bytes]) -> None:
+    """Send IPv4 packets from ``host`` exactly as given (a raw socket in its
+    namespace: the kernel adds no header and changes nothing)."""
+    lab.run(host, [sys.executable, "-c", _RAW_SEND, *(p.hex() for p in packets)], timeout=30)
+
+
 def exchange_until(send: Callable[[], HttpExchange], *, want_pods: set[str],
                    min_requests: int, max_requests: int) -> list[HttpExchange]:
     """``send()`` until every pod in ``want_pods`` answered (within the bounds).

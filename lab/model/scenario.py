@@ -57,6 +57,20 @@ class CompareModes(_Model):
     requests: Annotated[int, Field(ge=10, le=10000)] = 1000
 
 
+class CraftedPacket(_Model):
+    """A packet built with scapy and sent from the client as it is (a raw socket):
+    a SYN with IP options, an ACK without a SYN, anything a curl would not send."""
+
+    flags: Annotated[str, Field(pattern=r"^[FSRPAUEC]*$")] = "S"
+    sport: Annotated[int, Field(ge=1, le=65535)]
+    seq: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 1000
+    ack: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
+    # IP options in order: timestamp (8 bytes), record_route (3 slots, 16 bytes with
+    # padding), record_route_full (9 slots, 40 bytes with padding), nop
+    ip_options: list[Literal["timestamp", "record_route", "record_route_full", "nop"]] = []
+    payload: Annotated[str, Field(max_length=1400)] = ""
+
+
 class Scenario(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     description: str = ""
@@ -71,6 +85,8 @@ class Scenario(_Model):
     requires: Requires = Requires()
     backends: list[Literal["netns", "kind"]] = ["netns"]
     compare_modes: CompareModes | None = None
+    # sent from the client instead of the requests (crafted with scapy, one after the other)
+    send: list[CraftedPacket] = []
     source: Path | None = Field(default=None, exclude=True)
 
     def _base(self) -> Path:

@@ -38,11 +38,12 @@ from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, Mani
 from lab.check.diagnose import diagnose
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend
-from lab.env.traffic import HttpExchange, curl, exchange_until, udp_exchange
+from lab.env.traffic import HttpExchange, curl, exchange_until, send_raw, udp_exchange
 from lab.model.scenario import CompareModes, Scenario, ScenarioError, load_scenario
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.runner.compare import compare_modes, plot_modes
+from lab.wire.packets import crafted_ipv4
 
 Progress = Callable[[str], None]
 
@@ -127,6 +128,16 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
     t1 = time.perf_counter()
     with CaptureSet(lab, run.capture_dir, points, run_manifest(sc, topo, lab)):
         run.timings["captures_ready_s"] = time.perf_counter() - t1
+        if sc.send:  # crafted packets instead of requests
+            say(f"sending {len(sc.send)} crafted packets to {ip}:{port.node_port}")
+            t2 = time.perf_counter()
+            client_ip = str(lab.hosts[sc.client].ip)
+            send_raw(lab, sc.client, [crafted_ipv4(
+                src=client_ip, dst=ip, dport=port.node_port, sport=c.sport, flags=c.flags,
+                seq=c.seq, ack=c.ack, ip_options=c.ip_options, payload=c.payload.encode())
+                for c in sc.send])
+            run.timings["traffic_s"] = time.perf_counter() - t2
+            return
         say(f"{what} from {sc.client}")
         t2 = time.perf_counter()
         # the pods that can answer: with externalTrafficPolicy=Local, the node's own

@@ -50,3 +50,33 @@ def parse_ipv4(frame: bytes) -> tuple[Ipv4View | None, str | None]:
         if tot < hlen + need:
             return None, f"tot_len {tot} leaves no room for the {need}-byte L4 header"
     return view, None
+
+
+# IPv4 option types by name (RFC 791, IANA), as traces and scenarios spell them
+OPTION_NAMES: dict[int, str] = {0: "end", 1: "nop", 7: "record_route", 68: "timestamp",
+                                130: "security", 131: "lsrr", 137: "ssrr",
+                                148: "router_alert", 0x9A: "dsr"}
+
+
+def option_types(options: bytes) -> list[int]:
+    """The option types in an IPv4 header's options, in order (end and nop are one
+    byte, the others type-length-value; a broken length ends the walk)."""
+    out, i = [], 0
+    while i < len(options):
+        kind = options[i]
+        out.append(kind)
+        if kind == 0:
+            break
+        if kind == 1:
+            i += 1
+            continue
+        if i + 1 >= len(options) or options[i + 1] < 2:
+            break
+        i += options[i + 1]
+    return out
+
+
+def option_names(options: bytes) -> str:
+    """``option_types`` as names, comma-separated, nop and end left out: ``dsr,timestamp``."""
+    return ",".join(OPTION_NAMES.get(t, f"opt{t}") for t in option_types(options)
+                    if t not in (0, 1))

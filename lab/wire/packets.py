@@ -8,12 +8,20 @@ Claims, traces and the report work on these records, never on raw bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from scapy.layers.inet import IP, TCP, UDP, in4_chksum
+from scapy.layers.inet import (
+    IP,
+    TCP,
+    UDP,
+    IPOption_NOP,
+    IPOption_RR,
+    IPOption_Timestamp,
+    in4_chksum,
+)
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 from scapy.utils import PcapReader, checksum
@@ -149,3 +157,31 @@ def iter_pcap(path: str | Path) -> Iterator[Pkt]:
 
 def read_pcap(path: str | Path) -> list[Pkt]:
     return list(iter_pcap(path))
+
+
+def crafted_ipv4(*, src: str, dst: str, dport: int, sport: int, flags: str = "S",
+                 seq: int = 1000, ack: int = 0, ip_options: Sequence[str] = (),
+                 payload: bytes = b"") -> bytes:
+    """An IPv4/TCP packet (no Ethernet) built with scapy, checksums filled in.
+
+    ``ip_options`` by name: ``timestamp`` (an 8-byte timestamp option, room for one
+    stamp), ``record_route`` (3 slots, 15 bytes padded to 16), ``record_route_full``
+    (9 slots, 39 bytes, padded to 40: with the DSR option the header would pass 60),
+    ``nop``.
+    """
+    made: dict[str, Callable[[], Any]] = {
+        "timestamp": lambda: IPOption_Timestamp(flg=0, timestamp=[0, 0]),
+        "record_route": lambda: IPOption_RR(routers=["0.0.0.0"] * 3),
+        "record_route_full": lambda: IPOption_RR(routers=["0.0.0.0"] * 9),
+        "nop": IPOption_NOP,
+    }
+    try:
+        options = [made[name]() for name in ip_options]
+    except KeyError as exc:
+        raise ValueError(f"unknown IP option {exc.args[0]!r} (known: {', '.join(made)})") \
+            from None
+    pkt = IP(src=src, dst=dst, ttl=64, options=options) / TCP(
+        sport=sport, dport=dport, flags=flags, seq=seq, ack=ack)
+    if payload:
+        pkt = pkt / payload
+    return bytes(pkt)

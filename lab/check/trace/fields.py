@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from lab.wire import dsropt
 from lab.wire.endpoint import Endpoint
+from lab.wire.ipv4 import option_names
 
 if TYPE_CHECKING:  # scapy loads only where packets are read
     from lab.wire.packets import Pkt
@@ -44,6 +45,8 @@ FIELDS: dict[str, tuple[str, _Getter]] = {
     "ip_len": ("[IP].len", lambda p, e: p.ip_len),
     "ttl": ("[IP].ttl", lambda p, e: p.ttl),
     "dsr": ("[IP].options.dsr", _dsr_value),
+    # the options in order, by name, nop/end left out: "dsr,timestamp" ("" for none)
+    "ip_options": ("[IP].options", lambda p, e: option_names(p.options)),
     "ip_csum": ("[IP].chksum", lambda p, e: _csum(p.ip_csum_ok)),
     "sport": ("[L4].sport", lambda p, e: p.sport),
     "dport": ("[L4].dport", lambda p, e: p.dport),
