@@ -11,7 +11,7 @@ from lab.wire.packets import crafted_ipv4
 
 
 @pytest.mark.parametrize(("names", "ihl", "shown"), [
-    ([], 5, ""), (["timestamp"], 8, "timestamp"), (["record_route"], 9, "record_route"),
+    ([], 5, ""), (["timestamp"], 7, "timestamp"), (["record_route"], 9, "record_route"),
     (["record_route_full"], 15, "record_route"), (["nop", "timestamp"], 8, "timestamp")])
 def test_a_crafted_syn_carries_the_named_options(names: list[str], ihl: int,
                                                  shown: str) -> None:
