@@ -23,6 +23,10 @@ import pytest
 from lab.pytest_plugin import require_cmd, require_root
 from tests.plugin.captures_guard import describe_change, snapshot
 
+# helpers whose asserts are a test's own: pytest explains them as it does a test's
+# (before any test module imports them)
+pytest.register_assert_rewrite("tests.datapath.fuzzcheck")
+
 
 @pytest.fixture(scope="session")
 def seed_capture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

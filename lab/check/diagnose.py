@@ -60,10 +60,6 @@ def _hops(cd: CaptureDir) -> _Hops:
                  {p.host: p for p in cd.by_role("backend-node")})
 
 
-def _syn(p: Pkt) -> bool:
-    return p.proto == "tcp" and "S" in p.flags and "A" not in p.flags
-
-
 def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     """Every broken connection's cause, most connections first."""
     svc, client_ip = cd.service, cd.client_ip
@@ -76,7 +72,7 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     start = packets.get(hops.client.name, []) if hops.client else []
     seen: set[int] = set()
     for syn in start:
-        if not (_syn(syn) and syn.src == client_ip and syn.dst == svc.ip
+        if not (syn.syn and syn.src == client_ip and syn.dst == svc.ip
                 and syn.dport == svc.port) or syn.sport in seen or syn.sport is None:
             continue
         seen.add(syn.sport)
@@ -94,18 +90,18 @@ def _diagnose_flow(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], e
     service = f"{svc.ip}:{svc.port}"
     client_pkts = packets.get(hops.client.name, []) if hops.client else []
     answered = any(p.src == svc.ip and p.sport == svc.port and p.dport == eph
-                   and "S" in p.flags and "A" in p.flags for p in client_pkts)
+                   and p.synack for p in client_pkts)
     if hops.lb is None:
         return None
     lb = packets[hops.lb.name]
-    syn_in = [p for p in lb if _syn(p) and p.src == client_ip and p.sport == eph
+    syn_in = [p for p in lb if p.syn and p.src == client_ip and p.sport == eph
               and p.dst == svc.ip]
     if not syn_in:
         return ("syn-lost", f"the client's SYN to {service} never reached {lb_name}: lost "
                             f"between the client and the node")
     by_ip = {b.ip: b for b in cd.backends}
     isn = syn_in[0].seq
-    out = [p for p in lb if _syn(p) and p.dst in by_ip and (
+    out = [p for p in lb if p.syn and p.dst in by_ip and (
         (p.src == client_ip and p.sport == eph) or (isn is not None and p.seq == isn))]
     if not out:
         if answered:
@@ -134,7 +130,7 @@ def _at_backend(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], *, f
     if point is None:
         return None  # no capture on that node: nothing to say
     at = packets[point.name]
-    arrived = [p for p in at if _syn(p) and p.dst == backend.ip and p.src == fwd.src
+    arrived = [p for p in at if p.syn and p.dst == backend.ip and p.src == fwd.src
                and p.sport == fwd.sport]
     if not arrived:
         if fwd.src != svc.ip:  # not the node's own address (a NodePort's service address)
@@ -146,8 +142,7 @@ def _at_backend(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], *, f
         return ("lost-between-nodes", f"the SYN left {lb_name} for {pod} and never reached "
                                       f"{backend.node}: lost between the nodes")
     syn = arrived[0]
-    replies = [p for p in at if p.dst == fwd.src and p.dport == fwd.sport
-               and "S" in p.flags and "A" in p.flags]
+    replies = [p for p in at if p.dst == fwd.src and p.dport == fwd.sport and p.synack]
     from_pod = [p for p in replies if p.src == backend.ip]
     if fwd.has_dsr_option and not syn.has_dsr_option:
         if from_pod:

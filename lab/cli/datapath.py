@@ -212,7 +212,4 @@ def verify(
         for line in report.log_tail:
             err.print(line, markup=False, highlight=False)
     if report.outcome != "pass":
-        figures = (f" ({report.failed_program or 'a program'} after "
-                   f"{report.processed_insns} insns processed)"
-                   if report.processed_insns is not None else "")
-        fail(f"{report.reason}{figures}")
+        fail(report.summary())

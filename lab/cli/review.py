@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
-from lab.capture.layout import MANIFEST
 from lab.cli.output import console, err, fail, note, table
 
 if TYPE_CHECKING:
@@ -78,7 +77,9 @@ def review(
 
 def _diagnose_sets(paths: list[Path]) -> dict[str, list[str]]:
     """The capture-set rules (lab.check.diagnose) on each capture directory given."""
-    sets = [p for p in paths if _is_capture_set(p)]
+    from lab.check.review.inputs import is_capture_set
+
+    sets = [p for p in paths if is_capture_set(p)]
     if not sets:
         return {}
     from lab.capture.capdir import CaptureDir
@@ -92,14 +93,6 @@ def _diagnose_sets(paths: list[Path]) -> dict[str, list[str]]:
         except (LabError, OSError) as exc:  # the file review above said what it could
             note("error", f"{p}: no diagnosis: {exc}", "red")
     return out
-
-
-def _is_capture_set(path: Path) -> bool:
-    """A directory holding a manifest; False for anything that cannot be looked at."""
-    try:
-        return path.is_dir() and (path / MANIFEST).is_file()
-    except OSError:
-        return False
 
 
 def _order(order: str) -> OptionOrder | None:

@@ -20,8 +20,7 @@ from types import TracebackType
 
 from lab.datapath import libbpf, tc
 from lab.datapath.build import build_object
-from lab.datapath.errors import DatapathError
-from lab.datapath.loader import BpfMap, open_and_load
+from lab.datapath.loader import BpfMap, object_map, object_program_fd, open_and_load
 
 SOURCE = "fabric.c"
 PROGRAM = "fabric_from_node"
@@ -69,27 +68,15 @@ class FabricObject:
         obj, log_buf = open_and_load(path)
         lib = libbpf.lib()
         try:
-            prog = lib.bpf_object__find_program_by_name(obj, PROGRAM.encode())
-            if not prog:
-                raise DatapathError(f"{path} has no program {PROGRAM}")
-            prog_fd = libbpf.check(lib.bpf_program__fd(prog), f"fd of {PROGRAM}")
+            prog_fd = object_program_fd(obj, path, PROGRAM)
             ncpus = libbpf.check(lib.libbpf_num_possible_cpus(), "possible CPUs")
-            found = {}
-            for name, ks, vs, per_cpu in (("fabric_ports", U32.size, PORT_VAL.size, False),
-                                          ("fabric_counters", U32.size, U64.size, True)):
-                m = lib.bpf_object__find_map_by_name(obj, name.encode())
-                if not m:
-                    raise DatapathError(f"{path} has no map {name}")
-                got = (int(lib.bpf_map__key_size(m)), int(lib.bpf_map__value_size(m)))
-                if got != (ks, vs):
-                    raise DatapathError(f"map {name}: C layout {got[0]}/{got[1]} bytes, "
-                                        f"Python expects {ks}/{vs}")
-                fd = libbpf.check(lib.bpf_map__fd(m), f"fd of {name}")
-                found[name] = BpfMap(name, fd, ks, vs * ncpus if per_cpu else vs)
+            ports = object_map(obj, path, "fabric_ports", (U32.size, PORT_VAL.size), ncpus)
+            counters = object_map(obj, path, "fabric_counters", (U32.size, U64.size), ncpus,
+                                  per_cpu=True)
         except BaseException:
             lib.bpf_object__close(obj)
             raise
-        return cls(obj, log_buf, prog_fd, found["fabric_ports"], found["fabric_counters"])
+        return cls(obj, log_buf, prog_fd, ports, counters)
 
     def set_port(self, port: FabricPort) -> None:
         self.ports.update(U32.pack(port.ifindex), port.value())

@@ -129,16 +129,42 @@ def _check_u32(what: str, value: int) -> None:
         raise ValueError(f"{what} must be in 0..{0xFFFFFFFF}, not {value}")
 
 
+def sized_map(name: str, fd: int, got: tuple[int, int], want: tuple[int, int], ncpus: int,
+              *, per_cpu: bool = False) -> BpfMap:
+    """A map whose C key/value sizes (``got``) must be the Python layout's (``want``);
+    a per-CPU map's values hold one slot per possible CPU."""
+    if got != want:
+        raise DatapathError(f"map {name}: C layout {got[0]}/{got[1]} bytes, Python expects "
+                            f"{want[0]}/{want[1]}")
+    ks, vs = want
+    return BpfMap(name, fd, ks, vs * ncpus if per_cpu else vs)
+
+
 def _checked_map(name: str, fd: int, ks: int, vs: int, ncpus: int) -> BpfMap:
-    """A map checked against the Python layout (per-CPU values sized for ``ncpus``)."""
-    key_size, value_size = maps.LAYOUTS[name]
-    if ks != key_size or vs != value_size:
-        raise DatapathError(
-            f"map {name}: C layout {ks}/{vs} bytes, Python expects {key_size}/{value_size}"
-        )
-    if name == "dsr_counters":
-        vs = 8 * ncpus  # per-CPU: one 8-byte slot per possible CPU
-    return BpfMap(name, fd, ks, vs)
+    """One of the datapath's maps, checked against :data:`maps.LAYOUTS`."""
+    return sized_map(name, fd, (ks, vs), maps.LAYOUTS[name], ncpus,
+                     per_cpu=name == "dsr_counters")
+
+
+def object_program_fd(obj: int, path: Path, name: str) -> int:
+    """The fd of program ``name`` of a loaded libbpf object."""
+    lib = libbpf.lib()
+    prog = lib.bpf_object__find_program_by_name(obj, name.encode())
+    if not prog:
+        raise DatapathError(f"{path} has no program {name}")
+    return libbpf.check(lib.bpf_program__fd(prog), f"fd of {name}")
+
+
+def object_map(obj: int, path: Path, name: str, want: tuple[int, int], ncpus: int, *,
+               per_cpu: bool = False) -> BpfMap:
+    """Map ``name`` of a loaded libbpf object, its sizes checked against ``want``."""
+    lib = libbpf.lib()
+    m = lib.bpf_object__find_map_by_name(obj, name.encode())
+    if not m:
+        raise DatapathError(f"{path} has no map {name}")
+    fd = libbpf.check(lib.bpf_map__fd(m), f"fd of {name}")
+    got = (int(lib.bpf_map__key_size(m)), int(lib.bpf_map__value_size(m)))
+    return sized_map(name, fd, got, want, ncpus, per_cpu=per_cpu)
 
 
 def _log_buffer() -> ctypes.Array[ctypes.c_char]:
@@ -244,22 +270,11 @@ class DatapathObject:
 
     @staticmethod
     def _resolve(obj: int, path: Path) -> tuple[dict[str, int], dict[str, BpfMap]]:
-        lib = libbpf.lib()
-        ncpus = libbpf.check(lib.libbpf_num_possible_cpus(), "possible CPUs")
-        prog_fds: dict[str, int] = {}
-        found: dict[str, BpfMap] = {}
-        for name in PROGRAMS:
-            prog = lib.bpf_object__find_program_by_name(obj, name.encode())
-            if not prog:
-                raise DatapathError(f"{path} has no program {name}")
-            prog_fds[name] = libbpf.check(lib.bpf_program__fd(prog), f"fd of {name}")
-        for name in maps.LAYOUTS:
-            m = lib.bpf_object__find_map_by_name(obj, name.encode())
-            if not m:
-                raise DatapathError(f"{path} has no map {name}")
-            fd = libbpf.check(lib.bpf_map__fd(m), f"fd of {name}")
-            ks, vs = int(lib.bpf_map__key_size(m)), int(lib.bpf_map__value_size(m))
-            found[name] = _checked_map(name, fd, ks, vs, ncpus)
+        ncpus = libbpf.check(libbpf.lib().libbpf_num_possible_cpus(), "possible CPUs")
+        prog_fds = {name: object_program_fd(obj, path, name) for name in PROGRAMS}
+        found = {name: object_map(obj, path, name, layout, ncpus,
+                                  per_cpu=name == "dsr_counters")
+                 for name, layout in maps.LAYOUTS.items()}
         return prog_fds, found
 
     @classmethod

@@ -50,6 +50,16 @@ class VerifierReport(BaseModel):
     processed_insns: int | None = None  # of the rejected program, from the verifier's log
     log_tail: list[str] = []
 
+    def summary(self) -> str:
+        """One line: the instructions processed per program, or why it did not load
+        (with the rejected program's count when the verifier gave one)."""
+        if self.outcome == "pass":
+            return ", ".join(f"{p.program} {'?' if p.verified_insns is None else p.verified_insns}"
+                             for p in self.programs) + " insns processed"
+        count = (f" ({self.failed_program or 'a program'} after {self.processed_insns} "
+                 "insns processed)" if self.processed_insns is not None else "")
+        return f"{self.reason or self.outcome}{count}"
+
 
 def rejection_figures(log: str) -> tuple[str | None, int | None]:
     """(program, instructions processed) of a rejected load, from the verifier log and

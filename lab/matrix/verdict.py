@@ -158,17 +158,6 @@ def read_verdict(path: Path) -> KernelVerdict:
         raise MatrixError(f"{path}: not a verdict: {exc}") from None
 
 
-def _verifier_cell(report: VerifierReport | None) -> str:
-    if report is None:
-        return ""
-    if report.outcome != "pass":
-        count = (f" ({report.failed_program or 'a program'} after {report.processed_insns} "
-                 "insns processed)" if report.processed_insns is not None else "")
-        return f"{report.reason or report.outcome}{count}"
-    return ", ".join(f"{p.program} {p.verified_insns if p.verified_insns is not None else '?'}"
-                     for p in report.programs) + " insns processed"
-
-
 def rows(summary: Summary) -> list[list[str]]:
     """The verdict table: kernel, group, outcome, counts, time, and a link to what
     shows it (the scenarios' reports, the JUnit XML) or what the verifier said."""
@@ -180,7 +169,7 @@ def rows(summary: Summary) -> list[list[str]]:
         for g in k.groups:
             counts = f"{g.passed}/{g.failed}/{g.skipped}"
             if g.group == VERIFIER_GROUP:
-                link = _verifier_cell(k.verifier)
+                link = k.verifier.summary() if k.verifier else ""
             elif g.outcome == "skip" and g.reasons:
                 link = g.reasons[0]
             else:

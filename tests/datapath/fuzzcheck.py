@@ -213,3 +213,27 @@ def run_egress(lab: Lab, frames: Iterable[tuple[str, bytes]]) -> EgressRun:
         r = fuzz(EGRESS, make_run_fn(lab.dp, EGRESS, lab.ifindex), frames)
         rewritten = lab.dp.counters()["revnat_rewrite"] - before
     return EgressRun(r, rewritten)
+
+
+def expect_sound_ingress(run: IngressRun, packets: int) -> None:
+    """What an ingress fuzz run of ``packets`` malformed frames must show (the smoke's
+    and the full run's; pytest rewrites these asserts: tests/conftest.py)."""
+    r = run.report
+    print(report_text(r))
+    assert r.failures == 0, report_text(r)
+    assert r.malformed_ran >= packets
+    assert r.ran >= 0.85 * r.generated
+    assert set(r.verdicts) == INGRESS_VERDICTS
+    # the interesting code ran on this input, not only the early exits
+    assert run.hit >= INGRESS_EVENTS_HIT
+    assert run.hit >= INGRESS_DROPS_HIT
+
+
+def expect_sound_egress(run: EgressRun, packets: int) -> None:
+    """What an egress fuzz run of ``packets`` malformed frames must show."""
+    r = run.report
+    print(report_text(r))
+    assert r.failures == 0, report_text(r)
+    assert r.malformed_ran >= packets
+    assert set(r.verdicts) == EGRESS_VERDICTS  # egress never drops, it rewrites or passes
+    assert run.rewritten == r.changed > 0.02 * r.ran

@@ -40,6 +40,11 @@ def _is(path: Path, test: Callable[[int], bool]) -> bool:
         return False
 
 
+def is_capture_set(path: Path) -> bool:
+    """A directory holding a manifest (False for anything that cannot be looked at)."""
+    return _is(path, stat.S_ISDIR) and _is(path / MANIFEST, stat.S_ISREG)
+
+
 def _manifest_point(path: Path) -> Target:
     manifest = path.parent / MANIFEST
     if _is(manifest, stat.S_ISREG):
@@ -66,7 +71,7 @@ def targets(paths: Iterable[str | Path]) -> list[Target]:
     for raw_path in paths:
         p = Path(raw_path)
         if _is(p, stat.S_ISDIR):
-            if not _is(p / MANIFEST, stat.S_ISREG):
+            if not is_capture_set(p):
                 raise ReviewError(f"{p}: a directory must be a capture set with a {MANIFEST}")
             try:
                 cd = _capture_dir(p)
