@@ -21,6 +21,7 @@ RESULTS = "results.json"  # the trace checker's verdicts
 MERGED = "merged.pcapng"  # every hop in one file, for Wireshark
 COMPARISON = "modes.json"  # a modes comparison's figures (lab.runner.compare)
 COMPARISON_PLOT = "modes.svg"  # ... and their plot
+STEPS = "steps.json"  # what each traffic step of the run did (lab.runner.steps)
 LATEST = "latest"  # captures/<scenario>/latest -> the newest finished run
 
 

@@ -43,7 +43,9 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     """A pydantic error location as a field path: ``nodes[1].ip``; a key that is not
     a plain name shows quoted (``nodes[0]['a b']``)."""
     out = ""
-    for part in loc:
+    for i, part in enumerate(loc):
+        if i and part == loc[i - 1] and isinstance(part, str):
+            continue  # a tagged union's tag, named like its field (steps[0].datagram)
         if isinstance(part, int):
             out += f"[{part}]"
         elif _PLAIN_KEY.match(part):

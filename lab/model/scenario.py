@@ -11,10 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from lab.errors import LabError
-from lab.model.errors import validation_message
+from lab.model.errors import FieldProblem, validation_message
 from lab.model.topology import Topology, TopologyError, load_topology
 from lab.model.yamldoc import read_yaml
 
@@ -71,6 +79,101 @@ class CraftedPacket(_Model):
     payload: Annotated[str, Field(max_length=1400)] = ""
 
 
+class Replay(_Model):
+    """Packets of a pcap file sent from the client as they are (IPv4, a raw socket)."""
+
+    pcap: str  # relative to the scenario file
+    # the capture's client and service addresses and port replaced by the lab's
+    # (the first packet's source and destination are taken as the client and the service)
+    rewrite: bool = True
+    limit: Annotated[int, Field(ge=1, le=10000)] = 1000
+
+
+class Datagram(_Model):
+    """UDP datagrams of one size from one kernel socket (path-MTU discovery on: DF set)."""
+
+    size: Annotated[int, Field(ge=1, le=65507)]  # payload bytes
+    count: Annotated[int, Field(ge=1, le=100)] = 1
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+
+class Fault(_Model):
+    """Something broken on purpose on one host's lab interface (a node's eth0, a pod's
+    eth0, the client's bridge port)."""
+
+    host: str
+    loss_percent: Annotated[float, Field(gt=0, le=100)] | None = None
+    delay_ms: Annotated[int, Field(ge=1, le=10000)] | None = None
+    link_down: bool = False
+    kill_pod: bool = False  # host is a pod: its server is killed
+    after_s: Annotated[float, Field(ge=0, le=60)] = 0.0  # within a transfer: when
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Fault:
+        kinds = [k for k, on in (("loss_percent/delay_ms", self.loss_percent is not None
+                                  or self.delay_ms is not None),
+                                 ("link_down", self.link_down), ("kill_pod", self.kill_pod))
+                 if on]
+        if len(kinds) != 1:
+            raise ValueError("a fault is one of loss_percent/delay_ms, link_down, kill_pod "
+                             f"(given: {', '.join(kinds) or 'none'})")
+        return self
+
+
+class Transfer(_Model):
+    """One TCP transfer with curl: ``download`` N bytes from the pod (GET /bytes/N) or
+    ``upload`` N bytes to it (POST), optionally with TCP Fast Open, with faults at
+    given times during it."""
+
+    bytes: Annotated[int, Field(ge=0, le=1 << 30)]
+    direction: Literal["download", "upload"] = "download"
+    tcp_fastopen: bool = False
+    count: Annotated[int, Field(ge=1, le=100)] = 1
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
+    during: list[Fault] = []
+
+
+class RequestsStep(_Model):
+    requests: Requests
+
+
+class SendStep(_Model):
+    send: Annotated[list[CraftedPacket], Field(min_length=1)]
+
+
+class ReplayStep(_Model):
+    replay: Replay
+
+
+class DatagramStep(_Model):
+    datagram: Datagram
+
+
+class TransferStep(_Model):
+    transfer: Transfer
+
+
+class FaultStep(_Model):
+    fault: Fault
+
+
+STEP_KINDS = ("requests", "send", "replay", "datagram", "transfer", "fault")
+
+
+def _step_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return next(iter(value), None) if len(value) == 1 else None
+    return next((k for k in STEP_KINDS if hasattr(value, k)), None)
+
+
+# a step is a mapping of one key, its kind (errors name steps[i].<kind>.<field>)
+Step = Annotated[
+    Annotated[RequestsStep, Tag("requests")] | Annotated[SendStep, Tag("send")]
+    | Annotated[ReplayStep, Tag("replay")] | Annotated[DatagramStep, Tag("datagram")]
+    | Annotated[TransferStep, Tag("transfer")] | Annotated[FaultStep, Tag("fault")],
+    Discriminator(_step_kind)]
+
+
 class Scenario(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     description: str = ""
@@ -87,7 +190,40 @@ class Scenario(_Model):
     compare_modes: CompareModes | None = None
     # sent from the client instead of the requests (crafted with scapy, one after the other)
     send: list[CraftedPacket] = []
+    # instead of requests or send: steps run one after the other (see Step)
+    steps: list[Step] = []
+    # the whole traffic's deadline: a step still running then is stopped, and the
+    # captures so far are checked (and diagnosed) as they are
+    deadline_s: Annotated[float, Field(gt=0, le=600)] = 120.0
     source: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _step_kinds(cls, data: Any) -> Any:
+        """A step is a mapping with exactly one known key; say which, not pydantic's
+        union of six models."""
+        problems: list[tuple[str, str]] = []
+        if isinstance(data, dict) and isinstance(data.get("steps"), list):
+            for i, step in enumerate(data["steps"]):
+                keys = list(step) if isinstance(step, dict) else []
+                if len(keys) != 1 or keys[0] not in STEP_KINDS:
+                    got = ", ".join(map(str, keys)) or type(step).__name__
+                    problems.append((f"steps[{i}]", f"a step is one of "
+                                     f"{', '.join(STEP_KINDS)} (got {got})"))
+        if isinstance(data, dict) and data.get("steps") and data.get("send"):
+            problems.append(("send", "steps and send: one or the other (a send step does "
+                             "both)"))
+        if problems:
+            raise FieldProblem(problems)
+        return data
+
+    def traffic_steps(self) -> list[Step]:
+        """What the runner does: the steps, or the one send/requests step they stand for."""
+        if self.steps:
+            return list(self.steps)
+        if self.send:
+            return [SendStep(send=self.send)]
+        return [RequestsStep(requests=self.requests)]
 
     def _base(self) -> Path:
         return self.source.parent if self.source else Path.cwd()

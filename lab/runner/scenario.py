@@ -21,7 +21,6 @@ pcapng and report.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import shutil
@@ -32,18 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.capture.capdir import CaptureDir
-from lab.capture.layout import COMPARISON, COMPARISON_PLOT, RESULTS, Role, mark_latest
+from lab.capture.layout import COMPARISON, COMPARISON_PLOT, RESULTS, STEPS, Role, mark_latest
 from lab.capture.live import CapturePoint, CaptureSet
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.diagnose import diagnose
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend
-from lab.env.traffic import HttpExchange, curl, exchange_until, send_raw, udp_exchange
+from lab.env.traffic import HttpExchange
 from lab.model.scenario import CompareModes, Scenario, ScenarioError, load_scenario
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.runner.compare import compare_modes, plot_modes
-from lab.wire.packets import crafted_ipv4
+from lab.runner.steps import StepContext, StepOutcome, run_steps
 
 Progress = Callable[[str], None]
 
@@ -97,11 +96,20 @@ class ScenarioRun:
     run_id: str
     capture_dir: Path
     backend: str = "netns"
-    exchanges: list[HttpExchange] = field(default_factory=list)
+    steps: list[StepOutcome] = field(default_factory=list)
     result: TraceResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
     kept: bool = False  # the lab was left up (run id = run_id)
     report: ReportFiles | None = None
+
+    @property
+    def exchanges(self) -> list[HttpExchange]:
+        """Every request and transfer of every step, in order."""
+        return [e for o in self.steps for e in o.exchanges]
+
+    @property
+    def timed_out(self) -> bool:
+        return any(o.timed_out for o in self.steps)
 
     @property
     def passed(self) -> bool:
@@ -109,43 +117,23 @@ class ScenarioRun:
 
 
 def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
-    """Captures on every hop while the scenario's requests run."""
+    """Captures on every hop while the scenario's steps run (within its deadline)."""
     sc, topo = run.scenario, run.topology
-    svc = topo.service(sc.target.service)
-    port = svc.port(sc.target.port)
-    ip, timeout = str(topo.node(sc.target.node).ip), sc.requests.timeout_s
-    send: Callable[[], HttpExchange]
-    if port.protocol == "UDP":
-        what = f"UDP datagrams to {ip}:{port.node_port}"
-        send = functools.partial(udp_exchange, lab, sc.client, ip, port.node_port,
-                                 timeout_s=timeout)
-    else:
-        what = f"curl http://{ip}:{port.node_port}/"
-        send = functools.partial(curl, lab, sc.client, f"http://{ip}:{port.node_port}/",
-                                 timeout_s=timeout)
+    port = topo.service(sc.target.service).port(sc.target.port)
     points = capture_points(sc, topo, lab)
     say(f"starting {len(points)} captures")
     t1 = time.perf_counter()
     with CaptureSet(lab, run.capture_dir, points, run_manifest(sc, topo, lab)):
         run.timings["captures_ready_s"] = time.perf_counter() - t1
-        if sc.send:  # crafted packets instead of requests
-            say(f"sending {len(sc.send)} crafted packets to {ip}:{port.node_port}")
-            t2 = time.perf_counter()
-            client_ip = str(lab.hosts[sc.client].ip)
-            send_raw(lab, sc.client, [crafted_ipv4(
-                src=client_ip, dst=ip, dport=port.node_port, sport=c.sport, flags=c.flags,
-                seq=c.seq, ack=c.ack, ip_options=c.ip_options, payload=c.payload.encode())
-                for c in sc.send])
-            run.timings["traffic_s"] = time.perf_counter() - t2
-            return
-        say(f"{what} from {sc.client}")
         t2 = time.perf_counter()
-        # the pods that can answer: with externalTrafficPolicy=Local, the node's own
-        reachable = {p.name for p in topo.backends_from(svc.name, sc.target.node)}
-        want = reachable if sc.requests.until_every_backend else set()
-        run.exchanges = exchange_until(send, want_pods=want, min_requests=sc.requests.min,
-                                       max_requests=sc.requests.max)
+        ctx = StepContext(lab=lab, scenario=sc, topology=topo,
+                          ip=str(topo.node(sc.target.node).ip), port=port.node_port,
+                          protocol=port.protocol, deadline=time.monotonic() + sc.deadline_s,
+                          say=say)
+        run.steps = run_steps(ctx)
         run.timings["traffic_s"] = time.perf_counter() - t2
+    (run.capture_dir / STEPS).write_text(json.dumps(
+        [o.as_dict() for o in run.steps], indent=2) + "\n")
 
 
 def _compare(run: ScenarioRun, spec: CompareModes, say: Progress) -> None:
