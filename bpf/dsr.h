@@ -131,6 +131,12 @@ struct dsr_revnat_val {
  * Off by default: live selection is random, like Cilium's.
  */
 #define CFG_F_SEEDED_SELECT (1U << 1)
+/*
+ * DSR ICMP errors (Cilium's ENABLE_DSR_ICMP_ERRORS): a packet the option
+ * would grow past the MTU is answered with an ICMP destination unreachable /
+ * fragmentation needed carrying mtu - 8, instead of being dropped silently.
+ */
+#define CFG_F_ICMP_ERRORS (1U << 2)
 
 struct dsr_config {
 	__u32 flags;
@@ -138,7 +144,8 @@ struct dsr_config {
 	/*
 	 * The device MTU: a packet the DSR option would grow beyond it
 	 * (tot_len + 8 > mtu) is dropped with DROP_FRAG_NEEDED (Cilium with
-	 * DSR ICMP errors off). 0 = no check. Set by the loader, because
+	 * DSR ICMP errors off) or answered with ICMP frag-needed
+	 * (CFG_F_ICMP_ERRORS). 0 = no check. Set by the loader, because
 	 * bpf_check_mtu() needs 5.12 and the lab supports 5.10.
 	 */
 	__u32 mtu;
@@ -200,6 +207,7 @@ enum dsr_event {
 	EV_SNAT = 17,         /* a new or known flow's source set to the node's address */
 	EV_SNAT_REVERSE = 18, /* a reply to a SNATed flow, sent on to the client */
 	EV_MAGLEV = 19,       /* a backend chosen from the Maglev table */
+	EV_ICMP_FRAG_NEEDED = 20, /* too big for the option: ICMP frag-needed sent back */
 	/* drop reasons */
 	DROP_TRUNCATED_IP = 32,
 	DROP_BAD_VERSION = 33,

@@ -107,6 +107,10 @@ class Manifest(_Part):
     forwarding: Literal["", "dsr", "snat"] = ""
     lb_mode: str = ""  # the topology's loadBalancer.mode (snat, dsr, hybrid)
     settings: dict[str, Any] = {}  # the scenario's settings applied to the topology
+    # the MTU the DSR option must fit in at the node addressed, and whether a packet
+    # too big for it is answered with ICMP fragmentation-needed (None: not known)
+    mtu: int | None = None
+    dsr_icmp_errors: bool | None = None
     backends: list[ManifestBackend] = []
     points: list[ManifestPoint] = Field(default_factory=list)
 

@@ -62,9 +62,14 @@ def _hops(cd: CaptureDir) -> _Hops:
 
 def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     """Every broken connection's cause, most connections first."""
+    # packets too big for the option (TCP SYNs and UDP datagrams): lab.check.too_big
+    from lab.check.too_big import diagnose_too_big  # noqa: PLC0415  (it imports Diagnosis)
+
+    too_big = diagnose_too_big(cd)
+    explained = {f for d in too_big for f in d.flows}
     svc, client_ip = cd.service, cd.client_ip
     if not svc.ip or svc.protocol.upper() != "TCP":
-        return []
+        return too_big
     hops = _hops(cd)
     packets = {p.name: cd.packets(p) for p in cd.points}
     found: dict[str, Diagnosis] = {}
@@ -76,12 +81,14 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
                 and syn.dport == svc.port) or syn.sport in seen or syn.sport is None:
             continue
         seen.add(syn.sport)
+        if f"{client_ip}:{syn.sport}" in explained:
+            continue
         got = _diagnose_flow(cd, hops, packets, syn.sport, lb_name)
         if got is not None:
             cause, line = got
             found.setdefault(line, Diagnosis(cause, line)).flows.append(
                 f"{client_ip}:{syn.sport}")
-    return sorted(found.values(), key=lambda d: -len(d.flows))
+    return sorted([*too_big, *found.values()], key=lambda d: -len(d.flows))
 
 
 def _diagnose_flow(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], eph: int,

@@ -139,6 +139,11 @@ def _print_claim(claim: ClaimVerdict) -> None:
 
 
 def _print_requests(run: ScenarioRun) -> None:
+    if run.scenario.steps:  # a scenario of steps: what each did, in its own words
+        for i, step in enumerate(run.steps, 1):
+            mark = ("", "") if step.ok else ("  (did not complete)", "yellow")
+            console.print(Text.assemble(f"step {i} ({step.kind}): {step.summary}", mark))
+        return
     served: dict[str, int] = {}
     for ex in run.exchanges:
         if ex.pod:

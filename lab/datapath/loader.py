@@ -442,6 +442,16 @@ class DatapathObject:
         """The MTU the datapath checks against, 0 when it does not check."""
         return self._config().mtu
 
+    def set_icmp_errors(self, on: bool) -> None:
+        """DSR ICMP errors (Cilium's ``ENABLE_DSR_ICMP_ERRORS``): a packet too big for
+        the option is answered with ICMP fragmentation needed (MTU - 8) instead of
+        dropped; needs an MTU (:meth:`set_mtu`). Off in a fresh object."""
+        flags = self._config().flags & ~maps.CFG_F_ICMP_ERRORS
+        self._change_config(flags=flags | (maps.CFG_F_ICMP_ERRORS if on else 0))
+
+    def icmp_errors(self) -> bool:
+        return bool(self._config().flags & maps.CFG_F_ICMP_ERRORS)
+
     # -- services ---------------------------------------------------------
 
     def add_service(

@@ -42,6 +42,7 @@ CT_F_DSR = 1 << 1
 CT_F_SNAT = 1 << 2
 CFG_F_OPT_NETWORK_ORDER = 1 << 0
 CFG_F_SEEDED_SELECT = 1 << 1  # backend = seeded hash of the flow, not random
+CFG_F_ICMP_ERRORS = 1 << 2  # too big for the option: ICMP frag-needed, not a silent drop
 
 SVC_KEY = struct.Struct("=4s2sBx")
 SVC_VAL = struct.Struct("=HHHxx")  # count, flags, maglev_id
@@ -91,6 +92,7 @@ EVENT_NAMES: dict[int, str] = {
     17: "snat",
     18: "snat_reverse",
     19: "maglev",
+    20: "icmp_frag_needed",
     32: "drop_truncated_ip",
     33: "drop_bad_version",
     34: "drop_bad_ihl",

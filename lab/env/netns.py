@@ -77,6 +77,9 @@ HOST_SYSCTLS: dict[str, str | int] = {
     # IPv4 lab: no IPv6 link-local chatter (router solicitations, MLD) in the captures
     "net.ipv6.conf.all.disable_ipv6": 1,
     "net.ipv6.conf.default.disable_ipv6": 1,
+    # TCP Fast Open as client and server (a pod's listener turns it on for itself;
+    # a client uses it only when asked, e.g. curl --tcp-fastopen)
+    "net.ipv4.tcp_fastopen": 3,
 }
 OPTIONAL_SYSCTLS = ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6")
 NODE_SYSCTLS: dict[str, str | int] = {
@@ -480,7 +483,8 @@ class _DatapathLoads:
             dp = DatapathObject.load(built.result(), max_entries=sizes)
             self._loaded.append(dp)
             dp.set_option_order(t.load_balancer.option_byte_order)
-            dp.set_mtu(t.network.mtu)  # eth0's MTU: the DSR option must fit in it
+            dp.set_mtu(t.datapath_mtu)  # the DSR option must fit in it
+            dp.set_icmp_errors(t.load_balancer.dsr_icmp_errors)
             dp.set_node_addr(str(node.ip))  # SNAT's source, where SNATed replies return
             dp.set_maglev_seed(t.load_balancer.maglev_hash_seed)
             for f in _frontends(t, node):

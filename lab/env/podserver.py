@@ -3,8 +3,11 @@ net tool image).
 
 Each pod answers every HTTP GET (and HEAD) with
 ``PodName: <name> | PodIP: eth0 <ip>/32``, the body the seed write-up's
-DaemonSet returns; a pod's UDP port, when it has one, answers each datagram
-with that line followed by the datagram (an echo that says who answered).
+DaemonSet returns (``GET /bytes/N``: N zero bytes, streamed; ``POST`` with a
+Content-Length: the body is read and counted, and the answer is that line
+and ``received N``); a pod's UDP port, when it has one, answers each datagram
+with that line followed by the datagram's first 1024 bytes (an echo that says
+who answered, never so big that the answer needs fragmenting).
 
 The lab makes every listening socket itself, inside its pod's namespace
 (a socket keeps the namespace it was made in), binds and listens, so a pod
@@ -56,9 +59,10 @@ def body_for(name: str, ip: str) -> str:
     return f"PodName: {name} | PodIP: eth0 {ip}/32\n"
 
 
-MAX_SIZED_BODY = 1 << 30  # GET /bytes/N: at most 1 GiB
+MAX_SIZED_BODY = 1 << 30  # GET /bytes/N and a POST's body: at most 1 GiB
 _SIZED = re.compile(r"^/bytes/(\d{1,10})$")
 CHUNK = 1 << 16
+ECHO_MAX = 1024  # a UDP answer echoes at most this much of the datagram
 
 
 def http_head(status: int, reason: str, length: int,
@@ -85,6 +89,12 @@ def answer(request_head: bytes, body: bytes) -> tuple[bytes, int]:
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
         return http_response(400, "Bad Request", b"bad request\n"), 0
     method, target = parts[0], parts[1]
+    if method == "POST":
+        length = content_length(request_head)
+        if length is None or length > MAX_SIZED_BODY:
+            return http_response(411, "Length Required",
+                                 b"a POST needs a Content-Length up to 1 GiB\n"), 0
+        return b"", 0  # the caller reads the body, then answers (posted())
     if method not in ("GET", "HEAD"):
         return http_response(501, "Not Implemented",
                              f"method {method} not served\n".encode()), 0
@@ -94,6 +104,19 @@ def answer(request_head: bytes, body: bytes) -> tuple[bytes, int]:
         head = http_head(200, "OK", n, "application/octet-stream")
         return head, 0 if method == "HEAD" else n
     return http_response(200, "OK", body, head_only=method == "HEAD"), 0
+
+
+_CONTENT_LENGTH = re.compile(rb"^content-length:\s*(\d{1,10})\s*$", re.I | re.M)
+
+
+def content_length(request_head: bytes) -> int | None:
+    m = _CONTENT_LENGTH.search(request_head)
+    return int(m[1]) if m else None
+
+
+def posted(body: bytes, received: int) -> bytes:
+    """The answer to a POST whose ``received`` body bytes were read."""
+    return http_response(200, "OK", body + f"received {received}\n".encode())
 
 
 @dataclass(frozen=True)
@@ -124,6 +147,9 @@ class Pod:
             sock = socket.socket(fileno=lst.fd)
             sock.setblocking(False)
             if lst.proto == "tcp":
+                # TCP Fast Open served (the namespace's net.ipv4.tcp_fastopen allows it)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_FASTOPEN, 128)
                 self.servers.append(await asyncio.start_server(
                     self._serve, sock=sock, limit=MAX_REQUEST_HEAD, backlog=128))
             elif lst.proto == "udp":
@@ -139,6 +165,16 @@ class Pod:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
             first, zeros = answer(head, self.body)
+            if not first:  # a POST: read its body, then say how much came
+                left = content_length(head) or 0
+                got = 0
+                while got < left:
+                    data = await asyncio.wait_for(reader.read(min(CHUNK, left - got)),
+                                                  REQUEST_TIMEOUT_S)
+                    if not data:
+                        break
+                    got += len(data)
+                first = posted(self.body, got)
             writer.write(first)
             chunk = bytes(CHUNK)
             while zeros > 0:
@@ -168,7 +204,8 @@ class Pod:
 
 
 class _Echo(asyncio.DatagramProtocol):
-    """Answers each datagram with the pod's line (as its HTTP body) and the datagram."""
+    """Answers each datagram with the pod's line (as its HTTP body) and the datagram's
+    first :data:`ECHO_MAX` bytes."""
 
     transport: asyncio.DatagramTransport
 
@@ -181,7 +218,7 @@ class _Echo(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.transport.sendto(self.head + data, addr)
+        self.transport.sendto(self.head + data[:ECHO_MAX], addr)
 
 
 def parse_spec(text: str) -> list[Pod]:

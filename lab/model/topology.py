@@ -44,6 +44,10 @@ class Cluster(_Model):
     tunnel_protocol: Literal["vxlan", "geneve"] = "vxlan"  # Helm: tunnelProtocol
     auto_direct_node_routes: bool = True
     native_routing_cidr: IPv4Network = IPv4Network("10.0.0.0/8")
+    # Helm: MTU, the MTU Cilium's datapath works with (the DSR option must fit in it);
+    # default: the network's. Lower than the links' MTU, it is what a cloud's smaller
+    # path MTU between nodes makes users set.
+    mtu: Annotated[int, Field(ge=576, le=9000)] | None = None
 
 
 class Network(_Model):
@@ -174,6 +178,9 @@ class LoadBalancer(_Model):
     option_byte_order: Literal["host", "network"] = "host"
     maglev_table_size: int = 16381
     maglev_hash_seed: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
+    # a packet the DSR option would grow past the MTU: an ICMP fragmentation-needed
+    # (MTU - 8) back to the client (Cilium's DSR ICMP errors), or, off, a silent drop
+    dsr_icmp_errors: bool = True
 
     @model_validator(mode="after")
     def _maglev_size(self) -> LoadBalancer:
@@ -210,6 +217,11 @@ class Topology(_Model):
         if problems:
             raise FieldProblem(problems)
         return self
+
+    @property
+    def datapath_mtu(self) -> int:
+        """The MTU the DSR option must fit in: Cilium's MTU, else the network's."""
+        return self.cluster.mtu or self.network.mtu
 
     # -- lookups -----------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -270,6 +282,9 @@ def _dupes(items: list[str]) -> Iterator[tuple[int, str]]:
 
 def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
     """Cross-field checks pydantic cannot express per field, with their paths."""
+    if t.cluster.mtu is not None and t.cluster.mtu > t.network.mtu:
+        yield "cluster.mtu", (f"{t.cluster.mtu} is above network.mtu {t.network.mtu}: the "
+                              "links would drop what the datapath lets through")
     subnet = t.network.subnet
     yield from _unusable_network("network.subnet", subnet)
     if subnet.prefixlen > 30:

@@ -43,6 +43,7 @@ from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.runner.compare import compare_modes, plot_modes
 from lab.runner.steps import StepContext, StepOutcome, run_steps
+from lab.runner.steps.crafted import check_replays
 
 Progress = Callable[[str], None]
 
@@ -83,7 +84,8 @@ def run_manifest(sc: Scenario, topo: Topology, lab: Lab) -> Manifest:
         client=ManifestClient(ip=str(lab.hosts[sc.client].ip)),
         option_byte_order=topo.load_balancer.option_byte_order,
         forwarding=topo.load_balancer.forwarding(port.protocol),
-        lb_mode=topo.load_balancer.mode, settings=sc.settings,
+        lb_mode=topo.load_balancer.mode, settings=sc.settings, mtu=topo.datapath_mtu,
+        dsr_icmp_errors=topo.load_balancer.dsr_icmp_errors,
         backends=[ManifestBackend(name=p.name, ip=str(p.ip), port=port.target_port,
                                   node=p.node) for p in topo.backends(svc.name)],
     )
@@ -189,6 +191,7 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     say = progress or (lambda _msg: None)
     sc, topo = load_scenario(name_or_path)
     trace = load_scenario_trace(sc)
+    check_replays(sc)  # a replay's pcap file is read before any lab comes up
     backend = backend or get_backend("netns")
     t0 = time.perf_counter()
     say(f"bringing up {topo.name} on {backend.name}")

@@ -14,12 +14,16 @@ from pathlib import Path
 from typing import Any, cast
 
 from scapy.layers.inet import (
+    ICMP,
     IP,
     TCP,
     UDP,
+    IPerror,
     IPOption_NOP,
     IPOption_RR,
     IPOption_Timestamp,
+    TCPerror,
+    UDPerror,
     in4_chksum,
 )
 from scapy.layers.l2 import Ether
@@ -56,6 +60,12 @@ class Pkt:
     ack: int | None = None  # TCP only
     mac_src: str = ""
     mac_dst: str = ""
+    # ICMP only: type, code, the next-hop MTU of a fragmentation-needed (3/4), and the
+    # packet an error quotes (its addresses, protocol and ports)
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+    icmp_mtu: int | None = None
+    quoted: tuple[str, str, str, int | None, int | None] | None = None  # src dst proto sp dp
 
     @property
     def has_dsr_option(self) -> bool:
@@ -76,6 +86,12 @@ class Pkt:
         return f"{self.dst}:{self.dport}"
 
     def summary(self) -> str:
+        if self.icmp_type is not None:
+            q = (f" quoting {self.quoted[2]} {self.quoted[0]}:{self.quoted[3]} > "
+                 f"{self.quoted[1]}:{self.quoted[4]}" if self.quoted else "")
+            mtu = f" mtu={self.icmp_mtu}" if self.icmp_mtu is not None else ""
+            return (f"#{self.index} icmp {self.src} > {self.dst} type={self.icmp_type}/"
+                    f"{self.icmp_code}{mtu}{q} len={self.ip_len} ttl={self.ttl}")
         opt = f" opt={self.options.hex()}" if self.options else ""
         fl = f" [{self.flags}]" if self.proto == "tcp" else ""
         return (f"#{self.index} {self.proto} {self.src}:{self.sport} > {self.dst}:{self.dport}"
@@ -119,12 +135,15 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
         sport, dport = int(udp.sport), int(udp.dport)
         payload = l4_bytes[8:]
         l4_ok = len(l4_bytes) >= 8 and (int(udp.chksum) == 0 or in4_chksum(17, ip, l4_bytes) == 0)
+    icmp = _icmp_fields(l4_bytes) if proto_num == 1 else {}
+    if icmp:
+        l4_ok = checksum(l4_bytes) == 0
     return Pkt(
         index=index,
         time=float(frame.time),
         src=str(ip.src),
         dst=str(ip.dst),
-        proto={6: "tcp", 17: "udp"}.get(proto_num, str(proto_num)),
+        proto={1: "icmp", 6: "tcp", 17: "udp"}.get(proto_num, str(proto_num)),
         sport=sport,
         dport=dport,
         flags=flags,
@@ -141,7 +160,32 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
         ack=ack,
         mac_src=str(frame.src) if isinstance(frame, Ether) else "",
         mac_dst=str(frame.dst) if isinstance(frame, Ether) else "",
+        **icmp,
     )
+
+
+ICMP_ERRORS = (3, 4, 5, 11, 12)  # unreachable, source quench, redirect, time exceeded, ...
+
+
+def _icmp_fields(message: bytes) -> dict[str, Any]:
+    """An ICMP message's type, code, next-hop MTU (3/4) and, for an error, the packet
+    it quotes (scapy parses the quoted header)."""
+    if len(message) < 8:
+        return {}
+    icmp = ICMP(message)
+    out: dict[str, Any] = {"icmp_type": int(icmp.type), "icmp_code": int(icmp.code)}
+    if (icmp.type, icmp.code) == (3, 4):
+        out["icmp_mtu"] = int(icmp.nexthopmtu)
+    quoted = icmp.payload
+    if int(icmp.type) in ICMP_ERRORS and isinstance(quoted, IPerror):
+        sp = dp = None
+        l4 = quoted.payload
+        if isinstance(l4, TCPerror | UDPerror):
+            sp, dp = int(l4.sport), int(l4.dport)
+        out["quoted"] = (str(quoted.src), str(quoted.dst),
+                         {1: "icmp", 6: "tcp", 17: "udp"}.get(int(quoted.proto),
+                                                              str(quoted.proto)), sp, dp)
+    return out
 
 
 def iter_pcap(path: str | Path) -> Iterator[Pkt]:

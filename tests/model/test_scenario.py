@@ -124,3 +124,31 @@ def test_scenarios_in_subfolders_are_found_by_name() -> None:
     assert find_scenario("snat-tcp-remote").parts[-2:] == ("modes", "snat-tcp-remote.yaml")
     with pytest.raises(ScenarioError, match="known: seed, "):
         find_scenario("no-such-scenario")
+
+
+@pytest.mark.parametrize(("steps", "expected"), [
+    ([{"bogus": 1}], "steps[0]: a step is one of requests, send, replay, datagram, transfer, "
+                     "fault (got bogus)"),
+    ([{"datagram": {"size": 0}}], "steps[0].datagram.size: Input should be greater than or "
+                                  "equal to 1 (got 0)"),
+    ([{"requests": {}}, {"transfer": {"bytes": 10, "during": [{"host": "x"}]}}],
+     "steps[1].transfer.during[0]: Value error, a fault is one of loss_percent/delay_ms, "
+     "link_down, kill_pod (given: none)"),
+    ([{"fault": {"host": "x", "link_down": True, "kill_pod": True}}],
+     "steps[0].fault: Value error, a fault is one of loss_percent/delay_ms, link_down, "
+     "kill_pod (given: link_down, kill_pod)"),
+])
+def test_a_bad_step_names_its_index_and_field(tmp_path: Path, steps: list[Any],
+                                              expected: str) -> None:
+    path = _scenario(tmp_path, steps=steps)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    assert f"{path}: {expected}" in str(info.value)
+
+
+def test_steps_stand_for_requests_and_send() -> None:
+    sc, _ = load_scenario("seed")
+    (step,) = sc.traffic_steps()
+    assert step.model_dump() == {"requests": sc.requests.model_dump()}
+    sc, _ = load_scenario("udp-frag-needed")
+    assert [next(iter(s.model_dump())) for s in sc.traffic_steps()] == ["datagram"]

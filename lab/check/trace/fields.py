@@ -56,6 +56,14 @@ FIELDS: dict[str, tuple[str, _Getter]] = {
     "l4_csum": ("[L4].chksum", lambda p, e: _csum(p.l4_csum_ok)),
     "payload": ("[Raw].load", lambda p, e: p.payload.decode("latin-1")),
     "payload_len": ("[Raw].len", lambda p, e: p.payload_len),
+    # ICMP (proto: icmp): type, code, a fragmentation-needed's MTU, the quoted packet
+    "icmp_type": ("[ICMP].type", lambda p, e: p.icmp_type),
+    "icmp_code": ("[ICMP].code", lambda p, e: p.icmp_code),
+    "icmp_mtu": ("[ICMP].nexthopmtu", lambda p, e: p.icmp_mtu),
+    "quoted_src": ("[ICMP][IPerror].src", lambda p, e: p.quoted[0] if p.quoted else None),
+    "quoted_dst": ("[ICMP][IPerror].dst", lambda p, e: p.quoted[1] if p.quoted else None),
+    "quoted_sport": ("[ICMP][IPerror].sport", lambda p, e: p.quoted[3] if p.quoted else None),
+    "quoted_dport": ("[ICMP][IPerror].dport", lambda p, e: p.quoted[4] if p.quoted else None),
 }
 FIELD_NAMES = frozenset(FIELDS)
 # compared when an expectation does not say otherwise ("everything else is compared")

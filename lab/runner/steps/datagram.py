@@ -1,11 +1,86 @@
-"""(being written)"""
+"""The datagram step: UDP datagrams of one size from one kernel socket, path-MTU
+discovery on (``IP_PMTUDISC_DO``: DF set, never fragmented by the sender), the way
+a DNS or QUIC client sends them.
+
+When an answer does not come and the socket learned a smaller path MTU (the
+kernel took it from an ICMP fragmentation-needed: ``EMSGSIZE`` on the socket,
+``IP_MTU`` lowered), the datagram is sent again at the largest size that fits,
+as an application that handles ``EMSGSIZE`` does. The outcome lists, per
+datagram, its size, who answered (or the error) and the path MTU after it.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
+from lab.env.traffic import HttpExchange
+from lab.model.scenario import Datagram
 from lab.runner.steps import StepContext, StepOutcome
 
+IPV4_UDP_HEADERS = 28
 
-def run(step: Any, ctx: StepContext) -> StepOutcome:
-    raise NotImplementedError("datagram")
+# runs on the client: one connected socket, DF on every datagram, JSON lines out
+_SCRIPT = r"""
+import errno, json, socket, sys
+ip, port, size, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
+    int(sys.argv[4]), float(sys.argv[5])
+IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+s.connect((ip, port))
+s.settimeout(timeout)
+local = s.getsockname()[1]
+
+def one(n, retry):
+    rec = {"size": n, "ip_len": n + 28, "retry": retry, "local_port": local}
+    body = f"dsrlab {local} {n}\n".encode()
+    try:
+        s.send(body + bytes(max(0, n - len(body))))
+    except OSError as e:
+        rec["error"] = errno.errorcode.get(e.errno, str(e.errno))
+    if "error" not in rec:
+        try:
+            data = s.recv(65535)
+            rec["answer"] = data.split(b"\n", 1)[0].decode(errors="replace")
+        except socket.timeout:
+            rec["error"] = "timeout"
+        except OSError as e:
+            rec["error"] = errno.errorcode.get(e.errno, str(e.errno))
+    rec["path_mtu"] = s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    print(json.dumps(rec), flush=True)
+    return rec
+
+for _ in range(count):
+    rec = one(size, False)
+    if "answer" not in rec and rec["path_mtu"] < size + 28:
+        one(rec["path_mtu"] - 28, True)  # the application adapts to the path MTU
+"""
+
+
+def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
+    ctx.say(f"{spec.count} UDP datagram(s) of {spec.size} bytes (DF) from {ctx.client} to "
+            f"{ctx.ip}:{ctx.port}")
+    budget = min(ctx.left(), spec.count * 2 * spec.timeout_s + 5)
+    proc = ctx.lab.run(ctx.client, [sys.executable, "-c", _SCRIPT, ctx.ip, str(ctx.port),
+                                    str(spec.size), str(spec.count), f"{spec.timeout_s:g}"],
+                       timeout=budget, check=False)
+    records: list[dict[str, Any]] = []
+    for line in proc.stdout.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    exchanges = [HttpExchange(url=f"udp://{ctx.ip}:{ctx.port} ({r['size']} bytes)",
+                              ok="answer" in r, local_port=r.get("local_port"),
+                              http_code=None, body=r.get("answer", "") + "\n",
+                              error=r.get("error", "")) for r in records]
+    words = [f"{r['size']} B -> " + (f"answered ({r['answer'].split(' | ')[0]})"
+                                      if "answer" in r else r.get("error", "?"))
+             + f", path MTU {r['path_mtu']}" for r in records]
+    if not records:
+        words = [proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"]
+    answered = [r for r in records if "answer" in r and not r["retry"]]
+    return StepOutcome("datagram", "; ".join(words), ok=len(answered) == spec.count,
+                       exchanges=exchanges, figures={"datagrams": records})

@@ -1,11 +1,151 @@
-"""(being written)"""
+"""The transfer step: TCP transfers with real curl, N bytes down (``GET /bytes/N``)
+or up (``POST``), optionally with TCP Fast Open, with faults injected at given times
+while the transfer runs.
+
+curl runs as its own process on the client (started, not waited on), so a fault
+can hit the flow mid-way; every wait has a deadline (the transfer's timeout and
+the scenario's), and a curl still running then is killed by its PID.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import subprocess
+import threading
+from collections.abc import Callable
 
+from lab.env.traffic import HttpExchange
+from lab.model.scenario import Fault, Transfer
 from lab.runner.steps import StepContext, StepOutcome
 
+_MARK = "\n--dsrlab-- "
+# curl's own figures after the transfer, one line
+_WRITE_OUT = _MARK + "%{local_port} %{http_code} %{size_download} %{size_upload} %{time_total}"
 
-def run(step: Any, ctx: StepContext) -> StepOutcome:
-    raise NotImplementedError("transfer")
+
+def transfer_argv(ctx: StepContext, spec: Transfer, timeout_s: float) -> list[str]:
+    """The client's command: curl, quiet but for errors, with its figures at the end."""
+    base = f"http://{ctx.ip}:{ctx.port}"
+    curl = ["curl", "-sS", "-4", "--noproxy", "*", "--max-time", f"{timeout_s:g}",
+            "-w", _WRITE_OUT]
+    if spec.tcp_fastopen:
+        curl.append("--tcp-fastopen")
+    if spec.direction == "download":
+        return [*curl, "-o", "/dev/null", f"{base}/bytes/{spec.bytes}"]
+    # POST N zero bytes read from a pipe (curl sends a Content-Length for @-)
+    shown = " ".join(_quote(a) for a in [*curl, "--data-binary", "@-",
+                                           "-H", "Content-Type: application/octet-stream",
+                                           f"{base}/upload"])
+    return ["sh", "-c", f"head -c {spec.bytes} /dev/zero | {shown}"]
+
+
+def _quote(arg: str) -> str:
+    return "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _faults_at(ctx: StepContext, faults: list[Fault], stop: threading.Event,
+               undos: list[Callable[[], None]], said: list[str]) -> None:
+    """Inject each fault at its time (from the transfer's start) unless stopped first."""
+    from lab.env.faults import FaultUnavailable, inject  # noqa: PLC0415  (pyroute2 on use)
+
+    waited = 0.0
+    for fault in sorted(faults, key=lambda f: f.after_s):
+        if stop.wait(max(0.0, fault.after_s - waited)):
+            return
+        waited = fault.after_s
+        try:
+            undos.append(inject(ctx.lab, fault))
+            said.append(f"at {fault.after_s:g} s: {describe_fault(fault)}")
+        except FaultUnavailable as exc:
+            said.append(f"at {fault.after_s:g} s: {describe_fault(fault)} unavailable: {exc}")
+
+
+def describe_fault(fault: Fault) -> str:
+    if fault.link_down:
+        return f"{fault.host}'s link down"
+    if fault.kill_pod:
+        return f"pod {fault.host} killed"
+    parts = [f"{fault.loss_percent:g}% loss" if fault.loss_percent else "",
+             f"{fault.delay_ms} ms delay" if fault.delay_ms else ""]
+    return f"{' and '.join(p for p in parts if p)} on {fault.host}"
+
+
+def _one(ctx: StepContext, spec: Transfer
+         ) -> tuple[HttpExchange, dict[str, float], list[str], bool]:
+    """One transfer; (its exchange, curl's figures, what the faults did, whether it was
+    killed at its deadline)."""
+    timeout = min(spec.timeout_s, ctx.left())
+    argv = transfer_argv(ctx, spec, timeout)
+    proc = ctx.lab.start(ctx.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stop = threading.Event()
+    undos: list[Callable[[], None]] = []
+    said: list[str] = []
+    injector = threading.Thread(target=_faults_at, args=(ctx, spec.during, stop, undos, said),
+                                name="dsrlab-faults", daemon=True)
+    if spec.during:
+        injector.start()
+    killed = False
+    try:
+        out_b, err_b = proc.communicate(timeout=timeout + 5)
+    except subprocess.TimeoutExpired:
+        killed = True
+        proc.kill()  # by PID: this curl only
+        out_b, err_b = proc.communicate()
+    finally:
+        stop.set()
+        if spec.during:
+            injector.join()
+        for undo in reversed(undos):
+            with contextlib.suppress(Exception):
+                undo()
+    out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace").strip()
+    body, _, tail = out.rpartition(_MARK)
+    parts = tail.split()
+    port = code = None
+    if len(parts) == 5 and parts[0].isdigit() and parts[1].isdigit():
+        port, code = int(parts[0]) or None, int(parts[1]) or None
+    ok = proc.returncode == 0 and code == 200 and not killed
+    error = err.splitlines()[-1] if err else ("killed at the deadline" if killed else "")
+    ex = HttpExchange(url=argv[-1] if argv[0] == "curl" else f"POST {spec.bytes} bytes",
+                      ok=ok, local_port=port, http_code=code, body=body, error=error)
+    return ex, curl_figures(tail), said, killed
+
+
+def curl_figures(ex_tail: str) -> dict[str, float]:
+    """curl's figures from its write-out line (``size_download size_upload time``)."""
+    parts = ex_tail.split()
+    if len(parts) != 5:
+        return {}
+    try:
+        return {"downloaded": float(parts[2]), "uploaded": float(parts[3]),
+                "seconds": float(parts[4])}
+    except ValueError:
+        return {}
+
+
+def run(spec: Transfer, ctx: StepContext) -> StepOutcome:
+    what = (f"{spec.direction} of {spec.bytes} bytes"
+            + (" with TCP Fast Open" if spec.tcp_fastopen else ""))
+    ctx.say(f"{what} from {ctx.client} via {ctx.ip}:{ctx.port}"
+            + (f" (x{spec.count})" if spec.count > 1 else ""))
+    exchanges: list[HttpExchange] = []
+    faults: list[str] = []
+    each: list[dict[str, float]] = []
+    killed = False
+    for _ in range(spec.count):
+        ex, figures, said, killed = _one(ctx, spec)
+        exchanges.append(ex)
+        each.append(figures)
+        faults += said
+        if killed or not ex.ok:
+            break
+    ok = sum(e.ok for e in exchanges)
+    summary = f"{what}: {ok}/{len(exchanges)} completed"
+    failed = next((e for e in exchanges if not e.ok), None)
+    if failed is not None:
+        summary += f" ({failed.error or f'HTTP {failed.http_code}'})"
+    if faults:
+        summary += "; " + "; ".join(faults)
+    return StepOutcome("transfer", summary, ok=ok == len(exchanges), exchanges=exchanges,
+                       figures={"completed": ok, "attempted": len(exchanges),
+                                "transfers": each, "faults": faults}, timed_out=killed)
