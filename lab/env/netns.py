@@ -293,6 +293,13 @@ class NetnsLab:
                                 stdout=stdout, stderr=stderr)
 
     # -- pods ------------------------------------------------------------------
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        """Wait until the pods' server accepts connections (``up`` returns before:
+        the sockets listen already). Traffic whose timeouts must not include the
+        server's start (a slow machine, a kernel under emulation) waits first."""
+        if self.servers is not None:
+            self.servers.wait_ready(timeout)
+
     def stop_pod_server(self, pod: str) -> None:
         """Stop serving one pod (it stops listening, its connections drop); the
         other pods go on. Needs the lab's own process (not after :meth:`detach`)."""
