@@ -15,6 +15,15 @@
  *     node's address nor in its pod CIDR (AWS's source/destination check on
  *     an ENI): a DNATed SYN that keeps the client's address never arrives.
  *
+ *   loss (a threshold out of 2^32): drop a frame when bpf_get_prandom_u32()
+ *     falls below it, the lab's loss on a link where the kernel has no
+ *     sch_netem; a lost frame is gone before any other check.
+ *
+ * fabric_on_host is the same per-port work for a lab host's own interface
+ * (the faults of lab/env/faults.py, at tc egress there): it passes a frame
+ * with TC_ACT_UNSPEC instead of TC_ACT_OK, so that the host's own filters on
+ * the same hook (a node's datapath) still run after it.
+ *
  * Everything else passes untouched. fabric_counters counts what it did.
  */
 #include <linux/bpf.h>
@@ -33,6 +42,7 @@ struct fabric_port {
 	__be32 node_addr;
 	__be32 pod_net;  /* the node's pod CIDR, network address */
 	__be32 pod_mask; /* ... and mask (0: no pod CIDR) */
+	__u32 loss;      /* drop when bpf_get_prandom_u32() < loss (0: never) */
 };
 
 enum fabric_event {
@@ -40,6 +50,7 @@ enum fabric_event {
 	FEV_STRIPPED = 1,          /* options removed from a frame */
 	FEV_SRC_DST_DROPPED = 2,   /* a foreign source dropped */
 	FEV_STRIP_FAILED = 3,      /* could not shrink the frame: dropped */
+	FEV_LOST = 4,              /* dropped at random (the port's loss) */
 	FEV_MAX = 8,
 };
 
@@ -95,8 +106,9 @@ static __always_inline int strip_options(struct __sk_buff *skb, __u32 hlen)
 	return 0;
 }
 
-SEC("tc")
-int fabric_from_node(struct __sk_buff *skb)
+/* What the port's settings do to one frame; ``pass`` is the verdict of a frame let
+ * through (TC_ACT_OK at the fabric, TC_ACT_UNSPEC on a host: its next filter runs). */
+static __always_inline int fabric_port_run(struct __sk_buff *skb, int pass)
 {
 	__u32 ifindex = skb->ifindex;
 	struct fabric_port *port = bpf_map_lookup_elem(&fabric_ports, &ifindex);
@@ -106,17 +118,21 @@ int fabric_from_node(struct __sk_buff *skb)
 	__u32 hlen;
 
 	if (!port)
-		return TC_ACT_OK;
+		return pass;
+	if (port->loss && bpf_get_prandom_u32() < port->loss) {
+		fcount(FEV_LOST);
+		return TC_ACT_SHOT;
+	}
 	/* the IP header, options included, in the linear part */
 	bpf_skb_pull_data(skb, skb->len < ETH_HLEN + 60 ? skb->len : ETH_HLEN + 60);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
+		return pass;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end || ip->version != 4)
-		return TC_ACT_OK;
+		return pass;
 
 	if (port->flags & FABRIC_F_SRC_DST_CHECK) {
 		__be32 src = ip->saddr;
@@ -135,8 +151,20 @@ int fabric_from_node(struct __sk_buff *skb)
 			return TC_ACT_SHOT;
 		}
 		fcount(FEV_STRIPPED);
-		return TC_ACT_OK;
+		return pass;
 	}
 	fcount(FEV_PASS);
-	return TC_ACT_OK;
+	return pass;
+}
+
+SEC("tc")
+int fabric_from_node(struct __sk_buff *skb)
+{
+	return fabric_port_run(skb, TC_ACT_OK);
+}
+
+SEC("tc")
+int fabric_on_host(struct __sk_buff *skb)
+{
+	return fabric_port_run(skb, TC_ACT_UNSPEC);
 }

@@ -3,7 +3,8 @@ net tool image).
 
 Each pod answers every HTTP GET (and HEAD) with
 ``PodName: <name> | PodIP: eth0 <ip>/32``, the body the seed write-up's
-DaemonSet returns (``GET /bytes/N``: N zero bytes, streamed; ``POST`` with a
+DaemonSet returns (``GET /bytes/N``: N zero bytes, streamed, ``?rate=R`` paced at
+R bytes a second; ``POST`` with a
 Content-Length: the body is read and counted, and the answer is that line
 and ``received N``); a pod's UDP port, when it has one, answers each datagram
 with that line followed by the datagram's first 1024 bytes (an echo that says
@@ -60,7 +61,10 @@ def body_for(name: str, ip: str) -> str:
 
 
 MAX_SIZED_BODY = 1 << 30  # GET /bytes/N and a POST's body: at most 1 GiB
-_SIZED = re.compile(r"^/bytes/(\d{1,10})$")
+# GET /bytes/N, optionally paced: /bytes/N?rate=R sends R bytes a second (a transfer
+# that lasts long enough for a fault to hit it mid-way; veth moves megabytes in ms)
+_SIZED = re.compile(r"^/bytes/(\d{1,10})(?:\?rate=(\d{1,10}))?$")
+PACED_CHUNK = 16 * 1024
 CHUNK = 1 << 16
 ECHO_MAX = 1024  # a UDP answer echoes at most this much of the datagram
 
@@ -107,6 +111,13 @@ def answer(request_head: bytes, body: bytes) -> tuple[bytes, int]:
 
 
 _CONTENT_LENGTH = re.compile(rb"^content-length:\s*(\d{1,10})\s*$", re.I | re.M)
+
+
+def pace(request_head: bytes) -> int | None:
+    """The bytes per second a ``GET /bytes/N?rate=R`` asks for (None: at once)."""
+    parts = request_head.split(b"\r\n", 1)[0].decode("latin-1").split()
+    m = _SIZED.match(parts[1]) if len(parts) == 3 else None
+    return int(m[2]) if m and m[2] and int(m[2]) > 0 else None
 
 
 def content_length(request_head: bytes) -> int | None:
@@ -176,11 +187,15 @@ class Pod:
                     got += len(data)
                 first = posted(self.body, got)
             writer.write(first)
-            chunk = bytes(CHUNK)
+            rate = pace(head)
+            step = PACED_CHUNK if rate else CHUNK
+            chunk = bytes(step)
             while zeros > 0:
                 writer.write(chunk[:zeros])
-                zeros -= min(zeros, CHUNK)
+                zeros -= min(zeros, step)
                 await writer.drain()
+                if rate:
+                    await asyncio.sleep(step / rate)
             await writer.drain()
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError,
                 ConnectionError):

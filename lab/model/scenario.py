@@ -128,6 +128,9 @@ class Transfer(_Model):
     bytes: Annotated[int, Field(ge=0, le=1 << 30)]
     direction: Literal["download", "upload"] = "download"
     tcp_fastopen: bool = False
+    # bytes per second (None: as fast as the path goes): a download is paced by the pod
+    # (GET /bytes/N?rate=R), an upload by curl (--limit-rate), so a fault lands mid-way
+    rate: Annotated[int, Field(ge=1000, le=1 << 30)] | None = None
     count: Annotated[int, Field(ge=1, le=100)] = 1
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
     during: list[Fault] = []

@@ -1,11 +1,14 @@
 """Hand-built capture sets of the seed flow (two flows, one per pod), right
-or broken in one chosen way: the classic broken-DSR symptoms."""
+or broken in one chosen way: the classic broken-DSR symptoms (:func:`build`);
+and one download segment by segment, complete, lossy, stalled at a chosen hop,
+reset or closed early (:func:`download`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from scapy.layers.inet import IP, TCP, IPOption
 from scapy.layers.l2 import Ether
@@ -85,6 +88,159 @@ def build(tmp: Path, brk: Breakage = Breakage()) -> CaptureDir:
         points.append({"name": f"{host}/{ifname}", "host": host, "ifname": ifname,
                        "role": roles[host], "file": f"{host}.pcap"})
     manifest = {"scenario": "seed", "run_id": "abcdef", "backend": "netns",
+                "service": {"ip": SVC, "port": SVC_PORT}, "client": {"ip": CLIENT},
+                "option_byte_order": "host",
+                "backends": [{"name": n, "ip": ip, "port": POD_PORT, "node": node}
+                             for n, (ip, node) in PODS.items()],
+                "points": points}
+    (tmp / "manifest.json").write_text(json.dumps(manifest))
+    return CaptureDir.load(tmp)
+
+
+# -- one download, segment by segment, right or broken after the handshake -------------
+
+T0 = 1000.0  # the client's SYN
+TICK = 0.001  # between one segment and the next
+MSS = 1000
+C_ISN, S_ISN = 1000, 5000
+REQUEST = b"GET /bytes/N HTTP/1.1\r\nHost: x\r\n\r\n"
+BreakAt = Literal["pod-node", "node-client", "acks", "silent"]
+End = Literal["fin", "rst", "client-fin", "none", "refused"]
+
+
+@dataclass(frozen=True)
+class Download:
+    """A download of ``segments`` data segments (the HTTP head in the first) from POD,
+    through the LB node, by DSR.
+
+    ``stop`` segments get through; then, at ``break_at``, the rest vanish (the sender
+    sends ``more`` segments after the stall: retransmissions of the first missing one),
+    and the flow ends as ``end`` says (``refused``: the SYN is answered with an RST).
+    ``lost`` segments vanish between the pod and its node the first time and are sent
+    again at once (a lossy link).
+    """
+
+    segments: int = 20
+    stop: int | None = None  # None: every segment gets through
+    break_at: BreakAt = "pod-node"
+    more: int = 3
+    end: End = "fin"
+    lost: frozenset[int] = frozenset()
+    fin_with_data: bool = False  # the last data segment carries the FIN (end "fin")
+
+    @property
+    def head(self) -> bytes:
+        body = self.segments * MSS - len(self._head(0))
+        return self._head(body)
+
+    @staticmethod
+    def _head(body: int) -> bytes:
+        return f"HTTP/1.0 200 OK\r\nContent-Length: {body:06d}\r\n\r\n".encode()
+
+
+def _at(t: float, pkt: Packet) -> Packet:
+    pkt.time = t
+    return pkt
+
+
+def download(tmp: Path, d: Download = Download()) -> CaptureDir:
+    """Write the capture set of ``d`` into ``tmp`` (client, LB node, POD's node, POD)."""
+    eph, svc_port, pod_port = 40000, int(SVC_PORT or 0), int(POD_PORT or 0)
+    hops: dict[str, list[Packet]] = {k: [] for k in ("client", LB_NAME, POD_NODE, POD_NAME)}
+    t = T0
+
+    def up(flags: str, seq: int, ack: int, load: bytes = b"", *, to: tuple[str, ...] = (
+            "client", LB_NAME, POD_NODE, POD_NAME)) -> None:
+        """A client packet along its path: the client, the LB node in and out, the
+        backend's node, the pod (``to``: how far it gets)."""
+        opt = OPT if flags == "S" else b""
+        c = _p(CLIENT, SVC, eph, svc_port, flags, load=load)
+        fwd = _p(CLIENT, POD_IP, eph, pod_port, flags, opt=opt, ttl=63, load=load)
+        for pkt in (c, fwd):
+            pkt[TCP].seq, pkt[TCP].ack = seq, ack
+        c, fwd = Ether(bytes(c)), Ether(bytes(fwd))
+        if "client" in to:
+            hops["client"].append(_at(t, c))
+        if LB_NAME in to:
+            hops[LB_NAME] += [_at(t, c.copy()), _at(t, fwd.copy())]
+        for host in (POD_NODE, POD_NAME):
+            if host in to:
+                hops[host].append(_at(t, fwd.copy()))
+
+    def down(flags: str, seq: int, ack: int, load: bytes = b"", *, to: tuple[str, ...] = (
+            POD_NAME, POD_NODE, "client")) -> None:
+        """A pod packet along its path: the pod, its node (translated), the client."""
+        at_pod = _p(POD_IP, CLIENT, pod_port, eph, flags, load=load)
+        out = _p(SVC, CLIENT, svc_port, eph, flags, load=load, ttl=63)
+        for pkt in (at_pod, out):
+            pkt[TCP].seq, pkt[TCP].ack = seq, ack
+        at_pod, out = Ether(bytes(at_pod)), Ether(bytes(out))
+        if POD_NAME in to:
+            hops[POD_NAME].append(_at(t, at_pod))
+        for host in (POD_NODE, "client"):
+            if host in to:
+                hops[host].append(_at(t, out.copy()))
+
+    up("S", C_ISN, 0)
+    t += TICK
+    if d.end == "refused":  # nothing listens: the pod answers the SYN with an RST
+        down("RA", 0, C_ISN + 1)
+        return _write_set(tmp, hops)
+    down("SA", S_ISN, C_ISN + 1)
+    t += TICK
+    up("A", C_ISN + 1, S_ISN + 1)
+    up("PA", C_ISN + 1, S_ISN + 1, REQUEST)
+    c_next = C_ISN + 1 + len(REQUEST)
+    data = d.head + bytes(d.segments * MSS - len(d.head))
+    stop = d.segments if d.stop is None else d.stop
+    for i in range(stop):
+        t += TICK
+        seq = S_ISN + 1 + i * MSS
+        load = data[i * MSS:(i + 1) * MSS]
+        if i in d.lost:
+            down("A", seq, c_next, load, to=(POD_NAME,))
+            t += TICK
+        last = d.fin_with_data and d.end == "fin" and i == stop - 1
+        down("FPA" if last else "A", seq, c_next, load)
+        up("A", c_next, seq + MSS + last)
+    s_next = S_ISN + 1 + stop * MSS
+    if d.stop is not None:  # the stall: what is seen of the rest, and where
+        for k in range(d.more):
+            t += 0.2 * (k + 1)
+            load = data[stop * MSS:(stop + 1) * MSS]
+            if d.break_at == "pod-node":
+                down("A", s_next, c_next, load, to=(POD_NAME,))
+            elif d.break_at == "node-client":
+                down("A", s_next, c_next, load, to=(POD_NAME, POD_NODE))
+            elif d.break_at == "acks":  # the data arrives, the acknowledgements stop
+                down("A", s_next - MSS, c_next, data[(stop - 1) * MSS:stop * MSS])
+                up("A", c_next, s_next, to=("client",))
+            else:  # silent: only the client's window updates, which reach the pod
+                up("A", c_next, s_next)
+    t += 0.5
+    if d.end == "fin" and d.fin_with_data:
+        up("FA", c_next, s_next + 1)
+    elif d.end == "fin":
+        down("FA", s_next, c_next)
+        up("A", c_next, s_next + 1)
+        up("FA", c_next, s_next + 1)
+    elif d.end == "rst":
+        down("R", s_next, 0)
+    elif d.end == "client-fin":
+        up("FA", c_next, s_next)
+    return _write_set(tmp, hops)
+
+
+def _write_set(tmp: Path, hops: dict[str, list[Packet]]) -> CaptureDir:
+    roles = {"client": "client", LB_NAME: "lb-node", POD_NODE: "backend-node", POD2_NODE:
+             "backend-node", POD_NAME: "pod", POD2_NAME: "pod"}
+    points = []
+    for host, pkts in hops.items():
+        ifname = "br-kind" if host == "client" else "eth0"
+        wrpcap(str(tmp / f"{host}.pcap"), pkts)
+        points.append({"name": f"{host}/{ifname}", "host": host, "ifname": ifname,
+                       "role": roles[host], "file": f"{host}.pcap"})
+    manifest = {"scenario": "transfer", "run_id": "abcdef", "backend": "netns",
                 "service": {"ip": SVC, "port": SVC_PORT}, "client": {"ip": CLIENT},
                 "option_byte_order": "host",
                 "backends": [{"name": n, "ip": ip, "port": POD_PORT, "node": node}

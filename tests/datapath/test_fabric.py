@@ -1,6 +1,9 @@
 """The lab's fabric program (bpf/fabric.c) frame by frame (BPF_PROG_TEST_RUN): options
 stripped with the header made whole again; a foreign source dropped by the
-source/destination check, the node's own and its pods' addresses let through."""
+source/destination check, the node's own and its pods' addresses let through; a
+port's random loss, near the share asked over many runs; the host-side program
+(a fault's loss on a host's own interface) passing with "unspec", so that the
+host's own filter after it still runs."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
-from lab.datapath.fabric import FabricObject, FabricPort
+from lab.datapath.fabric import U32_RANGE, FabricObject, FabricPort, loss_threshold
 from lab.datapath.testrun import run_program
 from lab.plumbing import nsutil
 from tests.datapath.frames import assert_checksums_valid, backend_syn
@@ -71,4 +74,62 @@ def test_a_port_the_fabric_was_not_told_about_is_left_alone(
     frame = backend_syn(OPTION)
     assert run(fabric, ns, idx, frame) == ("ok", frame)
     assert fabric.counters() == {"passed": 0, "stripped": 0, "src_dst_dropped": 0,
-                                 "strip_failed": 0}
+                                 "strip_failed": 0, "lost": 0}
+
+
+@pytest.mark.parametrize(("percent", "threshold"), [(0, 0), (50, 1 << 31), (100, U32_RANGE - 1),
+                                                    (0.5, round(U32_RANGE / 200))])
+def test_a_loss_share_is_a_threshold_of_the_random_u32(percent: float, threshold: int) -> None:
+    assert loss_threshold(percent) == threshold
+
+
+@pytest.mark.parametrize("percent", [-1, 100.5])
+def test_a_loss_share_outside_0_to_100_is_refused(percent: float) -> None:
+    with pytest.raises(ValueError, match=r"0\.\.100 %"):
+        loss_threshold(percent)
+
+
+RUNS = 20_000
+
+
+@pytest.mark.parametrize("percent", [0, 10, 50, 100])
+def test_a_ports_loss_drops_about_that_share_of_frames(
+        fabric: FabricObject, fwd_ns: tuple[str, int], percent: int) -> None:
+    """20,000 runs of one frame: the share lost is the one asked, within 5 standard
+    deviations (0 and 100 % exactly); what passes is untouched."""
+    ns, idx = fwd_ns
+    fabric.set_port(FabricPort(idx, VIP, loss_percent=percent))
+    frame = bytes(Ether() / IP(src=POD_IP, dst=CLIENT_IP) / TCP(sport=80, dport=40000,
+                                                                 flags="A") / Raw(b"x" * 100))
+    with nsutil.in_netns(ns):
+        res = run_program(fabric.prog_fd, frame, repeat=RUNS, ingress_ifindex=idx, ifindex=idx)
+    counts = fabric.counters()
+    assert counts["lost"] + counts["passed"] == RUNS
+    p = percent / 100
+    margin = 5 * (RUNS * p * (1 - p)) ** 0.5
+    assert abs(counts["lost"] - RUNS * p) <= margin, counts
+    if percent == 0:
+        assert (res.verdict, res.data) == ("ok", frame)
+    if percent == 100:
+        assert res.verdict == "shot"
+
+
+def test_on_a_host_a_passed_frame_goes_on_to_the_next_filter(
+        fabric: FabricObject, fwd_ns: tuple[str, int]) -> None:
+    """``fabric_on_host`` answers "unspec" (TC_ACT_UNSPEC: the next filter on the hook
+    runs) for what it lets through, on its port and on any other, and "shot" for a
+    frame it loses."""
+    ns, idx = fwd_ns
+    frame = backend_syn(OPTION)
+
+    def host_run() -> tuple[str, bytes]:
+        with nsutil.in_netns(ns):
+            res = run_program(fabric.host_prog_fd, frame, ingress_ifindex=idx, ifindex=idx)
+        return res.verdict, res.data
+
+    assert host_run() == ("unspec", frame)  # not a port it was told about
+    fabric.set_port(FabricPort(idx, VIP, loss_percent=0))
+    assert host_run() == ("unspec", frame)
+    fabric.set_port(FabricPort(idx, VIP, loss_percent=100))
+    assert host_run()[0] == "shot"
+    assert fabric.counters()["lost"] == 1

@@ -145,3 +145,20 @@ def test_manual_use_with_bind() -> None:
         finally:
             proc.terminate()
             proc.wait(5)
+
+
+@pytest.mark.parametrize(("line", "rate"), [
+    (b"GET /bytes/1000?rate=5000 HTTP/1.1\r\n\r\n", 5000),
+    (b"GET /bytes/1000 HTTP/1.1\r\n\r\n", None),
+    (b"GET /bytes/1000?rate=0 HTTP/1.1\r\n\r\n", None),
+    (b"GET /bytes/1000?rate=x HTTP/1.1\r\n\r\n", None),
+    (b"GET / HTTP/1.1\r\n\r\n", None),
+])
+def test_a_sized_body_can_be_paced(line: bytes, rate: int | None) -> None:
+    from lab.env.podserver import answer, pace  # noqa: PLC0415
+
+    assert pace(line) == rate
+    if rate:  # the size is still the size
+        head, zeros = answer(line, b"pod\n")
+        assert zeros == 1000
+        assert b"Content-Length: 1000" in head

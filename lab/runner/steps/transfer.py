@@ -31,7 +31,10 @@ def transfer_argv(ctx: StepContext, spec: Transfer, timeout_s: float) -> list[st
     if spec.tcp_fastopen:
         curl.append("--tcp-fastopen")
     if spec.direction == "download":
-        return [*curl, "-o", "/dev/null", f"{base}/bytes/{spec.bytes}"]
+        paced = f"?rate={spec.rate}" if spec.rate else ""
+        return [*curl, "-o", "/dev/null", f"{base}/bytes/{spec.bytes}{paced}"]
+    if spec.rate:
+        curl += ["--limit-rate", str(spec.rate)]
     # POST N zero bytes read from a pipe (curl sends a Content-Length for @-)
     shown = " ".join(_quote(a) for a in [*curl, "--data-binary", "@-",
                                            "-H", "Content-Type: application/octet-stream",
@@ -46,7 +49,7 @@ def _quote(arg: str) -> str:
 def _faults_at(ctx: StepContext, faults: list[Fault], stop: threading.Event,
                undos: list[Callable[[], None]], said: list[str]) -> None:
     """Inject each fault at its time (from the transfer's start) unless stopped first."""
-    from lab.env.faults import FaultUnavailable, inject  # noqa: PLC0415  (pyroute2 on use)
+    from lab.env.faults import FaultUnavailable, describe, inject  # noqa: PLC0415
 
     waited = 0.0
     for fault in sorted(faults, key=lambda f: f.after_s):
@@ -55,19 +58,9 @@ def _faults_at(ctx: StepContext, faults: list[Fault], stop: threading.Event,
         waited = fault.after_s
         try:
             undos.append(inject(ctx.lab, fault))
-            said.append(f"at {fault.after_s:g} s: {describe_fault(fault)}")
+            said.append(f"at {fault.after_s:g} s: {describe(fault)}")
         except FaultUnavailable as exc:
-            said.append(f"at {fault.after_s:g} s: {describe_fault(fault)} unavailable: {exc}")
-
-
-def describe_fault(fault: Fault) -> str:
-    if fault.link_down:
-        return f"{fault.host}'s link down"
-    if fault.kill_pod:
-        return f"pod {fault.host} killed"
-    parts = [f"{fault.loss_percent:g}% loss" if fault.loss_percent else "",
-             f"{fault.delay_ms} ms delay" if fault.delay_ms else ""]
-    return f"{' and '.join(p for p in parts if p)} on {fault.host}"
+            said.append(f"at {fault.after_s:g} s: {describe(fault)} unavailable: {exc}")
 
 
 def _one(ctx: StepContext, spec: Transfer
@@ -125,6 +118,7 @@ def curl_figures(ex_tail: str) -> dict[str, float]:
 
 def run(spec: Transfer, ctx: StepContext) -> StepOutcome:
     what = (f"{spec.direction} of {spec.bytes} bytes"
+            + (f" at {spec.rate} B/s" if spec.rate else "")
             + (" with TCP Fast Open" if spec.tcp_fastopen else ""))
     ctx.say(f"{what} from {ctx.client} via {ctx.ip}:{ctx.port}"
             + (f" (x{spec.count})" if spec.count > 1 else ""))
