@@ -106,7 +106,9 @@ class Fault(_Model):
     delay_ms: Annotated[int, Field(ge=1, le=10000)] | None = None
     link_down: bool = False
     kill_pod: bool = False  # host is a pod: its server is killed
-    after_s: Annotated[float, Field(ge=0, le=60)] = 0.0  # within a transfer: when
+    # within a transfer: seconds after its first bytes (a download: the first body bytes at
+    # the client; an upload: its start); a fault step: seconds before it applies
+    after_s: Annotated[float, Field(ge=0, le=60)] = 0.0
 
     @model_validator(mode="after")
     def _one_kind(self) -> Fault:

@@ -6,8 +6,7 @@ and undone.
 * loss: of 200 UDP datagrams through the lossy interface about the share asked
   is lost (netem where the kernel has it, else the lab's fabric program at tc
   egress, which a node's own datapath still runs after);
-* delay: the round trip grows by it (netem), or, without ``sch_netem``, the
-  fault is refused with that reason;
+* delay: in test_netem.py (its own module, so the kernel matrix can run it alone);
 * a pod killed: it stops serving, the other pod goes on.
 """
 
@@ -16,33 +15,26 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
-from lab.env.faults import NO_NETEM, Applied, FaultError, FaultUnavailable, inject
-from lab.env.netns import NetnsBackend, NetnsLab
+from lab.env.faults import NO_NETEM, FaultError, inject
+from lab.env.netns import NetnsLab
 from lab.env.traffic import curl
 from lab.model.scenario import Fault
-from lab.model.topology import Topology
+from tests.env.conftest import READY_S
 from tests.seed import LB_NAME, POD2_NAME, POD_IP, POD_NAME, POD_NODE, SERVICE_URL
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
 
 DATAGRAMS = 200
-READY_S = 60.0  # what a process may take to start (a guest under TCG: seconds)
 WORKS_S = 10.0  # how long a request that must be answered may take
 FAILS_S = 0.5  # how long to wait for one that must not be
 
 
 @pytest.fixture
-def lab(seed_topology: Topology) -> Iterator[NetnsLab]:
-    """The seed, up for one test (faults change it), its pods served (the server
-    process can take seconds to start on an emulated CPU: the kernel matrix)."""
-    with NetnsBackend().up(seed_topology) as up:
-        assert up.servers is not None
-        up.servers.wait_ready(READY_S)
-        yield up
+def lab(fault_lab: NetnsLab) -> NetnsLab:
+    return fault_lab
 
 
 def _routes(lab: NetnsLab, host: str) -> list[dict[str, object]]:
@@ -170,72 +162,6 @@ def test_a_nodes_datapath_still_runs_behind_the_loss(lab: NetnsLab) -> None:
             assert applied.counters()["passed"] > 0
     finally:
         applied()
-
-
-_CONNECT_TIME = """
-import socket, sys, time
-best = None
-for _ in range(5):
-    s = socket.socket()
-    t = time.perf_counter()
-    s.connect((sys.argv[1], int(sys.argv[2])))
-    took = time.perf_counter() - t
-    s.close()
-    best = took if best is None else min(best, took)
-print(best)
-"""
-
-
-def _connect_s(lab: NetnsLab) -> float:
-    out = lab.run("client", [sys.executable, "-c", _CONNECT_TIME, str(lab.hosts[LB_NAME].ip),
-                             "32000"], timeout=READY_S)
-    return float(out.stdout)
-
-
-def _try(lab: NetnsLab, fault: Fault) -> Applied | FaultUnavailable:
-    """The fault applied, or the reason it cannot be (found by trying)."""
-    try:
-        return inject(lab, fault)
-    except FaultUnavailable as exc:
-        return exc
-
-
-def _qdiscs(lab: NetnsLab, host: str) -> list[str]:
-    shown = json.loads(lab.run(host, ["tc", "-j", "qdisc", "show", "dev",
-                                      lab.hosts[host].ifname]).stdout)
-    return [q["kind"] for q in shown if q["kind"] not in ("noqueue", "clsact")]
-
-
-def test_a_delay_grows_the_round_trip(lab: NetnsLab) -> None:
-    """50 ms on the client's bridge: a TCP handshake through the service takes 50 ms
-    more (netem), and as long as before once undone."""
-    plain = _connect_s(lab)
-    applied = _try(lab, Fault(host="client", delay_ms=50))
-    if isinstance(applied, FaultUnavailable):
-        pytest.skip(str(applied))
-    try:
-        assert applied.mechanism == "netem"
-        assert _qdiscs(lab, "client") == ["netem"]
-        assert _connect_s(lab) >= plain + 0.045
-    finally:
-        applied()
-    assert _qdiscs(lab, "client") == []
-    assert _connect_s(lab) < plain + 0.02
-
-
-@pytest.mark.parametrize("fault", [Fault(host="client", delay_ms=50),
-                                   Fault(host=POD_NODE, loss_percent=10, delay_ms=5)],
-                         ids=["delay", "loss-and-delay"])
-def test_without_netem_a_delay_is_refused_with_the_reason(lab: NetnsLab, fault: Fault) -> None:
-    """The fabric program can lose frames but not hold them back: without sch_netem a
-    fault with a delay is refused whole (loss included), saying why, and leaves
-    nothing behind."""
-    applied = _try(lab, fault)
-    if not isinstance(applied, FaultUnavailable):
-        applied()
-        pytest.skip("this kernel has sch_netem: delays are made")
-    assert str(applied) == NO_NETEM
-    assert _qdiscs(lab, fault.host) == []
 
 
 def test_a_killed_pod_stops_serving_and_the_other_goes_on(lab: NetnsLab) -> None:

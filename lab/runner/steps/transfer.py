@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from lab.env.traffic import HttpExchange
 from lab.model.scenario import Fault, Transfer
@@ -23,7 +25,8 @@ _MARK = "\n--dsrlab-- "
 _WRITE_OUT = _MARK + "%{local_port} %{http_code} %{size_download} %{size_upload} %{time_total}"
 
 
-def transfer_argv(ctx: StepContext, spec: Transfer, timeout_s: float) -> list[str]:
+def transfer_argv(ctx: StepContext, spec: Transfer, timeout_s: float,
+                  body: Path | None = None) -> list[str]:
     """The client's command: curl, quiet but for errors, with its figures at the end."""
     base = f"http://{ctx.ip}:{ctx.port}"
     curl = ["curl", "-sS", "-4", "--noproxy", "*", "--max-time", f"{timeout_s:g}",
@@ -32,7 +35,7 @@ def transfer_argv(ctx: StepContext, spec: Transfer, timeout_s: float) -> list[st
         curl.append("--tcp-fastopen")
     if spec.direction == "download":
         paced = f"?rate={spec.rate}" if spec.rate else ""
-        return [*curl, "-o", "/dev/null", f"{base}/bytes/{spec.bytes}{paced}"]
+        return [*curl, "-o", str(body or "/dev/null"), f"{base}/bytes/{spec.bytes}{paced}"]
     if spec.rate:
         curl += ["--limit-rate", str(spec.rate)]
     # POST N zero bytes read from a pipe (curl sends a Content-Length for @-)
@@ -47,10 +50,19 @@ def _quote(arg: str) -> str:
 
 
 def _faults_at(ctx: StepContext, faults: list[Fault], stop: threading.Event,
-               undos: list[Callable[[], None]], said: list[str]) -> None:
-    """Inject each fault at its time (from the transfer's start) unless stopped first."""
+               undos: list[Callable[[], None]], said: list[str], *,
+               started: Callable[[], bool]) -> None:
+    """Inject each fault ``after_s`` seconds into the transfer unless stopped first.
+
+    The clock starts when ``started()`` says the transfer is moving (a download: its
+    first body bytes arrived), not when curl was launched: a process's start, a
+    handshake, seconds on a slow machine or under emulation, are not the transfer.
+    """
     from lab.env.faults import FaultUnavailable, describe, inject  # noqa: PLC0415
 
+    while not started():
+        if stop.wait(0.005):
+            return
     waited = 0.0
     for fault in sorted(faults, key=lambda f: f.after_s):
         if stop.wait(max(0.0, fault.after_s - waited)):
@@ -63,18 +75,33 @@ def _faults_at(ctx: StepContext, faults: list[Fault], stop: threading.Event,
             said.append(f"at {fault.after_s:g} s: {describe(fault)} unavailable: {exc}")
 
 
+def _body_arrived(body: Path) -> Callable[[], bool]:
+    def arrived() -> bool:
+        try:
+            return body.stat().st_size > 0
+        except OSError:
+            return False
+    return arrived
+
+
 def _one(ctx: StepContext, spec: Transfer
          ) -> tuple[HttpExchange, dict[str, float], list[str], bool]:
     """One transfer; (its exchange, curl's figures, what the faults did, whether it was
     killed at its deadline)."""
     timeout = min(spec.timeout_s, ctx.left())
-    argv = transfer_argv(ctx, spec, timeout)
+    # a download's body goes to a file of ours (shared with the client's namespace),
+    # whose first bytes start the faults' clock; an upload's clock starts at once
+    tmp = tempfile.TemporaryDirectory(prefix="dsrlab-transfer-")
+    body_file = Path(tmp.name) / "body"
+    download = spec.direction == "download"
+    started = _body_arrived(body_file) if download and spec.during else (lambda: True)
+    argv = transfer_argv(ctx, spec, timeout, body_file if download and spec.during else None)
     proc = ctx.lab.start(ctx.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop = threading.Event()
     undos: list[Callable[[], None]] = []
     said: list[str] = []
     injector = threading.Thread(target=_faults_at, args=(ctx, spec.during, stop, undos, said),
-                                name="dsrlab-faults", daemon=True)
+                                kwargs={"started": started}, name="dsrlab-faults", daemon=True)
     if spec.during:
         injector.start()
     killed = False
@@ -91,6 +118,7 @@ def _one(ctx: StepContext, spec: Transfer
         for undo in reversed(undos):
             with contextlib.suppress(Exception):
                 undo()
+        tmp.cleanup()
     out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace").strip()
     body, _, tail = out.rpartition(_MARK)
     parts = tail.split()
