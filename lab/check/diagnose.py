@@ -55,6 +55,9 @@ from lab.wire import dsropt
 from lab.wire.packets import Pkt
 
 IPV4_MAX_HLEN = 60
+# a receiver that closes within this of the sender's last segment reaching it closed
+# a flow that was still moving (it gave up), not one that had stopped
+STILL_SENDING_S = 0.25
 SEQ_SPACE = 1 << 32
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d{1,12})[ \t]*\r?$", re.I | re.M)
 
@@ -423,6 +426,17 @@ def _stream(legs: _Legs) -> tuple[str, str] | None:
         return _losses(st)
     end = ends[0] if ends else None
     gave_up = ""
+    arrived = st.data[-1].data()
+    if end is not None and end[1] != sender_side and arrived and \
+            end[0] - arrived[-1].time < STILL_SENDING_S:
+        # the receiver closed while the data still came: nothing on the path stopped it
+        who = legs.client if end[1] == "up" else legs.pod
+        return ("receiver-gave-up",
+                f"{who} {'closed' if end[2] == 'F' else 'reset'} the connection at "
+                f"{st.t(end[0])} after {_size(done)}{st.of_total()} while {st.sender} was "
+                f"still sending (its last segment reached {st.data[-1].where} at "
+                f"{st.t(arrived[-1])}): it gave up (a time limit of its own); nothing on "
+                "the path stopped the flow")
     if end is not None:
         who = legs.client if end[1] == "up" else legs.pod
         gave_up = (f"; then {who} {'closed' if end[2] == 'F' else 'reset'} the connection "

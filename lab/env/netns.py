@@ -630,6 +630,10 @@ class NetnsBackend:
                 rtnl.LinkSpec(f"veth{i}", BRIDGE_INDEX + 1 + i, mtu=mtu, master=BRIDGE_INDEX),
                 rtnl.LinkSpec(NODE_IFNAME, NODE_ETH0_INDEX, mac=names.docker_mac(node.ip),
                                 mtu=mtu, netns_fd=wiring[node.name].fd))
+        if t.client.routes_to_pods:
+            rt.set_up(BRIDGE_INDEX)  # (up before its routes; the bring-up sets it up anyway)
+            for node in t.nodes:
+                rt.add_route(str(node.pod_cidr), BRIDGE_INDEX, gateway=node.ip)
         rt.commit()
         if not self.checksum_offload:
             nsutil.set_tx_checksum_via(rt.sock, br, False, where=lab.netns(t.client.name))

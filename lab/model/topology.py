@@ -61,6 +61,10 @@ class Network(_Model):
 class Client(_Model):
     name: HostName = "client"
     ip: IPv4Address
+    # a route to each node's pod CIDR via that node (as on a host that reaches the pods,
+    # `ip route add 10.0.2.0/24 via 172.18.0.4`): a SYN+ACK from a pod's own address,
+    # which the client never called, is then answered with a RST, not dropped
+    routes_to_pods: bool = False
 
 
 class Node(_Model):

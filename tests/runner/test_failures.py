@@ -25,6 +25,10 @@ EXPECTED: dict[str, str | None] = {
     "fabric-strips-option":
         rf"backend node {NODE} replied from {POD} instead of {SVC}: the DSR option did not "
         rf"reach it \(stripped between {LB_NAME} and \1\)",
+    # the same with a client that has routes to the pods: it resets the stray SYN+ACK
+    "fabric-strips-option-client-resets":
+        rf"backend node {NODE} replied from {POD} instead of {SVC}: the DSR option did not "
+        rf"reach it \(stripped between {LB_NAME} and \1\)",
     "source-dest-check":
         rf"the DNATed SYN left {LB_NAME} for {POD} with the client's source "
         rf"{re.escape(CLIENT_IP)} and never reached {NODE}: the fabric between them dropped "

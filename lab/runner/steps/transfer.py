@@ -21,6 +21,7 @@ from lab.model.scenario import Fault, Transfer
 from lab.runner.steps import StepContext, StepOutcome
 
 _MARK = "\n--dsrlab-- "
+CURL_TIMED_OUT = 28  # curl's exit status when --max-time ran out
 # curl's own figures after the transfer, one line
 _WRITE_OUT = _MARK + "%{local_port} %{http_code} %{size_download} %{size_upload} %{time_total}"
 
@@ -86,8 +87,10 @@ def _body_arrived(body: Path) -> Callable[[], bool]:
 
 def _one(ctx: StepContext, spec: Transfer
          ) -> tuple[HttpExchange, dict[str, float], list[str], bool]:
-    """One transfer; (its exchange, curl's figures, what the faults did, whether it was
-    killed at its deadline)."""
+    """One transfer; (its exchange, curl's figures, what the faults did, whether the
+    scenario's deadline ended it: curl's own time limit cut to the deadline ran out, or
+    curl had to be killed)."""
+    capped = ctx.left() < spec.timeout_s
     timeout = min(spec.timeout_s, ctx.left())
     # a download's body goes to a file of ours (shared with the client's namespace),
     # whose first bytes start the faults' clock; an upload's clock starts at once
@@ -126,6 +129,7 @@ def _one(ctx: StepContext, spec: Transfer
     if len(parts) == 5 and parts[0].isdigit() and parts[1].isdigit():
         port, code = int(parts[0]) or None, int(parts[1]) or None
     ok = proc.returncode == 0 and code == 200 and not killed
+    killed = killed or (capped and proc.returncode == CURL_TIMED_OUT)
     error = err.splitlines()[-1] if err else ("killed at the deadline" if killed else "")
     ex = HttpExchange(url=argv[-1] if argv[0] == "curl" else f"POST {spec.bytes} bytes",
                       ok=ok, local_port=port, http_code=code, body=body, error=error)
@@ -166,6 +170,8 @@ def run(spec: Transfer, ctx: StepContext) -> StepOutcome:
     failed = next((e for e in exchanges if not e.ok), None)
     if failed is not None:
         summary += f" ({failed.error or f'HTTP {failed.http_code}'})"
+    if killed:
+        summary += f"; stopped at the scenario's deadline ({ctx.scenario.deadline_s:g} s)"
     if faults:
         summary += "; " + "; ".join(faults)
     return StepOutcome("transfer", summary, ok=ok == len(exchanges), exchanges=exchanges,
