@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from lab.capture.capdir import CaptureDir
-from lab.capture.layout import COMPARISON, COMPARISON_PLOT, MERGED
+from lab.capture.layout import COMPARISON, COMPARISON_PLOT, MERGED, STEPS
 from lab.capture.manifest import Manifest
 from lab.check.trace.results import FlowInfo, ResultsError, TraceResult, as_text, load_results
 from lab.report.capset import ROLE_LABEL, CaptureView, load_view
@@ -87,6 +87,7 @@ class ReportModel:
     stray_packets: int
     unknown_flows: list[FlowInfo] = field(default_factory=list)
     comparison: Comparison | None = None
+    steps: Steps | None = None
 
     @property
     def manifest(self) -> Manifest:
@@ -205,6 +206,38 @@ def load_comparison(directory: Path) -> Comparison | None:
         return Comparison([], 0, 0, "", plot, error=f"{COMPARISON}: {exc}")
 
 
+@dataclass(frozen=True)
+class StepRow:
+    kind: str
+    summary: str
+    ok: bool
+    timed_out: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What the run's traffic steps did (``steps.json``), in order."""
+
+    rows: list[StepRow]
+    error: str | None = None  # steps.json is there but unreadable
+
+
+def load_steps(directory: Path) -> Steps | None:
+    """``steps.json`` of a capture set; None without one (a set from before steps, or
+    from elsewhere), ``error`` set when it cannot be read."""
+    path = directory / STEPS
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Steps([StepRow(str(d["kind"]), str(d["summary"]), bool(d["ok"]),
+                              bool(d.get("timed_out", False)), float(d.get("seconds", 0)))
+                      for d in data])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        return Steps([], error=f"{STEPS}: {exc}")
+
+
 def build_model(capture_dir: Path | CaptureDir) -> ReportModel:
     view = load_view(capture_dir)
     results, error = None, None
@@ -235,4 +268,4 @@ def build_model(capture_dir: Path | CaptureDir) -> ReportModel:
     known = {f.id for f in flows}
     unknown = [f for f in verdicts.values() if f.id not in known]
     return ReportModel(view.directory, view, results, error, points, rows, stray, unknown,
-                       load_comparison(view.directory))
+                       load_comparison(view.directory), load_steps(view.directory))

@@ -84,6 +84,11 @@ def test_tcp_fast_open_syn_too_big_adapts_and_the_transfer_completes(
     assert all(s.ok for s in run.steps), [s.summary for s in run.steps]
     big = run.steps[1].figures["transfers"][0]
     assert big["uploaded"] == 300000
+    # the report says what the traffic did, step by step
+    assert run.report is not None
+    html = run.report.html.read_text()
+    assert html.count('class="step ok" data-kind="transfer"') == 2
+    assert "2. transfer: upload of 300000 bytes: 1/1 completed" in run.report.markdown.read_text()
 
 
 def test_tcp_fast_open_through_dsr(captures_root: Path) -> None:
@@ -112,3 +117,15 @@ def test_the_cookie_rule_catches_what_breaks_it() -> None:
     accepted_elsewhere = TfoConnection(1002, 9, 100, cookie, backend=b, data_acked=True)
     assert cookie_rule_holds([asked]) == []
     assert len(cookie_rule_holds([asked, refused_by_its_own, accepted_elsewhere])) == 2
+
+
+def test_an_unreadable_steps_file_is_said_not_fatal(tmp_path: Path) -> None:
+    from lab.report.model import load_steps  # noqa: PLC0415
+
+    assert load_steps(tmp_path) is None  # a capture set without steps
+    (tmp_path / "steps.json").write_text("[{\"kind\": \"send\"}]")
+    got = load_steps(tmp_path)
+    assert got is not None
+    assert got.rows == []
+    assert got.error is not None
+    assert got.error.startswith("steps.json: ")
