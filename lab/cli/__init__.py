@@ -2,7 +2,7 @@
 
 Here only the Typer app and its commands' registration; each command lives
 in its own module (:mod:`lab.cli.labs`: up, down, clean, list;
-:mod:`lab.cli.run`; :mod:`lab.cli.review`; :mod:`lab.cli.wireshark`;
+:mod:`lab.cli.run`; :mod:`lab.cli.plan`; :mod:`lab.cli.review`; :mod:`lab.cli.wireshark`;
 :mod:`lab.cli.datapath`), how everything prints in :mod:`lab.cli.output`,
 and how a signal stops it in :mod:`lab.cli.signals`. Each command imports
 the library parts it needs when it runs, so that ``dsrlab review`` on a big
@@ -25,7 +25,7 @@ def make_app() -> typer.Typer:
     """The ``dsrlab`` Typer app with every command registered."""
     import typer
 
-    from lab.cli import datapath, labs, matrix, review, run, wireshark
+    from lab.cli import datapath, labs, matrix, plan, review, run, wireshark
 
     app = typer.Typer(add_completion=False, no_args_is_help=True,
                       help="A packet-level test lab for eBPF direct-server-return load "
@@ -33,6 +33,7 @@ def make_app() -> typer.Typer:
     app.command("up")(labs.up)
     app.command("down")(labs.down)
     app.command("run")(run.run)
+    app.command("plan")(plan.plan)
     app.command("clean")(labs.clean)
     app.command("list")(labs.list_labs)
     app.add_typer(datapath.app, name="datapath")

@@ -325,7 +325,13 @@ async def _run(args: argparse.Namespace) -> int:
             sock.bind((host, int(port)))
             sock.listen(128)
             fd = sock.detach()
-        await server.add([Pod(args.name, args.ip, [Listener(fd, "tcp")])])
+        listeners = [Listener(fd, "tcp")]
+        if args.udp and args.bind:  # the UDP echo on the same address and port
+            host, _, port = args.bind.rpartition(":")
+            udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            udp.bind((host, int(port)))
+            listeners.append(Listener(udp.detach(), "udp"))
+        await server.add([Pod(args.name, args.ip, listeners)])
     await server.done.wait()
     if control is not None:
         control.cancel()
@@ -343,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="inherited control socket: the spec of every pod, then commands")
     src.add_argument("--fd", type=int, help="one inherited listening socket (with --name, --ip)")
     src.add_argument("--bind", help="HOST:PORT to bind and listen on (with --name, --ip)")
+    ap.add_argument("--udp", action="store_true",
+                    help="with --bind: the UDP echo on the same address and port too")
     args = ap.parse_args(argv)
     if args.control is None and (args.name is None or args.ip is None):
         ap.error("--fd and --bind need --name and --ip")

@@ -1,0 +1,194 @@
+"""Everything the kind backend will run for a topology, decided before it runs.
+
+:func:`build_plan` gives a :class:`KindPlan`: the kind cluster config, Cilium's
+chart, version and Helm values (in that version's spelling), the manifests, and
+the command sequence, each command with its deadline. ``dsrlab plan --backend kind
+TOPOLOGY`` prints it (text, or ``--json``); the backend runs the same plan, so
+what was printed is what runs.
+
+The control-plane's address (Helm's ``k8sServiceHost``) is kind's to assign:
+the plan shows the topology's (the seed's 172.18.0.2, what kind gave the
+write-up's cluster), and the run reads the real one from ``kubectl get nodes``
+before ``helm install``, as the write-up's script did.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from lab.env.kind.config import cluster_name, expected_node_names, kind_config, node_image
+from lab.env.kind.manifests import manifests
+from lab.env.kind.values import (
+    API_SERVER_VALUE,
+    CHART,
+    CHART_REPO,
+    NAMESPACE,
+    NOT_HELM,
+    RELEASE,
+    ChartVersionError,
+    helm_values,
+    set_args,
+)
+from lab.model.topology import Topology
+
+KIND_CONFIG_FILE = "kind-config.yaml"
+MANIFESTS_FILE = "manifests.yaml"
+
+
+@dataclass(frozen=True)
+class Command:
+    """One tool call of the plan: why, the argv, and how long it may take."""
+
+    what: str
+    argv: list[str]
+    deadline_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"what": self.what, "argv": self.argv, "deadline_s": self.deadline_s}
+
+
+@dataclass(frozen=True)
+class KindPlan:
+    cluster: str
+    context: str
+    node_image: str
+    node_names: list[str]
+    kind_config: dict[str, Any]
+    chart: str
+    chart_version: str
+    namespace: str
+    values: dict[str, Any]
+    manifests: list[dict[str, Any]]
+    commands: list[Command]
+    teardown: list[Command]
+    not_helm: dict[str, str] = field(default_factory=dict)
+
+    def values_with(self, api_server: str) -> dict[str, Any]:
+        """The values with the running cluster's control-plane address."""
+        return {**self.values, API_SERVER_VALUE: api_server}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "context": self.context,
+                "node_image": self.node_image, "node_names": self.node_names,
+                "kind_config": self.kind_config,
+                "helm": {"chart": self.chart, "version": self.chart_version,
+                         "namespace": self.namespace, "values": self.values},
+                "manifests": self.manifests,
+                "commands": [c.as_dict() for c in self.commands],
+                "teardown": [c.as_dict() for c in self.teardown],
+                "not_helm": self.not_helm}
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2) + "\n"
+
+    def to_text(self) -> str:
+        """The plan as a person reads it: the kind config and the manifests as YAML,
+        the commands one a line (Helm's values as its --set arguments)."""
+        out = [f"# kind cluster {self.cluster} (context {self.context}), nodes "
+               f"{', '.join(self.node_names)}, image {self.node_image}",
+               f"# {KIND_CONFIG_FILE}",
+               yaml.safe_dump(self.kind_config, sort_keys=False).rstrip(),
+               "",
+               f"# Cilium {self.chart_version} ({self.chart}, namespace {self.namespace})"]
+        out += [f"#   {k} = {_shown(v)}" + ("   (the topology's; the run reads kind's from "
+                                             "kubectl get nodes)" if k == API_SERVER_VALUE
+                                             else "") for k, v in self.values.items()]
+        if self.not_helm:
+            out.append("# not Helm values (the netns lab's only):")
+            out += [f"#   {k}: {why}" for k, why in self.not_helm.items()]
+        out += ["", "# commands, in order (deadline in seconds)"]
+        out += [f"{' '.join(_quote(a) for a in c.argv)}    # {c.what} ({c.deadline_s:g} s)"
+                for c in self.commands]
+        out += ["", "# teardown"]
+        out += [f"{' '.join(_quote(a) for a in c.argv)}    # {c.what} ({c.deadline_s:g} s)"
+                for c in self.teardown]
+        out += ["", f"# {MANIFESTS_FILE}",
+                yaml.safe_dump_all(_summarized(self.manifests), sort_keys=False).rstrip()]
+        return "\n".join(out) + "\n"
+
+
+def _shown(v: Any) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else str(v)
+
+
+def _quote(arg: str) -> str:
+    plain = arg and all(c.isalnum() or c in "-_./:=,{}@%+" for c in arg)
+    return arg if plain else "'" + arg.replace("'", "'\\''") + "'"
+
+
+def _summarized(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The manifests with the pod server's source shown by size, not whole."""
+    return [{**o, "data": {k: f"<{len(v)} characters: lab/env/podserver.py>"
+                           for k, v in o["data"].items()}} if o["kind"] == "ConfigMap" else o
+            for o in objs]
+
+
+def build_plan(t: Topology, run_id: str = "{run-id}") -> KindPlan:
+    """The plan for ``t``; a Cilium version without a spelling is a clear error."""
+    name = cluster_name(t)
+    ctx = f"kind-{name}"
+    control_plane = next((n for n in t.nodes if n.role == "control-plane"), None)
+    if control_plane is None:
+        raise ChartVersionError(f"{t.source or t.name}: nodes: a kind cluster needs a "
+                                "control-plane node")
+    try:
+        values = helm_values(t, str(control_plane.ip))
+    except ChartVersionError as exc:
+        raise ChartVersionError(f"{t.source or t.name}: {exc}") from None
+    version = t.cluster.cilium_version.removeprefix("v")
+    workloads = [w.name for w in t.workloads]
+    kubectl = ["kubectl", "--context", ctx]
+    commands = [
+        Command("create the cluster", ["kind", "create", "cluster", "--name", name, "--image",
+                                       node_image(t), "--config", KIND_CONFIG_FILE], 600),
+        Command("read the control-plane's address (k8sServiceHost)",
+                [*kubectl, "get", "nodes", "-o", "json"], 30),
+        Command("the Cilium chart repository", ["helm", "repo", "add", "--force-update",
+                                                 "cilium", CHART_REPO], 60),
+        Command("install Cilium", ["helm", "install", RELEASE, CHART, "--kube-context", ctx,
+                                   "--version", version, "--namespace", NAMESPACE,
+                                   *set_args(values)], 600),
+        Command("nodes Ready", [*kubectl, "wait", "--for=condition=Ready", "nodes", "--all",
+                                "--timeout=300s"], 310),
+        Command("Cilium agents Ready", [*kubectl, "-n", NAMESPACE, "rollout", "status",
+                                        "ds/cilium", "--timeout=300s"], 310),
+        Command("Cilium's kube-proxy replacement and its mode",
+                [*kubectl, "-n", NAMESPACE, "exec", "ds/cilium", "-c", "cilium-agent", "--",
+                 "cilium", "status", "--verbose"], 60),
+        Command("the workloads and services", [*kubectl, "apply", "-f", MANIFESTS_FILE], 60),
+        *(Command(f"{w} Ready", [*kubectl, "rollout", "status",
+                                 f"{_kind_of(t, w)}/{w}", "--timeout=300s"], 310)
+          for w in workloads),
+        *(Command(f"{s.name}'s endpoints", [*kubectl, "get", "endpointslices", "-l",
+                                            f"kubernetes.io/service-name={s.name}", "-o",
+                                            "json"], 30) for s in t.services),
+    ]
+    teardown = [Command("delete the cluster", ["kind", "delete", "cluster", "--name", name],
+                        300)]
+    return KindPlan(cluster=name, context=ctx, node_image=node_image(t),
+                    node_names=expected_node_names(t), kind_config=kind_config(t),
+                    chart=CHART, chart_version=version, namespace=NAMESPACE, values=values,
+                    manifests=manifests(t, run_id), commands=commands, teardown=teardown,
+                    not_helm=_not_helm(t))
+
+
+def _kind_of(t: Topology, workload: str) -> str:
+    return {"DaemonSet": "daemonset", "Deployment": "deployment"}[t.workload(workload).kind]
+
+
+def _not_helm(t: Topology) -> dict[str, str]:
+    """What the topology sets that the real cluster will not do, said in the plan."""
+    lb, out = t.load_balancer, {}
+    if not lb.dsr_icmp_errors:
+        out["load_balancer.dsr_icmp_errors"] = NOT_HELM["load_balancer.dsr_icmp_errors"]
+    if lb.option_byte_order != "host":
+        out["load_balancer.option_byte_order"] = NOT_HELM["load_balancer.option_byte_order"]
+    if lb.maglev_hash_seed:
+        out["load_balancer.maglev_hash_seed"] = NOT_HELM["load_balancer.maglev_hash_seed"]
+    if t.fabric.strip_ip_options or t.fabric.source_dest_check:
+        out["fabric"] = NOT_HELM["fabric"]
+    return out

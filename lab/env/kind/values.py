@@ -1,0 +1,121 @@
+"""Cilium's Helm values for a topology, spelled the way the chosen chart version
+spells them.
+
+The names changed between releases: 1.13 says ``kubeProxyReplacement=strict`` and
+``tunnel=disabled``; 1.14 says ``kubeProxyReplacement=true`` and
+``routingMode=native`` (the old names deprecated); 1.15 removed the old ones.
+:data:`SPELLINGS` is the one table of those differences; everything else is
+the same in every version listed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from lab.errors import LabError
+from lab.model.topology import Topology
+
+
+class ChartVersionError(LabError, ValueError):
+    """A topology the kind plan cannot be made for (a Cilium version it has no
+    spelling for, no control-plane node); the message names the field."""
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How one chart line says what differs between lines."""
+
+    kpr_on: str | bool  # kubeProxyReplacement with kube-proxy replaced
+    kpr_off: str | bool  # ... and with kube-proxy kept
+    native: dict[str, str]  # native routing
+    tunnel_key: str  # the key that names the tunnel protocol
+    tunnel_mode: dict[str, str]  # besides the protocol, what turns tunnelling on
+
+
+SPELLINGS: dict[tuple[int, int], Spelling] = {
+    (1, 13): Spelling("strict", "disabled", {"tunnel": "disabled"}, "tunnel", {}),
+    (1, 14): Spelling("true", "false", {"routingMode": "native"}, "tunnelProtocol",
+                      {"routingMode": "tunnel"}),
+    (1, 15): Spelling("true", "false", {"routingMode": "native"}, "tunnelProtocol",
+                      {"routingMode": "tunnel"}),
+    (1, 16): Spelling("true", "false", {"routingMode": "native"}, "tunnelProtocol",
+                      {"routingMode": "tunnel"}),
+}
+CHART_REPO = "https://helm.cilium.io"
+CHART = "cilium/cilium"
+RELEASE = "cilium"
+NAMESPACE = "kube-system"
+API_SERVER_PORT = 6443
+API_SERVER_VALUE = "k8sServiceHost"
+
+
+def chart_line(version: str) -> tuple[int, int]:
+    """``1.13.0-rc5`` -> (1, 13); a version the table lacks is a clear error."""
+    m = re.match(r"^v?(\d+)\.(\d+)\.\d+(?:-[0-9A-Za-z.]+)?$", version)
+    if not m:
+        raise ChartVersionError(f"cluster.cilium_version: {version!r} is not a Cilium "
+                                "version (like 1.13.0-rc5 or 1.16.3)")
+    line = (int(m[1]), int(m[2]))
+    if line not in SPELLINGS:
+        known = ", ".join(f"{a}.{b}" for a, b in SPELLINGS)
+        raise ChartVersionError(f"cluster.cilium_version: {version}: the plan knows the Helm "
+                                f"values of Cilium {known} (lab/env/kind/values.py)")
+    return line
+
+
+def helm_values(t: Topology, api_server: str) -> dict[str, Any]:
+    """The values ``helm install`` gets, flat (``--set`` names) and in the order the
+    write-up sets them; ``api_server`` is the control-plane's address."""
+    sp = SPELLINGS[chart_line(t.cluster.cilium_version)]
+    c, lb = t.cluster, t.load_balancer
+    replaced = c.kube_proxy == "none"
+    values: dict[str, Any] = {
+        API_SERVER_VALUE: api_server,
+        "k8sServicePort": API_SERVER_PORT,
+        "debug.enabled": True,
+        "debug.verbose": "datapath",
+        "monitorAggregation": "none",
+        "ipam.mode": "cluster-pool",
+        "cluster.name": t.name,
+        "kubeProxyReplacement": sp.kpr_on if replaced else sp.kpr_off,
+    }
+    if c.routing == "native":
+        values.update(sp.native)
+        values["autoDirectNodeRoutes"] = c.auto_direct_node_routes
+        values["ipv4NativeRoutingCIDR"] = str(c.native_routing_cidr)
+    else:
+        values.update(sp.tunnel_mode)
+        values[sp.tunnel_key] = c.tunnel_protocol
+    values["bpf.masquerade"] = True
+    values["installNoConntrackIptablesRules"] = True
+    values["loadBalancer.mode"] = lb.mode
+    if lb.algorithm != "random":
+        values["loadBalancer.algorithm"] = lb.algorithm
+        values["maglev.tableSize"] = lb.maglev_table_size
+    if lb.dispatch != "opt":
+        values["loadBalancer.dsrDispatch"] = lb.dispatch
+    if c.mtu is not None:
+        values["MTU"] = c.mtu
+    return values
+
+
+def set_args(values: dict[str, Any]) -> list[str]:
+    """``--set name=value`` arguments, booleans as Helm writes them."""
+    out: list[str] = []
+    for key, value in values.items():
+        shown = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        out += ["--set", f"{key}={shown}"]
+    return out
+
+
+# what the lab's topology says that no Helm value of Cilium's sets (the plan says so)
+NOT_HELM = {
+    "load_balancer.dsr_icmp_errors": "the lab's own datapath only; Cilium decides it when "
+                                     "it is built, not by a Helm value",
+    "load_balancer.option_byte_order": "the lab's datapath only; Cilium writes host order",
+    "fabric": "the netns lab's bridge only; a real fabric is what it is",
+    "load_balancer.maglev_hash_seed": "Cilium's maglev.hashSeed is 12 random bytes in "
+                                      "base64, not the lab's 32-bit seed: left to Cilium",
+}

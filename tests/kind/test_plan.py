@@ -1,0 +1,196 @@
+"""The kind backend's plan (lab/env/kind): the write-up's cluster from the seed
+topology, Cilium's Helm values in each chart version's spelling (golden files, one
+per version of the table), the manifests as data, and ``dsrlab plan``."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from lab.env.kind.manifests import SERVER_CONFIGMAP, manifests
+from lab.env.kind.plan import build_plan
+from lab.env.kind.values import SPELLINGS, ChartVersionError, helm_values, set_args
+from lab.model.topology import Topology, load_topology, parse_topology
+from tests.cli.helpers import dsrlab
+from tests.seed import SEED_TOPOLOGY_PATH
+
+GOLDEN = Path(__file__).parent / "golden"
+REGEN = os.environ.get("DSRLAB_REGEN_GOLDEN") == "1"  # rewrite the golden files
+
+# the write-up's install.sh, its helm install line by line (k8sServiceHost: the
+# control-plane's address, 172.18.0.2 in its cluster; --version and --namespace apart)
+WRITE_UP_SETS = [
+    "k8sServiceHost=172.18.0.2",
+    "k8sServicePort=6443",
+    "debug.enabled=true",
+    "debug.verbose=datapath",
+    "monitorAggregation=none",
+    "ipam.mode=cluster-pool",
+    "cluster.name=cilium-dsr",
+    "kubeProxyReplacement=strict",
+    "tunnel=disabled",
+    "autoDirectNodeRoutes=true",
+    "ipv4NativeRoutingCIDR=10.0.0.0/8",
+    "bpf.masquerade=true",
+    "installNoConntrackIptablesRules=true",
+    "loadBalancer.mode=dsr",
+]
+
+
+def _seed(**changes: Any) -> Topology:
+    data = yaml.safe_load(SEED_TOPOLOGY_PATH.read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        target = data
+        for p in parents:
+            target = target[p]
+        target[last] = value
+    return parse_topology(data, SEED_TOPOLOGY_PATH)
+
+
+def test_the_seed_plan_is_the_write_ups_install() -> None:
+    plan = build_plan(load_topology(SEED_TOPOLOGY_PATH))
+    assert plan.node_image == "kindest/node:v1.23.4"
+    assert plan.cluster == "cilium-dsr"
+    assert plan.node_names == ["cilium-dsr-control-plane", "cilium-dsr-worker",
+                               "cilium-dsr-worker2"]
+    assert plan.kind_config == {
+        "kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
+        "networking": {"disableDefaultCNI": True, "kubeProxyMode": "none"},
+        "nodes": [{"role": "control-plane"}, {"role": "worker"}, {"role": "worker"}]}
+    sets = set_args(plan.values)
+    assert sets[::2] == ["--set"] * len(WRITE_UP_SETS)
+    assert sets[1::2] == WRITE_UP_SETS
+    install = next(c for c in plan.commands if c.argv[:2] == ["helm", "install"])
+    assert install.argv[2:4] == ["cilium", "cilium/cilium"]
+    assert install.argv[install.argv.index("--version") + 1] == "1.13.0-rc5"
+    assert install.argv[install.argv.index("--namespace") + 1] == "kube-system"
+    assert plan.not_helm == {}
+    # every command has a deadline; the cluster goes by name
+    assert all(c.deadline_s > 0 for c in plan.commands)
+    assert [c.argv for c in plan.teardown] == [["kind", "delete", "cluster", "--name",
+                                                "cilium-dsr"]]
+
+
+def _golden_view(t: Topology) -> dict[str, Any]:
+    """The plan as data, the pod server's source left out (it has its own tests)."""
+    d = build_plan(t).as_dict()
+    for m in d["manifests"]:
+        if m["kind"] == "ConfigMap":
+            m["data"] = dict.fromkeys(m["data"], "<lab/env/podserver.py>")
+    return d
+
+
+@pytest.mark.parametrize("line", sorted(SPELLINGS), ids=lambda v: f"{v[0]}.{v[1]}")
+def test_the_plan_for_each_cilium_line_matches_its_golden_file(line: tuple[int, int]) -> None:
+    version = f"{line[0]}.{line[1]}.0"
+    got = _golden_view(_seed(**{"cluster.cilium_version": version}))
+    path = GOLDEN / f"seed-{line[0]}.{line[1]}.json"
+    if REGEN:
+        path.write_text(json.dumps(got, indent=2) + "\n")
+    assert got == json.loads(path.read_text()), f"{path} (DSRLAB_REGEN_GOLDEN=1 rewrites it)"
+
+
+def test_the_spellings_differ_where_the_charts_do() -> None:
+    v13 = helm_values(_seed(), "172.18.0.2")
+    v14 = helm_values(_seed(**{"cluster.cilium_version": "1.14.5"}), "172.18.0.2")
+    v16 = helm_values(_seed(**{"cluster.cilium_version": "1.16.3"}), "172.18.0.2")
+    assert (v13["kubeProxyReplacement"], v13["tunnel"]) == ("strict", "disabled")
+    assert "routingMode" not in v13
+    for v in (v14, v16):
+        assert (v["kubeProxyReplacement"], v["routingMode"]) == ("true", "native")
+        assert "tunnel" not in v
+    kept = _seed(**{"cluster.kube_proxy": "iptables", "cluster.cilium_version": "1.15.1"})
+    assert helm_values(kept, "x")["kubeProxyReplacement"] == "false"
+    assert helm_values(_seed(**{"cluster.kube_proxy": "iptables"}), "x")[
+        "kubeProxyReplacement"] == "disabled"
+
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("1.13.0-rc5", {"tunnel": "geneve"}),
+    ("1.14.5", {"routingMode": "tunnel", "tunnelProtocol": "geneve"}),
+])
+def test_tunnel_routing_in_each_spelling(version: str, expected: dict[str, str]) -> None:
+    t = _seed(**{"cluster.cilium_version": version, "cluster.routing": "tunnel",
+                 "cluster.tunnel_protocol": "geneve", "load_balancer.mode": "snat"})
+    values = helm_values(t, "x")
+    assert {k: values[k] for k in expected} == expected
+    assert "ipv4NativeRoutingCIDR" not in values
+    assert "autoDirectNodeRoutes" not in values
+
+
+def test_maglev_mtu_and_what_helm_cannot_set() -> None:
+    t = _seed(**{"load_balancer.algorithm": "maglev", "load_balancer.maglev_table_size": 65521,
+                 "load_balancer.maglev_hash_seed": 7, "cluster.mtu": 1450,
+                 "load_balancer.dsr_icmp_errors": False})
+    plan = build_plan(t)
+    assert (plan.values["loadBalancer.algorithm"], plan.values["maglev.tableSize"],
+            plan.values["MTU"]) == ("maglev", 65521, 1450)
+    assert "maglev.hashSeed" not in plan.values
+    assert set(plan.not_helm) == {"load_balancer.dsr_icmp_errors",
+                                  "load_balancer.maglev_hash_seed"}
+
+
+@pytest.mark.parametrize("version", ["1.12.9", "2.0.0", "latest"])
+def test_a_version_without_a_spelling_is_a_clear_error(version: str) -> None:
+    with pytest.raises(ChartVersionError, match=r"cluster\.cilium_version: "):
+        build_plan(_seed(**{"cluster.cilium_version": version}))
+
+
+def test_the_manifests_are_the_write_ups_objects_labelled_as_the_labs() -> None:
+    t = load_topology(SEED_TOPOLOGY_PATH)
+    cm, ds, svc = manifests(t, "abc123")
+    for obj in (cm, ds, svc):
+        assert obj["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "dsrlab"
+        assert obj["metadata"]["labels"]["dsrlab.io/run"] == "abc123"
+    assert (ds["kind"], ds["metadata"]["name"]) == ("DaemonSet", "cni")
+    assert ds["spec"]["selector"] == {"matchLabels": {"app": "cni"}}
+    assert ds["spec"]["template"]["metadata"]["labels"]["app"] == "cni"
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    assert container["ports"] == [{"containerPort": 80, "protocol": "TCP"}]
+    assert {e["name"] for e in container["env"]} == {"POD_NAME", "POD_IP"}
+    assert svc["spec"]["type"] == "NodePort"
+    assert svc["spec"]["selector"] == {"app": "cni"}
+    assert svc["spec"]["ports"] == [{"name": "tcp-32000", "protocol": "TCP", "port": 80,
+                                     "targetPort": 80, "nodePort": 32000}]
+    assert cm["metadata"]["name"] == SERVER_CONFIGMAP
+    # data, not templated text: it round-trips through YAML unchanged
+    assert list(yaml.safe_load_all(yaml.safe_dump_all([cm, ds, svc]))) == [cm, ds, svc]
+
+
+def test_udp_ports_get_the_echo_too() -> None:
+    t = load_topology(SEED_TOPOLOGY_PATH.parent / "modes.yaml")
+    _, ds, svc = manifests(t, "abc123")
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    assert "--udp" in container["command"]
+    assert {p["protocol"] for p in container["ports"]} == {"TCP", "UDP"}
+    assert {(p["protocol"], p["nodePort"]) for p in svc["spec"]["ports"]} == {
+        ("TCP", 32000), ("UDP", 32000)}
+
+
+def test_dsrlab_plan_prints_the_write_ups_settings() -> None:
+    out = dsrlab("plan", "--backend", "kind", str(SEED_TOPOLOGY_PATH))
+    assert out.returncode == 0, out.stderr
+    for setting in WRITE_UP_SETS[1:]:
+        assert f"--set {setting}" in out.stdout
+    assert "kind create cluster --name cilium-dsr --image kindest/node:v1.23.4" in out.stdout
+    assert re.search(r"^#   k8sServiceHost = 172\.18\.0\.2 ", out.stdout, re.M)
+    as_json = dsrlab("plan", str(SEED_TOPOLOGY_PATH), "--json")
+    assert json.loads(as_json.stdout)["helm"]["values"]["loadBalancer.mode"] == "dsr"
+
+
+def test_dsrlab_plan_bad_input_is_one_line(tmp_path: Path) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text(SEED_TOPOLOGY_PATH.read_text().replace("1.13.0-rc5", "1.12.3"))
+    out = dsrlab("plan", str(old))
+    assert out.returncode == 1
+    assert out.stderr == (f"error: {old}: cluster.cilium_version: 1.12.3: the plan knows "
+                          "the Helm values of Cilium 1.13, 1.14, 1.15, 1.16 "
+                          "(lab/env/kind/values.py)\n")
+    assert dsrlab("plan", "--backend", "netns", str(SEED_TOPOLOGY_PATH)).returncode == 2
