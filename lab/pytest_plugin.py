@@ -235,8 +235,11 @@ class ScenarioItem(pytest.Item):
             pytest.skip(f"scenario {self.name} runs on {', '.join(self.backends)}, "
                         f"not on --dsrlab-backend {backend}")
         if backend == "kind":
-            pytest.skip("the kind backend needs a Docker engine and an image registry; "
-                        "neither is available here")
+            from lab.env.kind.preflight import kind_unavailable  # noqa: PLC0415
+
+            reason = kind_unavailable()
+            if reason:
+                pytest.skip(reason)
         require_root()
         require_cmd("tcpdump", "curl", "clang")
         run = run_scenario(self.path, captures_root=captures_root_for(self.config),

@@ -22,6 +22,7 @@ CHECKS_SHOWN = 3  # per passed claim, of its first flow
 def run(
     scenario: Annotated[str | None, typer.Argument(
         help="scenario name (scenarios/NAME.yaml, scenarios/*/NAME.yaml) or path")] = None,
+    *,
     captures: Annotated[Path, typer.Option(help="where capture sets go")] = Path("captures"),
     keep: Annotated[bool, typer.Option("--keep", help="leave the lab up afterwards")] = False,
     screenshot: Annotated[bool, typer.Option(
@@ -29,6 +30,11 @@ def run(
     run_all: Annotated[bool, typer.Option(
         "--all", help="run every scenario (scenarios/ and its subfolders) and print a "
                       "verdict table")] = False,
+    backend: Annotated[str, typer.Option(
+        help="netns (network namespaces here) or kind (a kind cluster with Cilium; "
+             "needs docker, kind, kubectl, helm)")] = "netns",
+    kubeconfig: Annotated[str | None, typer.Option(
+        help="with --backend kind: an existing cluster, read only")] = None,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
     from lab.runner.scenario import run_scenario
@@ -40,10 +46,25 @@ def run(
         _run_all(captures)
         return
     assert scenario is not None
+    from lab.env import BACKENDS, get_backend
+
+    if backend not in BACKENDS:
+        fail(f"no backend {backend!r} (known: {', '.join(BACKENDS)})", code=2)
+    if kubeconfig and backend != "kind":
+        fail("--kubeconfig goes with --backend kind", code=2)
+    if backend == "kind":
+        from lab.env.kind.preflight import kind_unavailable
+
+        reason = kind_unavailable()
+        if reason:
+            fail(reason)
+    options = {"kubeconfig": kubeconfig} if kubeconfig else {}
     with one_line_errors(), status("starting") as progress:
-        result = run_scenario(scenario, captures_root=captures, progress=progress, keep=keep)
+        result = run_scenario(scenario, captures_root=captures, progress=progress, keep=keep,
+                              backend=get_backend(backend, **options))
     console.print(Text.assemble("scenario ", (result.scenario.name, "bold"),
-                                f" run {result.run_id} on netns ({result.topology.name})"))
+                                f" run {result.run_id} on {result.backend} "
+                                f"({result.topology.name})"))
     print_run(result)
     if screenshot and result.report is not None:
         _screenshot(result.report.html)

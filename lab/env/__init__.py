@@ -20,8 +20,9 @@ def get_backend(name: str, **options: Any) -> Backend:
 
         return NetnsBackend(**options)
     if name == "kind":
-        raise BackendError("the kind backend is not built yet (it needs a Docker engine and "
-                           "an image registry, neither of which this machine has)")
+        from lab.env.kind.backend import KindBackend  # noqa: PLC0415
+
+        return KindBackend(**options)
     raise BackendError(f"no backend {name!r} (known: {', '.join(BACKENDS)})")
 
 

@@ -8,7 +8,9 @@ processes of a run are the ones whose network namespace *is* one of the
 run's namespaces (compared by device and inode, one pass over ``/proc`` for
 all of them), so they are found and stopped by PID; nothing is matched by
 command line. Devices, addresses, routes and tc programs live inside the
-namespaces and go with them.
+namespaces and go with them. A kind run's record (``<run id>.kind.json``,
+:mod:`lab.env.kind.residue`) names its cluster (deleted by name) or the label of
+its objects in an existing cluster (deleted by that label).
 
 A stopped process counts as gone once it has exited: an orphan stays a
 zombie until PID 1 reaps it, which can take seconds, and waiting for that
@@ -23,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.env.kind import residue as kind_residue
 from lab.plumbing import names, nsutil, owner, procs
 
 STATE_DIR: Path = owner.OWNER_DIR  # /run/dsrlab, or $DSRLAB_STATE_DIR
@@ -113,6 +116,9 @@ def clean_run(res: RunResidue) -> list[str]:
     done += [failed.get(ns, f"removed namespace {ns}") for ns in res.namespaces]
     if res.namespaces:
         nsutil.release_if_done(res.run_id)
+    for f in res.files:  # a kind run's cluster or objects first, by its record
+        if f.name.endswith(kind_residue.SUFFIX):
+            done += kind_residue.remove(f)
     for f in res.files:  # each by its exact name, as find_runs listed it
         try:
             f.unlink()

@@ -201,6 +201,7 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     t0 = time.perf_counter()
     say(f"bringing up {topo.name} on {backend.name}")
     lab = backend.up(topo)
+    topo = lab.topology  # the running lab's: a real cluster's addresses and pods
     try:  # from here on the lab is taken down (or detached) whatever happens
         run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id,
                           backend=lab.backend)

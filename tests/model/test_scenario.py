@@ -41,7 +41,7 @@ def test_the_seed_scenario_loads_with_its_topology() -> None:
     assert topo == TOPOLOGY
     assert sc.topology_path() == SEED_TOPOLOGY_PATH
     assert sc.trace_path() == SEED_TRACE_PATH
-    assert sc.backends == ["netns"]
+    assert sc.backends == ["netns", "kind"]
     assert sc.requires.kernel is not None
 
 

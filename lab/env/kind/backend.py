@@ -1,0 +1,337 @@
+"""The kind backend: the topology as a real kind cluster with Cilium installed by
+Helm (or an existing cluster, by kubeconfig), behind the same contract as the
+netns backend (:class:`lab.env.base.Lab`), so scenarios, captures, traces and the
+report run unchanged.
+
+``up`` records what it will make before making it (:mod:`.residue`), runs the
+plan (:mod:`.plan`) with every call under its deadline and its output kept
+(:mod:`.tools`), waits by condition (nodes Ready, Cilium's agents rolled out,
+``cilium status --verbose`` saying the topology's mode, the workloads rolled out,
+every service with ready endpoints), then finds the hosts: the client is this
+machine on the kind network's bridge; a node is its container's network
+namespace; a pod is its sandbox's network namespace. Commands run in a node's or
+a pod's namespace with this machine's own binaries through ``nsenter`` (tcpdump,
+curl): nothing is installed into a node or a pod.
+
+The topology the lab returns is the cluster's: the nodes' addresses kind gave,
+the pods the DaemonSet made (names and addresses), so the traces, which name
+roles and hosts, never literals, apply as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TypeVar
+
+import yaml
+
+from lab.env.base import BackendError, LabHost
+from lab.env.cleanup import state_path
+from lab.env.kind import residue
+from lab.env.kind.manifests import RUN_LABEL
+from lab.env.kind.plan import KIND_CONFIG_FILE, MANIFESTS_FILE, Command, KindPlan, build_plan
+from lab.env.kind.status import (
+    ToolOutputError,
+    check_cilium,
+    control_plane_address,
+    parse_cilium_status,
+    parse_nodes,
+)
+from lab.env.kind.tools import Tools
+from lab.model.topology import Node, Pod, Topology
+from lab.plumbing import names, owner
+
+A = TypeVar("A")
+R = TypeVar("R")
+KIND_NETWORK = "kind"
+ENDPOINTS_DEADLINE_S = 120.0
+POLL_S = 1.0
+
+
+class KindLab:
+    """A running kind (or existing) cluster as a lab."""
+
+    backend = "kind"
+
+    def __init__(self, topology: Topology, run_id: str, plan: KindPlan, tools: Tools,
+                 hosts: dict[str, LabHost], *, created: bool, record: Path) -> None:
+        self.topology = topology
+        self.run_id = run_id
+        self.plan = plan
+        self.tools = tools
+        self.hosts = hosts
+        self.created = created
+        self.record = record
+        self._pids: dict[str, int] = {}
+        self._closed = False
+
+    # -- running commands on hosts ------------------------------------------------
+    def exec_argv(self, host: str, argv: list[str]) -> list[str]:
+        """``argv`` as run on ``host``: here for the client (this machine), else in the
+        node's or pod's network namespace with this machine's binaries."""
+        h = self.hosts[host]
+        if h.kind == "client":
+            return list(argv)
+        return ["nsenter", "-t", str(self._pid(h)), "-n", "--", *argv]
+
+    def run(self, host: str, argv: list[str], *, timeout: float = 30.0,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.exec_argv(host, argv), capture_output=True, text=True,
+                              timeout=timeout, check=check)
+
+    def start(self, host: str, argv: list[str], *, stdout: IO[bytes] | int,
+              stderr: int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.exec_argv(host, argv), stdin=subprocess.DEVNULL,
+                                stdout=stdout, stderr=stderr)
+
+    def _pid(self, h: LabHost) -> int:
+        """A process of this machine in the host's network namespace (cached)."""
+        if h.name not in self._pids:
+            node, _, pod = h.netns.partition("/")
+            node_pid = container_pid(self.tools, node)
+            self._pids[h.name] = node_pid if not pod else pod_pid(self.tools, node, pod)
+        return self._pids[h.name]
+
+    # -- the end -----------------------------------------------------------------
+    def down(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        done = residue.remove(self.record)  # the cluster, or the lab's own objects
+        failed = [d for d in done if not d.startswith("ran: ")]
+        self.record.unlink(missing_ok=True)
+        owner.release(self.run_id)
+        if failed:
+            raise BackendError(f"teardown of kind lab {self.run_id}: " + "; ".join(failed))
+
+    def detach(self) -> Path:
+        """Leave the cluster up for ``dsrlab down RUN_ID``: the state file says it was
+        left up on purpose (a bare ``dsrlab clean`` leaves it), the record what to
+        remove then."""
+        self._closed = True
+        path = state_path(self.run_id)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"run_id": self.run_id, "backend": self.backend,
+                                   "topology_name": self.topology.name,
+                                   "cluster": self.plan.cluster if self.created else None,
+                                   "record": str(self.record), "created": time.time()},
+                                  indent=2))
+        tmp.rename(path)
+        owner.release(self.run_id)
+        return path
+
+    def __enter__(self) -> KindLab:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.down()
+
+
+class KindBackend:
+    """Brings topologies up as kind clusters (``kubeconfig``: on an existing cluster,
+    creating nothing)."""
+
+    name = "kind"
+
+    def __init__(self, *, kubeconfig: str | None = None, workdir: Path | None = None,
+                 state_dir: Path | None = None) -> None:
+        self.kubeconfig = kubeconfig
+        self.workdir = workdir or Path("build") / "kind"
+        self.state_dir = state_dir or owner.OWNER_DIR
+
+    def up(self, topology: Topology, *, run_id: str | None = None) -> KindLab:
+        run_id = run_id or names.new_run_id()
+        plan = build_plan(topology, run_id)
+        folder = self.workdir / run_id
+        tools = Tools(folder / "logs")
+        record = self.state_dir / f"{run_id}{residue.SUFFIX}"
+        owner.claim(run_id)
+        residue.record(record, cluster=None if self.kubeconfig else plan.cluster,
+                       kubeconfig=self.kubeconfig,
+                       context=None if self.kubeconfig else plan.context,
+                       label=f"{RUN_LABEL}={run_id}")
+        try:
+            if self.kubeconfig:
+                hosts, topo = self._existing(topology, plan, tools)
+            else:
+                hosts, topo = self._create(topology, plan, tools, folder, run_id)
+        except BaseException:
+            residue.remove(record)
+            record.unlink(missing_ok=True)
+            owner.release(run_id)
+            raise
+        return KindLab(topo, run_id, plan, tools, hosts, created=not self.kubeconfig,
+                       record=record)
+
+    # -- a new cluster -------------------------------------------------------------
+    def _create(self, t: Topology, plan: KindPlan, tools: Tools, folder: Path,
+                run_id: str) -> tuple[dict[str, LabHost], Topology]:
+        (folder / KIND_CONFIG_FILE).write_text(yaml.safe_dump(plan.kind_config,
+                                                              sort_keys=False))
+        (folder / MANIFESTS_FILE).write_text(yaml.safe_dump_all(plan.manifests,
+                                                                sort_keys=False))
+        api_server = ""
+        for cmd in plan.commands:
+            argv = _in_folder(cmd.argv, folder)
+            if argv[:2] == ["helm", "install"]:
+                argv = _with_api_server(argv, plan, api_server)
+            if "endpointslices" in argv:
+                wait_endpoints(tools, cmd, argv)
+                continue
+            out = tools.run(cmd.what, argv, cmd.deadline_s)
+            if argv[-4:] == ["get", "nodes", "-o", "json"]:
+                api_server = _read(control_plane_address, _read(parse_nodes, out.stdout))
+            elif argv[-3:] == ["cilium", "status", "--verbose"]:
+                self._check_cilium(t, out.stdout)
+        return discover(t, plan, tools, run_id)
+
+    # -- an existing cluster ---------------------------------------------------------
+    def _existing(self, t: Topology, plan: KindPlan, tools: Tools
+                  ) -> tuple[dict[str, LabHost], Topology]:
+        """Read only: the nodes, Cilium's mode, the topology's services and their
+        endpoints as they are; nothing is created or changed."""
+        assert self.kubeconfig is not None
+        kubectl = ["kubectl", "--kubeconfig", self.kubeconfig]
+        status = tools.run("Cilium's kube-proxy replacement and its mode",
+                           [*kubectl, "-n", "kube-system", "exec", "ds/cilium", "-c",
+                            "cilium-agent", "--", "cilium", "status", "--verbose"], 60)
+        self._check_cilium(t, status.stdout)
+        return discover(t, plan, tools, None, kubectl=kubectl)
+
+    @staticmethod
+    def _check_cilium(t: Topology, text: str) -> None:
+        problems = check_cilium(_read(parse_cilium_status, text), t)
+        if problems:
+            raise BackendError("Cilium is not running as the topology asks: "
+                               + "; ".join(problems))
+
+
+def _read(parse: Callable[[A], R], given: A) -> R:
+    """A parser's answer; what it cannot read, a backend error."""
+    try:
+        return parse(given)
+    except ToolOutputError as exc:
+        raise BackendError(str(exc)) from None
+
+
+def _in_folder(argv: list[str], folder: Path) -> list[str]:
+    """The plan's file names as paths in the run's folder."""
+    return [str(folder / a) if a in (KIND_CONFIG_FILE, MANIFESTS_FILE) else a for a in argv]
+
+
+def _with_api_server(argv: list[str], plan: KindPlan, api_server: str) -> list[str]:
+    if not api_server:
+        raise BackendError("helm install: the control-plane's address was not read first")
+    key = "k8sServiceHost="
+    return [f"{key}{api_server}" if a.startswith(key) else a for a in argv]
+
+
+def wait_endpoints(tools: Tools, cmd: Command, argv: list[str]) -> None:
+    """Until the service's EndpointSlices list at least one ready endpoint (polled at
+    :data:`POLL_S` under :data:`ENDPOINTS_DEADLINE_S`)."""
+    deadline = time.monotonic() + ENDPOINTS_DEADLINE_S
+    while True:
+        out = tools.run(cmd.what, argv, cmd.deadline_s)
+        if ready_endpoints(out.stdout):
+            return
+        if time.monotonic() > deadline:
+            raise BackendError(f"{cmd.what}: no ready endpoint after "
+                               f"{ENDPOINTS_DEADLINE_S:g} s")
+        time.sleep(POLL_S)
+
+
+def ready_endpoints(text: str) -> list[str]:
+    """The addresses of ready endpoints in ``kubectl get endpointslices -o json``."""
+    try:
+        items = json.loads(text).get("items", [])
+    except (ValueError, AttributeError):
+        return []
+    return [addr for s in items for e in s.get("endpoints") or []
+            if (e.get("conditions") or {}).get("ready") for addr in e.get("addresses", [])]
+
+
+def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
+             kubectl: list[str] | None = None) -> tuple[dict[str, LabHost], Topology]:
+    """The running cluster's hosts, and the topology with its real addresses and pods."""
+    kubectl = kubectl or ["kubectl", "--context", plan.context]
+    nodes = _read(parse_nodes, tools.run("the nodes", [*kubectl, "get", "nodes", "-o",
+                                                       "json"], 30).stdout)
+    selector = (f"app.kubernetes.io/managed-by=dsrlab,{RUN_LABEL}={run_id}" if run_id
+                else ",".join(f"app={w.name}" for w in t.workloads[:1]))
+    pods_json = tools.run("the pods", [*kubectl, "get", "pods", "-A", "-l", selector, "-o",
+                                       "json"], 30).stdout
+    network = json.loads(tools.run("the kind network", ["docker", "network", "inspect",
+                                                        KIND_NETWORK], 30).stdout)[0]
+    bridge = (network.get("Options") or {}).get("com.docker.network.bridge.name") or \
+        f"br-{network['Id'][:12]}"
+    gateway = next(c["Gateway"] for c in network["IPAM"]["Config"] if "." in c.get("Gateway",
+                                                                                   ""))
+    by_name = {n.name: n for n in nodes}
+    new_nodes: list[Node] = []
+    for n in t.nodes:
+        real = by_name.get(n.name)
+        if real is None:
+            raise BackendError(f"node {n.name} of {t.name} is not in the cluster (nodes: "
+                               f"{', '.join(by_name) or 'none'})")
+        new_nodes.append(n.model_copy(update={"ip": real.internal_ip}))
+    pods = [Pod(name=p["metadata"]["name"], node=p["spec"]["nodeName"],
+                ip=p["status"]["podIP"])
+            for p in json.loads(pods_json).get("items", [])
+            if p.get("status", {}).get("podIP") and p["spec"].get("nodeName")]
+    workloads = [w.model_copy(update={"pods": [p for p in pods if
+                                              p.name.startswith(f"{w.name}-")] or w.pods})
+                 for w in t.workloads]
+    topo = t.model_copy(update={"nodes": new_nodes, "workloads": workloads,
+                                "client": t.client.model_copy(update={"ip": gateway})})
+    hosts = {t.client.name: LabHost(t.client.name, "client", topo.client.ip, bridge, "host")}
+    hosts |= {n.name: LabHost(n.name, "node", n.ip, "eth0", n.name) for n in new_nodes}
+    hosts |= {p.name: LabHost(p.name, "pod", p.ip, "eth0", f"{p.node}/{p.name}")
+              for w in workloads for p in w.pods}
+    return hosts, topo
+
+
+def container_pid(tools: Tools, container: str) -> int:
+    """The PID, on this machine, of a node container's first process."""
+    out = tools.run(f"{container}'s PID", ["docker", "inspect", "-f", "{{.State.Pid}}",
+                                           container], 30)
+    return int(out.stdout.strip())
+
+
+def pod_pid(tools: Tools, node: str, pod: str) -> int:
+    """A process on this machine in ``pod``'s network namespace: the pod sandbox's PID
+    inside the node (crictl), its namespace's inode there, then the process of this
+    machine whose namespace has that inode."""
+    sandbox = tools.run(f"{pod}'s sandbox", ["docker", "exec", node, "crictl", "pods",
+                                             "--name", pod, "-q"], 30).stdout.split()
+    if not sandbox:
+        raise BackendError(f"no pod sandbox named {pod} on {node}")
+    info = json.loads(tools.run(f"{pod}'s sandbox", ["docker", "exec", node, "crictl",
+                                                     "inspectp", sandbox[0]], 30).stdout)
+    inner = int(info["info"]["pid"])
+    inode = int(tools.run(f"{pod}'s network namespace",
+                          ["docker", "exec", node, "stat", "-L", "-c", "%i",
+                           f"/proc/{inner}/ns/net"], 30).stdout.strip())
+    pid = pid_in_netns(inode)
+    if pid is None:
+        raise BackendError(f"no process of this machine in {pod}'s network namespace")
+    return pid
+
+
+def pid_in_netns(inode: int, proc: Path = Path("/proc")) -> int | None:
+    """A process whose network namespace has ``inode`` (one pass over /proc)."""
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(entry / "ns" / "net").st_ino == inode:
+                return int(entry.name)
+        except OSError:
+            continue
+    return None

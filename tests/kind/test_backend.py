@@ -1,0 +1,136 @@
+"""The kind backend's command sequence, with recording stand-ins for kind, kubectl,
+helm and docker first on PATH (tests/kind/bin/fake-tool): what it runs, in which
+order, with which arguments, what it makes of their output, and that a failure or
+a Cilium in the wrong mode tears down what it made. No cluster runs here; the
+tests that need one carry the ``kind`` marker (test_real_cluster.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.env.base import BackendError
+from lab.env.kind.backend import KindBackend, ready_endpoints
+from lab.env.kind.plan import build_plan
+from lab.model.topology import Topology, load_topology
+from lab.plumbing import names, owner
+from tests.seed import SEED_TOPOLOGY_PATH
+
+BIN = Path(__file__).parent / "bin"
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    record = tmp_path / "record.jsonl"
+    monkeypatch.setenv("PATH", f"{BIN}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("DSRLAB_RECORD", str(record))
+    return record
+
+
+def _calls(record: Path) -> list[list[str]]:
+    return [json.loads(line) for line in record.read_text().splitlines()]
+
+
+def _seed() -> Topology:
+    return load_topology(SEED_TOPOLOGY_PATH)
+
+
+def test_up_runs_the_plan_in_order_and_finds_the_clusters_hosts(
+        recorded: Path, tmp_path: Path) -> None:
+    run_id = names.new_run_id()
+    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state")
+    lab = backend.up(_seed(), run_id=run_id)
+    try:
+        folder = tmp_path / "work" / run_id
+        plan = build_plan(_seed(), run_id)
+        expected = []
+        for cmd in plan.commands:
+            argv = [str(folder / a) if a in ("kind-config.yaml", "manifests.yaml") else a
+                    for a in cmd.argv]
+            # the control-plane's address as read from kubectl get nodes
+            expected.append(["k8sServiceHost=172.18.0.2" if a.startswith("k8sServiceHost=")
+                             else a for a in argv])
+        calls = _calls(recorded)
+        assert calls[:len(expected)] == expected
+        assert calls[len(expected):] == [  # discovery
+            ["kubectl", "--context", "kind-cilium-dsr", "get", "nodes", "-o", "json"],
+            ["kubectl", "--context", "kind-cilium-dsr", "get", "pods", "-A", "-l",
+             f"app.kubernetes.io/managed-by=dsrlab,dsrlab.io/run={run_id}", "-o", "json"],
+            ["docker", "network", "inspect", "kind"]]
+        # the files the commands name are there, as data
+        assert (folder / "kind-config.yaml").is_file()
+        assert "kind: DaemonSet" in (folder / "manifests.yaml").read_text()
+        assert len(list((folder / "logs").glob("*.log"))) == len(calls)
+        # the hosts: this machine on the kind bridge, the node containers, the pods
+        hosts = {h.name: (h.kind, str(h.ip), h.ifname, h.netns) for h in lab.hosts.values()}
+        assert hosts == {
+            "client": ("client", "172.18.0.1", "br-67ecd2c684e4", "host"),
+            "cilium-dsr-control-plane": ("node", "172.18.0.2", "eth0",
+                                         "cilium-dsr-control-plane"),
+            "cilium-dsr-worker": ("node", "172.18.0.4", "eth0", "cilium-dsr-worker"),
+            "cilium-dsr-worker2": ("node", "172.18.0.3", "eth0", "cilium-dsr-worker2"),
+            "cni-8zxj9": ("pod", "10.0.2.123", "eth0", "cilium-dsr-worker/cni-8zxj9"),
+            "cni-m7tjc": ("pod", "10.0.0.216", "eth0", "cilium-dsr-worker2/cni-m7tjc"),
+        }
+        assert [p.name for p in lab.topology.backends("serversvc")] == ["cni-8zxj9",
+                                                                        "cni-m7tjc"]
+        assert lab.exec_argv("client", ["curl", "x"]) == ["curl", "x"]
+        assert (tmp_path / "state" / f"{run_id}.kind.json").is_file()
+    finally:
+        lab.down()
+    assert _calls(recorded)[-1] == ["kind", "delete", "cluster", "--name", "cilium-dsr"]
+    assert not (tmp_path / "state" / f"{run_id}.kind.json").exists()
+    assert owner.alive_owner(run_id) is None
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"FAKE_FAIL": "helm install"},
+     r"install Cilium: `helm install cilium cilium/cilium .*` failed: "
+     r"Error: helm failed on purpose \(output in .*-install-cilium\.log\)"),
+    ({"FAKE_MODE": "SNAT"}, r"Cilium is not running as the topology asks: Cilium's "
+                            r"load-balancer mode is SNAT, the topology asks for dsr"),
+])
+def test_a_failed_bring_up_says_why_and_removes_the_cluster(
+        recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        env: dict[str, str], message: str) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    run_id = names.new_run_id()
+    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state")
+    with pytest.raises(BackendError, match=message):
+        backend.up(_seed(), run_id=run_id)
+    calls = _calls(recorded)
+    assert calls[0][:3] == ["kind", "create", "cluster"]
+    assert calls[-1] == ["kind", "delete", "cluster", "--name", "cilium-dsr"]
+    assert not (tmp_path / "state" / f"{run_id}.kind.json").exists()
+    assert owner.alive_owner(run_id) is None
+
+
+def test_an_existing_cluster_is_only_read(recorded: Path, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    run_id = names.new_run_id()
+    lab = KindBackend(kubeconfig=str(kubeconfig), workdir=tmp_path / "work",
+                      state_dir=tmp_path / "state").up(_seed(), run_id=run_id)
+    lab.down()
+    calls = _calls(recorded)
+    verbs = [c[3] if c[0] == "kubectl" else c[1] for c in calls]
+    assert not {"create", "install", "apply", "delete", "patch"} & set(verbs[:-1])
+    assert all(c[:3] == ["kubectl", "--kubeconfig", str(kubeconfig)]
+               for c in calls if c[0] == "kubectl")
+    # teardown deletes only what carries the run's label (here: nothing was made)
+    assert calls[-1] == ["kubectl", "--kubeconfig", str(kubeconfig), "delete",
+                         "daemonsets,deployments,services,configmaps", "--all-namespaces",
+                         "-l", f"dsrlab.io/run={run_id}", "--ignore-not-found",
+                         "--wait=false"]
+    assert "kind" not in {c[0] for c in calls}
+
+
+def test_ready_endpoints_reads_endpointslices() -> None:
+    text = json.dumps({"items": [{"endpoints": [
+        {"addresses": ["10.0.2.123"], "conditions": {"ready": True}},
+        {"addresses": ["10.0.0.216"], "conditions": {"ready": False}}]}, {"endpoints": None}]})
+    assert ready_endpoints(text) == ["10.0.2.123"]
+    assert ready_endpoints("not json") == []
