@@ -58,8 +58,10 @@ def run(
         reason = kind_unavailable()
         if reason:
             fail(reason)
-    options = {"kubeconfig": kubeconfig} if kubeconfig else {}
+    options: dict[str, object] = {"kubeconfig": kubeconfig} if kubeconfig else {}
     with one_line_errors(), status("starting") as progress:
+        if backend == "kind":  # each tool call, as it starts
+            options["progress"] = progress
         result = run_scenario(scenario, captures_root=captures, progress=progress, keep=keep,
                               backend=get_backend(backend, **options))
     console.print(Text.assemble("scenario ", (result.scenario.name, "bold"),

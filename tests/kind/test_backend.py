@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.env.base import BackendError
+from lab.env.base import BackendError, Lab
 from lab.env.kind.backend import KindBackend, ready_endpoints
 from lab.env.kind.plan import build_plan
 from lab.model.topology import Topology, load_topology
@@ -40,9 +40,13 @@ def _seed() -> Topology:
 def test_up_runs_the_plan_in_order_and_finds_the_clusters_hosts(
         recorded: Path, tmp_path: Path) -> None:
     run_id = names.new_run_id()
-    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state")
+    said: list[str] = []
+    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state",
+                          progress=said.append)
     lab = backend.up(_seed(), run_id=run_id)
     try:
+        assert isinstance(lab, Lab)  # the backend contract the runner uses
+        assert said[0] == "create the cluster (kind, up to 600 s)"
         folder = tmp_path / "work" / run_id
         plan = build_plan(_seed(), run_id)
         expected = []
@@ -134,3 +138,34 @@ def test_ready_endpoints_reads_endpointslices() -> None:
         {"addresses": ["10.0.0.216"], "conditions": {"ready": False}}]}, {"endpoints": None}]})
     assert ready_endpoints(text) == ["10.0.2.123"]
     assert ready_endpoints("not json") == []
+
+
+def test_dsrlab_clean_removes_what_a_crashed_kind_run_recorded(recorded: Path) -> None:
+    """A run that died after recording its cluster: ``dsrlab clean``'s pass deletes the
+    cluster by the name in the record, and the record with it."""
+    from lab.env import cleanup  # noqa: PLC0415
+    from lab.env.kind import residue  # noqa: PLC0415
+
+    run_id = names.new_run_id()
+    record = cleanup.STATE_DIR / f"{run_id}{residue.SUFFIX}"
+    residue.record(record, cluster="cilium-dsr", kubeconfig=None, context="kind-cilium-dsr",
+                   label=f"dsrlab.io/run={run_id}")
+    try:
+        res = cleanup.find_runs([run_id])[run_id]
+        assert res.dead  # no owner, not left up on purpose
+        done = cleanup.clean_run(res)
+    finally:
+        record.unlink(missing_ok=True)
+    assert _calls(recorded) == [["kind", "delete", "cluster", "--name", "cilium-dsr"]]
+    assert "ran: kind delete cluster --name cilium-dsr" in done
+    assert not record.exists()
+
+
+def test_an_existing_clusters_record_deletes_by_label_only() -> None:
+    from lab.env.kind.residue import removal_commands  # noqa: PLC0415
+
+    assert removal_commands({"cluster": None, "kubeconfig": "/k", "context": None,
+                             "label": "dsrlab.io/run=abc123"}) == [
+        ["kubectl", "--kubeconfig", "/k", "delete",
+         "daemonsets,deployments,services,configmaps", "--all-namespaces", "-l",
+         "dsrlab.io/run=abc123", "--ignore-not-found", "--wait=false"]]

@@ -83,7 +83,7 @@ class KindLab:
     def run(self, host: str, argv: list[str], *, timeout: float = 30.0,
             check: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.exec_argv(host, argv), capture_output=True, text=True,
-                              timeout=timeout, check=check)
+                              timeout=timeout, check=check, stdin=subprocess.DEVNULL)
 
     def start(self, host: str, argv: list[str], *, stdout: IO[bytes] | int,
               stderr: int) -> subprocess.Popen[bytes]:
@@ -141,8 +141,10 @@ class KindBackend:
     name = "kind"
 
     def __init__(self, *, kubeconfig: str | None = None, workdir: Path | None = None,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None,
+                 progress: Callable[[str], None] | None = None) -> None:
         self.kubeconfig = kubeconfig
+        self.progress = progress
         self.workdir = workdir or Path("build") / "kind"
         self.state_dir = state_dir or owner.OWNER_DIR
 
@@ -150,7 +152,7 @@ class KindBackend:
         run_id = run_id or names.new_run_id()
         plan = build_plan(topology, run_id)
         folder = self.workdir / run_id
-        tools = Tools(folder / "logs")
+        tools = Tools(folder / "logs", say=self.progress)
         record = self.state_dir / f"{run_id}{residue.SUFFIX}"
         owner.claim(run_id)
         residue.record(record, cluster=None if self.kubeconfig else plan.cluster,

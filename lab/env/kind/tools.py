@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 from lab.env.base import BackendError
@@ -19,8 +20,9 @@ from lab.env.base import BackendError
 class Tools:
     """Runs the plan's commands; ``log_dir`` keeps one log per call, numbered."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, say: Callable[[str], None] | None = None) -> None:
         self.log_dir = log_dir
+        self.say = say  # progress: what each call is for, as it starts
         self.calls = 0
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -30,6 +32,8 @@ class Tools:
         slug = re.sub(r"[^a-z0-9]+", "-", what.lower()).strip("-")[:40]
         log = self.log_dir / f"{self.calls:02d}-{slug}.log"
         shown = shlex.join(argv)
+        if self.say is not None:
+            self.say(f"{what} ({argv[0]}, up to {deadline_s:g} s)")
         try:
             proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
                                   timeout=deadline_s, check=False)
