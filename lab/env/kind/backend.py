@@ -287,9 +287,13 @@ def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
                 ip=p["status"]["podIP"])
             for p in json.loads(pods_json).get("items", [])
             if p.get("status", {}).get("podIP") and p["spec"].get("nodeName")]
-    workloads = [w.model_copy(update={"pods": [p for p in pods if
-                                              p.name.startswith(f"{w.name}-")] or w.pods})
-                 for w in t.workloads]
+    workloads = []
+    for w in t.workloads:
+        mine = [p for p in pods if p.name.startswith(f"{w.name}-")]
+        if not mine:
+            raise BackendError(f"workload {w.name}: no running pod with an address in the "
+                               f"cluster (selector {selector})")
+        workloads.append(w.model_copy(update={"pods": mine}))
     topo = t.model_copy(update={"nodes": new_nodes, "workloads": workloads,
                                 "client": t.client.model_copy(update={"ip": gateway})})
     hosts = {t.client.name: LabHost(t.client.name, "client", topo.client.ip, bridge, "host")}
