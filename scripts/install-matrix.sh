@@ -43,6 +43,10 @@ fi
 
 if [[ ! -x .venv/bin/vng ]] || [[ $(.venv/bin/vng --version 2>/dev/null) != "virtme-ng 1.42" ]]; then
   echo "install-matrix: pip install virtme-ng==1.42 (the matrix extra)"
-  .venv/bin/python -m pip install -q --disable-pip-version-check 'virtme-ng==1.42'
+  for try in 1 2 3; do  # a download cut short is not a failed install
+    .venv/bin/python -m pip install -q --disable-pip-version-check 'virtme-ng==1.42' && break
+    [[ $try == 3 ]] && exit 1
+    sleep $((try * 5))
+  done
 fi
 echo "install-matrix: kernels ${KERNELS[*]}"

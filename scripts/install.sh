@@ -43,9 +43,19 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "install: creating .venv"
   "$PYTHON" -m venv .venv
 fi
+# pip, three tries: a download cut short (a flaky mirror) is not a failed install
+pip_install() {
+  local try
+  for try in 1 2 3; do
+    if .venv/bin/python -m pip install -q --disable-pip-version-check "$@"; then return 0; fi
+    echo "install: pip install $* failed (try $try of 3)" >&2
+    sleep $((try * 5))
+  done
+  return 1
+}
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "install: pip install -e .[dev]"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+  pip_install -U pip
+  pip_install -e '.[dev]'
   echo "$want" > "$stamp"
 fi
