@@ -7,6 +7,8 @@ tests that need one carry the ``kind`` marker (test_real_cluster.py)."""
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +18,25 @@ from lab.env.kind.backend import KindBackend, ready_endpoints
 from lab.env.kind.plan import build_plan
 from lab.model.topology import Topology, load_topology
 from lab.plumbing import names, owner
+from tests.kind.dockerfake import FakeDockerApi
 from tests.seed import SEED_TOPOLOGY_PATH
 
 BIN = Path(__file__).parent / "bin"
 
 
 @pytest.fixture
-def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+def docker_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeDockerApi]:
+    api = FakeDockerApi(tmp_path / "docker.sock")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{api.socket}")
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+             docker_api: FakeDockerApi) -> Path:
     record = tmp_path / "record.jsonl"
-    monkeypatch.setenv("PATH", f"{BIN}:{__import__('os').environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{BIN}:{os.environ['PATH']}")
     monkeypatch.setenv("DSRLAB_RECORD", str(record))
     return record
 
@@ -38,7 +50,7 @@ def _seed() -> Topology:
 
 
 def test_up_runs_the_plan_in_order_and_finds_the_clusters_hosts(
-        recorded: Path, tmp_path: Path) -> None:
+        recorded: Path, tmp_path: Path, docker_api: FakeDockerApi) -> None:
     run_id = names.new_run_id()
     said: list[str] = []
     backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state",
@@ -61,8 +73,7 @@ def test_up_runs_the_plan_in_order_and_finds_the_clusters_hosts(
         assert calls[len(expected):] == [  # discovery
             ["kubectl", "--context", "kind-cilium-dsr", "get", "nodes", "-o", "json"],
             ["kubectl", "--context", "kind-cilium-dsr", "get", "pods", "-A", "-l",
-             f"app.kubernetes.io/managed-by=dsrlab,dsrlab.io/run={run_id}", "-o", "json"],
-            ["docker", "network", "inspect", "kind"]]
+             f"app.kubernetes.io/managed-by=dsrlab,dsrlab.io/run={run_id}", "-o", "json"]]
         # the files the commands name are there, as data
         assert (folder / "kind-config.yaml").is_file()
         assert "kind: DaemonSet" in (folder / "manifests.yaml").read_text()
@@ -81,6 +92,12 @@ def test_up_runs_the_plan_in_order_and_finds_the_clusters_hosts(
         assert [p.name for p in lab.topology.backends("serversvc")] == ["cni-8zxj9",
                                                                         "cni-m7tjc"]
         assert lab.exec_argv("client", ["curl", "x"]) == ["curl", "x"]
+        # the kind network from the Docker API (its IPv4 gateway: the client's address)
+        assert docker_api.seen[-1].endswith("/networks/kind")
+        # a node's commands run in its container's namespace, with this machine's tcpdump
+        assert lab.exec_argv("cilium-dsr-worker", ["tcpdump", "-i", "eth0"]) == [
+            "nsenter", "-t", "4002", "-n", "--", "tcpdump", "-i", "eth0"]
+        assert lab.pod_uids["cni-8zxj9"] == "2c1e8a52-8c55-4bd2-9a3c-5e1f0b6c1d01"
         assert (tmp_path / "state" / f"{run_id}.kind.json").is_file()
     finally:
         lab.down()
@@ -169,3 +186,28 @@ def test_an_existing_clusters_record_deletes_by_label_only() -> None:
         ["kubectl", "--kubeconfig", "/k", "delete",
          "daemonsets,deployments,services,configmaps", "--all-namespaces", "-l",
          "dsrlab.io/run=abc123", "--ignore-not-found", "--wait=false"]]
+
+
+@pytest.mark.parametrize("cgroup", [
+    "0::/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
+    "kubelet-kubepods-besteffort-pod2c1e8a52_8c55_4bd2_9a3c_5e1f0b6c1d01.slice/cri-x.scope\n",
+    "0::/kubepods/besteffort/pod2c1e8a52-8c55-4bd2-9a3c-5e1f0b6c1d01/abc\n",
+])
+def test_a_pods_process_is_found_by_its_uid_in_the_cgroups(tmp_path: Path, cgroup: str) -> None:
+    from lab.env.kind.containers import pod_pid  # noqa: PLC0415
+
+    for pid, text in ((1, "0::/init.scope\n"), (77, "0::/system.slice/docker.service\n"),
+                      (4242, cgroup)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "cgroup").write_text(text)
+    (tmp_path / "self").mkdir()
+    assert pod_pid("2c1e8a52-8c55-4bd2-9a3c-5e1f0b6c1d01", tmp_path) == 4242
+    assert pod_pid("00000000-0000-0000-0000-000000000000", tmp_path) is None
+
+
+def test_no_docker_daemon_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from lab.env.kind.containers import Docker  # noqa: PLC0415
+
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
+    with pytest.raises(BackendError, match=r"^the Docker daemon does not answer: "):
+        Docker().ping()

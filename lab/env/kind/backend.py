@@ -9,7 +9,8 @@ plan (:mod:`.plan`) with every call under its deadline and its output kept
 ``cilium status --verbose`` saying the topology's mode, the workloads rolled out,
 every service with ready endpoints), then finds the hosts: the client is this
 machine on the kind network's bridge; a node is its container's network
-namespace; a pod is its sandbox's network namespace. Commands run in a node's or
+namespace (its PID from the Docker SDK); a pod is its own network namespace (a
+process of this machine in the pod's cgroups, found by the pod's UID). Commands run in a node's or
 a pod's namespace with this machine's own binaries through ``nsenter`` (tcpdump,
 curl): nothing is installed into a node or a pod.
 
@@ -21,7 +22,6 @@ roles and hosts, never literals, apply as they are.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from collections.abc import Callable
@@ -34,6 +34,7 @@ import yaml
 from lab.env.base import BackendError, LabHost
 from lab.env.cleanup import state_path
 from lab.env.kind import residue
+from lab.env.kind.containers import Docker, pod_pid
 from lab.env.kind.manifests import RUN_LABEL
 from lab.env.kind.plan import KIND_CONFIG_FILE, MANIFESTS_FILE, Command, KindPlan, build_plan
 from lab.env.kind.status import (
@@ -69,6 +70,7 @@ class KindLab:
         self.created = created
         self.record = record
         self._pids: dict[str, int] = {}
+        self.pod_uids: dict[str, str] = {}  # pod name -> its UID (kubectl)
         self._closed = False
 
     # -- running commands on hosts ------------------------------------------------
@@ -91,11 +93,18 @@ class KindLab:
                                 stdout=stdout, stderr=stderr)
 
     def _pid(self, h: LabHost) -> int:
-        """A process of this machine in the host's network namespace (cached)."""
+        """A process of this machine in the host's network namespace (cached): a node's
+        container's first process, or any process in a pod's cgroups."""
         if h.name not in self._pids:
-            node, _, pod = h.netns.partition("/")
-            node_pid = container_pid(self.tools, node)
-            self._pids[h.name] = node_pid if not pod else pod_pid(self.tools, node, pod)
+            if h.kind == "node":
+                self._pids[h.name] = Docker().container_pid(h.netns)
+            else:
+                uid = self.pod_uids.get(h.name)
+                pid = pod_pid(uid) if uid else None
+                if pid is None:
+                    raise BackendError(f"no process of this machine in pod {h.name} "
+                                       f"(uid {uid})")
+                self._pids[h.name] = pid
         return self._pids[h.name]
 
     # -- the end -----------------------------------------------------------------
@@ -161,20 +170,22 @@ class KindBackend:
                        label=f"{RUN_LABEL}={run_id}")
         try:
             if self.kubeconfig:
-                hosts, topo = self._existing(topology, plan, tools)
+                hosts, topo, uids = self._existing(topology, plan, tools)
             else:
-                hosts, topo = self._create(topology, plan, tools, folder, run_id)
+                hosts, topo, uids = self._create(topology, plan, tools, folder, run_id)
         except BaseException:
             residue.remove(record)
             record.unlink(missing_ok=True)
             owner.release(run_id)
             raise
-        return KindLab(topo, run_id, plan, tools, hosts, created=not self.kubeconfig,
-                       record=record)
+        lab = KindLab(topo, run_id, plan, tools, hosts, created=not self.kubeconfig,
+                      record=record)
+        lab.pod_uids = uids
+        return lab
 
     # -- a new cluster -------------------------------------------------------------
     def _create(self, t: Topology, plan: KindPlan, tools: Tools, folder: Path,
-                run_id: str) -> tuple[dict[str, LabHost], Topology]:
+                run_id: str) -> tuple[dict[str, LabHost], Topology, dict[str, str]]:
         (folder / KIND_CONFIG_FILE).write_text(yaml.safe_dump(plan.kind_config,
                                                               sort_keys=False))
         (folder / MANIFESTS_FILE).write_text(yaml.safe_dump_all(plan.manifests,
@@ -196,7 +207,7 @@ class KindBackend:
 
     # -- an existing cluster ---------------------------------------------------------
     def _existing(self, t: Topology, plan: KindPlan, tools: Tools
-                  ) -> tuple[dict[str, LabHost], Topology]:
+                  ) -> tuple[dict[str, LabHost], Topology, dict[str, str]]:
         """Read only: the nodes, Cilium's mode, the topology's services and their
         endpoints as they are; nothing is created or changed."""
         assert self.kubeconfig is not None
@@ -260,8 +271,10 @@ def ready_endpoints(text: str) -> list[str]:
 
 
 def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
-             kubectl: list[str] | None = None) -> tuple[dict[str, LabHost], Topology]:
-    """The running cluster's hosts, and the topology with its real addresses and pods."""
+             kubectl: list[str] | None = None
+             ) -> tuple[dict[str, LabHost], Topology, dict[str, str]]:
+    """The running cluster's hosts, the topology with its real addresses and pods, and
+    each pod's UID."""
     kubectl = kubectl or ["kubectl", "--context", plan.context]
     nodes = _read(parse_nodes, tools.run("the nodes", [*kubectl, "get", "nodes", "-o",
                                                        "json"], 30).stdout)
@@ -269,12 +282,8 @@ def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
                 else ",".join(f"app={w.name}" for w in t.workloads[:1]))
     pods_json = tools.run("the pods", [*kubectl, "get", "pods", "-A", "-l", selector, "-o",
                                        "json"], 30).stdout
-    network = json.loads(tools.run("the kind network", ["docker", "network", "inspect",
-                                                        KIND_NETWORK], 30).stdout)[0]
-    bridge = (network.get("Options") or {}).get("com.docker.network.bridge.name") or \
-        f"br-{network['Id'][:12]}"
-    gateway = next(c["Gateway"] for c in network["IPAM"]["Config"] if "." in c.get("Gateway",
-                                                                                   ""))
+    net = Docker().network(KIND_NETWORK)
+    bridge, gateway = net.bridge, net.gateway
     by_name = {n.name: n for n in nodes}
     new_nodes: list[Node] = []
     for n in t.nodes:
@@ -283,10 +292,11 @@ def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
             raise BackendError(f"node {n.name} of {t.name} is not in the cluster (nodes: "
                                f"{', '.join(by_name) or 'none'})")
         new_nodes.append(n.model_copy(update={"ip": real.internal_ip}))
+    items = [p for p in json.loads(pods_json).get("items", [])
+             if p.get("status", {}).get("podIP") and p["spec"].get("nodeName")]
     pods = [Pod(name=p["metadata"]["name"], node=p["spec"]["nodeName"],
-                ip=p["status"]["podIP"])
-            for p in json.loads(pods_json).get("items", [])
-            if p.get("status", {}).get("podIP") and p["spec"].get("nodeName")]
+                ip=p["status"]["podIP"]) for p in items]
+    uids = {p["metadata"]["name"]: str(p["metadata"].get("uid", "")) for p in items}
     workloads = []
     for w in t.workloads:
         mine = [p for p in pods if p.name.startswith(f"{w.name}-")]
@@ -300,44 +310,4 @@ def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
     hosts |= {n.name: LabHost(n.name, "node", n.ip, "eth0", n.name) for n in new_nodes}
     hosts |= {p.name: LabHost(p.name, "pod", p.ip, "eth0", f"{p.node}/{p.name}")
               for w in workloads for p in w.pods}
-    return hosts, topo
-
-
-def container_pid(tools: Tools, container: str) -> int:
-    """The PID, on this machine, of a node container's first process."""
-    out = tools.run(f"{container}'s PID", ["docker", "inspect", "-f", "{{.State.Pid}}",
-                                           container], 30)
-    return int(out.stdout.strip())
-
-
-def pod_pid(tools: Tools, node: str, pod: str) -> int:
-    """A process on this machine in ``pod``'s network namespace: the pod sandbox's PID
-    inside the node (crictl), its namespace's inode there, then the process of this
-    machine whose namespace has that inode."""
-    sandbox = tools.run(f"{pod}'s sandbox", ["docker", "exec", node, "crictl", "pods",
-                                             "--name", pod, "-q"], 30).stdout.split()
-    if not sandbox:
-        raise BackendError(f"no pod sandbox named {pod} on {node}")
-    info = json.loads(tools.run(f"{pod}'s sandbox", ["docker", "exec", node, "crictl",
-                                                     "inspectp", sandbox[0]], 30).stdout)
-    inner = int(info["info"]["pid"])
-    inode = int(tools.run(f"{pod}'s network namespace",
-                          ["docker", "exec", node, "stat", "-L", "-c", "%i",
-                           f"/proc/{inner}/ns/net"], 30).stdout.strip())
-    pid = pid_in_netns(inode)
-    if pid is None:
-        raise BackendError(f"no process of this machine in {pod}'s network namespace")
-    return pid
-
-
-def pid_in_netns(inode: int, proc: Path = Path("/proc")) -> int | None:
-    """A process whose network namespace has ``inode`` (one pass over /proc)."""
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.stat(entry / "ns" / "net").st_ino == inode:
-                return int(entry.name)
-        except OSError:
-            continue
-    return None
+    return hosts, topo, uids

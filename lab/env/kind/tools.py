@@ -1,4 +1,4 @@
-"""The kind backend's tool calls: kind, helm, kubectl, docker and nsenter as
+"""The kind backend's tool calls: kind, helm and kubectl as
 subprocesses, each with a deadline, its output kept in the run's folder.
 
 A call that fails or passes its deadline is a :class:`~lab.env.base.BackendError`
