@@ -106,6 +106,12 @@ def test_the_spellings_differ_where_the_charts_do() -> None:
     for v in (v14, v16):
         assert (v["kubeProxyReplacement"], v["routingMode"]) == ("true", "native")
         assert "tunnel" not in v
+    # the agent's own CLI: cilium up to 1.14, cilium-dbg from 1.15
+    for version, cli in (("1.13.0-rc5", "cilium"), ("1.14.5", "cilium"),
+                         ("1.15.1", "cilium-dbg"), ("1.16.3", "cilium-dbg")):
+        status = next(c for c in build_plan(_seed(**{"cluster.cilium_version": version}))
+                      .commands if c.argv[-2:] == ["status", "--verbose"])
+        assert status.argv[-3] == cli, version
     kept = _seed(**{"cluster.kube_proxy": "iptables", "cluster.cilium_version": "1.15.1"})
     assert helm_values(kept, "x")["kubeProxyReplacement"] == "false"
     assert helm_values(_seed(**{"cluster.kube_proxy": "iptables"}), "x")[

@@ -45,6 +45,7 @@ from lab.env.kind.status import (
     parse_nodes,
 )
 from lab.env.kind.tools import Tools
+from lab.env.kind.values import agent_cli
 from lab.model.topology import Node, Pod, Topology
 from lab.plumbing import names, owner
 
@@ -201,7 +202,7 @@ class KindBackend:
             out = tools.run(cmd.what, argv, cmd.deadline_s)
             if argv[-4:] == ["get", "nodes", "-o", "json"]:
                 api_server = _read(control_plane_address, _read(parse_nodes, out.stdout))
-            elif argv[-3:] == ["cilium", "status", "--verbose"]:
+            elif argv[-2:] == ["status", "--verbose"]:
                 self._check_cilium(t, out.stdout)
         return discover(t, plan, tools, run_id)
 
@@ -214,7 +215,7 @@ class KindBackend:
         kubectl = ["kubectl", "--kubeconfig", self.kubeconfig]
         status = tools.run("Cilium's kube-proxy replacement and its mode",
                            [*kubectl, "-n", "kube-system", "exec", "ds/cilium", "-c",
-                            "cilium-agent", "--", "cilium", "status", "--verbose"], 60)
+                            "cilium-agent", "--", agent_cli(t), "status", "--verbose"], 60)
         self._check_cilium(t, status.stdout)
         return discover(t, plan, tools, None, kubectl=kubectl)
 

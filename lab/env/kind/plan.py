@@ -30,6 +30,7 @@ from lab.env.kind.values import (
     NOT_HELM,
     RELEASE,
     ChartVersionError,
+    agent_cli,
     helm_values,
     set_args,
 )
@@ -158,7 +159,7 @@ def build_plan(t: Topology, run_id: str = "{run-id}") -> KindPlan:
                                         "ds/cilium", "--timeout=300s"], 310),
         Command("Cilium's kube-proxy replacement and its mode",
                 [*kubectl, "-n", NAMESPACE, "exec", "ds/cilium", "-c", "cilium-agent", "--",
-                 "cilium", "status", "--verbose"], 60),
+                 agent_cli(t), "status", "--verbose"], 60),
         Command("the workloads and services", [*kubectl, "apply", "-f", MANIFESTS_FILE], 60),
         *(Command(f"{w} Ready", [*kubectl, "rollout", "status",
                                  f"{_kind_of(t, w)}/{w}", "--timeout=300s"], 310)

@@ -32,6 +32,7 @@ class Spelling:
     native: dict[str, str]  # native routing
     tunnel_key: str  # the key that names the tunnel protocol
     tunnel_mode: dict[str, str]  # besides the protocol, what turns tunnelling on
+    agent_cli: str = "cilium"  # the debug CLI inside the agent (1.15 renamed it cilium-dbg)
 
 
 SPELLINGS: dict[tuple[int, int], Spelling] = {
@@ -39,9 +40,9 @@ SPELLINGS: dict[tuple[int, int], Spelling] = {
     (1, 14): Spelling("true", "false", {"routingMode": "native"}, "tunnelProtocol",
                       {"routingMode": "tunnel"}),
     (1, 15): Spelling("true", "false", {"routingMode": "native"}, "tunnelProtocol",
-                      {"routingMode": "tunnel"}),
+                      {"routingMode": "tunnel"}, "cilium-dbg"),
     (1, 16): Spelling("true", "false", {"routingMode": "native"}, "tunnelProtocol",
-                      {"routingMode": "tunnel"}),
+                      {"routingMode": "tunnel"}, "cilium-dbg"),
 }
 CHART_REPO = "https://helm.cilium.io"
 CHART = "cilium/cilium"
@@ -63,6 +64,11 @@ def chart_line(version: str) -> tuple[int, int]:
         raise ChartVersionError(f"cluster.cilium_version: {version}: the plan knows the Helm "
                                 f"values of Cilium {known} (lab/env/kind/values.py)")
     return line
+
+
+def agent_cli(t: Topology) -> str:
+    """The agent's own CLI for ``status --verbose`` in this Cilium line."""
+    return SPELLINGS[chart_line(t.cluster.cilium_version)].agent_cli
 
 
 def helm_values(t: Topology, api_server: str) -> dict[str, Any]:
