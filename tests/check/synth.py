@@ -78,23 +78,7 @@ def build(tmp: Path, brk: Breakage = Breakage()) -> CaptureDir:
             hops[LB_NAME].append(synack_out)
         hops[node] += [fwd_syn, synack_out, fwd_ack, fwd_req, resp]
         hops[pod] += [fwd_syn, synack_pod, fwd_ack, fwd_req]
-    roles = {"client": "client", LB_NAME: "lb-node",
-             POD_NODE: "backend-node", POD2_NODE: "backend-node",
-             POD_NAME: "pod", POD2_NAME: "pod"}
-    points = []
-    for host, pkts in hops.items():
-        ifname = "br-kind" if host == "client" else "eth0"
-        wrpcap(str(tmp / f"{host}.pcap"), pkts)
-        points.append({"name": f"{host}/{ifname}", "host": host, "ifname": ifname,
-                       "role": roles[host], "file": f"{host}.pcap"})
-    manifest = {"scenario": "seed", "run_id": "abcdef", "backend": "netns",
-                "service": {"ip": SVC, "port": SVC_PORT}, "client": {"ip": CLIENT},
-                "option_byte_order": "host",
-                "backends": [{"name": n, "ip": ip, "port": POD_PORT, "node": node}
-                             for n, (ip, node) in PODS.items()],
-                "points": points}
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
-    return CaptureDir.load(tmp)
+    return _write_set(tmp, hops, scenario="seed")
 
 
 # -- one download, segment by segment, right or broken after the handshake -------------
@@ -231,7 +215,9 @@ def download(tmp: Path, d: Download = Download()) -> CaptureDir:
     return _write_set(tmp, hops)
 
 
-def _write_set(tmp: Path, hops: dict[str, list[Packet]]) -> CaptureDir:
+def _write_set(tmp: Path, hops: dict[str, list[Packet]], *,
+               scenario: str = "transfer") -> CaptureDir:
+    """One pcap per hop and the manifest naming them: a capture set as a run writes."""
     roles = {"client": "client", LB_NAME: "lb-node", POD_NODE: "backend-node", POD2_NODE:
              "backend-node", POD_NAME: "pod", POD2_NAME: "pod"}
     points = []
@@ -240,7 +226,7 @@ def _write_set(tmp: Path, hops: dict[str, list[Packet]]) -> CaptureDir:
         wrpcap(str(tmp / f"{host}.pcap"), pkts)
         points.append({"name": f"{host}/{ifname}", "host": host, "ifname": ifname,
                        "role": roles[host], "file": f"{host}.pcap"})
-    manifest = {"scenario": "transfer", "run_id": "abcdef", "backend": "netns",
+    manifest = {"scenario": scenario, "run_id": "abcdef", "backend": "netns",
                 "service": {"ip": SVC, "port": SVC_PORT}, "client": {"ip": CLIENT},
                 "option_byte_order": "host",
                 "backends": [{"name": n, "ip": ip, "port": POD_PORT, "node": node}
