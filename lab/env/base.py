@@ -60,6 +60,11 @@ class Lab(Protocol):
         """Start ``argv`` on ``host`` and return at once (stdin is closed)."""
         ...
 
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        """Return once the pods answer (``up`` may return before their servers do);
+        traffic waits for it, so no request's timeout counts a server's start."""
+        ...
+
     def down(self) -> None:
         """Tear everything down that ``up`` created."""
         ...

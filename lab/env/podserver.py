@@ -88,11 +88,10 @@ def answer(request_head: bytes, body: bytes) -> tuple[bytes, int]:
     bytes to send, then how many zero bytes follow them (``GET /bytes/N``: a body of
     N bytes, streamed, for transfers of any size; ``/`` and anything else: the pod's
     line)."""
-    line = request_head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("latin-1")
-    parts = line.split()
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+    line = request_line(request_head)
+    if line is None:
         return http_response(400, "Bad Request", b"bad request\n"), 0
-    method, target = parts[0], parts[1]
+    method, target = line
     if method == "POST":
         length = content_length(request_head)
         if length is None or length > MAX_SIZED_BODY:
@@ -113,10 +112,19 @@ def answer(request_head: bytes, body: bytes) -> tuple[bytes, int]:
 _CONTENT_LENGTH = re.compile(rb"^content-length:\s*(\d{1,10})\s*$", re.I | re.M)
 
 
+def request_line(request_head: bytes) -> tuple[str, str] | None:
+    """(method, target) of an HTTP/1.x request head; None when it is not one."""
+    line = request_head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("latin-1")
+    parts = line.split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        return None
+    return parts[0], parts[1]
+
+
 def pace(request_head: bytes) -> int | None:
     """The bytes per second a ``GET /bytes/N?rate=R`` asks for (None: at once)."""
-    parts = request_head.split(b"\r\n", 1)[0].decode("latin-1").split()
-    m = _SIZED.match(parts[1]) if len(parts) == 3 else None
+    line = request_line(request_head)
+    m = _SIZED.match(line[1]) if line is not None else None
     return int(m[2]) if m and m[2] and int(m[2]) > 0 else None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,28 +36,46 @@ class HttpExchange:
         return m["pod"] if m else None
 
 
-def curl_argv(url: str, timeout_s: float) -> list[str]:
+def curl_argv(url: str, timeout_s: float, *, options: Sequence[str] = (),
+              write_out: str = "") -> list[str]:
+    """curl quiet but for errors, IPv4, no proxy, within ``timeout_s``, its local port
+    and HTTP code (then ``write_out``'s fields) after a mark at the end of its output."""
     return ["curl", "-sS", "-4", "--noproxy", "*", "--max-time", f"{timeout_s:g}",
-            "-w", _MARK + "%{local_port} %{http_code}", url]
+            "-w", f"{_MARK}%{{local_port}} %{{http_code}}{' ' if write_out else ''}{write_out}",
+            *options, url]
+
+
+@dataclass(frozen=True)
+class CurlOutput:
+    """What :func:`curl_argv`'s command printed, split at its mark."""
+
+    body: str
+    local_port: int | None
+    http_code: int | None
+    fields: list[str]  # the write-out's further fields
+
+    @classmethod
+    def parse(cls, stdout: str) -> CurlOutput:
+        if _MARK not in stdout:
+            return cls(stdout, None, None, [])
+        body, _, tail = stdout.rpartition(_MARK)
+        parts = tail.split()
+        if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
+            return cls(body, int(parts[0]) or None, int(parts[1]) or None, parts[2:])
+        return cls(body, None, None, [])
 
 
 def curl(lab: _Runs, host: str, url: str, *, timeout_s: float = 5.0,
          local_port: int | None = None) -> HttpExchange:
     """Run one real ``curl`` on ``host`` (from ``local_port`` when given: the same
     flow tuple again); never raises for a failed request."""
-    argv = curl_argv(url, timeout_s)
-    if local_port is not None:
-        argv[1:1] = ["--local-port", str(local_port)]
+    options = ["--local-port", str(local_port)] if local_port is not None else []
+    argv = curl_argv(url, timeout_s, options=options)
     proc = lab.run(host, argv, timeout=timeout_s + 5, check=False)
-    body, _, tail = proc.stdout.rpartition(_MARK)
-    port = code = None
-    parts = tail.split()
-    if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-        port, code = int(parts[0]) or None, int(parts[1]) or None
-    ok = proc.returncode == 0 and code == 200
-    return HttpExchange(url=url, ok=ok, local_port=port, http_code=code,
-                        body=body if _MARK in proc.stdout else proc.stdout,
-                        error=proc.stderr.strip())
+    out = CurlOutput.parse(proc.stdout)
+    ok = proc.returncode == 0 and out.http_code == 200
+    return HttpExchange(url=url, ok=ok, local_port=out.local_port, http_code=out.http_code,
+                        body=out.body, error=proc.stderr.strip())
 
 
 # one datagram from a fresh socket (a new flow each time), its answer printed

@@ -128,10 +128,8 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
     with CaptureSet(lab, run.capture_dir, points, run_manifest(sc, topo, lab)):
         run.timings["captures_ready_s"] = time.perf_counter() - t1
         # the pods answer before the first request's clock starts (netns: the server's
-        # start-up, seconds under a kernel in emulation; other backends: nothing to wait)
-        wait_serving = getattr(lab, "wait_serving", None)
-        if callable(wait_serving):
-            wait_serving()
+        # start-up, seconds under a kernel in emulation)
+        lab.wait_serving()
         t2 = time.perf_counter()
         ctx = StepContext(lab=lab, scenario=sc, topology=topo,
                           ip=str(topo.node(sc.target.node).ip), port=port.node_port,

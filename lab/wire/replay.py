@@ -168,15 +168,15 @@ class _Planner:
         if l4 is None:
             self.skipped[NOT_TCP_UDP] += 1
             return
+        proto = "tcp" if isinstance(l4, TCP) else "udp"
         if self.client is None:  # the first TCP/UDP packet names the client and service
             self.client = str(ip.src)
             self.service = Endpoint(str(ip.dst), int(l4.dport))
-            self.proto = "tcp" if isinstance(l4, TCP) else "udp"
+            self.proto = proto
         if str(ip.src) != self.client:
             self.skipped[NOT_FROM_CLIENT] += 1
             return
-        if (str(ip.dst), int(l4.dport)) != self.service or \
-                ("tcp" if isinstance(l4, TCP) else "udp") != self.proto:
+        if (str(ip.dst), int(l4.dport)) != self.service or proto != self.proto:
             self.skipped[NOT_TO_SERVICE] += 1
             return
         whole = _whole(ip)

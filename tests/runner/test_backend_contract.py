@@ -46,6 +46,10 @@ class ContractLab:
         self.calls.append(f"start {host} {argv[0]}")
         return self._inner.start(host, argv, stdout=stdout, stderr=stderr)
 
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        self.calls.append("wait_serving")
+        self._inner.wait_serving(timeout)
+
     def down(self) -> None:
         self.calls.append("down")
         self._inner.down()

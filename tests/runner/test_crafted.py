@@ -162,17 +162,24 @@ def _foreign_copy(dest: Path) -> None:
     wrpcap(str(dest), frames)
 
 
+def _replay_scenario(folder: Path, name: str, pcap: str) -> Path:
+    """A scenario in ``folder`` replaying ``pcap`` on the seed, checked by replay-seed's
+    trace."""
+    scenario = folder / f"{name}.yaml"
+    scenario.write_text(yaml.safe_dump({
+        "name": name, "topology": str(SCENARIO_DIR.parent / "topologies/seed.yaml"),
+        "target": {"service": "serversvc", "node": "cilium-dsr-control-plane"},
+        "steps": [{"replay": {"pcap": pcap}}],
+        "trace": str(CRAFTED / "replay-seed.trace.yaml")}))
+    return scenario
+
+
 @pytest.mark.netns
 @pytest.mark.bpf
 def test_a_foreign_capture_is_replayed_onto_the_labs_addresses(tmp_path: Path) -> None:
     _foreign_copy(tmp_path / "foreign.pcap")
     before = (tmp_path / "foreign.pcap").read_bytes()
-    scenario = tmp_path / "replay-foreign.yaml"
-    scenario.write_text(yaml.safe_dump({
-        "name": "replay-foreign", "topology": str(SCENARIO_DIR.parent / "topologies/seed.yaml"),
-        "target": {"service": "serversvc", "node": "cilium-dsr-control-plane"},
-        "steps": [{"replay": {"pcap": "foreign.pcap"}}],
-        "trace": str(CRAFTED / "replay-seed.trace.yaml")}))
+    scenario = _replay_scenario(tmp_path, "replay-foreign", "foreign.pcap")
     run = run_scenario(scenario, captures_root=tmp_path / "captures")
     assert run.result is not None
     assert run.passed, run.result.summary()  # the replay-seed trace holds, on the lab's names
@@ -186,12 +193,7 @@ def test_a_foreign_capture_is_replayed_onto_the_labs_addresses(tmp_path: Path) -
 @pytest.mark.netns
 @pytest.mark.bpf
 def test_a_missing_pcap_stops_the_run_naming_it(tmp_path: Path) -> None:
-    scenario = tmp_path / "replay-missing.yaml"
-    scenario.write_text(yaml.safe_dump({
-        "name": "replay-missing", "topology": str(SCENARIO_DIR.parent / "topologies/seed.yaml"),
-        "target": {"service": "serversvc", "node": "cilium-dsr-control-plane"},
-        "steps": [{"replay": {"pcap": "nowhere/missing.pcap"}}],
-        "trace": str(CRAFTED / "replay-seed.trace.yaml")}))
+    scenario = _replay_scenario(tmp_path, "replay-missing", "nowhere/missing.pcap")
     with pytest.raises(PcapError, match=r"nowhere/missing\.pcap: does not exist$"):
         run_scenario(scenario, captures_root=tmp_path / "captures")
 

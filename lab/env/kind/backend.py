@@ -108,6 +108,10 @@ class KindLab:
                 self._pids[h.name] = pid
         return self._pids[h.name]
 
+    def wait_serving(self, timeout: float = 60.0) -> None:
+        """Nothing left to wait for: ``up`` returned once every service had ready
+        endpoints (the pods' readiness probes passed)."""
+
     # -- the end -----------------------------------------------------------------
     def down(self) -> None:
         if self._closed:

@@ -15,6 +15,7 @@ before ``helm install``, as the write-up's script did.
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,10 +103,10 @@ class KindPlan:
             out.append("# not Helm values (the netns lab's only):")
             out += [f"#   {k}: {why}" for k, why in self.not_helm.items()]
         out += ["", "# commands, in order (deadline in seconds)"]
-        out += [f"{' '.join(_quote(a) for a in c.argv)}    # {c.what} ({c.deadline_s:g} s)"
+        out += [f"{shlex.join(c.argv)}    # {c.what} ({c.deadline_s:g} s)"
                 for c in self.commands]
         out += ["", "# teardown"]
-        out += [f"{' '.join(_quote(a) for a in c.argv)}    # {c.what} ({c.deadline_s:g} s)"
+        out += [f"{shlex.join(c.argv)}    # {c.what} ({c.deadline_s:g} s)"
                 for c in self.teardown]
         out += ["", f"# {MANIFESTS_FILE}",
                 yaml.safe_dump_all(_summarized(self.manifests), sort_keys=False).rstrip()]
@@ -114,11 +115,6 @@ class KindPlan:
 
 def _shown(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else str(v)
-
-
-def _quote(arg: str) -> str:
-    plain = arg and all(c.isalnum() or c in "-_./:=,{}@%+" for c in arg)
-    return arg if plain else "'" + arg.replace("'", "'\\''") + "'"
 
 
 def _summarized(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:

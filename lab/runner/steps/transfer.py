@@ -10,44 +10,38 @@ the scenario's), and a curl still running then is killed by its PID.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import subprocess
 import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from lab.env.traffic import HttpExchange
+from lab.env.traffic import CurlOutput, HttpExchange, curl_argv
 from lab.model.scenario import Fault, Transfer
 from lab.runner.steps import StepContext, StepOutcome
 
-_MARK = "\n--dsrlab-- "
 CURL_TIMED_OUT = 28  # curl's exit status when --max-time ran out
-# curl's own figures after the transfer, one line
-_WRITE_OUT = _MARK + "%{local_port} %{http_code} %{size_download} %{size_upload} %{time_total}"
+# curl's own figures after the transfer
+_FIGURES = "%{size_download} %{size_upload} %{time_total}"
 
 
 def transfer_argv(ctx: StepContext, spec: Transfer, timeout_s: float,
                   body: Path | None = None) -> list[str]:
     """The client's command: curl, quiet but for errors, with its figures at the end."""
     base = f"http://{ctx.ip}:{ctx.port}"
-    curl = ["curl", "-sS", "-4", "--noproxy", "*", "--max-time", f"{timeout_s:g}",
-            "-w", _WRITE_OUT]
-    if spec.tcp_fastopen:
-        curl.append("--tcp-fastopen")
+    options = ["--tcp-fastopen"] if spec.tcp_fastopen else []
     if spec.direction == "download":
         paced = f"?rate={spec.rate}" if spec.rate else ""
-        return [*curl, "-o", str(body or "/dev/null"), f"{base}/bytes/{spec.bytes}{paced}"]
+        return curl_argv(f"{base}/bytes/{spec.bytes}{paced}", timeout_s,
+                         options=[*options, "-o", str(body or "/dev/null")],
+                         write_out=_FIGURES)
     if spec.rate:
-        curl += ["--limit-rate", str(spec.rate)]
+        options += ["--limit-rate", str(spec.rate)]
     # POST N zero bytes read from a pipe (curl sends a Content-Length for @-)
-    shown = " ".join(_quote(a) for a in [*curl, "--data-binary", "@-",
-                                           "-H", "Content-Type: application/octet-stream",
-                                           f"{base}/upload"])
-    return ["sh", "-c", f"head -c {spec.bytes} /dev/zero | {shown}"]
-
-
-def _quote(arg: str) -> str:
-    return "'" + arg.replace("'", "'\\''") + "'"
+    curl = curl_argv(f"{base}/upload", timeout_s, write_out=_FIGURES, options=[
+        *options, "--data-binary", "@-", "-H", "Content-Type: application/octet-stream"])
+    return ["sh", "-c", f"head -c {spec.bytes} /dev/zero | {shlex.join(curl)}"]
 
 
 def _faults_at(ctx: StepContext, faults: list[Fault], stop: threading.Event,
@@ -94,11 +88,11 @@ def _one(ctx: StepContext, spec: Transfer
     timeout = min(spec.timeout_s, ctx.left())
     # a download's body goes to a file of ours (shared with the client's namespace),
     # whose first bytes start the faults' clock; an upload's clock starts at once
-    tmp = tempfile.TemporaryDirectory(prefix="dsrlab-transfer-")
-    body_file = Path(tmp.name) / "body"
-    download = spec.direction == "download"
-    started = _body_arrived(body_file) if download and spec.during else (lambda: True)
-    argv = transfer_argv(ctx, spec, timeout, body_file if download and spec.during else None)
+    watched = spec.direction == "download" and bool(spec.during)
+    tmp = tempfile.TemporaryDirectory(prefix="dsrlab-transfer-") if watched else None
+    body_file = Path(tmp.name) / "body" if tmp is not None else None
+    started = _body_arrived(body_file) if body_file is not None else (lambda: True)
+    argv = transfer_argv(ctx, spec, timeout, body_file)
     proc = ctx.lab.start(ctx.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop = threading.Event()
     undos: list[Callable[[], None]] = []
@@ -121,29 +115,26 @@ def _one(ctx: StepContext, spec: Transfer
         for undo in reversed(undos):
             with contextlib.suppress(Exception):
                 undo()
-        tmp.cleanup()
-    out, err = out_b.decode(errors="replace"), err_b.decode(errors="replace").strip()
-    body, _, tail = out.rpartition(_MARK)
-    parts = tail.split()
-    port = code = None
-    if len(parts) == 5 and parts[0].isdigit() and parts[1].isdigit():
-        port, code = int(parts[0]) or None, int(parts[1]) or None
-    ok = proc.returncode == 0 and code == 200 and not killed
+        if tmp is not None:
+            tmp.cleanup()
+    out = CurlOutput.parse(out_b.decode(errors="replace"))
+    err = err_b.decode(errors="replace").strip()
+    ok = proc.returncode == 0 and out.http_code == 200 and not killed
     killed = killed or (capped and proc.returncode == CURL_TIMED_OUT)
     error = err.splitlines()[-1] if err else ("killed at the deadline" if killed else "")
     ex = HttpExchange(url=argv[-1] if argv[0] == "curl" else f"POST {spec.bytes} bytes",
-                      ok=ok, local_port=port, http_code=code, body=body, error=error)
-    return ex, curl_figures(tail), said, killed
+                      ok=ok, local_port=out.local_port, http_code=out.http_code,
+                      body=out.body, error=error)
+    return ex, curl_figures(out.fields), said, killed
 
 
-def curl_figures(ex_tail: str) -> dict[str, float]:
-    """curl's figures from its write-out line (``size_download size_upload time``)."""
-    parts = ex_tail.split()
-    if len(parts) != 5:
+def curl_figures(fields: list[str]) -> dict[str, float]:
+    """curl's figures from its write-out (``size_download size_upload time_total``)."""
+    if len(fields) != 3:
         return {}
     try:
-        return {"downloaded": float(parts[2]), "uploaded": float(parts[3]),
-                "seconds": float(parts[4])}
+        return {"downloaded": float(fields[0]), "uploaded": float(fields[1]),
+                "seconds": float(fields[2])}
     except ValueError:
         return {}
 
