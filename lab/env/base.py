@@ -79,6 +79,16 @@ class Lab(Protocol):
                  tb: TracebackType | None) -> None: ...
 
 
+@runtime_checkable
+class StopsPods(Protocol):
+    """A lab that can stop one pod's server while the others go on (a fault: the
+    serving pod killed mid-transfer). ``netns`` can; a lab that cannot is not one."""
+
+    def stop_pod_server(self, pod: str) -> None:
+        """Stop serving ``pod``: it stops listening and its connections drop."""
+        ...
+
+
 class Backend(Protocol):
     """Brings topologies up as running labs."""
 

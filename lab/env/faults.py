@@ -40,7 +40,7 @@ from typing import Any, Literal
 # loaded with the module, not on the first fault: a fault lands when it is due
 from pyroute2 import IPRoute, NetlinkError
 
-from lab.env.base import Lab, LabHost
+from lab.env.base import Lab, LabHost, StopsPods
 from lab.errors import LabError
 from lab.model.scenario import Fault
 from lab.plumbing import nsutil
@@ -140,10 +140,9 @@ def _host(lab: Lab, name: str) -> LabHost:
 def _kill_pod(lab: Lab, host: LabHost) -> Applied:
     if host.kind != "pod":
         raise FaultError(f"kill_pod: {host.name} is a {host.kind}, not a pod")
-    stop: Callable[[str], None] | None = getattr(lab, "stop_pod_server", None)
-    if stop is None:
+    if not isinstance(lab, StopsPods):
         raise FaultUnavailable(f"the {lab.backend} backend cannot stop one pod's server")
-    stop(host.name)
+    lab.stop_pod_server(host.name)
     # a stopped pod stays stopped: the pod server cannot start one pod again
     return Applied(f"pod {host.name}'s server killed", "pod-server", _nothing)
 

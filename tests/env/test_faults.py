@@ -18,7 +18,9 @@ import sys
 
 import pytest
 
+from lab.env.base import StopsPods
 from lab.env.faults import NO_NETEM, FaultError, inject
+from lab.env.kind.backend import KindLab
 from lab.env.netns import NetnsLab
 from lab.env.traffic import curl
 from lab.model.scenario import Fault
@@ -188,3 +190,10 @@ def test_faults_on_what_is_not_there_are_refused(lab: NetnsLab) -> None:
         inject(lab, Fault(host="nowhere", link_down=True))
     with pytest.raises(FaultError, match=f"kill_pod: {LB_NAME} is a node, not a pod"):
         inject(lab, Fault(host=LB_NAME, kill_pod=True))
+
+
+def test_only_a_lab_that_can_stop_one_pod_says_so() -> None:
+    """kill_pod asks the lab through the StopsPods contract: the netns lab stops a
+    pod's server; a kind cluster's DaemonSet would start the pod again, so it is not one."""
+    assert issubclass(NetnsLab, StopsPods)
+    assert not issubclass(KindLab, StopsPods)
