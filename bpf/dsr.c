@@ -17,6 +17,11 @@
  *     - replies matching dsr_revnat get their source rewritten to the
  *       service address and port.
  *
+ * A first fragment is handled as the whole datagram (it has the ports);
+ * with fragment tracking (CFG_F_FRAGMENTS) its ports are remembered in
+ * dsr_frags and the later fragments are translated with it
+ * (parse_fragment()).
+ *
  * Drops set skb->cb[0] to the reason (enum dsr_event) and count it in
  * dsr_counters; redirects leave the target ifindex in skb->cb[1].
  * Backend choice is random unless dsr_config asks for a seeded flow hash.
@@ -94,6 +99,13 @@ struct {
 	__type(value, struct lb_snat_val);
 } lb_snat SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct dsr_frag_key);
+	__type(value, struct dsr_frag_val);
+} dsr_frags SEC(".maps");
+
 /* Maglev tables, maglev_size entries per service: the backend slot (1..count) */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -128,11 +140,14 @@ struct pkt {
 	__u8 tcp_flags;
 	__u8 ttl;
 	__u8 tos;
+	__u8 frag; /* FRAG_NONE, FRAG_FIRST or FRAG_LATER (no L4 header: ports from dsr_frags) */
 };
+
+enum { FRAG_NONE = 0, FRAG_FIRST = 1, FRAG_LATER = 2 };
 
 enum {
 	PARSE_L4 = 0,   /* IPv4 TCP/UDP, struct pkt filled */
-	PARSE_PASS = 1, /* not ours: non-IPv4, fragment, other L4 protocol */
+	PARSE_PASS = 1, /* not ours: non-IPv4, a later fragment unknown, other L4 protocol */
 };
 
 static __always_inline void count(__u32 ev)
@@ -194,6 +209,62 @@ static __always_inline int parse_ports(void *l4, __u32 hlen, __u32 tot, void *da
 	return PARSE_L4;
 }
 
+static __always_inline bool fragments_tracked(void)
+{
+	struct dsr_config *cfg = config();
+
+	return cfg && (cfg->flags & CFG_F_FRAGMENTS);
+}
+
+/*
+ * A fragment (MF set or an offset). The first fragment is parsed as a whole
+ * packet would be (its L4 header must be there: a first fragment too short
+ * for it is dropped, as RFC 1858 advises), so it is translated like one;
+ * tracked, its ports are remembered. A later fragment gets them from
+ * dsr_frags (PARSE_L4 with p->frag = FRAG_LATER, no TCP flags) when tracked
+ * and its first fragment was seen here; otherwise it passes untranslated
+ * (Cilium drops it: DROP_FRAG_NOSUPPORT untracked, DROP_FRAG_NOT_FOUND
+ * unseen; either way the datagram never arrives whole, and here the capture
+ * still shows the pieces).
+ */
+static __always_inline int parse_fragment(struct iphdr *ip, __u32 hlen, __u32 tot,
+					  void *data_end, struct pkt *p)
+{
+	struct dsr_frag_key fk = {
+		.saddr = ip->saddr, .daddr = ip->daddr, .id = ip->id, .proto = ip->protocol,
+	};
+	struct dsr_frag_val fv, *found;
+	int ret;
+
+	if (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP) {
+		count(EV_PASS_FRAGMENT);
+		return PARSE_PASS;
+	}
+	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
+		found = fragments_tracked() ? bpf_map_lookup_elem(&dsr_frags, &fk) : NULL;
+		if (!found) {
+			count(EV_PASS_FRAGMENT);
+			return PARSE_PASS;
+		}
+		p->sport = found->sport;
+		p->dport = found->dport;
+		p->frag = FRAG_LATER;
+		count(EV_FRAG_FOUND);
+		return PARSE_L4;
+	}
+	ret = parse_ports((void *)ip + hlen, hlen, tot, data_end, p);
+	if (ret != PARSE_L4)
+		return ret;
+	p->frag = FRAG_FIRST;
+	if (!fragments_tracked())
+		return PARSE_L4;
+	fv.sport = p->sport;
+	fv.dport = p->dport;
+	if (!bpf_map_update_elem(&dsr_frags, &fk, &fv, BPF_ANY))
+		count(EV_FRAG_TRACKED);
+	return PARSE_L4;
+}
+
 /*
  * Validate and parse Ethernet + IPv4 + TCP/UDP. Returns PARSE_L4,
  * PARSE_PASS, or a negative drop reason. Never writes to the packet.
@@ -244,10 +315,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	p->ttl = ip->ttl;
 	p->tos = ip->tos;
 
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
-		count(EV_PASS_FRAGMENT);
-		return PARSE_PASS;
-	}
+	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return parse_fragment(ip, hlen, tot, data_end, p);
 
 	return parse_ports((void *)ip + hlen, hlen, tot, data_end, p);
 }
@@ -326,7 +395,9 @@ static __always_inline __u32 l4_csum_off(const struct pkt *p)
 /*
  * Rewrite the source (is_src) or destination address and port, keeping the
  * IPv4 and L4 checksums right (pseudo-header aware, so CHECKSUM_PARTIAL skbs
- * stay correct; a zero UDP checksum stays zero). Returns 0 or a drop reason.
+ * stay correct; a zero UDP checksum stays zero). A later fragment has no L4
+ * header: only its address changes (the first fragment carries the
+ * datagram's checksum, fixed for the whole). Returns 0 or a drop reason.
  */
 static __always_inline int rewrite_addr_port(struct __sk_buff *skb, const struct pkt *p,
 					     bool is_src, __be32 new_addr, __be16 new_port)
@@ -337,17 +408,18 @@ static __always_inline int rewrite_addr_port(struct __sk_buff *skb, const struct
 	__u32 port_off = ETH_HLEN + p->hlen + (is_src ? 0 : 2);
 	__u32 csum_off = l4_csum_off(p);
 	__u64 l4_flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	bool has_l4 = p->frag != FRAG_LATER; /* a later fragment: the address only */
 
 	if (old_addr != new_addr) {
-		if (bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
-					l4_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)))
+		if (has_l4 && bpf_l4_csum_replace(skb, csum_off, old_addr, new_addr,
+						  l4_flags | BPF_F_PSEUDO_HDR | sizeof(new_addr)))
 			return DROP_CSUM;
 		if (bpf_l3_csum_replace(skb, IP_CSUM_OFF, old_addr, new_addr, sizeof(new_addr)))
 			return DROP_CSUM;
 		if (bpf_skb_store_bytes(skb, addr_off, &new_addr, sizeof(new_addr), 0))
 			return DROP_STORE;
 	}
-	if (old_port != new_port) {
+	if (has_l4 && old_port != new_port) {
 		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
 					l4_flags | sizeof(new_port)))
 			return DROP_CSUM;
@@ -532,7 +604,9 @@ static __always_inline int frag_needed(struct __sk_buff *skb, const struct pkt *
 {
 	struct dsr_config *cfg = config();
 
-	if (!cfg || !(cfg->flags & CFG_F_ICMP_ERRORS) || cfg->mtu <= DSR_OPT_LEN)
+	/* a later fragment's quote would hold no ports: no socket would find it */
+	if (!cfg || !(cfg->flags & CFG_F_ICMP_ERRORS) || cfg->mtu <= DSR_OPT_LEN ||
+	    p->frag == FRAG_LATER)
 		return drop(skb, DROP_FRAG_NEEDED);
 	return reply_frag_needed(skb, p, backend_addr, cfg->mtu);
 }
@@ -641,7 +715,7 @@ static __always_inline int select_backend(const struct pkt *p, const struct lb_s
 /*
  * The flow's backend: its lb_ct entry, or for a new flow a fresh choice
  * (*is_new set; stored later by ct_commit(), once the packet is known to
- * go through). 0 or a drop reason.
+ * go through; a later fragment gets none). 0 or a drop reason.
  */
 static __always_inline int ct_lookup_or_select(const struct pkt *p, const struct lb_ct_key *ck,
 					       const struct lb_svc_key *sk,
@@ -656,6 +730,8 @@ static __always_inline int ct_lookup_or_select(const struct pkt *p, const struct
 		return 0;
 	}
 	*is_new = true;
+	if (p->frag == FRAG_LATER)
+		return 0; /* no backend is chosen for a piece: the caller passes it */
 	return select_backend(p, sk, svc, ct);
 }
 
@@ -810,6 +886,11 @@ static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 	ret = ct_lookup_or_select(p, &ck, sk, svc, &ct, &is_new);
 	if (ret)
 		return drop(skb, ret);
+	if (is_new && p->frag == FRAG_LATER) {
+		/* its first fragment made no flow here: choose nothing for a piece */
+		count(EV_PASS_FRAGMENT);
+		return TC_ACT_OK;
+	}
 	want_opt = wants_dsr_opt(p, &ct);
 	if (want_opt) {
 		ret = opt_fits(p);

@@ -138,6 +138,31 @@ struct dsr_revnat_val {
  */
 #define CFG_F_ICMP_ERRORS (1U << 2)
 
+/*
+ * IPv4 fragment tracking (Cilium's enable-ipv4-fragment-tracking): a first
+ * fragment's ports are remembered in dsr_frags by (saddr, daddr, IP ID,
+ * protocol), so the later fragments, which carry no L4 header, are
+ * translated with their datagram: DNATed (and given the option) with it at
+ * the LB, rev-NATed with it at the backend's node. Off: a first fragment is
+ * still translated (it has the ports), the later ones pass untranslated
+ * (EV_PASS_FRAGMENT).
+ */
+#define CFG_F_FRAGMENTS (1U << 3)
+
+/* dsr_frags: a fragmented datagram -> the ports its first fragment carried */
+struct dsr_frag_key {
+	__be32 saddr;
+	__be32 daddr;
+	__be16 id;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct dsr_frag_val {
+	__be16 sport;
+	__be16 dport;
+};
+
 struct dsr_config {
 	__u32 flags;
 	__u32 seed; /* used with CFG_F_SEEDED_SELECT */
@@ -208,6 +233,8 @@ enum dsr_event {
 	EV_SNAT_REVERSE = 18, /* a reply to a SNATed flow, sent on to the client */
 	EV_MAGLEV = 19,       /* a backend chosen from the Maglev table */
 	EV_ICMP_FRAG_NEEDED = 20, /* too big for the option: ICMP frag-needed sent back */
+	EV_FRAG_TRACKED = 21,     /* a first fragment's ports remembered (CFG_F_FRAGMENTS) */
+	EV_FRAG_FOUND = 22,       /* a later fragment given its first fragment's ports */
 	/* drop reasons */
 	DROP_TRUNCATED_IP = 32,
 	DROP_BAD_VERSION = 33,

@@ -111,6 +111,8 @@ class Manifest(_Part):
     # too big for it is answered with ICMP fragmentation-needed (None: not known)
     mtu: int | None = None
     dsr_icmp_errors: bool | None = None
+    # whether a datagram's later fragments are translated with its first (None: not known)
+    fragment_tracking: bool | None = None
     backends: list[ManifestBackend] = []
     points: list[ManifestPoint] = Field(default_factory=list)
 

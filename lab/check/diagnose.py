@@ -92,9 +92,11 @@ def _hops(cd: CaptureDir) -> _Hops:
 def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     """Every broken connection's cause, most connections first."""
     # packets too big for the option (TCP SYNs and UDP datagrams): lab.check.too_big
+    # and fragmented answers whose later pieces left untranslated: lab.check.fragments
+    from lab.check.fragments import diagnose_fragments  # noqa: PLC0415  (likewise)
     from lab.check.too_big import diagnose_too_big  # noqa: PLC0415  (it imports Diagnosis)
 
-    too_big = diagnose_too_big(cd)
+    too_big = diagnose_too_big(cd) + diagnose_fragments(cd)
     explained = {f for d in too_big for f in d.flows}
     svc, client_ip = cd.service, cd.client_ip
     if not svc.ip or svc.protocol.upper() != "TCP":

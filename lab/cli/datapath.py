@@ -79,6 +79,11 @@ choices).
 packet the DSR option would grow beyond it is dropped (reason
 frag_needed); --mtu 0 turns that check off.
 
+IPv4 fragments are tracked, as Cilium's default: a later fragment is
+translated with its datagram's first (run in order, as captured);
+--no-fragment-tracking translates a first fragment only and lets the later
+ones pass untranslated.
+
 --json prints one JSON object per packet: index, program, verdict (ok,
 redirect, drop, ...; rejected = the kernel refused the frame, the program
 never ran), length, redirect (interface), reason (drop reason). --repeat N
@@ -109,6 +114,8 @@ def run(
     mtu: Annotated[int, typer.Option(min=0, max=0xFFFF,
                                      help="eth0's MTU: a packet the DSR option would grow "
                                      "beyond it is dropped (0: no check)")] = 1500,
+    fragment_tracking: Annotated[bool, typer.Option(
+        help="translate a datagram's later fragments with its first")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per packet on "
                                           "stdout")] = False,
 ) -> None:
@@ -116,7 +123,8 @@ def run(
     from lab.datapath.runner import run_pcap
     from lab.wire.pcapread import PcapError
 
-    config = _config(program, service, backend, seed=seed, repeat=repeat, mtu=mtu)
+    config = _config(program, service, backend, seed=seed, repeat=repeat, mtu=mtu,
+                     fragment_tracking=fragment_tracking)
     _check_paths(input_path, output_path)
     need_root("dsrlab datapath run needs root (BPF, network namespaces)")
     with one_line_errors(PcapError, DatapathError, OSError):
@@ -141,7 +149,7 @@ def _check_paths(input_path: Path, output_path: Path) -> None:
 
 
 def _config(program: Program, service: str, backends: list[str], *, seed: int | None,
-            repeat: int, mtu: int) -> RunConfig:
+            repeat: int, mtu: int, fragment_tracking: bool = True) -> RunConfig:
     """The run's configuration from the options (a bad value: a usage error, exit 2)."""
     from lab.datapath.loader import MIN_MTU
     from lab.datapath.runner import RunConfig
@@ -152,7 +160,8 @@ def _config(program: Program, service: str, backends: list[str], *, seed: int | 
         raise typer.BadParameter(f"{mtu} is below IPv4's minimum MTU {MIN_MTU} (0 turns the "
                                  "check off)", param_hint="'--mtu'")
     return RunConfig(program="lb" if program is Program.lb else "backend", service=svc,
-                     backends=eps, seed=seed, repeat=repeat, mtu=mtu)
+                     backends=eps, seed=seed, repeat=repeat, mtu=mtu,
+                     fragment_tracking=fragment_tracking)
 
 
 def _print_json(res: PacketResult) -> None:

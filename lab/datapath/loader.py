@@ -452,6 +452,18 @@ class DatapathObject:
     def icmp_errors(self) -> bool:
         return bool(self._config().flags & maps.CFG_F_ICMP_ERRORS)
 
+    def set_fragment_tracking(self, on: bool) -> None:
+        """IPv4 fragment tracking (Cilium's ``enable-ipv4-fragment-tracking``): a first
+        fragment's ports are remembered, so the later fragments of a datagram (no L4
+        header) are DNATed, given the option and rev-NATed with it; off, a first
+        fragment is still translated (it has the ports) and the later ones pass
+        untranslated. Off in a fresh object."""
+        flags = self._config().flags & ~maps.CFG_F_FRAGMENTS
+        self._change_config(flags=flags | (maps.CFG_F_FRAGMENTS if on else 0))
+
+    def fragment_tracking(self) -> bool:
+        return bool(self._config().flags & maps.CFG_F_FRAGMENTS)
+
     # -- services ---------------------------------------------------------
 
     def add_service(

@@ -18,6 +18,7 @@ dsr_config     u32 0                                             flags seed mtu 
                                                                  node_addr(4) maglev_size
                                                                  maglev_seed (u32)
 dsr_counters   u32 event                                         u64 per CPU
+dsr_frags      saddr(4) daddr(4) ip_id(2) proto(1) pad(1)        sport(2) dport(2)
 =============  ================================================  ===========================
 """
 
@@ -43,6 +44,7 @@ CT_F_SNAT = 1 << 2
 CFG_F_OPT_NETWORK_ORDER = 1 << 0
 CFG_F_SEEDED_SELECT = 1 << 1  # backend = seeded hash of the flow, not random
 CFG_F_ICMP_ERRORS = 1 << 2  # too big for the option: ICMP frag-needed, not a silent drop
+CFG_F_FRAGMENTS = 1 << 3  # IPv4 fragments translated with their datagram (dsr_frags)
 
 SVC_KEY = struct.Struct("=4s2sBx")
 SVC_VAL = struct.Struct("=HHHxx")  # count, flags, maglev_id
@@ -53,6 +55,9 @@ CT_VAL = struct.Struct("=4s2sH2sxx")
 REVNAT_VAL = struct.Struct("=4s2sxx")
 SNAT_KEY = struct.Struct("=4s2s2sB3x")
 SNAT_VAL = struct.Struct("=4s4s2s2s")
+# dsr_frags: saddr daddr id proto pad -> the first fragment's sport dport
+FRAG_KEY = struct.Struct("=4s4s2sBx")
+FRAG_VAL = struct.Struct("=2s2s")
 # flags, seed, mtu (0 = no MTU check), node_addr, maglev_size, maglev_seed
 CONFIG_VAL = struct.Struct("=III4sII")
 U16 = struct.Struct("=H")
@@ -69,6 +74,7 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     "lb_maglev": (U32.size, U16.size),
     "dsr_config": (U32.size, CONFIG_VAL.size),
     "dsr_counters": (U32.size, U64.size),
+    "dsr_frags": (FRAG_KEY.size, FRAG_VAL.size),
 }
 
 # enum dsr_event in bpf/dsr.h: counter names (lower case, without EV_).
@@ -93,6 +99,8 @@ EVENT_NAMES: dict[int, str] = {
     18: "snat_reverse",
     19: "maglev",
     20: "icmp_frag_needed",
+    21: "frag_tracked",
+    22: "frag_found",
     32: "drop_truncated_ip",
     33: "drop_bad_version",
     34: "drop_bad_ihl",

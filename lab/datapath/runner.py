@@ -89,7 +89,8 @@ NOT_EMITTED = frozenset({"drop", "stolen", "queued", "trap", REJECTED})
 
 @dataclass(frozen=True)
 class RunConfig:
-    """What ``dsrlab datapath run`` sets up: role, service, backends, seed, repeat, MTU."""
+    """What ``dsrlab datapath run`` sets up: role, service, backends, seed, repeat, MTU,
+    fragment tracking."""
 
     program: ProgramKind
     service: Endpoint
@@ -98,6 +99,7 @@ class RunConfig:
     repeat: int = 1
     option_order: OptionOrder = "host"
     mtu: int = DEFAULT_MTU
+    fragment_tracking: bool = True  # Cilium's default: later fragments follow their first
 
     def __post_init__(self) -> None:
         if self.program not in PROGRAM_KINDS:
@@ -284,6 +286,7 @@ class DatapathRunner:
             dp.set_option_order(cfg.option_order)
             dp.set_selection_seed(cfg.seed)
             dp.set_mtu(cfg.mtu)
+            dp.set_fragment_tracking(cfg.fragment_tracking)
             backends = [BackendEntry(b.ip, b.port) for b in cfg.backends]
             for proto in ("tcp", "udp"):
                 dp.add_service(cfg.service.ip, cfg.service.port, proto, dsr=True,

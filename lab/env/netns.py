@@ -492,6 +492,7 @@ class _DatapathLoads:
             dp.set_option_order(t.load_balancer.option_byte_order)
             dp.set_mtu(t.datapath_mtu)  # the DSR option must fit in it
             dp.set_icmp_errors(t.load_balancer.dsr_icmp_errors)
+            dp.set_fragment_tracking(t.load_balancer.fragment_tracking)
             dp.set_node_addr(str(node.ip))  # SNAT's source, where SNATed replies return
             dp.set_maglev_seed(t.load_balancer.maglev_hash_seed)
             for f in _frontends(t, node):

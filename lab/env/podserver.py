@@ -8,7 +8,9 @@ R bytes a second; ``POST`` with a
 Content-Length: the body is read and counted, and the answer is that line
 and ``received N``); a pod's UDP port, when it has one, answers each datagram
 with that line followed by the datagram's first 1024 bytes (an echo that says
-who answered, never so big that the answer needs fragmenting).
+who answered, never so big that the answer needs fragmenting), or, when the
+datagram's first line ends ``answer N``, by that line and N zero bytes (an
+answer as big as asked: over the MTU it leaves the pod in fragments).
 
 The lab makes every listening socket itself, inside its pod's namespace
 (a socket keeps the namespace it was made in), binds and listens, so a pod
@@ -67,6 +69,8 @@ _SIZED = re.compile(r"^/bytes/(\d{1,10})(?:\?rate=(\d{1,10}))?$")
 PACED_CHUNK = 16 * 1024
 CHUNK = 1 << 16
 ECHO_MAX = 1024  # a UDP answer echoes at most this much of the datagram
+ANSWER_MAX = 65000  # "answer N": at most this many bytes after the line (one datagram)
+_ANSWER = re.compile(rb"(?:^| )answer (\d{1,5})$")
 
 
 def http_head(status: int, reason: str, length: int,
@@ -228,7 +232,7 @@ class Pod:
 
 class _Echo(asyncio.DatagramProtocol):
     """Answers each datagram with the pod's line (as its HTTP body) and the datagram's
-    first :data:`ECHO_MAX` bytes."""
+    first :data:`ECHO_MAX` bytes, or the N zero bytes its ``answer N`` asks for."""
 
     transport: asyncio.DatagramTransport
 
@@ -241,7 +245,11 @@ class _Echo(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.transport.sendto(self.head + data[:ECHO_MAX], addr)
+        asked = _ANSWER.search(data.split(b"\n", 1)[0])
+        if asked and int(asked[1]) <= ANSWER_MAX:
+            self.transport.sendto(self.head + bytes(int(asked[1])), addr)
+        else:
+            self.transport.sendto(self.head + data[:ECHO_MAX], addr)
 
 
 def parse_spec(text: str) -> list[Pod]:

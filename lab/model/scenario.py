@@ -95,6 +95,9 @@ class Datagram(_Model):
     size: Annotated[int, Field(ge=1, le=65507)]  # payload bytes
     count: Annotated[int, Field(ge=1, le=100)] = 1
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    # ask the pod for an answer of this many bytes after its line (the pod server's
+    # "answer N"); over the MTU it comes back in fragments. None: the pod echoes
+    answer_size: Annotated[int, Field(ge=0, le=65000)] | None = None
 
 
 class Fault(_Model):

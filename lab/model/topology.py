@@ -185,6 +185,10 @@ class LoadBalancer(_Model):
     # a packet the DSR option would grow past the MTU: an ICMP fragmentation-needed
     # (MTU - 8) back to the client (Cilium's DSR ICMP errors), or, off, a silent drop
     dsr_icmp_errors: bool = True
+    # IPv4 fragment tracking (Cilium's enable-ipv4-fragment-tracking, Helm
+    # fragmentTracking, on by default): a datagram's later fragments, which carry no
+    # ports, are translated with its first; off, they pass untranslated
+    fragment_tracking: bool = True
 
     @model_validator(mode="after")
     def _maglev_size(self) -> LoadBalancer:

@@ -32,16 +32,26 @@ from lab.capture.manifest import ManifestBackend
 from lab.report.capset import ROLE_LABEL, ROLE_RANK, CaptureView, Sighting
 from lab.wire.packets import Pkt
 
-Key = tuple[str, int, int | None, str]
+DatagramKey = tuple[str, int, int | None, str]
+Key = tuple[str, int, int | None, str, int]
 FLAG_NAMES = {"S": "SYN", "SA": "SYN+ACK", "A": "ACK", "PA": "PSH+ACK", "FA": "FIN+ACK",
               "F": "FIN", "R": "RST", "RA": "RST+ACK", "FPA": "FIN+PSH+ACK"}
 
 
-def packet_key(p: Pkt) -> Key:
+def datagram_key(p: Pkt) -> DatagramKey:
+    """What a packet keeps through every translation: all of a datagram's fragments
+    share it (the flow a later fragment belongs to is its first fragment's)."""
     return (p.proto, p.ip_id, p.seq, p.flags)
 
 
+def packet_key(p: Pkt) -> Key:
+    """One packet's identity across hops: its datagram's, and which piece it is."""
+    return (*datagram_key(p), p.frag_offset)
+
+
 def flag_name(p: Pkt) -> str:
+    if p.is_fragment:  # a datagram's piece: where it starts, "+" when more follow
+        return f"{p.proto.upper()} frag {p.frag_offset}{'+' if p.more_fragments else ''}"
     if p.proto != "tcp":
         return p.proto.upper()
     return FLAG_NAMES.get(p.flags, p.flags or "-")
@@ -275,7 +285,7 @@ def find_flows(view: CaptureView) -> tuple[list[Flow], int]:
     ports = _starts(view, sightings)
     owner: dict[int, int] = {}  # id(sighting) -> port
     members: dict[int, list[Sighting]] = {port: [] for port in ports}
-    keys: dict[Key, int] = {}
+    keys: dict[DatagramKey, int] = {}
     for s in sightings:
         p = s.pkt
         port = (p.sport if p.src == view.client_ip else
@@ -283,9 +293,10 @@ def find_flows(view: CaptureView) -> tuple[list[Flow], int]:
         if port in members and p.proto == view.service.proto:
             members[port].append(s)
             owner[id(s)] = port
-            keys.setdefault(packet_key(p), port)
-    for s in sightings:  # translated copies that no longer carry the client's address
-        port_of = keys.get(packet_key(s.pkt))
+            keys.setdefault(datagram_key(p), port)
+    # translated copies that no longer carry the client's address, and later fragments
+    for s in sightings:
+        port_of = keys.get(datagram_key(s.pkt))
         if id(s) not in owner and port_of is not None:
             members[port_of].append(s)
             owner[id(s)] = port_of

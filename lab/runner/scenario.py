@@ -86,6 +86,7 @@ def run_manifest(sc: Scenario, topo: Topology, lab: Lab) -> Manifest:
         forwarding=topo.load_balancer.forwarding(port.protocol),
         lb_mode=topo.load_balancer.mode, settings=sc.settings, mtu=topo.datapath_mtu,
         dsr_icmp_errors=topo.load_balancer.dsr_icmp_errors,
+        fragment_tracking=topo.load_balancer.fragment_tracking,
         backends=[ManifestBackend(name=p.name, ip=str(p.ip), port=port.target_port,
                                   node=p.node) for p in topo.backends(svc.name)],
     )

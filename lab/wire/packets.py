@@ -66,6 +66,14 @@ class Pkt:
     icmp_code: int | None = None
     icmp_mtu: int | None = None
     quoted: tuple[str, str, str, int | None, int | None] | None = None  # src dst proto sp dp
+    # an IPv4 fragment: its offset in bytes and the more-fragments flag (a later
+    # fragment has no L4 header: no ports, its payload the datagram's bytes it carries)
+    frag_offset: int = 0
+    more_fragments: bool = False
+
+    @property
+    def is_fragment(self) -> bool:
+        return self.more_fragments or self.frag_offset > 0
 
     @property
     def has_dsr_option(self) -> bool:
@@ -94,6 +102,8 @@ class Pkt:
                     f"{self.icmp_code}{mtu}{q} len={self.ip_len} ttl={self.ttl}")
         opt = f" opt={self.options.hex()}" if self.options else ""
         fl = f" [{self.flags}]" if self.proto == "tcp" else ""
+        if self.is_fragment:
+            opt += f" frag={self.frag_offset}{'+MF' if self.more_fragments else ''}"
         return (f"#{self.index} {self.proto} {self.src}:{self.sport} > {self.dst}:{self.dport}"
                 f"{fl} ihl={self.ihl} len={self.ip_len} ttl={self.ttl}{opt}"
                 f" payload={self.payload_len}")
@@ -123,7 +133,10 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
     l4_ok: bool | None = None
     seq = ack = None
     l4_bytes = raw_ip[ihl * 4 : int(ip.len)]
-    if proto_num == 6 and isinstance(ip.payload, TCP):
+    frag_offset, more = int(ip.frag) * 8, bool(int(ip.flags) & 1)
+    if frag_offset:  # a later fragment: no L4 header, only the datagram's bytes
+        payload = l4_bytes
+    elif proto_num == 6 and isinstance(ip.payload, TCP):
         tcp = ip[TCP]
         sport, dport = int(tcp.sport), int(tcp.dport)
         flags = tcp_flag_string(int(tcp.flags))
@@ -135,9 +148,11 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
         sport, dport = int(udp.sport), int(udp.dport)
         payload = l4_bytes[8:]
         l4_ok = len(l4_bytes) >= 8 and (int(udp.chksum) == 0 or in4_chksum(17, ip, l4_bytes) == 0)
-    icmp = _icmp_fields(l4_bytes) if proto_num == 1 else {}
+    icmp = _icmp_fields(l4_bytes) if proto_num == 1 and not frag_offset else {}
     if icmp:
         l4_ok = checksum(l4_bytes) == 0
+    if frag_offset or more:
+        l4_ok = None  # the checksum covers the whole datagram, not this piece
     return Pkt(
         index=index,
         time=float(frame.time),
@@ -160,6 +175,8 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
         ack=ack,
         mac_src=str(frame.src) if isinstance(frame, Ether) else "",
         mac_dst=str(frame.dst) if isinstance(frame, Ether) else "",
+        frag_offset=frag_offset,
+        more_fragments=more,
         **icmp,
     )
 

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 import yaml
-from scapy.layers.inet import IP, TCP
+from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from lab.check.trace import TraceError, TraceResult, check_trace, load_trace, parse_trace
+from lab.check.trace.fields import Env, FieldSpec
 from lab.wire.packets import from_scapy
 from tests.check.synth import Breakage, build
 from tests.seed import (
@@ -206,3 +207,33 @@ def test_a_capture_that_lost_packets_fails_the_run_saying_where(tmp_path: Path) 
     res = check_trace(load_trace(SEED_TRACE), CaptureDir.load(capdir.directory))
     (bad,) = [c for c in res.checks() if not c.passed]
     assert bad.message.startswith(f"tcpdump at {name} lost 3 packets")
+
+
+def test_fragments_are_read_as_pieces_of_their_datagram() -> None:
+    """A first fragment has the ports (its L4 checksum covers the whole datagram, so it
+    is not judged here); a later one has no ports, its bytes are the datagram's."""
+    whole = IP(src=CLIENT_IP, dst=VIP, id=77) / UDP(sport=40000, dport=NODE_PORT) / Raw(
+        bytes(3000))
+    first, second, last = (from_scapy(Ether(bytes(Ether() / f)), i)
+                           for i, f in enumerate(fragment(IP(bytes(whole)), fragsize=1480)))
+    assert first is not None
+    assert second is not None
+    assert last is not None
+    assert (first.sport, first.frag_offset, first.more_fragments, first.l4_csum_ok) == (
+        40000, 0, True, None)
+    assert (second.sport, second.frag_offset, second.more_fragments, second.payload_len) == (
+        None, 1480, True, 1480)
+    assert (last.frag_offset, last.more_fragments, last.ip_id) == (2960, False, 77)
+    assert "frag=1480+MF" in second.summary()
+
+
+def test_a_range_may_give_only_its_minimum_or_maximum() -> None:
+    pkt = from_scapy(Ether(bytes(Ether() / IP(frag=185, flags="MF", proto=17)
+                                 / Raw(bytes(64)))), 0)
+    assert pkt is not None
+    env = Env({}, {})
+    assert FieldSpec("frag_offset", {"min": 1}).check(pkt, env).ok
+    assert not FieldSpec("frag_offset", {"max": 1000}).check(pkt, env).ok
+    assert FieldSpec("more_fragments", True).check(pkt, env).ok
+    with pytest.raises(ValueError, match="one operator per field"):
+        FieldSpec("frag_offset", {"min": 1, "not": 2})

@@ -82,8 +82,8 @@ def test_malformed_packets_off_the_wire_leave_the_datapath_working(seed_lab: Net
         good[:ip_at] + bytes([0x4F]) + good[ip_at + 1:],  # IHL 15, beyond the packet
         bytes(eth / IP(src=CLIENT_IP, dst=str(lb.ip), len=1400)
               / TCP(sport=41001, dport=NODE_PORT, flags="S")),  # tot_len past the buffer
-        bytes(eth / IP(src=CLIENT_IP, dst=str(lb.ip), flags="MF")
-              / TCP(sport=41002, dport=NODE_PORT, flags="S")),  # a fragment
+        bytes(eth / IP(src=CLIENT_IP, dst=str(lb.ip), frag=3, proto=6)
+              / Raw(bytes(24))),  # a later fragment of a datagram never seen
         bytes(eth / IP(src=CLIENT_IP, dst=str(lb.ip), options=[IPOption(b"\x01" * 36)])
               / TCP(sport=41003, dport=NODE_PORT, flags="S")),  # 36 bytes of options: no room
         good[: ip_at + 20 + 6],  # TCP header cut short

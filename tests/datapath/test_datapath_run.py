@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR, in4_chksum
+from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR, fragment, in4_chksum
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import rdpcap, wrpcap
@@ -451,6 +451,24 @@ def test_cli_mtu(tmp_path: Path) -> None:
                  "--output", str(tmp_path / "o.pcap"), "--mtu", "20")
     assert bad.returncode == 2
     assert "Invalid value for '--mtu'" in " ".join(bad.stderr.replace("│", " ").split())
+
+
+@pytest.mark.bpf
+@pytest.mark.netns
+def test_cli_fragments_follow_their_datagram_unless_told_not_to(tmp_path: Path) -> None:
+    """A 3000-byte datagram in fragments of 1000: every piece DNATed with the option by
+    default (Cilium's fragment tracking); --no-fragment-tracking: the first only."""
+    whole = IP(src=CLIENT_IP, dst=VIP, id=321) / UDP(sport=5353, dport=NODE_PORT) / Raw(
+        bytes(3000))
+    frames = [eth(f) for f in fragment(IP(bytes(whole)), fragsize=1000)]
+    records, out, _ = run_cli(tmp_path, frames, extra=["--seed", "1"], name="tracked")
+    assert [r["verdict"] for r in records] == ["redirect"] * 4
+    assert {Ether(f)[IP].dst for f in out} == {Ether(out[0])[IP].dst} != {VIP}
+    assert all(f[34:42] == OPTION for f in out)
+    records, out, _ = run_cli(tmp_path, frames, extra=["--seed", "1", "--no-fragment-tracking"],
+                              name="untracked")
+    assert [r["verdict"] for r in records] == ["redirect", "ok", "ok", "ok"]
+    assert [Ether(f)[IP].dst == VIP for f in out] == [False, True, True, True]
 
 
 @pytest.mark.bpf

@@ -1,9 +1,10 @@
 """What the ingress program drops, and what both programs leave alone.
 
 Malformed IPv4 is dropped with its reason (and never rewritten by either
-program); foreign traffic (ARP, IPv6, ICMP, fragments) passes untouched; a
-service without backends and options too long for the DSR option are
-dropped; a frame the kernel refuses never reaches the program.
+program); foreign traffic (ARP, IPv6, ICMP, a later fragment of a datagram
+not seen) passes untouched; a service without backends and options too long
+for the DSR option are dropped; a frame the kernel refuses never reaches the
+program. Fragments in full: test_fragments.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from scapy.packet import Raw
 
 from lab.datapath import BackendEntry, DatapathError
 from tests.datapath.frames import Node, ip_header, tcp_frame
-from tests.seed import CLIENT_IP, CLIENT_MAC, CLIENT_PORT, LB_MAC, NODE_PORT, POD_IP, POD_PORT, VIP
+from tests.seed import CLIENT_IP, CLIENT_MAC, LB_MAC, NODE_PORT, POD_IP, POD_PORT, VIP
 
 pytestmark = [pytest.mark.bpf, pytest.mark.netns]
 
@@ -83,11 +84,6 @@ NOT_OURS = {
         / TCP(dport=NODE_PORT)
     ),
     "icmp-to-vip": bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT_IP, dst=VIP) / ICMP()),
-    "fragment-to-service": bytes(
-        Ether(src=CLIENT_MAC, dst=LB_MAC)
-        / IP(src=CLIENT_IP, dst=VIP, flags="MF", frag=0)
-        / TCP(sport=CLIENT_PORT, dport=NODE_PORT, flags="S")
-    ),
     "later-fragment": bytes(
         Ether(src=CLIENT_MAC, dst=LB_MAC)
         / IP(src=CLIENT_IP, dst=VIP, frag=3, proto=6)

@@ -109,6 +109,11 @@ def test_udp_echo_says_who_answered_and_control_commands_work() -> None:
                 c.settimeout(5)
                 c.sendto(b"hello", ("127.0.0.1", port))
                 assert c.recvfrom(100)[0] == body_for("echo-pod", "10.9.9.9").encode() + b"hello"
+                head = body_for("echo-pod", "10.9.9.9").encode()
+                c.sendto(b"dsrlab 1 10 answer 4000\nxyz", ("127.0.0.1", port))
+                assert c.recvfrom(65535)[0] == head + bytes(4000)  # as big as asked
+                c.sendto(b"answer 65001", ("127.0.0.1", port))  # too big: an echo
+                assert c.recvfrom(65535)[0] == head + b"answer 65001"
             with nsutil.socket_in(ns, socket.AF_INET, socket.SOCK_STREAM) as c:
                 c.settimeout(5)
                 c.connect(("127.0.0.1", port))

@@ -143,6 +143,14 @@ def test_maglev_mtu_and_what_helm_cannot_set() -> None:
                                   "load_balancer.maglev_hash_seed"}
 
 
+def test_fragment_tracking_is_cilium_default_and_only_its_absence_is_said() -> None:
+    assert "fragmentTracking" not in build_plan(_seed()).values  # the write-up's line
+    off = build_plan(_seed(**{"load_balancer.fragment_tracking": False}))
+    assert off.values["fragmentTracking"] is False
+    (helm,) = [c for c in off.commands if c.argv[:2] == ["helm", "install"]]
+    assert "fragmentTracking=false" in helm.argv
+
+
 @pytest.mark.parametrize("version", ["1.12.9", "2.0.0", "latest"])
 def test_a_version_without_a_spelling_is_a_clear_error(version: str) -> None:
     with pytest.raises(ChartVersionError, match=r"cluster\.cilium_version: "):

@@ -248,6 +248,8 @@ def test_the_inline_port_is_the_services_one_port() -> None:
      "t.yaml: cluster.mtu: Input should be greater than or equal to 576"),
     (_mutate("load_balancer.dsr_icmp_errors", "sometimes"),
      "t.yaml: load_balancer.dsr_icmp_errors: Input should be a valid boolean"),
+    (_mutate("load_balancer.fragment_tracking", "partly"),
+     "t.yaml: load_balancer.fragment_tracking: Input should be a valid boolean"),
 ])
 def test_service_settings_errors_name_the_field(data: dict[str, Any], expected: str) -> None:
     with pytest.raises(TopologyError) as info:

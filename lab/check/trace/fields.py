@@ -44,6 +44,11 @@ FIELDS: dict[str, tuple[str, _Getter]] = {
     "ihl": ("[IP].ihl", lambda p, e: p.ihl),
     "ip_len": ("[IP].len", lambda p, e: p.ip_len),
     "ttl": ("[IP].ttl", lambda p, e: p.ttl),
+    # fragments: the IP ID (bind it from a first fragment, match the later ones by it),
+    # the offset in bytes and the more-fragments flag
+    "ip_id": ("[IP].id", lambda p, e: p.ip_id),
+    "frag_offset": ("[IP].frag_offset", lambda p, e: p.frag_offset),
+    "more_fragments": ("[IP].flags.MF", lambda p, e: p.more_fragments),
     "dsr": ("[IP].options.dsr", _dsr_value),
     # the options in order, by name, nop/end left out: "dsr,timestamp" ("" for none)
     "ip_options": ("[IP].options", lambda p, e: option_names(p.options)),
@@ -173,10 +178,10 @@ class FieldSpec:
 
     def _compile(self, spec: Any) -> Callable[[Any, Env], Outcome]:
         if isinstance(spec, dict):
-            if len(spec) == 1:
-                ((op, arg),) = spec.items()
-            elif set(spec) <= {"min", "max"}:
+            if spec and set(spec) <= {"min", "max"}:  # {min: 1}, {max: 9} or both
                 op, arg = "range", spec
+            elif len(spec) == 1:
+                ((op, arg),) = spec.items()
             else:
                 raise ValueError(f"one operator per field, got {sorted(spec)}")
             return self._operator(op, arg)

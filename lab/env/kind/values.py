@@ -104,6 +104,8 @@ def helm_values(t: Topology, api_server: str) -> dict[str, Any]:
         values["loadBalancer.dsrDispatch"] = lb.dispatch
     if c.mtu is not None:
         values["MTU"] = c.mtu
+    if not lb.fragment_tracking:  # Cilium tracks fragments unless told not to
+        values["fragmentTracking"] = False
     return values
 
 

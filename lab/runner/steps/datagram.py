@@ -5,8 +5,11 @@ a DNS or QUIC client sends them.
 When an answer does not come and the socket learned a smaller path MTU (the
 kernel took it from an ICMP fragmentation-needed: ``EMSGSIZE`` on the socket,
 ``IP_MTU`` lowered), the datagram is sent again at the largest size that fits,
-as an application that handles ``EMSGSIZE`` does. The outcome lists, per
-datagram, its size, who answered (or the error) and the path MTU after it.
+as an application that handles ``EMSGSIZE`` does. With ``answer_size`` each
+datagram asks the pod for an answer of that many bytes (over the MTU it comes
+back in fragments), and a datagram counts as answered only when all of them
+arrived. The outcome lists, per datagram, its size, who answered (and how many
+bytes) or the error, and the path MTU after it.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ _SCRIPT = r"""
 import errno, json, socket, sys
 ip, port, size, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
     int(sys.argv[4]), float(sys.argv[5])
+ask = f" answer {sys.argv[6]}" if sys.argv[6] != "-" else ""
 IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
@@ -35,7 +39,7 @@ local = s.getsockname()[1]
 
 def one(n, retry):
     rec = {"size": n, "ip_len": n + 28, "retry": retry, "local_port": local}
-    body = f"dsrlab {local} {n}\n".encode()
+    body = f"dsrlab {local} {n}{ask}\n".encode()
     try:
         s.send(body + bytes(max(0, n - len(body))))
     except OSError as e:
@@ -44,6 +48,7 @@ def one(n, retry):
         try:
             data = s.recv(65535)
             rec["answer"] = data.split(b"\n", 1)[0].decode(errors="replace")
+            rec["answer_bytes"] = len(data.split(b"\n", 1)[1]) if b"\n" in data else 0
         except socket.timeout:
             rec["error"] = "timeout"
         except OSError as e:
@@ -60,11 +65,13 @@ for _ in range(count):
 
 
 def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
+    asked = "" if spec.answer_size is None else f", each asking {spec.answer_size} bytes back"
     ctx.say(f"{spec.count} UDP datagram(s) of {spec.size} bytes (DF) from {ctx.client} to "
-            f"{ctx.ip}:{ctx.port}")
+            f"{ctx.ip}:{ctx.port}{asked}")
     budget = min(ctx.left(), spec.count * 2 * spec.timeout_s + 5)
     proc = ctx.lab.run(ctx.client, [sys.executable, "-c", _SCRIPT, ctx.ip, str(ctx.port),
-                                    str(spec.size), str(spec.count), f"{spec.timeout_s:g}"],
+                                    str(spec.size), str(spec.count), f"{spec.timeout_s:g}",
+                                    "-" if spec.answer_size is None else str(spec.answer_size)],
                        timeout=budget, check=False)
     records: list[dict[str, Any]] = []
     for line in proc.stdout.splitlines():
@@ -76,11 +83,21 @@ def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
                               ok="answer" in r, local_port=r.get("local_port"),
                               http_code=None, body=r.get("answer", "") + "\n",
                               error=r.get("error", "")) for r in records]
-    words = [f"{r['size']} B -> " + (f"answered ({r['answer'].split(' | ')[0]})"
+    words = [f"{r['size']} B -> " + (f"answered ({r['answer'].split(' | ')[0]}"
+                                      + _answer_size(r, spec) + ")"
                                       if "answer" in r else r.get("error", "?"))
              + f", path MTU {r['path_mtu']}" for r in records]
     if not records:
         words = [proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"]
-    answered = [r for r in records if "answer" in r and not r["retry"]]
+    answered = [r for r in records if "answer" in r and not r["retry"]
+                and (spec.answer_size is None or r["answer_bytes"] == spec.answer_size)]
     return StepOutcome("datagram", "; ".join(words), ok=len(answered) == spec.count,
                        exchanges=exchanges, figures={"datagrams": records})
+
+
+def _answer_size(rec: dict[str, Any], spec: Datagram) -> str:
+    if spec.answer_size is None:
+        return ""
+    got = rec.get("answer_bytes", 0)
+    return f", {got} of {spec.answer_size} bytes" if got != spec.answer_size else \
+        f", {got} bytes"

@@ -1,0 +1,97 @@
+"""Fragmented UDP answers through DSR, end to end (scenarios/mtu/udp-fragment*): a
+4000-byte answer leaves the pod in three fragments. With fragment tracking every
+fragment leaves the backend's node from the service address and the client's
+socket gets the answer whole; off, the later fragments leave from the pod's own
+address, the client gets nothing, and the diagnosis (live and in `dsrlab review`)
+says why."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lab.capture.capdir import CaptureDir
+from lab.model.scenario import SCENARIO_DIR
+from lab.runner.scenario import run_scenario
+from tests.cli.helpers import dsrlab
+
+pytestmark = [pytest.mark.netns, pytest.mark.bpf]
+
+MTU = SCENARIO_DIR / "mtu"
+ANSWER = 4000
+
+
+def _datagrams(run: object) -> list[dict[str, object]]:
+    (step,) = run.steps  # type: ignore[attr-defined]
+    assert step.kind == "datagram"
+    return list(step.figures["datagrams"])
+
+
+def _answer_pieces(cd: CaptureDir, role: str) -> list[tuple[str, int, bool]]:
+    """(source, offset, more fragments) of the fragments to the client at a point."""
+    (point,) = [p for p in cd.points if p.role == role and cd.packets(p)
+                and any(q.is_fragment for q in cd.packets(p))]
+    return [(p.src, p.frag_offset, p.more_fragments) for p in cd.packets(point)
+            if p.dst == cd.client_ip and p.is_fragment]
+
+
+def test_a_fragmented_answer_arrives_whole_with_fragment_tracking(captures_root: Path) -> None:
+    run = run_scenario(MTU / "udp-fragmented-answer.yaml", captures_root=captures_root)
+    assert run.passed, run.result.summary() if run.result else "no result"
+    records = _datagrams(run)
+    assert [r["answer_bytes"] for r in records] == [ANSWER, ANSWER]
+    assert all(str(r["answer"]).startswith("PodName: ") for r in records)
+    cd = CaptureDir.load(run.capture_dir)
+    assert cd.manifest.fragment_tracking is True
+    service = cd.service.ip
+    pieces = _answer_pieces(cd, "backend-node")
+    assert pieces == [(service, 0, True), (service, 1480, True), (service, 2960, False)] * 2
+    assert run.result is not None
+    assert not run.result.diagnoses
+
+
+def test_untracked_fragments_leave_from_the_pod_and_the_diagnosis_says_so(
+        captures_root: Path) -> None:
+    run = run_scenario(MTU / "udp-fragments-untracked.yaml", captures_root=captures_root)
+    assert run.passed, run.result.summary() if run.result else "no result"
+    assert [r.get("error") for r in _datagrams(run)] == ["timeout", "timeout"]
+    cd = CaptureDir.load(run.capture_dir)
+    assert cd.manifest.fragment_tracking is False
+    assert run.result is not None
+    (line,) = run.result.diagnoses
+    m = re.fullmatch(
+        r"backend node (\S+) sent the later fragments of 2 answers from the pod's address "
+        r"(\S+) instead of 172\.18\.0\.2:32000: only the first fragment, which carries the "
+        r"UDP header, was translated, so the client cannot put the answer together \(IPv4 "
+        r"fragment tracking is off; Cilium's enable-ipv4-fragment-tracking, Helm "
+        r"fragmentTracking, turns it on\)", line)
+    assert m, line
+    node, pod_ip = m.groups()
+    backend = next(b for b in cd.manifest.backends if b.ip == pod_ip)
+    assert backend.node == node
+    pieces = _answer_pieces(cd, "backend-node")
+    assert pieces == [("172.18.0.2", 0, True), (pod_ip, 1480, True), (pod_ip, 2960, False)] * 2
+    out = dsrlab("review", str(run.capture_dir))
+    assert out.returncode == 1
+    assert f"diagnosis: {run.capture_dir}: {line}\n" in out.stdout
+
+
+def test_the_tracked_trace_fails_when_tracking_is_off(captures_root: Path,
+                                                     tmp_path: Path) -> None:
+    """The fragmented-answer trace can fail: the same scenario with tracking off."""
+    for name in ("udp-fragmented-answer.yaml", "udp-fragmented-answer.trace.yaml"):
+        shutil.copy(MTU / name, tmp_path / name)
+    sc = tmp_path / "udp-fragmented-answer.yaml"
+    sc.write_text(sc.read_text().replace("topology: ../../topologies/modes.yaml",
+                                         f"topology: {SCENARIO_DIR.parent}/topologies/"
+                                         "modes.yaml\nsettings:\n"
+                                         "  load_balancer.fragment_tracking: false")
+                  .replace("timeout_s: 2", "timeout_s: 0.5"))
+    run = run_scenario(sc, captures_root=captures_root)
+    assert run.result is not None
+    assert not run.passed
+    failed = {c.name for c in run.result.claims if not c.passed}
+    assert failed == {"client", "backend-node"}
