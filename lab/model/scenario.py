@@ -90,7 +90,9 @@ class Replay(_Model):
 
 
 class Datagram(_Model):
-    """UDP datagrams of one size from one kernel socket (path-MTU discovery on: DF set)."""
+    """UDP datagrams of one size from one kernel socket: path-MTU discovery on (DF set,
+    never fragmented by the sender), or with ``allow_fragments`` Linux's default for
+    UDP (``IP_PMTUDISC_WANT``): a datagram over the path MTU leaves in fragments."""
 
     size: Annotated[int, Field(ge=1, le=65507)]  # payload bytes
     count: Annotated[int, Field(ge=1, le=100)] = 1
@@ -98,6 +100,7 @@ class Datagram(_Model):
     # ask the pod for an answer of this many bytes after its line (the pod server's
     # "answer N"); over the MTU it comes back in fragments. None: the pod echoes
     answer_size: Annotated[int, Field(ge=0, le=65000)] | None = None
+    allow_fragments: bool = False
 
 
 class Fault(_Model):

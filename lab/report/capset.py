@@ -105,9 +105,10 @@ class CaptureView:
             return None
 
     def is_clients_own(self, pkt: Pkt) -> bool:
-        """A frame the client itself sent (to the service) or received."""
+        """A frame the client itself sent (to the service: a later fragment has no port)
+        or received."""
         to_service = (pkt.src == self.client_ip and pkt.dst == self.service.ip
-                      and pkt.dport == self.service.port)
+                      and (pkt.dport == self.service.port or pkt.frag_offset > 0))
         return to_service or pkt.dst == self.client_ip
 
     def direction(self, point: PointFile, pkt: Pkt) -> SightingWay:

@@ -50,6 +50,8 @@ def packet_key(p: Pkt) -> Key:
 
 
 def flag_name(p: Pkt) -> str:
+    if (p.icmp_type, p.icmp_code) == (3, 4):
+        return f"ICMP frag-needed mtu {p.icmp_mtu}"
     if p.is_fragment:  # a datagram's piece: where it starts, "+" when more follow
         return f"{p.proto.upper()} frag {p.frag_offset}{'+' if p.more_fragments else ''}"
     if p.proto != "tcp":
@@ -290,7 +292,10 @@ def find_flows(view: CaptureView) -> tuple[list[Flow], int]:
         p = s.pkt
         port = (p.sport if p.src == view.client_ip else
                 p.dport if p.dst == view.client_ip else None)
-        if port in members and p.proto == view.service.proto:
+        about = False
+        if p.quoted is not None and p.quoted[0] == view.client_ip:
+            port, about = p.quoted[3], True  # an ICMP error about a packet of the flow
+        if port in members and (p.proto == view.service.proto or about):
             members[port].append(s)
             owner[id(s)] = port
             keys.setdefault(datagram_key(p), port)

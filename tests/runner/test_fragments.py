@@ -1,5 +1,6 @@
-"""Fragmented UDP answers through DSR, end to end (scenarios/mtu/udp-fragment*): a
-4000-byte answer leaves the pod in three fragments. With fragment tracking every
+"""Fragmented UDP through DSR, end to end (scenarios/mtu/udp-fragment*). A question
+in fragments: ICMP for the full-size first piece, then every piece DNATed with the
+option. A 4000-byte answer leaves the pod in three fragments. With fragment tracking every
 fragment leaves the backend's node from the service address and the client's
 socket gets the answer whole; off, the later fragments leave from the pod's own
 address, the client gets nothing, and the diagnosis (live and in `dsrlab review`)
@@ -15,6 +16,8 @@ import pytest
 
 from lab.capture.capdir import CaptureDir
 from lab.model.scenario import SCENARIO_DIR
+from lab.report.capset import load_view
+from lab.report.ladder import find_flows
 from lab.runner.scenario import run_scenario
 from tests.cli.helpers import dsrlab
 
@@ -95,3 +98,32 @@ def test_the_tracked_trace_fails_when_tracking_is_off(captures_root: Path,
     assert not run.passed
     failed = {c.name for c in run.result.claims if not c.passed}
     assert failed == {"client", "backend-node"}
+
+
+def test_a_fragmented_question_gets_icmp_then_goes_through_piece_by_piece(
+        captures_root: Path) -> None:
+    """3000 bytes from a socket left to Linux's default: the 1500-byte first fragment is
+    answered with ICMP frag-needed (MTU 1492); the same datagram again, cut at 1492 by
+    the client's kernel, is DNATed piece by piece with the option and answered. The
+    ladder draws the whole exchange: the ICMP error and every piece in the flow."""
+    run = run_scenario(MTU / "udp-fragmented-question.yaml", captures_root=captures_root)
+    assert run.passed, run.result.summary() if run.result else "no result"
+    first, again = _datagrams(run)
+    assert (first["error"], first["path_mtu"], again["retry"], again["size"]) == (
+        "EMSGSIZE", 1492, True, 3000)
+    assert str(again["answer"]).startswith("PodName: ")
+    (step,) = run.steps
+    assert step.ok
+    cd = CaptureDir.load(run.capture_dir)
+    (lb,) = [p for p in cd.points if p.role == "lb-node"]
+    pods = {b.ip for b in cd.manifest.backends}
+    sent_on = [p for p in cd.packets(lb)
+               if p.src == cd.client_ip and p.dst in pods and p.proto == "udp"]
+    # every piece 8 bytes longer, each with the option
+    assert [(p.ip_len, p.frag_offset) for p in sent_on] == [(1500, 0), (1500, 1472), (92, 2944)]
+    assert all(p.has_dsr_option for p in sent_on)
+    (flow,), _ = find_flows(load_view(run.capture_dir))
+    names = [t.name for t in flow.trails]
+    assert names == ["UDP frag 0+", "ICMP frag-needed mtu 1492", "UDP frag 1480+",
+                     "UDP frag 2960", "UDP frag 0+", "UDP frag 1472+", "UDP frag 2944", "UDP"]
+    assert [t.hosts[0] for t in flow.trails[4:7]] == ["client"] * 3

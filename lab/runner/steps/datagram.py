@@ -5,7 +5,10 @@ a DNS or QUIC client sends them.
 When an answer does not come and the socket learned a smaller path MTU (the
 kernel took it from an ICMP fragmentation-needed: ``EMSGSIZE`` on the socket,
 ``IP_MTU`` lowered), the datagram is sent again at the largest size that fits,
-as an application that handles ``EMSGSIZE`` does. With ``answer_size`` each
+as an application that handles ``EMSGSIZE`` does. With ``allow_fragments`` the
+socket is left to Linux's default for UDP (``IP_PMTUDISC_WANT``): a datagram
+over the path MTU leaves in fragments, and it is sent again at its own size,
+which the kernel then cuts at the lowered path MTU. With ``answer_size`` each
 datagram asks the pod for an answer of that many bytes (over the MTU it comes
 back in fragments), and a datagram counts as answered only when all of them
 arrived. The outcome lists, per datagram, its size, who answered (and how many
@@ -30,9 +33,11 @@ import errno, json, socket, sys
 ip, port, size, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
     int(sys.argv[4]), float(sys.argv[5])
 ask = f" answer {sys.argv[6]}" if sys.argv[6] != "-" else ""
-IP_MTU_DISCOVER, IP_PMTUDISC_DO, IP_MTU = 10, 2, 14
+fragments = sys.argv[7] == "1"
+IP_MTU_DISCOVER, IP_PMTUDISC_WANT, IP_PMTUDISC_DO, IP_MTU = 10, 1, 2, 14
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
+s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER,
+             IP_PMTUDISC_WANT if fragments else IP_PMTUDISC_DO)
 s.connect((ip, port))
 s.settimeout(timeout)
 local = s.getsockname()[1]
@@ -60,18 +65,22 @@ def one(n, retry):
 for _ in range(count):
     rec = one(size, False)
     if "answer" not in rec and rec["path_mtu"] < size + 28:
-        one(rec["path_mtu"] - 28, True)  # the application adapts to the path MTU
+        # the application sends again: the same datagram, which the kernel now cuts at
+        # the path MTU, or (DF) one that fits it
+        one(size if fragments else rec["path_mtu"] - 28, True)
 """
 
 
 def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
     asked = "" if spec.answer_size is None else f", each asking {spec.answer_size} bytes back"
-    ctx.say(f"{spec.count} UDP datagram(s) of {spec.size} bytes (DF) from {ctx.client} to "
+    how = "fragmented over the path MTU" if spec.allow_fragments else "DF"
+    ctx.say(f"{spec.count} UDP datagram(s) of {spec.size} bytes ({how}) from {ctx.client} to "
             f"{ctx.ip}:{ctx.port}{asked}")
     budget = min(ctx.left(), spec.count * 2 * spec.timeout_s + 5)
     proc = ctx.lab.run(ctx.client, [sys.executable, "-c", _SCRIPT, ctx.ip, str(ctx.port),
                                     str(spec.size), str(spec.count), f"{spec.timeout_s:g}",
-                                    "-" if spec.answer_size is None else str(spec.answer_size)],
+                                    "-" if spec.answer_size is None else str(spec.answer_size),
+                                    "1" if spec.allow_fragments else "0"],
                        timeout=budget, check=False)
     records: list[dict[str, Any]] = []
     for line in proc.stdout.splitlines():
@@ -89,7 +98,9 @@ def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
              + f", path MTU {r['path_mtu']}" for r in records]
     if not records:
         words = [proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"]
-    answered = [r for r in records if "answer" in r and not r["retry"]
+    # a datagram is answered when it, or the same datagram sent again (fragmented at the
+    # lowered path MTU), got the whole answer; one cut down to fit is another datagram
+    answered = [r for r in records if "answer" in r and r["size"] == spec.size
                 and (spec.answer_size is None or r["answer_bytes"] == spec.answer_size)]
     return StepOutcome("datagram", "; ".join(words), ok=len(answered) == spec.count,
                        exchanges=exchanges, figures={"datagrams": records})
