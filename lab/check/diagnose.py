@@ -96,11 +96,11 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     from lab.check.fragments import diagnose_fragments  # noqa: PLC0415  (likewise)
     from lab.check.too_big import diagnose_too_big  # noqa: PLC0415  (it imports Diagnosis)
 
-    too_big = diagnose_too_big(cd) + diagnose_fragments(cd)
-    explained = {f for d in too_big for f in d.flows}
+    by_rules = diagnose_too_big(cd) + diagnose_fragments(cd)
+    explained = {f for d in by_rules for f in d.flows}
     svc, client_ip = cd.service, cd.client_ip
     if not svc.ip or svc.protocol.upper() != "TCP":
-        return too_big
+        return by_rules
     hops = _hops(cd)
     packets = {p.name: cd.packets(p) for p in cd.points}
     found: dict[str, Diagnosis] = {}
@@ -120,7 +120,7 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
             cause, line = got
             found.setdefault(line, Diagnosis(cause, line)).flows.append(
                 f"{client_ip}:{syn.sport}")
-    return sorted([*too_big, *found.values()], key=lambda d: -len(d.flows))
+    return sorted([*by_rules, *found.values()], key=lambda d: -len(d.flows))
 
 
 def _diagnose_flow(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], eph: int,

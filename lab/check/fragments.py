@@ -28,14 +28,13 @@ def diagnose_fragments(cd: CaptureDir) -> list[Diagnosis]:
     service = f"{svc.ip}:{svc.port}"
     found: dict[str, Diagnosis] = {}
     for point in cd.by_role("backend-node"):
-        seen = cd.packets(point)
-        firsts = {p.ip_id: p for p in seen if _answer_piece(p, client_ip)
-                  and p.src == svc.ip and p.frag_offset == 0 and p.more_fragments}
-        stray = [p for p in seen if _answer_piece(p, client_ip) and p.frag_offset > 0
-                 and p.src in backend_ips and p.ip_id in firsts]
+        pieces = [p for p in cd.packets(point) if _answer_piece(p, client_ip)]
+        firsts = {p.ip_id: p for p in pieces
+                  if p.src == svc.ip and p.frag_offset == 0 and p.more_fragments}
+        stray = [p for p in pieces
+                 if p.frag_offset > 0 and p.src in backend_ips and p.ip_id in firsts]
         for pod_ip in sorted({p.src for p in stray}):
-            pieces = [p for p in stray if p.src == pod_ip]
-            answers = {p.ip_id for p in pieces}
+            answers = {p.ip_id for p in stray if p.src == pod_ip}
             line = (f"backend node {point.host} sent the later fragments of "
                     f"{_count(len(answers), 'answer')} from the pod's address {pod_ip} "
                     f"instead of {service}: only the first fragment, which carries the UDP "

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from scapy.layers.inet import IP, TCP, UDP, fragment
+from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
@@ -19,6 +19,7 @@ from lab.check.trace import TraceError, TraceResult, check_trace, load_trace, pa
 from lab.check.trace.fields import Env, FieldSpec
 from lab.wire.packets import from_scapy
 from tests.check.synth import Breakage, build
+from tests.datapath.frames import udp_fragments
 from tests.seed import (
     CLIENT_IP,
     LB_NAME,
@@ -212,10 +213,9 @@ def test_a_capture_that_lost_packets_fails_the_run_saying_where(tmp_path: Path) 
 def test_fragments_are_read_as_pieces_of_their_datagram() -> None:
     """A first fragment has the ports (its L4 checksum covers the whole datagram, so it
     is not judged here); a later one has no ports, its bytes are the datagram's."""
-    whole = IP(src=CLIENT_IP, dst=VIP, id=77) / UDP(sport=40000, dport=NODE_PORT) / Raw(
-        bytes(3000))
+    pieces = udp_fragments(bytes(3000), sport=40000, ip_id=77, frag_size=1480)
     first, second, last = (from_scapy(Ether(bytes(Ether() / f)), i)
-                           for i, f in enumerate(fragment(IP(bytes(whole)), fragsize=1480)))
+                           for i, f in enumerate(pieces))
     assert first is not None
     assert second is not None
     assert last is not None

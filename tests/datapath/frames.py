@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scapy.layers.inet import IP, TCP, UDP, in4_chksum
+from scapy.layers.inet import IP, TCP, UDP, fragment, in4_chksum
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 from scapy.utils import checksum
@@ -90,6 +90,15 @@ def udp_frame(sport: int = CLIENT_PORT, dport: int = NODE_PORT, payload: bytes =
         / UDP(sport=sport, dport=dport)
     )
     return bytes(frame / Raw(payload))
+
+
+def udp_fragments(payload: bytes, *, src: str = CLIENT_IP, dst: str = VIP,
+                  sport: int = CLIENT_PORT, dport: int = NODE_PORT, ip_id: int = 4242,
+                  frag_size: int = 1000) -> list[IP]:
+    """A UDP datagram cut into IPv4 fragments of ``frag_size`` data bytes by scapy, its
+    checksum computed over the whole datagram first (as a sender's kernel does)."""
+    whole = IP(src=src, dst=dst, id=ip_id, ttl=64) / UDP(sport=sport, dport=dport) / Raw(payload)
+    return list(fragment(IP(bytes(whole)), fragsize=frag_size))
 
 
 def splice_ip_options(frame: bytes, raw_opts: bytes) -> bytes:

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR, fragment, in4_chksum
+from scapy.layers.inet import IP, TCP, UDP, IPOption_NOP, IPOption_RR, in4_chksum
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import rdpcap, wrpcap
@@ -41,6 +41,7 @@ from lab.wire import dsropt
 from lab.wire.checksum import checksum, csum_ok
 from lab.wire.endpoint import Endpoint
 from lab.wire.pcapio import PcapWriter, read_frames
+from tests.datapath.frames import udp_fragments
 from tests.seed import (
     BACKEND_ADDRS,
     CLIENT_IP,
@@ -458,9 +459,7 @@ def test_cli_mtu(tmp_path: Path) -> None:
 def test_cli_fragments_follow_their_datagram_unless_told_not_to(tmp_path: Path) -> None:
     """A 3000-byte datagram in fragments of 1000: every piece DNATed with the option by
     default (Cilium's fragment tracking); --no-fragment-tracking: the first only."""
-    whole = IP(src=CLIENT_IP, dst=VIP, id=321) / UDP(sport=5353, dport=NODE_PORT) / Raw(
-        bytes(3000))
-    frames = [eth(f) for f in fragment(IP(bytes(whole)), fragsize=1000)]
+    frames = [eth(f) for f in udp_fragments(bytes(3000), sport=5353, ip_id=321)]
     records, out, _ = run_cli(tmp_path, frames, extra=["--seed", "1"], name="tracked")
     assert [r["verdict"] for r in records] == ["redirect"] * 4
     assert {Ether(f)[IP].dst for f in out} == {Ether(out[0])[IP].dst} != {VIP}

@@ -12,13 +12,13 @@ default; test_drops.py) every fragment passes untouched.
 from __future__ import annotations
 
 import pytest
-from scapy.layers.inet import IP, UDP, fragment, in4_chksum
+from scapy.layers.inet import IP, UDP, in4_chksum
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from lab.datapath import BackendEntry, RevnatEntry
 from lab.wire.checksum import checksum
-from tests.datapath.frames import Node, ip_header
+from tests.datapath.frames import Node, ip_header, udp_fragments
 from tests.seed import (
     CLIENT_IP,
     CLIENT_MAC,
@@ -42,8 +42,8 @@ def fragments(src: str, dst: str, sport: int, dport: int, *, ip_id: int = 4242,
               mac_src: str = CLIENT_MAC, mac_dst: str = LB_MAC,
               frag_size: int = FRAG_SIZE) -> list[bytes]:
     """A UDP datagram of PAYLOAD, fragmented by scapy, as Ethernet frames."""
-    whole = IP(src=src, dst=dst, id=ip_id, ttl=64) / UDP(sport=sport, dport=dport) / Raw(PAYLOAD)
-    pieces = fragment(IP(bytes(whole)), fragsize=frag_size)
+    pieces = udp_fragments(PAYLOAD, src=src, dst=dst, sport=sport, dport=dport, ip_id=ip_id,
+                           frag_size=frag_size)
     assert len(pieces) == -(-(len(PAYLOAD) + 8) // frag_size)
     return [bytes(Ether(src=mac_src, dst=mac_dst) / p) for p in pieces]
 

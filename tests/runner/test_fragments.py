@@ -9,28 +9,20 @@ says why."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
 
 from lab.capture.capdir import CaptureDir
-from lab.model.scenario import SCENARIO_DIR
 from lab.report.capset import load_view
 from lab.report.ladder import find_flows
 from lab.runner.scenario import run_scenario
 from tests.cli.helpers import dsrlab
+from tests.runner.mtu_scenarios import MTU, datagrams, with_setting
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
 
-MTU = SCENARIO_DIR / "mtu"
 ANSWER = 4000
-
-
-def _datagrams(run: object) -> list[dict[str, object]]:
-    (step,) = run.steps  # type: ignore[attr-defined]
-    assert step.kind == "datagram"
-    return list(step.figures["datagrams"])
 
 
 def _answer_pieces(cd: CaptureDir, role: str) -> list[tuple[str, int, bool]]:
@@ -44,7 +36,7 @@ def _answer_pieces(cd: CaptureDir, role: str) -> list[tuple[str, int, bool]]:
 def test_a_fragmented_answer_arrives_whole_with_fragment_tracking(captures_root: Path) -> None:
     run = run_scenario(MTU / "udp-fragmented-answer.yaml", captures_root=captures_root)
     assert run.passed, run.result.summary() if run.result else "no result"
-    records = _datagrams(run)
+    records = datagrams(run)
     assert [r["answer_bytes"] for r in records] == [ANSWER, ANSWER]
     assert all(str(r["answer"]).startswith("PodName: ") for r in records)
     cd = CaptureDir.load(run.capture_dir)
@@ -60,7 +52,7 @@ def test_untracked_fragments_leave_from_the_pod_and_the_diagnosis_says_so(
         captures_root: Path) -> None:
     run = run_scenario(MTU / "udp-fragments-untracked.yaml", captures_root=captures_root)
     assert run.passed, run.result.summary() if run.result else "no result"
-    assert [r.get("error") for r in _datagrams(run)] == ["timeout", "timeout"]
+    assert [r.get("error") for r in datagrams(run)] == ["timeout", "timeout"]
     cd = CaptureDir.load(run.capture_dir)
     assert cd.manifest.fragment_tracking is False
     assert run.result is not None
@@ -85,14 +77,8 @@ def test_untracked_fragments_leave_from_the_pod_and_the_diagnosis_says_so(
 def test_the_tracked_trace_fails_when_tracking_is_off(captures_root: Path,
                                                      tmp_path: Path) -> None:
     """The fragmented-answer trace can fail: the same scenario with tracking off."""
-    for name in ("udp-fragmented-answer.yaml", "udp-fragmented-answer.trace.yaml"):
-        shutil.copy(MTU / name, tmp_path / name)
-    sc = tmp_path / "udp-fragmented-answer.yaml"
-    sc.write_text(sc.read_text().replace("topology: ../../topologies/modes.yaml",
-                                         f"topology: {SCENARIO_DIR.parent}/topologies/"
-                                         "modes.yaml\nsettings:\n"
-                                         "  load_balancer.fragment_tracking: false")
-                  .replace("timeout_s: 2", "timeout_s: 0.5"))
+    sc = with_setting(tmp_path, "udp-fragmented-answer", "load_balancer.fragment_tracking: false",
+                      replace=("timeout_s: 2", "timeout_s: 0.5"))
     run = run_scenario(sc, captures_root=captures_root)
     assert run.result is not None
     assert not run.passed
@@ -108,7 +94,7 @@ def test_a_fragmented_question_gets_icmp_then_goes_through_piece_by_piece(
     ladder draws the whole exchange: the ICMP error and every piece in the flow."""
     run = run_scenario(MTU / "udp-fragmented-question.yaml", captures_root=captures_root)
     assert run.passed, run.result.summary() if run.result else "no result"
-    first, again = _datagrams(run)
+    first, again = datagrams(run)
     assert (first["error"], first["path_mtu"], again["retry"], again["size"]) == (
         "EMSGSIZE", 1492, True, 3000)
     assert str(again["answer"]).startswith("PodName: ")

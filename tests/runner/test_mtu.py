@@ -6,7 +6,6 @@ And TCP Fast Open through DSR (scenarios/tfo/): what the captures show of it."""
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,17 +15,10 @@ from lab.check.tfo import TfoConnection, cookie_rule_holds, tfo_connections
 from lab.model.scenario import SCENARIO_DIR
 from lab.runner.scenario import run_scenario
 from tests.cli.helpers import dsrlab
+from tests.runner.mtu_scenarios import MTU, datagrams, with_setting
 from tests.seed import LB_NAME
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
-
-MTU = SCENARIO_DIR / "mtu"
-
-
-def _datagrams(run: object) -> list[dict[str, object]]:
-    (step,) = run.steps  # type: ignore[attr-defined]
-    assert step.kind == "datagram"
-    return list(step.figures["datagrams"])
 
 
 def test_udp_too_big_gets_icmp_and_the_path_mtu_adapts(captures_root: Path) -> None:
@@ -34,7 +26,7 @@ def test_udp_too_big_gets_icmp_and_the_path_mtu_adapts(captures_root: Path) -> N
     assert run.passed, run.result.summary() if run.result else "no result"
     assert run.result is not None
     assert run.result.diagnoses == ()
-    first, retry = _datagrams(run)
+    first, retry = datagrams(run)
     # the client's kernel took MTU 1492 from the ICMP error: the socket says EMSGSIZE
     assert (first["ip_len"], first["error"], first["path_mtu"]) == (1500, "EMSGSIZE", 1492)
     assert (retry["ip_len"], retry["retry"], retry["path_mtu"]) == (1492, True, 1492)
@@ -44,7 +36,7 @@ def test_udp_too_big_gets_icmp_and_the_path_mtu_adapts(captures_root: Path) -> N
 def test_udp_too_big_without_icmp_errors_is_a_black_hole(captures_root: Path) -> None:
     run = run_scenario(MTU / "udp-too-big-silent.yaml", captures_root=captures_root)
     assert run.passed, run.result.summary() if run.result else "no result"
-    assert all((d["error"], d["path_mtu"]) == ("timeout", 1500) for d in _datagrams(run))
+    assert all((d["error"], d["path_mtu"]) == ("timeout", 1500) for d in datagrams(run))
     assert run.result is not None
     (line,) = run.result.diagnoses
     assert line == (
@@ -60,13 +52,7 @@ def test_udp_too_big_without_icmp_errors_is_a_black_hole(captures_root: Path) ->
 def test_the_icmp_trace_fails_when_the_errors_are_off(captures_root: Path,
                                                       tmp_path: Path) -> None:
     """The frag-needed trace can fail: the same scenario with the errors off."""
-    for name in ("udp-frag-needed.yaml", "udp-frag-needed.trace.yaml"):
-        shutil.copy(MTU / name, tmp_path / name)
-    sc = tmp_path / "udp-frag-needed.yaml"
-    sc.write_text(sc.read_text().replace("topology: ../../topologies/modes.yaml",
-                                         f"topology: {SCENARIO_DIR.parent}/topologies/"
-                                         "modes.yaml\nsettings:\n"
-                                         "  load_balancer.dsr_icmp_errors: false"))
+    sc = with_setting(tmp_path, "udp-frag-needed", "load_balancer.dsr_icmp_errors: false")
     run = run_scenario(sc, captures_root=captures_root)
     assert run.result is not None
     assert not run.passed

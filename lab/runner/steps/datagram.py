@@ -51,9 +51,9 @@ def one(n, retry):
         rec["error"] = errno.errorcode.get(e.errno, str(e.errno))
     if "error" not in rec:
         try:
-            data = s.recv(65535)
-            rec["answer"] = data.split(b"\n", 1)[0].decode(errors="replace")
-            rec["answer_bytes"] = len(data.split(b"\n", 1)[1]) if b"\n" in data else 0
+            line, _, rest = s.recv(65535).partition(b"\n")
+            rec["answer"] = line.decode(errors="replace")
+            rec["answer_bytes"] = len(rest)
         except socket.timeout:
             rec["error"] = "timeout"
         except OSError as e:
