@@ -228,6 +228,13 @@ class ObjectBtf:
             width = bit_size or int(_lib().btf__resolve_size(self._btf, mtid)) * 8
             out.setdefault(full, Field(offset, width, big))
 
+    def struct(self, name: str) -> StructLayout:
+        """The layout of ``struct name`` (e.g. ``drop_notify``)."""
+        tid = _lib().btf__find_by_name_kind(self._btf, name.encode(), KIND_STRUCT)
+        if tid < 0:
+            raise DatapathError(f"{self.path.name}: no struct {name} in its BTF")
+        return self.layout(tid)
+
     def map_layouts(self, map_name: str) -> tuple[StructLayout, StructLayout]:
         """The key and value layouts of ``map_name``, as this object declares them."""
         try:

@@ -52,10 +52,21 @@ def seed_lb_ns() -> Iterator[str]:
     eth0 at index 10 with 172.18.0.2/16 and Docker's MAC, cilium_host/cilium_net at
     11/12 with the router address, routes to the other nodes' pod CIDRs and a
     permanent neighbour for each other node (the agent pre-resolves them)."""
+    yield from _lb_namespace("cil-lb", routes=True)
+
+
+@pytest.fixture(scope="session")
+def unrouted_lb_ns() -> Iterator[str]:
+    """The same node with no route to the other nodes' pod CIDRs: a FIB lookup for a
+    backend fails there."""
+    yield from _lb_namespace("cil-lbnr", routes=False)
+
+
+def _lb_namespace(tag: str, *, routes: bool) -> Iterator[str]:
     require_root()
     t = load_topology(SEED_TOPOLOGY_PATH)
     me = t.node("cilium-dsr-control-plane")
-    name = scratch_name("cil-lb")
+    name = scratch_name(tag)
     with nsutil.scratch(name):
         nsutil.write_sysctl(name, "net.ipv4.ip_forward", 1)
         with rtnl.Rtnl.open(name) as rt:
@@ -72,7 +83,7 @@ def seed_lb_ns() -> Iterator[str]:
             rt.commit()
         with nsutil.open_iproute(name) as ipr:
             for other in t.nodes:
-                if other.name == me.name:
+                if other.name == me.name or not routes:
                     continue
                 ipr.route("add", dst=str(other.pod_cidr), gateway=str(other.ip))
                 ipr.neigh("add", dst=str(other.ip), lladdr=_mac(plan.eth0_mac(other.ip)),
