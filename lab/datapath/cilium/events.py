@@ -53,6 +53,8 @@ def _lib() -> ctypes.CDLL:
                                      ctypes.c_void_p, ctypes.POINTER(_PerfBufferOpts))
     lib.perf_buffer__poll.restype = ctypes.c_int
     lib.perf_buffer__poll.argtypes = (ctypes.c_void_p, ctypes.c_int)
+    lib.perf_buffer__consume.restype = ctypes.c_int
+    lib.perf_buffer__consume.argtypes = (ctypes.c_void_p,)
     lib.perf_buffer__free.restype = None
     lib.perf_buffer__free.argtypes = (ctypes.c_void_p,)
     return lib
@@ -190,11 +192,13 @@ class EventDecoder:
 
 
 class EventReader:
-    """Reads one node's ``cilium_events`` on a thread until closed (a context manager);
-    every decoded event goes to ``sink``."""
+    """Reads one node's ``cilium_events`` until closed (a context manager); every
+    decoded event goes to ``sink``. ``threaded``: a thread reads as events come (a live
+    lab); otherwise :meth:`flush` reads what is pending (test runs, one at a time)."""
 
     def __init__(self, map_fd: int, decoder: EventDecoder,
-                 sink: Callable[[CiliumEvent], None], page_count: int = 8) -> None:
+                 sink: Callable[[CiliumEvent], None], page_count: int = 8, *,
+                 threaded: bool = True) -> None:
         self.decoder = decoder
         self.sink = sink
         self.lost = 0
@@ -209,9 +213,11 @@ class EventReader:
         if not self._pb:
             err = ctypes.get_errno() or 22
             raise DatapathError(f"reading cilium_events: {libbpf.errno_text(err)}")
-        self._thread = threading.Thread(target=self._run, name=f"cilium-events-{decoder.node}",
-                                        daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"cilium-events-{decoder.node}")
+            self._thread.start()
 
     def _sample(self, _ctx: int | None, _cpu: int, data: int | None, size: int) -> None:
         if not data:
@@ -227,16 +233,18 @@ class EventReader:
         while not self._stop.is_set():
             _lib().perf_buffer__poll(self._pb, 100)
 
-    def drain(self) -> None:
-        """Read what is pending now (the thread reads the rest as it comes)."""
-        self._stop.set()
-        self._thread.join()
-        _lib().perf_buffer__poll(self._pb, 0)
+    def flush(self) -> None:
+        """Read every event pending now (a threaded reader stops its thread first)."""
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+        if self._pb:
+            _lib().perf_buffer__consume(self._pb)
 
     def close(self) -> None:
         if self._pb:
-            if self._thread.is_alive():
-                self.drain()
+            self.flush()
             _lib().perf_buffer__free(self._pb)
             self._pb = None
 

@@ -54,10 +54,15 @@ def load_node(source: CiliumSource, topology: Topology, node_name: str,
               cache_dir: Path | None = None) -> LoadedNode:
     """Build, load and fill Cilium's datapath for ``node_name`` of ``topology``."""
     check_supported(topology, source.version)
-    plan = plan_node(topology, node_name)
+    return load_plan(source, plan_node(topology, node_name), lb_params(topology), cache_dir)
+
+
+def load_plan(source: CiliumSource, plan: NodePlan, lb: cfg.LbParams,
+              cache_dir: Path | None = None) -> LoadedNode:
+    """Build, load and fill Cilium's datapath for one node's plan."""
     times = NodeTimes()
     started = time.monotonic()
-    host, lxcs = build_node(source, plan.node, plan.pods, lb_params(topology), cache_dir)
+    host, lxcs = build_node(source, plan.node, plan.pods, lb, cache_dir)
     times.build_s = time.monotonic() - started
     times.compiled = [b.path.name for b in (host, *lxcs.values()) if not b.cached]
     node = CiliumNode(plan.node.name)
