@@ -159,6 +159,11 @@ class CiliumNode:
         rc = libbpf.lib().bpf_map_update_elem(map_fd, ctypes.byref(key), ctypes.byref(value), 0)
         libbpf.check(rc, f"tail call {what}")
 
+    def keep_fds(self) -> list[int]:
+        """The fds whose life is the datapath's: every prog array (a prog array's entries
+        go when its last fd closes, whatever holds its programs) and every map."""
+        return sorted({fd for obj in self.objects.values() for fd in obj.maps.values()})
+
     def map_fd(self, name: str) -> int:
         try:
             return self.map_fds[name]
