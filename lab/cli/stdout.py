@@ -56,12 +56,14 @@ def describe(exc: OSError) -> str:
 
 
 class _Raw(io.RawIOBase):
-    """Descriptor 1, its write errors raised as :class:`StdoutError`; once told it
-    failed, it drops what it is given (the process is exiting)."""
+    """Descriptor 1, its first write error raised as :class:`StdoutError` and kept in
+    :attr:`failed`; from then on (and once :attr:`dropping`) what it is given is
+    dropped: the failure is told once, the process is on its way out."""
 
     def __init__(self, fd: int) -> None:
         super().__init__()
         self._fd = fd
+        self.failed: str | None = None
         self.dropping = False
 
     def writable(self) -> bool:
@@ -77,12 +79,13 @@ class _Raw(io.RawIOBase):
             return False
 
     def write(self, b: ReadableBuffer, /) -> int:
-        if self.dropping:
+        if self.dropping or self.failed is not None:
             return memoryview(b).nbytes
         try:
             return os.write(self._fd, b)
         except OSError as exc:
-            raise StdoutError(describe(exc)) from None
+            self.failed = describe(exc)
+            raise StdoutError(self.failed) from None
 
 
 def _closed(fd: int) -> bool:
@@ -141,20 +144,23 @@ def guarded(main: Callable[[], object]) -> None:
              "(to discard it: >/dev/null)")
         raise SystemExit(EXIT_CODE)
     raw = _install()
+    code: int | str | None = 0
     try:
         try:
             main()
-        except SystemExit:  # how a command ends: what is buffered goes out first
-            sys.stdout.flush()
-            raise
+        except SystemExit as exc:  # how a command ends: what is buffered goes out first
+            code = exc.code
         except BaseException:  # an interrupt, a bug: that is the story, not stdout
             with contextlib.suppress(StdoutError):
                 sys.stdout.flush()
             raise
         sys.stdout.flush()
-    except StdoutError as exc:
-        raw.dropping = True
+    except StdoutError as exc:  # nobody told it: told here
         _say(str(exc))
         raise SystemExit(EXIT_CODE) from None
     finally:
         raw.dropping = True  # the interpreter's last flush cannot fail any more
+    if raw.failed is not None and code in (0, None):  # caught and passed over on the way
+        _say(raw.failed)
+        code = EXIT_CODE
+    raise SystemExit(code)
