@@ -19,6 +19,10 @@ Typer's echo). :func:`guarded` does it for every command, in one place:
   else :func:`guarded` prints it. The output is flushed before the command
   is done, so a failure of the last line is one too; afterwards whatever is
   still buffered is dropped.
+
+Likewise any other :class:`~lab.errors.LabError` that reaches the top (a
+file that could not be written, raised where a command did not expect it)
+is its one ``error:`` line and exit 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -155,7 +159,7 @@ def guarded(main: Callable[[], object]) -> None:
                 sys.stdout.flush()
             raise
         sys.stdout.flush()
-    except StdoutError as exc:  # nobody told it: told here
+    except LabError as exc:  # nobody told it (stdout, a file, outside one_line_errors)
         _say(str(exc))
         raise SystemExit(EXIT_CODE) from None
     finally:
