@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from lab.atomic import OutputError, write_bytes
+from lab.atomic import OutputError, reason, write_bytes
 from lab.errors import LabError
 
 CHROMIUM = "chromium"
@@ -41,7 +41,10 @@ def screenshot(html: Path, png: Path | None = None, *, width: int = 1400,
     if exe is None:
         raise ScreenshotError("chromium is not installed (scripts/install.sh installs it)")
     out = (png or html.with_suffix(".png")).resolve()
-    out.unlink(missing_ok=True)
+    try:  # an older picture would not be of this report
+        out.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ScreenshotError(f"{out}: cannot replace: {reason(exc)}") from None
     with tempfile.TemporaryDirectory(prefix="dsrlab-chromium-") as profile:
         shot = Path(profile) / "screenshot.png"  # checked whole, then put in place
         argv = [exe, *QUIET_FLAGS, f"--user-data-dir={profile}",
