@@ -254,7 +254,8 @@ def check_folder(path: str | Path, what: str = "folder") -> None:
             break
         except FileNotFoundError:
             if os.path.islink(probe):
-                raise OutputError(label, f"{probe} is a symbolic link to nothing") from None
+                what = "" if probe == folder else f"{probe} "
+                raise OutputError(label, f"{what}is a symbolic link to nothing") from None
             parent = probe.parent
             if parent == probe:
                 raise OutputError(label, "no folder on its path exists") from None
