@@ -32,12 +32,11 @@ from typing import BinaryIO
 
 from lab.errors import LabError
 
-# errors of the file system while writing: turned into one OutputError line (others,
-# a bug's EBADF say, keep their traceback)
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO,
-                          errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR,
-                          errno.EISDIR, errno.ELOOP, errno.ENAMETOOLONG, errno.EMLINK,
-                          errno.EEXIST})
+# what a file system answers a writer of an open file (full, over quota, read-only,
+# failing): raised by a library writing the temporary file by name, turned into one
+# OutputError naming the output; any other OSError there (an input it could not read,
+# a bug) keeps its own story
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO})
 COPY_CHUNK = 1 << 20
 
 
