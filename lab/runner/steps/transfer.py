@@ -84,7 +84,7 @@ class _Faults:
     in_place: float | None = None  # time.monotonic() once every fault was dealt with
 
     def run(self) -> None:
-        from lab.env.faults import FaultUnavailable, describe, inject  # noqa: PLC0415
+        from lab.env.faults import FaultError, FaultUnavailable, describe, inject  # noqa: PLC0415
 
         for fault in sorted(self.faults, key=lambda f: f.after_bytes or 0):
             want = fault.after_bytes or 0
@@ -96,9 +96,9 @@ class _Faults:
             try:
                 self.undos.append(inject(self.ctx.lab, fault))
                 self.said.append(f"at {got} bytes received: {describe(fault)}")
-            except FaultUnavailable as exc:
-                self.said.append(f"at {got} bytes received: {describe(fault)} "
-                                 f"unavailable: {exc}")
+            except FaultError as exc:  # said, and the client still gives up in time
+                why = "unavailable" if isinstance(exc, FaultUnavailable) else "failed"
+                self.said.append(f"at {got} bytes received: {describe(fault)} {why}: {exc}")
         self.in_place = time.monotonic()
 
     def undo(self) -> None:
