@@ -85,7 +85,7 @@ import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 # room for every datagram while this process waits for a CPU (a loaded machine): the
 # default buffer holds fewer than are sent, and an overflow is not the loss measured
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, 1 << 22)
+s.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE (root: past rmem_max)
 s.bind((sys.argv[1], int(sys.argv[2])))
 print("ready", flush=True)
 s.settimeout(float(sys.argv[3]))

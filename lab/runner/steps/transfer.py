@@ -50,9 +50,12 @@ def transfer_argv(ctx: StepContext, spec: Transfer, timeout_s: float,
     options = ["--tcp-fastopen"] if spec.tcp_fastopen else []
     if spec.direction == "download":
         paced = f"?rate={spec.rate}" if spec.rate else ""
+        # a body watched for progress is written as it comes (--no-buffer: nothing held
+        # in curl's stdio buffer, so its size is what the client received, even after
+        # the step stopped curl)
+        watched = ["--no-buffer", "-o", str(body)] if body is not None else ["-o", "/dev/null"]
         return curl_argv(f"{base}/bytes/{spec.bytes}{paced}", timeout_s,
-                         options=[*options, "-o", str(body or "/dev/null")],
-                         write_out=_FIGURES)
+                         options=[*options, *watched], write_out=_FIGURES)
     if spec.rate:
         options += ["--limit-rate", str(spec.rate)]
     # POST N zero bytes read from a pipe (curl sends a Content-Length for @-)
