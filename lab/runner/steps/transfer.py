@@ -79,7 +79,6 @@ class _Faults:
 
     ctx: StepContext
     faults: list[Fault]
-    proc: subprocess.Popen[bytes]
     body: Path
     stop: threading.Event = field(default_factory=threading.Event)
     undos: list[Callable[[], None]] = field(default_factory=list)
@@ -186,7 +185,7 @@ def _one(ctx: StepContext, spec: Transfer
     body_file = Path(tmp.name) / "body" if tmp is not None else None
     argv = transfer_argv(ctx, spec, timeout, body_file)
     proc = ctx.lab.start(ctx.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    faults = _Faults(ctx, spec.during, proc, body_file) if body_file is not None else None
+    faults = _Faults(ctx, spec.during, body_file) if body_file is not None else None
     injector = threading.Thread(target=faults.run, name="dsrlab-faults",
                                 daemon=True) if faults is not None else None
     if injector is not None:
