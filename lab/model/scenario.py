@@ -162,9 +162,10 @@ class Transfer(_Model):
                              "body bytes the client received); an upload has none to count")
         for i, fault in enumerate(self.during):
             if fault.after_bytes is None or fault.after_bytes >= self.bytes:
+                got = "not given" if fault.after_bytes is None else f"got {fault.after_bytes}"
                 raise ValueError(f"during[{i}].after_bytes: the body bytes the client has "
                                  f"received when the fault comes, 1 to {self.bytes - 1} "
-                                 f"(got {fault.after_bytes})")
+                                 f"({got})")
         return self
 
 

@@ -144,7 +144,7 @@ def test_scenarios_in_subfolders_are_found_by_name() -> None:
      "transfer's progress, not at a time"),
     ([{"transfer": {"bytes": 10, "during": [{"host": "x", "link_down": True}]}}],
      "steps[0].transfer: Value error, during[0].after_bytes: the body bytes the client has "
-     "received when the fault comes, 1 to 9 (got None)"),
+     "received when the fault comes, 1 to 9 (not given)"),
     ([{"transfer": {"bytes": 10, "during": [{"host": "x", "link_down": True,
                                              "after_bytes": 10}]}}],
      "steps[0].transfer: Value error, during[0].after_bytes: the body bytes the client has "
