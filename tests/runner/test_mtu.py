@@ -52,7 +52,9 @@ def test_udp_too_big_without_icmp_errors_is_a_black_hole(captures_root: Path) ->
 def test_the_icmp_trace_fails_when_the_errors_are_off(captures_root: Path,
                                                       tmp_path: Path) -> None:
     """The frag-needed trace can fail: the same scenario with the errors off."""
-    sc = with_setting(tmp_path, "udp-frag-needed", "load_balancer.dsr_icmp_errors: false")
+    # (no answer can come: the wait for one need not be the 5 s an answer may take)
+    sc = with_setting(tmp_path, "udp-frag-needed", "load_balancer.dsr_icmp_errors: false",
+                      replace=("timeout_s: 5", "timeout_s: 1"))
     run = run_scenario(sc, captures_root=captures_root)
     assert run.result is not None
     assert not run.passed
