@@ -73,6 +73,17 @@ def ring_sizes(roles: list[Role]) -> list[int]:
     return [RING_KIB if r in BUSY_ROLES else share for r in roles]
 
 
+def _readable(fd: int, wait: float) -> bool:
+    """Whether ``fd`` has something to read (or its end) within ``wait`` seconds.
+
+    poll, not select: select() refuses descriptors of 1024 and above, and a lab of
+    hundreds of capture points holds that many pipes.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0.0, wait) * 1000))
+
+
 def ring_memory(kib: int, snaplen: int = SNAPLEN) -> int:
     """Bytes the kernel allocates for a ring tcpdump asks ``kib`` KiB for (libpcap:
     frames of the snap length and its header, 16-byte aligned, each in a block of the
@@ -146,8 +157,7 @@ class Capture:
                 raise CaptureError(
                     f"tcpdump on {self.point.name} did not report listening within "
                     f"{READY_TIMEOUT_S:.0f}s; stderr: {buf.decode(errors='replace')!r}")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            if _readable(fd, left):
                 chunk = os.read(fd, 4096)
                 if not chunk:
                     self.proc.wait()
@@ -182,8 +192,7 @@ class Capture:
         chunks = []
         end = time.monotonic() + wait
         while True:
-            ready, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
-            if not ready:
+            if not _readable(fd, end - time.monotonic()):
                 break
             chunk = os.read(fd, 4096)
             if not chunk:

@@ -161,3 +161,30 @@ def test_the_tcpdump_rings_share_one_budget_sized_to_the_lab(tmp_path: Path) -> 
                                                                  "node-0/eth0")]
     assert all(512 <= kib < 32768 for kib in others)
     assert sum(rings.values()) <= 256 * 1024
+
+
+@pytest.mark.netns
+def test_a_capture_whose_pipe_is_descriptor_1024_or_above_works(tmp_path: Path) -> None:
+    """A lab of hundreds of captures holds over a thousand descriptors: tcpdump's stderr
+    pipe then has a number select() refuses (before: ``ValueError: filedescriptor out
+    of range in select()`` at 300 nodes, with the lab up)."""
+    require_root()
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    ns = names.netns_name(names.new_run_id(), "fds")
+    try:
+        with nsutil.scratch(ns):
+            cap = Capture(_InNetns(ns), CapturePoint("h", "lo", "client"), tmp_path / "lo.pcap")
+            cap.spawn()
+            try:
+                assert cap.proc is not None
+                assert cap.proc.stderr is not None
+                assert cap.proc.stderr.fileno() >= 1024
+                cap.wait_listening(time.monotonic() + 10)
+                assert cap.drain(time.monotonic() + 10)
+            finally:
+                cap.stop()
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert "listening on lo" in cap.stderr
+    assert "captured" in cap.stats or "received_by_filter" in cap.stats
