@@ -130,10 +130,12 @@ def raise_open_files() -> tuple[int, int]:
 
 
 def human(n: int) -> str:
-    """Bytes for people: ``1.4 GiB``, ``512 MiB``."""
+    """Bytes for people: ``1.4 GiB``, ``512 MiB``, ``64 KiB``, ``100 bytes``."""
     if n >= 1 << 30:
         return f"{n / (1 << 30):.1f} GiB"
-    return f"{max(1, round(n / MIB))} MiB"
+    if n >= MIB:
+        return f"{round(n / MIB)} MiB"
+    return f"{round(n / 1024)} KiB" if n >= 1024 else f"{n} bytes"
 
 
 def check(needs: Needs) -> None:
