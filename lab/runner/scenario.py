@@ -197,6 +197,9 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     trace = load_scenario_trace(sc)
     check_replays(sc)  # a replay's pcap file is read before any lab comes up
     backend = backend or get_backend("netns")
+    refused = sc.backend_refusal(backend.name)  # as the pytest plugin skips it
+    if refused:
+        raise ScenarioError(refused)
     t0 = time.perf_counter()
     say(f"bringing up {topo.name} on {backend.name}")
     lab = backend.up(topo)
