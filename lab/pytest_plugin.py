@@ -74,6 +74,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "captures/. Use --dsrlab-captures captures to keep them there")
     group.addoption("--dsrlab-backend", default="netns", choices=("netns", "kind"),
                     help="backend for scenario tests (default: netns)")
+    group.addoption("--dsrlab-require-backend", default=None, choices=("netns", "kind"),
+                    metavar="BACKEND",
+                    help="fail, not skip, a test that cannot run for want of BACKEND "
+                         "(kind: docker, kind, kubectl, helm; netns: root), and fail the "
+                         "session if no test of BACKEND ran (CI's kind job: a run that "
+                         "tested nothing is not a pass)")
     group.addoption("--dsrlab-verifier-report", default=None, metavar="FILE",
                     help="before the tests, load the datapath through this kernel's "
                          "verifier and write what it said (instructions processed per "
@@ -129,6 +135,39 @@ def require_root() -> None:
         pytest.skip("needs root (network namespaces, BPF, tcpdump)")
 
 
+_BACKEND_RAN = pytest.StashKey[set[str]]()
+
+
+def require_backend(config: pytest.Config, backend: str) -> None:
+    """Skip the calling test unless ``backend`` can run here; with
+    ``--dsrlab-require-backend BACKEND``, fail it instead. A test that gets past this
+    counts as one of the backend's (see :func:`pytest_sessionfinish`)."""
+    reason: str | None
+    if backend == "kind":
+        from lab.env.kind.preflight import kind_unavailable  # noqa: PLC0415
+
+        reason = kind_unavailable()
+    else:
+        reason = None if os.geteuid() == 0 else "needs root (network namespaces, BPF, tcpdump)"
+    if reason:
+        if config.getoption("--dsrlab-require-backend") == backend:
+            pytest.fail(f"--dsrlab-require-backend {backend}: {reason}", pytrace=False)
+        pytest.skip(reason)
+    config.stash.setdefault(_BACKEND_RAN, set()).add(backend)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """``--dsrlab-require-backend BACKEND`` and no test of it ran: the session fails."""
+    required = session.config.getoption("--dsrlab-require-backend")
+    if required and required not in session.config.stash.get(_BACKEND_RAN, set()) \
+            and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"--dsrlab-require-backend {required}: no test ran on "
+                                f"{required} (none selected, or all skipped)", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def require_cmd(*names: str) -> None:
     """Skip the calling test unless every command is on PATH."""
     missing = [n for n in names if shutil.which(n) is None]
@@ -164,9 +203,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "NAME.trace.yaml): a scenario run that tests nothing is a failure")
     running = datapath_requires.release_version(platform.release())
     datapath_unmet = datapath_requires.unmet()
+    must_run_netns = config.getoption("--dsrlab-require-backend") == "netns"
     for item in items:
-        if os.geteuid() != 0 and (item.get_closest_marker("netns")
-                                  or item.get_closest_marker("bpf")):
+        if os.geteuid() != 0 and not must_run_netns and (item.get_closest_marker("netns")
+                                                          or item.get_closest_marker("bpf")):
             item.add_marker(pytest.mark.skip(
                 reason="needs root (network namespaces, BPF, tcpdump)"))
         if datapath_unmet and item.get_closest_marker("bpf"):
@@ -234,12 +274,7 @@ class ScenarioItem(pytest.Item):
         if backend not in self.backends:
             pytest.skip(f"scenario {self.name} runs on {', '.join(self.backends)}, "
                         f"not on --dsrlab-backend {backend}")
-        if backend == "kind":
-            from lab.env.kind.preflight import kind_unavailable  # noqa: PLC0415
-
-            reason = kind_unavailable()
-            if reason:
-                pytest.skip(reason)
+        require_backend(self.config, backend)
         require_root()
         require_cmd("tcpdump", "curl", "clang")
         run = run_scenario(self.path, captures_root=captures_root_for(self.config),
