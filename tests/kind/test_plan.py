@@ -370,7 +370,7 @@ def test_a_topology_whose_name_and_node_names_disagree_is_refused_at_plan_time()
     with pytest.raises(KindConfigError) as err:
         build_plan(_seed(name="cilium-modes"))
     assert str(err.value) == (
-        f"{SEED_TOPOLOGY_PATH}: nodes: kind names the nodes of cluster cilium-modes "
+        f"{SEED_TOPOLOGY_PATH}: nodes: kind names the nodes of cluster cilium-modes: "
         "cilium-modes-control-plane, cilium-modes-worker, cilium-modes-worker2; the "
         "topology's are cilium-dsr-control-plane, cilium-dsr-worker, cilium-dsr-worker2 "
         "(rename: name: cilium-dsr, or the nodes after the topology's name)")
@@ -382,7 +382,7 @@ def test_roles_count_in_the_names_kind_gives() -> None:
     for p in data["workloads"][0]["pods"]:
         p["node"] = "cilium-dsr-worker2"
     data["workloads"][0]["pods"][0]["ip"] = "10.0.0.217"
-    with pytest.raises(KindConfigError, match="kind names the nodes of cluster cilium-dsr "
+    with pytest.raises(KindConfigError, match="kind names the nodes of cluster cilium-dsr: "
                                               "cilium-dsr-control-plane, "
                                               "cilium-dsr-control-plane2, cilium-dsr-worker"):
         build_plan(parse_topology(data, SEED_TOPOLOGY_PATH))
@@ -402,7 +402,7 @@ def test_dsrlab_plan_says_the_name_problem_in_one_line(tmp_path: Path) -> None:
     out = dsrlab("plan", str(bad))
     assert out.returncode == 1
     assert out.stderr.startswith(f"error: {bad}: nodes: kind names the nodes of cluster "
-                                 "cilium-modes cilium-modes-control-plane, ")
+                                 "cilium-modes: cilium-modes-control-plane, ")
     assert out.stderr.count("\n") == 1
 
 

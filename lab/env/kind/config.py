@@ -102,6 +102,6 @@ def node_name_problem(t: Topology) -> str | None:
     cp = next((n.name for n in t.nodes if n.role == "control-plane"), "")
     if cp.endswith("-control-plane"):
         hint = f"name: {cp.removesuffix('-control-plane')}, or "
-    return (f"nodes: kind names the nodes of cluster {cluster_name(t)} "
+    return (f"nodes: kind names the nodes of cluster {cluster_name(t)}: "
             f"{', '.join(want)}; the topology's are {', '.join(got)} (rename: {hint}the "
             "nodes after the topology's name)")
