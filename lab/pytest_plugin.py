@@ -20,6 +20,11 @@ repository's ``captures/`` nor its ``latest`` link, which belong to the
 user's own ``dsrlab run``. ``--dsrlab-captures DIR`` writes them to DIR
 instead, e.g. ``--dsrlab-captures captures`` to keep them with the user's.
 
+Backends: :func:`require_backend` skips a test when its backend cannot run here
+(kind: docker, kind, kubectl, helm; netns: root), saying why;
+``--dsrlab-require-backend BACKEND`` fails it instead, and fails a session in which
+no test ran on BACKEND (a CI job for a backend cannot pass empty).
+
 Signals: a session stopped with SIGTERM or SIGHUP (CI's timeout, a closed
 terminal) stops as with Ctrl-C: a ``KeyboardInterrupt`` in the test that
 runs, so its labs and the session's fixtures are taken down (while they
@@ -95,6 +100,9 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    required = config.getoption("--dsrlab-require-backend")
+    if required:
+        config.pluginmanager.register(BackendsRan(required), "dsrlab-backends-ran")
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) == signal.SIG_DFL:
@@ -135,13 +143,20 @@ def require_root() -> None:
         pytest.skip("needs root (network namespaces, BPF, tcpdump)")
 
 
-_BACKEND_RAN = pytest.StashKey[set[str]]()
+def require_cmd(*names: str) -> None:
+    """Skip the calling test unless every command is on PATH."""
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} on PATH (run `make install`)")
 
 
-def require_backend(config: pytest.Config, backend: str) -> None:
-    """Skip the calling test unless ``backend`` can run here; with
+_RAN_ON = "dsrlab_backend"  # the user property naming the backend a test ran on
+
+
+def require_backend(item: pytest.Item, backend: str) -> None:
+    """Skip the test ``item`` unless ``backend`` can run here; with
     ``--dsrlab-require-backend BACKEND``, fail it instead. A test that gets past this
-    counts as one of the backend's (see :func:`pytest_sessionfinish`)."""
+    counts as one of the backend's (see :class:`BackendsRan`)."""
     reason: str | None
     if backend == "kind":
         from lab.env.kind.preflight import kind_unavailable  # noqa: PLC0415
@@ -150,29 +165,36 @@ def require_backend(config: pytest.Config, backend: str) -> None:
     else:
         reason = None if os.geteuid() == 0 else "needs root (network namespaces, BPF, tcpdump)"
     if reason:
-        if config.getoption("--dsrlab-require-backend") == backend:
+        if item.config.getoption("--dsrlab-require-backend") == backend:
             pytest.fail(f"--dsrlab-require-backend {backend}: {reason}", pytrace=False)
         pytest.skip(reason)
-    config.stash.setdefault(_BACKEND_RAN, set()).add(backend)
+    item.user_properties.append((_RAN_ON, backend))
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """``--dsrlab-require-backend BACKEND`` and no test of it ran: the session fails."""
-    required = session.config.getoption("--dsrlab-require-backend")
-    if required and required not in session.config.stash.get(_BACKEND_RAN, set()) \
-            and exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"--dsrlab-require-backend {required}: no test ran on "
-                                f"{required} (none selected, or all skipped)", red=True)
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+class BackendsRan:
+    """``--dsrlab-require-backend BACKEND``: the backends tests ran on, from their
+    reports (this process's, or xdist's workers' in the controller); a session in
+    which no test ran on BACKEND fails."""
 
+    def __init__(self, required: str) -> None:
+        self.required = required
+        self.ran: set[str] = set()
 
-def require_cmd(*names: str) -> None:
-    """Skip the calling test unless every command is on PATH."""
-    missing = [n for n in names if shutil.which(n) is None]
-    if missing:
-        pytest.skip(f"needs {', '.join(missing)} on PATH (run `make install`)")
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.ran |= {str(v) for k, v in report.user_properties if k == _RAN_ON}
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if hasattr(session.config, "workerinput"):  # the controller decides
+            return
+        if self.required not in self.ran and exitstatus in (
+                pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"--dsrlab-require-backend {self.required}: no test ran "
+                                    f"on {self.required} (none selected, or all skipped)",
+                                    red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def captures_root_for(config: pytest.Config) -> Path:
@@ -274,7 +296,7 @@ class ScenarioItem(pytest.Item):
         if backend not in self.backends:
             pytest.skip(f"scenario {self.name} runs on {', '.join(self.backends)}, "
                         f"not on --dsrlab-backend {backend}")
-        require_backend(self.config, backend)
+        require_backend(self, backend)
         require_root()
         require_cmd("tcpdump", "curl", "clang")
         run = run_scenario(self.path, captures_root=captures_root_for(self.config),

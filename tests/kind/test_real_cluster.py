@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.kind]
 
 
 def test_the_seed_on_a_real_kind_cluster(captures_root: Path,
-                                         pytestconfig: pytest.Config) -> None:
-    require_backend(pytestconfig, "kind")  # --dsrlab-require-backend kind: fail, not skip
+                                         request: pytest.FixtureRequest) -> None:
+    require_backend(request.node, "kind")  # --dsrlab-require-backend kind: fail, not skip
     run = run_scenario("seed", captures_root=captures_root,
                        backend=KindBackend(workdir=captures_root / "kind-tools"))
     assert run.backend == "kind"

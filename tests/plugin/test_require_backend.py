@@ -4,6 +4,8 @@ job cannot pass empty). Inner pytest sessions whose PATH has no kind, kubectl, h
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 KIND_TEST = """
@@ -11,8 +13,18 @@ import pytest
 from lab.pytest_plugin import require_backend
 
 @pytest.mark.kind
-def test_on_kind(pytestconfig):
-    require_backend(pytestconfig, "kind")
+def test_on_kind(request):
+    require_backend(request.node, "kind")
+"""
+
+NETNS_TEST = """
+from lab.pytest_plugin import require_backend
+
+def test_on_netns(request):
+    require_backend(request.node, "netns")
+
+def test_other():
+    pass
 """
 
 
@@ -40,6 +52,20 @@ def test_with_the_option_the_kind_test_fails_saying_why(
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*--dsrlab-require-backend kind: the kind backend needs "
                                  "docker, kind, kubectl, helm*"])
+
+
+def test_a_test_that_ran_on_the_backend_counts_across_xdist_workers(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Root can run netns: its test passes and the session with it, also when xdist's
+    workers ran the tests (the controller counts their reports)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (netns)")
+    pytester.makepyfile(test_netns=NETNS_TEST)
+    for extra in ((), ("-p", "xdist", "-n", "2")):
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider",
+                                               "--dsrlab-require-backend", "netns", *extra)
+        result.assert_outcomes(passed=2)
+        assert result.ret == pytest.ExitCode.OK, extra
 
 
 def test_a_session_with_no_test_of_the_required_backend_fails(
