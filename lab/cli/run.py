@@ -54,7 +54,12 @@ def run(
         fail("--kubeconfig goes with --backend kind", code=2)
     if backend == "kind":
         from lab.env.kind.preflight import kind_unavailable
+        from lab.model.scenario import load_scenario
 
+        with one_line_errors():  # the scenario's backends: first, before the tools
+            refused = load_scenario(scenario)[0].backend_refusal(backend)
+        if refused:
+            fail(refused, code=2)
         reason = kind_unavailable()
         if reason:
             fail(reason)

@@ -254,6 +254,13 @@ class Scenario(_Model):
     deadline_s: Annotated[float, Field(gt=0, le=600)] = 120.0
     source: Path | None = Field(default=None, exclude=True)
 
+    def backend_refusal(self, backend: str) -> str | None:
+        """Why the scenario does not run on ``backend`` (None: its ``backends:`` list it)."""
+        if backend in self.backends:
+            return None
+        return (f"{self.source or self.name}: backends: scenario {self.name} runs on "
+                f"{', '.join(self.backends)}, not on {backend}")
+
     @model_validator(mode="before")
     @classmethod
     def _step_kinds(cls, data: Any) -> Any:

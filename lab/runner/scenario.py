@@ -186,6 +186,9 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     check_replays(sc)  # a replay's pcap file is read before any lab comes up
     check_captures(Path(captures_root), sc.name)  # where it goes, before anything exists
     backend = backend or get_backend("netns")
+    refused = sc.backend_refusal(backend.name)  # as the pytest plugin skips it
+    if refused:
+        raise ScenarioError(refused)
     # the lab and its captures fit the machine, or one line says what is missing
     resources.check(resources.lab_needs(topo, datapath=backend.name == "netns",
                                         servers=backend.name == "netns",
