@@ -12,13 +12,13 @@ from __future__ import annotations
 import contextlib
 import shlex
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from lab.env.traffic import CurlOutput, HttpExchange, curl_argv
 from lab.model.scenario import Fault, Transfer
+from lab.plumbing import runtags
 from lab.runner.steps import StepContext, StepOutcome
 
 CURL_TIMED_OUT = 28  # curl's exit status when --max-time ran out
@@ -89,8 +89,9 @@ def _one(ctx: StepContext, spec: Transfer
     # a download's body goes to a file of ours (shared with the client's namespace),
     # whose first bytes start the faults' clock; an upload's clock starts at once
     watched = spec.direction == "download" and bool(spec.during)
-    tmp = tempfile.TemporaryDirectory(prefix="dsrlab-transfer-") if watched else None
-    body_file = Path(tmp.name) / "body" if tmp is not None else None
+    # named by the run id (dsrlab-<run id>-transfer-*): a killed run's is found by clean
+    tmp = runtags.scratch_dir(ctx.lab.run_id, "transfer") if watched else None
+    body_file = tmp / "body" if tmp is not None else None
     started = _body_arrived(body_file) if body_file is not None else (lambda: True)
     argv = transfer_argv(ctx, spec, timeout, body_file)
     proc = ctx.lab.start(ctx.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -116,7 +117,7 @@ def _one(ctx: StepContext, spec: Transfer
             with contextlib.suppress(Exception):
                 undo()
         if tmp is not None:
-            tmp.cleanup()
+            runtags.remove_dir(tmp)
     out = CurlOutput.parse(out_b.decode(errors="replace"))
     err = err_b.decode(errors="replace").strip()
     ok = proc.returncode == 0 and out.http_code == 200 and not killed
