@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import signal
 import struct
@@ -20,6 +19,7 @@ import pytest
 from lab.env import cleanup
 from lab.plumbing import names, procs
 from lab.report import screenshot as shot
+from tests.marks import MARK, marked, new_mark
 
 
 def test_chromium_renders_a_page_to_png(tmp_path: Path) -> None:
@@ -45,7 +45,6 @@ def test_a_missing_chromium_is_a_clear_error(tmp_path: Path,
 # -- stopping Chromium: nothing of it is left, however the screenshot ends -----------------
 
 REPO = Path(__file__).resolve().parents[2]
-MARK = "DSRLAB_TEST_MARK"
 # a page whose load never ends: Chromium runs until it is stopped (no race with its speed)
 HANGING = "<!doctype html><title>t</title><h1>dsrlab</h1><script>for(;;){}</script>"
 WAIT_S = 60.0
@@ -68,30 +67,8 @@ except KeyboardInterrupt:
 """
 
 
-def _marked(mark: str) -> list[int]:
-    """Running processes whose environment carries the test's mark, and the members of
-    their sessions (Chromium's renderers write their titles over their environment;
-    the case's script runs in a session of its own); zombies are gone."""
-    entry = f"{MARK}={mark}".encode()
-    marked, sessions = set(), {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        try:
-            sessions[pid] = os.getsid(pid)
-            env = Path(f"/proc/{pid}/environ").read_bytes()
-        except OSError:
-            continue
-        if entry in env.split(b"\0"):
-            marked.add(pid)
-    ours = {sessions[p] for p in marked if p in sessions}
-    found = marked | {p for p, sid in sessions.items() if sid in ours}
-    return sorted(p for p in found if procs.running(p))
-
-
 def _renderer_running(mark: str) -> bool:
-    for pid in _marked(mark):
+    for pid in marked(mark):
         try:
             if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return True
@@ -120,7 +97,7 @@ def shoot(tmp_path: Path) -> Iterator[Callable[..., Shot]]:
         html.write_text(HANGING)
         # short: Chromium's sockets go in TMPDIR, and a socket's path has 107 bytes at most
         tmp = Path(tempfile.mkdtemp(prefix="dsrlab-test-", dir="/tmp"))
-        mark = secrets.token_hex(8)
+        mark = new_mark()
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "TMPDIR": str(tmp), MARK: mark}
         proc = subprocess.Popen([sys.executable, "-c", _SHOT, str(html), str(timeout_s), run_id],
                                 cwd=REPO, env=env, stdin=subprocess.DEVNULL,
@@ -134,7 +111,7 @@ def shoot(tmp_path: Path) -> Iterator[Callable[..., Shot]]:
         if s.proc.poll() is None:
             s.proc.kill()
             s.proc.communicate()
-        procs.stop(_marked(s.mark))
+        procs.stop(marked(s.mark))
         shutil.rmtree(s.tmp, ignore_errors=True)
 
 
@@ -154,7 +131,7 @@ def _until_rendering(s: Shot) -> None:
 
 def _nothing_left(s: Shot) -> None:
     """Checked as soon as the call returned: it waits for what it started."""
-    assert _marked(s.mark) == [], "Chromium processes left running"
+    assert marked(s.mark) == [], "Chromium processes left running"
     assert sorted(p.name for p in s.tmp.iterdir()) == [], "files left in TMPDIR"
 
 
@@ -187,14 +164,14 @@ def test_a_killed_screenshot_is_found_by_its_run_id(shoot: Callable[..., Shot]) 
     _until_rendering(s)
     s.proc.kill()
     s.proc.communicate()
-    assert _marked(s.mark), "Chromium went with its parent: nothing to find"
+    assert marked(s.mark), "Chromium went with its parent: nothing to find"
     old_tmp = os.environ.get("TMPDIR")
     os.environ["TMPDIR"] = str(s.tmp)  # the run's TMPDIR, as a user's shell would have it
     tempfile.tempdir = None
     try:
         res = cleanup.find_runs([run_id])[run_id]
         assert [d.parent for d in res.temp_dirs] == [s.tmp]
-        assert set(res.pids) >= set(_marked(s.mark))
+        assert set(res.pids) >= set(marked(s.mark))
         done = cleanup.clean_run(res)
     finally:
         if old_tmp is None:
