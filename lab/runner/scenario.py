@@ -37,8 +37,9 @@ from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, Mani
 from lab.check.diagnose import diagnose
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend
+from lab.env.faults import check_available
 from lab.env.traffic import HttpExchange
-from lab.model.scenario import CompareModes, Scenario, ScenarioError, load_scenario
+from lab.model.scenario import CompareModes, FaultStep, Scenario, ScenarioError, load_scenario
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.runner.compare import compare_modes, plot_modes
@@ -197,6 +198,9 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     trace = load_scenario_trace(sc)
     check_replays(sc)  # a replay's pcap file is read before any lab comes up
     backend = backend or get_backend("netns")
+    # a fault this kernel cannot make skips the scenario before its lab or captures exist
+    check_available([s.fault for s in sc.traffic_steps() if isinstance(s, FaultStep)],
+                    backend.name)
     t0 = time.perf_counter()
     say(f"bringing up {topo.name} on {backend.name}")
     lab = backend.up(topo)
