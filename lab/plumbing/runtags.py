@@ -167,7 +167,7 @@ def _started_by(token: str, sid: int) -> list[int]:
     return [p for p in found if procs.running(p)]
 
 
-def stop_group(proc: subprocess.Popen[str], token: str) -> None:
+def stop_group(proc: subprocess.Popen[bytes], token: str) -> None:
     """Stop ``proc`` (a session and group leader started by :func:`run`), every process
     of its group and session and every process carrying the call's ``token``:
     SIGTERM, then SIGKILL after :data:`GRACE_S`; waits until they are gone."""
@@ -189,28 +189,30 @@ def stop_group(proc: subprocess.Popen[str], token: str) -> None:
 
 def run(argv: Sequence[str], *, run_id: str, env: Mapping[str, str] | None = None,
         timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` tagged with ``run_id``, in a group of its own, output captured.
+    """Run ``argv`` tagged with ``run_id``, in a session and group of its own, its
+    output captured (in unnamed files: a helper that keeps them open cannot hold the
+    call up the way it would hold a pipe's end).
 
-    Returns when it and every process it started have exited (those still running
-    when it exits are stopped); raises :class:`subprocess.TimeoutExpired` after
-    ``timeout`` and whatever interrupted the call, in both cases with the group
-    stopped first.
+    Returns once it has exited and every process it started has been stopped;
+    raises :class:`subprocess.TimeoutExpired` after ``timeout``, and whatever
+    interrupted the call, in both cases with the group stopped first.
     """
     token = secrets.token_hex(8)
     full_env = {**tag_env(run_id, env), CALL_VAR: token}
-    with interrupts.deferred():  # started and known, or not started
-        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=full_env,
-                                start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except BaseException:
-        stop_group(proc, token)
-        with contextlib.suppress(Exception):
-            proc.communicate(timeout=1)  # close the pipes
-        raise
-    stop_group(proc, token)
-    return subprocess.CompletedProcess(list(argv), proc.returncode, out, err)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with interrupts.deferred():  # started and known, or not started
+            proc = subprocess.Popen(
+                list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=full_env,
+                start_new_session=True)
+        try:
+            proc.wait(timeout)
+        finally:
+            stop_group(proc, token)
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(
+            list(argv), proc.returncode, out.read().decode(errors="replace"),
+            err.read().decode(errors="replace"))
 
 
 __all__ = ["TAG_VAR", "find_dirs", "find_pids", "remove_dir", "run", "scratch_dir",
