@@ -69,7 +69,7 @@ def run(
                                 f"({result.topology.name})"))
     print_run(result)
     if screenshot and result.report is not None:
-        _screenshot(result.report.html, result.run_id)
+        _screenshot(result.report.html, result.run_id, hold=not result.kept)
     if not result.passed:
         raise typer.Exit(1)
 
@@ -212,10 +212,11 @@ def _print_times(t: dict[str, float]) -> None:
                   f"{t.get('traffic_s', 0) * 1000:.0f} ms, total {t.get('total_s', 0):.2f} s")
 
 
-def _screenshot(html: Path, run_id: str) -> None:
-    """Chromium's picture of the report, tagged with the run id; while it runs this
-    process holds the run again (its owner file), so a bare ``dsrlab clean`` leaves
-    Chromium's scratch directory alone, and an interrupt's sweep removes it."""
+def _screenshot(html: Path, run_id: str, *, hold: bool) -> None:
+    """Chromium's picture of the report, tagged with the run id. With ``hold`` this
+    process holds the run again while Chromium runs (its owner file), so a bare
+    ``dsrlab clean`` leaves Chromium's scratch directory alone, and an interrupt's
+    sweep removes it; a lab kept up (``--keep``) is not held: it was handed over."""
     import contextlib
 
     from lab.plumbing import owner
@@ -223,14 +224,16 @@ def _screenshot(html: Path, run_id: str) -> None:
 
     if not shot.available():
         return
-    with contextlib.suppress(OSError):
-        owner.claim(run_id)
+    if hold:
+        with contextlib.suppress(OSError):
+            owner.claim(run_id)
     try:
         png = shot.screenshot(html, run_id=run_id)
     except shot.ScreenshotError as exc:
         note("report not rendered", str(exc))
         return
     finally:
-        with contextlib.suppress(OSError):
-            owner.release(run_id)
+        if hold:
+            with contextlib.suppress(OSError):
+                owner.release(run_id)
     console.print(f"rendered: {png}  (headless Chromium)", markup=False)

@@ -33,7 +33,7 @@ def _sweep() -> list[str]:
     try:
         runs = cleanup.find_runs()
         for res in runs.values():
-            if res.owner_pid == os.getpid():
+            if res.owner_pid == os.getpid() and not res.left_up:  # handed over: stays
                 problems += [line for line in cleanup.clean_run(res)
                              if line.startswith("could not")]
     except Exception as exc:  # the last net must not turn into a traceback

@@ -319,6 +319,27 @@ def test_run_stops_cleanly_in_the_screenshot(start: Callable[..., Run], sig: int
     stopped_cleanly(run, sig, group=group, finished=True)
 
 
+def test_a_kept_lab_stays_up_when_its_screenshot_is_interrupted(start: Callable[..., Run],
+                                                               ) -> None:
+    """``run --keep`` hands its lab over before the report's screenshot: a signal then
+    stops Chromium (nothing of it left) and leaves the lab up for ``dsrlab down``."""
+    run = start("run", "seed", "--captures", "{captures}", "--keep", hold_renderer=True)
+    run.until("chromium", _chromium(run))
+    run.proc.send_signal(signal.SIGTERM)
+    _, err = run.proc.communicate(timeout=WAIT_S)
+    assert run.proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    (run_id,) = run.run_ids
+    assert len(run.look()) == SEED_HOSTS  # still up
+    assert [f.name for f in owner.run_files().get(run_id, [])] == [f"{run_id}.json"]
+    assert not [p for p in marked(run.mark) if comm(p) in ("chromium", "chrome_crashpad")]
+    assert sorted(p.name for p in run.tmp.iterdir()) == []
+    down = subprocess.run([sys.executable, "-m", "lab.cli", "down", run_id], cwd=REPO,
+                          env=run.env, capture_output=True, text=True, check=False, timeout=60)
+    assert down.returncode == 0, down.stderr
+    assert run.look() == []
+
+
 @pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, True), (signal.SIGQUIT, False)],
                          ids=["SIGINT-ctrl-c", "SIGQUIT"])
 def test_run_stops_cleanly_in_the_traffic(start: Callable[..., Run], tmp_path: Path,
