@@ -21,6 +21,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from lab.atomic import OutputError, reason, write_bytes
 from lab.errors import LabError
 from lab.plumbing import names, runtags
 
@@ -30,6 +31,10 @@ QUIET_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
                "--disable-breakpad", "--disable-crash-reporter")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: no data, its CRC
 
 
 class ScreenshotError(LabError, RuntimeError):
@@ -51,24 +56,26 @@ def screenshot(html: Path, png: Path | None = None, *, run_id: str | None = None
         raise ScreenshotError("chromium is not installed (scripts/install.sh installs it)")
     run_id = run_id or names.new_run_id()
     out = (png or html.with_suffix(".png")).resolve()
-    out.unlink(missing_ok=True)
+    try:  # an older picture would not be of this report
+        out.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ScreenshotError(f"{out}: cannot replace: {reason(exc)}") from None
     scratch = runtags.scratch_dir(run_id, "chromium")
     try:
         env = _private_env(scratch)
+        shot = scratch / "screenshot.png"  # checked whole, then put in place
         argv = [exe, *QUIET_FLAGS, f"--user-data-dir={scratch / 'profile'}",
-                f"--window-size={width},{height}", f"--screenshot={out}",
+                f"--window-size={width},{height}", f"--screenshot={shot}",
                 html.resolve().as_uri()]
         try:
             proc = runtags.run(argv, run_id=run_id, env=env, timeout=timeout_s)
         except subprocess.TimeoutExpired:
             raise ScreenshotError(f"chromium did not finish within {timeout_s:.0f}s") from None
+        _place(shot, out, proc)
     finally:
         problem = runtags.remove_dir(scratch)
     if problem:
         raise ScreenshotError(f"chromium's scratch directory was not removed: {problem}")
-    if not out.exists() or out.stat().st_size == 0:
-        raise ScreenshotError(f"chromium wrote no {out.name} (exit {proc.returncode}): "
-                              f"{proc.stderr.strip()[-500:]}")
     return out
 
 
@@ -81,3 +88,26 @@ def _private_env(scratch: Path) -> dict[str, str]:
         (scratch / sub).mkdir(mode=0o700)
         env[var] = str(scratch / sub)
     return env
+
+
+def png_complete(data: bytes) -> bool:
+    """True when ``data`` is a whole PNG: its signature first, its IEND chunk last."""
+    return data.startswith(PNG_SIGNATURE) and data.endswith(PNG_END)
+
+
+def _place(shot: Path, out: Path, proc: subprocess.CompletedProcess[str]) -> None:
+    """Chromium's picture, if whole, written to ``out`` (whole or not at all)."""
+    try:
+        data = shot.read_bytes()
+    except OSError:
+        data = b""
+    if not data:
+        raise ScreenshotError(f"chromium wrote no {out.name} (exit {proc.returncode}): "
+                              f"{proc.stderr.strip()[-500:]}")
+    if not png_complete(data):
+        raise ScreenshotError(f"chromium wrote an incomplete {out.name} ({len(data)} bytes, "
+                              f"no PNG end chunk; exit {proc.returncode})")
+    try:
+        write_bytes(out, data)
+    except OutputError as exc:
+        raise ScreenshotError(str(exc)) from None
