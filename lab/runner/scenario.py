@@ -36,8 +36,9 @@ from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, Mani
 from lab.check.diagnose import diagnose
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend, resources
+from lab.env.faults import check_available
 from lab.env.traffic import HttpExchange
-from lab.model.scenario import CompareModes, Scenario, ScenarioError, load_scenario
+from lab.model.scenario import CompareModes, FaultStep, Scenario, ScenarioError, load_scenario
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.runner.compare import compare_modes, plot_modes
@@ -189,6 +190,9 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     refused = sc.backend_refusal(backend.name)  # as the pytest plugin skips it
     if refused:
         raise ScenarioError(refused)
+    # a fault this kernel cannot make skips the scenario before its lab or captures exist
+    check_available([s.fault for s in sc.traffic_steps() if isinstance(s, FaultStep)],
+                    backend.name)
     # the lab and its captures fit the machine, or one line says what is missing
     resources.check(resources.lab_needs(topo, datapath=backend.name == "netns",
                                         servers=backend.name == "netns",
