@@ -229,7 +229,7 @@ def build_trails(sightings: list[Sighting], client_ip: str) -> list[Trail]:
         # captures have microsecond timestamps: on a tie, requests go client -> pod
         # (the manifest's order of points) and replies the other way
         reply = any(s.pkt.dst == client_ip for s in group)
-        group.sort(key=lambda s: (s.pkt.time, -s.rank if reply else s.rank, s.pkt.index))
+        group.sort(key=lambda s: (s.pkt.time, -s.rank if reply else s.rank, s.pkt.frame))
         for part in _split_retransmissions(group):
             t = Trail(key, part, reply=reply)
             t.visits = _visits(part)

@@ -130,18 +130,18 @@ class ReportModel:
             return ""
         return datetime.fromtimestamp(min(times), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
-    def frame(self, point: str | None, index: int | None) -> str:
+    def frame(self, point: str | None, number: int | None) -> str:
         """A packet reference for people: the pcap file and Wireshark's frame number."""
-        if point is None or index is None:
+        if point is None or number is None:
             return ""
         pf = next((p for p in self.view.capdir.points if point in (p.name, p.host)), None)
-        return f"{pf.file.name if pf else point} frame {index + 1}"
+        return f"{pf.file.name if pf else point} frame {number}"
 
-    def anchor(self, point: str | None, index: int | None) -> str | None:
-        """The id of the ladder arrow drawn for this packet, if it is drawn."""
-        if point is None or index is None:
+    def anchor(self, point: str | None, number: int | None) -> str | None:
+        """The id of the ladder arrow drawn for this packet (by its frame number), if drawn."""
+        if point is None or number is None:
             return None
-        ref = f"{point}#{index}"
+        ref = f"{point}#{number}"
         for row in self.flows:
             if row.ladder is not None and ref in row.ladder.anchors:
                 return row.ladder.anchors[ref]

@@ -181,9 +181,10 @@ def two_flows(directory: Path, **kw: Any) -> Path:
 
 
 def frame_index(directory: Path, point: str, **want: Any) -> int:
-    """Pkt.index of the first packet at ``point`` whose fields equal ``want``."""
+    """The frame number (Wireshark's) of the first packet at ``point`` whose fields
+    equal ``want``."""
     view = load_view(directory)
-    return next(p.index for p in view.packets[point]
+    return next(p.frame for p in view.packets[point]
                 if all(getattr(p, k) == v for k, v in want.items()))
 
 
@@ -311,7 +312,7 @@ def test_a_packet_seen_on_one_host_only_is_a_dot_there(tmp_path: Path) -> None:
         sport=40700, dport=NODE_PORT, flags="R", seq=5)
     s.see("client", rst)  # the LB node never got it
     directory = s.write(tmp_path)
-    results = {"claims": [{"name": "client-session", "checks": [
+    results = {"packet_numbers": "frame", "claims": [{"name": "client-session", "checks": [
         {"flow": flow_id(40700), "point": "client/br-kind", "name": "reset", "kind": "never",
          "passed": False, "packet": frame_index(directory, "client/br-kind", flags="R")}]}]}
     (directory / "results.json").write_text(json.dumps(results))
@@ -395,7 +396,7 @@ def _results(directory: Path) -> dict[str, Any]:
     flow = FLOW1
     return {
         "scenario": "seed", "run_id": "5ynth1", "trace": "scenarios/seed.trace.yaml",
-        "passed": False,
+        "packet_numbers": "frame", "passed": False,
         "flows": [{"id": flow, "bindings": {"eph": 40312, "backend": POD2_NAME},
                    "passed": False},
                   {"id": FLOW2, "bindings": {"eph": 40320}, "passed": True}],

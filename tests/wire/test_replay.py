@@ -97,7 +97,7 @@ def test_a_foreign_capture_is_rewritten_onto_the_labs_addresses(tmp_path: Path) 
     for p in sent:
         assert p is not None
         assert (p.ip_csum_ok, p.l4_csum_ok, p.ttl, p.ip_id) == (True, True, 61, 77)
-        assert p.ip_len == len(plan.packets[p.index])  # no Ethernet padding sent
+        assert p.ip_len == len(plan.packets[p.frame - 1])  # no Ethernet padding sent
     assert sent[2] is not None
     assert sent[2].payload == GET
     assert _sha(path) == before  # read, never written
