@@ -59,6 +59,7 @@ def main() -> int:
         "kernel": platform.release(),
         "scenarios": len(verdicts),
         "verdicts": counts,
+        "not_passed": {k: v for k, v in verdicts.items() if v != "pass"},
         "last_line": every.stdout.splitlines()[-1] if every.stdout else "",
         "seconds": {"run_all": round(all_s, 1), "run_seed": round(seed_s, 2)},
         "ratios": {"run_all_over_seed": round(all_s / seed_s, 2),

@@ -51,8 +51,12 @@ def _load(name: str) -> dict[str, Any] | None:
 
 
 def scenarios(d: dict[str, Any]) -> list[str]:
-    v = d["verdicts"]
-    parts = [f"{v[k]} {k}" for k in ("pass", "FAIL", "error", "skipped") if v.get(k)]
+    v, odd = d["verdicts"], d.get("not_passed", {})
+    parts = []
+    for k in ("pass", "FAIL", "error", "skipped"):
+        names = sorted(n for n, verdict in odd.items() if verdict == k)
+        if v.get(k):
+            parts.append(f"{v[k]} {k}" + (f": {', '.join(names)}" if names else ""))
     before, after = d["load_average_before_after"]
     return [f"- `dsrlab run --all`: {d['scenarios']} scenarios ({', '.join(parts)}) in "
             f"{d['seconds']['run_all']:.0f} s, piped, on {d['cpus']} CPUs (load average "

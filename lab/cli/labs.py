@@ -50,7 +50,7 @@ def up(
 def _print_lab(lab: Lab, title: str, state: Path) -> None:
     table(("host", "kind", "address", "interface", "namespace"),
           ((h.name, h.kind, str(h.ip), h.ifname, h.netns) for h in lab.hosts.values()),
-          title=title)
+          title=title, leave_out=("kind", "interface", "address"))  # the namespace stays
     first = next(iter(lab.hosts.values()))
     console.print(f"state: {state}", markup=False)
     console.print(f"a shell on a host: nsenter --net=/run/netns/{first.netns} bash",
