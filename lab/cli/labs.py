@@ -43,7 +43,7 @@ def up(
         topo = load_topology(topology)
         with status(f"bringing up {topo.name}"):
             lab = NetnsBackend(datapath=datapath).up(topo, run_id=run_id)
-    state = lab.detach()
+        state = lab.detach()  # its state not written: taken down, one error line
     _print_lab(lab, f"lab {lab.run_id} ({topo.name}) is up", state)
 
 

@@ -65,7 +65,12 @@ def run(
         fail("--kubeconfig goes with --backend kind", code=2)
     if backend == "kind":
         from lab.env.kind.preflight import kind_unavailable
+        from lab.model.scenario import load_scenario
 
+        with one_line_errors():  # the scenario's backends: first, before the tools
+            refused = load_scenario(scenario)[0].backend_refusal(backend)
+        if refused:
+            fail(refused, code=2)
         reason = kind_unavailable()
         if reason:
             fail(reason)
@@ -117,10 +122,13 @@ def all_verdict(total: int, failed: int, skipped: int) -> Text:
 def _run_all(captures: Path, folder: Path | None = None) -> None:
     """Every scenario (of ``folder``), one after the other, a line as each ends; a table
     of verdicts, then the overall verdict as the last line; exit 1 if one failed."""
+    from lab.capture.layout import check_captures
     from lab.env.faults import FaultUnavailable
     from lab.model.scenario import all_scenarios
     from lab.runner.scenario import run_scenario
 
+    with one_line_errors():
+        check_captures(captures)  # before any lab: where every capture set goes
     rows = []
     failed = skipped = 0
     if folder is not None and not folder.is_dir():
