@@ -28,6 +28,14 @@ bench: install
 	$(PY) bench/datapath.py
 	$(PY) bench/review.py
 	$(PY) bench/modes.py
+	$(PY) bench/verifier.py
+	$(PY) bench/scenarios.py
+	$(PY) scripts/readme_figures.py
+
+# README.md's figures block from bench/results/*.json (tests/test_readme.py checks it)
+.PHONY: figures
+figures:
+	$(PY) scripts/readme_figures.py
 
 clean-lab: install
 	$(VENV)/bin/dsrlab clean

@@ -359,7 +359,7 @@ def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
     try:
         sc = Scenario.model_validate(data).model_copy(update={"source": path})
     except ValidationError as exc:
-        raise ScenarioError(validation_message(path, exc)) from None
+        raise ScenarioError(validation_message(path, exc, Scenario)) from None
     try:
         topo = load_topology(sc.topology_path(), sc.settings)
     except TopologyError as exc:

@@ -431,7 +431,7 @@ def parse_topology(data: Any, source: str | Path = "<topology>") -> Topology:
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
-        raise TopologyError(validation_message(source, exc)) from None
+        raise TopologyError(validation_message(source, exc, Topology)) from None
     return topo.model_copy(update={"source": Path(source)})
 
 

@@ -128,5 +128,14 @@ def parse_yaml(text: str, path: Path, error: type[ValueError]) -> Any:
 
 
 def read_yaml(path: Path, error: type[ValueError]) -> Any:
-    """The parsed document; ``error`` names the file (and the line for bad YAML)."""
-    return parse_yaml(read_document(path, error), path, error)
+    """The parsed document; ``error`` names the file (and the line for bad YAML). Every
+    lab document is a mapping: a file with none (empty, only comments, ``null``) says so."""
+    text = read_document(path, error)
+    data = parse_yaml(text, path, error)
+    if data is None:
+        has_text = any(line.strip() and not line.lstrip().startswith("#")
+                       for line in text.splitlines())
+        what = "holds only null" if has_text else "is empty" + (
+            " (only comments)" if text.strip() else "")
+        raise error(f"{path}: the file {what}: expected a YAML mapping of keys")
+    return data

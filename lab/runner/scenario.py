@@ -175,11 +175,11 @@ def _check_and_report(run: ScenarioRun, trace: Trace, say: Progress) -> None:
 
 def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captures"),
                  progress: Progress | None = None, backend: Backend | None = None,
-                 keep: bool = False) -> ScenarioRun:
+                 keep: bool = False, run_id: str | None = None) -> ScenarioRun:
     """Run a scenario end to end on ``backend`` (default: netns) and check its trace.
 
     With ``keep`` the lab is left running afterwards (``dsrlab down RUN_ID``),
-    failed or not.
+    failed or not. ``run_id``: the lab's run id (default: a new random one).
     """
     say = progress or (lambda _msg: None)
     sc, topo = load_scenario(name_or_path)
@@ -199,7 +199,7 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
                                         captures=[r for _, r in capture_hosts(sc, topo)]))
     t0 = time.perf_counter()
     say(f"bringing up {topo.name} on {backend.name}")
-    lab = backend.up(topo)
+    lab = backend.up(topo, run_id=run_id)
     topo = lab.topology  # the running lab's: a real cluster's addresses and pods
     try:  # from here on the lab is taken down (or detached) whatever happens
         run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id,

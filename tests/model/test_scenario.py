@@ -117,7 +117,8 @@ def test_a_setting_the_topology_refuses_names_the_field_and_the_settings(
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     assert str(info.value).startswith(f"{path}: topology (with the scenario's settings): ")
-    assert "load_balancer.mood: Extra inputs are not permitted" in str(info.value)
+    assert "load_balancer.mood: unknown key; did you mean 'mode'? (known keys: mode, " \
+        in str(info.value)
 
 
 def test_scenarios_in_subfolders_are_found_by_name() -> None:

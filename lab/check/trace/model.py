@@ -197,7 +197,7 @@ def parse_trace(data: Any, source: str | Path = "<trace>") -> Trace:
     try:
         trace = Trace.model_validate(data)
     except ValidationError as exc:
-        raise TraceError(validation_message(source, exc)) from None
+        raise TraceError(validation_message(source, exc, Trace)) from None
     _compile_all(trace, str(source))
     return trace.model_copy(update={"source": Path(source)})
 
