@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from lab.datapath.verifier import COMPLEXITY_LIMIT, VerifierReport
 from lab.matrix.kernels import Group, MatrixError, ResolvedKernel
+from lab.safetext import for_template
 
 Outcome = Literal["pass", "fail", "skip"]
 VERIFIER_GROUP = "verifier"  # the table's row for what the kernel's verifier said
@@ -240,7 +241,8 @@ def summary_markdown(summary: Summary) -> str:
 def _environment() -> Environment:
     return Environment(loader=PackageLoader("lab.matrix", "templates"),
                        autoescape=select_autoescape(enabled_extensions=("html.j2",)),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                       finalize=for_template)
 
 
 def summary_html(summary: Summary) -> str:
