@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -148,8 +149,38 @@ def check_loads(tshark: str = "tshark", path: Path | None = None,
 
 
 def install(dest_dir: Path) -> Path:
-    """Copy the dissector into ``dest_dir`` (the personal Lua plugins folder)."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    """Copy the dissector into ``dest_dir`` (the personal Lua plugins folder).
+
+    The copy is written beside its place under a temporary name and renamed over
+    it: whatever was there is replaced, never written through. A symbolic link
+    there is replaced by the file and its target left untouched; a directory in
+    the way is refused. Failures are a :class:`WiresharkError` naming the path.
+    """
+    source = lua_path().read_bytes()
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WiresharkError(f"{dest_dir}: cannot create the plugins folder: "
+                             f"{exc.strerror or exc}") from None
     dest = dest_dir / LUA_NAME
-    shutil.copyfile(lua_path(), dest)
+    if dest.is_dir() and not dest.is_symlink():
+        raise WiresharkError(f"{dest}: a directory is in the way; remove it to install")
+    try:
+        # O_EXCL: a new file of our own, never an existing name or link
+        fd, tmp = tempfile.mkstemp(prefix=f".{LUA_NAME}.", suffix=".tmp", dir=dest_dir)
+    except OSError as exc:
+        raise WiresharkError(f"{dest_dir}: cannot write: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(source)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)  # a link at dest is replaced, not followed
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WiresharkError(f"{dest}: cannot install: {exc.strerror or exc}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return dest
