@@ -28,11 +28,13 @@ def up(
     datapath: Annotated[bool, typer.Option(help="attach the DSR datapath on every node")] = True,
 ) -> None:
     """Bring a topology up on the netns backend and leave it running."""
+    from lab import settings
     from lab.env.netns import NetnsBackend
     from lab.model.topology import load_topology
 
     need_root()
     with one_line_errors():
+        settings.check_environment()  # before any namespace exists
         topo = load_topology(topology)
         with status(f"bringing up {topo.name}"):
             lab = NetnsBackend(datapath=datapath).up(topo)
