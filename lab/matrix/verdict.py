@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from lab.datapath.verifier import COMPLEXITY_LIMIT, VerifierReport
 from lab.matrix.kernels import Group, MatrixError, ResolvedKernel
-from lab.safetext import for_template
+from lab.safetext import escaped, for_template
 
 Outcome = Literal["pass", "fail", "skip"]
 VERIFIER_GROUP = "verifier"  # the table's row for what the kernel's verifier said
@@ -234,7 +234,8 @@ def summary_markdown(summary: Summary) -> str:
         mode = k.mode + (f" ({k.accel})" if k.accel else "")
         lines.append(f"| {k.kernel.name} ({k.kernel.release}) | {k.kernel.package or '-'} | "
                      f"{k.kernel.version or '-'} | {mode} | {boot} | {k.seconds:.1f} |")
-    return "\n".join(lines) + "\n"
+    # a test's message or a package name from apt: control characters escaped
+    return escaped("\n".join(lines), keep="\n") + "\n"
 
 
 @functools.cache
