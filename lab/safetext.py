@@ -20,18 +20,21 @@ This module imports nothing of the lab; every layer may use it.
 
 from __future__ import annotations
 
-import unicodedata
+import re
 
 EXCERPT_CHARS = 60
 """At most this many characters of a value are quoted in an error message."""
 
 # Cc: C0, DEL, C1; Cf: bidi marks, overrides and isolates, zero-width (joiner) characters,
-# soft hyphen, BOM; Zl/Zp: U+2028/U+2029, which some viewers take as a new line
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
-
-
-def _unsafe(c: str) -> bool:
-    return unicodedata.category(c) in _UNSAFE_CATEGORIES
+# soft hyphen, BOM, tags; Zl/Zp: U+2028/U+2029, which some viewers take as a new line;
+# Cs: lone surrogates. Every such code point of Unicode 14 (Python 3.11's unicodedata;
+# tests/test_safetext.py checks the running Python's against it), as one class for speed
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
+    r"\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0001\U000e0020-\U000e007f]")
+UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
 
 
 def _escape(c: str) -> str:
@@ -52,17 +55,17 @@ def _escape(c: str) -> str:
 def escaped(text: str, keep: str = "\n\t") -> str:
     """``text`` with every control or format character but those in ``keep``
     written as an escape (``\\x1b``, ``\\x9b``, ``\\u202e``); printable text as it is."""
-    if text.isprintable() and not any(_unsafe(c) for c in text):
-        return text  # fast path; isprintable() alone lets a few format characters pass
-    return "".join(_escape(c) if _unsafe(c) and c not in keep else c for c in text)
+    if text.isprintable():  # no Cc, Cf, Zl, Zp or Cs character: nothing to escape
+        return text
+    return _UNSAFE.sub(lambda m: m[0] if m[0] in keep else _escape(m[0]), text)
 
 
 def one_line(text: str) -> str:
     """``text`` with every character that is not printable escaped, newlines and tabs
     included (``\\n``, ``\\x85``): a message line stays one line, whatever it quotes."""
-    if text.isprintable() and not any(_unsafe(c) for c in text):
+    if text.isprintable():
         return text
-    return "".join(c if c.isprintable() and not _unsafe(c) else _escape(c) for c in text)
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
 
 
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
