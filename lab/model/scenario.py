@@ -253,11 +253,16 @@ class Scenario(_Model):
         except (OSError, RuntimeError, ValueError) as exc:  # a loop, a NUL byte
             raise ScenarioError(f"{where}: cannot resolve {excerpt(value)}: {exc}") from None
         folders = allowed_folders(self.source)
-        if not any(path.is_relative_to(f) for f in folders):
-            link = "" if Path(value).is_absolute() and Path(value) == path else f" ({path})"
+        inside = [path.relative_to(f) for f in folders if path.is_relative_to(f)]
+        link = "" if Path(value).is_absolute() and Path(value) == path else f" ({path})"
+        if not inside:
             raise ScenarioError(
                 f"{where}: {excerpt(value)}{link} is outside the scenario's folder; a scenario "
                 f"names only files in {', '.join(map(str, folders))}")
+        if all(any(part.startswith(".") for part in rel.parts) for rel in inside):
+            # .ssh/, .env, .git/: a scenario's folder may be a home folder
+            raise ScenarioError(f"{where}: {excerpt(value)}{link} is a hidden file or in a "
+                                "hidden folder; a scenario does not name those")
         return path
 
     def topology_path(self) -> Path:

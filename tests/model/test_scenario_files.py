@@ -89,6 +89,23 @@ def test_a_link_pointing_out_is_refused_for_every_field(tmp_path: Path, outside:
     _refused(replay, r"steps[1].replay.pcap")
 
 
+def test_a_hidden_file_in_the_folder_is_refused(tmp_path: Path) -> None:
+    """A scenario in a home folder cannot name ~/.ssh/id_rsa or ~/.env."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_rsa").write_text(SECRET)
+    (home / ".env").write_text(SECRET_DOC)
+    for field, value in (("trace", ".ssh/id_rsa"), ("trace", ".env"),
+                         ("topology", "./sub/../.env")):
+        path = _scenario(home, **{field: value})
+        with pytest.raises(ScenarioError) as info:
+            _load(path)
+        message = str(info.value)
+        assert message.startswith(f"{path}: {field}: "), message
+        assert "hidden" in message
+        assert "MIIEvQ" not in message
+
+
 def test_a_replay_pcap_outside_is_refused(tmp_path: Path, outside: Path) -> None:
     for value in ("../outside/id_rsa", str(outside / "id_rsa"), "/proc/self/environ"):
         path = _scenario(tmp_path / "sc", steps=[{"replay": {"pcap": value}}])
