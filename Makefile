@@ -18,6 +18,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy lab
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/actionlint .github/workflows/ci.yml
 
 test: lint
 	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lab.atomic import OutputError, check_folder, replace_symlink
 from lab.errors import LabError
 
 Role = Literal["client", "lb-node", "backend-node", "pod"]
@@ -37,8 +39,8 @@ class CaptureError(LabError, RuntimeError):
 
 _RUN_ID = re.compile(r"^[0-9a-f]{6}$")
 _LAB_FILE = re.compile(r"^\.?(manifest\.json|merged\.pcapng|report\.[a-z]+|[^/]+\.pcap"
-                       r"|modes\.json|modes\.svg)"
-                       r"(\.tmp)?$")
+                       r"|modes\.json|modes\.svg|steps\.json|results\.json)"
+                       r"(\.[0-9a-f]{8})?(\.tmp)?$")  # .NAME.<8 hex>.tmp: lab.atomic's
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,33 @@ def remove_capture_set(cs: CaptureSet) -> list[str]:
     return done
 
 
+def check_captures(root: Path, scenario: str | None = None) -> None:
+    """Refuse (:class:`~lab.atomic.OutputError`, one line) a captures folder a run could
+    not write its capture set to, before the run starts anything.
+
+    ``root`` (and ``root/<scenario>`` when given) must be a writable folder or
+    one that can be made (:func:`lab.atomic.check_folder`); ``latest`` there
+    must be a symbolic link or absent (the run replaces it).
+    """
+    check_folder(root, "captures folder")
+    if scenario is None:
+        return
+    folder = root / scenario
+    check_folder(folder, "captures folder")
+    link = folder / LATEST
+    try:
+        st = os.lstat(link)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(link, str(exc.strerror).lower()) from None
+    if not stat.S_ISLNK(st.st_mode):
+        raise OutputError(link, "is not a symbolic link: the run points it at its capture "
+                          "set; move it away")
+
+
 def mark_latest(run_dir: Path) -> Path:
     """Point ``<run_dir>/../latest`` at ``run_dir`` (atomically); returns the link."""
-    link = run_dir.parent / LATEST
-    tmp = run_dir.parent / f".{LATEST}-{run_dir.name}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(link)
-    return link
+    # the temporary link of this run id's name an older dsrlab made (and, killed, left)
+    (run_dir.parent / f".{LATEST}-{run_dir.name}").unlink(missing_ok=True)
+    return replace_symlink(run_dir.parent / LATEST, run_dir.name)

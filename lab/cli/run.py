@@ -54,7 +54,12 @@ def run(
         fail("--kubeconfig goes with --backend kind", code=2)
     if backend == "kind":
         from lab.env.kind.preflight import kind_unavailable
+        from lab.model.scenario import load_scenario
 
+        with one_line_errors():  # the scenario's backends: first, before the tools
+            refused = load_scenario(scenario)[0].backend_refusal(backend)
+        if refused:
+            fail(refused, code=2)
         reason = kind_unavailable()
         if reason:
             fail(reason)
@@ -76,10 +81,13 @@ def run(
 
 def _run_all(captures: Path) -> None:
     """Every scenario, one after the other; a table of verdicts; exit 1 if one failed."""
+    from lab.capture.layout import check_captures
     from lab.env.faults import FaultUnavailable
     from lab.model.scenario import all_scenarios
     from lab.runner.scenario import run_scenario
 
+    with one_line_errors():
+        check_captures(captures)  # before any lab: where every capture set goes
     rows = []
     failed = skipped = 0
     paths = all_scenarios()

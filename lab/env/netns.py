@@ -48,6 +48,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
 
+from lab.atomic import OutputError, check_folder, reason, write_text
 from lab.datapath import BackendEntry, DatapathObject, build_object, maglev
 from lab.datapath.fabric import FabricObject, FabricPort
 from lab.env import podserver
@@ -342,10 +343,14 @@ class NetnsLab:
         the state is written (the lab is then up, as asked, and findable).
         """
         with interrupts.deferred():
+            try:
+                path = self.write_state()
+            except BaseException as exc:  # not left up unfindable: taken down instead
+                self.__exit__(type(exc), exc, exc.__traceback__)
+                raise
             self.close_handles()
             self._closed = True
             self._undo.steps.clear()
-            path = self.write_state()
             owner.release(self.run_id)
         return path
 
@@ -360,7 +365,10 @@ class NetnsLab:
             self.servers.release()
 
     def write_state(self) -> Path:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        try:
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(STATE_DIR, f"cannot create: {reason(exc)}") from None
         path = state_path(self.run_id)
         state = {
             "run_id": self.run_id,
@@ -371,10 +379,7 @@ class NetnsLab:
             "pids": self.pids,
             "created": time.time(),
         }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.rename(path)
-        return path
+        return write_text(path, json.dumps(state, indent=2))
 
 
 def _remove_namespaces(created: list[str]) -> None:
@@ -541,6 +546,7 @@ class NetnsBackend:
                 f"{topology.source or topology.name}: load_balancer.dispatch: the netns "
                 f"datapath carries the service in an IPv4 option (opt) only, not "
                 f"{topology.load_balancer.dispatch}")
+        check_folder(STATE_DIR, "state folder")  # claims and state go there: checked first
         lab = NetnsLab(topology, run_id or names.new_run_id())
         try:
             self._build(lab)

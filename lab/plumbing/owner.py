@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 
 from lab import settings
+from lab.atomic import OutputError, reason
 from lab.plumbing import names
 
 OWNER_DIR = settings.state_dir_path()  # checked where it is used (lab.settings)
@@ -65,12 +66,16 @@ def claim(run_id: str) -> None:
     # written whole, then linked into place: nobody ever reads a half-written claim
     # (which would look like a dead owner to ``dsrlab clean``)
     tmp = path.with_name(f".{path.name}.{pid}.tmp")
-    tmp.write_text(f"{pid} {_start_time(pid)}\n")
     try:
+        OWNER_DIR.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(f"{pid} {_start_time(pid)}\n")
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
+    except OSError as exc:
+        raise OutputError(path, f"cannot write: {reason(exc)}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def release(run_id: str) -> None:

@@ -21,11 +21,11 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from lab.atomic import copy_file
 from lab.errors import LabError
 
 LUA_NAME = "dsr_option.lua"
@@ -154,9 +154,9 @@ def install(dest_dir: Path) -> Path:
     The copy is written beside its place under a temporary name and renamed over
     it: whatever was there is replaced, never written through. A symbolic link
     there is replaced by the file and its target left untouched; a directory in
-    the way is refused. Failures are a :class:`WiresharkError` naming the path.
+    the way is refused (:class:`WiresharkError`); a failed write is the
+    :class:`~lab.atomic.OutputError` naming the file.
     """
-    source = lua_path().read_bytes()
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -165,22 +165,5 @@ def install(dest_dir: Path) -> Path:
     dest = dest_dir / LUA_NAME
     if dest.is_dir() and not dest.is_symlink():
         raise WiresharkError(f"{dest}: a directory is in the way; remove it to install")
-    try:
-        # O_EXCL: a new file of our own, never an existing name or link
-        fd, tmp = tempfile.mkstemp(prefix=f".{LUA_NAME}.", suffix=".tmp", dir=dest_dir)
-    except OSError as exc:
-        raise WiresharkError(f"{dest_dir}: cannot write: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(source)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)  # a link at dest is replaced, not followed
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise WiresharkError(f"{dest}: cannot install: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    copy_file(lua_path(), dest)  # beside it, renamed over it: a link is replaced, not followed
     return dest
