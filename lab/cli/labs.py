@@ -172,7 +172,8 @@ def clean(  # noqa: PLR0917 (typer: one parameter per option)
 
 
 def _summary(res: RunResidue) -> str:
-    files = ", ".join(f.name for f in res.files) or "none"
+    files = ", ".join([f.name for f in res.files]
+                      + [str(d) for d in res.temp_dirs]) or "none"
     return (f"{len(res.namespaces)} namespaces, {len(res.pids)} processes, "
             f"{_state(res)}, files: {files}")
 

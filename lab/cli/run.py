@@ -74,7 +74,7 @@ def run(
                                 f"({result.topology.name})"))
     print_run(result)
     if screenshot and result.report is not None:
-        _screenshot(result.report.html)
+        _screenshot(result.report.html, result.run_id, hold=not result.kept)
     if not result.passed:
         raise typer.Exit(1)
 
@@ -88,31 +88,41 @@ def _run_all(captures: Path) -> None:
 
     with one_line_errors():
         check_captures(captures)  # before any lab: where every capture set goes
-    rows = []
+    rows: list[list[str]] = []
     failed = skipped = 0
     paths = all_scenarios()
-    with status("starting") as progress:
-        for i, path in enumerate(paths, start=1):
-            def say(msg: str, name: str = path.stem, n: int = i) -> None:
-                progress(f"[{n}/{len(paths)}] {name}: {msg}")
+    try:
+        with status("starting") as progress:
+            for i, path in enumerate(paths, start=1):
+                def say(msg: str, name: str = path.stem, n: int = i) -> None:
+                    progress(f"[{n}/{len(paths)}] {name}: {msg}")
 
-            try:
-                res = run_scenario(path, captures_root=captures, progress=say)
-            except FaultUnavailable as exc:  # this kernel cannot make the fault: not run
-                skipped += 1
-                rows.append([path.stem, "-", "-", "-", "skipped", "-", "-", str(exc)])
-                continue
-            except LabError as exc:
-                failed += 1
-                rows.append([path.stem, "-", "-", "-", "error", "-", "-", str(exc)])
-                continue
-            failed += not res.passed
-            rows.append(_verdict_row(res))
-    table(("scenario", "mode", "port", "node", "verdict", "claims", "requests", "captures"),
-          rows, title=f"{len(paths)} scenarios, {len(paths) - failed - skipped} passed"
-          + (f", {skipped} skipped" if skipped else ""))
+                try:
+                    res = run_scenario(path, captures_root=captures, progress=say)
+                except FaultUnavailable as exc:  # this kernel cannot make the fault: not run
+                    skipped += 1
+                    rows.append([path.stem, "-", "-", "-", "skipped", "-", "-", str(exc)])
+                    continue
+                except LabError as exc:
+                    failed += 1
+                    rows.append([path.stem, "-", "-", "-", "error", "-", "-", str(exc)])
+                    continue
+                failed += not res.passed
+                rows.append(_verdict_row(res))
+    except KeyboardInterrupt:  # a signal: the verdicts of the scenarios that finished
+        _verdict_table(rows, failed, skipped,
+                       f"interrupted after {len(rows)} of {len(paths)} scenarios")
+        raise
+    _verdict_table(rows, failed, skipped, f"{len(paths)} scenarios")
     if failed:
         raise typer.Exit(1)
+
+
+def _verdict_table(rows: list[list[str]], failed: int, skipped: int, what: str) -> None:
+    passed = len(rows) - failed - skipped
+    table(("scenario", "mode", "port", "node", "verdict", "claims", "requests", "captures"),
+          rows, title=f"{what}, {passed} passed" + (f", {failed} failed" if failed else "")
+          + (f", {skipped} skipped" if skipped else ""))
 
 
 def _verdict_row(res: ScenarioRun) -> list[str]:
@@ -210,14 +220,28 @@ def _print_times(t: dict[str, float]) -> None:
                   f"{t.get('traffic_s', 0) * 1000:.0f} ms, total {t.get('total_s', 0):.2f} s")
 
 
-def _screenshot(html: Path) -> None:
+def _screenshot(html: Path, run_id: str, *, hold: bool) -> None:
+    """Chromium's picture of the report, tagged with the run id. With ``hold`` this
+    process holds the run again while Chromium runs (its owner file), so a bare
+    ``dsrlab clean`` leaves Chromium's scratch directory alone, and an interrupt's
+    sweep removes it; a lab kept up (``--keep``) is not held: it was handed over."""
+    import contextlib
+
+    from lab.plumbing import owner
     from lab.report import screenshot as shot
 
     if not shot.available():
         return
+    if hold:
+        with contextlib.suppress(OSError):
+            owner.claim(run_id)
     try:
-        png = shot.screenshot(html)
+        png = shot.screenshot(html, run_id=run_id)
     except shot.ScreenshotError as exc:
         note("report not rendered", str(exc))
         return
+    finally:
+        if hold:
+            with contextlib.suppress(OSError):
+                owner.release(run_id)
     console.print(f"rendered: {png}  (headless Chromium)", markup=False)

@@ -31,6 +31,20 @@ LAB_ROOT = Path(__file__).resolve().parents[2]
 SCENARIO_DIR = LAB_ROOT / "scenarios"
 TOPOLOGY_DIR = LAB_ROOT / "topologies"
 
+# What a scenario may ask for (README: "Resources"). Its steps' payload is captured at
+# every hop (a pcap each, then the merged pcapng: ~2 x hops x the bytes on disk);
+# a modes comparison's transfers are captured at the LB node only.
+TRAFFIC_BUDGET = 256 << 20  # bytes every transfer and datagram step moves, in all
+COMPARE_BUDGET = 1 << 30  # bytes a modes comparison transfers, over all its modes
+
+
+def _size(n: int) -> str:
+    """Bytes for a message: ``1 GiB``, ``250 MiB``, ``3000 B``."""
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.4g} {unit}"
+    return f"{n} B"
+
 
 class ScenarioError(LabError, ValueError):
     """A scenario file that cannot be used; names the file and the field."""
@@ -269,6 +283,35 @@ class Scenario(_Model):
         if problems:
             raise FieldProblem(problems)
         return data
+
+    @model_validator(mode="after")
+    def _within_budget(self) -> Scenario:
+        """Steps move at most TRAFFIC_BUDGET bytes in all, a comparison COMPARE_BUDGET;
+        the error names the step at which the sum goes over."""
+        total = 0
+        for i, step in enumerate(self.steps):
+            if isinstance(step, TransferStep):
+                kind, each, count = "transfer", step.transfer.bytes, step.transfer.count
+            elif isinstance(step, DatagramStep):
+                kind, each, count = "datagram", step.datagram.size, step.datagram.count
+            else:
+                continue
+            total += each * count
+            if total > TRAFFIC_BUDGET:
+                before = f" after {_size(total - each * count)} in the steps before" \
+                    if total > each * count else ""
+                raise FieldProblem([(f"steps[{i}].{kind}", (
+                    f"{count} x {_size(each)} = {_size(each * count)}{before} is over the "
+                    f"{_size(TRAFFIC_BUDGET)} a scenario's steps may move in all (captured "
+                    f"at every hop); move less or fewer times"))])
+        if self.compare_modes is not None:
+            cm = self.compare_modes
+            asked = cm.transfer_bytes * len(cm.modes)
+            if asked > COMPARE_BUDGET:
+                raise FieldProblem([("compare_modes.transfer_bytes", (
+                    f"{len(cm.modes)} modes x {_size(cm.transfer_bytes)} = {_size(asked)} is "
+                    f"over the {_size(COMPARE_BUDGET)} a comparison may transfer in all"))])
+        return self
 
     def traffic_steps(self) -> list[Step]:
         """What the runner does: the steps, or the one send/requests step they stand for."""

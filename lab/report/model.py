@@ -152,6 +152,11 @@ class ReportModel:
         return [r for r in self.flows if r.ladder is not None]
 
     @property
+    def folded(self) -> int:
+        """Packets left off the ladders (folded bulk data)."""
+        return sum(r.ladder.folded for r in self.ladders if r.ladder is not None)
+
+    @property
     def unlaid(self) -> list[FlowRow]:
         return [r for r in self.flows if r.ladder is None]
 
