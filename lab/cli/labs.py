@@ -33,6 +33,7 @@ def up(
     run_id: Annotated[str | None, typer.Option(help=RUN_ID_HELP, show_default=False)] = None,
 ) -> None:
     """Bring a topology up on the netns backend and leave it running."""
+    from lab import settings
     from lab.env.netns import NetnsBackend
     from lab.model.topology import load_topology
 
@@ -40,6 +41,7 @@ def up(
     if run_id is not None:
         check_new_run_id(run_id)
     with one_line_errors():
+        settings.check_environment()  # before any namespace exists
         topo = load_topology(topology)
         with status(f"bringing up {topo.name}"):
             lab = NetnsBackend(datapath=datapath).up(topo, run_id=run_id)

@@ -11,6 +11,11 @@ of stdout itself (``isatty``), not of ``FORCE_COLOR``/``TTY_COMPATIBLE``.
 Lines are never wrapped or cut by Rich, on a terminal either (soft wrap:
 the terminal wraps them, so a path or command copied from it stays whole).
 
+Control characters in anything printed (a path, a name, a message quoting a
+file) are shown escaped (``\x1b``, ``\u202e``; :func:`lab.safetext.escaped`),
+on a terminal and piped: a value cannot retitle, clear or recolour the
+terminal, nor turn a line around. Rich's own colours and cursor moves stay.
+
 Nothing a user typed or a file held (paths, names, messages) is parsed as
 Rich markup: pass such values as plain ``str`` table cells, in
 :class:`~rich.text.Text` parts, or with ``markup=False``. Emoji codes
@@ -27,10 +32,11 @@ from typing import IO, NoReturn
 
 import typer
 from rich.console import Console
-from rich.control import strip_control_codes
+from rich.segment import Segment
 from rich.text import Text
 
 from lab.errors import LabError
+from lab.safetext import escaped
 
 Cell = str | Text
 """A table cell: a ``str`` is printed literally; a :class:`Text` may carry style."""
@@ -45,12 +51,22 @@ def _isatty(stream: IO[str] | None) -> bool:
         return False
 
 
+class _EscapingConsole(Console):
+    """A Console whose text reaches the stream with control characters escaped; the
+    control codes Rich makes itself (styles, cursor moves of a spinner) pass."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            seg if seg.control else Segment(escaped(seg.text), seg.style, seg.control)
+            for seg in buffer)
+
+
 # stdout: results. stderr: errors, notes, progress. Each is "a terminal" when its
 # stream is one, whatever FORCE_COLOR says: a pipe gets no ANSI codes.
-console = Console(highlight=False, emoji=False, soft_wrap=True,
-                  force_terminal=_isatty(sys.stdout))
-err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True,
-              force_terminal=_isatty(sys.stderr))
+console = _EscapingConsole(highlight=False, emoji=False, soft_wrap=True,
+                           force_terminal=_isatty(sys.stdout))
+err = _EscapingConsole(stderr=True, highlight=False, emoji=False, soft_wrap=True,
+                       force_terminal=_isatty(sys.stderr))
 
 
 def on_terminal() -> bool:
@@ -64,7 +80,7 @@ def styled(text: str, style: str) -> Text:
 
 
 def _plain(cell: Cell) -> str:
-    text = cell.plain if isinstance(cell, Text) else strip_control_codes(cell)
+    text = escaped(cell.plain if isinstance(cell, Text) else cell)
     return " ".join(text.splitlines()) if "\n" in text else text
 
 
@@ -109,7 +125,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *,
     for i in kept:
         t.add_column(columns[i], width=widths[i], overflow="fold")
     for row in rows:
-        t.add_row(*(c if isinstance(c, Text) else Text(c) for c in (row[i] for i in kept)))
+        t.add_row(*(c if isinstance(c, Text) else Text(escaped(c)) for c in (row[i] for i in kept)))
     # wider than the terminal only when one column's longest word is: then the line
     # runs on (the terminal wraps it) rather than cut that word
     console.print(t, width=max(console.width, table_width([widths[i] or 0 for i in kept])))

@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable
 
 from lab.plumbing import interrupts
+from lab.safetext import one_line
 
 
 def _sweep() -> list[str]:
@@ -60,7 +61,7 @@ def run(main: Callable[[], object]) -> None:
     try:
         if problems:
             sys.stderr.write(f"interrupted ({name}): cleanup incomplete: "
-                             f"{'; '.join(problems)} (run dsrlab clean)\n")
+                             f"{one_line('; '.join(problems))} (run dsrlab clean)\n")
         else:
             sys.stderr.write(f"interrupted ({name}): cleaned up\n")
         sys.stderr.flush()

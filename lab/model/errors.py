@@ -4,9 +4,10 @@ Every loader of a lab document (topology, scenario, expected trace, capture
 manifest) turns a pydantic :class:`~pydantic.ValidationError` into lines
 through :func:`validation_lines`, so each reports *every* error, each with
 the file and the field path (``nodes[1].ip``), and shows the offending
-value where it is a scalar. A key the document's model does not know is
-named with the keys it does and the closest of them (``did you mean
-'size'?``), when the loader passes its model.
+value where it is a scalar: a short, escaped excerpt (:func:`lab.safetext.excerpt`),
+never a whole value (a file read where a document was expected is not echoed).
+A key the document's model does not know is named with the keys it does and the
+closest of them (``did you mean 'size'?``), when the loader passes its model.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+
+from lab.safetext import excerpt, one_line
+
+__all__ = ["FieldProblem", "field_path", "one_line", "validation_lines", "validation_message"]
 
 
 class FieldProblem(ValueError):
@@ -35,14 +40,6 @@ class FieldProblem(ValueError):
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-
-
-def one_line(text: str) -> str:
-    """``text`` with every character that is not printable escaped (``\\n``, ``\\x85``):
-    a message line stays one line, whatever a file's keys and values hold."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -135,16 +132,10 @@ def validation_lines(source: str | Path, exc: ValidationError,
             continue
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) or err["type"] == "missing" \
-            else f" (got {_short(got)})"
+            else f" (got {excerpt(got)})"
         lines.append(f"{source}: {field_path(tuple(err['loc']))}: "
                      f"{one_line(err['msg'])}{shown}")
     return lines
-
-
-def _short(value: object, limit: int = 200) -> str:
-    """The offending value as shown in a message: its repr, one line, cut at ``limit``."""
-    text = one_line(repr(value))
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def validation_message(source: str | Path, exc: ValidationError,

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from lab.safetext import excerpt
+
 MAX_BYTES = 1 << 20  # 1 MiB: the seed topology is 2 KiB, a 256-node one ~40 KiB
 MAX_DEPTH = 64  # mappings and lists inside each other
 
@@ -108,7 +110,7 @@ class _LabLoader(yaml.SafeLoader):
             if first is not None:
                 raise yaml.constructor.ConstructorError(
                     None, None,
-                    f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                    f"duplicate key {excerpt(key)} (first at line {first.start_mark.line + 1})",
                     key_node.start_mark)
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab import settings
 from lab.atomic import write_text
 from lab.capture.capdir import CaptureDir
 from lab.capture.layout import COMPARISON, COMPARISON_PLOT, STEPS, Role, check_captures, mark_latest
@@ -182,6 +183,7 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     failed or not. ``run_id``: the lab's run id (default: a new random one).
     """
     say = progress or (lambda _msg: None)
+    settings.check_environment()  # every setting from the environment, before any lab
     sc, topo = load_scenario(name_or_path)
     trace = load_scenario_trace(sc)
     check_replays(sc)  # a replay's pcap file is read before any lab comes up

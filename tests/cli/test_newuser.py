@@ -166,7 +166,7 @@ def test_run_all_piped_prints_a_line_as_each_scenario_ends_and_the_verdict_last(
     assert still_running
     lines = rest.splitlines()
     assert re.fullmatch(r"\[2/2\] b-snat: FAIL, claims \d/6, \d+\.\d s", lines[0]), lines
-    assert lines[1] == "2 scenarios, 1 passed"
+    assert lines[1] == "2 scenarios, 1 passed, 1 failed"
     assert lines[-1] == "FAIL: 1 of 2 scenarios failed", rest
     assert proc.returncode == 1, err
 
