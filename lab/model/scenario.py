@@ -367,9 +367,16 @@ class Scenario(_Model):
 def allowed_folders(source: Path | None) -> list[Path]:
     """Where the files a scenario names may be: the scenario's own folder (the working
     directory for one without a file), the lab's ``scenarios/`` (shared traces and
-    captures) and ``topologies/``; each resolved."""
+    captures) and ``topologies/``; each resolved. A tree of the user's laid out as the
+    lab's (the scenario in ``scenarios/`` or one subfolder of it) has its own
+    ``scenarios/`` and the ``topologies/`` beside it too."""
     own = source.resolve().parent if source is not None else Path.cwd().resolve()
-    return list(dict.fromkeys([own, SCENARIO_DIR.resolve(), TOPOLOGY_DIR.resolve()]))
+    folders = [own, SCENARIO_DIR.resolve(), TOPOLOGY_DIR.resolve()]
+    for folder in (own, own.parent):
+        if folder.name == SCENARIO_DIR.name:
+            folders += [folder, folder.parent / TOPOLOGY_DIR.name]
+            break
+    return list(dict.fromkeys(folders))
 
 
 def all_scenarios(folder: Path = SCENARIO_DIR) -> list[Path]:

@@ -391,11 +391,15 @@ def test_run_all_interrupted_prints_the_verdicts_so_far(start: Callable[..., Run
                  None)
     assert title is not None, out
     done = int(title.split()[2])  # "interrupted after N of M scenarios, ..."
-    rows = [line.split()[0] for line in out.splitlines()[2:]]
+    lines = out.splitlines()
+    ended = [line for line in lines if line.startswith("[")]  # "[1/41] seed: pass, ..."
+    table = lines[lines.index(title) + 2:]  # after the title and the header
+    rows = [line.split()[0] for line in table]
     assert done >= 1, out
+    assert len(ended) == done, out
     assert len(rows) == done, out
     assert rows[0] == "seed", out
-    assert out.splitlines()[2].split()[4] == "pass", out
+    assert table[0].split()[4] == "pass", out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

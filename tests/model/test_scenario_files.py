@@ -160,3 +160,18 @@ def test_a_loop_or_nul_byte_is_one_error(tmp_path: Path) -> None:
         _load(_scenario(folder, trace="loop.yaml"))
     with pytest.raises(ScenarioError, match=r"trace: cannot resolve 'a\\x00b'"):
         load_scenario(_scenario(folder, trace="a\0b"))
+
+
+def test_a_tree_laid_out_as_the_labs_reaches_its_own_topologies_only(
+        tmp_path: Path, outside: Path) -> None:
+    """scenarios/x.yaml (or scenarios/sub/x.yaml) of a user's tree may name
+    ../topologies/; nothing else beside its scenarios/ folder."""
+    (tmp_path / "topologies").mkdir()
+    (tmp_path / "topologies" / "seed.yaml").write_text(SEED_TOPOLOGY_PATH.read_text())
+    for folder, up in ((tmp_path / "scenarios", ".."), (tmp_path / "scenarios" / "sub", "../..")):
+        _load(_scenario(folder, topology=f"{up}/topologies/seed.yaml"))
+        assert "outside the scenario's folder" in _refused(
+            _scenario(folder, name="out", topology=f"{up}/outside/topo.yaml"), "topology")
+    plain = tmp_path / "mine"  # not named scenarios: its own folder only
+    assert "outside the scenario's folder" in _refused(
+        _scenario(plain, topology="../topologies/seed.yaml"), "topology")
