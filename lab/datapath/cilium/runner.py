@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 from collections.abc import Iterator
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 from types import TracebackType
 
@@ -199,13 +200,15 @@ class CiliumRunner:
         return out
 
     def run(self, frame: bytes, index: int | None = None) -> PacketResult:
+        """Run one frame through its chain (the result carries the frame fed, as
+        :class:`~lab.datapath.runner.DatapathRunner`'s does)."""
         if index is None:
             index = self._next_index
         self._next_index = index + 1
         if nsutil.netns_inode(self.netns) != current_netns_inode():
             with self.inside():
-                return self._run(frame, index)
-        return self._run(frame, index)
+                return replace(self._run(frame, index), data_in=frame)
+        return replace(self._run(frame, index), data_in=frame)
 
     def _chain(self, frame: bytes) -> list[tuple[str, str, int]]:
         """(role, program, ctx ifindex) in order for this frame."""

@@ -17,6 +17,7 @@ copies ``bpf/`` into the build cache, where the build changes its copy.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -218,3 +219,18 @@ def discover(path: Path | str) -> list[CiliumSource]:
         found = [CiliumSource.open(t) for t in tarballs]
         return sorted(found, key=lambda s: (s.version.major, s.version.minor, s.version.patch))
     return [CiliumSource.open(p)]
+
+
+def choose(given: Path | str | None, environ: dict[str, str] | None = None) -> CiliumSource:
+    """The one Cilium source a command runs on: ``given`` (``--cilium-src``), else
+    ``$DSRLAB_CILIUM_SRC``; a folder of several tarballs is refused, naming them."""
+    where = given if given is not None else (environ or dict(os.environ)).get(ENV_VAR)
+    if not where:
+        raise CiliumSourceError(f"--datapath cilium needs a Cilium source: --cilium-src PATH "
+                                f"(a checkout, its bpf/, or a bpf/ tarball) or {ENV_VAR}")
+    found = discover(where)
+    if len(found) > 1:
+        raise CiliumSourceError(
+            f"{where} holds {len(found)} Cilium sources "
+            f"({', '.join(s.path.name for s in found)}); name one of them")
+    return found[0]

@@ -3,6 +3,11 @@ compared byte for byte where the two should agree (one backend, so no choice).""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
@@ -11,6 +16,7 @@ from lab.datapath.cilium.source import CiliumSource
 from lab.datapath.runner import DatapathRunner, RunConfig
 from lab.pytest_plugin import require_root
 from lab.wire.endpoint import Endpoint
+from lab.wire.pcapio import PcapWriter, read_frames
 from tests.datapath.frames import assert_checksums_valid, backend_syn, tcp_frame
 from tests.seed import CLIENT_IP, CLIENT_PORT, NODE_PORT, OPTION, POD_IP, POD_PORT, VIP
 
@@ -71,3 +77,47 @@ def test_the_backend_learns_the_service_and_rewrites_the_reply(
     assert_checksums_valid(reply.data)
     if cilium_source.version.at_least(1, 14):
         assert reply.program == "cil_from_container>cil_to_netdev"  # rewritten on eth0
+
+
+def test_datapath_run_cli_writes_ciliums_output(cilium_source: CiliumSource,
+                                                 tmp_path: Path) -> None:
+    """``dsrlab datapath run --datapath cilium`` on the seed's SYN: the pcap it writes
+    holds the same SYN as the lab's datapath writes (the TTL apart on 1.13)."""
+    require_root()
+    src = tmp_path / "in.pcap"
+    with PcapWriter(src) as w:
+        w.write(tcp_frame("S"), 0)
+    outs = {}
+    for datapath in ("lab", "cilium"):
+        out = tmp_path / f"{datapath}.pcap"
+        extra = ["--cilium-src", str(cilium_source.path)] if datapath == "cilium" else []
+        proc = subprocess.run(
+            [sys.executable, "-m", "lab.cli", "datapath", "run", "--program", "lb",
+             "--service", f"{VIP}:{NODE_PORT}", "--backend", f"{POD_IP}:{POD_PORT}",
+             "--input", str(src), "--output", str(out), "--datapath", datapath, *extra],
+            capture_output=True, text=True, timeout=300, check=False)
+        assert proc.returncode == 0, proc.stderr
+        outs[datapath] = [f.data for f in read_frames(out)]
+    assert len(outs["cilium"]) == 1
+    assert masked(outs["cilium"][0]) == masked(outs["lab"][0])
+    if cilium_source.version.at_least(1, 16):
+        assert outs["cilium"] == outs["lab"]
+
+
+def test_datapath_run_cli_refuses_an_unusable_source(tmp_path: Path) -> None:
+    args = [sys.executable, "-m", "lab.cli", "datapath", "run", "--program", "lb",
+            "--service", f"{VIP}:{NODE_PORT}", "--backend", f"{POD_IP}:{POD_PORT}",
+            "--input", str(tmp_path / "in.pcap"), "--output", str(tmp_path / "o.pcap")]
+    with PcapWriter(tmp_path / "in.pcap") as w:
+        w.write(tcp_frame("S"), 0)
+    proc = subprocess.run([*args, "--datapath", "cilium", "--cilium-src",
+                           str(tmp_path / "nothing")], capture_output=True, text=True,
+                          check=False, env={**os.environ, "DSRLAB_CILIUM_SRC": ""})
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [
+        f"error: Cilium source {tmp_path / 'nothing'}: no such file or folder"]
+    assert not (tmp_path / "o.pcap").exists()
+    proc = subprocess.run([*args, "--cilium-src", str(tmp_path)], capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == 2
+    assert "--cilium-src is for --datapath cilium" in proc.stderr
