@@ -31,7 +31,7 @@ from typing import IO, TypeVar
 
 import yaml
 
-from lab.env.base import BackendError, LabHost
+from lab.env.base import BackendError, LabHost, LeftBy
 from lab.env.cleanup import state_path
 from lab.env.kind import residue
 from lab.env.kind.containers import Docker, pod_pid
@@ -48,6 +48,7 @@ from lab.env.kind.tools import Tools
 from lab.env.kind.values import agent_cli
 from lab.model.topology import Node, Pod, Topology
 from lab.plumbing import names, owner
+from lab.plumbing.nsmark import LEFT_UP_BY
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -124,7 +125,7 @@ class KindLab:
         if failed:
             raise BackendError(f"teardown of kind lab {self.run_id}: " + "; ".join(failed))
 
-    def detach(self) -> Path:
+    def detach(self, *, by: LeftBy = "up") -> Path:
         """Leave the cluster up for ``dsrlab down RUN_ID``: the state file says it was
         left up on purpose (a bare ``dsrlab clean`` leaves it), the record what to
         remove then."""
@@ -133,6 +134,7 @@ class KindLab:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"run_id": self.run_id, "backend": self.backend,
                                    "topology_name": self.topology.name,
+                                   "left_up_by": LEFT_UP_BY[by],
                                    "cluster": self.plan.cluster if self.created else None,
                                    "record": str(self.record), "created": time.time()},
                                   indent=2))
