@@ -239,6 +239,7 @@ def _stop_live(live: dict[str, Holder]) -> set[str]:
             fail(f"run {run_id}: a process that cannot be named is writing its capture "
                  "set; nothing removed")
         if key not in done:
+            cleanup.check_stoppable(holder)
             console.print(f"run {run_id}: in use by pid {holder.pid}, asking it to stop "
                           f"({signal.Signals(holder.stop_signal).name})", markup=False)
             done[key] = cleanup.stop_holder(holder)

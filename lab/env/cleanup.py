@@ -33,17 +33,19 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.env.kind import residue as kind_residue
 from lab.errors import LabError
-from lab.plumbing import names, nsmark, nsutil, owner, procs
+from lab.plumbing import interrupts, names, nsmark, nsutil, owner, procs
 
 STATE_DIR: Path = owner.OWNER_DIR  # /run/dsrlab, or $DSRLAB_STATE_DIR
 _GRACE_S = 2.0
 STOP_WAIT_S = 120.0  # how long clean --force waits for a live run to undo its lab
+_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, interrupts.STOP_BY_CLEAN})
 
 
 class RunAlive(LabError):
@@ -143,15 +145,28 @@ def _left_up_by(state_file: Path) -> str:
     return by if by in nsmark.LEFT_UP_BY.values() else nsmark.LEFT_UP_BY["up"]
 
 
+def check_stoppable(holder: owner.Holder) -> None:
+    """:class:`RunAlive` for a record that names a process no run can be (PID 1, the
+    process asking) or a signal no run is stopped with (only SIGINT, SIGTERM and
+    SIGUSR2 are): a record is only as good as whoever wrote it."""
+    if holder.pid in (1, os.getpid()) or holder.pid <= 0:
+        raise RunAlive(f"the record names pid {holder.pid}, which is no run's: left alone")
+    if holder.stop_signal not in _STOP_SIGNALS:
+        raise RunAlive(f"the record asks for signal {holder.stop_signal} to stop pid "
+                       f"{holder.pid}, which no run is stopped with: left alone")
+
+
 def stop_holder(holder: owner.Holder, timeout: float = STOP_WAIT_S) -> float:
     """Ask a live run's process to stop (its own clean stop: it undoes its lab and
     says it was stopped by clean) and wait until it has exited; returns the seconds
     it took. :class:`RunAlive` when it is still running after ``timeout``."""
+    check_stoppable(holder)
     t0 = time.monotonic()
-    if holder.process.signal(holder.stop_signal) and procs.wait_gone([holder.process],
-                                                                     timeout):
-        raise RunAlive(f"pid {holder.pid} did not stop within {timeout:g} s; "
-                       "nothing of it was removed")
+    if holder.process.signal(holder.stop_signal):
+        holder.process.signal(signal.SIGCONT)  # a stopped (^Z) run handles it at once
+        if procs.wait_gone([holder.process], timeout):
+            raise RunAlive(f"pid {holder.pid} did not stop within {timeout:g} s; "
+                           "nothing of it was removed")
     return time.monotonic() - t0
 
 
@@ -222,5 +237,5 @@ def tear_down(run_id: str) -> list[str]:
     return clean_run(res)
 
 
-__all__ = ["STATE_DIR", "STOP_WAIT_S", "RunAlive", "RunResidue", "clean_run", "find_runs",
-           "state_path", "stop_holder", "stop_pids", "tear_down"]
+__all__ = ["STATE_DIR", "STOP_WAIT_S", "RunAlive", "RunResidue", "check_stoppable",
+           "clean_run", "find_runs", "state_path", "stop_holder", "stop_pids", "tear_down"]

@@ -22,7 +22,7 @@ import pytest
 
 from lab.capture.layout import RESULTS, WRITING, writer_of
 from lab.env import cleanup
-from lab.plumbing import names, nsutil, procs
+from lab.plumbing import names, nsmark, nsutil, procs
 from tests.cli.helpers import DSRLAB, ENV, REPO, dsrlab
 from tests.seed import SEED_TOPOLOGY_PATH
 
@@ -246,3 +246,31 @@ def test_force_needs_run_ids_or_all() -> None:
     assert out.returncode == 1
     assert out.stderr == ("error: --force goes with run ids or --all: a bare clean takes only "
                           "what dead runs left\n")
+
+
+@pytest.mark.parametrize(("pid_of", "sig"), [("init", 12), ("sleeper", 9), ("sleeper", 33)])
+def test_force_never_signals_what_a_record_cannot_mean(dirs: tuple[Path, Path], pid_of: str,
+                                                        sig: int) -> None:
+    """A record is only as good as its writer: PID 1, or a SIGKILL, is no run's stop."""
+    run_id = names.new_run_id()
+    ns = names.netns_name(run_id, "x")
+    subprocess.run([sys.executable, "-c", "import sys; from lab.plumbing import nsutil; "
+                    "nsutil.create(sys.argv[1])", ns], check=True, cwd=REPO, timeout=30)
+    sleeper = subprocess.Popen(["sleep", "600"])
+    try:
+        target = procs.ProcessRef.of(1 if pid_of == "init" else sleeper.pid)
+        assert target is not None
+        nsutil.write_mark(ns, nsmark.Mark(run_id, "run", target.pid, target.start_time, sig))
+        other = _in(dirs[1])
+        assert dsrlab("clean", run_id, env=other).returncode == 1
+        out = dsrlab("clean", "--force", run_id, env=other)
+        assert out.returncode == 1
+        assert out.stderr.startswith("error: the record ")
+        assert out.stderr.endswith(": left alone\n")
+        assert out.stdout == ""
+        assert sleeper.poll() is None
+        assert nsutil.exists(ns)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        nsutil.remove(ns)
