@@ -20,6 +20,7 @@ temporary forms; :func:`run_files` finds them all.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -66,15 +67,21 @@ class Holder:
 
     @classmethod
     def this_process(cls) -> Holder:
-        ref = procs.ProcessRef.of(os.getpid())
-        assert ref is not None  # this process runs
-        return cls(ref, interrupts.stop_signal())
+        return cls(_this_process(os.getpid()), interrupts.stop_signal())
 
     @classmethod
     def alive(cls, pid: int, start_time: int, stop_signal: int) -> Holder | None:
         """The holder if that very process still runs (not a recycled PID, no zombie)."""
         ref = procs.ProcessRef(pid, start_time)
         return cls(ref, stop_signal) if ref.running() else None
+
+
+@functools.cache
+def _this_process(pid: int) -> procs.ProcessRef:
+    """This process (by PID: a forked child asks for its own), read once."""
+    ref = procs.ProcessRef.of(pid)
+    assert ref is not None  # this process runs
+    return ref
 
 
 def _start_time(pid: int) -> str | None:
