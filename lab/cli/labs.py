@@ -101,7 +101,8 @@ def down(
 
 def _pick_lab(runs: dict[str, RunResidue]) -> str:
     """The run id ``down`` takes without one: the only lab up; with several, asked for."""
-    labs = [r for r in runs.values() if r.left_up]
+    # only labs this state directory knows: a bare down never guesses at another user's
+    labs = [r for r in runs.values() if r.state_file is not None and r.holder is None]
     if not labs:
         fail("no lab is up (dsrlab list shows leftovers: dsrlab clean removes them)")
     if len(labs) == 1:

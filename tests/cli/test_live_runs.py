@@ -127,6 +127,10 @@ def test_a_lab_left_up_from_another_state_directory_is_left_alone(
         dry = dsrlab("clean", "--dry-run", env=_in(dirs[1]))
         assert (f"run {run_id}: up (dsrlab up), left alone (name it, or use --all)"
                 in dry.stdout.splitlines()), dry.stdout
+        bare = dsrlab("down", env=_in(dirs[1]))  # takes only a lab its own directory knows
+        assert bare.returncode == 1
+        assert bare.stderr.startswith("error: no lab is up"), bare.stderr
+        assert cleanup.find_runs([run_id])[run_id].left_up
     finally:
         down = dsrlab("down", run_id, env=_in(dirs[0]))
     assert down.returncode == 0, down.stderr
