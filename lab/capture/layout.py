@@ -101,7 +101,8 @@ def incomplete_capture_sets(root: Path) -> list[CaptureSet]:
 def writing(run_dir: Path) -> Iterator[Path]:
     """Hold ``run_dir`` as the set this process writes (made if missing): its
     :data:`WRITING` file names the process and stays locked until the block ends
-    (or the process dies); then it goes. :func:`writer_of` sees the lock."""
+    (or the process dies); then it goes, and so does ``run_dir`` if nothing was
+    written in it. :func:`writer_of` sees the lock."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / WRITING
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
@@ -118,6 +119,8 @@ def writing(run_dir: Path) -> Iterator[Path]:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(path)  # while still locked: nobody sees it unlocked and stale
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if empty: a run that never started capturing
     finally:
         os.close(fd)
 

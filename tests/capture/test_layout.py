@@ -170,3 +170,7 @@ def test_a_finished_writer_leaves_no_lock_file(tmp_path: Path) -> None:
     with writing(run_dir), pytest.raises(CaptureError, match="another run is writing"), \
             writing(run_dir):
         pass
+    empty = tmp_path / "seed" / "cccccc"
+    with writing(empty):
+        assert [p.name for p in empty.iterdir()] == [".writing"]
+    assert not empty.exists()  # a run stopped before its first capture leaves no folder
