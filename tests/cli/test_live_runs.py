@@ -259,7 +259,8 @@ def test_force_never_signals_what_a_record_cannot_mean(dirs: tuple[Path, Path], 
     run_id = names.new_run_id()
     ns = names.netns_name(run_id, "x")
     subprocess.run([sys.executable, "-c", "import sys; from lab.plumbing import nsutil; "
-                    "nsutil.create(sys.argv[1])", ns], check=True, cwd=REPO, timeout=30)
+                    "nsutil.create(sys.argv[1])", ns], check=True, cwd=REPO, timeout=30,
+                   env={**os.environ, **_in(dirs[0])})  # its owner file: in the test's
     sleeper = subprocess.Popen(["sleep", "600"])
     try:
         target = procs.ProcessRef.of(1 if pid_of == "init" else sleeper.pid)
