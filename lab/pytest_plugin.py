@@ -51,6 +51,7 @@ from typing import Any
 
 import pytest
 
+from lab.atomic import write_text
 from lab.datapath import requires as datapath_requires
 from lab.datapath.verifier import VerifierReport
 from lab.datapath.verifier import verify as verify_datapath
@@ -120,7 +121,7 @@ def write_verifier_report(target: Path) -> None:
     else:
         report = verify_datapath()
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(report.model_dump_json(indent=2) + "\n")
+    write_text(target, report.model_dump_json(indent=2) + "\n")
 
 
 def require_root() -> None:

@@ -10,12 +10,14 @@ import contextlib
 import fcntl
 import os
 import re
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from lab.atomic import OutputError, check_folder, replace_symlink
 from lab.errors import LabError
 from lab.plumbing import owner, procs
 
@@ -45,7 +47,7 @@ class CaptureError(LabError, RuntimeError):
 WRITING = ".writing"  # "<pid> <start time> <stop signal>" of the run writing the set
 _RUN_ID = re.compile(r"^[0-9a-f]{6}$")
 # every name the lab writes into a capture set, and the staged forms of each
-# (.manifest.json.tmp, .merged.pcapng.tmp, report.html.1234.tmp, .results.json.staging)
+# (.manifest.json.tmp, lab.atomic's .NAME.<8 hex>.tmp, .results.json.staging)
 _LAB_NAMES = (r"manifest\.json|steps\.json|results\.json|merged\.pcapng|report\.[a-z]+"
               r"|[^/]+\.pcap|modes\.json|modes\.svg|writing")
 _LAB_FILE = re.compile(rf"^\.?({_LAB_NAMES})((\.[0-9A-Za-z_-]+)*\.(tmp|staging))?$")
@@ -234,11 +236,33 @@ def _staged_files(directory: Path) -> list[str] | None:
     return [e.path for e in entries]
 
 
+def check_captures(root: Path, scenario: str | None = None) -> None:
+    """Refuse (:class:`~lab.atomic.OutputError`, one line) a captures folder a run could
+    not write its capture set to, before the run starts anything.
+
+    ``root`` (and ``root/<scenario>`` when given) must be a writable folder or
+    one that can be made (:func:`lab.atomic.check_folder`); ``latest`` there
+    must be a symbolic link or absent (the run replaces it).
+    """
+    check_folder(root, "captures folder")
+    if scenario is None:
+        return
+    folder = root / scenario
+    check_folder(folder, "captures folder")
+    link = folder / LATEST
+    try:
+        st = os.lstat(link)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise OutputError(link, str(exc.strerror).lower()) from None
+    if not stat.S_ISLNK(st.st_mode):
+        raise OutputError(link, "is not a symbolic link: the run points it at its capture "
+                          "set; move it away")
+
+
 def mark_latest(run_dir: Path) -> Path:
     """Point ``<run_dir>/../latest`` at ``run_dir`` (atomically); returns the link."""
-    link = run_dir.parent / LATEST
-    tmp = run_dir.parent / f".{LATEST}-{run_dir.name}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(link)
-    return link
+    # the temporary link of this run id's name an older dsrlab made (and, killed, left)
+    (run_dir.parent / f".{LATEST}-{run_dir.name}").unlink(missing_ok=True)
+    return replace_symlink(run_dir.parent / LATEST, run_dir.name)

@@ -11,12 +11,12 @@ a trace may name any list the manifest holds (``one_of: backends``).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from lab.atomic import write_text
 from lab.capture.layout import MANIFEST, CaptureError, Role
 from lab.model.errors import validation_message
 from lab.model.yamldoc import MAX_DEPTH, read_document, too_deep
@@ -151,7 +151,4 @@ class Manifest(_Part):
     def write(self, directory: str | Path) -> Path:
         """Write ``manifest.json`` whole (a temporary file renamed over it)."""
         path = Path(directory) / MANIFEST
-        tmp = path.with_name(f".{MANIFEST}.tmp")
-        tmp.write_text(self.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_text(path, self.model_dump_json(indent=2) + "\n")

@@ -428,9 +428,20 @@ def _stream(legs: _Legs) -> tuple[str, str] | None:
         return _losses(st)
     end = ends[0] if ends else None
     gave_up = ""
+    if end is not None:
+        who = legs.client if end[1] == "up" else legs.pod
+        gave_up = (f"; then {who} {'closed' if end[2] == 'F' else 'reset'} the connection "
+                   f"at {st.t(end[0])}")
+    until = end[0] if end else float("inf")
+    # what the capture shows of the path comes first: a hop past which the flow's packets
+    # never went explains the stall whenever the receiver then closed (its own time limit
+    # may fire before or after a retransmission: that order is the machine's, not the path's)
+    broken = _path_break(st, until, gave_up)
+    if broken is not None:
+        return broken
     arrived = st.data[-1].data()
     if end is not None and end[1] != sender_side and arrived and \
-            end[0] - arrived[-1].time < STILL_SENDING_S:
+            end[0] - arrived[-1].time < _pause_allowed(arrived):
         # the receiver closed while the data still came: nothing on the path stopped it
         who = legs.client if end[1] == "up" else legs.pod
         return ("receiver-gave-up",
@@ -439,11 +450,16 @@ def _stream(legs: _Legs) -> tuple[str, str] | None:
                 f"still sending (its last segment reached {st.data[-1].where} at "
                 f"{st.t(arrived[-1])}): it gave up (a time limit of its own); nothing on "
                 "the path stopped the flow")
-    if end is not None:
-        who = legs.client if end[1] == "up" else legs.pod
-        gave_up = (f"; then {who} {'closed' if end[2] == 'F' else 'reset'} the connection "
-                   f"at {st.t(end[0])}")
-    return _stall(st, end[0] if end else float("inf"), gave_up)
+    return _quiet(st, until, gave_up)
+
+
+def _pause_allowed(arrived: list[Pkt]) -> float:
+    """How long after the sender's last segment a receiver's close still counts as
+    closing a flow that was moving: STILL_SENDING_S, or the longest pause the flow
+    already had between two of its segments and came back from (a loaded machine
+    pauses a paced sender for longer than a quiet one)."""
+    gaps = (b.time - a.time for a, b in itertools.pairwise(arrived))
+    return max(STILL_SENDING_S, *gaps) if len(arrived) > 1 else STILL_SENDING_S
 
 
 def _reset(st: _Stream, rst: Pkt) -> tuple[str, str]:
@@ -472,16 +488,32 @@ def _retransmissions(leg: _Leg, pkts: list[Pkt], base: int) -> int:
                                       for t, lo, hi in spans))
 
 
-def _stall(st: _Stream, end: float, gave_up: str) -> tuple[str, str] | None:
+def _identity(p: Pkt) -> tuple[int | None, int | None, int, int]:
+    """One transmission of a segment, the same at every hop (the datapath rewrites
+    addresses and ports, not these); a retransmission is another one (a new IP ID)."""
+    return p.seq, p.ack, p.ip_id, p.payload_len
+
+
+def _reached(pkts: list[Pkt], nxt: _Leg, since: float) -> bool:
+    """Whether any of ``pkts`` was ever seen at ``nxt`` (after ``since``, at any time:
+    a packet that crossed it just after the flow's end still crossed it)."""
+    there = {_identity(p) for p in nxt.pkts if p.time > since}
+    return any(_identity(p) in there for p in pkts)
+
+
+def _path_break(st: _Stream, end: float, gave_up: str) -> tuple[str, str] | None:
+    """The stall read off the capture, hop by hop: the first hop that saw the sender's
+    segments go on after the stall when the next hop saw none of those, or (the data
+    kept arriving) the first hop that saw the receiver's acknowledgements when the next
+    saw none of those. None: every packet seen went on along the path."""
     done, stopped = st.progress()
     if stopped is None:
         return None
     head = f"the transfer stopped after {_size(done)}{st.of_total()}"
     later = [[p for p in leg.data() if stopped < p.time < end] for leg in st.data]
-    # the sender went on: the first hop that saw it, whose next hop saw none of it
     for i, (went_on, nxt) in enumerate(itertools.pairwise(st.data)):
-        if later[i] and not later[i + 1] and nxt.complete:
-            seen = nxt.data()
+        if later[i] and nxt.complete and not _reached(later[i], nxt, stopped):
+            seen = [p for p in nxt.data() if p.time <= stopped]
             last = f"was at {st.t(seen[-1])}" if seen else "never came"
             n, again = len(later[i]), _retransmissions(went_on, later[i], st.base)
             kind = (", all retransmissions" if again == n else
@@ -490,20 +522,31 @@ def _stall(st: _Stream, end: float, gave_up: str) -> tuple[str, str] | None:
                     f"{head}: the last segment from {st.sender} seen at {nxt.where} {last}; "
                     f"{went_on.where} saw {n} more after {st.t(stopped)} (until "
                     f"{st.t(later[i][-1])}{kind}), none of which reached {nxt.where}{gave_up}")
+    if not later[-1]:
+        return None
     acked = [[p for p in leg.pkts if stopped < p.time < end and "A" in p.flags]
              for leg in st.acks]
-    if later[-1]:  # the data kept arriving: where did the acknowledgements stop?
-        for i, (seen_at, nxt) in enumerate(itertools.pairwise(st.acks)):
-            if acked[i] and not acked[i + 1] and nxt.complete:
-                return ("transfer-stalled",
-                        f"{head}: segments from {st.sender} kept reaching "
-                        f"{st.data[-1].where} ({len(later[-1])} more after {st.t(stopped)}), "
-                        f"but the acknowledgements of {st.receiver} seen at {seen_at.where} "
-                        f"after that (until {st.t(acked[i][-1])}) never reached "
-                        f"{nxt.where}{gave_up}")
-        return None
+    # the data kept arriving: where did the acknowledgements stop?
+    for i, (seen_at, nxt) in enumerate(itertools.pairwise(st.acks)):
+        if acked[i] and nxt.complete and not _reached(acked[i], nxt, stopped):
+            return ("transfer-stalled",
+                    f"{head}: segments from {st.sender} kept reaching "
+                    f"{st.data[-1].where} ({len(later[-1])} more after {st.t(stopped)}), "
+                    f"but the acknowledgements of {st.receiver} seen at {seen_at.where} "
+                    f"after that (until {st.t(acked[i][-1])}) never reached "
+                    f"{nxt.where}{gave_up}")
+    return None
+
+
+def _quiet(st: _Stream, end: float, gave_up: str) -> tuple[str, str] | None:
+    """A stall with no hop to blame: the sender went quiet (its data stopped coming
+    while the path carried everything it sent)."""
+    done, stopped = st.progress()
+    if stopped is None or any(stopped < p.time < end for p in st.data[-1].data()):
+        return None  # data still arriving and every hop passed it on
+    head = f"the transfer stopped after {_size(done)}{st.of_total()}"
     quiet = f"{head}: nothing more from {st.sender} was seen after {st.t(stopped)}"
-    if acked[-1]:
+    if any(stopped < p.time < end and "A" in p.flags for p in st.acks[-1].pkts):
         return ("transfer-stalled",
                 f"{quiet}, though the acknowledgements of {st.receiver} reached "
                 f"{st.acks[-1].where}: {st.sender} went silent{gave_up}")

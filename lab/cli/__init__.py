@@ -4,7 +4,8 @@ Here only the Typer app and its commands' registration; each command lives
 in its own module (:mod:`lab.cli.labs`: up, down, clean, list;
 :mod:`lab.cli.run`; :mod:`lab.cli.plan`; :mod:`lab.cli.review`; :mod:`lab.cli.wireshark`;
 :mod:`lab.cli.datapath`), how everything prints in :mod:`lab.cli.output`,
-and how a signal stops it in :mod:`lab.cli.signals`. Each command imports
+how a signal stops it in :mod:`lab.cli.signals` and how a failing standard
+output ends it in :mod:`lab.cli.stdout`. Each command imports
 the library parts it needs when it runs, so that ``dsrlab review`` on a big
 pcap does not first load scapy, pyroute2 and the report renderer it never
 uses. :func:`main` installs the signal handlers before anything else loads
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lab.cli import signals
+from lab.cli import signals, stdout
 
 if TYPE_CHECKING:
     import typer
@@ -50,7 +51,7 @@ def __getattr__(name: str) -> Any:
 
 
 def main() -> None:
-    signals.run(lambda: make_app()(prog_name="dsrlab"))
+    signals.run(lambda: stdout.guarded(lambda: make_app()(prog_name="dsrlab")))
 
 
 if __name__ == "__main__":

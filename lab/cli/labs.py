@@ -40,7 +40,7 @@ def up(
         topo = load_topology(topology)
         with status(f"bringing up {topo.name}"):
             lab = NetnsBackend(datapath=datapath).up(topo)
-    state = lab.detach()
+        state = lab.detach()  # its state not written: taken down, one error line
     _print_lab(lab, f"lab {lab.run_id} ({topo.name}) is up", state)
 
 

@@ -76,10 +76,13 @@ def run(
 
 def _run_all(captures: Path) -> None:
     """Every scenario, one after the other; a table of verdicts; exit 1 if one failed."""
+    from lab.capture.layout import check_captures
     from lab.env.faults import FaultUnavailable
     from lab.model.scenario import all_scenarios
     from lab.runner.scenario import run_scenario
 
+    with one_line_errors():
+        check_captures(captures)  # before any lab: where every capture set goes
     rows = []
     failed = skipped = 0
     paths = all_scenarios()

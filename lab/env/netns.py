@@ -48,6 +48,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import IO, Any
 
+from lab.atomic import OutputError, check_folder, reason, write_text
 from lab.datapath import BackendEntry, DatapathObject, build_object, maglev
 from lab.datapath.fabric import FabricObject, FabricPort
 from lab.env import podserver
@@ -345,10 +346,14 @@ class NetnsLab:
         asked, and findable).
         """
         with interrupts.deferred():
+            try:
+                path = self.write_state(by)
+            except BaseException as exc:  # not left up unfindable: taken down instead
+                self.__exit__(type(exc), exc, exc.__traceback__)
+                raise
             self.close_handles()
             self._closed = True
             self._undo.steps.clear()
-            path = self.write_state(by)
             me = owner.Holder.this_process()
             mark = nsmark.Mark(self.run_id, by, me.pid, me.process.start_time,
                                me.stop_signal)
@@ -371,7 +376,10 @@ class NetnsLab:
             self.servers.release()
 
     def write_state(self, by: LeftBy = "up") -> Path:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        try:
+            STATE_DIR.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(STATE_DIR, f"cannot create: {reason(exc)}") from None
         path = state_path(self.run_id)
         state = {
             "run_id": self.run_id,
@@ -383,10 +391,7 @@ class NetnsLab:
             "pids": self.pids,
             "created": time.time(),
         }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.rename(path)
-        return path
+        return write_text(path, json.dumps(state, indent=2))
 
 
 def _remove_namespaces(created: list[str]) -> None:
@@ -553,6 +558,7 @@ class NetnsBackend:
                 f"{topology.source or topology.name}: load_balancer.dispatch: the netns "
                 f"datapath carries the service in an IPv4 option (opt) only, not "
                 f"{topology.load_balancer.dispatch}")
+        check_folder(STATE_DIR, "state folder")  # claims and state go there: checked first
         lab = NetnsLab(topology, run_id or names.new_run_id())
         try:
             self._build(lab)

@@ -30,7 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from lab.atomic import write_text
 from lab.datapath.verifier import VerifierReport
+from lab.errors import LabError
 from lab.matrix.kernels import REPO, Group, MatrixError, ResolvedKernel
 from lab.matrix.verdict import (
     KernelVerdict,
@@ -183,9 +185,9 @@ def kvm_usable(progress: Progress = lambda _m: None) -> bool:
 
 def _remember_kvm_hangs() -> None:
     memo = _kvm_memo()
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, LabError):  # a memo only: KVM is tried again
         memo.parent.mkdir(parents=True, exist_ok=True)
-        memo.write_text(f"{platform.release()}\nKVM did not boot a guest kernel within "
+        write_text(memo, f"{platform.release()}\nKVM did not boot a guest kernel within "
                         f"{KVM_BOOT_TIMEOUT:.0f} s on this host kernel; the matrix uses "
                         "TCG here. Delete this file to try KVM again.\n")
 

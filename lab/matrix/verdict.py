@@ -18,6 +18,7 @@ from typing import Literal
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from pydantic import BaseModel
 
+from lab.atomic import write_text
 from lab.datapath.verifier import COMPLEXITY_LIMIT, VerifierReport
 from lab.matrix.kernels import Group, MatrixError, ResolvedKernel
 
@@ -146,7 +147,7 @@ def find_reports(captures: Path, root: Path) -> list[str]:
 
 def write_verdict(verdict: KernelVerdict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(verdict.model_dump_json(indent=2) + "\n")
+    write_text(path, verdict.model_dump_json(indent=2) + "\n")
 
 
 def read_verdict(path: Path) -> KernelVerdict:
@@ -205,9 +206,9 @@ def write_summary(summary: Summary, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     data = json.loads(summary.model_dump_json())
     data["ok"] = summary.ok
-    (folder / "summary.json").write_text(json.dumps(data, indent=2) + "\n")
-    (folder / "summary.md").write_text(summary_markdown(summary))
-    (folder / "summary.html").write_text(summary_html(summary))
+    write_text(folder / "summary.json", json.dumps(data, indent=2) + "\n")
+    write_text(folder / "summary.md", summary_markdown(summary))
+    write_text(folder / "summary.html", summary_html(summary))
 
 
 def _md(cell: str) -> str:

@@ -112,9 +112,18 @@ class Fault(_Model):
     delay_ms: Annotated[int, Field(ge=1, le=10000)] | None = None
     link_down: bool = False
     kill_pod: bool = False  # host is a pod: its server is killed
-    # within a transfer: seconds after its first bytes (a download: the first body bytes at
-    # the client; an upload: its start); a fault step: seconds before it applies
-    after_s: Annotated[float, Field(ge=0, le=60)] = 0.0
+    # within a transfer (and only there): applied once the client has received this many
+    # bytes of the body, a point in the transfer's progress however fast the machine runs
+    after_bytes: Annotated[int, Field(ge=1, le=1 << 30)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_wall_clock(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "after_s" in data:
+            raise ValueError("after_s: a fault comes at a point of the transfer's progress, "
+                             "not at a time (a loaded machine moves the time): after_bytes, "
+                             "the body bytes the client received, within a transfer")
+        return data
 
     @model_validator(mode="after")
     def _one_kind(self) -> Fault:
@@ -130,8 +139,8 @@ class Fault(_Model):
 
 class Transfer(_Model):
     """One TCP transfer with curl: ``download`` N bytes from the pod (GET /bytes/N) or
-    ``upload`` N bytes to it (POST), optionally with TCP Fast Open, with faults at
-    given times during it."""
+    ``upload`` N bytes to it (POST), optionally with TCP Fast Open; a download with
+    faults at given points of its progress."""
 
     bytes: Annotated[int, Field(ge=0, le=1 << 30)]
     direction: Literal["download", "upload"] = "download"
@@ -142,6 +151,22 @@ class Transfer(_Model):
     count: Annotated[int, Field(ge=1, le=100)] = 1
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 20.0
     during: list[Fault] = []
+    # with faults during it: the client gives up once no body byte came for this long
+    # after they are all in place (a stall measured from the fault, never before it)
+    give_up_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+
+    @model_validator(mode="after")
+    def _faults_by_progress(self) -> Transfer:
+        if self.during and self.direction != "download":
+            raise ValueError("during: faults come at a point of a download's progress (the "
+                             "body bytes the client received); an upload has none to count")
+        for i, fault in enumerate(self.during):
+            if fault.after_bytes is None or fault.after_bytes >= self.bytes:
+                got = "not given" if fault.after_bytes is None else f"got {fault.after_bytes}"
+                raise ValueError(f"during[{i}].after_bytes: the body bytes the client has "
+                                 f"received when the fault comes, 1 to {self.bytes - 1} "
+                                 f"({got})")
+        return self
 
 
 class RequestsStep(_Model):
@@ -166,6 +191,13 @@ class TransferStep(_Model):
 
 class FaultStep(_Model):
     fault: Fault
+
+    @model_validator(mode="after")
+    def _now(self) -> FaultStep:
+        if self.fault.after_bytes is not None:
+            raise ValueError("after_bytes: a fault step applies when the steps before it "
+                             "ended; a point in a transfer is for a fault during it")
+        return self
 
 
 STEP_KINDS = ("requests", "send", "replay", "datagram", "transfer", "fault")

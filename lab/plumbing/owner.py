@@ -27,6 +27,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.atomic import OutputError, reason
 from lab.plumbing import interrupts, names, procs
 
 OWNER_DIR = Path(os.environ.get("DSRLAB_STATE_DIR") or "/run/dsrlab")
@@ -91,18 +92,21 @@ def _start_time(pid: int) -> str | None:
 
 def claim(run_id: str) -> None:
     """Record this process as the run's owner (first claim wins)."""
-    OWNER_DIR.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     path = _path(run_id)
     # written whole, then linked into place: nobody ever reads a half-written claim
     # (which would look like a dead owner to ``dsrlab clean``)
     tmp = path.with_name(f".{path.name}.{pid}.tmp")
-    tmp.write_text(f"{pid} {_start_time(pid)} {interrupts.stop_signal()}\n")
     try:
+        OWNER_DIR.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(f"{pid} {_start_time(pid)} {interrupts.stop_signal()}\n")
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
+    except OSError as exc:
+        raise OutputError(path, f"cannot write: {reason(exc)}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 def release(run_id: str) -> None:

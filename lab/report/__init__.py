@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab.atomic import write_text
 from lab.capture.capdir import CaptureDir
 from lab.report.model import ReportModel, build_model
 from lab.report.pcapng import merge_pcapng
@@ -37,8 +38,8 @@ def build_report(capture_dir: Path | CaptureDir) -> ReportFiles:
     model = build_model(capture_dir)
     html = model.directory / HTML
     md = model.directory / MARKDOWN
-    html.write_text(render_html(model), encoding="utf-8")
-    md.write_text(render_markdown(model), encoding="utf-8")
+    write_text(html, render_html(model))
+    write_text(md, render_markdown(model))
     return ReportFiles(html, md, model.status)
 
 

@@ -20,7 +20,8 @@ from typing import Any, cast
 
 from scapy.utils import PcapNgWriter, RawPcapNgReader, RawPcapReader
 
-from lab.capture.capdir import CaptureDir
+from lab.atomic import AtomicFile
+from lab.capture.capdir import CaptureDir, PointFile
 from lab.capture.layout import MERGED
 from lab.check.trace.results import ResultsError, TraceResult, load_results, parse_results
 from lab.wire import dsropt
@@ -127,9 +128,16 @@ def merge_pcapng(capture_dir: Path | CaptureDir,
     points = [p for p in capdir.points if p.file.exists()]
     files = [_read_frames(p.file) for p in points]
     out = capdir.directory / MERGED
-    tmp = out.with_name(f".{MERGED}.tmp")
-    writer = _HopWriter(str(tmp), [(p.name, linktype)
-                                   for p, (linktype, _) in zip(points, files, strict=True)])
+    with AtomicFile(out) as staged:  # scapy opens the file by name: its temporary one
+        _write_merged(_HopWriter(str(staged.tmp_path), [
+            (p.name, linktype) for p, (linktype, _) in zip(points, files, strict=True)]),
+            capdir, points, files, comments)
+    return out
+
+
+def _write_merged(writer: _HopWriter, capdir: CaptureDir, points: list[PointFile],
+                  files: list[tuple[int, list[_Frame]]],
+                  comments: dict[tuple[str, int], list[str]]) -> None:
     try:
         streams = [[(f.time, rank, index, f) for index, f in enumerate(frames)]
                    for rank, (_, frames) in enumerate(files)]
@@ -143,5 +151,3 @@ def merge_pcapng(capture_dir: Path | CaptureDir,
             writer.write_frame(point.name, frame, [n.encode() for n in notes])
     finally:
         writer.close()
-    tmp.replace(out)
-    return out

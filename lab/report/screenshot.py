@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lab.atomic import OutputError, reason, write_bytes
 from lab.errors import LabError
 
 CHROMIUM = "chromium"
@@ -19,6 +20,10 @@ CHROMIUM = "chromium"
 QUIET_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--hide-scrollbars")
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk: no data, its CRC
 
 
 class ScreenshotError(LabError, RuntimeError):
@@ -36,17 +41,42 @@ def screenshot(html: Path, png: Path | None = None, *, width: int = 1400,
     if exe is None:
         raise ScreenshotError("chromium is not installed (scripts/install.sh installs it)")
     out = (png or html.with_suffix(".png")).resolve()
-    out.unlink(missing_ok=True)
+    try:  # an older picture would not be of this report
+        out.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ScreenshotError(f"{out}: cannot replace: {reason(exc)}") from None
     with tempfile.TemporaryDirectory(prefix="dsrlab-chromium-") as profile:
+        shot = Path(profile) / "screenshot.png"  # checked whole, then put in place
         argv = [exe, *QUIET_FLAGS, f"--user-data-dir={profile}",
-                f"--window-size={width},{height}", f"--screenshot={out}",
+                f"--window-size={width},{height}", f"--screenshot={shot}",
                 html.resolve().as_uri()]
         try:
             proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
                                   check=False, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise ScreenshotError(f"chromium did not finish within {timeout_s:.0f}s") from None
-    if not out.exists() or out.stat().st_size == 0:
+        _place(shot, out, proc)
+    return out
+
+
+def png_complete(data: bytes) -> bool:
+    """True when ``data`` is a whole PNG: its signature first, its IEND chunk last."""
+    return data.startswith(PNG_SIGNATURE) and data.endswith(PNG_END)
+
+
+def _place(shot: Path, out: Path, proc: subprocess.CompletedProcess[str]) -> None:
+    """Chromium's picture, if whole, written to ``out`` (whole or not at all)."""
+    try:
+        data = shot.read_bytes()
+    except OSError:
+        data = b""
+    if not data:
         raise ScreenshotError(f"chromium wrote no {out.name} (exit {proc.returncode}): "
                               f"{proc.stderr.strip()[-500:]}")
-    return out
+    if not png_complete(data):
+        raise ScreenshotError(f"chromium wrote an incomplete {out.name} ({len(data)} bytes, "
+                              f"no PNG end chunk; exit {proc.returncode})")
+    try:
+        write_bytes(out, data)
+    except OutputError as exc:
+        raise ScreenshotError(str(exc)) from None

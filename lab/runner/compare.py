@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
+from lab.atomic import AtomicFile
 from lab.capture.layout import CaptureError
 from lab.capture.live import Capture, CapturePoint
 from lab.env import Backend, Lab, get_backend
@@ -219,6 +220,9 @@ def plot_modes(figures: Sequence[ModeFigures], path: Path) -> Path:
     fig.suptitle("dsrlab: what each load-balancer mode costs the node the client addressed")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    try:
+        with AtomicFile(path) as out:
+            fig.savefig(out.file, format="svg", metadata={"Date": None})
+    finally:
+        plt.close(fig)
     return path

@@ -23,21 +23,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab.atomic import write_text
 from lab.capture.capdir import CaptureDir
 from lab.capture.layout import (
     COMPARISON,
     COMPARISON_PLOT,
-    RESULTS,
     STEPS,
     Role,
+    check_captures,
     mark_latest,
     writing,
 )
@@ -147,7 +146,7 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
                           say=say)
         run.steps = run_steps(ctx)
         run.timings["traffic_s"] = time.perf_counter() - t2
-    (run.capture_dir / STEPS).write_text(json.dumps(
+    write_text(run.capture_dir / STEPS, json.dumps(
         [o.as_dict() for o in run.steps], indent=2) + "\n")
 
 
@@ -159,7 +158,7 @@ def _compare(run: ScenarioRun, spec: CompareModes, say: Progress) -> None:
     figures = compare_modes(run.topology, spec.modes, run.capture_dir,
                             transfer_bytes=spec.transfer_bytes, requests=spec.requests,
                             service=sc.target.service, node=sc.target.node, progress=say)
-    (run.capture_dir / COMPARISON).write_text(json.dumps(
+    write_text(run.capture_dir / COMPARISON, json.dumps(
         {"transfer_bytes": spec.transfer_bytes, "requests": spec.requests,
          "lb_node": sc.target.node, "modes": [f.as_dict() for f in figures]},
         indent=2) + "\n")
@@ -173,24 +172,11 @@ def _check_and_report(run: ScenarioRun, trace: Trace, say: Progress) -> None:
     capdir = CaptureDir.load(run.capture_dir)  # each pcap is read once, for all three
     run.result = dataclasses.replace(check_trace(trace, capdir), diagnoses=tuple(
         d.text() for d in diagnose(capdir)))
-    _write_results(run.result, run.capture_dir)
+    run.result.write(run.capture_dir)  # whole or not at all: it marks a complete set
     say("writing the merged pcapng and the report")
     merge_pcapng(capdir, run.result)
     run.report = build_report(capdir)
     mark_latest(run.capture_dir)
-
-
-def _write_results(result: TraceResult, directory: Path) -> Path:
-    """``results.json`` whole or not at all: its presence marks a complete set."""
-    staging = directory / f".{RESULTS}.staging"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        path = directory / RESULTS
-        os.replace(result.write(staging), path)
-        return path
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captures"),
@@ -215,6 +201,7 @@ def _run_scenario(name_or_path: str | Path, holds: contextlib.ExitStack, *,
     sc, topo = load_scenario(name_or_path)
     trace = load_scenario_trace(sc)
     check_replays(sc)  # a replay's pcap file is read before any lab comes up
+    check_captures(Path(captures_root), sc.name)  # where it goes, before anything exists
     backend = backend or get_backend("netns")
     t0 = time.perf_counter()
     say(f"bringing up {topo.name} on {backend.name}")

@@ -25,13 +25,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO
 
+from lab.atomic import AtomicFile
 from lab.errors import LabError
 
 _KINDS = (
@@ -174,73 +172,15 @@ def _read_only(folder: Path) -> bool:
         return False
 
 
-class AtomicOutput:
-    """A binary file written under a temporary name beside ``path``, renamed over it at
-    :meth:`commit`; :meth:`discard` (or leaving the ``with`` block on an exception)
-    removes it and leaves ``path`` as it was.
-
-    ``path`` is checked with :func:`check_output` against ``inputs`` first.
-    Every failure (opening, writing, a full disk) is a :class:`PathError`
-    naming ``path``. An existing output keeps its permission bits; a new one
-    gets ``0666`` less the umask, as ``open(path, "w")`` would.
+class AtomicOutput(AtomicFile):
+    """A binary output a user named, checked with :func:`check_output` against
+    ``inputs`` first and written whole or not at all (:class:`lab.atomic.AtomicFile`:
+    a temporary file beside it, renamed over it at :meth:`commit`); a symbolic link
+    at ``path`` is followed, its target replaced. Every failure is a :class:`PathError`
+    naming ``path``.
     """
 
+    error = PathError
+
     def __init__(self, path: str | Path, inputs: Iterable[str | Path] = ()) -> None:
-        self.path = Path(path)
-        self.target = check_output(path, inputs)
-        self._tmp = self.target.with_name(f".{self.target.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise PathError(path, f"cannot write in {self.target.parent}: "
-                            f"{os_reason(exc)}") from None
-        self._f: BinaryIO | None = open(fd, "wb")  # noqa: SIM115 (closed by commit/discard)
-        with contextlib.suppress(OSError):
-            old = os.stat(self.target)
-            os.chmod(fd, stat.S_IMODE(old.st_mode))
-            if os.geteuid() == 0:
-                os.chown(fd, old.st_uid, old.st_gid)
-
-    def _fail(self, exc: OSError) -> PathError:
-        self.discard()
-        return PathError(self.path, f"cannot write: {os_reason(exc)}")
-
-    def write(self, data: bytes) -> None:
-        if self._f is None:
-            raise PathError(self.path, "written after it was closed")
-        try:
-            self._f.write(data)
-        except OSError as exc:
-            raise self._fail(exc) from None
-
-    def commit(self) -> None:
-        """Flush, sync and rename the temporary file over ``path``."""
-        if self._f is None:
-            return
-        try:
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            self._f = None
-            os.replace(self._tmp, self.target)
-        except OSError as exc:
-            raise self._fail(exc) from None
-
-    def discard(self) -> None:
-        """Drop what was written; ``path`` stays as it was."""
-        if self._f is not None:
-            with contextlib.suppress(OSError):
-                self._f.close()
-            self._f = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._tmp)
-
-    def __enter__(self) -> AtomicOutput:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.discard()
+        super().__init__(check_output(path, inputs), shown=path)

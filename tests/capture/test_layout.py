@@ -174,3 +174,22 @@ def test_a_finished_writer_leaves_no_lock_file(tmp_path: Path) -> None:
     with writing(empty):
         assert [p.name for p in empty.iterdir()] == [".writing"]
     assert not empty.exists()  # a run stopped before its first capture leaves no folder
+
+
+def test_a_set_killed_while_writing_is_removable(tmp_path: Path) -> None:
+    """What a run killed inside lab.atomic's writes leaves: its temporary files
+    (``.NAME.<8 hex>.tmp``) and steps.json, written before results.json."""
+    half = _set(tmp_path, "seed", "cccccc", MANIFEST, "a--eth0.pcap", "steps.json",
+                ".results.json.0f1e2d3c.tmp", ".merged.pcapng.a1b2c3d4.tmp",
+                ".report.html.00ff00ff.tmp")
+    (cs,) = incomplete_capture_sets(tmp_path)
+    assert remove_capture_set(cs) == [f"removed capture set {half} (6 files)"]
+    assert not half.exists()
+
+
+def test_a_stranger_that_looks_like_a_temporary_file_is_kept(tmp_path: Path) -> None:
+    half = _set(tmp_path, "seed", "dddddd", MANIFEST, ".notes.txt.0f1e2d3c.tmp")
+    (cs,) = incomplete_capture_sets(tmp_path)
+    with pytest.raises(CaptureError, match=r"\.notes\.txt\.0f1e2d3c\.tmp"):
+        remove_capture_set(cs)
+    assert half.exists()

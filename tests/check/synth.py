@@ -5,6 +5,7 @@ reset or closed early (:func:`download`)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,16 @@ class Breakage:
     no_fin: bool = False
 
 
+_IP_IDS = itertools.count(1)
+
+
 def _p(src: str, dst: str, sport: int, dport: int, flags: str, *, opt: bytes = b"",
-       ttl: int = 64, load: bytes = b"") -> Packet:
-    ip = IP(src=src, dst=dst, ttl=ttl, options=[IPOption(opt)] if opt else [])
+       ttl: int = 64, load: bytes = b"", ident: int | None = None) -> Packet:
+    """One packet, with its own IP ID unless ``ident`` gives it (the same packet at
+    another hop: a datapath that rewrites addresses keeps it; a retransmission is
+    another packet)."""
+    ip = IP(src=src, dst=dst, ttl=ttl, id=next(_IP_IDS) % 65536 if ident is None else ident,
+            options=[IPOption(opt)] if opt else [])
     pkt = Ether() / ip / TCP(sport=sport, dport=dport, flags=flags)
     if load:
         pkt = pkt / Raw(load)
@@ -101,7 +109,9 @@ class Download:
     sends ``more`` segments after the stall: retransmissions of the first missing one),
     and the flow ends as ``end`` says (``refused``: the SYN is answered with an RST).
     ``lost`` segments vanish between the pod and its node the first time and are sent
-    again at once (a lossy link).
+    again at once (a lossy link). ``end_after``: seconds from the last packet before
+    the end to the end; ``pause``: (segment, seconds) the sender pauses before it
+    (a loaded machine).
     """
 
     segments: int = 20
@@ -111,6 +121,8 @@ class Download:
     end: End = "fin"
     lost: frozenset[int] = frozenset()
     fin_with_data: bool = False  # the last data segment carries the FIN (end "fin")
+    end_after: float = 0.5
+    pause: tuple[int, float] | None = None
 
     @property
     def head(self) -> bytes:
@@ -138,8 +150,9 @@ def download(tmp: Path, d: Download = Download()) -> CaptureDir:
         """A client packet along its path: the client, the LB node in and out, the
         backend's node, the pod (``to``: how far it gets)."""
         opt = OPT if flags == "S" else b""
-        c = _p(CLIENT, SVC, eph, svc_port, flags, load=load)
-        fwd = _p(CLIENT, POD_IP, eph, pod_port, flags, opt=opt, ttl=63, load=load)
+        ident = next(_IP_IDS) % 65536
+        c = _p(CLIENT, SVC, eph, svc_port, flags, load=load, ident=ident)
+        fwd = _p(CLIENT, POD_IP, eph, pod_port, flags, opt=opt, ttl=63, load=load, ident=ident)
         for pkt in (c, fwd):
             pkt[TCP].seq, pkt[TCP].ack = seq, ack
         c, fwd = Ether(bytes(c)), Ether(bytes(fwd))
@@ -154,8 +167,9 @@ def download(tmp: Path, d: Download = Download()) -> CaptureDir:
     def down(flags: str, seq: int, ack: int, load: bytes = b"", *, to: tuple[str, ...] = (
             POD_NAME, POD_NODE, "client")) -> None:
         """A pod packet along its path: the pod, its node (translated), the client."""
-        at_pod = _p(POD_IP, CLIENT, pod_port, eph, flags, load=load)
-        out = _p(SVC, CLIENT, svc_port, eph, flags, load=load, ttl=63)
+        ident = next(_IP_IDS) % 65536
+        at_pod = _p(POD_IP, CLIENT, pod_port, eph, flags, load=load, ident=ident)
+        out = _p(SVC, CLIENT, svc_port, eph, flags, load=load, ttl=63, ident=ident)
         for pkt in (at_pod, out):
             pkt[TCP].seq, pkt[TCP].ack = seq, ack
         at_pod, out = Ether(bytes(at_pod)), Ether(bytes(out))
@@ -178,7 +192,7 @@ def download(tmp: Path, d: Download = Download()) -> CaptureDir:
     data = d.head + bytes(d.segments * MSS - len(d.head))
     stop = d.segments if d.stop is None else d.stop
     for i in range(stop):
-        t += TICK
+        t += TICK + (d.pause[1] if d.pause is not None and d.pause[0] == i else 0.0)
         seq = S_ISN + 1 + i * MSS
         load = data[i * MSS:(i + 1) * MSS]
         if i in d.lost:
@@ -201,7 +215,7 @@ def download(tmp: Path, d: Download = Download()) -> CaptureDir:
                 up("A", c_next, s_next, to=("client",))
             else:  # silent: only the client's window updates, which reach the pod
                 up("A", c_next, s_next)
-    t += 0.5
+    t += d.end_after
     if d.end == "fin" and d.fin_with_data:
         up("FA", c_next, s_next + 1)
     elif d.end == "fin":

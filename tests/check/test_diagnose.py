@@ -117,6 +117,41 @@ def test_a_stall_whose_acknowledgements_were_lost(tmp_path: Path) -> None:
         f"{LB_NAME} eth0 (in)")]
 
 
+@pytest.mark.parametrize("end_after", [0.5, 0.05])
+def test_a_stall_whose_acknowledgements_were_lost_however_soon_the_client_gave_up(
+        tmp_path: Path, end_after: float) -> None:
+    """The acknowledgements died at the node addressed, then the client closed: the
+    capture shows where they stopped, whether the client's own time limit fired long
+    after the last retransmission reached it or just after it (a loaded machine: the
+    client's limit and the sender's retransmission timer race). The order of two timers
+    is not what broke the flow (issue 17: "the client gave up" was said instead)."""
+    (line,) = _lines(tmp_path, Download(stop=8, break_at="acks", end="client-fin",
+                                        end_after=end_after))
+    assert line[0] == "transfer-stalled"
+    assert line[1].startswith(
+        f"the transfer stopped after 8.0 kB of 20.0 kB: segments from {THE_POD} kept "
+        f"reaching {WHERE_CLIENT} (3 more after t=0.01 s), but the acknowledgements of "
+        f"{THE_CLIENT} seen at {WHERE_CLIENT} after that (until t=1.21 s) never reached "
+        f"{LB_NAME} eth0 (in); then {THE_CLIENT} closed the connection at t="), line
+
+
+def test_a_client_that_closed_a_flow_still_moving_at_its_own_pace_gave_up(
+        tmp_path: Path) -> None:
+    """A sender paused 0.4 s mid-way (a loaded machine starves a paced server) and came
+    back; the client closed 0.3 s after the last segment: no longer than a pause the
+    flow already had, so it closed a flow still moving, not one whose sender went quiet."""
+    (line,) = _lines(tmp_path, Download(stop=8, more=0, break_at="silent", end="client-fin",
+                                        end_after=0.3, pause=(4, 0.4)))
+    assert line[0] == "receiver-gave-up", line
+    assert line[1].startswith(f"{THE_CLIENT} closed the connection at t=0.71 s after 8.0 kB "
+                              f"of 20.0 kB while {THE_POD} was still sending"), line
+    # without the pause the same close 0.3 s later is a flow that had stopped
+    (tmp_path / "steady").mkdir()
+    (line,) = _lines(tmp_path / "steady", Download(stop=8, more=0, break_at="silent",
+                                                   end="client-fin", end_after=0.3))
+    assert line[0] == "transfer-stalled", line
+
+
 def test_a_sender_gone_silent(tmp_path: Path) -> None:
     assert _lines(tmp_path, Download(stop=8, break_at="silent", end="none")) == [(
         "transfer-stalled",

@@ -77,11 +77,15 @@ def test_a_link_down_stops_the_traffic_and_its_undo_restores_it(lab: NetnsLab,
         assert _pod_serves(lab, WORKS_S)
 
 
-# UDP datagrams, counted at the receiver until the sender's "end" (or a quiet spell
-# once they started): it prints how many came
+# UDP datagrams, counted at the receiver until the sender's "end" (or, should every
+# "end" be lost, a quiet spell long enough for any scheduling delay): it prints how
+# many came
 _RECEIVE = """
 import socket, sys, time
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+# room for every datagram while this process waits for a CPU (a loaded machine): the
+# default buffer holds fewer than are sent, and an overflow is not the loss measured
+s.setsockopt(socket.SOL_SOCKET, 33, 1 << 22)  # SO_RCVBUFFORCE (root: past rmem_max)
 s.bind((sys.argv[1], int(sys.argv[2])))
 print("ready", flush=True)
 s.settimeout(float(sys.argv[3]))
@@ -113,7 +117,7 @@ def _datagrams_through(lab: NetnsLab, sender: str, receiver: str, port: int = 99
     """How many of DATAGRAMS UDP datagrams from ``sender`` reach ``receiver``."""
     to = str(lab.hosts[receiver].ip)
     proc = lab.start(receiver, [sys.executable, "-c", _RECEIVE, to, str(port),
-                                f"{READY_S:g}", "2"],
+                                f"{READY_S:g}", "10"],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout is not None

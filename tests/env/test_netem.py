@@ -69,7 +69,9 @@ def test_a_delay_grows_the_round_trip(fault_lab: NetnsLab) -> None:
     finally:
         applied()
     assert _qdiscs(lab, "client") == []
-    assert _connect_s(lab) < plain + 0.02
+    # shorter than any handshake the 50 ms could still hold back (best of 5: a loaded
+    # machine's pause does not fall on all of them)
+    assert _connect_s(lab) < plain + 0.045
 
 
 @pytest.mark.parametrize("fault", [Fault(host="client", delay_ms=50),

@@ -137,6 +137,25 @@ def test_scenarios_in_subfolders_are_found_by_name() -> None:
     ([{"fault": {"host": "x", "link_down": True, "kill_pod": True}}],
      "steps[0].fault: Value error, a fault is one of loss_percent/delay_ms, link_down, "
      "kill_pod (given: link_down, kill_pod)"),
+    # faults come at a point of a transfer's progress, never at a wall-clock time
+    ([{"transfer": {"bytes": 10, "during": [{"host": "x", "link_down": True,
+                                             "after_s": 0.3}]}}],
+     "steps[0].transfer.during[0]: Value error, after_s: a fault comes at a point of the "
+     "transfer's progress, not at a time"),
+    ([{"transfer": {"bytes": 10, "during": [{"host": "x", "link_down": True}]}}],
+     "steps[0].transfer: Value error, during[0].after_bytes: the body bytes the client has "
+     "received when the fault comes, 1 to 9 (not given)"),
+    ([{"transfer": {"bytes": 10, "during": [{"host": "x", "link_down": True,
+                                             "after_bytes": 10}]}}],
+     "steps[0].transfer: Value error, during[0].after_bytes: the body bytes the client has "
+     "received when the fault comes, 1 to 9 (got 10)"),
+    ([{"transfer": {"bytes": 10, "direction": "upload",
+                    "during": [{"host": "x", "link_down": True, "after_bytes": 5}]}}],
+     "steps[0].transfer: Value error, during: faults come at a point of a download's "
+     "progress"),
+    ([{"fault": {"host": "x", "link_down": True, "after_bytes": 5}}],
+     "steps[0].fault: Value error, after_bytes: a fault step applies when the steps before "
+     "it ended"),
 ])
 def test_a_bad_step_names_its_index_and_field(tmp_path: Path, steps: list[Any],
                                               expected: str) -> None:

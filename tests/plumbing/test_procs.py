@@ -50,7 +50,9 @@ def test_stop_pids_returns_as_soon_as_the_child_exits() -> None:
     stopped = cleanup.stop_pids([child.pid])
     took = time.monotonic() - t0
     assert stopped == [child.pid]
-    assert took < 0.5, f"stop_pids took {took:.2f} s"  # the grace period is 2 s
+    # well short of the 2 s grace period it would wait for a child still there (the
+    # margin is for a loaded machine, not for the grace period)
+    assert took < 1.5, f"stop_pids took {took:.2f} s"
     assert not procs.running(child.pid)
     child.wait(1)
 

@@ -35,7 +35,9 @@ def test_a_transfer_longer_than_the_deadline_is_stopped_and_diagnosed(
     (step,) = run.steps  # the request after it was not sent
     assert step.kind == "transfer"
     assert step.summary.endswith("stopped at the scenario's deadline (1.5 s)")
-    assert run.timings["traffic_s"] < 1.5 + 1.0
+    # ended by the deadline, not by its bytes: 10 MB at 1 MB/s take 10 s (a bound that
+    # holds on a loaded machine and cannot hold for a transfer let run to its end)
+    assert run.timings["traffic_s"] < 1.5 + 5.0
     assert run.result is not None  # checked all the same
     # curl, stopped, closes with a FIN, or with a RST when data it never read is left
     (line,) = run.result.diagnoses

@@ -78,7 +78,7 @@ def test_the_tracked_trace_fails_when_tracking_is_off(captures_root: Path,
                                                      tmp_path: Path) -> None:
     """The fragmented-answer trace can fail: the same scenario with tracking off."""
     sc = with_setting(tmp_path, "udp-fragmented-answer", "load_balancer.fragment_tracking: false",
-                      replace=("timeout_s: 2", "timeout_s: 0.5"))
+                      replace=("timeout_s: 5", "timeout_s: 0.5"))
     run = run_scenario(sc, captures_root=captures_root)
     assert run.result is not None
     assert not run.passed

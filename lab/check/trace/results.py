@@ -15,12 +15,12 @@ checks) keep their notes as ``evidence`` and ``problems``.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.atomic import write_text
 from lab.capture.layout import RESULTS
 from lab.errors import LabError
 
@@ -144,10 +144,7 @@ class TraceResult:
         """Write ``results.json`` whole: a temporary file renamed over it (a capture
         set is complete once this file exists, so it must never be half there)."""
         path = directory / RESULTS
-        tmp = directory / f".{RESULTS}.tmp"
-        tmp.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-        return path
+        return write_text(path, json.dumps(self.as_dict(), indent=2, default=str) + "\n")
 
     def summary(self) -> str:
         lines = []

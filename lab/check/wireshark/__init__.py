@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from lab.atomic import copy_file
 from lab.errors import LabError
 
 LUA_NAME = "dsr_option.lua"
@@ -151,5 +152,5 @@ def install(dest_dir: Path) -> Path:
     """Copy the dissector into ``dest_dir`` (the personal Lua plugins folder)."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / LUA_NAME
-    shutil.copyfile(lua_path(), dest)
+    copy_file(lua_path(), dest)  # a link at dest is replaced, never followed
     return dest

@@ -31,6 +31,7 @@ from typing import IO, TypeVar
 
 import yaml
 
+from lab.atomic import write_text
 from lab.env.base import BackendError, LabHost, LeftBy
 from lab.env.cleanup import state_path
 from lab.env.kind import residue
@@ -131,14 +132,12 @@ class KindLab:
         remove then."""
         self._closed = True
         path = state_path(self.run_id)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"run_id": self.run_id, "backend": self.backend,
+        write_text(path, json.dumps({"run_id": self.run_id, "backend": self.backend,
                                    "topology_name": self.topology.name,
                                    "left_up_by": LEFT_UP_BY[by],
                                    "cluster": self.plan.cluster if self.created else None,
                                    "record": str(self.record), "created": time.time()},
                                   indent=2))
-        tmp.rename(path)
         owner.release(self.run_id)
         return path
 
@@ -193,10 +192,10 @@ class KindBackend:
     # -- a new cluster -------------------------------------------------------------
     def _create(self, t: Topology, plan: KindPlan, tools: Tools, folder: Path,
                 run_id: str) -> tuple[dict[str, LabHost], Topology, dict[str, str]]:
-        (folder / KIND_CONFIG_FILE).write_text(yaml.safe_dump(plan.kind_config,
-                                                              sort_keys=False))
-        (folder / MANIFESTS_FILE).write_text(yaml.safe_dump_all(plan.manifests,
-                                                                sort_keys=False))
+        write_text(folder / KIND_CONFIG_FILE, yaml.safe_dump(plan.kind_config,
+                                                             sort_keys=False))
+        write_text(folder / MANIFESTS_FILE, yaml.safe_dump_all(plan.manifests,
+                                                               sort_keys=False))
         api_server = ""
         for cmd in plan.commands:
             argv = _in_folder(cmd.argv, folder)

@@ -14,6 +14,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from lab.atomic import write_text
+
 SUFFIX = ".kind.json"
 DEADLINE_S = 300.0
 
@@ -23,10 +25,8 @@ def record(path: Path, *, cluster: str | None, kubeconfig: str | None,
            label: str) -> None:
     """Write the record (before the cluster or any object exists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"cluster": cluster, "kubeconfig": kubeconfig,
-                               "context": context, "label": label}, indent=2))
-    tmp.rename(path)
+    write_text(path, json.dumps({"cluster": cluster, "kubeconfig": kubeconfig,
+                                 "context": context, "label": label}, indent=2))
 
 
 def removal_commands(data: dict[str, Any]) -> list[list[str]]:

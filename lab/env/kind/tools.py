@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from lab.atomic import write_text
 from lab.env.base import BackendError
 
 
@@ -41,11 +42,11 @@ class Tools:
             raise BackendError(f"{what}: {argv[0]} is not installed (needed: kind, helm, "
                                "kubectl, docker)") from None
         except subprocess.TimeoutExpired as exc:
-            log.write_text(f"$ {shown}\n(deadline {deadline_s:g} s passed)\n"
+            write_text(log, f"$ {shown}\n(deadline {deadline_s:g} s passed)\n"
                            f"{_text(exc.stdout)}{_text(exc.stderr)}")
             raise BackendError(f"{what}: `{shown}` took longer than its {deadline_s:g} s "
                                f"(output in {log})") from None
-        log.write_text(f"$ {shown}\n(exit {proc.returncode})\n--- stdout\n{proc.stdout}"
+        write_text(log, f"$ {shown}\n(exit {proc.returncode})\n--- stdout\n{proc.stdout}"
                        f"--- stderr\n{proc.stderr}")
         if check and proc.returncode != 0:
             last = next((ln for ln in reversed(proc.stderr.splitlines()) if ln.strip()),
