@@ -18,6 +18,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy lab
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/actionlint .github/workflows/ci.yml
 
 test: lint
 	$(PY) -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
@@ -27,6 +28,14 @@ bench: install
 	$(PY) bench/datapath.py
 	$(PY) bench/review.py
 	$(PY) bench/modes.py
+	$(PY) bench/verifier.py
+	$(PY) bench/scenarios.py
+	$(PY) scripts/readme_figures.py
+
+# README.md's figures block from bench/results/*.json (tests/test_readme.py checks it)
+.PHONY: figures
+figures:
+	$(PY) scripts/readme_figures.py
 
 clean-lab: install
 	$(VENV)/bin/dsrlab clean

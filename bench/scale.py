@@ -47,7 +47,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -57,42 +56,14 @@ sys.path.insert(0, str(REPO))
 from bench.bringup import _remove_leftovers, ip_script, script_commands, time_dsrlab, time_script  # noqa: E402
 from lab.datapath import build_object  # noqa: E402
 from lab.env.netns import NetnsBackend  # noqa: E402
-from lab.model.topology import Topology, parse_topology  # noqa: E402
+from lab.model.scale import PODS_PER_NODE, scale_topology  # noqa: E402
+from lab.model.topology import Topology  # noqa: E402
 from lab.plumbing import names  # noqa: E402
 
 SIZES = (4, 16, 64, 256)
 ROUNDS = {4: 7, 16: 7, 64: 5, 256: 3}
-PODS_PER_NODE = 2
 RESULTS = REPO / "bench" / "results" / "scale.json"
 KINDS = ("script", "net", "full")
-
-
-def scale_topology(nodes: int, pods_per_node: int = PODS_PER_NODE) -> Topology:
-    """The seed's shape at any size: node i at 172.18.0.0/16 + 2 + i with pod CIDR
-    10.<i / 256>.<i % 256>.0/24 (inside 10.0.0.0/8), its pods at .10, .11, ...; one
-    DaemonSet on port 80 and one NodePort service (32000) over all of its pods."""
-    node_list: list[dict[str, Any]] = []
-    pods: list[dict[str, Any]] = []
-    first = int(IPv4Address("172.18.0.2"))
-    for i in range(nodes):
-        name = f"node-{i}"
-        hi, lo = divmod(i, 256)
-        node_list.append({"name": name, "role": "control-plane" if i == 0 else "worker",
-                          "ip": str(IPv4Address(first + i)), "pod_cidr": f"10.{hi}.{lo}.0/24"})
-        pods += [{"name": f"pod-{i}-{j}", "node": name, "ip": f"10.{hi}.{lo}.{10 + j}"}
-                 for j in range(pods_per_node)]
-    data = {
-        "name": f"scale-{nodes}",
-        "description": f"{nodes} nodes with {pods_per_node} pods each (bench/scale.py)",
-        "cluster": {"native_routing_cidr": "10.0.0.0/8"},
-        "network": {"name": "kind", "subnet": "172.18.0.0/16", "mtu": 1500},
-        "client": {"name": "client", "ip": "172.18.0.1"},
-        "nodes": node_list,
-        "workloads": [{"name": "web", "kind": "DaemonSet", "port": 80, "pods": pods}],
-        "services": [{"name": "websvc", "selector": "web", "protocol": "TCP",
-                      "node_port": 32000, "target_port": 80}],
-    }
-    return parse_topology(data, f"<bench/scale.py: {nodes} nodes>")
 
 
 # -- settling between trials ------------------------------------------------------

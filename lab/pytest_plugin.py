@@ -20,6 +20,11 @@ repository's ``captures/`` nor its ``latest`` link, which belong to the
 user's own ``dsrlab run``. ``--dsrlab-captures DIR`` writes them to DIR
 instead, e.g. ``--dsrlab-captures captures`` to keep them with the user's.
 
+Backends: :func:`require_backend` skips a test when its backend cannot run here
+(kind: docker, kind, kubectl, helm; netns: root), saying why;
+``--dsrlab-require-backend BACKEND`` fails it instead, and fails a session in which
+no test ran on BACKEND (a CI job for a backend cannot pass empty).
+
 Signals: a session stopped with SIGTERM or SIGHUP (CI's timeout, a closed
 terminal) stops as with Ctrl-C: a ``KeyboardInterrupt`` in the test that
 runs, so its labs and the session's fixtures are taken down (while they
@@ -75,6 +80,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "captures/. Use --dsrlab-captures captures to keep them there")
     group.addoption("--dsrlab-backend", default="netns", choices=("netns", "kind"),
                     help="backend for scenario tests (default: netns)")
+    group.addoption("--dsrlab-require-backend", default=None, choices=("netns", "kind"),
+                    metavar="BACKEND",
+                    help="fail, not skip, a test that cannot run for want of BACKEND "
+                         "(kind: docker, kind, kubectl, helm; netns: root), and fail the "
+                         "session if no test of BACKEND ran (CI's kind job: a run that "
+                         "tested nothing is not a pass)")
     group.addoption("--dsrlab-verifier-report", default=None, metavar="FILE",
                     help="before the tests, load the datapath through this kernel's "
                          "verifier and write what it said (instructions processed per "
@@ -90,6 +101,9 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    required = config.getoption("--dsrlab-require-backend")
+    if required:
+        config.pluginmanager.register(BackendsRan(required), "dsrlab-backends-ran")
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
             if signal.getsignal(sig) == signal.SIG_DFL:
@@ -137,6 +151,53 @@ def require_cmd(*names: str) -> None:
         pytest.skip(f"needs {', '.join(missing)} on PATH (run `make install`)")
 
 
+_RAN_ON = "dsrlab_backend"  # the user property naming the backend a test ran on
+
+
+def require_backend(item: pytest.Item, backend: str) -> None:
+    """Skip the test ``item`` unless ``backend`` can run here; with
+    ``--dsrlab-require-backend BACKEND``, fail it instead. A test that gets past this
+    counts as one of the backend's (see :class:`BackendsRan`)."""
+    reason: str | None
+    if backend == "kind":
+        from lab.env.kind.preflight import kind_unavailable  # noqa: PLC0415
+
+        reason = kind_unavailable()
+    else:
+        reason = None if os.geteuid() == 0 else "needs root (network namespaces, BPF, tcpdump)"
+    if reason:
+        if item.config.getoption("--dsrlab-require-backend") == backend:
+            pytest.fail(f"--dsrlab-require-backend {backend}: {reason}", pytrace=False)
+        pytest.skip(reason)
+    item.user_properties.append((_RAN_ON, backend))
+
+
+class BackendsRan:
+    """``--dsrlab-require-backend BACKEND``: the backends tests ran on, from their
+    reports (this process's, or xdist's workers' in the controller); a session in
+    which no test ran on BACKEND fails."""
+
+    def __init__(self, required: str) -> None:
+        self.required = required
+        self.ran: set[str] = set()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "call":
+            self.ran |= {str(v) for k, v in report.user_properties if k == _RAN_ON}
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        if hasattr(session.config, "workerinput"):  # the controller decides
+            return
+        if self.required not in self.ran and exitstatus in (
+                pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+            reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+            if reporter is not None:
+                reporter.write_line(f"--dsrlab-require-backend {self.required}: no test ran "
+                                    f"on {self.required} (none selected, or all skipped)",
+                                    red=True)
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def captures_root_for(config: pytest.Config) -> Path:
     """Where this session's scenario runs write capture sets.
 
@@ -165,9 +226,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             "NAME.trace.yaml): a scenario run that tests nothing is a failure")
     running = datapath_requires.release_version(platform.release())
     datapath_unmet = datapath_requires.unmet()
+    must_run_netns = config.getoption("--dsrlab-require-backend") == "netns"
     for item in items:
-        if os.geteuid() != 0 and (item.get_closest_marker("netns")
-                                  or item.get_closest_marker("bpf")):
+        if os.geteuid() != 0 and not must_run_netns and (item.get_closest_marker("netns")
+                                                          or item.get_closest_marker("bpf")):
             item.add_marker(pytest.mark.skip(
                 reason="needs root (network namespaces, BPF, tcpdump)"))
         if datapath_unmet and item.get_closest_marker("bpf"):
@@ -235,12 +297,7 @@ class ScenarioItem(pytest.Item):
         if backend not in self.backends:
             pytest.skip(f"scenario {self.name} runs on {', '.join(self.backends)}, "
                         f"not on --dsrlab-backend {backend}")
-        if backend == "kind":
-            from lab.env.kind.preflight import kind_unavailable  # noqa: PLC0415
-
-            reason = kind_unavailable()
-            if reason:
-                pytest.skip(reason)
+        require_backend(self, backend)
         require_root()
         require_cmd("tcpdump", "curl", "clang")
         run = run_scenario(self.path, captures_root=captures_root_for(self.config),

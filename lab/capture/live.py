@@ -38,9 +38,19 @@ READY_TIMEOUT_S = 10.0
 # waits for a CPU is dropped by the kernel (1,968 of 2,000 datagrams here, under load).
 # 9216 bytes keeps every frame of a 1500- or 9000-byte MTU whole (veth's GSO
 # super-frames, up to 64 KiB, are cut there; their IP header still gives their
-# length); 32 MiB makes room for thousands.
+# length); 32 MiB makes room for thousands. The kernel allocates every ring whole
+# when tcpdump starts, so the rings share one budget (ring_sizes): the client and the
+# LB node see every flow and get the full ring; the other points (a backend's node
+# and pod see their share of the flows) split the rest, down to RING_MIN_KIB each.
+# libpcap lays a ring out in frames of the snap length plus a header, one per block of
+# the next power of two (16 KiB here): the kernel holds ~1.8 x what -B asks for
+# (ring_memory; 32 MiB asked is 56 MiB held). A seed run keeps 32 MiB everywhere;
+# 300 nodes' 901 points hold ~1 GiB of rings, not 50.
 SNAPLEN = 9216
-RING_KIB = 32768
+RING_KIB = 32768  # one point's ring at most
+RING_MIN_KIB = 512  # and at least (over fifty full-size frames)
+RING_BUDGET_KIB = 256 * 1024  # every ring of a capture set together, while above the minimum
+BUSY_ROLES: frozenset[Role] = frozenset({"client", "lb-node"})  # every flow passes there
 QUIET_S = 0.15
 SETTLE_MAX_S = 3.0
 DRAIN_MAX_S = 5.0  # how long tcpdump may take to write what the kernel already gave it
@@ -50,6 +60,39 @@ _PROGRESS_RE = re.compile(r"(?P<cap>\d+) packets? captured, (?P<recv>\d+) packet
 _STATS_RE = re.compile(
     r"^(?P<n>\d+) packets? (?P<what>captured|received by filter|dropped by kernel)$",
     re.MULTILINE)
+
+
+def ring_sizes(roles: list[Role]) -> list[int]:
+    """Each point's kernel ring in KiB (tcpdump's ``-B``), for points of these roles:
+    the busy ones (:data:`BUSY_ROLES`) get :data:`RING_KIB`, the others share what is
+    left of :data:`RING_BUDGET_KIB`, between :data:`RING_MIN_KIB` and :data:`RING_KIB`."""
+    busy = sum(1 for r in roles if r in BUSY_ROLES)
+    others = len(roles) - busy
+    left = max(0, RING_BUDGET_KIB - busy * RING_KIB)
+    share = RING_KIB if others == 0 else max(RING_MIN_KIB, min(RING_KIB, left // others))
+    return [RING_KIB if r in BUSY_ROLES else share for r in roles]
+
+
+def _readable(fd: int, wait: float) -> bool:
+    """Whether ``fd`` has something to read (or its end) within ``wait`` seconds.
+
+    poll, not select: select() refuses descriptors of 1024 and above, and a lab of
+    hundreds of capture points holds that many pipes.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(0.0, wait) * 1000))
+
+
+def ring_memory(kib: int, snaplen: int = SNAPLEN) -> int:
+    """Bytes the kernel allocates for a ring tcpdump asks ``kib`` KiB for (libpcap:
+    frames of the snap length and its header, 16-byte aligned, each in a block of the
+    next power of two, at least a page)."""
+    frame = (snaplen + 96 + 15) // 16 * 16
+    block = 4096
+    while block < frame:
+        block *= 2
+    return kib * 1024 // frame * block
 
 
 class Starts(Protocol):
@@ -88,12 +131,13 @@ class Capture:
     stderr: str = ""
     stats: dict[str, int] = field(default_factory=dict)
     snaplen: int = SNAPLEN  # bytes kept of each packet
+    ring_kib: int = RING_KIB  # the kernel ring tcpdump asks for (-B)
 
     def argv(self) -> list[str]:
         """tcpdump writing the pcap to stdout, a packet at a time (``-U``)."""
         return [
             "tcpdump", "-i", self.point.ifname, "-w", "-", "-U", "-n",
-            "-s", str(self.snaplen), "-B", str(RING_KIB), "-Z", "root", "--immediate-mode",
+            "-s", str(self.snaplen), "-B", str(self.ring_kib), "-Z", "root", "--immediate-mode",
         ]
 
     def spawn(self) -> None:
@@ -113,8 +157,7 @@ class Capture:
                 raise CaptureError(
                     f"tcpdump on {self.point.name} did not report listening within "
                     f"{READY_TIMEOUT_S:.0f}s; stderr: {buf.decode(errors='replace')!r}")
-            ready, _, _ = select.select([fd], [], [], left)
-            if ready:
+            if _readable(fd, left):
                 chunk = os.read(fd, 4096)
                 if not chunk:
                     self.proc.wait()
@@ -149,8 +192,7 @@ class Capture:
         chunks = []
         end = time.monotonic() + wait
         while True:
-            ready, _, _ = select.select([fd], [], [], max(0.0, end - time.monotonic()))
-            if not ready:
+            if not _readable(fd, end - time.monotonic()):
                 break
             chunk = os.read(fd, 4096)
             if not chunk:
@@ -202,8 +244,9 @@ class CaptureSet:
     def __enter__(self) -> CaptureSet:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            for p in self.points:
-                cap = Capture(self.lab, p, self.directory / p.filename)
+            rings = ring_sizes([p.role for p in self.points])
+            for p, ring in zip(self.points, rings, strict=True):
+                cap = Capture(self.lab, p, self.directory / p.filename, ring_kib=ring)
                 self.captures.append(cap)
                 cap.spawn()
             deadline = time.monotonic() + READY_TIMEOUT_S

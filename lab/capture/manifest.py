@@ -146,7 +146,7 @@ class Manifest(_Part):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise CaptureError(validation_message(path, exc)) from None
+            raise CaptureError(validation_message(path, exc, cls)) from None
 
     def write(self, directory: str | Path) -> Path:
         """Write ``manifest.json`` whole (a temporary file renamed over it)."""

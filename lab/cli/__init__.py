@@ -14,7 +14,7 @@ uses. :func:`main` installs the signal handlers before anything else loads
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from lab.cli import signals, stdout
 
@@ -23,14 +23,20 @@ if TYPE_CHECKING:
 
 
 def make_app() -> typer.Typer:
-    """The ``dsrlab`` Typer app with every command registered."""
+    """The ``dsrlab`` Typer app with every command registered.
+
+    Help is Rich (boxes, colours) on a terminal and click's plain text when stdout
+    is not one (``dsrlab --help | less``, a file): no box drawn at 80 columns.
+    """
     import typer
 
-    from lab.cli import datapath, labs, matrix, plan, review, run, wireshark
+    from lab.cli import datapath, labs, matrix, output, plan, review, run, wireshark
 
-    app = typer.Typer(add_completion=False, no_args_is_help=True,
+    markup: Literal["rich"] | None = "rich" if output.on_terminal() else None
+    app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=markup,
                       help="A packet-level test lab for eBPF direct-server-return load "
                            "balancing.")
+    datapath.app.rich_markup_mode = markup
     app.command("up")(labs.up)
     app.command("down")(labs.down)
     app.command("run")(run.run)

@@ -170,12 +170,21 @@ def _print_json(res: PacketResult) -> None:
 
 
 def _print_packet(res: PacketResult) -> None:
+    """Three lines a packet: its frame number in the input file (Wireshark's), the
+    program and its verdict; what went in; what came out (or that nothing did)."""
+    from lab.wire.ipv4 import frame_summary
+
     extra = f" -> {res.redirect}" if res.redirect else ""
     extra += f" ({res.reason})" if res.reason else ""
     if res.ns_per_pkt is not None:
         extra += f"  {res.ns_per_pkt} ns/pkt"
         extra += "" if res.repeat_same_frame else " (frame changes across repeats)"
-    sys.stdout.write(f"#{res.index} {res.program}: {res.verdict}, {res.length} bytes{extra}\n")
+    out = frame_summary(res.data) if res.emitted and res.data is not None else \
+        f"nothing ({res.verdict})"
+    sys.stdout.write(f"frame {res.frame} {res.program}: {res.verdict}, {res.length} bytes"
+                     f"{extra}\n"
+                     f"  in:  {frame_summary(res.data_in) if res.data_in else '?'}\n"
+                     f"  out: {out}\n")
 
 
 def _summary(summary: RunSummary, output_path: Path, repeat: int) -> str:

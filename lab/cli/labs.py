@@ -27,19 +27,28 @@ if TYPE_CHECKING:
     from lab.env.cleanup import RunResidue
     from lab.plumbing.owner import Holder
 
+RUN_ID_HELP = ("the lab's run id, 6 lowercase hex digits (default: a random one); "
+               "refused when a lab or leftover of that id is on this machine")
+
+
 def up(
     topology: Annotated[Path, typer.Argument(help="topology YAML, e.g. topologies/seed.yaml")],
     datapath: Annotated[bool, typer.Option(help="attach the DSR datapath on every node")] = True,
+    run_id: Annotated[str | None, typer.Option(help=RUN_ID_HELP, show_default=False)] = None,
 ) -> None:
     """Bring a topology up on the netns backend and leave it running."""
+    from lab import settings
     from lab.env.netns import NetnsBackend
     from lab.model.topology import load_topology
 
     need_root()
+    if run_id is not None:
+        check_new_run_id(run_id)
     with one_line_errors():
+        settings.check_environment()  # before any namespace exists
         topo = load_topology(topology)
         with status(f"bringing up {topo.name}"):
-            lab = NetnsBackend(datapath=datapath).up(topo)
+            lab = NetnsBackend(datapath=datapath).up(topo, run_id=run_id)
         state = lab.detach()  # its state not written: taken down, one error line
     _print_lab(lab, f"lab {lab.run_id} ({topo.name}) is up", state)
 
@@ -47,12 +56,35 @@ def up(
 def _print_lab(lab: Lab, title: str, state: Path) -> None:
     table(("host", "kind", "address", "interface", "namespace"),
           ((h.name, h.kind, str(h.ip), h.ifname, h.netns) for h in lab.hosts.values()),
-          title=title)
+          title=title, leave_out=("kind", "interface", "address"))  # the namespace stays
     first = next(iter(lab.hosts.values()))
     console.print(f"state: {state}", markup=False)
     console.print(f"a shell on a host: nsenter --net=/run/netns/{first.netns} bash",
                   markup=False)
     console.print(f"take it down:      dsrlab down {lab.run_id}", markup=False)
+
+
+def check_new_run_id(run_id: str, captures: Path | None = None) -> None:
+    """A run id the user chose for a new lab: the lab's own form (6 lowercase hex
+    digits), and nothing on this machine (namespaces, processes, files under
+    /run/dsrlab; with ``captures``, a capture set) carries it yet. Else exit 2."""
+    from lab.env import cleanup
+    from lab.plumbing import names
+
+    try:
+        names.check_run_id(run_id)
+    except ValueError as exc:
+        fail(f"--run-id: {exc}", 2)
+    with one_line_errors():
+        taken = cleanup.find_runs([run_id])
+    if run_id in taken:
+        fail(f"--run-id: run id {run_id} is in use on this machine "
+             f"({_summary(taken[run_id])}); choose another (dsrlab list shows them)", 2)
+    if captures is not None:
+        used = sorted(p for p in captures.glob(f"*/{run_id}") if p.is_dir())
+        if used:
+            fail(f"--run-id: run id {run_id} already has a capture set ({used[0]}); "
+                 "choose another", 2)
 
 
 def _check_ids(run_ids: list[str]) -> None:
@@ -249,7 +281,8 @@ def _stop_live(live: dict[str, Holder]) -> set[str]:
 
 
 def _summary(res: RunResidue) -> str:
-    files = ", ".join(f.name for f in res.files) or "none"
+    files = ", ".join([f.name for f in res.files]
+                      + [str(d) for d in res.temp_dirs]) or "none"
     return (f"{len(res.namespaces)} namespaces, {len(res.pids)} processes, "
             f"{_state(res)}, files: {files}")
 

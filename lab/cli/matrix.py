@@ -49,6 +49,7 @@ def matrix(  # noqa: PLR0917 (Typer: one parameter an option)
     kernels_file: Annotated[Path | None, typer.Option(
         "--kernels-file", help="the kernel list (default: kernels/matrix.yaml)")] = None,
 ) -> None:
+    from lab import settings
     from lab.matrix import kernels as kl
 
     with one_line_errors():
@@ -65,6 +66,7 @@ def matrix(  # noqa: PLR0917 (Typer: one parameter an option)
                     "yes" if r.installed else "no"] for r in resolved])
             return
         need_root("dsrlab matrix needs root (network namespaces, BPF, QEMU)")
+        settings.check_environment()  # before any guest boots
         _run(matrix_list, resolved, full, out, run_id)
 
 

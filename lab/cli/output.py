@@ -11,6 +11,11 @@ of stdout itself (``isatty``), not of ``FORCE_COLOR``/``TTY_COMPATIBLE``.
 Lines are never wrapped or cut by Rich, on a terminal either (soft wrap:
 the terminal wraps them, so a path or command copied from it stays whole).
 
+Control characters in anything printed (a path, a name, a message quoting a
+file) are shown escaped (``\x1b``, ``\u202e``; :func:`lab.safetext.escaped`),
+on a terminal and piped: a value cannot retitle, clear or recolour the
+terminal, nor turn a line around. Rich's own colours and cursor moves stay.
+
 Nothing a user typed or a file held (paths, names, messages) is parsed as
 Rich markup: pass such values as plain ``str`` table cells, in
 :class:`~rich.text.Text` parts, or with ``markup=False``. Emoji codes
@@ -27,10 +32,11 @@ from typing import IO, NoReturn
 
 import typer
 from rich.console import Console
-from rich.control import strip_control_codes
+from rich.segment import Segment
 from rich.text import Text
 
 from lab.errors import LabError
+from lab.safetext import escaped
 
 Cell = str | Text
 """A table cell: a ``str`` is printed literally; a :class:`Text` may carry style."""
@@ -45,12 +51,22 @@ def _isatty(stream: IO[str] | None) -> bool:
         return False
 
 
+class _EscapingConsole(Console):
+    """A Console whose text reaches the stream with control characters escaped; the
+    control codes Rich makes itself (styles, cursor moves of a spinner) pass."""
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            seg if seg.control else Segment(escaped(seg.text), seg.style, seg.control)
+            for seg in buffer)
+
+
 # stdout: results. stderr: errors, notes, progress. Each is "a terminal" when its
 # stream is one, whatever FORCE_COLOR says: a pipe gets no ANSI codes.
-console = Console(highlight=False, emoji=False, soft_wrap=True,
-                  force_terminal=_isatty(sys.stdout))
-err = Console(stderr=True, highlight=False, emoji=False, soft_wrap=True,
-              force_terminal=_isatty(sys.stderr))
+console = _EscapingConsole(highlight=False, emoji=False, soft_wrap=True,
+                           force_terminal=_isatty(sys.stdout))
+err = _EscapingConsole(stderr=True, highlight=False, emoji=False, soft_wrap=True,
+                       force_terminal=_isatty(sys.stderr))
 
 
 def on_terminal() -> bool:
@@ -64,7 +80,7 @@ def styled(text: str, style: str) -> Text:
 
 
 def _plain(cell: Cell) -> str:
-    text = cell.plain if isinstance(cell, Text) else strip_control_codes(cell)
+    text = escaped(cell.plain if isinstance(cell, Text) else cell)
     return " ".join(text.splitlines()) if "\n" in text else text
 
 
@@ -82,12 +98,16 @@ def plain_table(columns: Sequence[str], rows: Iterable[Sequence[Cell]]) -> list[
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *,
-          title: Cell | None = None) -> None:
+          title: Cell | None = None, leave_out: Sequence[str] = ()) -> None:
     """Print a table: Rich on a terminal, :func:`plain_table` otherwise.
 
     ``title`` and cells follow :data:`Cell`. On a terminal a cell too wide
-    for its column folds onto more lines rather than being cut.
+    for its column wraps between words, never inside one: an address, an id
+    or a path stays whole on one line (:func:`fit_columns`); when even that
+    does not fit, columns are left out (those named in ``leave_out`` first, in that
+    order, then from the right) and a line says which.
     """
+    rows = [list(r) for r in rows]
     if not on_terminal():
         lines = plain_table(columns, rows)
         if title is not None:
@@ -97,12 +117,69 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *,
         return
     from rich.table import Table
 
+    plain = [list(columns), *([_plain(c) for c in row] for row in rows)]
+    order = [columns.index(c) for c in leave_out if c in columns]
+    widths = fit_columns(plain, console.width, order)
+    kept = [i for i, w in enumerate(widths) if w is not None]
     t = Table(title=Text(title) if isinstance(title, str) else title, title_justify="left")
-    for col in columns:
-        t.add_column(col, overflow="fold")
+    for i in kept:
+        t.add_column(columns[i], width=widths[i], overflow="fold")
     for row in rows:
-        t.add_row(*(c if isinstance(c, Text) else Text(c) for c in row))
-    console.print(t)
+        t.add_row(*(c if isinstance(c, Text) else Text(escaped(c)) for c in (row[i] for i in kept)))
+    # wider than the terminal only when one column's longest word is: then the line
+    # runs on (the terminal wraps it) rather than cut that word
+    console.print(t, width=max(console.width, table_width([widths[i] or 0 for i in kept])))
+    left_out = [columns[i] for i, w in enumerate(widths) if w is None]
+    if left_out:
+        console.print(Text(f"  columns left out at this width: {', '.join(left_out)} "
+                           "(a wider terminal, or piped output, shows every column)",
+                           style="dim"))
+
+
+def table_width(widths: Sequence[int]) -> int:
+    """A Rich table's width for these column widths: a space either side of each
+    column's text and a border line around and between them."""
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _words(text: str) -> list[str]:
+    return text.split() or [""]
+
+
+def fit_columns(grid: Sequence[Sequence[str]], width: int,
+                leave_out: Sequence[int] = ()) -> list[int | None]:
+    """Column widths (text only) for the table ``grid`` (the header row first, plain
+    text) in ``width`` cells, so that no word (a run of characters without a space:
+    an address, an id, a path) is ever split: each column is at least as wide as its
+    longest word. What is left is shared by the columns that would wrap, the widest
+    needs first; when the columns' longest words alone do not fit, columns are left
+    out (``None``): those in ``leave_out`` first, then from the right, the first column
+    always kept.
+    """
+    from rich.cells import cell_len
+
+    n = len(grid[0]) if grid else 0
+    lines = [[line for cell in col for line in cell.splitlines() or [""]]
+             for col in ([r[i] for r in grid] for i in range(n))]
+    longest = [max(cell_len(line) for line in col) for col in lines]
+    word = [max(cell_len(w) for line in col for w in _words(line)) for col in lines]
+    kept = list(range(n))
+    order = [i for i in leave_out if 0 < i < n]
+    order += [i for i in reversed(range(1, n)) if i not in order]
+    while order and table_width([word[i] for i in kept]) > width:
+        kept.remove(order.pop(0))
+    if table_width([longest[i] for i in kept]) <= width:
+        return [longest[i] if i in kept else None for i in range(n)]
+    widths = {i: word[i] for i in kept}
+    spare = width - table_width(list(widths.values()))
+    while spare > 0:
+        short = [i for i in kept if widths[i] < longest[i]]
+        if not short:
+            break
+        i = max(short, key=lambda k: longest[k] - widths[k])
+        widths[i] += 1
+        spare -= 1
+    return [widths.get(i) for i in range(n)]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.text import Text
 
-from lab.cli.output import console, err, fail, note, table
+from lab.cli.output import console, err, fail, note, on_terminal, table
 
 if TYPE_CHECKING:
     from lab.capture.layout import Role
@@ -26,6 +26,7 @@ _STATUS_STYLE = {"rewritten": "green", "lb-node": "cyan", "pod-side": "yellow",
                  "not-rewritten": "bold red", "no-reply": "yellow"}
 _SEV_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 BACKENDS_SHOWN = 6  # per service, in the services table
+TERMINAL_ROWS = 30  # rows per table on a terminal unless --limit says otherwise
 
 
 def review(
@@ -39,7 +40,10 @@ def review(
     role: Annotated[str | None, typer.Option(
         help="where files without a manifest were captured: client, lb-node, "
              "backend-node or pod")] = None,
-    limit: Annotated[int, typer.Option(help="rows per table (0: all)")] = 30,
+    limit: Annotated[int | None, typer.Option(
+        min=0, show_default=False,
+        help=f"rows per table (0: all; default: all when piped, {TERMINAL_ROWS} on a "
+             "terminal)")] = None,
     partial: Annotated[bool, typer.Option(
         "--partial", help="review a truncated file up to where it breaks")] = False,
     progress: Annotated[bool | None, typer.Option(
@@ -54,6 +58,8 @@ def review(
     from lab.check.review import ReviewError, targets
 
     forced, the_role = _order(order), _role(role)
+    if limit is None:  # piped (grep, a file, a CI log): every row; on a terminal a screenful
+        limit = TERMINAL_ROWS if on_terminal() else 0
     try:
         todo = targets(pcaps)
     except ReviewError as exc:
@@ -245,7 +251,8 @@ def _print_flows(r: ReviewResult, limit: int) -> None:
             f"{f.service} ({f.order})", f.option_hex,
             f"{f.rewritten_replies}/{f.unrewritten_replies}",
             Text(f.status, _STATUS_STYLE.get(f.status, ""))) for f in shown),
-          title="DSR flows")
+          title="DSR flows",
+          leave_out=("option", "replies svc/pod", "proto", "service", "backend"))
     if len(shown) < len(r.flows):
         console.print(f"  ... and {len(r.flows) - len(shown)} more flows "
                       "(--limit 0 for all, --json for everything)", style="dim", markup=False)

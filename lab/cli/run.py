@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,15 +36,25 @@ def run(
              "needs docker, kind, kubectl, helm)")] = "netns",
     kubeconfig: Annotated[str | None, typer.Option(
         help="with --backend kind: an existing cluster, read only")] = None,
+    scenarios: Annotated[Path | None, typer.Option(
+        help="with --all: the folder of scenarios to run (its *.yaml and one level of "
+             "subfolders; default: the lab's scenarios/)", show_default=False)] = None,
+    run_id: Annotated[str | None, typer.Option(
+        help="the run id, 6 lowercase hex digits (default: a random one); refused when "
+             "it is in use on this machine or has a capture set", show_default=False)] = None,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
     from lab.runner.scenario import run_scenario
 
     if run_all == (scenario is not None):
         fail("give a scenario or --all (not both)", code=2)
+    if run_all and run_id is not None:
+        fail("--run-id names one run: give it with a scenario, not --all", code=2)
+    if scenarios is not None and not run_all:
+        fail("--scenarios goes with --all (a scenario is named by its path)", code=2)
     need_root()
     if run_all:
-        _run_all(captures)
+        _run_all(captures, scenarios)
         return
     assert scenario is not None
     from lab.env import BACKENDS, get_backend
@@ -54,28 +65,63 @@ def run(
         fail("--kubeconfig goes with --backend kind", code=2)
     if backend == "kind":
         from lab.env.kind.preflight import kind_unavailable
+        from lab.model.scenario import load_scenario
 
+        with one_line_errors():  # the scenario's backends: first, before the tools
+            refused = load_scenario(scenario)[0].backend_refusal(backend)
+        if refused:
+            fail(refused, code=2)
         reason = kind_unavailable()
         if reason:
             fail(reason)
+    if run_id is not None:
+        from lab.cli.labs import check_new_run_id
+
+        check_new_run_id(run_id, captures)
     options: dict[str, object] = {"kubeconfig": kubeconfig} if kubeconfig else {}
     with one_line_errors(), status("starting") as progress:
         if backend == "kind":  # each tool call, as it starts
             options["progress"] = progress
         result = run_scenario(scenario, captures_root=captures, progress=progress, keep=keep,
-                              backend=get_backend(backend, **options))
+                              backend=get_backend(backend, **options), run_id=run_id)
     console.print(Text.assemble("scenario ", (result.scenario.name, "bold"),
                                 f" run {result.run_id} on {result.backend} "
                                 f"({result.topology.name})"))
     print_run(result)
     if screenshot and result.report is not None:
-        _screenshot(result.report.html)
+        _screenshot(result.report.html, result.run_id, hold=not result.kept)
+    console.print(run_verdict(result))
     if not result.passed:
         raise typer.Exit(1)
 
 
-def _run_all(captures: Path) -> None:
-    """Every scenario, one after the other; a table of verdicts; exit 1 if one failed."""
+def run_verdict(res: ScenarioRun) -> Text:
+    """The run's last line: ``PASS: seed, 6 of 6 claims`` or ``FAIL: seed, 2 of 6
+    claims failed`` (and the diagnosis count)."""
+    claims = res.result.claims if res.result else []
+    failed = sum(not c.passed for c in claims)
+    if res.passed:
+        return Text.assemble(("PASS", "bold green"), f": {res.scenario.name}, "
+                             f"{len(claims)} of {len(claims)} claims passed")
+    what = f"{failed} of {len(claims)} claims failed" if claims else "not checked"
+    diagnoses = len(res.result.diagnoses) if res.result else 0
+    why = f" ({diagnoses} diagnosis line{'s' * (diagnoses != 1)} above)" if diagnoses else ""
+    return Text.assemble(("FAIL", "bold red"), f": {res.scenario.name}, {what}{why}")
+
+
+def all_verdict(total: int, failed: int, skipped: int) -> Text:
+    """``run --all``'s last line: ``FAIL: 2 of 41 scenarios failed`` or ``PASS: ...``."""
+    skip = f", {skipped} skipped" if skipped else ""
+    if failed:
+        return Text.assemble(("FAIL", "bold red"),
+                             f": {failed} of {total} scenarios failed{skip}")
+    return Text.assemble(("PASS", "bold green"),
+                         f": {total - skipped} of {total} scenarios passed{skip}")
+
+
+def _run_all(captures: Path, folder: Path | None = None) -> None:
+    """Every scenario (of ``folder``), one after the other, a line as each ends; a table
+    of verdicts, then the overall verdict as the last line; exit 1 if one failed."""
     from lab.capture.layout import check_captures
     from lab.env.faults import FaultUnavailable
     from lab.model.scenario import all_scenarios
@@ -83,31 +129,58 @@ def _run_all(captures: Path) -> None:
 
     with one_line_errors():
         check_captures(captures)  # before any lab: where every capture set goes
-    rows = []
+    rows: list[list[str]] = []
     failed = skipped = 0
-    paths = all_scenarios()
-    with status("starting") as progress:
-        for i, path in enumerate(paths, start=1):
-            def say(msg: str, name: str = path.stem, n: int = i) -> None:
-                progress(f"[{n}/{len(paths)}] {name}: {msg}")
+    if folder is not None and not folder.is_dir():
+        fail(f"--scenarios {folder}: not a folder", code=2)
+    paths = all_scenarios() if folder is None else all_scenarios(folder)
+    if not paths:
+        fail(f"no scenario (*.yaml) in {folder}", code=2)
+    try:
+        with status("starting") as progress:
+            for i, path in enumerate(paths, start=1):
+                def say(msg: str, name: str = path.stem, n: int = i) -> None:
+                    progress(f"[{n}/{len(paths)}] {name}: {msg}")
 
-            try:
-                res = run_scenario(path, captures_root=captures, progress=say)
-            except FaultUnavailable as exc:  # this kernel cannot make the fault: not run
-                skipped += 1
-                rows.append([path.stem, "-", "-", "-", "skipped", "-", "-", str(exc)])
-                continue
-            except LabError as exc:
-                failed += 1
-                rows.append([path.stem, "-", "-", "-", "error", "-", "-", str(exc)])
-                continue
-            failed += not res.passed
-            rows.append(_verdict_row(res))
-    table(("scenario", "mode", "port", "node", "verdict", "claims", "requests", "captures"),
-          rows, title=f"{len(paths)} scenarios, {len(paths) - failed - skipped} passed"
-          + (f", {skipped} skipped" if skipped else ""))
+                started = time.monotonic()
+                try:
+                    res = run_scenario(path, captures_root=captures, progress=say)
+                except FaultUnavailable as exc:  # this kernel cannot make the fault: not run
+                    skipped += 1
+                    rows.append([path.stem, "-", "-", "-", "skipped", "-", "-", str(exc)])
+                except LabError as exc:
+                    failed += 1
+                    rows.append([path.stem, "-", "-", "-", "error", "-", "-", str(exc)])
+                else:
+                    failed += not res.passed
+                    rows.append(_verdict_row(res))
+                _scenario_line(i, len(paths), rows[-1], time.monotonic() - started)
+    except KeyboardInterrupt:  # a signal: the verdicts of the scenarios that finished
+        _verdict_table(rows, failed, skipped,
+                       f"interrupted after {len(rows)} of {len(paths)} scenarios")
+        raise
+    _verdict_table(rows, failed, skipped, f"{len(paths)} scenarios")
+    console.print(all_verdict(len(paths), failed, skipped))
     if failed:
         raise typer.Exit(1)
+
+
+def _verdict_table(rows: list[list[str]], failed: int, skipped: int, what: str) -> None:
+    passed = len(rows) - failed - skipped
+    table(("scenario", "mode", "port", "node", "verdict", "claims", "requests", "captures"),
+          rows, title=f"{what}, {passed} passed" + (f", {failed} failed" if failed else "")
+          + (f", {skipped} skipped" if skipped else ""),
+          leave_out=("captures", "node", "port", "mode", "requests"))
+
+
+def _scenario_line(n: int, total: int, row: list[str], seconds: float) -> None:
+    """One line as each scenario of ``run --all`` ends (a pipe or a log sees progress):
+    ``[3/41] seed: pass, claims 6/6, 2.1 s``; an error or a skip with its reason."""
+    name, verdict, claims, why = row[0], row[4], row[5], row[7]
+    detail = f"claims {claims}" if verdict in ("pass", "FAIL") else why
+    style = {"pass": "green", "FAIL": "red", "error": "red"}.get(verdict, "yellow")
+    console.print(Text.assemble(f"[{n}/{total}] {name}: ", (verdict, style),
+                                f", {detail}, {seconds:.1f} s"))
 
 
 def _verdict_row(res: ScenarioRun) -> list[str]:
@@ -205,14 +278,28 @@ def _print_times(t: dict[str, float]) -> None:
                   f"{t.get('traffic_s', 0) * 1000:.0f} ms, total {t.get('total_s', 0):.2f} s")
 
 
-def _screenshot(html: Path) -> None:
+def _screenshot(html: Path, run_id: str, *, hold: bool) -> None:
+    """Chromium's picture of the report, tagged with the run id. With ``hold`` this
+    process holds the run again while Chromium runs (its owner file), so a bare
+    ``dsrlab clean`` leaves Chromium's scratch directory alone, and an interrupt's
+    sweep removes it; a lab kept up (``--keep``) is not held: it was handed over."""
+    import contextlib
+
+    from lab.plumbing import owner
     from lab.report import screenshot as shot
 
     if not shot.available():
         return
+    if hold:
+        with contextlib.suppress(OSError):
+            owner.claim(run_id)
     try:
-        png = shot.screenshot(html)
+        png = shot.screenshot(html, run_id=run_id)
     except shot.ScreenshotError as exc:
         note("report not rendered", str(exc))
         return
+    finally:
+        if hold:
+            with contextlib.suppress(OSError):
+                owner.release(run_id)
     console.print(f"rendered: {png}  (headless Chromium)", markup=False)

@@ -1,14 +1,16 @@
-"""How ``dsrlab`` stops on a signal: SIGINT, SIGTERM and SIGHUP undo what was started.
+"""How ``dsrlab`` stops on a signal: SIGINT, SIGTERM, SIGHUP, SIGQUIT... undo what was
+started.
 
 CI systems and ``timeout`` stop a job with SIGTERM, a closed terminal sends
-SIGHUP, a user presses Ctrl-C: each raises
+SIGHUP, a user presses Ctrl-C or Ctrl-\\ (SIGQUIT), ``kill -USR1`` or ``-ALRM``...
+(every signal of :data:`lab.plumbing.interrupts.SIGNALS`): each raises
 :class:`~lab.plumbing.interrupts.Interrupted` (a ``KeyboardInterrupt``) in the
 main thread, so every ``with`` block and undo step of the run takes down what
 it started (namespaces, pod server, captures, BPF objects); further signals
 cannot cut that cleanup short. Then, as a last net, whatever a run of *this*
 process still holds (its owner file names this process) is removed the way
 ``dsrlab clean`` would, and ``dsrlab`` exits with 128 + the signal (130 for
-SIGINT, 143 for SIGTERM, 129 for SIGHUP) after one line on stderr, no
+SIGINT, 143 for SIGTERM, 129 for SIGHUP, 131 for SIGQUIT) after one line on stderr, no
 traceback. ``dsrlab clean --force`` stops a live run with SIGUSR2: the same
 clean stop, reported as ``stopped by dsrlab clean (SIGUSR2)`` and exit 140,
 so that nobody takes it for a failure of the run. A lab that ``dsrlab up``
@@ -24,6 +26,7 @@ import sys
 from collections.abc import Callable
 
 from lab.plumbing import interrupts
+from lab.safetext import one_line
 
 
 def _sweep() -> list[str]:
@@ -34,7 +37,7 @@ def _sweep() -> list[str]:
     try:
         runs = cleanup.find_runs()
         for res in runs.values():
-            if res.owner_pid == os.getpid():
+            if res.owner_pid == os.getpid() and not res.left_up:  # handed over: stays
                 problems += [line for line in cleanup.clean_run(res)
                              if line.startswith("could not")]
     except Exception as exc:  # the last net must not turn into a traceback
@@ -63,7 +66,7 @@ def run(main: Callable[[], object]) -> None:
     try:
         if problems:
             sys.stderr.write(f"{what}: cleanup incomplete: "
-                             f"{'; '.join(problems)} (run dsrlab clean)\n")
+                             f"{one_line('; '.join(problems))} (run dsrlab clean)\n")
         else:
             sys.stderr.write(f"{what}: cleaned up\n")
         sys.stderr.flush()

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from lab.errors import LabError
+from lab.safetext import escaped
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -118,7 +119,7 @@ def _say(message: str) -> None:
         note("error", message, "red")
         return
     with contextlib.suppress(Exception):
-        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.write(f"error: {escaped(message)}\n")
         sys.stderr.flush()
 
 

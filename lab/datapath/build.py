@@ -14,12 +14,12 @@ import functools
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab import settings
 from lab.datapath.errors import DatapathError
 
 MAIN_SOURCE = "dsr.c"
@@ -28,20 +28,13 @@ BASE_CFLAGS: tuple[str, ...] = ("-O2", "-g", "-target", "bpf", "-Wall")
 
 
 def bpf_source_dir() -> Path:
-    """``bpf/`` of the checkout (``$DSRLAB_BPF_DIR`` overrides)."""
-    env = os.environ.get("DSRLAB_BPF_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "bpf"
+    """``bpf/`` of the checkout (``$DSRLAB_BPF_DIR`` overrides; :mod:`lab.settings`)."""
+    return settings.bpf_dir()
 
 
 def default_cache_dir() -> Path:
-    env = os.environ.get("DSRLAB_CACHE_DIR")
-    if env:
-        return Path(env) / "bpf"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".cache"
-    return base / "dsrlab" / "bpf"
+    """The object cache, made and checked (:func:`lab.settings.cache_dir`)."""
+    return settings.cache_dir()
 
 
 def arch_include_dirs() -> list[str]:
@@ -55,10 +48,8 @@ def cflags(source_dir: Path, extra: Sequence[str] = ()) -> list[str]:
 
 
 def find_clang() -> str:
-    clang = os.environ.get("CLANG") or shutil.which("clang")
-    if not clang:
-        raise DatapathError("clang not found (install clang, or set CLANG=/path/to/clang)")
-    return clang
+    """``$CLANG`` or clang on ``PATH``, checked to run (:func:`lab.settings.clang`)."""
+    return settings.clang()
 
 
 @functools.cache

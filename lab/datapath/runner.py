@@ -58,7 +58,7 @@ import itertools
 import statistics
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Literal
@@ -128,7 +128,8 @@ class PacketResult:
     (for ``rejected``: the input's). ``redirect`` is the interface the
     program redirected to, ``reason`` the datapath's drop reason or why the
     kernel refused the frame. ``data`` is the frame after the program
-    (``None`` when rejected).
+    (``None`` when rejected), ``data_in`` the frame as fed. ``index`` counts from
+    0; :attr:`frame` is the input file's frame number (Wireshark's, from 1).
     """
 
     index: int
@@ -142,6 +143,12 @@ class PacketResult:
     repeat: int = 1
     ns_per_pkt: int | None = None
     repeat_same_frame: bool | None = None
+    data_in: bytes | None = None
+
+    @property
+    def frame(self) -> int:
+        """The packet's frame number in the input file, as Wireshark numbers it."""
+        return self.index + 1
 
     @property
     def emitted(self) -> bool:
@@ -151,6 +158,7 @@ class PacketResult:
     def to_json(self) -> dict[str, object]:
         out: dict[str, object] = {
             "index": self.index,
+            "frame": self.frame,
             "program": self.program,
             "verdict": self.verdict,
             "length": self.length,
@@ -332,6 +340,9 @@ class DatapathRunner:
         return self._run(frame, index)
 
     def _run(self, frame: bytes, index: int) -> PacketResult:
+        return replace(self._result(frame, index), data_in=frame)
+
+    def _result(self, frame: bytes, index: int) -> PacketResult:
         program = self.program_for(frame)
         if len(frame) < ETH_HLEN:
             return PacketResult(index, program, REJECTED, len(frame), reason="frame_too_short")

@@ -7,8 +7,11 @@ by its run id: ``<run id>.json`` records what a detached lab holds,
 processes of a run are the ones whose network namespace *is* one of the
 run's namespaces (compared by device and inode, one pass over ``/proc`` for
 all of them), so they are found and stopped by PID; nothing is matched by
-command line. Devices, addresses, routes and tc programs live inside the
-namespaces and go with them. A kind run's record (``<run id>.kind.json``,
+command line. Outside the namespaces, a run's scratch directories
+(``dsrlab-<run id>-<what>-*`` in the temporary directory) and the processes it
+started there (Chromium: ``DSRLAB_RUN=<run id>`` in their environment) carry
+the tag too (:mod:`lab.plumbing.runtags`). Devices, addresses, routes and tc
+programs live inside the namespaces and go with them. A kind run's record (``<run id>.kind.json``,
 :mod:`lab.env.kind.residue`) names its cluster (deleted by name) or the label of
 its objects in an existing cluster (deleted by that label).
 
@@ -40,7 +43,7 @@ from pathlib import Path
 
 from lab.env.kind import residue as kind_residue
 from lab.errors import LabError
-from lab.plumbing import interrupts, names, nsmark, nsutil, owner, procs
+from lab.plumbing import interrupts, names, nsmark, nsutil, owner, procs, runtags
 
 STATE_DIR: Path = owner.OWNER_DIR  # /run/dsrlab, or $DSRLAB_STATE_DIR
 _GRACE_S = 2.0
@@ -68,6 +71,7 @@ class RunResidue:
     holder: owner.Holder | None = None  # the live process that holds the run, if any
     left_up_by: str | None = None  # "dsrlab up", "dsrlab run --keep": left up on purpose
     files: list[Path] = field(default_factory=list)  # everything under STATE_DIR named by it
+    temp_dirs: list[Path] = field(default_factory=list)  # its scratch directories
 
     @property
     def owner_pid(self) -> int | None:
@@ -76,7 +80,7 @@ class RunResidue:
 
     @property
     def empty(self) -> bool:
-        return not (self.namespaces or self.pids or self.files)
+        return not (self.namespaces or self.pids or self.files or self.temp_dirs)
 
     @property
     def alive(self) -> bool:
@@ -110,9 +114,15 @@ def find_runs(run_ids: list[str] | None = None) -> dict[str, RunResidue]:
             res.files = files
             state = state_path(run_id)
             res.state_file = state if state in files else None
+    for run_id, dirs in runtags.find_dirs(wanted).items():
+        runs.setdefault(run_id, RunResidue(run_id)).temp_dirs = dirs
+    tagged = runtags.find_pids(wanted)
+    for run_id in tagged:
+        runs.setdefault(run_id, RunResidue(run_id))
     pids = _pids_in_each([ns for res in runs.values() for ns in res.namespaces])
     for res in runs.values():
-        res.pids = sorted({pid for ns in res.namespaces for pid in pids.get(ns, [])})
+        res.pids = sorted({pid for ns in res.namespaces for pid in pids.get(ns, [])}
+                          | set(tagged.get(res.run_id, [])))
         _liveness(res)
     return dict(sorted(runs.items()))
 
@@ -218,6 +228,9 @@ def clean_run(res: RunResidue) -> list[str]:
             done.append(f"could not remove {f}: {exc.strerror}")
             continue
         done.append(f"removed {f}")
+    for d in res.temp_dirs:
+        problem = runtags.remove_dir(d)
+        done.append(f"could not remove {d}: {problem}" if problem else f"removed {d}")
     owner.forget(res.run_id)
     return done
 

@@ -22,6 +22,13 @@ a pod's ``eth0``, the client's bridge); nothing touches the root namespace.
   server process stops that pod: it stops listening and closes its
   connections). There is no undo: the lab cannot bring one pod back.
 
+Whether a fault can be made at all is known before any lab exists:
+:func:`check_available` (the runner calls it first) raises the same
+:class:`FaultUnavailable` a fault step would, so a scenario this kernel cannot
+run is skipped before its lab or its captures start, and leaves nothing.
+:func:`netem_available` asks the kernel once per process, on the loopback of a
+scratch namespace of its own (``dsrlab-<id>-netemprobe``, removed at once).
+
 The undo returned is an :class:`Applied`; :meth:`Applied.release` instead keeps
 the fault and lets go of this process's handles on it (a fault kept for the
 rest of a lab's life: the namespaces take it with them on ``down``).
@@ -31,9 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,12 +51,13 @@ from pyroute2 import IPRoute, NetlinkError
 from lab.env.base import Lab, LabHost, StopsPods
 from lab.errors import LabError
 from lab.model.scenario import Fault
-from lab.plumbing import nsutil
+from lab.plumbing import names, nsutil
 
 NO_NETEM = "this kernel has no sch_netem (CONFIG_NET_SCH_NETEM)"
 NETEM_HANDLE = 0x10000  # 1:
 RTPROT_KERNEL = 2  # routes the kernel makes itself (an address's subnet) come back alone
 MAIN_TABLE = 254
+LOOPBACK_INDEX = 1
 
 
 class FaultError(LabError, RuntimeError):
@@ -108,6 +117,38 @@ def inject(lab: Lab, fault: Fault) -> Applied:
     if fault.link_down:
         return _link_down(host)
     return _impair(host, loss_percent=fault.loss_percent, delay_ms=fault.delay_ms)
+
+
+def check_available(faults: Iterable[Fault], backend: str) -> None:
+    """Raise :class:`FaultUnavailable` (message: the fault, then the reason) for the first
+    of ``faults`` that ``backend`` on this kernel cannot make; before any lab exists."""
+    for fault in faults:
+        if backend != "netns":
+            raise FaultUnavailable(f"{describe(fault)}: faults are made in the lab's "
+                                   f"namespaces: the {backend} backend has none")
+        if fault.delay_ms and not netem_available():
+            raise FaultUnavailable(f"{describe(fault)}: {NO_NETEM}")
+
+
+@functools.cache
+def netem_available() -> bool:
+    """True when this kernel makes a ``netem`` qdisc (tried once per process, on the
+    loopback of a scratch namespace made for it; never in the root namespace)."""
+    return probe_netem(names.new_run_id())
+
+
+def probe_netem(run_id: str) -> bool:
+    """Try a netem qdisc on the loopback of ``dsrlab-<run id>-netemprobe`` (made for it,
+    removed again whatever happens)."""
+    probe = names.netns_name(run_id, "netemprobe")
+    with nsutil.scratch(probe), nsutil.open_iproute(probe) as ipr:
+        try:
+            ipr.tc("add", "netem", index=LOOPBACK_INDEX, handle=NETEM_HANDLE, delay=1000)
+        except NetlinkError as exc:
+            if exc.code == errno.ENOENT:  # "Specified qdisc kind is unknown"
+                return False
+            raise FaultError(f"netem on a scratch namespace's loopback: {exc}") from None
+    return True
 
 
 def describe(fault: Fault) -> str:
@@ -254,5 +295,5 @@ def _index(ipr: IPRoute, host: LabHost) -> int:
     return int(found[0])
 
 
-__all__ = ["NO_NETEM", "Applied", "FaultError", "FaultUnavailable", "Mechanism", "describe",
-           "inject"]
+__all__ = ["NO_NETEM", "Applied", "FaultError", "FaultUnavailable", "Mechanism",
+           "check_available", "describe", "inject", "netem_available", "probe_netem"]

@@ -51,7 +51,7 @@ from typing import IO, Any
 from lab.atomic import OutputError, check_folder, reason, write_text
 from lab.datapath import BackendEntry, DatapathObject, build_object, maglev
 from lab.datapath.fabric import FabricObject, FabricPort
-from lab.env import podserver
+from lab.env import podserver, resources
 from lab.env.base import BackendError, HostKind, LabHost, LeftBy
 from lab.env.cleanup import STATE_DIR, state_path
 from lab.model.topology import Node, Pod, ServicePort, Topology
@@ -559,6 +559,9 @@ class NetnsBackend:
                 f"datapath carries the service in an IPv4 option (opt) only, not "
                 f"{topology.load_balancer.dispatch}")
         check_folder(STATE_DIR, "state folder")  # claims and state go there: checked first
+        # memory and open files for it, or one line saying what is missing (before anything)
+        resources.check(resources.lab_needs(topology, datapath=self.with_datapath,
+                                            servers=self.with_servers))
         lab = NetnsLab(topology, run_id or names.new_run_id())
         try:
             self._build(lab)
@@ -576,10 +579,6 @@ class NetnsBackend:
     # -- the steps ---------------------------------------------------------------
     def _build(self, lab: NetnsLab) -> None:
         t = lab.topology
-        hosts = len(t.host_names())
-        # per host a netlink socket and the namespace while wiring, per pod its sockets,
-        # per node a datapath object (programs, maps, BTF)
-        nsutil.ensure_open_files(64 + 3 * hosts + 4 * len(t.pods) + 16 * len(t.nodes))
         run_id = lab.run_id
         lab._undo.push(f"release the claim on run {run_id}",
                        lambda: nsutil.release_if_done(run_id))

@@ -119,7 +119,7 @@ def load_list(path: Path = DEFAULT_LIST) -> MatrixList:
     try:
         return MatrixList.model_validate(data)
     except ValidationError as exc:
-        raise MatrixError(validation_message(path, exc)) from None
+        raise MatrixError(validation_message(path, exc, MatrixList)) from None
 
 
 def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:

@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
+from lab import settings
 from lab.atomic import write_text
 from lab.datapath.verifier import VerifierReport
 from lab.errors import LabError
@@ -169,8 +170,8 @@ def kvm_usable(progress: Progress = lambda _m: None) -> bool:
     """Whether to try KVM first: ``/dev/kvm`` opens read-write and KVM has not hung
     on this host kernel before (the memo in the cache folder, written when it did).
     ``DSRLAB_MATRIX_ACCEL=tcg|kvm`` overrides both."""
-    forced = os.environ.get("DSRLAB_MATRIX_ACCEL")
-    if forced in ("tcg", "kvm"):
+    forced = settings.matrix_accel()
+    if forced is not None:
         return forced == "kvm"
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False

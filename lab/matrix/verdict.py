@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from lab.atomic import write_text
 from lab.datapath.verifier import COMPLEXITY_LIMIT, VerifierReport
 from lab.matrix.kernels import Group, MatrixError, ResolvedKernel
+from lab.safetext import escaped, for_template
 
 Outcome = Literal["pass", "fail", "skip"]
 VERIFIER_GROUP = "verifier"  # the table's row for what the kernel's verifier said
@@ -234,14 +235,16 @@ def summary_markdown(summary: Summary) -> str:
         mode = k.mode + (f" ({k.accel})" if k.accel else "")
         lines.append(f"| {k.kernel.name} ({k.kernel.release}) | {k.kernel.package or '-'} | "
                      f"{k.kernel.version or '-'} | {mode} | {boot} | {k.seconds:.1f} |")
-    return "\n".join(lines) + "\n"
+    # a test's message or a package name from apt: control characters escaped
+    return escaped("\n".join(lines), keep="\n") + "\n"
 
 
 @functools.cache
 def _environment() -> Environment:
     return Environment(loader=PackageLoader("lab.matrix", "templates"),
                        autoescape=select_autoescape(enabled_extensions=("html.j2",)),
-                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                       finalize=for_template)
 
 
 def summary_html(summary: Summary) -> str:

@@ -25,8 +25,25 @@ from lab.errors import LabError
 from lab.model.errors import FieldProblem, validation_message
 from lab.model.topology import Topology, TopologyError, load_topology
 from lab.model.yamldoc import read_yaml
+from lab.safetext import excerpt
 
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "scenarios"
+LAB_ROOT = Path(__file__).resolve().parents[2]
+SCENARIO_DIR = LAB_ROOT / "scenarios"
+TOPOLOGY_DIR = LAB_ROOT / "topologies"
+
+# What a scenario may ask for (README: "Resources"). Its steps' payload is captured at
+# every hop (a pcap each, then the merged pcapng: ~2 x hops x the bytes on disk);
+# a modes comparison's transfers are captured at the LB node only.
+TRAFFIC_BUDGET = 256 << 20  # bytes every transfer and datagram step moves, in all
+COMPARE_BUDGET = 1 << 30  # bytes a modes comparison transfers, over all its modes
+
+
+def _size(n: int) -> str:
+    """Bytes for a message: ``1 GiB``, ``250 MiB``, ``3000 B``."""
+    for shift, unit in ((30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.4g} {unit}"
+    return f"{n} B"
 
 
 class ScenarioError(LabError, ValueError):
@@ -240,6 +257,13 @@ class Scenario(_Model):
     deadline_s: Annotated[float, Field(gt=0, le=600)] = 120.0
     source: Path | None = Field(default=None, exclude=True)
 
+    def backend_refusal(self, backend: str) -> str | None:
+        """Why the scenario does not run on ``backend`` (None: its ``backends:`` list it)."""
+        if backend in self.backends:
+            return None
+        return (f"{self.source or self.name}: backends: scenario {self.name} runs on "
+                f"{', '.join(self.backends)}, not on {backend}")
+
     @model_validator(mode="before")
     @classmethod
     def _step_kinds(cls, data: Any) -> Any:
@@ -260,6 +284,35 @@ class Scenario(_Model):
             raise FieldProblem(problems)
         return data
 
+    @model_validator(mode="after")
+    def _within_budget(self) -> Scenario:
+        """Steps move at most TRAFFIC_BUDGET bytes in all, a comparison COMPARE_BUDGET;
+        the error names the step at which the sum goes over."""
+        total = 0
+        for i, step in enumerate(self.steps):
+            if isinstance(step, TransferStep):
+                kind, each, count = "transfer", step.transfer.bytes, step.transfer.count
+            elif isinstance(step, DatagramStep):
+                kind, each, count = "datagram", step.datagram.size, step.datagram.count
+            else:
+                continue
+            total += each * count
+            if total > TRAFFIC_BUDGET:
+                before = f" after {_size(total - each * count)} in the steps before" \
+                    if total > each * count else ""
+                raise FieldProblem([(f"steps[{i}].{kind}", (
+                    f"{count} x {_size(each)} = {_size(each * count)}{before} is over the "
+                    f"{_size(TRAFFIC_BUDGET)} a scenario's steps may move in all (captured "
+                    f"at every hop); move less or fewer times"))])
+        if self.compare_modes is not None:
+            cm = self.compare_modes
+            asked = cm.transfer_bytes * len(cm.modes)
+            if asked > COMPARE_BUDGET:
+                raise FieldProblem([("compare_modes.transfer_bytes", (
+                    f"{len(cm.modes)} modes x {_size(cm.transfer_bytes)} = {_size(asked)} is "
+                    f"over the {_size(COMPARE_BUDGET)} a comparison may transfer in all"))])
+        return self
+
     def traffic_steps(self) -> list[Step]:
         """What the runner does: the steps, or the one send/requests step they stand for."""
         if self.steps:
@@ -271,11 +324,59 @@ class Scenario(_Model):
     def _base(self) -> Path:
         return self.source.parent if self.source else Path.cwd()
 
+    def file_path(self, field: str, value: str) -> Path:
+        """The file the scenario names in ``field``: ``value`` relative to the scenario's
+        folder, resolved (symbolic links followed). A :class:`ScenarioError` naming the
+        field when it lands outside :func:`allowed_folders` (``../../``, an absolute path,
+        a link pointing out): a scenario cannot make the lab read any other file."""
+        where = f"{self.source}: {field}" if self.source else field
+        try:
+            path = (self._base() / value).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a loop, a NUL byte
+            raise ScenarioError(f"{where}: cannot resolve {excerpt(value)}: {exc}") from None
+        folders = allowed_folders(self.source)
+        inside = [path.relative_to(f) for f in folders if path.is_relative_to(f)]
+        link = "" if Path(value).is_absolute() and Path(value) == path else f" ({path})"
+        if not inside:
+            raise ScenarioError(
+                f"{where}: {excerpt(value)}{link} is outside the scenario's folder; a scenario "
+                f"names only files in {', '.join(map(str, folders))}")
+        if all(any(part.startswith(".") for part in rel.parts) for rel in inside):
+            # .ssh/, .env, .git/: a scenario's folder may be a home folder
+            raise ScenarioError(f"{where}: {excerpt(value)}{link} is a hidden file or in a "
+                                "hidden folder; a scenario does not name those")
+        return path
+
     def topology_path(self) -> Path:
-        return (self._base() / self.topology).resolve()
+        return self.file_path("topology", self.topology)
 
     def trace_path(self) -> Path:
-        return (self._base() / (self.trace or f"{self.name}.trace.yaml")).resolve()
+        return self.file_path("trace", self.trace or f"{self.name}.trace.yaml")
+
+    def referenced_files(self) -> list[tuple[str, Path]]:
+        """Every file the scenario names, as ``(field, path)``, each checked by
+        :meth:`file_path` (the first outside its folders raises)."""
+        found = [("topology", self.topology_path()), ("trace", self.trace_path())]
+        for i, step in enumerate(self.steps):
+            if isinstance(step, ReplayStep):
+                field = f"steps[{i}].replay.pcap"
+                found.append((field, self.file_path(field, step.replay.pcap)))
+        return found
+
+
+def allowed_folders(source: Path | None) -> list[Path]:
+    """Where the files a scenario names may be: the scenario's own folder (the working
+    directory for one without a file), the lab's ``scenarios/`` (shared traces and
+    captures) and ``topologies/``; each resolved. A tree of the user's laid out as the
+    lab's (the scenario in ``scenarios/`` or one subfolder of it) has its own
+    ``scenarios/`` and the ``topologies/`` beside it too."""
+    own = source.resolve().parent if source is not None else Path.cwd().resolve()
+    folders = [own, SCENARIO_DIR.resolve(), TOPOLOGY_DIR.resolve()]
+    for folder in (own, own.parent):
+        if folder.name == SCENARIO_DIR.name:
+            folders += [folder, folder.parent / TOPOLOGY_DIR.name]
+            break
+    return list(dict.fromkeys(folders))
 
 
 def all_scenarios(folder: Path = SCENARIO_DIR) -> list[Path]:
@@ -300,7 +401,8 @@ def find_scenario(name_or_path: str) -> Path:
         if candidate.stem == name_or_path:
             return candidate
     known = [s.stem for s in all_scenarios()]
-    raise ScenarioError(f"no scenario {name_or_path!r} (known: {', '.join(known) or 'none'})")
+    raise ScenarioError(f"no scenario {excerpt(name_or_path)} "
+                        f"(known: {', '.join(known) or 'none'})")
 
 
 def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
@@ -309,7 +411,8 @@ def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
     try:
         sc = Scenario.model_validate(data).model_copy(update={"source": path})
     except ValidationError as exc:
-        raise ScenarioError(validation_message(path, exc)) from None
+        raise ScenarioError(validation_message(path, exc, Scenario)) from None
+    sc.referenced_files()  # every file it names inside its folders, before any is read
     try:
         topo = load_topology(sc.topology_path(), sc.settings)
     except TopologyError as exc:
@@ -319,11 +422,11 @@ def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
         raise ScenarioError(f"{path}: settings.{exc.args[0]}") from None
     problems = []
     if sc.client not in topo.host_names():
-        problems.append(f"client: no host {sc.client!r} in {topo.name}")
+        problems.append(f"client: no host {excerpt(sc.client)} in {topo.name}")
     if sc.target.node not in {n.name for n in topo.nodes}:
-        problems.append(f"target.node: no node {sc.target.node!r} in {topo.name}")
+        problems.append(f"target.node: no node {excerpt(sc.target.node)} in {topo.name}")
     if sc.target.service not in {s.name for s in topo.services}:
-        problems.append(f"target.service: no service {sc.target.service!r} in {topo.name}")
+        problems.append(f"target.service: no service {excerpt(sc.target.service)} in {topo.name}")
     else:
         try:
             topo.service(sc.target.service).port(sc.target.port)

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from lab.errors import LabError
 from lab.model.errors import FieldProblem, validation_message
 from lab.model.yamldoc import MAX_DEPTH, read_yaml, too_deep
+from lab.safetext import excerpt
 
 _DNS_LABEL = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 HostName = Annotated[str, Field(pattern=_DNS_LABEL, max_length=63)]
@@ -148,7 +149,7 @@ class Service(_Model):
             if which is None or which in (p.name, p.node_port):
                 return p
         known = ", ".join(p.name or str(p.node_port) for p in self.all_ports)
-        raise KeyError(f"service {self.name} has no port {which!r} (ports: {known})")
+        raise KeyError(f"service {self.name} has no port {excerpt(which)} (ports: {known})")
 
 
 class Fabric(_Model):
@@ -236,19 +237,19 @@ class Topology(_Model):
         for n in self.nodes:
             if n.name == name:
                 return n
-        raise KeyError(f"no node named {name!r} in topology {self.name}")
+        raise KeyError(f"no node named {excerpt(name)} in topology {self.name}")
 
     def service(self, name: str) -> Service:
         for s in self.services:
             if s.name == name:
                 return s
-        raise KeyError(f"no service named {name!r} in topology {self.name}")
+        raise KeyError(f"no service named {excerpt(name)} in topology {self.name}")
 
     def workload(self, name: str) -> Workload:
         for w in self.workloads:
             if w.name == name:
                 return w
-        raise KeyError(f"no workload named {name!r} in topology {self.name}")
+        raise KeyError(f"no workload named {excerpt(name)} in topology {self.name}")
 
     @property
     def pods(self) -> list[Pod]:
@@ -258,7 +259,7 @@ class Topology(_Model):
         for p in self.pods:
             if p.name == name:
                 return p
-        raise KeyError(f"no pod named {name!r} in topology {self.name}")
+        raise KeyError(f"no pod named {excerpt(name)} in topology {self.name}")
 
     def pods_on(self, node: str) -> list[Pod]:
         return [p for p in self.pods if p.node == node]
@@ -321,7 +322,7 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
             if t.nodes[j].pod_cidr.overlaps(n.pod_cidr):
                 yield f"nodes[{i}].pod_cidr", f"{n.pod_cidr} overlaps nodes[{j}].pod_cidr"
     for i, name in _dupes(t.host_names()):
-        yield _host_path(t, i), f"host name {name!r} is used twice"
+        yield _host_path(t, i), f"host name {excerpt(name)} is used twice"
     ips = [str(t.client.ip), *(str(n.ip) for n in t.nodes)]
     for i, ip in _dupes(ips):
         yield ("client.ip" if i == 0 else f"nodes[{i - 1}].ip"), f"address {ip} is used twice"
@@ -331,7 +332,8 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
         for pi, p in enumerate(w.pods):
             path = f"workloads[{wi}].pods[{pi}]"
             if p.node not in node_names:
-                yield f"{path}.node", f"no node named {p.node!r} (nodes: {sorted(node_names)})"
+                yield (f"{path}.node",
+                       f"no node named {excerpt(p.node)} (nodes: {sorted(node_names)})")
                 continue
             node = t.node(p.node)
             bad = list(_unusable_address(f"{path}.ip", p.ip))
@@ -355,11 +357,11 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
             frontends.append((f"{path}.node_port", f"{sp.node_port}/{sp.protocol}"))
             if s.selector in workload_names and sp.target_port != t.workload(s.selector).port:
                 yield (f"{path}.target_port",
-                       f"{sp.target_port} but workload {s.selector!r} listens on "
+                       f"{sp.target_port} but workload {excerpt(s.selector)} listens on "
                        f"{t.workload(s.selector).port}")
         if s.selector not in workload_names:
             yield (f"services[{i}].selector",
-                   f"no workload named {s.selector!r} (workloads: {sorted(workload_names)})")
+                   f"no workload named {excerpt(s.selector)} (workloads: {sorted(workload_names)})")
         for j, _ in _dupes([sp.name or f"#{k}" for k, sp in enumerate(s.all_ports)]):
             yield f"services[{i}].ports[{j}].name", "port name is used twice"
     for i, _ in _dupes([f for _, f in frontends]):
@@ -368,7 +370,7 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
         for i, name in enumerate(getattr(t.fabric, field_name)):
             if name not in node_names:
                 yield (f"fabric.{field_name}[{i}]",
-                       f"no node named {name!r} (nodes: {sorted(node_names)})")
+                       f"no node named {excerpt(name)} (nodes: {sorted(node_names)})")
     lb = t.load_balancer
     if lb.mode != "snat" and lb.dispatch == "opt" and t.cluster.routing == "tunnel":
         # Cilium's agent refuses this at start-up, in these words (the option cannot ride
@@ -431,7 +433,7 @@ def parse_topology(data: Any, source: str | Path = "<topology>") -> Topology:
     try:
         topo = Topology.model_validate(data)
     except ValidationError as exc:
-        raise TopologyError(validation_message(source, exc)) from None
+        raise TopologyError(validation_message(source, exc, Topology)) from None
     return topo.model_copy(update={"source": Path(source)})
 
 
@@ -463,7 +465,7 @@ def apply_settings(data: Any, settings: dict[str, Any]) -> Any:
         for part in path.split("."):
             m = _SETTING_PART.fullmatch(part)
             if not m:
-                raise KeyError(f"{path}: {part!r} is not a field name with optional [index]")
+                raise KeyError(f"{path}: {excerpt(part)} is not a field name with optional [index]")
             steps.append(m[1])
             steps += [int(i) for i in re.findall(r"\[(\d+)\]", m[2])]
         target = out
@@ -477,7 +479,7 @@ def apply_settings(data: Any, settings: dict[str, Any]) -> Any:
         elif isinstance(target, dict):
             target[last] = value
         else:
-            raise KeyError(f"{path}: {last!r} is set inside a {type(target).__name__}")
+            raise KeyError(f"{path}: {excerpt(last)} is set inside a {type(target).__name__}")
     return out
 
 
@@ -487,9 +489,9 @@ def _step_into(target: Any, step: str | int, following: str | int, path: str) ->
             raise KeyError(f"{path}: there is no item {step}")
         return target[step]
     if not isinstance(target, dict):
-        raise KeyError(f"{path}: {step!r} is looked up inside a {type(target).__name__}")
+        raise KeyError(f"{path}: {excerpt(step)} is looked up inside a {type(target).__name__}")
     if step not in target:
         if isinstance(following, int):
-            raise KeyError(f"{path}: there is no list {step!r}")
+            raise KeyError(f"{path}: there is no list {excerpt(step)}")
         target[step] = {}
     return target[step]

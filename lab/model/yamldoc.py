@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from lab.safetext import excerpt
+
 MAX_BYTES = 1 << 20  # 1 MiB: the seed topology is 2 KiB, a 256-node one ~40 KiB
 MAX_DEPTH = 64  # mappings and lists inside each other
 
@@ -108,7 +110,7 @@ class _LabLoader(yaml.SafeLoader):
             if first is not None:
                 raise yaml.constructor.ConstructorError(
                     None, None,
-                    f"duplicate key {key!r} (first at line {first.start_mark.line + 1})",
+                    f"duplicate key {excerpt(key)} (first at line {first.start_mark.line + 1})",
                     key_node.start_mark)
             seen[key] = key_node
         return super().construct_mapping(node, deep=deep)
@@ -128,5 +130,14 @@ def parse_yaml(text: str, path: Path, error: type[ValueError]) -> Any:
 
 
 def read_yaml(path: Path, error: type[ValueError]) -> Any:
-    """The parsed document; ``error`` names the file (and the line for bad YAML)."""
-    return parse_yaml(read_document(path, error), path, error)
+    """The parsed document; ``error`` names the file (and the line for bad YAML). Every
+    lab document is a mapping: a file with none (empty, only comments, ``null``) says so."""
+    text = read_document(path, error)
+    data = parse_yaml(text, path, error)
+    if data is None:
+        has_text = any(line.strip() and not line.lstrip().startswith("#")
+                       for line in text.splitlines())
+        what = "holds only null" if has_text else "is empty" + (
+            " (only comments)" if text.strip() else "")
+        raise error(f"{path}: the file {what}: expected a YAML mapping of keys")
+    return data

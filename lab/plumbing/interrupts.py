@@ -1,4 +1,5 @@
-"""Interrupts (SIGINT, SIGTERM, SIGHUP) as exceptions, and short sections they cannot split.
+"""Interrupts (SIGINT, SIGTERM, SIGHUP, SIGQUIT...) as exceptions, and short sections
+they cannot split.
 
 Python runs signal handlers in the main thread only, between two bytecodes,
 so a ``KeyboardInterrupt`` can land between "the namespace exists" and "its
@@ -8,8 +9,11 @@ ignored" and the interrupt is lost. :func:`deferred` closes both: inside it
 an interrupt is held and raised when the outermost section ends (at once
 when it is short, after the C call when it wraps one).
 
-A program (the ``dsrlab`` command) calls :func:`install`: SIGINT, SIGTERM and
-SIGHUP (each unless it was ignored when the program started) then raise
+A program (the ``dsrlab`` command) calls :func:`install`: every signal of
+:data:`SIGNALS` (the ones whose default action ends a process that a user, a
+terminal, ``timeout``, ``kill`` or a CI runner sends: SIGINT, SIGTERM, SIGHUP,
+SIGQUIT, SIGUSR1, SIGUSR2, SIGALRM, SIGXCPU; each unless it was ignored when the
+program started) then raises
 :class:`Interrupted` (a ``KeyboardInterrupt``, so every ``with`` and
 ``except BaseException`` undoes what was started), and once one
 has been raised, later ones are held: they cannot break the cleanup that the
@@ -33,14 +37,15 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
+                            signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGXCPU)
 # ``dsrlab clean --force`` asks a live run to stop with this one: the run undoes what
 # it started as for any interrupt, and says it was stopped by clean (exit 128 + 12)
 STOP_BY_CLEAN = signal.SIGUSR2
 
 
 class Interrupted(KeyboardInterrupt):
-    """The run was stopped by ``signum`` (SIGINT, SIGTERM or SIGHUP)."""
+    """The run was stopped by ``signum`` (one of :data:`SIGNALS`)."""
 
     def __init__(self, signum: int) -> None:
         super().__init__("stopped by dsrlab clean" if signum == STOP_BY_CLEAN
@@ -87,7 +92,7 @@ def _hold(signum: int, frame: FrameType | None) -> None:
 
 
 def install() -> None:
-    """SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (main thread only).
+    """Every signal of :data:`SIGNALS` raises :class:`Interrupted` (main thread only).
 
     A signal this process was started with ignored stays ignored: ``nohup``
     ignores SIGHUP, and a shell ignores SIGINT for a job it runs in the
@@ -128,7 +133,8 @@ def _main_thread() -> bool:
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP for the block; the first one held is raised at its end.
+    """Hold the signals of :data:`SIGNALS` for the block; the first one held is raised
+    at its end.
 
     Keep the block short (creating something and recording its undo), or a
     C call that must not be cut (a BPF load whose callbacks run Python).

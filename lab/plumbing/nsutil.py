@@ -21,7 +21,6 @@ import errno
 import fcntl
 import functools
 import os
-import resource
 import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -421,17 +420,6 @@ def scratch(name: str) -> Iterator[str]:
         if made:
             with interrupts.deferred():
                 remove(name)
-
-
-def ensure_open_files(wanted: int) -> int:
-    """Raise this process's soft limit on open files to ``wanted`` (at most the hard
-    limit); returns the soft limit now in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        soft = new
-    return soft
 
 
 _SIOCETHTOOL = 0x8946

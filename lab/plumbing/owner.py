@@ -27,10 +27,11 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+from lab import settings
 from lab.atomic import OutputError, reason
 from lab.plumbing import interrupts, names, procs
 
-OWNER_DIR = Path(os.environ.get("DSRLAB_STATE_DIR") or "/run/dsrlab")
+OWNER_DIR = settings.state_dir_path()  # checked where it is used (lab.settings)
 
 # <run id>.owner, <run id>.json, <run id>.tmp, .<run id>.json.tmp, ...
 _RUN_FILE = re.compile(rf"^\.?(?P<run_id>[0-9a-f]{{{names.RUN_ID_LEN}}})(\..*)?$")
@@ -44,6 +45,7 @@ def run_files() -> dict[str, list[Path]]:
     """Every file under :data:`OWNER_DIR` named by a run id, by run id (not following
     symbolic links; directories are not the lab's and are left out)."""
     found: dict[str, list[Path]] = {}
+    settings.check_dir(OWNER_DIR, settings.STATE_DIR, create=False)
     try:
         entries = list(os.scandir(OWNER_DIR))
     except OSError:
@@ -92,6 +94,7 @@ def _start_time(pid: int) -> str | None:
 
 def claim(run_id: str) -> None:
     """Record this process as the run's owner (first claim wins)."""
+    settings.check_dir(OWNER_DIR, settings.STATE_DIR, create=True)
     pid = os.getpid()
     path = _path(run_id)
     # written whole, then linked into place: nobody ever reads a half-written claim

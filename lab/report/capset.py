@@ -45,13 +45,13 @@ class Sighting:
 
     @property
     def ref(self) -> str:
-        """``<point name>#<Pkt.index>``, the reference results.json uses."""
-        return f"{self.point.name}#{self.pkt.index}"
+        """``<point name>#<frame number>``, the reference results.json uses."""
+        return f"{self.point.name}#{self.pkt.frame}"
 
     @property
     def where(self) -> str:
         """Human form: the file and Wireshark's 1-based frame number."""
-        return f"{self.point.file.name} frame {self.pkt.index + 1}"
+        return f"{self.point.file.name} frame {self.pkt.frame}"
 
     @property
     def src(self) -> str:

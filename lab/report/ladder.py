@@ -229,7 +229,7 @@ def build_trails(sightings: list[Sighting], client_ip: str) -> list[Trail]:
         # captures have microsecond timestamps: on a tie, requests go client -> pod
         # (the manifest's order of points) and replies the other way
         reply = any(s.pkt.dst == client_ip for s in group)
-        group.sort(key=lambda s: (s.pkt.time, -s.rank if reply else s.rank, s.pkt.index))
+        group.sort(key=lambda s: (s.pkt.time, -s.rank if reply else s.rank, s.pkt.frame))
         for part in _split_retransmissions(group):
             t = Trail(key, part, reply=reply)
             t.visits = _visits(part)
@@ -280,9 +280,9 @@ def _starts(view: CaptureView, sightings: list[Sighting]) -> list[int]:
     return sorted(firsts, key=lambda port: (firsts[port], port))
 
 
-def find_flows(view: CaptureView) -> tuple[list[Flow], int]:
-    """Every flow of the capture set with its trails, and how many IPv4 packets
-    (sightings) belong to no flow."""
+def find_flows(view: CaptureView) -> tuple[list[Flow], list[Sighting]]:
+    """Every flow of the capture set with its trails, and the IPv4 packets (sightings)
+    that belong to no flow."""
     sightings = view.all_sightings()
     ports = _starts(view, sightings)
     owner: dict[int, int] = {}  # id(sighting) -> port
@@ -313,4 +313,4 @@ def find_flows(view: CaptureView) -> tuple[list[Flow], int]:
                         if s.pkt.dst == b.ip and s.pkt.src == view.client_ip), None)
         flows.append(Flow(f"{view.client_ip}:{port}", view.client_ip, port, trails,
                           columns_for(view, hosts), backend))
-    return flows, len(sightings) - len(owner)
+    return flows, [s for s in sightings if id(s) not in owner]

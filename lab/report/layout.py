@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from lab.check.trace.results import CheckResult
 from lab.report.capset import CaptureView, Sighting
+from lab.report.fold import Fold, fold_trails
 from lab.report.ladder import Column, Flow, Hop, Trail
 from lab.report.results import CheckIndex
 
@@ -79,6 +80,19 @@ class Band:
     when: str
 
 
+@dataclass(frozen=True)
+class FoldShape:
+    """The folded middle of a run of bulk packets: one band across the ladder."""
+
+    y: float
+    h: float
+    fold: Fold
+    when: str
+
+
+FOLD_H = 34
+
+
 @dataclass
 class ColumnShape:
     col: Column
@@ -94,7 +108,13 @@ class Ladder:
     arrows: list[Arrow] = field(default_factory=list)
     lones: list[Lone] = field(default_factory=list)
     bands: list[Band] = field(default_factory=list)
+    folds: list[FoldShape] = field(default_factory=list)
     anchors: dict[str, str] = field(default_factory=dict)  # packet ref -> arrow id
+
+    @property
+    def folded(self) -> int:
+        """Packets of the flow not drawn (folded bulk data)."""
+        return sum(f.fold.packets for f in self.folds)
 
     @property
     def lifeline_top(self) -> float:
@@ -295,7 +315,22 @@ def layout_flow(flow: Flow, view: CaptureView, checks: CheckIndex) -> Ladder:
     width = LEFT + COL_W * max(len(cols), 1) + 8
     ladder = Ladder(flow, width, 0, cols)
     y = LANES_TOP
-    for n, trail in enumerate(flow.trails, start=1):
+    n = 0
+
+    def checked(trail: Trail) -> bool:
+        matched, closest = checks.on([s.ref for s in trail.sightings])
+        return bool(matched or closest)
+
+    for item in fold_trails(flow.trails, checked):
+        if isinstance(item, Fold):
+            n += item.packets
+            ladder.folds.append(FoldShape(
+                y - 8, FOLD_H, item, f"+{(item.start - flow.start) * 1000:.3f} ms … "
+                f"+{(item.end - flow.start) * 1000:.3f} ms"))
+            y += FOLD_H
+            continue
+        trail = item
+        n += 1
         band_top = y - 8
         if not trail.hops:
             lone = painter.lone(trail, n, y + ABOVE - 12)

@@ -18,11 +18,40 @@ from lab.capture.capdir import CaptureDir
 from lab.capture.layout import COMPARISON, COMPARISON_PLOT, MERGED, STEPS
 from lab.capture.manifest import Manifest
 from lab.check.trace.results import FlowInfo, ResultsError, TraceResult, as_text, load_results
-from lab.report.capset import ROLE_LABEL, CaptureView, load_view
+from lab.report.capset import ROLE_LABEL, CaptureView, Sighting, load_view
 from lab.report.ladder import Flow, Trail, find_flows
 from lab.report.layout import Ladder, layout_flow
 from lab.report.results import CheckIndex
 from lab.wire import dsropt
+from lab.wire.packets import Pkt
+
+# IP protocols a capture holds besides a service's flows, named for people
+_PROTOCOLS = {"icmp": "ICMP", "tcp": "TCP", "udp": "UDP",
+              "2": "IGMP (multicast group membership reports: a host joining a group)",
+              "89": "OSPF", "103": "PIM", "112": "VRRP"}
+_DESTS_SHOWN = 3  # destinations named per protocol
+
+
+def describe_stray(pkts: list[Pkt]) -> str:
+    """Packets by protocol, the most frequent first, each with its destinations (up
+    to :data:`_DESTS_SHOWN`): ``3 IGMP (...), 2 UDP (to 224.0.0.251:5353)``."""
+    groups: dict[str, list[Pkt]] = {}
+    for p in pkts:
+        groups.setdefault(p.proto, []).append(p)
+    parts = []
+    for proto, group in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        name = _PROTOCOLS.get(proto, f"IP protocol {proto}")
+        dests: list[str] = []
+        for p in group:
+            d = p.endpoint("dst") if p.dport is not None else p.dst
+            if d not in dests:
+                dests.append(d)
+        if "(" not in name:
+            more = f" and {len(dests) - _DESTS_SHOWN} more" if len(dests) > _DESTS_SHOWN \
+                else ""
+            name += f" (to {', '.join(dests[:_DESTS_SHOWN])}{more})"
+        parts.append(f"{len(group)} {name}")
+    return ", ".join(parts)
 
 OPEN_LADDERS = 3  # flows drawn open; failing flows are opened too, up to the same number
 MAX_LADDERS = 40  # flows beyond this are listed without a ladder
@@ -84,7 +113,7 @@ class ReportModel:
     results_error: str | None
     points: list[PointRow]
     flows: list[FlowRow]
-    stray_packets: int
+    stray: list[Sighting]
     unknown_flows: list[FlowInfo] = field(default_factory=list)
     comparison: Comparison | None = None
     steps: Steps | None = None
@@ -92,6 +121,17 @@ class ReportModel:
     @property
     def manifest(self) -> Manifest:
         return self.view.manifest
+
+    @property
+    def stray_packets(self) -> int:
+        """IPv4 packet sightings that belong to no flow of the service."""
+        return len(self.stray)
+
+    @property
+    def stray_kinds(self) -> str:
+        """What the sightings of no flow are, by protocol, most first:
+        ``3 IGMP (multicast group membership reports), 1 UDP (to 224.0.0.251:5353)``."""
+        return describe_stray([s.pkt for s in self.stray])
 
     def meta(self, key: str, default: str = "") -> str:
         v = self.view.manifest.value(key)
@@ -130,18 +170,18 @@ class ReportModel:
             return ""
         return datetime.fromtimestamp(min(times), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
-    def frame(self, point: str | None, index: int | None) -> str:
+    def frame(self, point: str | None, number: int | None) -> str:
         """A packet reference for people: the pcap file and Wireshark's frame number."""
-        if point is None or index is None:
+        if point is None or number is None:
             return ""
         pf = next((p for p in self.view.capdir.points if point in (p.name, p.host)), None)
-        return f"{pf.file.name if pf else point} frame {index + 1}"
+        return f"{pf.file.name if pf else point} frame {number}"
 
-    def anchor(self, point: str | None, index: int | None) -> str | None:
-        """The id of the ladder arrow drawn for this packet, if it is drawn."""
-        if point is None or index is None:
+    def anchor(self, point: str | None, number: int | None) -> str | None:
+        """The id of the ladder arrow drawn for this packet (by its frame number), if drawn."""
+        if point is None or number is None:
             return None
-        ref = f"{point}#{index}"
+        ref = f"{point}#{number}"
         for row in self.flows:
             if row.ladder is not None and ref in row.ladder.anchors:
                 return row.ladder.anchors[ref]
@@ -150,6 +190,11 @@ class ReportModel:
     @property
     def ladders(self) -> list[FlowRow]:
         return [r for r in self.flows if r.ladder is not None]
+
+    @property
+    def folded(self) -> int:
+        """Packets left off the ladders (folded bulk data)."""
+        return sum(r.ladder.folded for r in self.ladders if r.ladder is not None)
 
     @property
     def unlaid(self) -> list[FlowRow]:

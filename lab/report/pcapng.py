@@ -61,7 +61,7 @@ class _HopWriter(PcapNgWriter):
 
 
 def comments_by_packet(results: TraceResult | None) -> dict[tuple[str, int], list[str]]:
-    """``(point name, Pkt.index) -> comments`` from the checks that name a packet."""
+    """``(point name, frame number) -> comments`` from the checks that name a packet."""
     out: dict[tuple[str, int], list[str]] = {}
     for c in results.checks() if results else []:
         if c.point is None:
@@ -139,13 +139,14 @@ def _write_merged(writer: _HopWriter, capdir: CaptureDir, points: list[PointFile
                   files: list[tuple[int, list[_Frame]]],
                   comments: dict[tuple[str, int], list[str]]) -> None:
     try:
-        streams = [[(f.time, rank, index, f) for index, f in enumerate(frames)]
+        # each frame by its number in its own file (Wireshark's, from 1)
+        streams = [[(f.time, rank, number, f) for number, f in enumerate(frames, start=1)]
                    for rank, (_, frames) in enumerate(files)]
-        pkts = [{pkt.index: pkt for pkt in capdir.packets(p)} for p in points]
-        for _, rank, index, frame in heapq.merge(*streams, key=lambda t: t[:3]):
+        pkts = [{pkt.frame: pkt for pkt in capdir.packets(p)} for p in points]
+        for _, rank, number, frame in heapq.merge(*streams, key=lambda t: t[:3]):
             point = points[rank]
-            notes = list(comments.get((point.name, index), []))
-            dsr = _dsr_comment(pkts[rank].get(index), capdir.option_order)
+            notes = list(comments.get((point.name, number), []))
+            dsr = _dsr_comment(pkts[rank].get(number), capdir.option_order)
             if dsr:
                 notes.append(dsr)
             writer.write_frame(point.name, frame, [n.encode() for n in notes])

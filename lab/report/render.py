@@ -7,6 +7,7 @@ from functools import cache
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from lab.report.model import ReportModel
+from lab.safetext import for_template
 
 
 def _ms(seconds: float) -> str:
@@ -23,6 +24,7 @@ def environment() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=for_template,  # control characters escaped in HTML, SVG and Markdown
     )
     env.filters["ms"] = _ms
     return env

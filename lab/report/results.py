@@ -13,7 +13,7 @@ from lab.check.trace.results import CheckResult, TraceResult
 
 @dataclass
 class CheckIndex:
-    """Checks by the packet they point at, as ``<point name>#<Pkt.index>``."""
+    """Checks by the packet they point at, as ``<point name>#<frame number>``."""
 
     matched: dict[str, list[CheckResult]]  # the matched packet (or a failed never's offender)
     closest: dict[str, list[CheckResult]]  # the nearest packet of a miss

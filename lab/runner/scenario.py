@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab import settings
 from lab.atomic import write_text
 from lab.capture.capdir import CaptureDir
 from lab.capture.layout import (
@@ -44,9 +45,10 @@ from lab.capture.live import CapturePoint, CaptureSet
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.diagnose import diagnose
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
-from lab.env import Backend, Lab, get_backend
+from lab.env import Backend, Lab, get_backend, resources
+from lab.env.faults import check_available
 from lab.env.traffic import HttpExchange
-from lab.model.scenario import CompareModes, Scenario, ScenarioError, load_scenario
+from lab.model.scenario import CompareModes, FaultStep, Scenario, ScenarioError, load_scenario
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.runner.compare import compare_modes, plot_modes
@@ -64,19 +66,21 @@ def load_scenario_trace(sc: Scenario) -> Trace:
         raise ScenarioError(f"{sc.source}: trace: {exc}") from None
 
 
-def capture_points(sc: Scenario, topo: Topology, lab: Lab) -> list[CapturePoint]:
+def capture_hosts(sc: Scenario, topo: Topology) -> list[tuple[str, Role]]:
     """Client bridge, the LB node, every other node hosting a backend the LB node
-    sends to, and every such backend pod."""
+    sends to, and every such backend pod: (host, role) each."""
     backends = topo.backends_from(sc.target.service, sc.target.node)
     backend_nodes = [n.name for n in topo.nodes
                      if n.name != sc.target.node and any(p.node == n.name for p in backends)]
+    return [(sc.client, "client"), (sc.target.node, "lb-node"),
+            *((n, "backend-node") for n in backend_nodes),
+            *((p.name, "pod") for p in backends)]
 
-    def point(host: str, role: Role) -> CapturePoint:
-        return CapturePoint(host, lab.hosts[host].ifname, role)
 
-    return [point(sc.client, "client"), point(sc.target.node, "lb-node"),
-            *(point(n, "backend-node") for n in backend_nodes),
-            *(point(p.name, "pod") for p in backends)]
+def capture_points(sc: Scenario, topo: Topology, lab: Lab) -> list[CapturePoint]:
+    """The capture points of :func:`capture_hosts` on the running lab."""
+    return [CapturePoint(host, lab.hosts[host].ifname, role)
+            for host, role in capture_hosts(sc, topo)]
 
 
 def run_manifest(sc: Scenario, topo: Topology, lab: Lab) -> Manifest:
@@ -181,31 +185,43 @@ def _check_and_report(run: ScenarioRun, trace: Trace, say: Progress) -> None:
 
 def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captures"),
                  progress: Progress | None = None, backend: Backend | None = None,
-                 keep: bool = False) -> ScenarioRun:
+                 keep: bool = False, run_id: str | None = None) -> ScenarioRun:
     """Run a scenario end to end on ``backend`` (default: netns) and check its trace.
 
     With ``keep`` the lab is left running afterwards (``dsrlab down RUN_ID``),
-    failed or not. The capture set is held as written by this process
+    failed or not. ``run_id``: the lab's run id (default: a new random one). The
+    capture set is held as written by this process
     (:func:`lab.capture.layout.writing`) until ``latest`` has moved: ``dsrlab
     clean --incomplete`` never takes it while the run lives.
     """
     with contextlib.ExitStack() as holds:
         return _run_scenario(name_or_path, holds, captures_root=captures_root,
-                             progress=progress, backend=backend, keep=keep)
+                             progress=progress, backend=backend, keep=keep, run_id=run_id)
 
 
 def _run_scenario(name_or_path: str | Path, holds: contextlib.ExitStack, *,
                   captures_root: Path, progress: Progress | None, backend: Backend | None,
-                  keep: bool) -> ScenarioRun:
+                  keep: bool, run_id: str | None) -> ScenarioRun:
     say = progress or (lambda _msg: None)
+    settings.check_environment()  # every setting from the environment, before any lab
     sc, topo = load_scenario(name_or_path)
     trace = load_scenario_trace(sc)
     check_replays(sc)  # a replay's pcap file is read before any lab comes up
     check_captures(Path(captures_root), sc.name)  # where it goes, before anything exists
     backend = backend or get_backend("netns")
+    refused = sc.backend_refusal(backend.name)  # as the pytest plugin skips it
+    if refused:
+        raise ScenarioError(refused)
+    # a fault this kernel cannot make skips the scenario before its lab or captures exist
+    check_available([s.fault for s in sc.traffic_steps() if isinstance(s, FaultStep)],
+                    backend.name)
+    # the lab and its captures fit the machine, or one line says what is missing
+    resources.check(resources.lab_needs(topo, datapath=backend.name == "netns",
+                                        servers=backend.name == "netns",
+                                        captures=[r for _, r in capture_hosts(sc, topo)]))
     t0 = time.perf_counter()
     say(f"bringing up {topo.name} on {backend.name}")
-    lab = backend.up(topo)
+    lab = backend.up(topo, run_id=run_id)
     topo = lab.topology  # the running lab's: a real cluster's addresses and pods
     try:  # from here on the lab is taken down (or detached) whatever happens
         run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id,

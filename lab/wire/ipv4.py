@@ -80,3 +80,48 @@ def option_names(options: bytes) -> str:
     """``option_types`` as names, comma-separated, nop and end left out: ``dsr,timestamp``."""
     return ",".join(OPTION_NAMES.get(t, f"opt{t}") for t in option_types(options)
                     if t not in (0, 1))
+
+
+_ETHERTYPES = {0x0806: "ARP", 0x86DD: "IPv6", 0x8100: "VLAN", 0x88A8: "QinQ"}
+_TCP_FLAGS = "FSRPAUEC"  # bit 0 .. bit 7
+
+
+def _tcp_flags(bits: int) -> str:
+    names = [ch for i, ch in enumerate(_TCP_FLAGS) if bits & (1 << i)]
+    return "".join(sorted(names, key="SFRPAUEC".index))  # SYN first: "SA" for SYN+ACK
+
+
+def frame_summary(frame: bytes) -> str:
+    """One line for people about an Ethernet frame, from its bytes alone (no scapy):
+    ``tcp 172.18.0.1:40000 > 172.18.0.2:32000 [S] ihl=5 len=40 ttl=64``, with
+    ``opt=dsr,timestamp`` and ``frag=1480+MF`` when present; a frame that is not
+    IPv4, or whose headers do not parse, says what it is."""
+    if len(frame) < ETH_HLEN:
+        return f"{len(frame)} bytes, shorter than an Ethernet header"
+    ethertype = int.from_bytes(frame[12:14], "big")
+    if ethertype != 0x0800:
+        name = _ETHERTYPES.get(ethertype, "not IPv4")
+        return f"ethertype 0x{ethertype:04x} ({name}), {len(frame)} bytes"
+    view, why = parse_ipv4(frame)
+    if view is None:
+        return f"IPv4, not parsed: {why}"
+    ip = frame[ETH_HLEN:ETH_HLEN + view.tot]
+    src, dst = ".".join(map(str, ip[12:16])), ".".join(map(str, ip[16:20]))
+    l4 = ip[view.hlen:]
+    name = {1: "icmp", TCP: "tcp", UDP: "udp"}.get(view.proto, f"proto {view.proto}")
+    offset, more = (view.frag & IP_OFFSET) * 8, bool(view.frag & IP_MF)
+    if view.proto in (TCP, UDP) and not offset:
+        sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
+        line = f"{name} {src}:{sport} > {dst}:{dport}"
+        if view.proto == TCP:
+            line += f" [{_tcp_flags(l4[13])}]"
+    elif view.proto == 1 and not offset and len(l4) >= 2:
+        line = f"icmp {src} > {dst} type={l4[0]}/{l4[1]}"
+    else:
+        line = f"{name} {src} > {dst}"
+    line += f" ihl={view.hlen // 4} len={view.tot} ttl={view.ttl}"
+    if view.hlen > 20:
+        line += f" opt={option_names(ip[20:view.hlen]) or 'nop'}"
+    if offset or more:
+        line += f" frag={offset}{'+MF' if more else ''}"
+    return line

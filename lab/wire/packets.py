@@ -39,7 +39,9 @@ TCP_FLAG_NAMES = "FSRPAUEC"  # bit 0 .. bit 7
 class Pkt:
     """One IPv4 packet as seen at one capture point."""
 
-    index: int  # position in its capture file (0-based, counting all frames)
+    # Wireshark's frame number: 1-based, counting every frame of its capture file
+    # (ARP, IPv6 and all), so "frame 7" here is frame 7 in Wireshark and tshark
+    frame: int
     time: float
     src: str
     dst: str
@@ -98,14 +100,14 @@ class Pkt:
             q = (f" quoting {self.quoted[2]} {self.quoted[0]}:{self.quoted[3]} > "
                  f"{self.quoted[1]}:{self.quoted[4]}" if self.quoted else "")
             mtu = f" mtu={self.icmp_mtu}" if self.icmp_mtu is not None else ""
-            return (f"#{self.index} icmp {self.src} > {self.dst} type={self.icmp_type}/"
+            return (f"frame {self.frame}: icmp {self.src} > {self.dst} type={self.icmp_type}/"
                     f"{self.icmp_code}{mtu}{q} len={self.ip_len} ttl={self.ttl}")
         opt = f" opt={self.options.hex()}" if self.options else ""
         fl = f" [{self.flags}]" if self.proto == "tcp" else ""
         if self.is_fragment:
             opt += f" frag={self.frag_offset}{'+MF' if self.more_fragments else ''}"
-        return (f"#{self.index} {self.proto} {self.src}:{self.sport} > {self.dst}:{self.dport}"
-                f"{fl} ihl={self.ihl} len={self.ip_len} ttl={self.ttl}{opt}"
+        return (f"frame {self.frame}: {self.proto} {self.src}:{self.sport} > "
+                f"{self.dst}:{self.dport}{fl} ihl={self.ihl} len={self.ip_len} ttl={self.ttl}{opt}"
                 f" payload={self.payload_len}")
 
 
@@ -115,8 +117,9 @@ def tcp_flag_string(bits: int) -> str:
     return "".join(ch for ch in order if bits & bit_of[ch])
 
 
-def from_scapy(frame: Packet, index: int) -> Pkt | None:
-    """A record for an IPv4 frame; ``None`` for anything else."""
+def from_scapy(frame: Packet, number: int) -> Pkt | None:
+    """A record for an IPv4 frame, ``number`` its frame number in its file (1-based, as
+    Wireshark's); ``None`` for anything else."""
     layer = frame.getlayer(IP)
     if layer is None:
         return None
@@ -154,7 +157,7 @@ def from_scapy(frame: Packet, index: int) -> Pkt | None:
     if frag_offset or more:
         l4_ok = None  # the checksum covers the whole datagram, not this piece
     return Pkt(
-        index=index,
+        frame=number,
         time=float(frame.time),
         src=str(ip.src),
         dst=str(ip.dst),
@@ -208,10 +211,10 @@ def _icmp_fields(message: bytes) -> dict[str, Any]:
 def iter_pcap(path: str | Path) -> Iterator[Pkt]:
     """Stream the IPv4 packets of a pcap/pcapng file as records."""
     with PcapReader(str(path)) as reader:
-        for index, frame in enumerate(reader):
+        for number, frame in enumerate(reader, start=1):  # Wireshark's frame numbers
             if not isinstance(frame, Ether) and frame.getlayer(IP) is None:
                 continue
-            rec = from_scapy(frame, index)
+            rec = from_scapy(frame, number)
             if rec is not None:
                 yield rec
 

@@ -13,7 +13,10 @@ from typing import IO
 import pytest
 
 from lab.capture.layout import LATEST, mark_latest
-from lab.capture.live import Capture, CapturePoint
+from lab.capture.live import Capture, CapturePoint, CaptureSet
+from lab.capture.manifest import Manifest, ManifestClient, ManifestService
+from lab.env.netns import NetnsBackend
+from lab.model.scale import scale_topology
 from lab.plumbing import names, nsutil
 from lab.pytest_plugin import require_root
 from lab.wire.packets import read_pcap
@@ -124,3 +127,64 @@ def test_a_burst_is_captured_whole_and_a_loss_would_be_counted(tmp_path: Path) -
     assert cap.stats.get("captured") == cap.stats.get("received_by_filter")
     sent = [p for p in read_pcap(tmp_path / "vb.pcap") if p.dport == 9]
     assert len(sent) == 2000
+
+
+# -- kernel rings sized to the lab ------------------------------------------------------
+
+@pytest.mark.netns
+def test_the_tcpdump_rings_share_one_budget_sized_to_the_lab(tmp_path: Path) -> None:
+    """12 nodes with 2 pods each, captured at every hop of a scenario (client, LB node,
+    11 other nodes, 24 pods): the client and the LB node keep 32 MiB rings, the others
+    share what is left of 256 MiB (before: 37 x 32 MiB, 2 GiB of kernel memory)."""
+    require_root()
+    topo = scale_topology(12)
+    manifest = Manifest(scenario="rings", run_id="abc123", backend="netns",
+                        topology=topo.name,
+                        service=ManifestService(ip="172.18.0.2", port=32000, name="websvc"),
+                        client=ManifestClient(ip="172.18.0.1"), option_byte_order="host",
+                        backends=[])
+    with NetnsBackend(datapath=False, servers=False).up(topo) as lab:
+        points = [CapturePoint("client", lab.hosts["client"].ifname, "client"),
+                  CapturePoint("node-0", "eth0", "lb-node"),
+                  *(CapturePoint(n.name, "eth0", "backend-node") for n in topo.nodes[1:]),
+                  *(CapturePoint(p.name, "eth0", "pod") for p in topo.pods)]
+        with CaptureSet(lab, tmp_path / "rings", points, manifest) as cs:
+            rings = {}
+            for cap in cs.captures:
+                assert cap.proc is not None
+                argv = Path(f"/proc/{cap.proc.pid}/cmdline").read_bytes().split(b"\0")
+                assert argv[0].endswith(b"tcpdump")  # nsenter became tcpdump
+                rings[cap.point.name] = int(argv[argv.index(b"-B") + 1])
+    assert len(rings) == 37
+    assert rings["client/br-kind"] == rings["node-0/eth0"] == 32768
+    others = [kib for name, kib in rings.items() if name not in ("client/br-kind",
+                                                                 "node-0/eth0")]
+    assert all(512 <= kib < 32768 for kib in others)
+    assert sum(rings.values()) <= 256 * 1024
+
+
+@pytest.mark.netns
+def test_a_capture_whose_pipe_is_descriptor_1024_or_above_works(tmp_path: Path) -> None:
+    """A lab of hundreds of captures holds over a thousand descriptors: tcpdump's stderr
+    pipe then has a number select() refuses (before: ``ValueError: filedescriptor out
+    of range in select()`` at 300 nodes, with the lab up)."""
+    require_root()
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    ns = names.netns_name(names.new_run_id(), "fds")
+    try:
+        with nsutil.scratch(ns):
+            cap = Capture(_InNetns(ns), CapturePoint("h", "lo", "client"), tmp_path / "lo.pcap")
+            cap.spawn()
+            try:
+                assert cap.proc is not None
+                assert cap.proc.stderr is not None
+                assert cap.proc.stderr.fileno() >= 1024
+                cap.wait_listening(time.monotonic() + 10)
+                assert cap.drain(time.monotonic() + 10)
+            finally:
+                cap.stop()
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert "listening on lo" in cap.stderr
+    assert "captured" in cap.stats or "received_by_filter" in cap.stats

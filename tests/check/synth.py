@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Literal
 
 from scapy.layers.inet import IP, TCP, IPOption
-from scapy.layers.l2 import Ether
+from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
+from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
@@ -43,6 +44,9 @@ class Breakage:
     synack_src: str | None = None  # None: the service (correct)
     option_on_ack: bool = False
     no_fin: bool = False
+    # every pcap starts with frames that are not IPv4 (an ARP who-has and its reply, an
+    # IPv6 neighbour solicitation), as a real capture does: Wireshark numbers them too
+    arp: bool = False
 
 
 _IP_IDS = itertools.count(1)
@@ -86,7 +90,18 @@ def build(tmp: Path, brk: Breakage = Breakage()) -> CaptureDir:
             hops[LB_NAME].append(synack_out)
         hops[node] += [fwd_syn, synack_out, fwd_ack, fwd_req, resp]
         hops[pod] += [fwd_syn, synack_pod, fwd_ack, fwd_req]
+    if brk.arp:
+        for pkts in hops.values():
+            pkts[:0] = _not_ipv4()
     return _write_set(tmp, hops, scenario="seed")
+
+
+def _not_ipv4() -> list[Packet]:
+    """What a capture holds besides IPv4: ARP, and IPv6 neighbour discovery."""
+    who_has = Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(op=1, psrc=CLIENT, pdst=SVC)
+    is_at = Ether() / ARP(op=2, psrc=SVC, pdst=CLIENT)
+    ns = Ether() / IPv6(dst="ff02::1:ff00:1") / ICMPv6ND_NS(tgt="fe80::1")
+    return [Ether(bytes(p)) for p in (who_has, is_at, ns)]
 
 
 # -- one download, segment by segment, right or broken after the handshake -------------

@@ -66,7 +66,7 @@ def test_working_dsr_passes_every_claim_and_binds_each_flow(tmp_path: Path) -> N
     assert [(f.id, f.bindings["eph"], f.bindings["backend"]) for f in res.flows] == [
         (flow_id(40000), 40000, POD_NAME), (flow_id(40001), 40001, POD2_NAME)]
     syn_out = next(c for c in res.claims if c.name == "lb-node").checks[1]
-    assert (syn_out.name, syn_out.passed, syn_out.packet) == ("syn-out", True, 1)
+    assert (syn_out.name, syn_out.passed, syn_out.packet) == ("syn-out", True, 2)
 
 
 @pytest.mark.parametrize(
@@ -101,7 +101,7 @@ def test_a_deliberately_broken_expectation_shows_expected_got_per_field(tmp_path
     text = failure.describe()
     assert text.startswith(f"backend-node/syn-ack-out at {POD_NODE}/eth0, flow "
                            f"{flow_id(40000)}: no packet matched")
-    assert f"closest packet: #1 tcp {SERVICE_ADDR} > {flow_id(40000)} [SA]" in text
+    assert f"closest packet: frame 2: tcp {SERVICE_ADDR} > {flow_id(40000)} [SA]" in text
     rows = {d.field: d for d in failure.diff}
     assert (rows["[IP].src"].expected, rows["[IP].src"].got, rows["[IP].src"].ok) == (
         POD_IP, VIP, False)

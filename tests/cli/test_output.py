@@ -180,7 +180,7 @@ def test_datapath_run_summary_names_the_whole_output_path(tmp_path: Path) -> Non
                  "--backend", f"{POD_IP}:{POD_PORT}", "--input", str(src), "--output",
                  str(dst), timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == "#0 dsr_from_netdev: redirect, 62 bytes -> eth0\n"
+    assert out.stdout.splitlines()[0] == "frame 1 dsr_from_netdev: redirect, 62 bytes -> eth0"
     assert out.stderr == f"1 packets (redirect 1); 1 written to {dst}\n"
 
 

@@ -1,4 +1,5 @@
-"""Signals stop ``dsrlab`` cleanly: SIGTERM, SIGINT and SIGHUP at several points of a run.
+"""Signals stop ``dsrlab`` cleanly: SIGTERM, SIGINT, SIGHUP, SIGQUIT... at several points
+of a run, and what a SIGKILLed run left is found by its run id.
 
 Each case starts the real command as a subprocess (``dsrlab run seed``,
 ``dsrlab up``, ``dsrlab datapath run --repeat 100000000``), waits for a point
@@ -9,7 +10,11 @@ test run), sends the signal and asserts: exit status 128 + signal, one
 no namespace ``dsrlab-<run id>-*``, none of the processes that ran in them
 (pod server, tcpdumps: remembered while the run was up, by PID and start
 time), no file named by the run id in its state directory, and the capture
-set's ``latest`` not moved.
+set's ``latest`` not moved. Each command runs in a session of its own with a
+private ``TMPDIR`` and a mark in its environment (:mod:`tests.marks`): no process
+it started (Chromium, tcpdump, curl, the pod server) may outlive it, and nothing
+may be left in its ``TMPDIR``. A SIGINT "from the terminal" goes to the whole
+process group, as Ctrl-C does.
 
 The run id is read from the owner file the run writes (``/run/dsrlab/<run
 id>.owner`` names the subprocess's PID), so a lab another process brings up
@@ -23,9 +28,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +44,7 @@ from scapy.layers.l2 import Ether
 
 from lab.plumbing import names, nsutil, owner, procs
 from lab.wire.pcapio import PcapWriter
+from tests.marks import MARK, comm, marked, new_mark
 from tests.seed import NODE_PORT, POD_IP, POD_PORT, VIP
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +61,9 @@ class Run:
 
     proc: subprocess.Popen[str]
     captures: Path
+    mark: str
+    tmp: Path  # its TMPDIR
+    env: dict[str, str]
     run_ids: set[str] = field(default_factory=set)
     seen: dict[int, procs.ProcessRef] = field(default_factory=dict)
 
@@ -93,10 +104,17 @@ class Run:
 
 
 def default_signals() -> None:
-    """In the child before exec: SIGINT, SIGTERM, SIGHUP back to their default action
-    (an xdist worker ignores SIGINT, and ignored signals are inherited)."""
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    """In the child before exec: SIGINT, SIGTERM, SIGHUP, SIGQUIT back to their default
+    action (an xdist worker ignores SIGINT, and ignored signals are inherited)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
+
+
+def own_session() -> None:
+    """In the child before exec: a session (and process group) of its own, default
+    signals."""
+    os.setsid()
+    default_signals()
 
 
 def _handler_installed(pid: int, sig: int) -> bool:
@@ -113,15 +131,22 @@ def _handler_installed(pid: int, sig: int) -> bool:
 def start(tmp_path: Path) -> Iterator[Callable[..., Run]]:
     runs: list[Run] = []
 
-    def _start(*args: str) -> Run:
+    def _start(*args: str, stdout: int = subprocess.DEVNULL, hold_renderer: bool = False,
+               ) -> Run:
         captures = tmp_path / f"captures{len(runs)}"
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "COLUMNS": "80"}
+        # short: Chromium's sockets go in TMPDIR, and a socket's path has 107 bytes at most
+        tmp = Path(tempfile.mkdtemp(prefix="dsrlab-test-", dir="/tmp"))
+        mark = new_mark()
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "COLUMNS": "80", "TMPDIR": str(tmp),
+               MARK: mark}
+        if hold_renderer:
+            env["PATH"] = f"{renderer_held(tmp_path / 'bin')}:{env['PATH']}"
         argv = [a.replace("{captures}", str(captures)) for a in args]
         proc = subprocess.Popen([sys.executable, "-m", "lab.cli", *argv], cwd=REPO, env=env,
-                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, stdout=stdout,
                                 stderr=subprocess.PIPE, text=True,
-                                preexec_fn=default_signals)  # noqa: PLW1509
-        run = Run(proc, captures)
+                                preexec_fn=own_session)  # noqa: PLW1509
+        run = Run(proc, captures, mark, tmp, env)
         runs.append(run)
         return run
 
@@ -133,17 +158,23 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Run]]:
         run.look()
         for run_id in run.run_ids:
             subprocess.run([sys.executable, "-m", "lab.cli", "clean", run_id], cwd=REPO,
-                           env={"PATH": os.environ.get("PATH", "")},
-                           capture_output=True, check=False, timeout=60)
-        procs.stop([r.pid for r in run.seen.values() if r.running()])
+                           env=run.env, capture_output=True, check=False, timeout=60)
+        procs.stop([r.pid for r in run.seen.values() if r.running()] + marked(run.mark))
+        shutil.rmtree(run.tmp, ignore_errors=True)
 
 
-def stopped_cleanly(run: Run, sig: int) -> None:
-    """Signal it, wait, and check the exit, stderr and that nothing of it is left."""
+def stopped_cleanly(run: Run, sig: int, *, group: bool = False, finished: bool = False,
+                    scenario: str = "seed") -> str:
+    """Signal it (``group``: its whole process group, as a terminal's Ctrl-C does), wait,
+    and check the exit, stderr and that nothing of it is left; returns its stdout.
+    ``finished``: its capture set was complete before the signal (the screenshot)."""
     run.look()
-    run.proc.send_signal(sig)
+    if group:
+        os.killpg(run.proc.pid, sig)
+    else:
+        run.proc.send_signal(sig)
     try:
-        _, err = run.proc.communicate(timeout=WAIT_S)
+        out, err = run.proc.communicate(timeout=WAIT_S)
     except subprocess.TimeoutExpired:
         pytest.fail(f"dsrlab did not exit within {WAIT_S:g} s of {signal.Signals(sig).name}")
     assert run.proc.returncode == 128 + sig, (run.proc.returncode, err)
@@ -155,10 +186,14 @@ def stopped_cleanly(run: Run, sig: int) -> None:
     assert left == [], f"namespaces left: {left}"
     alive = [r.pid for r in run.seen.values() if r.running()]
     assert alive == [], f"processes of the run left: {alive}"
+    started = [f"{p} {comm(p)}" for p in marked(run.mark)]
+    assert started == [], f"processes it started are still running: {started}"
+    assert sorted(p.name for p in run.tmp.iterdir()) == [], "files left in its TMPDIR"
     files = [f.name for i in run.run_ids for f in owner.run_files().get(i, [])]
     assert files == [], f"files left in {owner.OWNER_DIR}: {files}"
     # a run that did not finish never moves captures/<scenario>/latest
-    assert not (run.captures / "seed" / "latest").exists()
+    assert (run.captures / scenario / "latest").exists() == finished
+    return out or ""
 
 
 def _first_namespace(run: Run) -> Callable[[], bool]:
@@ -185,6 +220,8 @@ SEED_HOSTS = 6  # client, 3 nodes, 2 pods
     (signal.SIGINT, "first namespace"),
     (signal.SIGHUP, "every namespace (wiring, BPF load)"),
     (signal.SIGTERM, "captures running"),
+    (signal.SIGQUIT, "captures running"),
+    (signal.SIGUSR1, "every namespace (wiring, BPF load)"),
 ])
 def test_run_stops_cleanly(start: Callable[..., Run], sig: int, point: str) -> None:
     run = start("run", "seed", "--captures", "{captures}", "--no-screenshot")
@@ -208,6 +245,161 @@ def test_up_stops_cleanly(start: Callable[..., Run]) -> None:
     run = start("up", str(SEED_TOPOLOGY))
     run.until("first namespace", _first_namespace(run))
     stopped_cleanly(run, signal.SIGTERM)
+
+
+def renderer_held(folder: Path) -> Path:
+    """A folder whose ``chromium`` is the real one with ``--renderer-startup-dialog``: its
+    renderer waits (for a debugger's SIGUSR1) as soon as it starts, so the screenshot
+    is still under way when the signal comes, however fast the machine."""
+    folder.mkdir(exist_ok=True)
+    wrapper = folder / "chromium"
+    real = shutil.which("chromium")
+    if real is None:
+        pytest.skip("needs Debian's chromium (scripts/install.sh installs it)")
+    wrapper.write_text(f'#!/bin/sh\nexec {real} --renderer-startup-dialog "$@"\n')
+    wrapper.chmod(0o755)
+    return folder
+
+
+def _chromium(run: Run) -> Callable[[], bool]:
+    """Chromium's renderer has started (held there); the run's capture set is complete."""
+    def ready() -> bool:
+        run.look()
+        for pid in marked(run.mark):
+            try:
+                if b"--type=renderer" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue
+        return False
+
+    return ready
+
+
+def _curl(run: Run) -> Callable[[], bool]:
+    """A transfer runs: curl in the client's namespace."""
+    def ready() -> bool:
+        run.look()
+        return any(comm(p) == "curl" for p in marked(run.mark))
+
+    return ready
+
+
+SLOW = "slow-download"
+
+
+def slow_download(folder: Path) -> Path:
+    """A scenario of one download paced to 10 s (the seed topology and its trace): the
+    traffic phase lasts long enough to be caught whatever the machine's speed."""
+    folder.mkdir(exist_ok=True)
+    trace = (REPO / "scenarios" / "seed.trace.yaml").read_text()
+    (folder / f"{SLOW}.trace.yaml").write_text(trace.replace("scenario: seed", f"scenario: {SLOW}"))
+    path = folder / f"{SLOW}.yaml"
+    path.write_text(f"""name: {SLOW}
+topology: {SEED_TOPOLOGY}
+client: client
+target: {{service: serversvc, node: cilium-dsr-control-plane}}
+deadline_s: 60
+steps:
+  - transfer: {{bytes: 2000000, rate: 200000, timeout_s: 30}}
+""")
+    return path
+
+
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, True), (signal.SIGTERM, False),
+                                            (signal.SIGHUP, False)],
+                         ids=["SIGINT-ctrl-c", "SIGTERM", "SIGHUP"])
+def test_run_stops_cleanly_in_the_screenshot(start: Callable[..., Run], sig: int,
+                                             group: bool) -> None:
+    """While Chromium renders the report: exit 128 + signal, no traceback (it used to be
+    ``OSError: [Errno 39] Directory not empty: 'Default'`` and exit 1), no Chromium
+    process and nothing in TMPDIR (its profile, org.chromium.Chromium.*) left."""
+    run = start("run", "seed", "--captures", "{captures}", hold_renderer=True)
+    run.until("chromium", _chromium(run))
+    stopped_cleanly(run, sig, group=group, finished=True)
+
+
+def test_a_kept_lab_stays_up_when_its_screenshot_is_interrupted(start: Callable[..., Run],
+                                                               ) -> None:
+    """``run --keep`` hands its lab over before the report's screenshot: a signal then
+    stops Chromium (nothing of it left) and leaves the lab up for ``dsrlab down``."""
+    run = start("run", "seed", "--captures", "{captures}", "--keep", hold_renderer=True)
+    run.until("chromium", _chromium(run))
+    run.proc.send_signal(signal.SIGTERM)
+    _, err = run.proc.communicate(timeout=WAIT_S)
+    assert run.proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    (run_id,) = run.run_ids
+    assert len(run.look()) == SEED_HOSTS  # still up
+    assert [f.name for f in owner.run_files().get(run_id, [])] == [f"{run_id}.json"]
+    assert not [p for p in marked(run.mark) if comm(p) in ("chromium", "chrome_crashpad")]
+    assert sorted(p.name for p in run.tmp.iterdir()) == []
+    down = subprocess.run([sys.executable, "-m", "lab.cli", "down", run_id], cwd=REPO,
+                          env=run.env, capture_output=True, text=True, check=False, timeout=60)
+    assert down.returncode == 0, down.stderr
+    assert run.look() == []
+
+
+@pytest.mark.parametrize(("sig", "group"), [(signal.SIGINT, True), (signal.SIGQUIT, False)],
+                         ids=["SIGINT-ctrl-c", "SIGQUIT"])
+def test_run_stops_cleanly_in_the_traffic(start: Callable[..., Run], tmp_path: Path,
+                                          sig: int, group: bool) -> None:
+    run = start("run", str(slow_download(tmp_path / "scenarios")), "--captures", "{captures}")
+    run.until("a transfer", _curl(run))
+    stopped_cleanly(run, sig, group=group, scenario=SLOW)
+
+
+@pytest.mark.parametrize("point", ["traffic", "screenshot"])
+def test_what_a_killed_run_left_is_cleaned_by_its_run_id(start: Callable[..., Run],
+                                                         tmp_path: Path, point: str) -> None:
+    """SIGKILL (no cleanup at all), then ``dsrlab clean RUN_ID`` with the run's
+    environment: its namespaces, the processes it started (Chromium's too: they do not
+    live in a namespace), its scratch directories and its unfinished capture set go."""
+    if point == "traffic":
+        run = start("run", str(slow_download(tmp_path / "scenarios")), "--captures",
+                    "{captures}")
+        run.until("a transfer", _curl(run))
+    else:
+        run = start("run", "seed", "--captures", "{captures}", hold_renderer=True)
+        run.until("chromium", _chromium(run))
+    run.look()
+    run.proc.kill()  # this process only: what it started runs on
+    run.proc.communicate()
+    (run_id,) = run.run_ids
+    out = subprocess.run([sys.executable, "-m", "lab.cli", "clean", run_id, "--captures",
+                          str(run.captures), "--incomplete"], cwd=REPO, env=run.env,
+                         capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    assert run.look() == []
+    assert [f"{p} {comm(p)}" for p in marked(run.mark)] == []
+    assert [r.pid for r in run.seen.values() if r.running()] == []
+    assert sorted(p.name for p in run.tmp.iterdir()) == []
+    assert owner.run_files().get(run_id, []) == []
+    if point == "traffic":
+        assert not (run.captures / SLOW / run_id).exists()
+
+
+def test_run_all_interrupted_prints_the_verdicts_so_far(start: Callable[..., Run]) -> None:
+    """``run --all`` stopped in its second scenario prints the table of those that
+    finished (the first, seed, scenarios/ comes first), then stops cleanly."""
+    run = start("run", "--all", "--captures", "{captures}", stdout=subprocess.PIPE)
+    run.until("the first scenario's verdict",
+              lambda: bool(run.look()) and (run.captures / "seed" / "latest").exists())
+    out = stopped_cleanly(run, signal.SIGINT, group=True, finished=True)
+    title = next((line for line in out.splitlines() if line.startswith("interrupted after")),
+                 None)
+    assert title is not None, out
+    done = int(title.split()[2])  # "interrupted after N of M scenarios, ..."
+    lines = out.splitlines()
+    ended = [line for line in lines if line.startswith("[")]  # "[1/41] seed: pass, ..."
+    table = lines[lines.index(title) + 2:]  # after the title and the header
+    rows = [line.split()[0] for line in table]
+    assert done >= 1, out
+    assert len(ended) == done, out
+    assert len(rows) == done, out
+    assert rows[0] == "seed", out
+    assert table[0].split()[4] == "pass", out
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

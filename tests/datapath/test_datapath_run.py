@@ -478,8 +478,44 @@ def test_cli_human_output(tmp_path: Path) -> None:
     out = dsrlab("datapath", "run", "--program", "lb", "--service", SERVICE_ADDR,
                  "--backend", POD_ADDR, "--input", str(src), "--output", str(dst))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "#0 dsr_from_netdev: redirect, 62 bytes -> eth0"
+    assert out.stdout.splitlines() == [
+        "frame 1 dsr_from_netdev: redirect, 62 bytes -> eth0",
+        f"  in:  tcp {CLIENT_IP}:{CLIENT_PORT} > {SERVICE_ADDR} [S] ihl=5 len=40 ttl=64",
+        f"  out: tcp {CLIENT_IP}:{CLIENT_PORT} > {POD_ADDR} [S] ihl=7 len=48 ttl=63 opt=dsr"]
     assert len(rdpcap(str(dst))) == 1
+
+
+@pytest.mark.bpf
+@pytest.mark.netns
+def test_cli_human_output_says_which_packet_is_which(tmp_path: Path) -> None:
+    """Each packet by its frame number in the input (tshark's own), what went in and what
+    came out, one line each: an ARP frame counts as Wireshark counts it."""
+    src, dst = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    bad_ihl = bytearray(tcp("A"))
+    bad_ihl[14] = 0x44
+    wrpcap(str(src), [Ether(tcp("S")), Ether(src=CLIENT_MAC) / ARP(psrc=CLIENT_IP, pdst=VIP),
+                      Ether(bytes(bad_ihl)), Ether(udp())])
+    out = dsrlab("datapath", "run", "--program", "lb", "--service", SERVICE_ADDR,
+                 "--backend", POD_ADDR, "--input", str(src), "--output", str(dst))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    heads = [line for line in lines if not line.startswith("  ")]
+    assert [h.split()[1] for h in heads] == ["1", "2", "3", "4"]
+    tshark = subprocess.run(["tshark", "-r", str(src), "-T", "fields", "-e", "frame.number",
+                             "-e", "frame.protocols"], capture_output=True, text=True,
+                            check=True).stdout.split("\n")
+    assert [row.split("\t")[0] for row in tshark if row] == ["1", "2", "3", "4"]
+    assert "arp" in tshark[1]
+    assert "udp" in tshark[3]
+    assert lines[3:6] == ["frame 2 dsr_from_netdev: ok, 42 bytes",
+                          "  in:  ethertype 0x0806 (ARP), 42 bytes",
+                          "  out: ethertype 0x0806 (ARP), 42 bytes"]
+    assert lines[6:9] == ["frame 3 dsr_from_netdev: drop, 54 bytes (bad_ihl)",
+                          "  in:  IPv4, not parsed: IHL 4 < 5",
+                          "  out: nothing (drop)"]
+    assert lines[9].startswith("frame 4 dsr_from_netdev: redirect")
+    assert lines[10] == f"  in:  udp {CLIENT_IP}:5353 > {SERVICE_ADDR} ihl=5 len=32 ttl=64"
+    assert lines[11] == f"  out: udp {CLIENT_IP}:5353 > {POD_ADDR} ihl=7 len=40 ttl=63 opt=dsr"
 
 
 @pytest.mark.parametrize(

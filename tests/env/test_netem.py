@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from lab.env.faults import NO_NETEM, Applied, FaultUnavailable, inject
+from lab.env.faults import NO_NETEM, Applied, FaultUnavailable, inject, probe_netem
 from lab.env.netns import NetnsLab
 from lab.model.scenario import Fault
+from lab.plumbing import names, nsutil, owner
 from tests.env.conftest import READY_S
 from tests.seed import LB_NAME, POD_NODE
 
@@ -104,3 +105,15 @@ def test_a_delay_on_the_lb_node_holds_the_syn_back(captures_root: Path) -> None:
     assert run.result.diagnoses == ()
     assert all(e.ok for e in run.exchanges)
     _delayed_at_the_lb_node(run.capture_dir)
+
+
+def test_the_probe_agrees_with_the_fault_and_leaves_nothing(fault_lab: NetnsLab) -> None:
+    """What the runner asks before any lab (a netem qdisc on a scratch namespace's
+    loopback) is what a fault on a lab host finds; the probe's namespace and claim go."""
+    applied = _try(fault_lab, Fault(host="client", delay_ms=50))
+    if not isinstance(applied, FaultUnavailable):
+        applied()
+    run_id = names.new_run_id()
+    assert probe_netem(run_id) == (not isinstance(applied, FaultUnavailable))
+    assert [n for n in nsutil.list_netns() if run_id in n] == []
+    assert owner.run_files().get(run_id, []) == []

@@ -1,6 +1,7 @@
 """A recording stand-in for the Docker daemon's API on a unix socket (DOCKER_HOST),
-answering the few requests the kind backend makes through the Docker SDK: ping, a
-container's state, the kind network. It runs no container."""
+answering the few requests the kind backend makes through the Docker SDK: the API
+version, ping, a container's state, the kind network; like Docker 29 it refuses a
+client that asks for an API version below 1.44. It runs no container."""
 
 from __future__ import annotations
 
@@ -20,6 +21,14 @@ NETWORK = {"Name": "kind", "Id": "67ecd2c684e4" + "0" * 52, "Options": {},
                                {"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]}}
 
 
+# what Docker 29 says of its API: it refuses a client below its minimum version
+API_VERSION, MIN_API_VERSION = "1.52", "1.44"
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in v.split("."))
+
+
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     seen: list[str]
@@ -30,9 +39,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.seen.append(self.path)
+        asked = re.match(r"^/v([\d.]+)/", self.path)
+        if asked and _version_tuple(asked[1]) < _version_tuple(MIN_API_VERSION):
+            self._json(400, {"message": f"client version {asked[1]} is too old. Minimum "
+                                        f"supported API version is {MIN_API_VERSION}, please "
+                                        "upgrade your client to a newer version"})
+            return
         path = re.sub(r"^/v[\d.]+", "", self.path.split("?")[0])
         m = re.match(r"^/containers/([^/]+)/json$", path)
-        if path == "/_ping":
+        if path == "/version":
+            self._json(200, {"Version": "29.1.0", "ApiVersion": API_VERSION,
+                             "MinAPIVersion": MIN_API_VERSION, "Os": "linux"})
+        elif path == "/_ping":
             self._send(200, b"OK", "text/plain")
         elif path == "/networks/kind":
             self._json(200, NETWORK)

@@ -12,13 +12,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lab.env.base import BackendError, Lab
 from lab.env.kind.backend import KindBackend, ready_endpoints
 from lab.env.kind.plan import build_plan
-from lab.model.topology import Topology, load_topology
+from lab.model.topology import Topology, load_topology, parse_topology
 from lab.plumbing import names, owner
-from tests.kind.dockerfake import FakeDockerApi
+from tests.kind.dockerfake import API_VERSION, FakeDockerApi
 from tests.seed import SEED_TOPOLOGY_PATH
 
 BIN = Path(__file__).parent / "bin"
@@ -58,7 +59,8 @@ def test_up_runs_the_plan_in_order_and_finds_the_clusters_hosts(
     lab = backend.up(_seed(), run_id=run_id)
     try:
         assert isinstance(lab, Lab)  # the backend contract the runner uses
-        assert said[0] == "create the cluster (kind, up to 600 s)"
+        assert said[:2] == ["the kind clusters already here (kind, up to 30 s)",
+                            "create the cluster (kind, up to 600 s)"]
         folder = tmp_path / "work" / run_id
         plan = build_plan(_seed(), run_id)
         expected = []
@@ -98,7 +100,13 @@ def test_up_runs_the_plan_in_order_and_finds_the_clusters_hosts(
         assert lab.exec_argv("cilium-dsr-worker", ["tcpdump", "-i", "eth0"]) == [
             "nsenter", "-t", "4002", "-n", "--", "tcpdump", "-i", "eth0"]
         assert lab.pod_uids["cni-8zxj9"] == "2c1e8a52-8c55-4bd2-9a3c-5e1f0b6c1d01"
-        assert (tmp_path / "state" / f"{run_id}.kind.json").is_file()
+        # recorded for teardown once created
+        record = json.loads((tmp_path / "state" / f"{run_id}.kind.json").read_text())
+        assert record["cluster"] == "cilium-dsr"
+        # the Docker API version agreed with the daemon, never a pinned one
+        assert "/version" in docker_api.seen
+        assert all(p.startswith(f"/v{API_VERSION}/") for p in docker_api.seen
+                   if p not in ("/version", "/_ping"))
     finally:
         lab.down()
     assert _calls(recorded)[-1] == ["kind", "delete", "cluster", "--name", "cilium-dsr"]
@@ -123,10 +131,66 @@ def test_a_failed_bring_up_says_why_and_removes_the_cluster(
     with pytest.raises(BackendError, match=message):
         backend.up(_seed(), run_id=run_id)
     calls = _calls(recorded)
-    assert calls[0][:3] == ["kind", "create", "cluster"]
+    assert [c[:3] for c in calls[:2]] == [["kind", "get", "clusters"],
+                                          ["kind", "create", "cluster"]]
     assert calls[-1] == ["kind", "delete", "cluster", "--name", "cilium-dsr"]
     assert not (tmp_path / "state" / f"{run_id}.kind.json").exists()
     assert owner.alive_owner(run_id) is None
+
+
+@pytest.mark.parametrize("clusters", ["cilium-dsr", "other,cilium-dsr"])
+def test_a_cluster_of_that_name_already_here_is_left_alone(
+        recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        clusters: str) -> None:
+    """The user's cluster named as the topology: no create, no delete, one line saying
+    which cluster and the ways out."""
+    monkeypatch.setenv("FAKE_CLUSTERS", clusters)
+    run_id = names.new_run_id()
+    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state")
+    with pytest.raises(BackendError) as err:
+        backend.up(_seed(), run_id=run_id)
+    assert str(err.value) == (
+        "a kind cluster named cilium-dsr is already here, not made by this run: the lab "
+        f"leaves it alone. Give the topology another name ({SEED_TOPOLOGY_PATH} name: and "
+        "its nodes), or use that cluster read only: kind get kubeconfig --name cilium-dsr "
+        "> FILE, then --kubeconfig FILE")
+    assert _calls(recorded) == [["kind", "get", "clusters"]]
+    assert not (tmp_path / "state" / f"{run_id}.kind.json").exists()
+    assert owner.alive_owner(run_id) is None
+
+
+def test_a_failed_kind_create_deletes_nothing(
+        recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kind create failing (e.g. a cluster of that name made meanwhile): the cluster was
+    never the lab's, so no kind delete (kind removes what it half-made itself)."""
+    monkeypatch.setenv("FAKE_FAIL", "kind create")
+    run_id = names.new_run_id()
+    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state")
+    with pytest.raises(BackendError, match=r"^create the cluster: `kind create cluster "):
+        backend.up(_seed(), run_id=run_id)
+    calls = _calls(recorded)
+    assert [c[:3] for c in calls] == [["kind", "get", "clusters"],
+                                      ["kind", "create", "cluster"]]
+    assert not (tmp_path / "state" / f"{run_id}.kind.json").exists()
+
+
+def test_cilium_1_15_saying_another_dsr_dispatch_tears_down(
+        recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAKE_STATUS", "cilium-status-verbose-1.15.txt")
+    data = yaml.safe_load(SEED_TOPOLOGY_PATH.read_text())
+    data["cluster"] |= {"cilium_version": "1.15.0", "tunnel_protocol": "geneve"}
+    data["load_balancer"]["dispatch"] = "geneve"
+    t = parse_topology(data, SEED_TOPOLOGY_PATH)
+    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state")
+    with pytest.raises(BackendError, match=r"Cilium's DSR dispatch mode is IP "
+                                           r"Option/Extension, the topology asks for "
+                                           r"geneve \(Geneve\)$"):
+        backend.up(t)
+    calls = _calls(recorded)
+    assert ["kubectl", "--context", "kind-cilium-dsr", "-n", "kube-system", "exec",
+            "ds/cilium", "-c", "cilium-agent", "--", "cilium-dbg", "status",
+            "--verbose"] in calls
+    assert calls[-1] == ["kind", "delete", "cluster", "--name", "cilium-dsr"]
 
 
 def test_an_existing_cluster_is_only_read(recorded: Path, tmp_path: Path) -> None:
@@ -178,6 +242,25 @@ def test_dsrlab_clean_removes_what_a_crashed_kind_run_recorded(recorded: Path) -
     assert not record.exists()
 
 
+def test_a_record_made_before_the_cluster_removes_nothing(recorded: Path) -> None:
+    """A kind run that died before its cluster was created: its record names no cluster
+    and no kubeconfig, so clean runs nothing (not kubectl on the default context)."""
+    from lab.env import cleanup  # noqa: PLC0415
+    from lab.env.kind import residue  # noqa: PLC0415
+
+    assert residue.removal_commands({"cluster": None, "kubeconfig": None, "context": None,
+                                     "label": "dsrlab.io/run=abc123"}) == []
+    run_id = names.new_run_id()
+    record = cleanup.STATE_DIR / f"{run_id}{residue.SUFFIX}"
+    residue.record(record, cluster=None, kubeconfig=None, context=None,
+                   label=f"dsrlab.io/run={run_id}")
+    try:
+        cleanup.clean_run(cleanup.find_runs([run_id])[run_id])
+    finally:
+        record.unlink(missing_ok=True)
+    assert not recorded.exists()  # no tool was called
+
+
 def test_an_existing_clusters_record_deletes_by_label_only() -> None:
     from lab.env.kind.residue import removal_commands  # noqa: PLC0415
 
@@ -211,3 +294,13 @@ def test_no_docker_daemon_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/nothing.sock")
     with pytest.raises(BackendError, match=r"^the Docker daemon does not answer: "):
         Docker().ping()
+
+
+def test_the_docker_api_version_is_the_daemons(docker_api: FakeDockerApi) -> None:
+    """A daemon whose minimum API is 1.44 (Docker 29) answers: the SDK asks which version
+    it speaks first instead of sending a pinned 1.41 it refuses."""
+    from lab.env.kind.containers import Docker  # noqa: PLC0415
+
+    assert Docker().container_pid("cilium-dsr-worker") == 4002
+    assert docker_api.seen == ["/version",
+                               f"/v{API_VERSION}/containers/cilium-dsr-worker/json"]

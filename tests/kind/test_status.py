@@ -3,10 +3,13 @@ their real output (tests/kind/fixtures/README.md says where each comes from)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from lab.env.kind.status import (
     ToolOutputError,
@@ -16,7 +19,7 @@ from lab.env.kind.status import (
     parse_kind_clusters,
     parse_nodes,
 )
-from lab.model.topology import load_topology
+from lab.model.topology import Topology, load_topology, parse_topology
 from tests.seed import SEED_TOPOLOGY_PATH
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -75,15 +78,83 @@ def test_cilium_status_of_a_newer_agent_spelling() -> None:
     assert (st.version, st.kube_proxy_replacement, st.mode) == ("1.16.3", "True", "DSR")
     assert st.replaces_kube_proxy
     assert st.backend_selection.startswith("Maglev")
+    assert st.dsr_dispatch == "IP Option/Extension"
+
+
+def _seed_on(version: str, **changes: Any) -> Topology:
+    data = yaml.safe_load(SEED_TOPOLOGY_PATH.read_text())
+    data["cluster"]["cilium_version"] = version
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        data[section][key] = value
+    return parse_topology(data, SEED_TOPOLOGY_PATH)
+
+
+@pytest.mark.parametrize(("line", "version", "dispatch"), [
+    ("1.14", "1.14.0", ""),  # 1.14 prints no dispatch line
+    ("1.15", "1.15.0", "IP Option/Extension"),
+    ("1.16", "1.16.0", "IP Option/Extension"),
+])
+def test_cilium_status_of_each_line(line: str, version: str, dispatch: str) -> None:
+    st = parse_cilium_status((FIXTURES / f"cilium-status-verbose-{line}.txt").read_text())
+    assert (st.version, st.kube_proxy_replacement, st.mode, st.dsr_dispatch,
+            st.backend_selection) == (version, "True", "DSR", dispatch, "Random")
+    assert st.devices == "eth0 172.18.0.3 (Direct Routing)"
+    assert check_cilium(st, _seed_on(version)) == []
+
+
+@pytest.mark.parametrize("line", ["1.15", "1.16"])
+def test_the_dsr_dispatch_mode_is_compared_with_the_topologys(line: str) -> None:
+    st = parse_cilium_status((FIXTURES / f"cilium-status-verbose-{line}.txt").read_text())
+    geneve = _seed_on(f"{line}.0", **{"cluster.tunnel_protocol": "geneve",
+                                      "load_balancer.dispatch": "geneve"})
+    assert check_cilium(st, geneve) == [
+        "Cilium's DSR dispatch mode is IP Option/Extension, the topology asks for geneve "
+        "(Geneve)"]
+    said_geneve = dataclasses.replace(st, dsr_dispatch="Geneve")
+    assert check_cilium(said_geneve, geneve) == []
+    assert check_cilium(said_geneve, _seed_on(f"{line}.0")) == [
+        "Cilium's DSR dispatch mode is Geneve, the topology asks for opt "
+        "(IP Option/Extension)"]
+
+
+def test_cilium_status_with_kube_proxy_kept_has_no_mode_and_needs_none() -> None:
+    text = (FIXTURES / "cilium-status-verbose-1.16-kube-proxy-kept.txt").read_text()
+    st = parse_cilium_status(text)
+    assert (st.kube_proxy_replacement, st.mode, st.dsr_dispatch, st.backend_selection,
+            st.devices) == ("False", "", "", "", "")
+    assert not st.replaces_kube_proxy
+    kept = _seed_on("1.16.0", **{"cluster.kube_proxy": "iptables"})
+    assert check_cilium(st, kept) == []
+    assert check_cilium(st, _seed_on("1.16.0")) == [
+        "KubeProxyReplacement is False, the topology replaces kube-proxy"]
+
+
+def test_the_details_end_where_the_next_section_starts() -> None:
+    """Lines indented under a later section are that section's: its Status:/Mode: are
+    not the KubeProxyReplacement Details' (the details' state is reset)."""
+    text = (FIXTURES / "cilium-status-verbose-1.16-kube-proxy-kept.txt").read_text()
+    later = "ClusterMesh:   1/1 remote clusters ready, 0 global-services\n" \
+            "  Status:       True\n  Mode:         DSR\n  Devices:      eth1\n"
+    st = parse_cilium_status(text + later)
+    assert (st.kube_proxy_replacement, st.mode, st.devices) == ("False", "", "")
+    replaced = (FIXTURES / "cilium-status-verbose-1.15.txt").read_text()
+    st = parse_cilium_status(replaced + later.replace("DSR", "SNAT"))
+    assert (st.kube_proxy_replacement, st.mode) == ("True", "DSR")
 
 
 @pytest.mark.parametrize(("text", "missing"), [
-    ("", "no KubeProxyReplacement and no the KubeProxyReplacement Details' Mode"),
-    ("KubeProxyReplacement: Disabled\n", "no the KubeProxyReplacement Details' Mode"),
+    ("", "cilium status --verbose: no KubeProxyReplacement line"),
+    ("KubeProxyReplacement: True\n", "cilium status --verbose: KubeProxyReplacement is True "
+                                      "but no Mode line under KubeProxyReplacement Details"),
+    ("KubeProxyReplacement: Strict\nKubeProxyReplacement Details:\n  Status: Strict\n",
+     "cilium status --verbose: KubeProxyReplacement is Strict but no Mode line under "
+     "KubeProxyReplacement Details"),
 ])
 def test_cilium_status_without_what_the_lab_needs(text: str, missing: str) -> None:
-    with pytest.raises(ToolOutputError, match=missing):
+    with pytest.raises(ToolOutputError) as err:
         parse_cilium_status(text)
+    assert str(err.value) == missing
 
 
 def test_kind_clusters() -> None:

@@ -139,7 +139,9 @@ def test_a_scenario_with_three_mistakes_gives_three_lines(tmp_path: Path) -> Non
         (str(path), "name", "String should match pattern '^[a-z0-9][a-z0-9_-]*$' "
                             "(got 'Seed Run')"),
         (str(path), "requests.min", "Input should be greater than or equal to 1 (got 0)"),
-        (str(path), "colour", "Extra inputs are not permitted (got 'red')"),
+        (str(path), "colour", "unknown key (known keys: name, description, topology, "
+                              "settings, trace, client, target, requests, requires, backends, "
+                              "compare_modes, send, steps, deadline_s)"),
     ]
 
 
@@ -172,3 +174,74 @@ def test_every_bad_matcher_of_a_trace_is_reported(tmp_path: Path) -> None:
     fields = [field for _, field, _ in _lines(info.value)]
     assert fields == ["flows.start.match.colour", "claims[0].expect[0].ttl",
                       "claims[0].expect[0]"]
+
+
+# -- unknown keys: the known ones and the closest (issue 18) --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "message"),
+    [
+        (lambda d: d.__setitem__("requets", d.pop("requests")), "requets",
+         "unknown key; did you mean 'requests'? (known keys: name, description, topology, "),
+        (lambda d: d["target"].__setitem__("nod", d["target"].pop("node")), "target.nod",
+         "unknown key; did you mean 'node'? (known keys: service, node, port)"),
+        (lambda d: d["requests"].__setitem__("until_every_backends", True),
+         "requests.until_every_backends",
+         "unknown key; did you mean 'until_every_backend'? (known keys: min, max, "
+         "until_every_backend, timeout_s)"),
+        (lambda d: (d.pop("requests"), d.__setitem__("steps", [{"datagram": {"sise": 1500}}])),
+         "steps[0].datagram.sise",
+         "unknown key; did you mean 'size'? (known keys: size, count, timeout_s, answer_size, "
+         "allow_fragments)"),
+        (lambda d: d.__setitem__("colour", "red"), "colour",
+         "unknown key (known keys: name, description, "),
+    ],
+)
+def test_an_unknown_scenario_key_names_the_known_keys_and_the_closest(
+        tmp_path: Path, edit: Any, field: str, message: str) -> None:
+    data = _seed(SEED_SCENARIO_PATH)
+    data["topology"] = str(SEED_TOPOLOGY_PATH)
+    edit(data)
+    path = _write(tmp_path, "typo.yaml", data)
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(path)
+    lines = dict((f, m) for _, f, m in _lines(info.value))
+    assert lines[field].startswith(message), lines  # (a renamed key is also missing)
+    assert "Extra inputs" not in str(info.value)
+
+
+def test_an_unknown_topology_or_trace_key_names_the_known_keys(tmp_path: Path) -> None:
+    topo = _seed(SEED_TOPOLOGY_PATH)
+    topo["load_balancer"] = {"mod": "dsr"}
+    with pytest.raises(TopologyError) as info:
+        load_topology(_write(tmp_path, "t.yaml", topo))
+    assert "load_balancer.mod: unknown key; did you mean 'mode'? (known keys: mode, " \
+        in str(info.value)
+    trace = _seed(SEED_TRACE_PATH)
+    trace["flow"] = trace.pop("flows")
+    with pytest.raises(TraceError) as tinfo:
+        load_trace(_write(tmp_path, "x.trace.yaml", trace))
+    assert "flow: unknown key; did you mean 'flows'?" in str(tinfo.value)
+
+
+# -- a document with nothing in it says so ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("", "the file is empty: expected a YAML mapping of keys"),
+     ("\n   \n", "the file is empty: "),
+     ("# a scenario, one day\n\n", "the file is empty (only comments)"),
+     ("---\n", "the file holds only null"),
+     ("null\n", "the file holds only null")],
+)
+def test_an_empty_document_says_it_is_empty(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    for load, error in ((load_scenario, ScenarioError), (load_topology, TopologyError),
+                        (load_trace, TraceError)):
+        with pytest.raises(error) as info:
+            load(path)
+        assert str(info.value).startswith(f"{path}: {says}"), str(info.value)
+        assert "NoneType" not in str(info.value)

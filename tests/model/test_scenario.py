@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab.model.scenario import ScenarioError, find_scenario, load_scenario
+from lab.model.scenario import ScenarioError, all_scenarios, find_scenario, load_scenario
 from tests.seed import (
     LB_NAME,
     SEED_SCENARIO_PATH,
@@ -117,7 +117,8 @@ def test_a_setting_the_topology_refuses_names_the_field_and_the_settings(
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     assert str(info.value).startswith(f"{path}: topology (with the scenario's settings): ")
-    assert "load_balancer.mood: Extra inputs are not permitted" in str(info.value)
+    assert "load_balancer.mood: unknown key; did you mean 'mode'? (known keys: mode, " \
+        in str(info.value)
 
 
 def test_scenarios_in_subfolders_are_found_by_name() -> None:
@@ -171,3 +172,50 @@ def test_steps_stand_for_requests_and_send() -> None:
     assert step.model_dump() == {"requests": sc.requests.model_dump()}
     sc, _ = load_scenario("udp-frag-needed")
     assert [next(iter(s.model_dump())) for s in sc.traffic_steps()] == ["datagram"]
+
+
+# -- what a scenario may ask for (its stated budget) -----------------------------------
+
+GIB = 1 << 30
+
+
+@pytest.mark.parametrize(("changes", "field", "words"), [
+    # 1 GiB x 100 downloads: the example
+    ({"steps": [{"transfer": {"bytes": GIB, "count": 100}}]}, "steps[0].transfer",
+     ["100 x 1 GiB = 100 GiB", "256 MiB"]),
+    # each step within the budget, together over it: the step where the sum crosses
+    ({"steps": [{"transfer": {"bytes": 200 << 20}}, {"requests": {}},
+                {"transfer": {"bytes": 100 << 20, "direction": "upload"}}]},
+     "steps[2].transfer", ["after 200 MiB in the steps before", "256 MiB"]),
+    # datagrams count too
+    ({"steps": [{"transfer": {"bytes": 250 << 20}},
+                {"datagram": {"size": 65507, "count": 100}}]},
+     "steps[1].datagram", ["100 x 63.97 KiB", "256 MiB"]),
+    # a modes comparison: 3 modes x 1 GiB
+    ({"compare_modes": {"modes": ["snat", "dsr", "hybrid"], "transfer_bytes": GIB}},
+     "compare_modes.transfer_bytes", ["3 modes x 1 GiB = 3 GiB", "1 GiB"]),
+])
+def test_a_scenario_over_its_budget_is_refused_naming_file_and_field(
+        tmp_path: Path, changes: dict[str, Any], field: str, words: list[str]) -> None:
+    path = _scenario(tmp_path, **changes)
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: {field}: "), message
+    assert "\n" not in message
+    for w in words:
+        assert w in message, message
+
+
+def test_a_scenario_at_its_budget_loads(tmp_path: Path) -> None:
+    path = _scenario(tmp_path, steps=[
+        {"transfer": {"bytes": 64 << 20, "count": 3}},
+        {"transfer": {"bytes": 64 << 20, "direction": "upload"}}],
+        compare_modes={"modes": ["snat", "dsr"], "transfer_bytes": 512 << 20})
+    sc, _ = load_scenario(path)
+    assert len(sc.steps) == 2
+
+
+def test_every_scenario_of_the_repository_is_within_the_budget() -> None:
+    for path in all_scenarios():
+        load_scenario(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scapy.layers.inet import IP, TCP, IPOption
+from scapy.layers.inet import IP, TCP, UDP, IPOption
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapWriter
@@ -181,9 +181,10 @@ def two_flows(directory: Path, **kw: Any) -> Path:
 
 
 def frame_index(directory: Path, point: str, **want: Any) -> int:
-    """Pkt.index of the first packet at ``point`` whose fields equal ``want``."""
+    """The frame number (Wireshark's) of the first packet at ``point`` whose fields
+    equal ``want``."""
     view = load_view(directory)
-    return next(p.index for p in view.packets[point]
+    return next(p.frame for p in view.packets[point]
                 if all(getattr(p, k) == v for k, v in want.items()))
 
 
@@ -242,7 +243,7 @@ def test_each_flow_is_one_client_connection_with_its_backend(tmp_path: Path) -> 
         ["client", LB, POD_NODE, POD_NAME]]
     assert [t.name for t in flows[0].trails] == [
         "SYN", "SYN+ACK", "ACK", "PSH+ACK", "PSH+ACK", "FIN+ACK", "FIN+ACK", "ACK"]
-    assert stray == 0
+    assert stray == []
 
 
 def test_direction_of_a_sighting_comes_from_the_nodes_own_mac(tmp_path: Path) -> None:
@@ -311,7 +312,7 @@ def test_a_packet_seen_on_one_host_only_is_a_dot_there(tmp_path: Path) -> None:
         sport=40700, dport=NODE_PORT, flags="R", seq=5)
     s.see("client", rst)  # the LB node never got it
     directory = s.write(tmp_path)
-    results = {"claims": [{"name": "client-session", "checks": [
+    results = {"packet_numbers": "frame", "claims": [{"name": "client-session", "checks": [
         {"flow": flow_id(40700), "point": "client/br-kind", "name": "reset", "kind": "never",
          "passed": False, "packet": frame_index(directory, "client/br-kind", flags="R")}]}]}
     (directory / "results.json").write_text(json.dumps(results))
@@ -395,7 +396,7 @@ def _results(directory: Path) -> dict[str, Any]:
     flow = FLOW1
     return {
         "scenario": "seed", "run_id": "5ynth1", "trace": "scenarios/seed.trace.yaml",
-        "passed": False,
+        "packet_numbers": "frame", "passed": False,
         "flows": [{"id": flow, "bindings": {"eph": 40312, "backend": POD2_NAME},
                    "passed": False},
                   {"id": FLOW2, "bindings": {"eph": 40320}, "passed": True}],
@@ -676,3 +677,24 @@ def test_real_seed_run_report_in_chromium(seed_capture: Path, seed_capture_copy:
     assert {w for w in want if w[0] in drawn} <= marked
     check_geometry(browser, LB)
     assert (seed_run / "report.png").stat().st_size > 50_000
+
+
+def test_packets_of_no_flow_are_named_by_protocol(tmp_path: Path) -> None:
+    """What a real capture holds besides the service's flows (IGMP joins, mDNS) is named,
+    not only counted, in report.html and report.md."""
+    s = Synth()
+    s.session(40900, POD_NAME)
+    for host in (POD_NODE, POD2_NODE, LB):  # each node joins a multicast group
+        s.see(host, Ether(src=MAC[host]) / IP(src=CLIENT_IP, dst="224.0.0.22", proto=2,
+                                              options=[IPOption(b"\x94\x04\x00\x00")])
+              / Raw(bytes(8)))
+    s.see(LB, Ether(src=MAC[LB]) / IP(src=CLIENT_IP, dst="224.0.0.251")
+          / UDP(sport=5353, dport=5353) / Raw(b"q"))
+    directory = s.write(tmp_path)
+    _, stray = find_flows(load_view(directory))
+    assert sorted(x.pkt.proto for x in stray) == ["2", "2", "2", "udp"]
+    files = build_report(directory)
+    says = ("4 IPv4 packet sightings belong to no flow of the service: 3 IGMP (multicast "
+            "group membership reports: a host joining a group), 1 UDP (to 224.0.0.251:5353).")
+    assert says in files.markdown.read_text()
+    assert says in " ".join(html_of(directory).text)

@@ -88,7 +88,7 @@ def test_a_foreign_capture_is_rewritten_onto_the_labs_addresses(tmp_path: Path) 
     assert (plan.client, plan.service, plan.proto) == (CLIENT, Endpoint(SVC, SVC_PORT), "tcp")
     assert plan.skipped == {NOT_IPV4: 1, NOT_FROM_CLIENT: 2, NOT_TO_SERVICE: 1}
     assert plan.describe() == "192.0.2.10 -> 172.18.0.1, 198.51.100.1:30080 -> 172.18.0.2:32000"
-    sent = [from_scapy(IP(raw), i) for i, raw in enumerate(plan.packets)]
+    sent = [from_scapy(IP(raw), n) for n, raw in enumerate(plan.packets, start=1)]
     assert [(p.src, p.sport, p.dst, p.dport, p.flags, p.seq) for p in sent if p] == [
         ("172.18.0.1", EPH, "172.18.0.2", 32000, "S", 100),
         ("172.18.0.1", EPH, "172.18.0.2", 32000, "A", 101),
@@ -97,7 +97,7 @@ def test_a_foreign_capture_is_rewritten_onto_the_labs_addresses(tmp_path: Path) 
     for p in sent:
         assert p is not None
         assert (p.ip_csum_ok, p.l4_csum_ok, p.ttl, p.ip_id) == (True, True, 61, 77)
-        assert p.ip_len == len(plan.packets[p.index])  # no Ethernet padding sent
+        assert p.ip_len == len(plan.packets[p.frame - 1])  # no Ethernet padding sent
     assert sent[2] is not None
     assert sent[2].payload == GET
     assert _sha(path) == before  # read, never written

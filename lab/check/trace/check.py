@@ -203,7 +203,7 @@ class _Checker:
         env.bind({var: field_value(pkt, f, env) for var, f in rule.bind.items()})
         bound = ", ".join(f"{k}={_short(v)}" for k, v in bindings.items())
         return CheckResult("flows", flow_id, point.name, name, "flows", True,
-                           f"bound {bound or 'nothing new'}", packet=pkt.index)
+                           f"bound {bound or 'nothing new'}", packet=pkt.frame)
 
     # -- claims ------------------------------------------------------------------
     def check_claim(self, claim: Claim, flow_id: str, env: Env) -> list[CheckResult]:
@@ -240,7 +240,7 @@ class _Checker:
                     env.bind(bindings)
                     env.bind({var: field_value(pkt, f, env) for var, f in exp.bind.items()})
                     anchors[exp.name] = start + 1 + pos
-                    base.passed, base.packet = True, pkt.index
+                    base.passed, base.packet = True, pkt.frame
                     base.message = pkt.summary()
                     return base
                 base.message = "no packet matched" + ("" if pkts else
@@ -253,14 +253,14 @@ class _Checker:
                 want = f">= {lo}" + (f" and <= {hi}" if hi is not None else "")
                 base.message = f"{n} packets matched (want {want})"
                 if matched:
-                    base.packet = matched[0].index
+                    base.packet = matched[0].frame
                     anchors[exp.name] = pkts.index(matched[-1])
                 if base.passed or matched:
                     return base
             pool = window or pkts
             near, diff = self.closest(pool, specs, env)
             if near is not None:
-                base.closest, base.closest_summary, base.diff = near.index, near.summary(), diff
+                base.closest, base.closest_summary, base.diff = near.frame, near.summary(), diff
         except Unbound as exc:
             base.message = f"unbound {exc} (an earlier binding failed)"
         return base
@@ -273,7 +273,7 @@ class _Checker:
             for p in pkts:
                 ok, outs = self.evaluate(p, specs, env)
                 if ok:
-                    res.passed, res.packet = False, p.index
+                    res.passed, res.packet = False, p.frame
                     res.message = f"a packet that must never appear here: {p.summary()}"
                     res.closest_summary = p.summary()
                     res.diff = self.diff(specs, outs)

@@ -33,6 +33,7 @@ from lab.check.trace.fields import FIELD_NAMES, FieldSpec, compile_field
 from lab.errors import LabError
 from lab.model.errors import validation_message
 from lab.model.yamldoc import read_yaml
+from lab.safetext import excerpt
 
 
 class TraceError(LabError, ValueError):
@@ -170,8 +171,8 @@ def _claim_problems(trace: Trace, ci: int, claim: Claim) -> list[str]:
         where = f"claims[{ci}].expect[{ei}]"
         problems += _spec_problems(trace, exp.field_specs(), where, full=True)
         if exp.after is not None and exp.after not in names:
-            problems.append(f"{where}.after: {exp.after!r} is not an earlier expectation of "
-                            f"claim {claim.name!r}")
+            problems.append(f"{where}.after: {excerpt(exp.after)} is not an earlier expectation of "
+                            f"claim {excerpt(claim.name)}")
         names.append(exp.name)
     for ni, nev in enumerate(claim.never):
         problems += _spec_problems(trace, nev.field_specs(), f"claims[{ci}].never[{ni}]",
@@ -197,7 +198,7 @@ def parse_trace(data: Any, source: str | Path = "<trace>") -> Trace:
     try:
         trace = Trace.model_validate(data)
     except ValidationError as exc:
-        raise TraceError(validation_message(source, exc)) from None
+        raise TraceError(validation_message(source, exc, Trace)) from None
     _compile_all(trace, str(source))
     return trace.model_copy(update={"source": Path(source)})
 

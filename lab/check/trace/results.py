@@ -10,19 +10,28 @@ as recorded; one it lacks is derived: a claim passes when none of its
 checks failed and it lists no problem, the run when it has claims and all
 of them pass. Claims of the older format (free-text notes instead of
 checks) keep their notes as ``evidence`` and ``problems``.
+
+Packets are named by Wireshark's frame numbers (1-based, every frame of the
+point's pcap counted): the file says so with ``"packet_numbers": "frame"``.
+A file without it numbered them from 0; reading it adds 1 (and turns its
+``#6 tcp ...`` summaries into ``frame 7: tcp ...``), so every reader shows
+the numbers Wireshark shows.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lab.atomic import write_text
 from lab.capture.layout import RESULTS
 from lab.errors import LabError
+
+PACKET_NUMBERS = "frame"  # results.json's packet and closest: Wireshark's frame numbers
 
 
 class ResultsError(LabError, ValueError):
@@ -48,8 +57,8 @@ class CheckResult:
     kind: str  # expect | count | never | flows | coverage | capture
     passed: bool
     message: str = ""
-    packet: int | None = None  # matched (or offending) frame index in the point's pcap
-    closest: int | None = None  # nearest frame on a miss
+    packet: int | None = None  # matched (or offending) packet: its frame number (Wireshark's)
+    closest: int | None = None  # nearest packet on a miss: its frame number
     closest_summary: str = ""
     diff: list[FieldDiff] = field(default_factory=list)
 
@@ -132,6 +141,7 @@ class TraceResult:
             "scenario": self.scenario,
             "run_id": self.run_id,
             "trace": self.trace,
+            "packet_numbers": PACKET_NUMBERS,
             "passed": self.passed,
             "flows": [asdict(f) for f in self.flows],
             "diagnoses": list(self.diagnoses),
@@ -177,7 +187,24 @@ def _map(v: Any) -> Mapping[str, Any]:
     return v if isinstance(v, Mapping) else {}
 
 
-def _check(claim: str, c: Mapping[str, Any]) -> CheckResult:
+_OLD_SUMMARY = re.compile(r"(^|: )#(\d+) ")
+
+
+def _from_zero(n: int | None) -> int | None:
+    return None if n is None else n + 1
+
+
+def _old_summary(text: str) -> str:
+    """``#6 tcp ...`` (an index from 0) as ``frame 7: tcp ...``."""
+    return _OLD_SUMMARY.sub(lambda m: f"{m[1]}frame {int(m[2]) + 1}: ", text, count=1)
+
+
+def _check(claim: str, c: Mapping[str, Any], from_zero: bool = False) -> CheckResult:
+    if from_zero:  # an older file: indexes from 0
+        return replace(_check(claim, c), packet=_from_zero(_int(c.get("packet"))),
+                       closest=_from_zero(_int(c.get("closest"))),
+                       closest_summary=_old_summary(as_text(c.get("closest_summary"))),
+                       message=_old_summary(as_text(c.get("message"))))
     return CheckResult(
         claim=as_text(c.get("claim")) or claim,
         flow=as_text(c.get("flow")) or None,
@@ -195,9 +222,9 @@ def _check(claim: str, c: Mapping[str, Any]) -> CheckResult:
     )
 
 
-def _claim(c: Mapping[str, Any]) -> ClaimVerdict:
+def _claim(c: Mapping[str, Any], from_zero: bool = False) -> ClaimVerdict:
     name = as_text(c.get("name")) or "?"
-    checks = [_check(name, _map(k)) for k in _list(c.get("checks"))]
+    checks = [_check(name, _map(k), from_zero) for k in _list(c.get("checks"))]
     problems = tuple(as_text(p) for p in _list(c.get("problems")))
     derived = all(k.passed for k in checks) and not problems
     return ClaimVerdict(name, as_text(c.get("title")), checks,
@@ -212,7 +239,8 @@ def _flow(f: Mapping[str, Any]) -> FlowInfo:
 
 def parse_results(data: Mapping[str, Any]) -> TraceResult:
     """The decoded JSON as a result (unknown keys ignored, missing ones defaulted)."""
-    claims = tuple(_claim(_map(c)) for c in _list(data.get("claims")))
+    from_zero = data.get("packet_numbers") != PACKET_NUMBERS
+    claims = tuple(_claim(_map(c), from_zero) for c in _list(data.get("claims")))
     derived = bool(claims) and all(c.passed for c in claims)
     return TraceResult(
         scenario=as_text(data.get("scenario")),

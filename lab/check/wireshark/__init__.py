@@ -149,8 +149,21 @@ def check_loads(tshark: str = "tshark", path: Path | None = None,
 
 
 def install(dest_dir: Path) -> Path:
-    """Copy the dissector into ``dest_dir`` (the personal Lua plugins folder)."""
-    dest_dir.mkdir(parents=True, exist_ok=True)
+    """Copy the dissector into ``dest_dir`` (the personal Lua plugins folder).
+
+    The copy is written beside its place under a temporary name and renamed over
+    it: whatever was there is replaced, never written through. A symbolic link
+    there is replaced by the file and its target left untouched; a directory in
+    the way is refused (:class:`WiresharkError`); a failed write is the
+    :class:`~lab.atomic.OutputError` naming the file.
+    """
+    try:
+        dest_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WiresharkError(f"{dest_dir}: cannot create the plugins folder: "
+                             f"{exc.strerror or exc}") from None
     dest = dest_dir / LUA_NAME
-    copy_file(lua_path(), dest)  # a link at dest is replaced, never followed
+    if dest.is_dir() and not dest.is_symlink():
+        raise WiresharkError(f"{dest}: a directory is in the way; remove it to install")
+    copy_file(lua_path(), dest)  # beside it, renamed over it: a link is replaced, not followed
     return dest

@@ -3,7 +3,9 @@ Helm (or an existing cluster, by kubeconfig), behind the same contract as the
 netns backend (:class:`lab.env.base.Lab`), so scenarios, captures, traces and the
 report run unchanged.
 
-``up`` records what it will make before making it (:mod:`.residue`), runs the
+``up`` never creates over a kind cluster that is already there (``kind get clusters``
+first) and records a cluster for teardown only once it has created it
+(:mod:`.residue`), so the lab deletes nothing it did not make; it runs the
 plan (:mod:`.plan`) with every call under its deadline and its output kept
 (:mod:`.tools`), waits by condition (nodes Ready, Cilium's agents rolled out,
 ``cilium status --verbose`` saying the topology's mode, the workloads rolled out,
@@ -43,6 +45,7 @@ from lab.env.kind.status import (
     check_cilium,
     control_plane_address,
     parse_cilium_status,
+    parse_kind_clusters,
     parse_nodes,
 )
 from lab.env.kind.tools import Tools
@@ -170,15 +173,16 @@ class KindBackend:
         tools = Tools(folder / "logs", say=self.progress)
         record = self.state_dir / f"{run_id}{residue.SUFFIX}"
         owner.claim(run_id)
-        residue.record(record, cluster=None if self.kubeconfig else plan.cluster,
-                       kubeconfig=self.kubeconfig,
-                       context=None if self.kubeconfig else plan.context,
+        # nothing is the lab's yet: a kind cluster goes into the record once the lab has
+        # created it, never before (a cluster of that name may be someone else's)
+        residue.record(record, cluster=None, kubeconfig=self.kubeconfig, context=None,
                        label=f"{RUN_LABEL}={run_id}")
         try:
             if self.kubeconfig:
                 hosts, topo, uids = self._existing(topology, plan, tools)
             else:
-                hosts, topo, uids = self._create(topology, plan, tools, folder, run_id)
+                hosts, topo, uids = self._create(topology, plan, tools, folder, run_id,
+                                                 record=record)
         except BaseException:
             residue.remove(record)
             record.unlink(missing_ok=True)
@@ -191,7 +195,8 @@ class KindBackend:
 
     # -- a new cluster -------------------------------------------------------------
     def _create(self, t: Topology, plan: KindPlan, tools: Tools, folder: Path,
-                run_id: str) -> tuple[dict[str, LabHost], Topology, dict[str, str]]:
+                run_id: str, *, record: Path
+                ) -> tuple[dict[str, LabHost], Topology, dict[str, str]]:
         write_text(folder / KIND_CONFIG_FILE, yaml.safe_dump(plan.kind_config,
                                                              sort_keys=False))
         write_text(folder / MANIFESTS_FILE, yaml.safe_dump_all(plan.manifests,
@@ -205,7 +210,12 @@ class KindBackend:
                 wait_endpoints(tools, cmd, argv)
                 continue
             out = tools.run(cmd.what, argv, cmd.deadline_s)
-            if argv[-4:] == ["get", "nodes", "-o", "json"]:
+            if argv[:3] == ["kind", "get", "clusters"]:
+                refuse_existing(t, plan, out.stdout + out.stderr)
+            elif argv[:3] == ["kind", "create", "cluster"]:  # now it is the lab's
+                residue.record(record, cluster=plan.cluster, kubeconfig=None,
+                               context=plan.context, label=f"{RUN_LABEL}={run_id}")
+            elif argv[-4:] == ["get", "nodes", "-o", "json"]:
                 api_server = _read(control_plane_address, _read(parse_nodes, out.stdout))
             elif argv[-2:] == ["status", "--verbose"]:
                 self._check_cilium(t, out.stdout)
@@ -230,6 +240,17 @@ class KindBackend:
         if problems:
             raise BackendError("Cilium is not running as the topology asks: "
                                + "; ".join(problems))
+
+
+def refuse_existing(t: Topology, plan: KindPlan, clusters_text: str) -> None:
+    """A kind cluster of the plan's name is not the lab's to create nor delete: a one-line
+    error naming it and the ways out."""
+    if plan.cluster in parse_kind_clusters(clusters_text):
+        raise BackendError(
+            f"a kind cluster named {plan.cluster} is already here, not made by this run: "
+            f"the lab leaves it alone. Give the topology another name ({t.source or 'its'} "
+            f"name: and its nodes), or use that cluster read only: kind get kubeconfig "
+            f"--name {plan.cluster} > FILE, then --kubeconfig FILE")
 
 
 def _read(parse: Callable[[A], R], given: A) -> R:

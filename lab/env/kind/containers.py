@@ -3,7 +3,8 @@ network namespace, found from this machine by the pod's UID in the cgroups.
 
 :class:`Docker` asks the daemon (``DOCKER_HOST`` or its default socket) for a
 node container's PID and the kind network's bridge and gateway; every failure
-is a :class:`~lab.env.base.BackendError` in one line. :func:`pod_pid` needs no
+is a :class:`~lab.env.base.BackendError` in one line. The API version is the one
+the daemon says it speaks (``version="auto"``), never a pinned one. :func:`pod_pid` needs no
 call into the node at all: a pod's containers live in cgroups named by its UID
 (``.../pod<uid>/...`` or, with the systemd driver, ``...-pod<uid_with_underscores>.slice``),
 and any process there shares the pod's network namespace.
@@ -17,7 +18,9 @@ from typing import Any
 
 from lab.env.base import BackendError
 
-API_VERSION = "1.41"  # Docker 20.10 and later
+# the API version, agreed with the daemon (GET /version) rather than pinned: Docker
+# 29 refuses clients below its minimum (1.44), older daemons refuse newer clients
+API_VERSION = "auto"
 DEADLINE_S = 30
 
 
@@ -37,7 +40,7 @@ class Docker:
         try:
             self._client: Any = docker.from_env(version=API_VERSION, timeout=DEADLINE_S)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise BackendError(f"the Docker daemon: {exc}") from None
+            raise BackendError(f"the Docker daemon does not answer: {exc}") from None
         self._errors = (docker.errors.DockerException, requests.exceptions.RequestException)
 
     def ping(self) -> None:

@@ -21,7 +21,16 @@ from typing import Any
 
 import yaml
 
-from lab.env.kind.config import cluster_name, expected_node_names, kind_config, node_image
+from lab.env.kind.agent import refusals
+from lab.env.kind.config import (
+    KindConfigError,
+    cluster_name,
+    expected_node_names,
+    image_note,
+    kind_config,
+    node_image,
+    node_name_problem,
+)
 from lab.env.kind.manifests import manifests
 from lab.env.kind.values import (
     API_SERVER_VALUE,
@@ -30,8 +39,10 @@ from lab.env.kind.values import (
     NAMESPACE,
     NOT_HELM,
     RELEASE,
+    WRITE_UP_NOT_CHART,
     ChartVersionError,
     agent_cli,
+    chart_line,
     helm_values,
     set_args,
 )
@@ -68,6 +79,7 @@ class KindPlan:
     commands: list[Command]
     teardown: list[Command]
     not_helm: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # where the plan departs from the write-up
 
     def values_with(self, api_server: str) -> dict[str, Any]:
         """The values with the running cluster's control-plane address."""
@@ -82,7 +94,7 @@ class KindPlan:
                 "manifests": self.manifests,
                 "commands": [c.as_dict() for c in self.commands],
                 "teardown": [c.as_dict() for c in self.teardown],
-                "not_helm": self.not_helm}
+                "not_helm": self.not_helm, "notes": self.notes}
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=2) + "\n"
@@ -99,6 +111,9 @@ class KindPlan:
         out += [f"#   {k} = {_shown(v)}" + ("   (the topology's; the run reads kind's from "
                                              "kubectl get nodes)" if k == API_SERVER_VALUE
                                              else "") for k, v in self.values.items()]
+        if self.notes:
+            out.append("# departing from the write-up:")
+            out += [f"#   {n}" for n in self.notes]
         if self.not_helm:
             out.append("# not Helm values (the netns lab's only):")
             out += [f"#   {k}: {why}" for k, why in self.not_helm.items()]
@@ -125,23 +140,34 @@ def _summarized(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def build_plan(t: Topology, run_id: str = "{run-id}") -> KindPlan:
-    """The plan for ``t``; a Cilium version without a spelling is a clear error."""
+    """The plan for ``t``; what kind or Cilium's agent would refuse (a Cilium version
+    without a spelling, a Kubernetes without a node image, node names kind would not
+    give, values the agent refuses at start-up) is a clear error, before anything runs."""
+    where = t.source or t.name
     name = cluster_name(t)
     ctx = f"kind-{name}"
     control_plane = next((n for n in t.nodes if n.role == "control-plane"), None)
     if control_plane is None:
-        raise ChartVersionError(f"{t.source or t.name}: nodes: a kind cluster needs a "
-                                "control-plane node")
+        raise ChartVersionError(f"{where}: nodes: a kind cluster needs a control-plane node")
+    problem = node_name_problem(t)
+    if problem:
+        raise KindConfigError(f"{where}: {problem}")
     try:
         values = helm_values(t, str(control_plane.ip))
-    except ChartVersionError as exc:
-        raise ChartVersionError(f"{t.source or t.name}: {exc}") from None
+        image = node_image(t)
+    except (ChartVersionError, KindConfigError) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
+    refused = refusals(chart_line(t.cluster.cilium_version), values)
+    if refused:
+        raise ChartVersionError(f"{where}: Cilium {t.cluster.cilium_version}: "
+                                + "; ".join(map(str, refused)))
     version = t.cluster.cilium_version.removeprefix("v")
     workloads = [w.name for w in t.workloads]
     kubectl = ["kubectl", "--context", ctx]
     commands = [
+        Command("the kind clusters already here", ["kind", "get", "clusters"], 30),
         Command("create the cluster", ["kind", "create", "cluster", "--name", name, "--image",
-                                       node_image(t), "--config", KIND_CONFIG_FILE], 600),
+                                       image, "--config", KIND_CONFIG_FILE], 600),
         Command("read the control-plane's address (k8sServiceHost)",
                 [*kubectl, "get", "nodes", "-o", "json"], 30),
         Command("the Cilium chart repository", ["helm", "repo", "add", "--force-update",
@@ -166,11 +192,16 @@ def build_plan(t: Topology, run_id: str = "{run-id}") -> KindPlan:
     ]
     teardown = [Command("delete the cluster", ["kind", "delete", "cluster", "--name", name],
                         300)]
-    return KindPlan(cluster=name, context=ctx, node_image=node_image(t),
+    notes = [note for note in (image_note(t),) if note]
+    notes += [f"{k}: {why}" for k, why in WRITE_UP_NOT_CHART.items() if k in values]
+    if t.cluster.kube_proxy != "none":
+        notes.append("loadBalancer.mode: with kube-proxy kept, kube-proxy serves the "
+                     "NodePorts and Cilium's load-balancer settings take no effect")
+    return KindPlan(cluster=name, context=ctx, node_image=image,
                     node_names=expected_node_names(t), kind_config=kind_config(t),
                     chart=CHART, chart_version=version, namespace=NAMESPACE, values=values,
                     manifests=manifests(t, run_id), commands=commands, teardown=teardown,
-                    not_helm=_not_helm(t))
+                    not_helm=_not_helm(t), notes=notes)
 
 
 def _kind_of(t: Topology, workload: str) -> str:

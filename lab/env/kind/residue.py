@@ -2,8 +2,10 @@
 leaves nothing ``dsrlab clean`` cannot find by its run tag.
 
 ``<state dir>/<run id>.kind.json`` says which kind cluster the run created (it is
-deleted by name) or, on an existing cluster, which kubeconfig and which label
-its objects carry (they are deleted by that label, nothing else). Standard
+deleted by name; written only once ``kind create cluster`` succeeded, so a cluster of
+the same name that was there before is never named) or, on an existing cluster,
+which kubeconfig and which label its objects carry (they are deleted by that label,
+nothing else). Standard
 library only: ``dsrlab clean`` loads nothing more.
 """
 
@@ -23,16 +25,20 @@ DEADLINE_S = 300.0
 def record(path: Path, *, cluster: str | None, kubeconfig: str | None,
            context: str | None,
            label: str) -> None:
-    """Write the record (before the cluster or any object exists)."""
+    """Write the record: first with nothing of the lab's (``cluster`` None), again with
+    the cluster once the lab has created it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text(path, json.dumps({"cluster": cluster, "kubeconfig": kubeconfig,
                                  "context": context, "label": label}, indent=2))
 
 
 def removal_commands(data: dict[str, Any]) -> list[list[str]]:
-    """The commands that remove what the record names, and only that."""
+    """The commands that remove what the record names, and only that (nothing, for a
+    kind run that had not created its cluster yet)."""
     if data.get("cluster"):
         return [["kind", "delete", "cluster", "--name", str(data["cluster"])]]
+    if not data.get("kubeconfig") and not data.get("context"):
+        return []
     kubectl = ["kubectl"]
     if data.get("kubeconfig"):
         kubectl += ["--kubeconfig", str(data["kubeconfig"])]

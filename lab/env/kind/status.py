@@ -73,54 +73,64 @@ class CiliumStatus:
     version: str  # "1.13.0-rc5"
     kube_proxy_replacement: str  # "Strict" (1.13), "True" (1.14+), "Disabled", "False"
     devices: str  # "eth0 172.18.0.3 (Direct Routing)"
-    mode: str  # "DSR", "SNAT", "Hybrid"
+    mode: str  # "DSR", "SNAT", "Hybrid"; "" when Cilium does no NodePort (kube-proxy kept)
     backend_selection: str  # "Random", "Maglev (Table Size: 16381)"
+    dsr_dispatch: str = ""  # 1.15+: "IP Option/Extension", "IPIP", "Geneve" (DSR, Hybrid)
 
     @property
     def replaces_kube_proxy(self) -> bool:
         return self.kube_proxy_replacement.lower() in ("strict", "true", "partial")
 
 
+# the agent's words for each dispatch of the topology (its DSR Dispatch Mode line)
+DISPATCH_WORDS = {"opt": "IP Option/Extension", "ipip": "IPIP", "geneve": "Geneve"}
 _LINE = re.compile(r"^\s*(?P<key>[A-Za-z][A-Za-z ]*?):\s*(?P<value>.*?)\s*$")
+_DETAILS = "KubeProxyReplacement Details:"
 
 
 def parse_cilium_status(text: str) -> CiliumStatus:
     """The agent's own words: ``Cilium:``, ``KubeProxyReplacement:`` and, in its
-    ``KubeProxyReplacement Details:`` block, ``Status:``, ``Devices:``, ``Mode:`` and
-    ``Backend Selection:`` (leading blanks and the order of lines do not matter)."""
+    ``KubeProxyReplacement Details:`` block (the indented lines under it, up to the next
+    line that is not), ``Status:``, ``Devices:``, ``Mode:``, ``DSR Dispatch Mode:``
+    (1.15+) and ``Backend Selection:``. Without kube-proxy replacement the block has
+    no ``Mode:`` line, and none is needed."""
     found: dict[str, str] = {}
     details = False
     for line in text.splitlines():
-        if line.strip() == "KubeProxyReplacement Details:":
+        if line.strip() == _DETAILS:
             details = True
             continue
+        if line.strip() and not line[:1].isspace():
+            details = False  # a section of its own: its indented lines are not the details'
         m = _LINE.match(line)
         if not m:
             continue
         key, value = m["key"], m["value"]
-        if key == "Cilium" and "version" not in found:
-            v = re.search(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?", value)
-            found["version"] = v[0] if v else value
-        elif key == "KubeProxyReplacement":
-            found.setdefault("kpr", value.split()[0] if value else "")
-            dev = re.search(r"\[(.*)\]", value)
-            if dev:
-                found.setdefault("devices", dev[1])
-        elif details and key == "Status":
+        if not details:
+            if key == "Cilium" and "version" not in found:
+                v = re.search(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.]+)?", value)
+                found["version"] = v[0] if v else value
+            elif key == "KubeProxyReplacement":
+                found.setdefault("kpr", value.split()[0] if value else "")
+                dev = re.search(r"\[(.*)\]", value)
+                if dev:
+                    found.setdefault("devices", dev[1])
+        elif key == "Status":
             found["kpr"] = value
-        elif details and key == "Devices":
+        elif key == "Devices":
             found["devices"] = value
-        elif details and key == "Mode" and "mode" not in found:
-            found["mode"] = value
-        elif details and key == "Backend Selection":
-            found["selection"] = value
-    missing = [k for k in ("kpr", "mode") if k not in found]
-    if missing:
-        what = {"kpr": "KubeProxyReplacement", "mode": "the KubeProxyReplacement Details' Mode"}
-        raise ToolOutputError("cilium status --verbose: no " +
-                              " and no ".join(what[k] for k in missing))
-    return CiliumStatus(found.get("version", ""), found["kpr"], found.get("devices", ""),
-                        found["mode"], found.get("selection", ""))
+        elif key in ("Mode", "DSR Dispatch Mode", "Backend Selection"):
+            found.setdefault(key, value)
+    if "kpr" not in found:
+        raise ToolOutputError("cilium status --verbose: no KubeProxyReplacement line")
+    st = CiliumStatus(found.get("version", ""), found["kpr"], found.get("devices", ""),
+                      found.get("Mode", ""), found.get("Backend Selection", ""),
+                      found.get("DSR Dispatch Mode", ""))
+    if st.replaces_kube_proxy and not st.mode:
+        raise ToolOutputError(f"cilium status --verbose: KubeProxyReplacement is "
+                              f"{st.kube_proxy_replacement} but no Mode line under "
+                              f"{_DETAILS.rstrip(':')}")
+    return st
 
 
 def check_cilium(status: CiliumStatus, t: Topology) -> list[str]:
@@ -130,10 +140,17 @@ def check_cilium(status: CiliumStatus, t: Topology) -> list[str]:
     if status.replaces_kube_proxy != want_kpr:
         problems.append(f"KubeProxyReplacement is {status.kube_proxy_replacement}, the "
                         f"topology {'replaces' if want_kpr else 'keeps'} kube-proxy")
-    if status.mode.upper() != t.load_balancer.mode.upper():
+    if not (want_kpr and status.replaces_kube_proxy):
+        return problems  # kube-proxy serves the NodePorts: no mode of Cilium's to compare
+    lb = t.load_balancer
+    if status.mode.upper() != lb.mode.upper():
         problems.append(f"Cilium's load-balancer mode is {status.mode}, the topology asks "
-                        f"for {t.load_balancer.mode}")
-    want_sel = t.load_balancer.algorithm
+                        f"for {lb.mode}")
+    want_dispatch = DISPATCH_WORDS[lb.dispatch]
+    if status.dsr_dispatch and lb.mode != "snat" and status.dsr_dispatch != want_dispatch:
+        problems.append(f"Cilium's DSR dispatch mode is {status.dsr_dispatch}, the topology "
+                        f"asks for {lb.dispatch} ({want_dispatch})")
+    want_sel = lb.algorithm
     if status.backend_selection and not status.backend_selection.lower().startswith(want_sel):
         problems.append(f"backend selection is {status.backend_selection}, the topology "
                         f"asks for {want_sel}")

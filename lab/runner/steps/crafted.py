@@ -33,9 +33,9 @@ def run_send(packets: list[CraftedPacket], ctx: StepContext) -> StepOutcome:
 
 
 def replay_path(replay: Replay, scenario: Scenario) -> Path:
-    """The step's pcap file: relative to the scenario file (or the working directory)."""
-    base = scenario.source.parent if scenario.source else Path.cwd()
-    return base / replay.pcap
+    """The step's pcap file: relative to the scenario file (or the working directory),
+    inside the folders a scenario may name (:meth:`Scenario.file_path`)."""
+    return scenario.file_path("replay.pcap", replay.pcap)
 
 
 def check_replays(scenario: Scenario) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import shlex
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from lab.env.traffic import CurlOutput, HttpExchange, curl_argv
 from lab.model.scenario import Fault, Transfer
+from lab.plumbing import runtags
 from lab.runner.steps import StepContext, StepOutcome
 
 CURL_TIMED_OUT = 28  # curl's exit status when --max-time ran out
@@ -180,9 +180,10 @@ def _one(ctx: StepContext, spec: Transfer
     capped = ctx.left() < spec.timeout_s
     timeout = min(spec.timeout_s, ctx.left())
     # a download with faults writes its body to a file of ours (shared with the client's
-    # namespace): its size is the client's progress, which the faults wait for
-    tmp = tempfile.TemporaryDirectory(prefix="dsrlab-transfer-") if spec.during else None
-    body_file = Path(tmp.name) / "body" if tmp is not None else None
+    # namespace): its size is the client's progress, which the faults wait for; named by
+    # the run id (dsrlab-<run id>-transfer-*): a killed run's is found by clean
+    tmp = runtags.scratch_dir(ctx.lab.run_id, "transfer") if spec.during else None
+    body_file = tmp / "body" if tmp is not None else None
     argv = transfer_argv(ctx, spec, timeout, body_file)
     proc = ctx.lab.start(ctx.client, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     faults = _Faults(ctx, spec.during, body_file) if body_file is not None else None
@@ -201,7 +202,7 @@ def _one(ctx: StepContext, spec: Transfer
         if body_file is not None:
             got = body_size(body_file)
         if tmp is not None:
-            tmp.cleanup()
+            runtags.remove_dir(tmp)
     out = CurlOutput.parse(out_b.decode(errors="replace"))
     err = err_b.decode(errors="replace").strip()
     killed = why == "killed"
