@@ -3,7 +3,10 @@
 The machine may be shared: a bare ``dsrlab clean`` removes only what dead
 runs left (owner gone, not left up on purpose); a lab brought up with
 ``dsrlab up`` (or ``run --keep``) goes only when named or with ``--all``,
-which lists what it will remove and asks first. A bare ``dsrlab down`` takes
+which lists what it will remove and asks first. A run in progress (the
+kernel's record of its namespaces names a live process, whatever state
+directory is in use) is never touched: named, it is refused, and
+``--force`` asks it to stop first (it undoes its own lab and says so). A bare ``dsrlab down`` takes
 the one lab up, and with several asks which. Run ids are six lowercase hex
 digits everywhere; an id that looks like an option goes after ``--``.
 """
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from lab.capture.layout import CaptureSet
     from lab.env.base import Lab
     from lab.env.cleanup import RunResidue
+    from lab.plumbing.owner import Holder
 
 RUN_ID_HELP = ("the lab's run id, 6 lowercase hex digits (default: a random one); "
                "refused when a lab or leftover of that id is on this machine")
@@ -129,7 +133,8 @@ def down(
 
 def _pick_lab(runs: dict[str, RunResidue]) -> str:
     """The run id ``down`` takes without one: the only lab up; with several, asked for."""
-    labs = [r for r in runs.values() if r.left_up]
+    # only labs this state directory knows: a bare down never guesses at another user's
+    labs = [r for r in runs.values() if r.state_file is not None and r.holder is None]
     if not labs:
         fail("no lab is up (dsrlab list shows leftovers: dsrlab clean removes them)")
     if len(labs) == 1:
@@ -152,8 +157,9 @@ def clean(  # noqa: PLR0917 (typer: one parameter per option)
         show_default=False)] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only list what would go")] = False,
     all_runs: Annotated[bool, typer.Option(
-        "--all", help="every lab on this machine: also labs left up with `dsrlab up` and "
-                      "runs whose owning process still runs (lists them and asks first)")
+        "--all", help="every lab on this machine: also labs left up with `dsrlab up` or "
+                      "`run --keep` (lists them and asks first); runs in progress only "
+                      "with --force")
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="do not ask (needed for --all when "
                                                     "stdin is not a terminal)")] = False,
@@ -163,13 +169,20 @@ def clean(  # noqa: PLR0917 (typer: one parameter per option)
     incomplete: Annotated[bool, typer.Option(
         "--incomplete", help="also remove unfinished capture sets under --captures")
     ] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="with run ids or --all: a run still in progress is first asked to "
+                        "stop (it undoes its lab and says 'stopped by dsrlab clean'), then "
+                        "what is left goes")
+    ] = False,
 ) -> None:
     """Remove what dead runs left (namespaces, processes, files under /run/dsrlab).
 
     Without run ids only runs whose owner is gone and that were not left up on
     purpose go; a lab left up with `dsrlab up` goes when named, or with --all
-    (which asks unless --yes). A run id is 6 lowercase hex digits; one that
-    starts with '-' goes after '--': dsrlab clean -- ID
+    (which asks unless --yes). A run in progress (its process runs, whichever
+    state directory it uses) is never touched: named, it is refused, unless
+    --force, which asks it to stop first. A run id is 6 lowercase hex digits;
+    one that starts with '-' goes after '--': dsrlab clean -- ID
     """
     from lab.env import cleanup
 
@@ -178,6 +191,9 @@ def clean(  # noqa: PLR0917 (typer: one parameter per option)
         _check_ids(run_ids)
         if all_runs:
             fail("name run ids or give --all, not both")
+    if force and not (run_ids or all_runs):
+        fail("--force goes with run ids or --all: a bare clean takes only what dead runs "
+             "left")
     if all_runs and not yes and not dry_run and not _stdin_is_terminal():
         # refused before anything is even looked at: nobody is there to answer
         fail("--all removes every lab on this machine and asks first, but stdin is not "
@@ -189,6 +205,15 @@ def clean(  # noqa: PLR0917 (typer: one parameter per option)
                       if not run_ids or s.run_id in run_ids]
         runs = _chosen_runs(cleanup.find_runs(), run_ids, all_runs,
                             {s.run_id for s in unfinished})
+        live = _live(runs, unfinished if run_ids else [])
+        if live and (dry_run or not force):
+            _leave_live(live, runs, refuse=bool(run_ids) and not dry_run, force=force)
+        elif live:
+            stopped = _stop_live(live)
+            unfinished = [s for s in incomplete_capture_sets(captures)
+                          if not run_ids or s.run_id in run_ids]
+            runs = _chosen_runs(cleanup.find_runs(), run_ids, all_runs,
+                                {s.run_id for s in unfinished} | stopped)
         if all_runs and runs and not dry_run and not yes:
             _confirm_all(runs)
         if not runs and not (run_ids and unfinished):
@@ -198,7 +223,61 @@ def clean(  # noqa: PLR0917 (typer: one parameter per option)
             if not dry_run:
                 for line in cleanup.clean_run(res):
                     console.print(f"  {line}", markup=False)
-        _clean_captures(unfinished, captures, remove=incomplete and not dry_run)
+        _clean_captures(unfinished, captures, remove=incomplete and not dry_run,
+                        run_ids=run_ids or [])
+
+
+def _live(runs: dict[str, RunResidue], sets: list[CaptureSet]) -> dict[str, Holder]:
+    """The chosen runs (and named capture sets) a live process still drives, by run id."""
+    import os
+
+    from lab.capture.layout import writer_of
+
+    live = {k: r.holder for k, r in runs.items()
+            if r.holder is not None and r.holder.pid != os.getpid()}
+    for cs in sets:
+        writer = writer_of(cs.path)
+        if writer is not None and cs.run_id not in live:
+            live[cs.run_id] = writer
+    return live
+
+
+def _leave_live(live: dict[str, Holder], runs: dict[str, RunResidue], *, refuse: bool,
+                force: bool) -> None:
+    """Runs in progress are not touched: named, the whole command is refused (one line);
+    with --all (or --dry-run) each is left out with a line saying so."""
+    if refuse:
+        ids = ", ".join(live)
+        pids = ", ".join(str(h.pid) for h in live.values())
+        fail(f"run {ids} is in progress (pid {pids}): nothing removed; "
+             f"dsrlab clean --force {' '.join(live)} stops it first")
+    for run_id, holder in live.items():
+        then = "would be asked to stop (--force)" if force else \
+            "left alone (--force stops it first)"
+        console.print(f"run {run_id}: in use by pid {holder.pid} (a run in progress), {then}",
+                      markup=False)
+        runs.pop(run_id, None)
+
+
+def _stop_live(live: dict[str, Holder]) -> set[str]:
+    """--force: ask each live run's process to stop and wait until it has; the run ids."""
+    import signal
+
+    from lab.env import cleanup
+
+    done: dict[tuple[int, int], float] = {}
+    for run_id, holder in live.items():
+        key = (holder.pid, holder.process.start_time)
+        if holder.pid <= 0:
+            fail(f"run {run_id}: a process that cannot be named is writing its capture "
+                 "set; nothing removed")
+        if key not in done:
+            cleanup.check_stoppable(holder)
+            console.print(f"run {run_id}: in use by pid {holder.pid}, asking it to stop "
+                          f"({signal.Signals(holder.stop_signal).name})", markup=False)
+            done[key] = cleanup.stop_holder(holder)
+            console.print(f"  pid {holder.pid} stopped after {done[key]:.1f} s", markup=False)
+    return set(live)
 
 
 def _summary(res: RunResidue) -> str:
@@ -220,7 +299,10 @@ def _chosen_runs(runs: dict[str, RunResidue], run_ids: list[str] | None,
     if all_runs:
         return runs
     for res in runs.values():
-        if not res.dead:
+        if res.holder is not None:
+            console.print(f"run {res.run_id}: {_state(res)} (a run in progress), left alone",
+                          markup=False)
+        elif not res.dead:
             console.print(f"run {res.run_id}: {_state(res)}, left alone "
                           "(name it, or use --all)", markup=False)
     return {k: v for k, v in runs.items() if v.dead}
@@ -233,12 +315,24 @@ def _confirm_all(runs: dict[str, RunResidue]) -> None:
         fail("nothing removed")
 
 
-def _clean_captures(sets: list[CaptureSet], root: Path, *, remove: bool) -> None:
-    """List (and with ``remove`` delete) capture sets never finished."""
-    from lab.capture.layout import CaptureError, remove_capture_set
+def _clean_captures(sets: list[CaptureSet], root: Path, *, remove: bool,
+                    run_ids: list[str]) -> None:
+    """List (and with ``remove`` delete) capture sets never finished; a set a live run
+    is still writing is listed as such and never removed."""
+    import shlex
 
+    from lab.capture.layout import CaptureError, remove_capture_set, writer_of
+
+    listed = False
     for cs in sets:
+        writer = writer_of(cs.path)
+        if writer is not None:
+            console.print(f"unfinished capture set {cs.path}: being written by pid "
+                          f"{writer.pid} (run {cs.run_id} is in progress), left alone",
+                          markup=False)
+            continue
         console.print(f"unfinished capture set {cs.path} (no results.json)", markup=False)
+        listed = True
         if not remove:
             continue
         try:
@@ -248,9 +342,10 @@ def _clean_captures(sets: list[CaptureSet], root: Path, *, remove: bool) -> None
             continue
         for line in done:
             console.print(f"  {line}", markup=False)
-    if sets and not remove:
-        console.print(f"remove them with: dsrlab clean --captures {root} --incomplete",
-                      markup=False)
+    if listed and not remove:
+        ids = "".join(f" {i}" for i in run_ids)
+        console.print(f"remove them with: dsrlab clean --captures {shlex.quote(str(root))} "
+                      f"--incomplete{ids}", markup=False)
 
 
 def list_labs() -> None:
@@ -272,6 +367,8 @@ def _print_runs(runs: list[RunResidue], title: str | None = None) -> None:
 
 
 def _state(res: RunResidue) -> str:
-    if res.left_up:
-        return "up (dsrlab up)"
-    return f"in use by pid {res.owner_pid}" if res.owner_pid else "leftover"
+    if res.holder is not None:
+        return f"in use by pid {res.holder.pid}"
+    if res.left_up_by is not None:
+        return f"up ({res.left_up_by})"
+    return "leftover"

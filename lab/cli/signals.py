@@ -11,8 +11,11 @@ cannot cut that cleanup short. Then, as a last net, whatever a run of *this*
 process still holds (its owner file names this process) is removed the way
 ``dsrlab clean`` would, and ``dsrlab`` exits with 128 + the signal (130 for
 SIGINT, 143 for SIGTERM, 129 for SIGHUP, 131 for SIGQUIT) after one line on stderr, no
-traceback. A lab that ``dsrlab up`` has already handed over (its state
-written) stays up: that was the command's work.
+traceback. ``dsrlab clean --force`` stops a live run with SIGUSR2: the same
+clean stop, reported as ``stopped by dsrlab clean (SIGUSR2)`` and exit 140,
+so that nobody takes it for a failure of the run. A lab that ``dsrlab up``
+has already handed over (its state written) stays up: that was the
+command's work.
 """
 
 from __future__ import annotations
@@ -57,13 +60,15 @@ def run(main: Callable[[], object]) -> None:
     if signum is None:
         sys.exit(code)
     problems = _sweep()
-    name = signal.Signals(signum).name
+    what = (f"stopped by dsrlab clean ({signal.Signals(signum).name})"
+            if signum == interrupts.STOP_BY_CLEAN
+            else f"interrupted ({signal.Signals(signum).name})")
     try:
         if problems:
-            sys.stderr.write(f"interrupted ({name}): cleanup incomplete: "
+            sys.stderr.write(f"{what}: cleanup incomplete: "
                              f"{one_line('; '.join(problems))} (run dsrlab clean)\n")
         else:
-            sys.stderr.write(f"interrupted ({name}): cleaned up\n")
+            sys.stderr.write(f"{what}: cleaned up\n")
         sys.stderr.flush()
     except OSError:
         pass

@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # annotations only: `dsrlab down`/`clean` need not load pydan
     from lab.model.topology import Topology
 
 HostKind = Literal["client", "node", "pod"]
+LeftBy = Literal["up", "keep"]  # what left a lab up: dsrlab up, dsrlab run --keep
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,9 @@ class Lab(Protocol):
         """Tear everything down that ``up`` created."""
         ...
 
-    def detach(self) -> Path:
-        """Leave the lab running for ``dsrlab down RUN_ID``; returns its state file."""
+    def detach(self, *, by: LeftBy = "up") -> Path:
+        """Leave the lab running for ``dsrlab down RUN_ID``; returns its state file.
+        ``by`` says what left it up (``up``: ``dsrlab up``; ``keep``: ``run --keep``)."""
         ...
 
     def __enter__(self) -> Lab: ...

@@ -52,10 +52,10 @@ from lab.atomic import OutputError, check_folder, reason, write_text
 from lab.datapath import BackendEntry, DatapathObject, build_object, maglev
 from lab.datapath.fabric import FabricObject, FabricPort
 from lab.env import podserver, resources
-from lab.env.base import BackendError, HostKind, LabHost
+from lab.env.base import BackendError, HostKind, LabHost, LeftBy
 from lab.env.cleanup import STATE_DIR, state_path
 from lab.model.topology import Node, Pod, ServicePort, Topology
-from lab.plumbing import interrupts, names, nsutil, owner, procs, rtnl
+from lab.plumbing import interrupts, names, nsmark, nsutil, owner, procs, rtnl
 
 BRIDGE_PREFIX = "br-"
 NODE_IFNAME = "eth0"
@@ -335,22 +335,33 @@ class NetnsLab:
             raise BackendError(f"teardown of lab {self.run_id} was incomplete:\n  "
                                + "\n  ".join(errors))
 
-    def detach(self) -> Path:
+    def detach(self, *, by: LeftBy = "up") -> Path:
         """Leave the lab running; write its state for ``dsrlab down``; return the file.
 
         The process gives up its claim: the lab now belongs to whoever runs
-        ``dsrlab down`` or ``dsrlab clean``. An interrupt meanwhile is raised once
-        the state is written (the lab is then up, as asked, and findable).
+        ``dsrlab down`` or ``dsrlab clean``. Every namespace records that it was
+        left up, and by what (``by``: ``dsrlab up`` or ``run --keep``), where every
+        state directory sees it (:mod:`lab.plumbing.nsmark`). An interrupt
+        meanwhile is raised once the state is written (the lab is then up, as
+        asked, and findable).
         """
         with interrupts.deferred():
             try:
-                path = self.write_state()
+                path = self.write_state(by)
             except BaseException as exc:  # not left up unfindable: taken down instead
                 self.__exit__(type(exc), exc, exc.__traceback__)
                 raise
             self.close_handles()
             self._closed = True
             self._undo.steps.clear()
+            me = owner.Holder.this_process()
+            mark = nsmark.Mark(self.run_id, by, me.pid, me.process.start_time,
+                               me.stop_signal)
+            for ns in nsutil.list_netns():
+                parsed = names.parse_netns_name(ns)
+                if parsed is not None and parsed.run_id == self.run_id:
+                    with contextlib.suppress(nsutil.NetnsError):
+                        nsutil.write_mark(ns, mark)
             owner.release(self.run_id)
         return path
 
@@ -364,7 +375,7 @@ class NetnsLab:
         if self.servers is not None:
             self.servers.release()
 
-    def write_state(self) -> Path:
+    def write_state(self, by: LeftBy = "up") -> Path:
         try:
             STATE_DIR.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -373,6 +384,7 @@ class NetnsLab:
         state = {
             "run_id": self.run_id,
             "backend": self.backend,
+            "left_up_by": nsmark.LEFT_UP_BY[by],
             "topology": str(self.topology.source) if self.topology.source else None,
             "topology_name": self.topology.name,
             "namespaces": {h.name: h.netns for h in self.hosts.values()},

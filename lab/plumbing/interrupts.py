@@ -17,10 +17,12 @@ program started) then raises
 :class:`Interrupted` (a ``KeyboardInterrupt``, so every ``with`` and
 ``except BaseException`` undoes what was started), and once one
 has been raised, later ones are held: they cannot break the cleanup that the
-first one started. :func:`received` tells which signal stopped the run. A
-library user that installs nothing keeps its own handlers: :func:`deferred`
-then swaps a holding handler in for the section (the default SIGINT handler
-raises ``KeyboardInterrupt`` at the section's end).
+first one started. :data:`STOP_BY_CLEAN` (SIGUSR2) is the same stop, asked for
+by ``dsrlab clean --force`` (the run then says so). :func:`received` tells
+which signal stopped the run. A library user that installs nothing keeps its
+own handlers: :func:`deferred` then swaps a holding handler in for the
+section (the default SIGINT handler raises ``KeyboardInterrupt`` at the
+section's end).
 
 Sections only defer what the main thread would get; on other threads they
 are a no-op (no Python signal handler ever runs there).
@@ -37,14 +39,23 @@ from typing import Any
 
 SIGNALS: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                             signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM, signal.SIGXCPU)
+# ``dsrlab clean --force`` asks a live run to stop with this one: the run undoes what
+# it started as for any interrupt, and says it was stopped by clean (exit 128 + 12)
+STOP_BY_CLEAN = signal.SIGUSR2
 
 
 class Interrupted(KeyboardInterrupt):
     """The run was stopped by ``signum`` (one of :data:`SIGNALS`)."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+        super().__init__("stopped by dsrlab clean" if signum == STOP_BY_CLEAN
+                         else f"interrupted by {signal.Signals(signum).name}")
         self.signum = signum
+
+    @property
+    def by_clean(self) -> bool:
+        """``dsrlab clean --force`` asked the run to stop (:data:`STOP_BY_CLEAN`)."""
+        return self.signum == STOP_BY_CLEAN
 
     @property
     def exit_code(self) -> int:
@@ -90,7 +101,15 @@ def install() -> None:
     for sig in SIGNALS:
         if signal.getsignal(sig) != signal.SIG_IGN:
             signal.signal(sig, _on_signal)
+    signal.signal(STOP_BY_CLEAN, _on_signal)  # sent by dsrlab clean --force only
     _state.installed = True
+
+
+def stop_signal() -> int:
+    """The signal that stops this process cleanly, recorded with the runs it owns:
+    :data:`STOP_BY_CLEAN` once :func:`install` ran (the ``dsrlab`` command), else
+    SIGINT (a library user such as pytest unwinds on ``KeyboardInterrupt``)."""
+    return STOP_BY_CLEAN if _state.installed and not _state.done else signal.SIGINT
 
 
 def finish() -> None:
@@ -99,7 +118,7 @@ def finish() -> None:
     and let a late one kill a run that has finished)."""
     _state.done = True
     if _main_thread():
-        for sig in SIGNALS:
+        for sig in (*SIGNALS, STOP_BY_CLEAN):
             signal.signal(sig, signal.SIG_IGN)
 
 
@@ -127,7 +146,7 @@ def deferred() -> Iterator[None]:
     swapped: dict[int, Handler] = {}
     try:
         if _state.depth == 0 and not _state.installed:
-            for sig in SIGNALS:
+            for sig in (*SIGNALS, STOP_BY_CLEAN):
                 handler = signal.getsignal(sig)
                 if callable(handler):
                     swapped[sig] = handler
@@ -157,4 +176,5 @@ def _raise_held(swapped: dict[int, Handler]) -> None:
         handler(signum, None)  # e.g. the default SIGINT handler: KeyboardInterrupt
 
 
-__all__ = ["SIGNALS", "Interrupted", "deferred", "finish", "install", "received"]
+__all__ = ["SIGNALS", "STOP_BY_CLEAN", "Interrupted", "deferred", "finish", "install",
+           "received", "stop_signal"]

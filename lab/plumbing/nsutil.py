@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from lab.errors import LabError
-from lab.plumbing import interrupts, names, owner
+from lab.plumbing import interrupts, names, nsmark, owner
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
@@ -120,8 +120,12 @@ def create(name: str, inside: Callable[[], T] | None = None) -> T | None:
 
 def _create(name: str, inside: Callable[[], T] | None) -> T | None:
     lab_name = names.parse_netns_name(name)
+    mark = None
     if lab_name is not None:
         owner.claim(lab_name.run_id)
+        me = owner.Holder.this_process()
+        mark = nsmark.Mark(lab_name.run_id, "run", me.pid, me.process.start_time,
+                           me.stop_signal)
     _share_run_dir()
     path = netns_path(name)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -140,6 +144,11 @@ def _create(name: str, inside: Callable[[], T] | None) -> T | None:
             if _libc.mount(b"/proc/thread-self/ns/net", str(path).encode(), b"none",
                            _MS_BIND, None) != 0:
                 raise NetnsError(f"bind mount of {name}: {os.strerror(ctypes.get_errno())}")
+            if mark is not None:  # who holds it, where every state directory sees it
+                try:
+                    nsmark.write_here(mark)
+                except OSError as exc:
+                    raise NetnsError(f"recording the owner of {name}: {exc}") from None
             return inside() if inside is not None else None
         finally:
             _setns(home)
@@ -221,6 +230,25 @@ def in_netns(name: str) -> Iterator[None]:
             _setns(home)
     finally:
         os.close(home)
+
+
+def read_mark(name: str) -> nsmark.Mark | None:
+    """The record namespace ``name`` holds of its run (:mod:`lab.plumbing.nsmark`);
+    None when it holds none, is gone, or is no namespace."""
+    try:
+        with in_netns(name):
+            return nsmark.read_here()
+    except (OSError, NetnsError):
+        return None
+
+
+def write_mark(name: str, mark: nsmark.Mark) -> None:
+    """Set the record namespace ``name`` holds of its run."""
+    try:
+        with in_netns(name):
+            nsmark.write_here(mark)
+    except OSError as exc:
+        raise NetnsError(f"recording the state of {name}: {exc}") from None
 
 
 def socket_in(name: str, family: int, kind: int, proto: int = 0) -> socket.socket:

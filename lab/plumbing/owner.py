@@ -1,5 +1,9 @@
 """Which process holds a run: ``/run/dsrlab/<run id>.owner`` (PID and start time).
 
+That file is one state directory's view; a run's namespaces also carry the
+same record in the kernel (:mod:`lab.plumbing.nsmark`), which every state
+directory sees: :mod:`lab.env.cleanup` asks both.
+
 A run's first namespace claims it for the creating process. ``dsrlab clean``
 without run ids takes only what a dead run left: a run whose owner is gone
 (killed) and that was not left up on purpose (a detached lab releases its
@@ -16,13 +20,16 @@ temporary forms; :func:`run_files` finds them all.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 from lab import settings
 from lab.atomic import OutputError, reason
-from lab.plumbing import names
+from lab.plumbing import interrupts, names, procs
 
 OWNER_DIR = settings.state_dir_path()  # checked where it is used (lab.settings)
 
@@ -50,12 +57,39 @@ def run_files() -> dict[str, list[Path]]:
     return {k: sorted(v) for k, v in found.items()}
 
 
+@dataclass(frozen=True)
+class Holder:
+    """A live process that holds a run, and the signal that stops it cleanly."""
+
+    process: procs.ProcessRef
+    stop_signal: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @classmethod
+    def this_process(cls) -> Holder:
+        return cls(_this_process(os.getpid()), interrupts.stop_signal())
+
+    @classmethod
+    def alive(cls, pid: int, start_time: int, stop_signal: int) -> Holder | None:
+        """The holder if that very process still runs (not a recycled PID, no zombie)."""
+        ref = procs.ProcessRef(pid, start_time)
+        return cls(ref, stop_signal) if ref.running() else None
+
+
+@functools.cache
+def _this_process(pid: int) -> procs.ProcessRef:
+    """This process (by PID: a forked child asks for its own), read once."""
+    ref = procs.ProcessRef.of(pid)
+    assert ref is not None  # this process runs
+    return ref
+
+
 def _start_time(pid: int) -> str | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(") ", 1)[1].split()[19]  # field 22: starttime
+    st = procs.read_stat(pid)
+    return None if st is None else str(st.start_time)
 
 
 def claim(run_id: str) -> None:
@@ -68,7 +102,7 @@ def claim(run_id: str) -> None:
     tmp = path.with_name(f".{path.name}.{pid}.tmp")
     try:
         OWNER_DIR.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(f"{pid} {_start_time(pid)}\n")
+        tmp.write_text(f"{pid} {_start_time(pid)} {interrupts.stop_signal()}\n")
         with contextlib.suppress(FileExistsError):
             os.link(tmp, path)
     except OSError as exc:
@@ -91,9 +125,16 @@ def forget(run_id: str) -> None:
 
 def alive_owner(run_id: str) -> int | None:
     """The PID of the run's owner while that very process still runs."""
+    holder = holder_of(run_id)
+    return holder.pid if holder is not None else None
+
+
+def holder_of(run_id: str) -> Holder | None:
+    """The run's owner by its file here, while that very process still runs."""
     try:
-        pid_text, start = _path(run_id).read_text().split()
-        pid = int(pid_text)
-    except (OSError, ValueError):
+        fields = _path(run_id).read_text().split()
+        pid, start = int(fields[0]), int(fields[1])
+        sig = int(fields[2]) if len(fields) > 2 else int(signal.SIGINT)
+    except (OSError, ValueError, IndexError):
         return None
-    return pid if _start_time(pid) == start else None
+    return Holder.alive(pid, start, sig)

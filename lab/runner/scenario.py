@@ -20,6 +20,7 @@ pcapng and report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sys
@@ -31,7 +32,15 @@ from pathlib import Path
 from lab import settings
 from lab.atomic import write_text
 from lab.capture.capdir import CaptureDir
-from lab.capture.layout import COMPARISON, COMPARISON_PLOT, STEPS, Role, check_captures, mark_latest
+from lab.capture.layout import (
+    COMPARISON,
+    COMPARISON_PLOT,
+    STEPS,
+    Role,
+    check_captures,
+    mark_latest,
+    writing,
+)
 from lab.capture.live import CapturePoint, CaptureSet
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.diagnose import diagnose
@@ -180,8 +189,19 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
     """Run a scenario end to end on ``backend`` (default: netns) and check its trace.
 
     With ``keep`` the lab is left running afterwards (``dsrlab down RUN_ID``),
-    failed or not. ``run_id``: the lab's run id (default: a new random one).
+    failed or not. ``run_id``: the lab's run id (default: a new random one). The
+    capture set is held as written by this process
+    (:func:`lab.capture.layout.writing`) until ``latest`` has moved: ``dsrlab
+    clean --incomplete`` never takes it while the run lives.
     """
+    with contextlib.ExitStack() as holds:
+        return _run_scenario(name_or_path, holds, captures_root=captures_root,
+                             progress=progress, backend=backend, keep=keep, run_id=run_id)
+
+
+def _run_scenario(name_or_path: str | Path, holds: contextlib.ExitStack, *,
+                  captures_root: Path, progress: Progress | None, backend: Backend | None,
+                  keep: bool, run_id: str | None) -> ScenarioRun:
     say = progress or (lambda _msg: None)
     settings.check_environment()  # every setting from the environment, before any lab
     sc, topo = load_scenario(name_or_path)
@@ -207,15 +227,16 @@ def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captur
         run = ScenarioRun(sc, topo, lab.run_id, Path(captures_root) / sc.name / lab.run_id,
                           backend=lab.backend)
         run.timings["up_s"] = time.perf_counter() - t0
+        holds.enter_context(writing(run.capture_dir))
         _send_traffic(run, lab, say)
     except BaseException:
         if keep:
-            lab.detach()  # left up for debugging (dsrlab down RUN_ID)
+            lab.detach(by="keep")  # left up for debugging (dsrlab down RUN_ID)
         else:
             lab.__exit__(*sys.exc_info())  # a teardown error is noted, not raised over this
         raise
     if keep:
-        lab.detach()
+        lab.detach(by="keep")
         run.kept = True
     else:
         say("tearing the lab down")

@@ -13,16 +13,19 @@ REPO = Path(__file__).resolve().parents[2]
 ENV = {"COLUMNS": "80", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 DSRLAB = [sys.executable, "-m", "lab.cli"]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# a guard against a command that hangs, not a measure of speed: `review` of a few MB of
+# captures took 52 s on the 2-core box under a load of 18 (scapy reading the packets)
+HANG_S = 300.0
 
 
-def dsrlab(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
+def dsrlab(*args: str, timeout: float = HANG_S, env: dict[str, str] | None = None,
            ) -> subprocess.CompletedProcess[str]:
     """``dsrlab ARGS`` with stdout and stderr pipes (not a terminal)."""
     return subprocess.run([*DSRLAB, *args], capture_output=True, text=True, timeout=timeout,
                           check=False, cwd=REPO, env={**ENV, **(env or {})})
 
 
-def dsrlab_piped(args: list[str], into: list[str], timeout: float = 60,
+def dsrlab_piped(args: list[str], into: list[str], timeout: float = HANG_S,
                  ) -> subprocess.CompletedProcess[str]:
     """``dsrlab ARGS | INTO...`` run by bash, as typed in a shell."""
     line = f"{shlex.join([*DSRLAB, *args])} | {shlex.join(into)}"
@@ -30,7 +33,7 @@ def dsrlab_piped(args: list[str], into: list[str], timeout: float = 60,
                           text=True, timeout=timeout, check=False, cwd=REPO, env=ENV)
 
 
-def dsrlab_on_terminal(*args: str, columns: int = 200, timeout: float = 60,
+def dsrlab_on_terminal(*args: str, columns: int = 200, timeout: float = HANG_S,
                        ) -> subprocess.CompletedProcess[str]:
     """``dsrlab ARGS`` on a pseudo-terminal ``columns`` wide (util-linux ``script``).
 

@@ -95,13 +95,22 @@ def test_clean_removes_a_leftover_lab_by_its_tag() -> None:
         # this (live) process still holds the run: a bare clean leaves it alone (asked
         # with --dry-run: a bare clean would take other users' labs on a shared machine)
         bare = dsrlab("clean", "--dry-run")
-        assert f"run {lab.run_id}: in use by pid {os.getpid()}, left alone" in bare.stdout
+        assert (f"run {lab.run_id}: in use by pid {os.getpid()} (a run in progress), "
+                "left alone") in bare.stdout
         assert lab.run_id in cleanup.find_runs()
-        out = dsrlab("clean", lab.run_id)  # named: it goes
-        assert out.returncode == 0, out.stderr
-        assert re.search(rf"^run {lab.run_id}: {len(TOPOLOGY.host_names())} namespaces, "
-                         rf"[1-9]\d* processes, in use by pid {os.getpid()}, "
-                         rf"files: {lab.run_id}.owner$", out.stdout, re.M), out.stdout
+        out = dsrlab("clean", lab.run_id)  # named, a live run is refused too
+        assert out.returncode == 1
+        assert out.stderr == (f"error: run {lab.run_id} is in progress (pid {os.getpid()}): "
+                              f"nothing removed; dsrlab clean --force {lab.run_id} stops "
+                              "it first\n")
+        # its own process takes everything by the tag
+        res = cleanup.find_runs([lab.run_id])[lab.run_id]
+        assert len(res.namespaces) == len(TOPOLOGY.host_names())
+        assert res.pids
+        done = cleanup.clean_run(res)
+        assert [d for d in done if d.startswith("removed namespace")] == [
+            f"removed namespace {ns}" for ns in res.namespaces]
+        assert not (cleanup.STATE_DIR / f"{lab.run_id}.owner").exists()
         assert lab.run_id not in cleanup.find_runs()
     finally:
         if lab.run_id in cleanup.find_runs():

@@ -17,6 +17,7 @@ import pytest
 
 from lab.capture.capdir import CaptureDir
 from lab.env import Lab, LabHost, get_backend
+from lab.env.base import LeftBy
 from lab.env.netns import NetnsLab
 from lab.model.topology import Topology
 from lab.pytest_plugin import require_cmd, require_root
@@ -54,9 +55,9 @@ class ContractLab:
         self.calls.append("down")
         self._inner.down()
 
-    def detach(self) -> Path:
+    def detach(self, *, by: LeftBy = "up") -> Path:
         self.calls.append("detach")
-        return self._inner.detach()
+        return self._inner.detach(by=by)
 
     def __enter__(self) -> ContractLab:
         return self

@@ -34,7 +34,7 @@ from typing import IO, TypeVar
 import yaml
 
 from lab.atomic import write_text
-from lab.env.base import BackendError, LabHost
+from lab.env.base import BackendError, LabHost, LeftBy
 from lab.env.cleanup import state_path
 from lab.env.kind import residue
 from lab.env.kind.containers import Docker, pod_pid
@@ -52,6 +52,7 @@ from lab.env.kind.tools import Tools
 from lab.env.kind.values import agent_cli
 from lab.model.topology import Node, Pod, Topology
 from lab.plumbing import names, owner
+from lab.plumbing.nsmark import LEFT_UP_BY
 
 A = TypeVar("A")
 R = TypeVar("R")
@@ -128,7 +129,7 @@ class KindLab:
         if failed:
             raise BackendError(f"teardown of kind lab {self.run_id}: " + "; ".join(failed))
 
-    def detach(self) -> Path:
+    def detach(self, *, by: LeftBy = "up") -> Path:
         """Leave the cluster up for ``dsrlab down RUN_ID``: the state file says it was
         left up on purpose (a bare ``dsrlab clean`` leaves it), the record what to
         remove then."""
@@ -136,6 +137,7 @@ class KindLab:
         path = state_path(self.run_id)
         write_text(path, json.dumps({"run_id": self.run_id, "backend": self.backend,
                                    "topology_name": self.topology.name,
+                                   "left_up_by": LEFT_UP_BY[by],
                                    "cluster": self.plan.cluster if self.created else None,
                                    "record": str(self.record), "created": time.time()},
                                   indent=2))
