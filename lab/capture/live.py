@@ -53,7 +53,9 @@ RING_BUDGET_KIB = 256 * 1024  # every ring of a capture set together, while abov
 BUSY_ROLES: frozenset[Role] = frozenset({"client", "lb-node"})  # every flow passes there
 QUIET_S = 0.15
 SETTLE_MAX_S = 3.0
-DRAIN_MAX_S = 5.0  # how long tcpdump may take to write what the kernel already gave it
+DRAIN_MAX_S = 30.0  # how long tcpdump may take to write what the kernel already gave it
+# (it returns as soon as all is written: the bound matters only on a loaded machine, where
+# tcpdump was seen 5 s behind the traffic)
 # tcpdump's answer to SIGUSR1: its counters so far, on one line
 _PROGRESS_RE = re.compile(r"(?P<cap>\d+) packets? captured, (?P<recv>\d+) packets? received "
                           r"by filter")
