@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # the suite in two workers (pytest-xdist): faster on a 2-core box and on CI; -n 0 runs it in one
 PYTEST_PARALLEL ?= -n 2
+# Cilium's own datapath sources for its tests (a checkout, or a folder of bpf/ tarballs);
+# ../shared/cilium beside the project when it is there, else those tests skip and say why
+DSRLAB_CILIUM_SRC ?= $(abspath $(wildcard ../shared/cilium))
+export DSRLAB_CILIUM_SRC
 
 .PHONY: install demo test lint bench clean-lab
 

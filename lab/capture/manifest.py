@@ -58,6 +58,21 @@ class ManifestBackend(_Part):
     node: str = ""
 
 
+class ManifestDatapath(_Part):
+    """Which datapath made the capture set: the lab's own model or Cilium's programs."""
+
+    name: str = ""  # "lab" (bpf/dsr.c), "cilium"; "" = not said (the lab's, before 0.2)
+    version: str = ""  # Cilium's tag, e.g. v1.13.0
+    commit: str = ""
+    source_sha256: str = ""  # of the Cilium bpf/ sources built
+
+    def describe(self) -> str:
+        if self.name != "cilium":
+            return "the lab's datapath (bpf/dsr.c)"
+        commit = f" ({self.commit[:12]})" if self.commit else ""
+        return f"Cilium {self.version}{commit}"
+
+
 class ManifestPoint(_Part):
     """One capture point: a host's interface, its role in the flow, its pcap file."""
 
@@ -114,6 +129,7 @@ class Manifest(_Part):
     # whether a datagram's later fragments are translated with its first (None: not known)
     fragment_tracking: bool | None = None
     backends: list[ManifestBackend] = []
+    datapath: ManifestDatapath = ManifestDatapath()
     points: list[ManifestPoint] = Field(default_factory=list)
 
     def named_list(self, name: str) -> list[dict[str, Any]] | None:

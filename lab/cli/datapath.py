@@ -31,6 +31,11 @@ class Program(StrEnum):
     backend = "backend"
 
 
+class Datapath(StrEnum):
+    lab = "lab"
+    cilium = "cilium"
+
+
 def _repeat(value: int) -> int:
     """``--repeat``: 1 up to what a test run asks the kernel for (checked when given)."""
     from lab.datapath.testrun import MAX_REPEAT
@@ -118,18 +123,36 @@ def run(
         help="translate a datagram's later fragments with its first")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per packet on "
                                           "stdout")] = False,
+    datapath: Annotated[Datapath, typer.Option(
+        help="lab: the lab's own bpf/dsr.c; cilium: Cilium's own programs, built from "
+        "--cilium-src")] = Datapath.lab,
+    cilium_src: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="with --datapath cilium: a Cilium checkout, its bpf/, or a "
+        "bpf/ tarball (default: $DSRLAB_CILIUM_SRC)")] = None,
 ) -> None:
     from lab.datapath.errors import DatapathError
-    from lab.datapath.runner import run_pcap
+    from lab.datapath.runner import FrameRunner, run_pcap
     from lab.wire.pcapread import PcapError
 
     config = _config(program, service, backend, seed=seed, repeat=repeat, mtu=mtu,
                      fragment_tracking=fragment_tracking)
     _check_paths(input_path, output_path)
+    runner = None
+    if datapath is Datapath.cilium:
+        from lab.datapath.cilium.runner import CiliumRunner
+        from lab.datapath.cilium.source import choose
+
+        with one_line_errors(DatapathError):
+            source = choose(cilium_src)
+
+        def runner(c: RunConfig) -> FrameRunner:
+            return CiliumRunner(c, source)
+    elif cilium_src is not None:
+        fail("--cilium-src is for --datapath cilium", 2)
     need_root("dsrlab datapath run needs root (BPF, network namespaces)")
     with one_line_errors(PcapError, DatapathError, OSError):
         summary = run_pcap(config, input_path, output_path,
-                           on_packet=_print_json if as_json else _print_packet)
+                           on_packet=_print_json if as_json else _print_packet, runner=runner)
     err.print(_summary(summary, output_path, repeat), markup=False)
 
 

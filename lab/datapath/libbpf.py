@@ -235,13 +235,25 @@ _PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "bpf_tc_attach": (c_int, (ctypes.POINTER(BpfTcHook), ctypes.POINTER(BpfTcOpts))),
     "bpf_tc_detach": (c_int, (ctypes.POINTER(BpfTcHook), ctypes.POINTER(BpfTcOpts))),
     "bpf_tc_query": (c_int, (ctypes.POINTER(BpfTcHook), ctypes.POINTER(BpfTcOpts))),
+    # walking an object's programs and maps (Cilium's objects: tail calls, shared maps)
+    "bpf_object__next_program": (c_void_p, (c_void_p, c_void_p)),
+    "bpf_object__next_map": (c_void_p, (c_void_p, c_void_p)),
+    "bpf_program__name": (c_char_p, (c_void_p,)),
+    "bpf_program__section_name": (c_char_p, (c_void_p,)),
+    "bpf_map__name": (c_char_p, (c_void_p,)),
+    "bpf_map__type": (c_int, (c_void_p,)),
+    "bpf_map__reuse_fd": (c_int, (c_void_p, c_int)),
+    "bpf_map__set_pin_path": (c_int, (c_void_p, c_char_p)),
+    "bpf_program__set_type": (c_int, (c_void_p, c_int)),
+    "bpf_map__max_entries": (c_uint, (c_void_p,)),
 }
 
 
 CALLS_BACK = frozenset({
     "libbpf_set_print", "libbpf_num_possible_cpus", "bpf_object__open_file",
     "bpf_object__load", "bpf_object__close", "bpf_tc_hook_create", "bpf_tc_hook_destroy",
-    "bpf_tc_attach", "bpf_tc_detach", "bpf_tc_query",
+    "bpf_tc_attach", "bpf_tc_detach", "bpf_tc_query", "bpf_map__reuse_fd",
+    "bpf_map__set_pin_path",
 })
 """libbpf functions that may log through the print callback (Python code)."""
 

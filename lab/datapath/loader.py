@@ -19,7 +19,7 @@ import dataclasses
 import errno
 import mmap
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -183,14 +183,16 @@ def _set_max_entries(obj: int, path: Path, max_entries: Mapping[str, int]) -> No
 
 
 def open_and_load(path: Path, max_entries: Mapping[str, int] | None = None,
+                  before_load: Callable[[int], None] | None = None,
                   ) -> tuple[int, ctypes.Array[ctypes.c_char]]:
     """``bpf_object__open_file`` + ``bpf_object__load`` through the verifier.
 
     ``max_entries`` sizes maps before they are created (a lab node needs far
     fewer CT entries than the object's default). Returns the object and the
     verifier log buffer (libbpf keeps a pointer to it: hold it as long as the
-    object). A failed load raises a :class:`DatapathError` carrying the
-    verifier log and libbpf's messages.
+    object). ``before_load`` is called with the opened object before the load
+    (to reuse another object's maps, say). A failed load raises a
+    :class:`DatapathError` carrying the verifier log and libbpf's messages.
     """
     lib = libbpf.lib()
     log_buf = _log_buffer()
@@ -209,6 +211,8 @@ def open_and_load(path: Path, max_entries: Mapping[str, int] | None = None,
             )
         try:
             _set_max_entries(obj, path, max_entries or {})
+            if before_load is not None:
+                before_load(obj)
             # an interrupt during the load is raised when it returns (libbpf.CALLS_BACK)
             rc = lib.bpf_object__load(obj)
         except BaseException:

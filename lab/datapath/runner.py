@@ -61,7 +61,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Literal, Protocol
 
 from lab.datapath.errors import DatapathError, TestRunRefused
 from lab.datapath.loader import MAX_MTU, MIN_MTU, DatapathObject
@@ -304,6 +304,10 @@ class DatapathRunner:
             raise
         return dp
 
+    def counters(self) -> dict[str, int]:
+        """The datapath's counters (drops by reason among them)."""
+        return self.datapath.counters()
+
     @property
     def datapath(self) -> DatapathObject:
         if self._dp is None:
@@ -375,12 +379,30 @@ class DatapathRunner:
         )
 
 
+class FrameRunner(Protocol):
+    """What :func:`run_pcap` drives: :class:`DatapathRunner` (the lab's datapath) or
+    :class:`lab.datapath.cilium.runner.CiliumRunner` (Cilium's)."""
+
+    def __enter__(self) -> FrameRunner: ...
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+    def inside(self) -> contextlib.AbstractContextManager[None]: ...
+
+    def run(self, frame: bytes, index: int | None = None) -> PacketResult: ...
+
+    def counters(self) -> dict[str, int]: ...
+
+
 def run_pcap(
     config: RunConfig,
     input_path: str | Path,
     output_path: str | Path,
+    *,
     on_packet: Callable[[PacketResult], None] | None = None,
     obj_path: Path | None = None,
+    runner: Callable[[RunConfig], FrameRunner] | None = None,
 ) -> RunSummary:
     """Run every frame of ``input_path`` in order; write the emitted ones to ``output_path``.
 
@@ -391,21 +413,22 @@ def run_pcap(
     directory or a device, in a missing or read-only folder. The input is
     read whole before the output is touched; the output is written under a
     temporary name and replaces ``output_path`` only when the run succeeded
-    (a failed run leaves no output and the old one as it was).
+    (a failed run leaves no output and the old one as it was). ``runner`` makes
+    the runner (default: the lab's datapath, :class:`DatapathRunner`).
     """
     frames = read_frames(input_path)
     first = next(frames, None)  # errors about the input surface before the namespace exists
     summary = RunSummary()
     with PcapWriter(output_path, inputs=[input_path]) as out, \
-            DatapathRunner(config, obj_path) as runner:
-        with runner.inside():
+            (runner or (lambda c: DatapathRunner(c, obj_path)))(config) as frames_runner:
+        with frames_runner.inside():
             stream = itertools.chain([first] if first else [], frames)
             for index, frame in enumerate(stream):
-                res = runner.run(frame.data, index)
+                res = frames_runner.run(frame.data, index)
                 summary.add(res)
                 if res.emitted and res.data is not None:
                     out.write(res.data, frame.ts_ns)
                 if on_packet is not None:
                     on_packet(res)
-        summary.counters = runner.datapath.counters()
+        summary.counters = frames_runner.counters()
     return summary

@@ -41,6 +41,12 @@ _NLMSGERR_ATTR_MSG = 1
 _SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11
 _NETLINK_ROUTE = 0
 _IFF_UP = 0x1
+_IFF_NOARP = 0x80
+_RTM_NEWNEIGH = 28
+_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+_NDA_DST, _NDA_LLADDR = 1, 2
+NUD_PERMANENT = 0x80
+_RTA_PREFSRC = 7
 _IFLA_ADDRESS, _IFLA_IFNAME, _IFLA_MTU, _IFLA_MASTER = 1, 3, 4, 10
 _IFLA_LINKINFO, _IFLA_NET_NS_FD = 18, 28
 _IFLA_INFO_KIND, _IFLA_INFO_DATA = 1, 2
@@ -76,6 +82,7 @@ class LinkSpec:
     up: bool = True
     netns_fd: int | None = None  # create it in that namespace (a veth peer)
     master: int | None = None  # enslave to this index (a bridge port)
+    noarp: bool = False  # IFF_NOARP: no neighbour resolution (Cilium's cilium_host pair)
 
     def _attrs(self) -> bytes:
         out = _attr(_IFLA_IFNAME, self.ifname.encode() + b"\0")
@@ -90,8 +97,9 @@ class LinkSpec:
         return out
 
     def _ifinfo(self) -> bytes:
-        flags = _IFF_UP if self.up else 0
-        return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, self.index, flags, _IFF_UP if self.up else 0)
+        flags = (_IFF_UP if self.up else 0) | (_IFF_NOARP if self.noarp else 0)
+        change = (_IFF_UP if self.up else 0) | (_IFF_NOARP if self.noarp else 0)
+        return _IFINFOMSG.pack(socket.AF_UNSPEC, 0, self.index, flags, change)
 
 
 class RtnlError(NetnsError):
@@ -179,10 +187,21 @@ class Rtnl:
 
     def add_route(self, dst: IPv4Network | str, oif: int, *,
                   gateway: IPv4Address | str | None = None,
-                  scope: int = SCOPE_UNIVERSE) -> None:
-        self._add(_RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_EXCL,
-                  _route_body(dst, oif, gateway, scope),
+                  scope: int = SCOPE_UNIVERSE, source: IPv4Address | str | None = None) -> None:
+        """A route; ``source``: the preferred source address of what it carries."""
+        body = _route_body(dst, oif, gateway, scope)
+        if source is not None:
+            body += _attr(_RTA_PREFSRC, IPv4Address(source).packed)
+        self._add(_RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_EXCL, body,
                   functools.partial(_route_text, dst, oif, gateway))
+
+    def add_neighbour(self, index: int, address: IPv4Address | str, mac: str) -> None:
+        """A permanent neighbour entry (an address resolved ahead, as Cilium's agent
+        resolves the other nodes)."""
+        body = (_NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0)
+                + _attr(_NDA_DST, IPv4Address(address).packed) + _attr(_NDA_LLADDR, _mac(mac)))
+        self._add(_RTM_NEWNEIGH, _NLM_F_CREATE | _NLM_F_EXCL, body,
+                  f"add neighbour {address} lladdr {mac} on link {index}")
 
     def add_routes(self, routes: Sequence[PreparedRoute]) -> None:
         """Routes packed once (:func:`prepare_route`), e.g. the same for every node."""

@@ -93,6 +93,30 @@ def test_one_batch_wires_a_veth_pair_and_failures_name_each_request() -> None:
         assert "192.0.2.128/25" in {r["dst"] for r in _ip(b, "-4", "route")}
 
 
+def test_cilium_style_wiring_noarp_a_source_route_and_permanent_neighbours() -> None:
+    """The cilium_host pair without ARP, a pod CIDR routed on it with the router as
+    source, and a node's address resolved ahead (as Cilium's agent wires a node)."""
+    ns = names.netns_name(names.new_run_id(), "cil")
+    with nsutil.scratch(ns), rtnl.Rtnl.open(ns) as rt:
+        rt.add_veth(rtnl.LinkSpec("cilium_host", 11, mac="02:00:0a:00:02:01", noarp=True),
+                    rtnl.LinkSpec("cilium_net", 12, noarp=True))
+        rt.add_veth(rtnl.LinkSpec("eth0", 10), rtnl.LinkSpec("peer0", 50))
+        rt.add_address(11, "10.0.2.1", 32)
+        rt.add_address(10, "172.18.0.4", 16)
+        rt.add_route("10.0.2.0/24", 11, scope=rtnl.SCOPE_LINK, source="10.0.2.1")
+        rt.add_neighbour(10, "172.18.0.2", "02:42:ac:12:00:02")
+        rt.commit()
+        host = _ip(ns, "link", "show", "cilium_host")[0]
+        assert "NOARP" in host["flags"]  # type: ignore[operator]
+        assert "NOARP" not in _ip(ns, "link", "show", "eth0")[0]["flags"]  # type: ignore[operator]
+        route = {r["dst"]: r for r in _ip(ns, "-4", "route")}["10.0.2.0/24"]
+        assert (route["dev"], route["prefsrc"], route["scope"]) == (
+            "cilium_host", "10.0.2.1", "link")
+        neigh = _ip(ns, "neigh", "show", "dev", "eth0")[0]
+        assert (neigh["dst"], neigh["lladdr"], neigh["state"]) == (
+            "172.18.0.2", "02:42:ac:12:00:02", ["PERMANENT"])
+
+
 def test_pids_in_each_finds_a_process_by_its_namespace() -> None:
     run = names.new_run_id()
     a, b = names.netns_name(run, "a"), names.netns_name(run, "b")

@@ -1,0 +1,148 @@
+"""Cilium's maps filled as the agent fills them, from the lab's own figures.
+
+For one node: each NodePort frontend (the node's address and the
+``0.0.0.0`` surrogate) with its backend slots, the backends, the reverse
+NAT entries, the ipcache (world, hosts, remote nodes, pods), the endpoint
+map (the host's addresses and the node's pods) and an allow-all policy for
+every endpoint. Every key and value is packed at the offsets of the
+object's own BTF (:mod:`lab.datapath.cilium.btf`), so a layout that drifted
+between versions is an error naming the map, not a silent drop.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from lab.datapath import libbpf
+from lab.datapath.cilium import config as cfg
+from lab.datapath.cilium.btf import ObjectBtf, Value
+from lab.datapath.cilium.load import CiliumNode
+from lab.datapath.errors import DatapathError
+
+SERVICES = "cilium_lb4_services_v2"
+BACKENDS = "cilium_lb4_backends_v3"
+REVNAT = "cilium_lb4_reverse_nat"
+IPCACHE = "cilium_ipcache"
+ENDPOINTS = "cilium_lxc"
+
+SVC_FLAG_ROUTABLE = 1 << 1
+SVC_FLAG_NODEPORT = 1 << 6
+ENDPOINT_F_HOST = 1
+ENDPOINT_KEY_IPV4 = 1
+# the bits of an ipcache key before the address: cluster_id/pad (16), pad (8), family (8)
+IPCACHE_PREFIX_BITS = 32
+# a v1.16 policy key's bits before the port: sec_label (32), egress + pad (8)
+POLICY_LPM_ANY = 40
+PROTO_NUMBERS = {"tcp": 6, "udp": 17}
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """One service port as Cilium's agent programs it on a node."""
+
+    address: IPv4Address
+    port: int
+    backends: Sequence[tuple[IPv4Address, int]]  # (pod address, target port)
+    rev_nat_index: int
+    proto: str = "tcp"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """An address the node must know in its ipcache: world, a host, a pod."""
+
+    address: IPv4Address
+    identity: int
+
+
+class MapWriter:
+    """Writes entries into the node's maps, packed by the object's BTF."""
+
+    def __init__(self, node: CiliumNode, btf: ObjectBtf, version: str) -> None:
+        self.node = node
+        self.btf = btf
+        self.version = version
+
+    def put(self, map_name: str, key: Mapping[str, Value], value: Mapping[str, Value],
+            fd: int | None = None) -> None:
+        where = f"{map_name} (Cilium {self.version})"
+        key_layout, value_layout = self.btf.map_layouts(map_name)
+        kb = key_layout.pack(key, where=where)
+        vb = value_layout.pack(value, where=where)
+        map_fd = self.node.map_fd(map_name) if fd is None else fd
+        _, ks, vs = libbpf.map_info(map_fd)
+        if (ks, vs) != (len(kb), len(vb)):
+            raise DatapathError(f"{where}: the map holds {ks}/{vs}-byte keys/values, the "
+                                f"object's BTF says {len(kb)}/{len(vb)}")
+        kbuf = ctypes.create_string_buffer(kb, len(kb))
+        vbuf = ctypes.create_string_buffer(vb, len(vb))
+        libbpf.check(libbpf.lib().bpf_map_update_elem(map_fd, kbuf, vbuf, 0), f"update {where}")
+
+
+def _mac64(mac: bytes) -> bytes:
+    return mac + b"\0\0"
+
+
+def fill_services(w: MapWriter, frontends: Sequence[Frontend]) -> None:
+    """Frontends, their backend slots, the backends and reverse NAT (agent's layout:
+    slot 0 = the frontend with ``count``, slots 1..n = backend ids)."""
+    backend_ids: dict[tuple[IPv4Address, int], int] = {}
+    for fe in frontends:
+        for be in fe.backends:
+            if be not in backend_ids:
+                backend_ids[be] = len(backend_ids) + 1
+                w.put(BACKENDS, {"": backend_ids[be]},
+                      {"address": be[0].packed, "port": be[1]})
+        for address in (fe.address, IPv4Address("0.0.0.0")):
+            key: dict[str, Value] = {"address": address.packed, "dport": fe.port}
+            w.put(SERVICES, key | {"backend_slot": 0},
+                  {"count": len(fe.backends), "rev_nat_index": fe.rev_nat_index,
+                   "flags": SVC_FLAG_NODEPORT | SVC_FLAG_ROUTABLE})
+            for slot, be in enumerate(fe.backends, start=1):
+                w.put(SERVICES, key | {"backend_slot": slot}, {"backend_id": backend_ids[be]})
+        w.put(REVNAT, {"": fe.rev_nat_index}, {"address": fe.address.packed, "port": fe.port})
+
+
+def fill_ipcache(w: MapWriter, remotes: Sequence[Remote]) -> None:
+    """``0.0.0.0/0`` is the world; then each address as a /32 with its identity
+    (the field is ``sec_label`` up to 1.15, ``sec_identity`` from 1.16)."""
+    fields = w.btf.map_layouts(IPCACHE)[1].fields
+    label = "sec_identity" if "sec_identity" in fields else "sec_label"
+    w.put(IPCACHE, {"lpm_key.prefixlen": IPCACHE_PREFIX_BITS, "family": ENDPOINT_KEY_IPV4,
+                    "ip4": 0}, {label: cfg.WORLD_ID})
+    for r in remotes:
+        w.put(IPCACHE, {"lpm_key.prefixlen": IPCACHE_PREFIX_BITS + 32,
+                        "family": ENDPOINT_KEY_IPV4, "ip4": r.address.packed},
+              {label: r.identity})
+
+
+def fill_endpoints(w: MapWriter, node: cfg.NodeParams, pods: Sequence[cfg.PodParams],
+                   pod_macs: Mapping[str, bytes]) -> None:
+    """The host's addresses (``ENDPOINT_F_HOST``) and each local pod, as ``cilium_lxc``."""
+    v116 = "sec_id" in w.btf.map_layouts(ENDPOINTS)[1].fields
+    for address in (node.ip, node.router_ip):
+        value: dict[str, Value] = {"flags": ENDPOINT_F_HOST}
+        if v116:
+            value["sec_id"] = cfg.HOST_ID
+        w.put(ENDPOINTS, {"ip4": address.packed, "family": ENDPOINT_KEY_IPV4}, value)
+    for pod in pods:
+        value = {"ifindex": pod.lxc_ifindex, "lxc_id": pod.lxc_id,
+                 "mac": _mac64(pod_macs[pod.name]), "node_mac": _mac64(pod.lxc_mac)}
+        if v116:
+            value["sec_id"] = pod.identity
+        w.put(ENDPOINTS, {"ip4": pod.ip.packed, "family": ENDPOINT_KEY_IPV4}, value)
+
+
+def fill_allow_all(w: MapWriter, policy_map: str, fd: int) -> None:
+    """Every identity, port and protocol allowed, both directions."""
+    key_layout, _ = w.btf.map_layouts(policy_map)
+    lpm = "lpm_key.prefixlen" in key_layout.fields
+    for egress in (0, 1):
+        if lpm:
+            w.put(policy_map, {"lpm_key.prefixlen": POLICY_LPM_ANY, "egress": egress},
+                  {"wildcard_protocol": 1, "wildcard_dport": 1}, fd)
+        else:
+            w.put(policy_map, {"egress": egress}, {}, fd)

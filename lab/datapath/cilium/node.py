@@ -1,0 +1,93 @@
+"""One node's Cilium datapath: built, loaded and filled for a topology.
+
+:func:`load_node` is the whole sequence for one node (the agent's work
+between "endpoint regenerated" and "programs attached"): the headers from
+the topology (:mod:`.plan`), the objects built (cached) and loaded with
+shared maps and tail calls, the maps filled (:mod:`.fill`). Attaching to
+devices is the backend's part; test runs need none.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.datapath.cilium import config as cfg
+from lab.datapath.cilium import fill
+from lab.datapath.cilium.btf import ObjectBtf
+from lab.datapath.cilium.build import build_node
+from lab.datapath.cilium.load import CiliumNode
+from lab.datapath.cilium.plan import NodePlan, check_supported, lb_params, plan_node
+from lab.datapath.cilium.source import CiliumSource
+from lab.model.topology import Topology
+
+
+@dataclass
+class NodeTimes:
+    build_s: float = 0.0
+    load_s: float = 0.0
+    fill_s: float = 0.0
+    compiled: list[str] = field(default_factory=list)  # objects compiled (not from the cache)
+
+
+@dataclass
+class LoadedNode:
+    """A node's loaded Cilium objects (close it), its plan and what it cost."""
+
+    plan: NodePlan
+    node: CiliumNode
+    source: CiliumSource
+    times: NodeTimes
+
+    def close(self) -> None:
+        self.node.close()
+
+    def __enter__(self) -> LoadedNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_node(source: CiliumSource, topology: Topology, node_name: str,
+              cache_dir: Path | None = None) -> LoadedNode:
+    """Build, load and fill Cilium's datapath for ``node_name`` of ``topology``."""
+    check_supported(topology, source.version)
+    return load_plan(source, plan_node(topology, node_name), lb_params(topology), cache_dir)
+
+
+def load_plan(source: CiliumSource, plan: NodePlan, lb: cfg.LbParams,
+              cache_dir: Path | None = None) -> LoadedNode:
+    """Build, load and fill Cilium's datapath for one node's plan."""
+    times = NodeTimes()
+    started = time.monotonic()
+    host, lxcs = build_node(source, plan.node, plan.pods, lb, cache_dir)
+    times.build_s = time.monotonic() - started
+    times.compiled = [b.path.name for b in (host, *lxcs.values()) if not b.cached]
+    node = CiliumNode(plan.node.name)
+    try:
+        started = time.monotonic()
+        node.load("host", host.path)
+        for pod in plan.pods:
+            node.load(pod.name, lxcs[pod.name].path)
+            node.set_policy_program(pod.name, pod.lxc_id)
+        times.load_s = time.monotonic() - started
+        started = time.monotonic()
+        with ObjectBtf(host.path) as btf:
+            w = fill.MapWriter(node, btf, str(source.version))
+            fill.fill_services(w, plan.frontends)
+            fill.fill_ipcache(w, plan.remotes)
+            fill.fill_endpoints(w, plan.node, plan.pods, plan.pod_macs)
+            policy = cfg.policy_map(cfg.HOST_EP_ID)
+            fill.fill_allow_all(w, policy, node.map_fd(policy))
+        for pod in plan.pods:
+            with ObjectBtf(lxcs[pod.name].path) as btf:
+                w = fill.MapWriter(node, btf, str(source.version))
+                policy = cfg.policy_map(pod.lxc_id)
+                fill.fill_allow_all(w, policy, node.objects[pod.name].maps[policy])
+        times.fill_s = time.monotonic() - started
+    except BaseException:
+        node.close()
+        raise
+    return LoadedNode(plan, node, source, times)

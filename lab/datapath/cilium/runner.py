@@ -1,0 +1,271 @@
+"""``dsrlab datapath run --datapath cilium``: frames through Cilium's own programs.
+
+The same contract as :class:`lab.datapath.runner.DatapathRunner` (a scratch
+namespace, :meth:`CiliumRunner.run` one frame, the same
+:class:`~lab.datapath.runner.PacketResult`), with Cilium's objects built for
+a node that the run's service and backends describe:
+
+``lb``
+    a node whose address is the service's: every frame goes through
+    ``cil_from_netdev`` on eth0 (the service and its backends programmed as
+    the agent would, each backend reachable through eth0 with a resolved
+    neighbour).
+``backend``
+    a node whose pods are the backends (``bpf_lxc`` per pod). A frame from
+    the network goes through ``cil_from_netdev``; when Cilium passes it to
+    the stack (``ok``) and it is addressed to a local pod, it goes on
+    through ``cil_from_host`` (the stack routes a pod's traffic out of
+    ``cilium_host`` in Cilium's legacy host routing, and there Cilium
+    delivers it: in 1.13 that is where the pod's policy program learns the
+    service from the option). A frame from a backend (its reply) goes
+    through that pod's ``cil_from_container``, then, when passed on,
+    through ``cil_to_netdev`` on eth0 (where 1.16 rewrites the reply). The
+    result's ``program`` names the whole chain, e.g.
+    ``cil_from_container>cil_to_netdev``.
+
+What this is not: the kernel between two programs (routing, neighbour
+resolution, MAC rewriting) is not emulated beyond that rule; a live lab
+(``dsrlab run --datapath cilium``) has the real kernel in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv4Network
+from types import TracebackType
+
+from lab.datapath.cilium import config as cfg
+from lab.datapath.cilium import fill, plan
+from lab.datapath.cilium.build import prepared_tree
+from lab.datapath.cilium.events import CiliumEvent, EventDecoder, EventReader, Names
+from lab.datapath.cilium.node import LoadedNode, load_plan
+from lab.datapath.cilium.source import CiliumSource
+from lab.datapath.errors import DatapathError, TestRunRefused
+from lab.datapath.runner import (
+    NEIGH_PERMANENT,
+    NETNS_HOST,
+    REJECTED,
+    RT_SCOPE_LINK,
+    PacketResult,
+    RunConfig,
+    interface_names,
+    ipv4_source,
+    json_verdict,
+)
+from lab.datapath.tc import current_netns_inode
+from lab.datapath.testrun import ETH_HLEN, run_program
+from lab.plumbing import nsutil, rtnl
+from lab.plumbing.names import docker_mac, netns_name, new_run_id
+
+# the node's own addresses when the run does not give them (RFC 2544's benchmark range)
+ROUTER_IP = IPv4Address("198.18.0.1")
+BACKEND_NODE_IP = IPv4Address("198.18.0.2")
+NODE_NAME = "dprun"
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
+
+
+def run_plan(config: RunConfig) -> plan.NodePlan:
+    """The node the run's role, service and backends describe, as the agent sees it."""
+    backends = [(IPv4Address(b.ip), b.port) for b in config.backends]
+    node_ip = IPv4Address(config.service.ip) if config.program == "lb" else BACKEND_NODE_IP
+    if config.program == "backend" and node_ip in {ip for ip, _ in backends}:
+        raise DatapathError(f"{node_ip} is the lab's backend node address; use another backend")
+    node = cfg.NodeParams(
+        name=NODE_NAME, ip=node_ip, eth0_ifindex=plan.ETH0_INDEX,
+        eth0_mac=plan.eth0_mac(node_ip), cilium_host_ifindex=plan.CILIUM_HOST_INDEX,
+        cilium_host_mac=plan.cilium_host_mac(ROUTER_IP),
+        cilium_net_ifindex=plan.CILIUM_NET_INDEX, cilium_net_mac=plan.cilium_net_mac(ROUTER_IP),
+        router_ip=ROUTER_IP, pod_cidr=IPv4Network("198.18.0.0/24"), mtu=config.mtu or 1500)
+    pods: list[cfg.PodParams] = []
+    if config.program == "backend":
+        for j, ip in enumerate(dict.fromkeys(ip for ip, _ in backends)):
+            pods.append(cfg.PodParams(f"pod{j}", plan.FIRST_LXC_ID + j, ip,
+                                      plan.LXC_FIRST_INDEX + j, plan.lxc_mac(ip)))
+    frontends = [fill.Frontend(IPv4Address(config.service.ip), config.service.port, backends, 1)]
+    remotes = [fill.Remote(node_ip, cfg.HOST_ID), fill.Remote(ROUTER_IP, cfg.HOST_ID)]
+    remotes += [fill.Remote(ip, cfg.POD_IDENTITY) for ip in dict.fromkeys(ip for ip, _ in backends)]
+    return plan.NodePlan(node, pods, {p.name: plan.pod_mac(p.ip) for p in pods}, frontends,
+                         remotes)
+
+
+def setup_namespace(name: str, p: plan.NodePlan, config: RunConfig) -> None:
+    """eth0, cilium_host/cilium_net at the indices of the headers; each backend reachable
+    (lb: a /32 on eth0 with a permanent neighbour; backend: an lxc veth per pod, and
+    every other address on eth0's link, where the clients are)."""
+    node = p.node
+    mtu = config.mtu or 1500
+    nsutil.write_sysctl(name, "net.ipv4.ip_forward", 1)
+    with rtnl.Rtnl.open(name) as rt:
+        rt.set_up(rtnl.LOOPBACK_INDEX)
+        rt.add_veth(rtnl.LinkSpec("eth0", node.eth0_ifindex, mac=_mac(node.eth0_mac), mtu=mtu),
+                    rtnl.LinkSpec("peer0", node.eth0_ifindex + 40, mtu=mtu))
+        rt.add_veth(rtnl.LinkSpec("cilium_host", node.cilium_host_ifindex,
+                                  mac=_mac(node.cilium_host_mac)),
+                    rtnl.LinkSpec("cilium_net", node.cilium_net_ifindex,
+                                  mac=_mac(node.cilium_net_mac)))
+        for j, pod in enumerate(p.pods):
+            rt.add_veth(rtnl.LinkSpec(f"lxc{j}", pod.lxc_ifindex, mac=_mac(pod.lxc_mac)),
+                        rtnl.LinkSpec(f"lxcpeer{j}", pod.lxc_ifindex + 40,
+                                      mac=_mac(p.pod_macs[pod.name])))
+        rt.add_address(node.eth0_ifindex, node.ip, 32)
+        rt.add_address(node.cilium_host_ifindex, node.router_ip, 32)
+        rt.commit()
+    local = {str(pod.ip) for pod in p.pods}
+    with nsutil.open_iproute(name) as ipr:
+        if config.program == "backend":
+            # the clients are on eth0's link: 1.16 looks the reply's route up in cil_to_netdev
+            ipr.route("add", dst="0.0.0.0", dst_len=0, oif=node.eth0_ifindex,
+                      scope=RT_SCOPE_LINK)
+        for fe in p.frontends:
+            for ip, _ in fe.backends:
+                if str(ip) in local or str(ip) == str(node.ip):
+                    continue
+                ipr.route("add", dst=str(ip), dst_len=32, oif=node.eth0_ifindex,
+                          scope=RT_SCOPE_LINK)
+                ipr.neigh("add", dst=str(ip), lladdr=docker_mac(ip), ifindex=node.eth0_ifindex,
+                          state=NEIGH_PERMANENT)
+
+
+class CiliumRunner:
+    """A scratch namespace and one node's Cilium objects; :meth:`run` a frame.
+
+    ``events`` collects Cilium's drop and trace notifications as they come.
+    """
+
+    def __init__(self, config: RunConfig, source: CiliumSource) -> None:
+        if config.repeat > 1:
+            raise DatapathError("--repeat is for the lab's datapath (bench/datapath.py times "
+                                "Cilium's programs)")
+        if config.seed is not None:
+            raise DatapathError("--seed is the lab's datapath's; Cilium chooses backends its "
+                                "own way")
+        self.config = config
+        self.source = source
+        self.plan = run_plan(config)
+        self.netns = netns_name(new_run_id(), NETNS_HOST)
+        self.ifnames: dict[int, str] = {}
+        self.events: list[CiliumEvent] = []
+        self._stack = contextlib.ExitStack()
+        self._node: LoadedNode | None = None
+        self._reader: EventReader | None = None
+        self._pods_by_ip = {str(pod.ip): pod for pod in self.plan.pods}
+        self._next_index = 0
+
+    def __enter__(self) -> CiliumRunner:
+        try:
+            self._stack.enter_context(nsutil.scratch(self.netns))
+            setup_namespace(self.netns, self.plan, self.config)
+            self.ifnames = interface_names(self.netns)
+            self._node = self._stack.enter_context(load_plan(self.source, self.plan, cfg.LbParams(
+                fragment_tracking=self.config.fragment_tracking)))
+            names = Names.from_tree(prepared_tree(self.source))
+            decoder = EventDecoder(NODE_NAME, names)
+            self._reader = self._stack.enter_context(EventReader(
+                self._node.node.map_fd("cilium_events"), decoder, self.events.append,
+                threaded=False))
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stack.close()
+
+    @property
+    def node(self) -> LoadedNode:
+        if self._node is None:
+            raise DatapathError("the runner is not set up (use it as a context manager)")
+        return self._node
+
+    @contextlib.contextmanager
+    def inside(self) -> Iterator[None]:
+        with nsutil.in_netns(self.netns):
+            yield
+
+    def counters(self) -> dict[str, int]:
+        """Drop reasons seen so far (Cilium's names), as the lab's datapath counts its own."""
+        if self._reader is not None:
+            self._reader.flush()
+        out: dict[str, int] = {}
+        for e in self.events:
+            if e.kind == "drop":
+                out[e.what] = out.get(e.what, 0) + 1
+        return out
+
+    def run(self, frame: bytes, index: int | None = None) -> PacketResult:
+        """Run one frame through its chain (the result carries the frame fed, as
+        :class:`~lab.datapath.runner.DatapathRunner`'s does)."""
+        if index is None:
+            index = self._next_index
+        self._next_index = index + 1
+        if nsutil.netns_inode(self.netns) != current_netns_inode():
+            with self.inside():
+                return replace(self._run(frame, index), data_in=frame)
+        return replace(self._run(frame, index), data_in=frame)
+
+    def _chain(self, frame: bytes) -> list[tuple[str, str, int]]:
+        """(role, program, ctx ifindex) in order for this frame."""
+        node = self.plan.node
+        src = ipv4_source(frame)
+        if self.config.program == "backend" and src in self._pods_by_ip:
+            pod = self._pods_by_ip[src]
+            return [(pod.name, "cil_from_container", pod.lxc_ifindex),
+                    ("host", "cil_to_netdev", node.eth0_ifindex)]
+        chain = [("host", "cil_from_netdev", node.eth0_ifindex)]
+        if self.config.program == "backend":
+            chain.append(("host", "cil_from_host", node.cilium_host_ifindex))
+        return chain
+
+    def _dst_is_local_pod(self, frame: bytes) -> bool:
+        if len(frame) < ETH_HLEN + 20 or frame[12:14] != b"\x08\x00":
+            return False
+        return str(ipaddress.IPv4Address(frame[30:34])) in self._pods_by_ip
+
+    def _run(self, frame: bytes, index: int) -> PacketResult:
+        chain = self._chain(frame)
+        if len(frame) < ETH_HLEN:
+            return PacketResult(index, chain[0][1], REJECTED, len(frame),
+                                reason="frame_too_short")
+        before = len(self.events)
+        ran: list[str] = []
+        data = frame
+        result = None
+        for step, (role, program, ifindex) in enumerate(chain):
+            if step and not (result is not None and result.verdict == "ok"):
+                break
+            if program == "cil_from_host" and not self._dst_is_local_pod(data):
+                break
+            fd = self.node.node.objects[role].program_fd(program)
+            try:
+                result = run_program(fd, data, ingress_ifindex=ifindex, ifindex=ifindex)
+            except TestRunRefused:
+                return PacketResult(index, ">".join([*ran, program]), REJECTED, len(frame),
+                                    reason="kernel_refused")
+            ran.append(program)
+            data = result.data
+        assert result is not None
+        verdict = json_verdict(result.verdict)
+        reason = None
+        if verdict == "drop":
+            reason = self._drop_reason(before)
+        return PacketResult(index=index, program=">".join(ran), verdict=verdict,
+                            length=len(data), reason=reason, data=data)
+
+    def _drop_reason(self, before: int) -> str | None:
+        """The reason of the drop notification this frame caused, if it came."""
+        if self._reader is not None:
+            self._reader.flush()
+        for e in self.events[before:]:
+            if e.kind == "drop":
+                return e.what
+        return None
+
+
+__all__ = ["CiliumRunner", "run_plan"]

@@ -1,0 +1,58 @@
+"""Cilium's own drop notifications, read from cilium_events with the version's names."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from lab.datapath.cilium.build import prepared_tree
+from lab.datapath.cilium.events import CiliumEvent, EventDecoder, EventReader, Names
+from lab.datapath.cilium.node import LoadedNode, load_node
+from lab.datapath.cilium.source import CiliumSource
+from lab.datapath.testrun import run_program
+from lab.plumbing import nsutil
+from tests.datapath.frames import tcp_frame
+from tests.seed import CLIENT_IP, TOPOLOGY, VIP
+
+
+@pytest.fixture(scope="module")
+def lb_node(cilium_source: CiliumSource) -> Iterator[LoadedNode]:
+    with load_node(cilium_source, TOPOLOGY, "cilium-dsr-control-plane") as loaded:
+        yield loaded
+
+
+def test_names_are_the_versions_own(cilium_source: CiliumSource) -> None:
+    names = Names.from_tree(prepared_tree(cilium_source))
+    assert names.drop(169) == "DROP_NO_FIB"
+    assert names.drop(133) == "DROP_POLICY"
+    assert names.point(0) == "TRACE_TO_LXC"
+    assert names.drop(250).startswith("DROP_UNKNOWN_")
+
+
+def test_a_syn_with_no_route_to_its_backend_is_a_named_drop(
+        lb_node: LoadedNode, unrouted_lb_ns: str, cilium_source: CiliumSource) -> None:
+    names = Names.from_tree(prepared_tree(cilium_source))
+    got: list[CiliumEvent] = []
+    seen = threading.Event()
+
+    def sink(event: CiliumEvent) -> None:
+        got.append(event)
+        if event.kind == "drop":
+            seen.set()
+
+    host = lb_node.node.objects["host"]
+    decoder = EventDecoder(lb_node.plan.node.name, names)
+    with EventReader(lb_node.node.map_fd("cilium_events"), decoder, sink):
+        with nsutil.in_netns(unrouted_lb_ns):
+            result = run_program(host.program_fd("cil_from_netdev"), tcp_frame("S"),
+                                 ingress_ifindex=10, ifindex=10)
+        assert seen.wait(10), f"no drop notification (verdict {result.verdict}, got {got})"
+    drops = [e for e in got if e.kind == "drop"]
+    assert result.verdict == "shot"
+    assert drops[0].what == "DROP_NO_FIB"
+    assert drops[0].node == "cilium-dsr-control-plane"
+    assert f"{CLIENT_IP}:" in drops[0].summary()
+    assert drops[0].summary().startswith("drop DROP_NO_FIB at cilium-dsr-control-plane")
+    assert VIP not in drops[0].summary()  # the packet was DNATed to the pod before the lookup
