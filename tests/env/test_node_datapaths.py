@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from lab.capture.manifest import ManifestDatapath
 from lab.datapath import DatapathObject
 from lab.env.base import BackendError
 from lab.env.netns import LabDatapaths, NetnsBackend, NodeDatapaths
@@ -37,7 +38,7 @@ class _Recording:
         return []
 
     def describe(self) -> dict[str, str]:
-        return {"datapath": "recording"}
+        return {"name": "recording"}
 
     def close(self) -> None:
         self.calls.append("close")
@@ -66,5 +67,6 @@ def test_a_failed_attach_closes_the_datapath_and_removes_the_namespaces(
 def test_datapath_true_means_the_labs_own_and_false_none() -> None:
     assert isinstance(NetnsBackend().datapaths, LabDatapaths)
     assert NetnsBackend(datapath=False).datapaths is None
-    assert LabDatapaths().describe() == {"datapath": "lab"}
+    assert LabDatapaths().describe() == {"name": "lab"}
+    assert ManifestDatapath(**LabDatapaths().describe()).name == "lab"
     assert LabDatapaths().keep_fds() == []

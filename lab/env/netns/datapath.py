@@ -43,7 +43,9 @@ class NodeDatapaths(Protocol):
         ...
 
     def describe(self) -> dict[str, str]:
-        """What runs on the nodes, for the run's manifest (e.g. ``{"datapath": "lab"}``)."""
+        """What runs on the nodes, for the run's manifest: the fields of its
+        ``datapath`` part (:class:`lab.capture.manifest.ManifestDatapath`), e.g.
+        ``{"name": "lab"}``."""
         ...
 
     def close(self) -> None:
@@ -180,7 +182,7 @@ class LabDatapaths:
         return []  # the tc filters hold the programs, and the programs their maps
 
     def describe(self) -> dict[str, str]:
-        return {"datapath": "lab"}
+        return {"name": "lab"}
 
     def close(self) -> None:
         if self._loads is not None:
