@@ -1,0 +1,189 @@
+"""The netns lab's node datapaths, behind one contract (:class:`NodeDatapaths`).
+
+The backend starts loading a topology's datapath before it wires the network,
+attaches one node's once that node is wired (in its namespace), and closes it
+all when the lab goes down. :class:`LabDatapaths` is the lab's own DSR
+datapath (``dsr.c``) on each node's ``eth0`` (tc ingress + egress): the
+nodes' objects load (verifier, maps) and fill their maps on worker threads
+while the network is wired.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from lab.datapath import BackendEntry, DatapathObject, build_object, maglev
+from lab.env.netns.layout import NODE_ETH0_INDEX
+from lab.model.topology import Node, ServicePort, Topology
+from lab.plumbing import nsutil
+
+
+class NodeDatapaths(Protocol):
+    """What the netns backend asks of a datapath for the lab's nodes.
+
+    An instance as handed to the backend is a recipe: :meth:`start` returns the
+    one lab's own loading (a fresh object), which then serves that lab alone.
+    """
+
+    def start(self, topology: Topology) -> NodeDatapaths:
+        """Start loading for ``topology`` (before the network is wired); return the
+        started loading, whose :meth:`close` undoes it."""
+        ...
+
+    def attach(self, node: Node, netns: str) -> DatapathObject | None:
+        """Attach ``node``'s datapath once the node is wired, inside ``netns``;
+        return the object the lab exposes (``lab.datapath[node]``), if any."""
+        ...
+
+    def keep_fds(self) -> list[int]:
+        """The descriptors that must outlive this process when the lab is left up."""
+        ...
+
+    def describe(self) -> dict[str, str]:
+        """What runs on the nodes, for the run's manifest: the fields of its
+        ``datapath`` part (:class:`lab.capture.manifest.ManifestDatapath`), e.g.
+        ``{"name": "lab"}``."""
+        ...
+
+    def close(self) -> None:
+        """Close everything loaded (attached or not); the tc filters stay with the links."""
+        ...
+
+
+def _map_sizes(t: Topology) -> dict[str, int]:
+    """Map sizes for a lab node: a lab's flows and backends are few (the object's
+    defaults, 65,536 entries each, cost ~15 MB and ~6 ms of kernel time a node)."""
+    ports = [p for s in t.services for p in s.all_ports]
+    backends = sum(len(t.backends(s.name)) * len(s.all_ports) for s in t.services)
+    tables = len(ports) if t.load_balancer.algorithm == "maglev" else 0
+    return {"lb_ct": 4096, "dsr_revnat": 4096, "lb_snat": 4096,
+            "lb_backends": max(1024, 2 * backends),
+            "lb_maglev": max(1, tables) * t.load_balancer.maglev_table_size}
+
+
+@dataclass(frozen=True)
+class _Frontend:
+    """One service port as one node's datapath holds it."""
+
+    port: ServicePort
+    backends: list[BackendEntry]  # in slot order (Maglev's table order when it has one)
+    forwarding: str  # "dsr" or "snat" for remote backends
+    local_only: bool
+    maglev: list[int] | None  # the table: indexes into backends
+
+
+def _frontends(t: Topology, node: Node) -> list[_Frontend]:
+    """Every service port with the backends ``node`` sends it to: all of them, or with
+    externalTrafficPolicy=Local its own only; with Maglev, the table over them."""
+    lb = t.load_balancer
+    out = []
+    for svc in t.services:
+        local_only = svc.external_traffic_policy == "Local"
+        pods = t.backends_from(svc.name, node.name)
+        for port in svc.all_ports:
+            entries = {f"{p.ip}:{port.target_port}": BackendEntry(
+                str(p.ip), port.target_port, local=p.node == node.name) for p in pods}
+            table = None
+            if lb.algorithm == "maglev" and entries:
+                built = maglev.build_table(list(entries), lb.maglev_table_size,
+                                           lb.maglev_hash_seed)
+                order = list(built.backends)
+                table = list(built.entries)
+            else:
+                order = list(entries)
+            out.append(_Frontend(port, [entries[n] for n in order],
+                                 lb.forwarding(port.protocol), local_only, table))
+    return out
+
+
+class _DatapathLoads:
+    """Every node's datapath object, loaded (verifier, maps) and configured on
+    worker threads while the main thread wires the network; :meth:`take` waits
+    for one. :meth:`close` closes every object loaded (taken or not)."""
+
+    def __init__(self, t: Topology, workers: int) -> None:
+        sizes = _map_sizes(t)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsrlab-bpf")
+        self._loaded: list[DatapathObject] = []
+        self._futures: dict[str, Future[DatapathObject]] = {}
+        self._taken = 0
+        # the build check (hash the sources, ask clang its version) runs on a worker too
+        built = self._pool.submit(build_object)
+
+        def load(node: Node) -> DatapathObject:
+            dp = DatapathObject.load(built.result(), max_entries=sizes)
+            self._loaded.append(dp)
+            dp.set_option_order(t.load_balancer.option_byte_order)
+            dp.set_mtu(t.datapath_mtu)  # the DSR option must fit in it
+            dp.set_icmp_errors(t.load_balancer.dsr_icmp_errors)
+            dp.set_fragment_tracking(t.load_balancer.fragment_tracking)
+            dp.set_node_addr(str(node.ip))  # SNAT's source, where SNATed replies return
+            dp.set_maglev_seed(t.load_balancer.maglev_hash_seed)
+            for f in _frontends(t, node):
+                dp.add_service(vip=str(node.ip), port=f.port.node_port,
+                               proto="tcp" if f.port.protocol == "TCP" else "udp",
+                               dsr=f.forwarding == "dsr", snat=f.forwarding == "snat",
+                               local_only=f.local_only, maglev=f.maglev, backends=f.backends)
+            return dp
+
+        for node in t.nodes:
+            self._futures[node.name] = self._pool.submit(load, node)
+
+    def take(self, node: str) -> DatapathObject:
+        """One node's object (waited for); once every node's is taken, the worker
+        threads go (:meth:`finish`)."""
+        dp = self._futures[node].result()
+        self._taken += 1
+        if self._taken == len(self._futures):
+            self.finish()
+        return dp
+
+    def finish(self) -> None:
+        """Every object is taken: let the worker threads go."""
+        self._pool.shutdown(wait=True)
+
+    def close(self) -> None:
+        for fut in self._futures.values():
+            fut.cancel()
+        self._pool.shutdown(wait=True)
+        for dp in self._loaded:
+            dp.close()
+
+
+def _bpf_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class LabDatapaths:
+    """The lab's own DSR datapath (``dsr.c``) on every node's ``eth0``."""
+
+    def __init__(self, *, workers: int | None = None) -> None:
+        self._workers = workers
+        self._loads: _DatapathLoads | None = None
+
+    def start(self, topology: Topology) -> LabDatapaths:
+        started = LabDatapaths(workers=self._workers)
+        started._loads = _DatapathLoads(topology, self._workers or _bpf_workers())
+        return started
+
+    def attach(self, node: Node, netns: str) -> DatapathObject:
+        if self._loads is None:
+            raise RuntimeError("LabDatapaths.attach before start")
+        dp = self._loads.take(node.name)
+        with nsutil.in_netns(netns):
+            dp.attach_tc(NODE_ETH0_INDEX, "ingress", "dsr_from_netdev")
+            dp.attach_tc(NODE_ETH0_INDEX, "egress", "dsr_to_netdev")
+        return dp
+
+    def keep_fds(self) -> list[int]:
+        return []  # the tc filters hold the programs, and the programs their maps
+
+    def describe(self) -> dict[str, str]:
+        return {"name": "lab"}
+
+    def close(self) -> None:
+        if self._loads is not None:
+            self._loads.close()

@@ -1,0 +1,186 @@
+"""The per-host wiring of a netns lab, all over netlink from this process, no
+``ip`` commands:
+
+* the client namespace holds the bridge (kind's docker bridge) with the
+  client's address; each node's ``eth0`` is a veth whose peer is a port of
+  that bridge;
+* a pod is a namespace behind its node, as Cilium wires it: ``eth0`` with a
+  /32 address and a default route via the node's router address (held by
+  the ``cilium_host``/``cilium_net`` veth pair), and a host-side ``lxc…``
+  veth with a /32 route;
+* every node routes the other nodes' pod CIDRs via their node addresses
+  (``autoDirectNodeRoutes``).
+
+Nothing is created in the root namespace: veth peers are created straight
+into their target namespaces, and every netlink socket is opened inside the
+namespace it configures. A namespace's sockets and sysctls are made while the
+thread is in it for its creation (no second ``setns``), and each namespace's
+links, addresses and routes go to the kernel as one netlink batch
+(:class:`lab.plumbing.rtnl.Rtnl`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from dataclasses import dataclass, field
+
+from lab.env.base import BackendError
+from lab.env.netns.layout import (
+    BRIDGE_INDEX,
+    HOST_SYSCTLS,
+    LXC_FIRST_INDEX,
+    NODE_ETH0_INDEX,
+    NODE_IFNAME,
+    NODE_SYSCTLS,
+    OPTIONAL_SYSCTLS,
+    POD_ETH0_INDEX,
+    POD_IFNAME,
+    ROUTER_IFNAME,
+    ROUTER_INDEX,
+    ROUTER_PEER_IFNAME,
+    TERM_GRACE_S,
+    _Layout,
+    bridge_ifname,
+    lxc_ifname,
+)
+from lab.model.topology import Node, Pod, Topology
+from lab.plumbing import names, nsutil, procs, rtnl
+
+
+@dataclass
+class _Wiring:
+    """What the lab holds of one namespace while wiring it: a batched netlink
+    socket there, the namespace itself (for veth peers created into it) and,
+    for a pod, its listening sockets (made inside, bound once its address is up)."""
+
+    rtnl: rtnl.Rtnl
+    fd: int
+    listeners: list[tuple[socket.socket, str]] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.rtnl.close()
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+        for sock, _ in self.listeners:
+            sock.close()
+
+
+def host_sysctls() -> nsutil.SysctlPlan:
+    return nsutil.SysctlPlan(HOST_SYSCTLS, optional=OPTIONAL_SYSCTLS)
+
+
+def node_sysctls() -> nsutil.SysctlPlan:
+    return nsutil.SysctlPlan({**HOST_SYSCTLS, **NODE_SYSCTLS}, optional=OPTIONAL_SYSCTLS)
+
+
+def _new_host(ns: str, sysctls: nsutil.SysctlPlan, protos: tuple[str, ...]) -> _Wiring:
+    """Runs inside the new namespace: sysctls, a netlink socket, the pod's sockets."""
+    sysctls.apply_here()
+    wiring = _Wiring(rtnl.Rtnl.here(ns), -1)
+    try:
+        wiring.fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        for proto in protos:
+            kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+            wiring.listeners.append((socket.socket(socket.AF_INET, kind), proto))
+    except BaseException:
+        wiring.close()
+        raise
+    return wiring
+
+
+def _remove_namespaces(created: list[str]) -> None:
+    """Stop whatever still runs in the namespaces (a capture or server whose own stop
+    was cut short), then remove them: a process would keep a removed namespace
+    alive, out of sight of ``dsrlab clean``."""
+    try:
+        found = nsutil.pids_in_each(created)
+    except (OSError, nsutil.NetnsError):
+        found = {}
+    stray = [pid for pids in found.values() for pid in pids]
+    if stray:
+        procs.stop(stray, grace=TERM_GRACE_S)
+    errors = nsutil.remove_all(reversed(created))
+    created.clear()
+    if errors:
+        raise BackendError("namespaces not removed: " + "; ".join(errors))
+
+
+def wire_client(t: Topology, wiring: dict[str, _Wiring], *, checksum_offload: bool,
+                where: str) -> None:
+    """The client's bridge and address, and every node's ``eth0`` (a veth whose
+    peer is a bridge port); ``where`` is the client's namespace (for errors)."""
+    mtu = t.network.mtu
+    br = bridge_ifname(t)
+    rt = wiring[t.client.name].rtnl
+    rt.set_up(rtnl.LOOPBACK_INDEX)
+    rt.add_bridge(rtnl.LinkSpec(br, BRIDGE_INDEX, mac=names.docker_mac(t.client.ip),
+                                  mtu=mtu))
+    rt.add_address(BRIDGE_INDEX, t.client.ip, t.network.subnet.prefixlen)
+    for i, node in enumerate(t.nodes):
+        rt.add_veth(
+            rtnl.LinkSpec(f"veth{i}", BRIDGE_INDEX + 1 + i, mtu=mtu, master=BRIDGE_INDEX),
+            rtnl.LinkSpec(NODE_IFNAME, NODE_ETH0_INDEX, mac=names.docker_mac(node.ip),
+                            mtu=mtu, netns_fd=wiring[node.name].fd))
+    if t.client.routes_to_pods:
+        rt.set_up(BRIDGE_INDEX)  # (up before its routes; the bring-up sets it up anyway)
+        for node in t.nodes:
+            rt.add_route(str(node.pod_cidr), BRIDGE_INDEX, gateway=node.ip)
+    rt.commit()
+    if not checksum_offload:
+        nsutil.set_tx_checksum_via(rt.sock, br, False, where=where)
+
+
+def node_routes(t: Topology) -> dict[str, rtnl.PreparedRoute]:
+    """Each node's pod CIDR via its address, prepared once for every other node."""
+    return {n.name: rtnl.prepare_route(n.pod_cidr, NODE_ETH0_INDEX, gateway=n.ip)
+            for n in t.nodes}
+
+
+def wire_node(t: Topology, node: Node, pods: list[Pod], wiring: dict[str, _Wiring],
+              routes: dict[str, rtnl.PreparedRoute]) -> None:
+    """A node's ``eth0`` address, its router pair, the routes to the other nodes'
+    pods, and an ``lxc`` veth to each of its pods (whose ``eth0`` is the peer)."""
+    mtu = t.network.mtu
+    rt = wiring[node.name].rtnl
+    rt.set_up(rtnl.LOOPBACK_INDEX)
+    rt.set_up(NODE_ETH0_INDEX)
+    rt.add_address(NODE_ETH0_INDEX, node.ip, t.network.subnet.prefixlen)
+    # Cilium's cilium_host/cilium_net veth pair holds the node's router address
+    rt.add_veth(rtnl.LinkSpec(ROUTER_IFNAME, ROUTER_INDEX),
+                rtnl.LinkSpec(ROUTER_PEER_IFNAME, ROUTER_INDEX + 1))
+    rt.set_up(ROUTER_INDEX + 1)
+    rt.add_address(ROUTER_INDEX, node.router_ip, 32)
+    # autoDirectNodeRoutes: the other nodes' pod CIDRs via their addresses
+    rt.add_routes([r for name, r in routes.items() if name != node.name])
+    for j, pod in enumerate(pods):
+        lxc = LXC_FIRST_INDEX + j
+        rt.add_veth(rtnl.LinkSpec(lxc_ifname(pod), lxc, mtu=mtu),
+                    rtnl.LinkSpec(POD_IFNAME, POD_ETH0_INDEX, mtu=mtu,
+                                    netns_fd=wiring[pod.name].fd))
+        rt.add_route(f"{pod.ip}/32", lxc, scope=rtnl.SCOPE_LINK)
+    rt.commit()
+
+
+def wire_pod(pod: Pod, layout: _Layout, w: _Wiring, *, checksum_offload: bool,
+             where: str) -> None:
+    """A pod's address and routes (via its node's router), then its listening
+    sockets bound to its address; ``where`` is its namespace (for errors)."""
+    router = layout.routers[pod.node]
+    rt = w.rtnl
+    rt.set_up(rtnl.LOOPBACK_INDEX)
+    rt.set_up(POD_ETH0_INDEX)
+    rt.add_address(POD_ETH0_INDEX, pod.ip, 32)
+    rt.add_route(f"{router}/32", POD_ETH0_INDEX, scope=rtnl.SCOPE_LINK)
+    rt.add_route("0.0.0.0/0", POD_ETH0_INDEX, gateway=router)
+    rt.commit()
+    if not checksum_offload:
+        nsutil.set_tx_checksum_via(rt.sock, POD_IFNAME, False, where=where)
+    port = layout.ports[pod.name]
+    for sock, proto in w.listeners:
+        if proto == "tcp":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((str(pod.ip), port))
+        if proto == "tcp":
+            sock.listen(128)
