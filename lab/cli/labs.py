@@ -19,6 +19,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from lab.cli.datapath_choice import (
+    CiliumSrcOption,
+    DatapathOption,
+    NodeDatapath,
+    backend_options,
+)
 from lab.cli.output import console, fail, need_root, one_line_errors, status, table
 
 if TYPE_CHECKING:
@@ -33,7 +39,8 @@ RUN_ID_HELP = ("the lab's run id, 6 lowercase hex digits (default: a random one)
 
 def up(
     topology: Annotated[Path, typer.Argument(help="topology YAML, e.g. topologies/seed.yaml")],
-    datapath: Annotated[bool, typer.Option(help="attach the DSR datapath on every node")] = True,
+    datapath: DatapathOption = NodeDatapath.lab,
+    cilium_src: CiliumSrcOption = None,
     run_id: Annotated[str | None, typer.Option(help=RUN_ID_HELP, show_default=False)] = None,
 ) -> None:
     """Bring a topology up on the netns backend and leave it running."""
@@ -42,13 +49,14 @@ def up(
     from lab.model.topology import load_topology
 
     need_root()
+    options = backend_options(datapath, cilium_src)
     if run_id is not None:
         check_new_run_id(run_id)
     with one_line_errors():
         settings.check_environment()  # before any namespace exists
         topo = load_topology(topology)
         with status(f"bringing up {topo.name}"):
-            lab = NetnsBackend(datapath=datapath).up(topo, run_id=run_id)
+            lab = NetnsBackend(**options).up(topo, run_id=run_id)
         state = lab.detach()  # its state not written: taken down, one error line
     _print_lab(lab, f"lab {lab.run_id} ({topo.name}) is up", state)
 

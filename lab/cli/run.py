@@ -9,6 +9,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.text import Text
 
+from lab.cli.datapath_choice import (
+    CiliumSrcOption,
+    DatapathOption,
+    NodeDatapath,
+    backend_options,
+)
 from lab.cli.output import console, fail, need_root, note, one_line_errors, status, table
 from lab.errors import LabError
 
@@ -42,6 +48,8 @@ def run(
     run_id: Annotated[str | None, typer.Option(
         help="the run id, 6 lowercase hex digits (default: a random one); refused when "
              "it is in use on this machine or has a capture set", show_default=False)] = None,
+    datapath: DatapathOption = NodeDatapath.lab,
+    cilium_src: CiliumSrcOption = None,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
     from lab.runner.scenario import run_scenario
@@ -52,6 +60,8 @@ def run(
         fail("--run-id names one run: give it with a scenario, not --all", code=2)
     if scenarios is not None and not run_all:
         fail("--scenarios goes with --all (a scenario is named by its path)", code=2)
+    if run_all and (datapath is not NodeDatapath.lab or cilium_src is not None):
+        fail("--all runs the lab's datapath (--datapath with --all is not built yet)", code=2)
     need_root()
     if run_all:
         _run_all(captures, scenarios)
@@ -63,6 +73,9 @@ def run(
         fail(f"no backend {backend!r} (known: {', '.join(BACKENDS)})", code=2)
     if kubeconfig and backend != "kind":
         fail("--kubeconfig goes with --backend kind", code=2)
+    if backend == "kind" and (datapath is not NodeDatapath.lab or cilium_src is not None):
+        fail("--datapath and --cilium-src are the netns backend's (a kind cluster runs "
+             "the Cilium its topology installs)", code=2)
     if backend == "kind":
         from lab.env.kind.preflight import kind_unavailable
         from lab.model.scenario import load_scenario
@@ -79,6 +92,8 @@ def run(
 
         check_new_run_id(run_id, captures)
     options: dict[str, object] = {"kubeconfig": kubeconfig} if kubeconfig else {}
+    if backend == "netns":
+        options = backend_options(datapath, cilium_src)
     with one_line_errors(), status("starting") as progress:
         if backend == "kind":  # each tool call, as it starts
             options["progress"] = progress

@@ -61,6 +61,11 @@ class Lab(Protocol):
         """Start ``argv`` on ``host`` and return at once (stdin is closed)."""
         ...
 
+    def datapath_record(self) -> dict[str, str]:
+        """Which datapath the nodes run, for the manifest (``name``: ``lab`` or
+        ``cilium``; ``version``, ``commit``, ``source_sha256`` where known)."""
+        ...
+
     def wait_serving(self, timeout: float = 60.0) -> None:
         """Return once the pods answer (``up`` may return before their servers do);
         traffic waits for it, so no request's timeout counts a server's start."""

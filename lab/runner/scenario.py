@@ -42,7 +42,13 @@ from lab.capture.layout import (
     writing,
 )
 from lab.capture.live import CapturePoint, CaptureSet
-from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
+from lab.capture.manifest import (
+    Manifest,
+    ManifestBackend,
+    ManifestClient,
+    ManifestDatapath,
+    ManifestService,
+)
 from lab.check.diagnose import diagnose
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend, resources
@@ -101,6 +107,7 @@ def run_manifest(sc: Scenario, topo: Topology, lab: Lab) -> Manifest:
         fragment_tracking=topo.load_balancer.fragment_tracking,
         backends=[ManifestBackend(name=p.name, ip=str(p.ip), port=port.target_port,
                                   node=p.node) for p in topo.backends(svc.name)],
+        datapath=ManifestDatapath(**lab.datapath_record()),
     )
 
 

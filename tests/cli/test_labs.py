@@ -28,7 +28,7 @@ pytestmark = pytest.mark.netns
 
 def _up() -> str:
     """``dsrlab up`` of the seed, no datapath (quick); returns the run id."""
-    out = dsrlab("up", "--no-datapath", str(SEED_TOPOLOGY_PATH))
+    out = dsrlab("up", "--datapath", "none", str(SEED_TOPOLOGY_PATH))
     assert out.returncode == 0, out.stderr
     m = re.search(r"dsrlab down ([0-9a-f]{6})", out.stdout)
     assert m, out.stdout

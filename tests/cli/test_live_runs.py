@@ -115,7 +115,7 @@ def test_a_live_run_of_another_state_directory_is_never_leftover(
 
 def test_a_lab_left_up_from_another_state_directory_is_left_alone(
         dirs: tuple[Path, Path]) -> None:
-    up = dsrlab("up", "--no-datapath", str(SEED_TOPOLOGY_PATH), env=_in(dirs[0]))
+    up = dsrlab("up", "--datapath", "none", str(SEED_TOPOLOGY_PATH), env=_in(dirs[0]))
     assert up.returncode == 0, up.stderr
     m = re.search(r"dsrlab down ([0-9a-f]{6})", up.stdout)
     assert m, up.stdout

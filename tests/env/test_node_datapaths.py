@@ -19,6 +19,8 @@ pytestmark = pytest.mark.netns
 class _Recording:
     """A datapath that loads nothing and records what the backend asked of it."""
 
+    agent_wiring = False
+
     def __init__(self, fail_on: str | None = None) -> None:
         self.calls: list[str] = []
         self.fail_on = fail_on

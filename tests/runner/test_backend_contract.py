@@ -47,6 +47,10 @@ class ContractLab:
         self.calls.append(f"start {host} {argv[0]}")
         return self._inner.start(host, argv, stdout=stdout, stderr=stderr)
 
+    def datapath_record(self) -> dict[str, str]:
+        self.calls.append("datapath_record")
+        return self._inner.datapath_record()
+
     def wait_serving(self, timeout: float = 60.0) -> None:
         self.calls.append("wait_serving")
         self._inner.wait_serving(timeout)

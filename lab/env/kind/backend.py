@@ -113,6 +113,10 @@ class KindLab:
                 self._pids[h.name] = pid
         return self._pids[h.name]
 
+    def datapath_record(self) -> dict[str, str]:
+        """The cluster runs Cilium's agent: the version the topology installs."""
+        return {"name": "cilium", "version": f"v{self.topology.cluster.cilium_version}"}
+
     def wait_serving(self, timeout: float = 60.0) -> None:
         """Nothing left to wait for: ``up`` returned once every service had ready
         endpoints (the pods' readiness probes passed)."""

@@ -110,7 +110,8 @@ class NetnsBackend:
                 self._attach_fabric(lab)
             routes = node_routes(t)
             for node in t.nodes:
-                wire_node(t, node, layout.pods_by_node[node.name], wiring, routes)
+                wire_node(t, node, layout.pods_by_node[node.name], wiring, routes,
+                          agent=loads is not None and loads.agent_wiring)
             for pod in layout.pods:
                 wire_pod(pod, layout, wiring[pod.name], checksum_offload=self.checksum_offload,
                          where=lab.netns(pod.name))
@@ -177,7 +178,8 @@ class NetnsBackend:
             return
         netns = lab.netns(lab.topology.client.name)
         with interrupts.deferred():  # started and its stop recorded, or neither
-            servers = PodServers.start(netns, listeners)
+            keep = tuple(lab.datapaths.keep_fds()) if lab.datapaths is not None else ()
+            servers = PodServers.start(netns, listeners, keep)
             lab.servers = servers
             lab._undo.push(f"stop the pod server (pid {servers.pid})", servers.stop)
         lab.pids.update({pod.name: servers.pid for pod in pods})

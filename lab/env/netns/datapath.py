@@ -28,6 +28,10 @@ class NodeDatapaths(Protocol):
     one lab's own loading (a fresh object), which then serves that lab alone.
     """
 
+    # wire the nodes as Cilium's agent does (the devices' MACs its headers name, the
+    # cilium_host pair without ARP, pod CIDRs on cilium_host, other nodes resolved)
+    agent_wiring: bool
+
     def start(self, topology: Topology) -> NodeDatapaths:
         """Start loading for ``topology`` (before the network is wired); return the
         started loading, whose :meth:`close` undoes it."""
@@ -159,6 +163,8 @@ def _bpf_workers() -> int:
 
 class LabDatapaths:
     """The lab's own DSR datapath (``dsr.c``) on every node's ``eth0``."""
+
+    agent_wiring = False
 
     def __init__(self, *, workers: int | None = None) -> None:
         self._workers = workers

@@ -97,6 +97,10 @@ class NetnsLab:
                                 stdout=stdout, stderr=stderr)
 
     # -- pods ------------------------------------------------------------------
+    def datapath_record(self) -> dict[str, str]:
+        """What the nodes run (``{}`` for a lab brought up without a datapath)."""
+        return self.datapaths.describe() if self.datapaths is not None else {}
+
     def wait_serving(self, timeout: float = 60.0) -> None:
         """Wait until the pods' server accepts connections (``up`` returns before:
         the sockets listen already). Traffic whose timeouts must not include the

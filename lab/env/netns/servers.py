@@ -45,11 +45,14 @@ class PodServers:
 
     @classmethod
     def start(cls, netns: str,
-              listeners: list[tuple[Pod, list[tuple[socket.socket, str]]]]) -> PodServers:
+              listeners: list[tuple[Pod, list[tuple[socket.socket, str]]]],
+              keep_fds: tuple[int, ...] = ()) -> PodServers:
         """Start the process in ``netns`` serving ``listeners`` (pod, [(socket, proto)]).
 
         The sockets stay open in this process; close them once this returns
         (the server must hold the only copies for a stopped pod to stop listening).
+        ``keep_fds`` are inherited and held, unused, for the process's life: the
+        datapath's descriptors that must outlive this process (Cilium's prog arrays).
         """
         spec = {"pods": [{"name": pod.name, "ip": str(pod.ip),
                           "listeners": [{"fd": s.fileno(), "proto": proto} for s, proto in socks]}
@@ -62,7 +65,7 @@ class PodServers:
             with nsutil.in_netns(netns):
                 proc = subprocess.Popen(
                     [sys.executable, "-I", podserver.__file__, "--control", str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(), *fds),
+                    pass_fds=(theirs.fileno(), *fds, *keep_fds),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,

@@ -26,6 +26,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from lab.datapath.cilium import plan as cilium_plan
 from lab.env.base import BackendError
 from lab.env.netns.layout import (
     BRIDGE_INDEX,
@@ -139,28 +140,47 @@ def node_routes(t: Topology) -> dict[str, rtnl.PreparedRoute]:
 
 
 def wire_node(t: Topology, node: Node, pods: list[Pod], wiring: dict[str, _Wiring],
-              routes: dict[str, rtnl.PreparedRoute]) -> None:
+              routes: dict[str, rtnl.PreparedRoute], *, agent: bool = False) -> None:
     """A node's ``eth0`` address, its router pair, the routes to the other nodes'
-    pods, and an ``lxc`` veth to each of its pods (whose ``eth0`` is the peer)."""
+    pods, and an ``lxc`` veth to each of its pods (whose ``eth0`` is the peer).
+
+    ``agent``: as Cilium's agent wires a node for its own programs: the MACs its
+    headers name, the router pair without ARP, the pod CIDR routed on
+    ``cilium_host`` (Cilium delivers to the pods from there) instead of a /32 per
+    pod, and the other nodes' addresses resolved ahead."""
     mtu = t.network.mtu
     rt = wiring[node.name].rtnl
     rt.set_up(rtnl.LOOPBACK_INDEX)
     rt.set_up(NODE_ETH0_INDEX)
     rt.add_address(NODE_ETH0_INDEX, node.ip, t.network.subnet.prefixlen)
     # Cilium's cilium_host/cilium_net veth pair holds the node's router address
-    rt.add_veth(rtnl.LinkSpec(ROUTER_IFNAME, ROUTER_INDEX),
-                rtnl.LinkSpec(ROUTER_PEER_IFNAME, ROUTER_INDEX + 1))
+    host_mac = _mac(cilium_plan.cilium_host_mac(node.router_ip)) if agent else None
+    net_mac = _mac(cilium_plan.cilium_net_mac(node.router_ip)) if agent else None
+    rt.add_veth(rtnl.LinkSpec(ROUTER_IFNAME, ROUTER_INDEX, mac=host_mac, noarp=agent),
+                rtnl.LinkSpec(ROUTER_PEER_IFNAME, ROUTER_INDEX + 1, mac=net_mac, noarp=agent))
     rt.set_up(ROUTER_INDEX + 1)
     rt.add_address(ROUTER_INDEX, node.router_ip, 32)
     # autoDirectNodeRoutes: the other nodes' pod CIDRs via their addresses
     rt.add_routes([r for name, r in routes.items() if name != node.name])
     for j, pod in enumerate(pods):
         lxc = LXC_FIRST_INDEX + j
-        rt.add_veth(rtnl.LinkSpec(lxc_ifname(pod), lxc, mtu=mtu),
-                    rtnl.LinkSpec(POD_IFNAME, POD_ETH0_INDEX, mtu=mtu,
+        lxc_mac = _mac(cilium_plan.lxc_mac(pod.ip)) if agent else None
+        pod_mac = _mac(cilium_plan.pod_mac(pod.ip)) if agent else None
+        rt.add_veth(rtnl.LinkSpec(lxc_ifname(pod), lxc, mtu=mtu, mac=lxc_mac),
+                    rtnl.LinkSpec(POD_IFNAME, POD_ETH0_INDEX, mtu=mtu, mac=pod_mac,
                                     netns_fd=wiring[pod.name].fd))
-        rt.add_route(f"{pod.ip}/32", lxc, scope=rtnl.SCOPE_LINK)
+        if not agent:
+            rt.add_route(f"{pod.ip}/32", lxc, scope=rtnl.SCOPE_LINK)
+    if agent:
+        rt.add_route(node.pod_cidr, ROUTER_INDEX, scope=rtnl.SCOPE_LINK, source=node.router_ip)
+        for other in t.nodes:
+            if other.name != node.name:
+                rt.add_neighbour(NODE_ETH0_INDEX, other.ip, names.docker_mac(other.ip))
     rt.commit()
+
+
+def _mac(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)
 
 
 def wire_pod(pod: Pod, layout: _Layout, w: _Wiring, *, checksum_offload: bool,
