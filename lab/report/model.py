@@ -138,6 +138,16 @@ class ReportModel:
         return default if v is None else str(v)
 
     @property
+    def datapath(self) -> str:
+        """Which datapath made the capture set: ``Cilium v1.13.0 (c9723a8df3cf)`` or
+        the lab's own (also for a set from before the manifest said)."""
+        v = self.view.manifest.value("datapath")
+        if isinstance(v, dict) and v.get("name") == "cilium":
+            commit = str(v.get("commit") or "")[:12]
+            return f"Cilium {v.get('version') or '?'}" + (f" ({commit})" if commit else "")
+        return "the lab's (bpf/dsr.c)"
+
+    @property
     def status(self) -> Status:
         if self.results is None:
             return "NOT CHECKED"

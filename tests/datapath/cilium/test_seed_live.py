@@ -31,6 +31,9 @@ def test_the_seed_on_ciliums_datapath(cilium_source: CiliumSource, tmp_path: Pat
     assert manifest.datapath.name == "cilium"
     assert manifest.datapath.version == str(cilium_source.version)
     assert manifest.datapath.source_sha256 == cilium_source.sha256
+    assert res.report is not None
+    assert f"datapath Cilium {cilium_source.version} (" in res.report.markdown.read_text()
+    assert f"Cilium {cilium_source.version} (" in res.report.html.read_text()
     failed = [(c.label, d.field, d.expected, d.got) for claim in res.result.claims
               for c in claim.failures for d in c.diff if not d.ok]
     if cilium_source.version.at_least(1, 14):
