@@ -58,10 +58,12 @@ import pytest
 
 from lab.atomic import write_text
 from lab.datapath import requires as datapath_requires
+from lab.datapath.cilium.source import choose
 from lab.datapath.verifier import VerifierReport
 from lab.datapath.verifier import verify as verify_datapath
 from lab.env import get_backend
 from lab.env.netns import NetnsBackend, NetnsLab
+from lab.env.netns.cilium import CiliumDatapaths
 from lab.model.scenario import ScenarioError, load_scenario
 from lab.model.topology import Topology, load_topology
 from lab.plumbing import interrupts, rootsnap
@@ -91,6 +93,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "verifier and write what it said (instructions processed per "
                          "program, or the rejection and its log tail) to FILE as JSON "
                          "(the kernel matrix does, per kernel)")
+    group.addoption("--dsrlab-datapath", default="lab", choices=("lab", "cilium"),
+                    help="what the netns backend's nodes run in scenario tests: lab "
+                         "(bpf/dsr.c) or cilium (Cilium's own programs, built from "
+                         "--dsrlab-cilium-src)")
+    group.addoption("--dsrlab-cilium-src", default=None, metavar="PATH",
+                    help="with --dsrlab-datapath cilium: a Cilium checkout, its bpf/, or "
+                         "a bpf/ tarball (default: $DSRLAB_CILIUM_SRC)")
     group.addoption("--dsrlab-keep", action="store_true", default=False,
                     help="leave each scenario's lab up afterwards, for debugging "
                          "(take it down with `dsrlab down RUN_ID` or `dsrlab clean`)")
@@ -287,6 +296,16 @@ class ScenarioFailed(Exception):
         self.run = run
 
 
+def datapath_options(config: pytest.Config, backend: str) -> dict[str, Any]:
+    """The netns backend's options for ``--dsrlab-datapath`` (none for lab or kind)."""
+    if config.getoption("--dsrlab-datapath") != "cilium":
+        return {}
+    if backend != "netns":
+        raise pytest.UsageError("--dsrlab-datapath cilium is the netns backend's")
+    src = config.getoption("--dsrlab-cilium-src")
+    return {"datapaths": CiliumDatapaths(choose(Path(src) if src else None))}
+
+
 class ScenarioItem(pytest.Item):
     """Run one scenario on the chosen backend and check its expected trace."""
 
@@ -301,7 +320,8 @@ class ScenarioItem(pytest.Item):
         require_root()
         require_cmd("tcpdump", "curl", "clang")
         run = run_scenario(self.path, captures_root=captures_root_for(self.config),
-                           backend=get_backend(backend),
+                           backend=get_backend(backend, **datapath_options(self.config,
+                                                                           backend)),
                            keep=bool(self.config.getoption("--dsrlab-keep")))
         self.user_properties.append(("captures", str(run.capture_dir)))
         if run.kept:

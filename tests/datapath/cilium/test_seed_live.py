@@ -4,6 +4,7 @@ hop, with the captures of every hop: the write-up's claims on the real datapath.
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from lab.env.netns import NetnsBackend
 from lab.env.netns.cilium import CiliumDatapaths
 from lab.pytest_plugin import require_root
 from lab.runner.scenario import run_scenario
-from tests.seed import LB_NAME, SEED_SCENARIO_PATH, TOPOLOGY
+from tests.seed import LB_NAME, REPO, SEED_SCENARIO_PATH, TOPOLOGY
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf, pytest.mark.scenario]
 
@@ -59,3 +60,24 @@ def test_a_lab_up_on_cilium_shows_its_programs(cilium_source: CiliumSource) -> N
         assert lab.datapath_record()["name"] == "cilium"
     assert not subprocess.run(["ip", "netns", "list"], capture_output=True, text=True,
                               check=True).stdout.count(f"dsrlab-{lab.run_id}-")
+
+
+def test_the_pytest_option_runs_a_scenario_on_cilium(cilium_source: CiliumSource,
+                                                       tmp_path: Path) -> None:
+    """``pytest scenarios/seed.yaml --dsrlab-datapath cilium --dsrlab-cilium-src X``: the
+    scenario item runs on Cilium's programs (its capture set says so)."""
+    require_root()
+    caps = tmp_path / "caps"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+         str(SEED_SCENARIO_PATH), "--dsrlab-datapath", "cilium",
+         "--dsrlab-cilium-src", str(cilium_source.path), "--dsrlab-captures", str(caps)],
+        capture_output=True, text=True, timeout=600, check=False, cwd=REPO)
+    manifest = Manifest.model_validate_json((caps / "seed" / "latest" / "manifest.json")
+                                            .read_text())
+    assert manifest.datapath.version == str(cilium_source.version)
+    if cilium_source.version.at_least(1, 14):
+        assert proc.returncode == 0, proc.stdout[-2000:]
+        assert "1 passed" in proc.stdout
+    else:  # the TTL of test_the_seed_on_ciliums_datapath
+        assert "[IP].ttl" in proc.stdout
