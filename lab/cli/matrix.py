@@ -7,6 +7,7 @@ directly), gathers the verdicts and prints the table.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from lab.cli.output import err, fail, need_root, one_line_errors, status, styled, table
+from lab.plumbing import names
 
 if TYPE_CHECKING:  # the matrix loads when the command runs
     from lab.matrix.kernels import MatrixList, ResolvedKernel
@@ -74,7 +76,7 @@ def _run(matrix_list: MatrixList, resolved: list[ResolvedKernel], full: bool, ou
          run_id: str | None) -> None:
     from lab.datapath.verifier import COMPLEXITY_LIMIT
     from lab.matrix.kernels import HOST
-    from lab.matrix.run import new_run_id, run_groups, run_vm
+    from lab.matrix.run import MATRIX_TAG_VAR, new_run_id, run_groups, run_vm
     from lab.matrix.verdict import COLUMNS, Summary, rows, verifier_table, write_summary
 
     groups = matrix_list.selected_groups(full)
@@ -83,6 +85,12 @@ def _run(matrix_list: MatrixList, resolved: list[ResolvedKernel], full: bool, ou
         fail(f"--run-id {rid!r}: use letters, digits, '.', '_' and '-' (a folder name)")
     root = (out / rid).resolve()
     root.mkdir(parents=True, exist_ok=True)
+    # the VMs (vng and QEMU) carry a run tag: what a killed matrix leaves running is
+    # found by it (dsrlab clean TAG); the host's own tests are runs of their own
+    tag = names.new_run_id()
+    os.environ[MATRIX_TAG_VAR] = tag
+    err.print(styled(f"matrix: its processes carry run tag {tag} (after a kill: "
+                     f"dsrlab clean {tag})", "dim"))
     verdicts = []
     with status("matrix") as update:
         def progress(msg: str) -> None:

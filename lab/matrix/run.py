@@ -42,7 +42,7 @@ from lab.matrix.verdict import (
     verifier_group,
     write_verdict,
 )
-from lab.plumbing import procs
+from lab.plumbing import procs, runtags
 
 GUEST_MODULES = ("veth", "bridge", "sch_ingress", "cls_bpf", "act_bpf")
 GUEST_UP = "dsrlab-matrix: guest up"
@@ -60,6 +60,9 @@ JUNIT, PYTEST_LOG, VERIFIER_JSON = "junit.xml", "pytest.log", "verifier.json"
 # (hypothesis' plugin imports hypothesis at the session's end, ~17 s), and none is
 # needed (one process, no cache on a read-only root)
 PLUGINS_OFF = ("cacheprovider", "hypothesispytest", "xdist")
+
+
+MATRIX_TAG_VAR = "DSRLAB_MATRIX_TAG"  # the run tag the matrix's VMs carry (DSRLAB_RUN)
 
 
 def new_run_id() -> str:
@@ -245,6 +248,9 @@ def _boot(cmd: list[str], log_path: Path, *, boot_timeout: float, timeout: float
     """
     env = dict(os.environ)
     env["PATH"] = f"{Path(cmd[0]).parent}:{env.get('PATH', '/usr/bin:/bin')}"
+    tag = os.environ.get(MATRIX_TAG_VAR)
+    if tag:  # found by it after a kill: dsrlab clean TAG
+        env = runtags.tag_env(tag, env)
     lines: queue.Queue[str | None] = queue.Queue()
     start = time.monotonic()
     with log_path.open("w") as log, subprocess.Popen(
