@@ -317,7 +317,8 @@ class _Checker:
             info.passed = all(c.passed for v in verdicts for c in v.checks if c.flow == flow_id)
         mf = self.capdir.manifest
         return TraceResult(mf.scenario or self.trace.scenario, mf.run_id,
-                           str(self.trace.source or ""), tuple(infos.values()), tuple(verdicts))
+                           str(self.trace.source or ""), tuple(infos.values()), tuple(verdicts),
+                           datapath=mf.datapath.model_dump())
 
 
 def _short(v: Any) -> Any:

@@ -16,6 +16,10 @@ point's pcap counted): the file says so with ``"packet_numbers": "frame"``.
 A file without it numbered them from 0; reading it adds 1 (and turns its
 ``#6 tcp ...`` summaries into ``frame 7: tcp ...``), so every reader shows
 the numbers Wireshark shows.
+
+``datapath`` says which datapath made the capture set (the manifest's
+``datapath`` part: ``name`` lab or cilium, Cilium's ``version``, ``commit`` and
+``source_sha256``); a file without it reads as ``{}``.
 """
 
 from __future__ import annotations
@@ -123,6 +127,9 @@ class TraceResult:
     recorded: bool | None = None  # the verdict a results.json read back gives
     # why connections broke, one sentence each (lab.check.diagnose), set by the runner
     diagnoses: tuple[str, ...] = ()
+    # which datapath made the capture set: the manifest's ``datapath`` (name: lab or
+    # cilium; version, commit, source_sha256); {} when the file did not say
+    datapath: dict[str, str] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -145,6 +152,7 @@ class TraceResult:
             "passed": self.passed,
             "flows": [asdict(f) for f in self.flows],
             "diagnoses": list(self.diagnoses),
+            "datapath": dict(self.datapath),
             "claims": [{"name": c.name, "title": c.title, "passed": c.passed,
                         "checks": [{**asdict(k), "label": k.label} for k in c.checks]}
                        for c in self.claims],
@@ -250,6 +258,7 @@ def parse_results(data: Mapping[str, Any]) -> TraceResult:
         claims=claims,
         recorded=bool(data.get("passed", derived)),
         diagnoses=tuple(as_text(d) for d in _list(data.get("diagnoses"))),
+        datapath={str(k): as_text(v) for k, v in _map(data.get("datapath")).items()},
     )
 
 
