@@ -58,11 +58,12 @@ import pytest
 
 from lab.atomic import write_text
 from lab.datapath import requires as datapath_requires
-from lab.datapath.cilium.source import choose
+from lab.datapath.cilium.source import CiliumSourceError, choose
 from lab.datapath.verifier import VerifierReport
 from lab.datapath.verifier import verify as verify_datapath
 from lab.env import get_backend
-from lab.env.netns import NetnsBackend, NetnsLab
+from lab.env.netns import LabDatapaths, NetnsBackend, NetnsLab
+from lab.env.netns.choice import node_datapaths
 from lab.env.netns.cilium import CiliumDatapaths
 from lab.model.scenario import ScenarioError, load_scenario
 from lab.model.topology import Topology, load_topology
@@ -93,10 +94,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "verifier and write what it said (instructions processed per "
                          "program, or the rejection and its log tail) to FILE as JSON "
                          "(the kernel matrix does, per kernel)")
-    group.addoption("--dsrlab-datapath", default="lab", choices=("lab", "cilium"),
+    group.addoption("--dsrlab-datapath", default=None, choices=("lab", "cilium"),
                     help="what the netns backend's nodes run in scenario tests: lab "
                          "(bpf/dsr.c) or cilium (Cilium's own programs, built from "
-                         "--dsrlab-cilium-src)")
+                         "--dsrlab-cilium-src); default: each topology's datapath:, "
+                         "else lab")
     group.addoption("--dsrlab-cilium-src", default=None, metavar="PATH",
                     help="with --dsrlab-datapath cilium: a Cilium checkout, its bpf/, or "
                          "a bpf/ tarball (default: $DSRLAB_CILIUM_SRC)")
@@ -278,6 +280,7 @@ class ScenarioFile(pytest.File):
             raise self.CollectError(str(exc)) from None
         item = ScenarioItem.from_parent(self, name=sc.name)
         item.backends = tuple(sc.backends)
+        item.topology = topo
         for backend in sc.backends:
             item.add_marker(backend)
         item.add_marker(topo.load_balancer.mode)
@@ -296,20 +299,33 @@ class ScenarioFailed(Exception):
         self.run = run
 
 
-def datapath_options(config: pytest.Config, backend: str) -> dict[str, Any]:
-    """The netns backend's options for ``--dsrlab-datapath`` (none for lab or kind)."""
-    if config.getoption("--dsrlab-datapath") != "cilium":
-        return {}
+def datapath_options(config: pytest.Config, backend: str,
+                     topology: Topology | None = None) -> dict[str, Any]:
+    """The netns backend's options: ``--dsrlab-datapath`` when given, else the
+    topology's ``datapath:`` (none for kind). A topology's ``cilium`` with no Cilium
+    source to build skips the test, saying so (``--dsrlab-datapath cilium`` without
+    one fails it)."""
+    choice = config.getoption("--dsrlab-datapath")
     if backend != "netns":
-        raise pytest.UsageError("--dsrlab-datapath cilium is the netns backend's")
+        if choice == "cilium":
+            raise pytest.UsageError("--dsrlab-datapath cilium is the netns backend's")
+        return {}
     src = config.getoption("--dsrlab-cilium-src")
-    return {"datapaths": CiliumDatapaths(choose(Path(src) if src else None))}
+    if choice == "cilium":
+        return {"datapaths": CiliumDatapaths(choose(Path(src) if src else None))}
+    if choice is None and topology is not None:
+        try:
+            return {"datapaths": node_datapaths(None, topology, src)}
+        except CiliumSourceError as exc:
+            pytest.skip(str(exc))
+    return {"datapaths": LabDatapaths()} if choice == "lab" else {"cilium_src": src}
 
 
 class ScenarioItem(pytest.Item):
     """Run one scenario on the chosen backend and check its expected trace."""
 
     backends: tuple[str, ...] = ("netns",)  # what the scenario file says it runs on
+    topology: Topology | None = None  # its topology, settings applied
 
     def runtest(self) -> None:
         backend = self.config.getoption("--dsrlab-backend")
@@ -320,8 +336,8 @@ class ScenarioItem(pytest.Item):
         require_root()
         require_cmd("tcpdump", "curl", "clang")
         run = run_scenario(self.path, captures_root=captures_root_for(self.config),
-                           backend=get_backend(backend, **datapath_options(self.config,
-                                                                           backend)),
+                           backend=get_backend(backend, **datapath_options(
+                               self.config, backend, self.topology)),
                            keep=bool(self.config.getoption("--dsrlab-keep")))
         self.user_properties.append(("captures", str(run.capture_dir)))
         if run.kept:

@@ -1,15 +1,21 @@
 """The ``--datapath`` and ``--cilium-src`` options of ``run`` and ``up``: which
-datapath the netns backend's nodes run, as backend options."""
+datapath the netns backend's nodes run, as backend options.
+
+Not given, the topology's ``datapath:`` decides (``lab`` unless it says
+``cilium``; :mod:`lab.env.netns.choice`)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from lab.cli.output import fail, one_line_errors
+
+if TYPE_CHECKING:
+    from lab.model.topology import Topology
 
 
 class NodeDatapath(StrEnum):
@@ -18,24 +24,34 @@ class NodeDatapath(StrEnum):
     none = "none"
 
 
-DatapathOption = Annotated[NodeDatapath, typer.Option(
+DatapathOption = Annotated[NodeDatapath | None, typer.Option(
     "--datapath", help="what the nodes run: lab (bpf/dsr.c, the lab's model of Cilium's "
-    "DSR), cilium (Cilium's own programs, built from --cilium-src) or none")]
+    "DSR), cilium (Cilium's own programs, built from --cilium-src) or none (default: "
+    "the topology's datapath:, else lab)", show_default=False)]
 CiliumSrcOption = Annotated[Path | None, typer.Option(
-    metavar="PATH", help="with --datapath cilium: a Cilium checkout, its bpf/, or a bpf/ "
-    "tarball (default: $DSRLAB_CILIUM_SRC)", show_default=False)]
+    metavar="PATH", help="with --datapath cilium (or a topology's datapath: cilium): a "
+    "Cilium checkout, its bpf/, or a bpf/ tarball (default: $DSRLAB_CILIUM_SRC)",
+    show_default=False)]
 
 
-def backend_options(datapath: NodeDatapath, cilium_src: Path | None) -> dict[str, Any]:
-    """The netns backend's options for the choice; a bad or missing Cilium source is
-    one error line, before anything starts."""
-    if datapath is not NodeDatapath.cilium:
-        if cilium_src is not None:
-            fail("--cilium-src goes with --datapath cilium", code=2)
-        return {"datapath": datapath is NodeDatapath.lab}
-    from lab.datapath.cilium.source import choose
-    from lab.env.netns.cilium import CiliumDatapaths
+def check_cilium_src(datapath: NodeDatapath | None, cilium_src: Path | None) -> None:
+    """``--cilium-src`` with another ``--datapath`` than cilium: exit 2."""
+    if cilium_src is not None and datapath not in (None, NodeDatapath.cilium):
+        fail("--cilium-src goes with --datapath cilium", code=2)
 
+
+def backend_options(datapath: NodeDatapath | None, cilium_src: Path | None,
+                    topology: Topology) -> dict[str, Any]:
+    """The netns backend's options for the choice (the command's, else the
+    topology's); a bad or missing Cilium source is one error line, before anything
+    starts."""
+    from lab.env.netns.choice import chosen, node_datapaths
+
+    check_cilium_src(datapath, cilium_src)
+    choice = None if datapath is None else datapath.value
+    if cilium_src is not None and chosen(choice, topology) != "cilium":
+        fail(f"--cilium-src goes with --datapath cilium (topology {topology.name} says "
+             f"datapath: {topology.datapath})", code=2)
     with one_line_errors():
-        source = choose(cilium_src)
-    return {"datapath": True, "datapaths": CiliumDatapaths(source)}
+        datapaths = node_datapaths(choice, topology, cilium_src)
+    return {"datapath": datapaths is not None, "datapaths": datapaths}

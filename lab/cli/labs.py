@@ -22,8 +22,8 @@ import typer
 from lab.cli.datapath_choice import (
     CiliumSrcOption,
     DatapathOption,
-    NodeDatapath,
     backend_options,
+    check_cilium_src,
 )
 from lab.cli.output import console, fail, need_root, one_line_errors, status, table
 
@@ -39,7 +39,7 @@ RUN_ID_HELP = ("the lab's run id, 6 lowercase hex digits (default: a random one)
 
 def up(
     topology: Annotated[Path, typer.Argument(help="topology YAML, e.g. topologies/seed.yaml")],
-    datapath: DatapathOption = NodeDatapath.lab,
+    datapath: DatapathOption = None,
     cilium_src: CiliumSrcOption = None,
     run_id: Annotated[str | None, typer.Option(help=RUN_ID_HELP, show_default=False)] = None,
 ) -> None:
@@ -49,12 +49,14 @@ def up(
     from lab.model.topology import load_topology
 
     need_root()
-    options = backend_options(datapath, cilium_src)
+    check_cilium_src(datapath, cilium_src)
     if run_id is not None:
         check_new_run_id(run_id)
     with one_line_errors():
         settings.check_environment()  # before any namespace exists
         topo = load_topology(topology)
+    options = backend_options(datapath, cilium_src, topo)  # the topology's, unless chosen
+    with one_line_errors():
         with status(f"bringing up {topo.name}"):
             lab = NetnsBackend(**options).up(topo, run_id=run_id)
         state = lab.detach()  # its state not written: taken down, one error line

@@ -12,8 +12,8 @@ from rich.text import Text
 from lab.cli.datapath_choice import (
     CiliumSrcOption,
     DatapathOption,
-    NodeDatapath,
     backend_options,
+    check_cilium_src,
 )
 from lab.cli.output import console, fail, need_root, note, one_line_errors, status, table
 from lab.errors import LabError
@@ -48,7 +48,7 @@ def run(
     run_id: Annotated[str | None, typer.Option(
         help="the run id, 6 lowercase hex digits (default: a random one); refused when "
              "it is in use on this machine or has a capture set", show_default=False)] = None,
-    datapath: DatapathOption = NodeDatapath.lab,
+    datapath: DatapathOption = None,
     cilium_src: CiliumSrcOption = None,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
@@ -60,8 +60,10 @@ def run(
         fail("--run-id names one run: give it with a scenario, not --all", code=2)
     if scenarios is not None and not run_all:
         fail("--scenarios goes with --all (a scenario is named by its path)", code=2)
-    if run_all and (datapath is not NodeDatapath.lab or cilium_src is not None):
-        fail("--all runs the lab's datapath (--datapath with --all is not built yet)", code=2)
+    check_cilium_src(datapath, cilium_src)
+    if run_all and (datapath is not None or cilium_src is not None):
+        fail("--all runs each topology's datapath (--datapath with --all is not built "
+             "yet)", code=2)
     need_root()
     if run_all:
         _run_all(captures, scenarios)
@@ -73,7 +75,7 @@ def run(
         fail(f"no backend {backend!r} (known: {', '.join(BACKENDS)})", code=2)
     if kubeconfig and backend != "kind":
         fail("--kubeconfig goes with --backend kind", code=2)
-    if backend == "kind" and (datapath is not NodeDatapath.lab or cilium_src is not None):
+    if backend == "kind" and (datapath is not None or cilium_src is not None):
         fail("--datapath and --cilium-src are the netns backend's (a kind cluster runs "
              "the Cilium its topology installs)", code=2)
     if backend == "kind":
@@ -92,8 +94,12 @@ def run(
 
         check_new_run_id(run_id, captures)
     options: dict[str, object] = {"kubeconfig": kubeconfig} if kubeconfig else {}
-    if backend == "netns":
-        options = backend_options(datapath, cilium_src)
+    if backend == "netns":  # the topology's datapath, unless --datapath chose
+        from lab.model.scenario import load_scenario
+
+        with one_line_errors():
+            topo = load_scenario(scenario)[1]
+        options = backend_options(datapath, cilium_src, topo)
     with one_line_errors(), status("starting") as progress:
         if backend == "kind":  # each tool call, as it starts
             options["progress"] = progress

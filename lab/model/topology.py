@@ -4,6 +4,11 @@ A topology file (YAML) is loaded with :func:`load_topology` into a frozen
 :class:`Topology`. Every mistake is reported as a :class:`TopologyError`
 that names the file and the field (``topologies/x.yaml: nodes[1].ip: ...``).
 The model knows no backend: the netns and kind backends both read it.
+
+``datapath`` is the netns backend's: what its nodes run (``lab``, the lab's
+``bpf/dsr.c``, or ``cilium``, Cilium's own programs built from a Cilium
+source), unless the command line chooses (``--datapath``). A kind cluster
+always runs the Cilium its ``cluster.cilium_version`` installs, whatever it says.
 """
 
 from __future__ import annotations
@@ -218,6 +223,9 @@ class Topology(_Model):
     services: list[Service] = []
     load_balancer: LoadBalancer = LoadBalancer()
     fabric: Fabric = Fabric()
+    # what the netns backend's nodes run: the lab's bpf/dsr.c or Cilium's own programs
+    # (--datapath on the command line wins; kind runs real Cilium either way)
+    datapath: Literal["lab", "cilium"] = "lab"
     source: Path | None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")

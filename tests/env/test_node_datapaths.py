@@ -10,6 +10,7 @@ from lab.capture.manifest import ManifestDatapath
 from lab.datapath import DatapathObject
 from lab.env.base import BackendError
 from lab.env.netns import LabDatapaths, NetnsBackend, NodeDatapaths
+from lab.env.netns.choice import node_datapaths
 from lab.model.topology import Node, Topology
 from lab.plumbing import nsutil
 
@@ -66,8 +67,10 @@ def test_a_failed_attach_closes_the_datapath_and_removes_the_namespaces(
     assert not [ns for ns in nsutil.list_netns() if "5b1a18" in ns]
 
 
-def test_datapath_true_means_the_labs_own_and_false_none() -> None:
-    assert isinstance(NetnsBackend().datapaths, LabDatapaths)
+def test_datapath_true_means_the_topologys_and_false_none(seed_topology: Topology) -> None:
+    assert NetnsBackend().datapaths is None  # chosen at up(): the topology's datapath:
+    assert seed_topology.datapath == "lab"
+    assert isinstance(node_datapaths(None, seed_topology), LabDatapaths)
     assert NetnsBackend(datapath=False).datapaths is None
     assert LabDatapaths().describe() == {"name": "lab"}
     assert ManifestDatapath(**LabDatapaths().describe()).name == "lab"

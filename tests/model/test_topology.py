@@ -89,6 +89,8 @@ _DELETE = object()
          "with tunneling"),
         ("network", _DELETE, "network: Field required"),
         ("nodes.0.name", "Control_Plane", "nodes[0].name: String should match pattern"),
+        ("datapath", "Cilium", "datapath: Input should be 'lab' or 'cilium' (got 'Cilium')"),
+        ("datapath", ["cilium"], "datapath: Input should be 'lab' or 'cilium'"),
     ],
 )
 def test_a_wrong_field_is_named_with_the_file(path: str, value: Any, expected: str) -> None:
@@ -297,3 +299,15 @@ def test_a_refused_tunnel_topology_creates_nothing(tmp_path: Path) -> None:
                           "used with tunneling. (cluster.routing: tunnel, tunnel_protocol: "
                           "vxlan; load_balancer.dispatch: opt)\n")
     assert not [ns for ns in nsutil.list_netns() if "tunnelref" in ns]
+
+
+def test_the_datapath_is_the_labs_unless_the_topology_says_cilium(tmp_path: Path) -> None:
+    assert load_topology(SEED).datapath == "lab"
+    path = tmp_path / "on-cilium.yaml"
+    path.write_text(yaml.safe_dump({**seed_data(), "datapath": "cilium"}))
+    assert load_topology(path).datapath == "cilium"
+    path.write_text(yaml.safe_dump({**seed_data(), "datapath": "kind"}))
+    with pytest.raises(TopologyError) as info:
+        load_topology(path)
+    assert str(info.value) == (f"{path}: datapath: Input should be 'lab' or 'cilium' "
+                               "(got 'kind')")

@@ -166,3 +166,30 @@ def test_the_verifier_report_option_writes_what_the_kernel_said(
     assert report["kernel"] == platform.release()
     assert [p["program"] for p in report["programs"]] == ["dsr_from_netdev", "dsr_to_netdev"]
     assert all(p["verified_insns"] > 0 for p in report["programs"])
+
+
+@pytest.mark.netns
+@pytest.mark.bpf
+def test_a_topologys_datapath_is_taken_unless_the_option_says_otherwise(
+        pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scenario whose topology says ``datapath: cilium``: with no Cilium source it is
+    skipped with the reason; ``--dsrlab-datapath lab`` runs it on the lab's datapath."""
+    monkeypatch.delenv("DSRLAB_CILIUM_SRC", raising=False)
+    scen = _scenarios(pytester, break_trace=False)
+    (pytester.path / "topologies").mkdir()
+    topo = pytester.path / "topologies" / "on-cilium.yaml"
+    topo.write_text(yaml.safe_dump({**yaml.safe_load(SEED_TOPOLOGY_PATH.read_text()),
+                                    "datapath": "cilium"}))
+    data = yaml.safe_load((scen / "seed.yaml").read_text())
+    (scen / "seed.yaml").write_text(yaml.safe_dump({**data, "topology": str(topo)}))
+    skipped = pytester.runpytest_subprocess(str(scen), "-p", "no:cacheprovider", "-rs",
+                                            f"--dsrlab-captures={tmp_path}")
+    skipped.assert_outcomes(skipped=1)
+    skipped.stdout.fnmatch_lines([f"*{topo}: datapath: cilium needs a Cilium source*"])
+    assert _run_dirs(tmp_path) == []
+    on_lab = pytester.runpytest_subprocess(str(scen), "-p", "no:cacheprovider",
+                                           f"--dsrlab-captures={tmp_path}",
+                                           "--dsrlab-datapath", "lab")
+    on_lab.assert_outcomes(passed=1)
+    [run_dir] = _run_dirs(tmp_path)
+    assert json.loads((run_dir / "manifest.json").read_text())["datapath"]["name"] == "lab"

@@ -221,12 +221,15 @@ def discover(path: Path | str) -> list[CiliumSource]:
     return [CiliumSource.open(p)]
 
 
-def choose(given: Path | str | None, environ: dict[str, str] | None = None) -> CiliumSource:
+def choose(given: Path | str | None, environ: dict[str, str] | None = None, *,
+           wanted_by: str = "--datapath cilium") -> CiliumSource:
     """The one Cilium source a command runs on: ``given`` (``--cilium-src``), else
-    ``$DSRLAB_CILIUM_SRC``; a folder of several tarballs is refused, naming them."""
+    ``$DSRLAB_CILIUM_SRC``; a folder of several tarballs is refused, naming them.
+    ``wanted_by`` is what asked for Cilium, for the error when there is no source
+    (``topologies/x.yaml: datapath: cilium``)."""
     where = given if given is not None else (environ or dict(os.environ)).get(ENV_VAR)
     if not where:
-        raise CiliumSourceError(f"--datapath cilium needs a Cilium source: --cilium-src PATH "
+        raise CiliumSourceError(f"{wanted_by} needs a Cilium source: --cilium-src PATH "
                                 f"(a checkout, its bpf/, or a bpf/ tarball) or {ENV_VAR}")
     found = discover(where)
     if len(found) > 1:

@@ -14,6 +14,7 @@ import contextlib
 import functools
 from collections.abc import Iterator
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
 from lab.atomic import check_folder
@@ -21,7 +22,8 @@ from lab.datapath.fabric import FabricObject, FabricPort
 from lab.env import resources
 from lab.env.base import BackendError, HostKind, LabHost
 from lab.env.cleanup import STATE_DIR
-from lab.env.netns.datapath import LabDatapaths, NodeDatapaths
+from lab.env.netns.choice import node_datapaths
+from lab.env.netns.datapath import NodeDatapaths
 from lab.env.netns.lab import NetnsLab
 from lab.env.netns.layout import (
     BRIDGE_INDEX,
@@ -49,21 +51,23 @@ from lab.plumbing import interrupts, names, nsutil
 class NetnsBackend:
     """Brings a :class:`Topology` up as namespaces (see :mod:`lab.env.netns`).
 
-    ``datapath``: run a datapath on the nodes (the lab's own, unless
-    ``datapaths`` names another implementation of :class:`NodeDatapaths`).
+    ``datapath``: run a datapath on the nodes: ``datapaths`` (an implementation
+    of :class:`NodeDatapaths`) when given, else the one each topology's
+    ``datapath:`` names (:mod:`lab.env.netns.choice`; Cilium's from ``cilium_src``
+    or ``$DSRLAB_CILIUM_SRC``).
     """
 
     name = "netns"
 
     def __init__(self, *, datapath: bool = True, servers: bool = True,
                  checksum_offload: bool = False,
-                 datapaths: NodeDatapaths | None = None) -> None:
+                 datapaths: NodeDatapaths | None = None,
+                 cilium_src: Path | str | None = None) -> None:
         self.with_datapath = datapath
         self.with_servers = servers
         self.checksum_offload = checksum_offload
-        self.datapaths: NodeDatapaths | None = None
-        if datapath:
-            self.datapaths = datapaths if datapaths is not None else LabDatapaths()
+        self.datapaths = datapaths if datapath else None  # None: the topology's choice
+        self.cilium_src = cilium_src
 
     def up(self, topology: Topology, *, run_id: str | None = None) -> NetnsLab:
         if topology.load_balancer.dispatch != "opt":
@@ -71,13 +75,16 @@ class NetnsBackend:
                 f"{topology.source or topology.name}: load_balancer.dispatch: the netns "
                 f"datapath carries the service in an IPv4 option (opt) only, not "
                 f"{topology.load_balancer.dispatch}")
+        recipe = self.datapaths
+        if self.with_datapath and recipe is None:  # the topology's (a source found first)
+            recipe = node_datapaths(None, topology, self.cilium_src)
         check_folder(STATE_DIR, "state folder")  # claims and state go there: checked first
         # memory and open files for it, or one line saying what is missing (before anything)
         resources.check(resources.lab_needs(topology, datapath=self.with_datapath,
                                             servers=self.with_servers))
         lab = NetnsLab(topology, run_id or names.new_run_id())
         try:
-            self._build(lab)
+            self._build(lab, recipe)
         except BaseException as exc:
             errors = lab.abort()
             if errors:
@@ -89,15 +96,15 @@ class NetnsBackend:
         return lab
 
     # -- the steps ---------------------------------------------------------------
-    def _build(self, lab: NetnsLab) -> None:
+    def _build(self, lab: NetnsLab, recipe: NodeDatapaths | None) -> None:
         t = lab.topology
         run_id = lab.run_id
         lab._undo.push(f"release the claim on run {run_id}",
                        lambda: nsutil.release_if_done(run_id))
         loads: NodeDatapaths | None = None
-        if self.datapaths is not None:
+        if recipe is not None:
             with interrupts.deferred():  # started and its undo recorded, or neither
-                loads = self.datapaths.start(t)
+                loads = recipe.start(t)
                 lab._undo.push("close the datapath objects", loads.close)
             lab.datapaths = loads
         wiring: dict[str, _Wiring] = {}
