@@ -12,6 +12,7 @@ from rich.text import Text
 from lab.cli.datapath_choice import (
     CiliumSrcOption,
     DatapathOption,
+    NodeDatapath,
     backend_options,
     check_cilium_src,
 )
@@ -20,6 +21,8 @@ from lab.errors import LabError
 
 if TYPE_CHECKING:
     from lab.check.trace.results import ClaimVerdict
+    from lab.env.base import Backend
+    from lab.env.netns.datapath import NodeDatapaths
     from lab.runner.scenario import ScenarioRun
 
 FAILURES_SHOWN = 3  # per failed claim
@@ -61,12 +64,11 @@ def run(
     if scenarios is not None and not run_all:
         fail("--scenarios goes with --all (a scenario is named by its path)", code=2)
     check_cilium_src(datapath, cilium_src)
-    if run_all and (datapath is not None or cilium_src is not None):
-        fail("--all runs each topology's datapath (--datapath with --all is not built "
-             "yet)", code=2)
+    if run_all and backend != "netns":
+        fail("--all runs on the netns backend (--backend goes with a scenario)", code=2)
     need_root()
     if run_all:
-        _run_all(captures, scenarios)
+        _run_all(captures, scenarios, datapath, cilium_src)
         return
     assert scenario is not None
     from lab.env import BACKENDS, get_backend
@@ -130,19 +132,27 @@ def run_verdict(res: ScenarioRun) -> Text:
     return Text.assemble(("FAIL", "bold red"), f": {res.scenario.name}, {what}{why}")
 
 
-def all_verdict(total: int, failed: int, skipped: int) -> Text:
-    """``run --all``'s last line: ``FAIL: 2 of 41 scenarios failed`` or ``PASS: ...``."""
+def all_verdict(total: int, failed: int, skipped: int, on: str = "") -> Text:
+    """``run --all``'s last line: ``FAIL: 2 of 41 scenarios failed`` or ``PASS: ...``
+    (``on``: which datapath ran them, `` on Cilium v1.16.0 (...)``)."""
     skip = f", {skipped} skipped" if skipped else ""
     if failed:
         return Text.assemble(("FAIL", "bold red"),
-                             f": {failed} of {total} scenarios failed{skip}")
+                             f": {failed} of {total} scenarios failed{on}{skip}")
     return Text.assemble(("PASS", "bold green"),
-                         f": {total - skipped} of {total} scenarios passed{skip}")
+                         f": {total - skipped} of {total} scenarios passed{on}{skip}")
 
 
-def _run_all(captures: Path, folder: Path | None = None) -> None:
+class NotOnDatapath(LabError):
+    """A scenario ``run --all`` skips: the chosen datapath (or backend) cannot run it."""
+
+
+def _run_all(captures: Path, folder: Path | None = None,
+             datapath: NodeDatapath | None = None, cilium_src: Path | None = None) -> None:
     """Every scenario (of ``folder``), one after the other, a line as each ends; a table
-    of verdicts, then the overall verdict as the last line; exit 1 if one failed."""
+    of verdicts, then the overall verdict as the last line; exit 1 if one failed.
+    Each runs on ``datapath`` (else its topology's); one the datapath cannot run (or
+    whose ``backends:`` leave out netns) is skipped with the reason."""
     from lab.capture.layout import check_captures
     from lab.env.faults import FaultUnavailable
     from lab.model.scenario import all_scenarios
@@ -157,6 +167,8 @@ def _run_all(captures: Path, folder: Path | None = None) -> None:
     paths = all_scenarios() if folder is None else all_scenarios(folder)
     if not paths:
         fail(f"no scenario (*.yaml) in {folder}", code=2)
+    shared = _shared_datapaths(datapath, cilium_src)  # one Cilium source for them all
+    ran_on: set[str] = set()
     try:
         with status("starting") as progress:
             for i, path in enumerate(paths, start=1):
@@ -165,25 +177,75 @@ def _run_all(captures: Path, folder: Path | None = None) -> None:
 
                 started = time.monotonic()
                 try:
-                    res = run_scenario(path, captures_root=captures, progress=say)
-                except FaultUnavailable as exc:  # this kernel cannot make the fault: not run
+                    backend, on = _scenario_backend(path, datapath, cilium_src, shared)
+                    res = run_scenario(path, captures_root=captures, progress=say,
+                                       backend=backend)
+                except (FaultUnavailable, NotOnDatapath) as exc:  # not run: the reason
                     skipped += 1
                     rows.append([path.stem, "-", "-", "-", "skipped", "-", "-", str(exc)])
                 except LabError as exc:
                     failed += 1
                     rows.append([path.stem, "-", "-", "-", "error", "-", "-", str(exc)])
                 else:
+                    ran_on.add(on)
                     failed += not res.passed
                     rows.append(_verdict_row(res))
                 _scenario_line(i, len(paths), rows[-1], time.monotonic() - started)
     except KeyboardInterrupt:  # a signal: the verdicts of the scenarios that finished
         _verdict_table(rows, failed, skipped,
-                       f"interrupted after {len(rows)} of {len(paths)} scenarios")
+                       f"interrupted after {len(rows)} of {len(paths)} scenarios"
+                       + _ran_on(ran_on, datapath))
         raise
-    _verdict_table(rows, failed, skipped, f"{len(paths)} scenarios")
-    console.print(all_verdict(len(paths), failed, skipped))
+    on = _ran_on(ran_on, datapath)
+    _verdict_table(rows, failed, skipped, f"{len(paths)} scenarios{on}")
+    console.print(all_verdict(len(paths), failed, skipped, on))
     if failed:
         raise typer.Exit(1)
+
+
+def _shared_datapaths(datapath: NodeDatapath | None,
+                      cilium_src: Path | None) -> NodeDatapaths | None:
+    """With ``--datapath cilium``: the one Cilium recipe every scenario runs on (its
+    source chosen once, before any lab: one error line if there is none)."""
+    if datapath is not NodeDatapath.cilium:
+        return None
+    from lab.datapath.cilium.source import choose
+    from lab.env.netns.cilium import CiliumDatapaths
+
+    with one_line_errors():
+        return CiliumDatapaths(choose(cilium_src))
+
+
+def _scenario_backend(path: Path, datapath: NodeDatapath | None, cilium_src: Path | None,
+                      shared: NodeDatapaths | None) -> tuple[Backend, str]:
+    """The netns backend a scenario of ``run --all`` runs on, and what its datapath is
+    called (``Cilium v1.16.0 (...)``); :class:`NotOnDatapath` if it cannot run there."""
+    from lab.capture.manifest import ManifestDatapath
+    from lab.env.netns import NetnsBackend
+    from lab.env.netns.choice import node_datapaths, refusal
+    from lab.model.scenario import load_scenario
+
+    sc, topo = load_scenario(path)
+    refused = sc.backend_refusal("netns")
+    if refused:
+        raise NotOnDatapath(refused)
+    choice = None if datapath is None else datapath.value
+    recipe = shared if shared is not None else node_datapaths(choice, topo, cilium_src)
+    refused = refusal(recipe, topo)
+    if refused:
+        raise NotOnDatapath(refused)
+    on = ManifestDatapath(**recipe.describe()).describe() if recipe else "no datapath"
+    return NetnsBackend(datapath=recipe is not None, datapaths=recipe), on
+
+
+def _ran_on(ran_on: set[str], datapath: NodeDatapath | None) -> str:
+    """`` on Cilium v1.16.0 (...)``: which datapath ran the scenarios; nothing when
+    they all ran on the lab's own by default (as before there was a choice)."""
+    from lab.capture.manifest import ManifestDatapath
+
+    if not ran_on or (datapath is None and ran_on == {ManifestDatapath(name="lab").describe()}):
+        return ""
+    return " on " + " and ".join(sorted(ran_on))
 
 
 def _verdict_table(rows: list[list[str]], failed: int, skipped: int, what: str) -> None:

@@ -43,6 +43,11 @@ def test_a_topology_on_cilium_without_a_source_is_one_line(tmp_path: Path) -> No
     assert (run.returncode, run.stdout) == (1, ""), run.stderr
     assert run.stderr == f"error: {topo}: datapath: cilium {NO_SOURCE}\n"
     _no_lab_left(captures)
+    every = dsrlab("run", "--all", "--datapath", "cilium", "--scenarios", str(tmp_path),
+                   "--captures", str(captures))
+    assert (every.returncode, every.stdout) == (1, ""), every.stderr
+    assert every.stderr == f"error: --datapath cilium {NO_SOURCE}\n"
+    _no_lab_left(captures)
 
 
 def test_cilium_src_goes_with_cilium_only(tmp_path: Path) -> None:
@@ -51,7 +56,7 @@ def test_cilium_src_goes_with_cilium_only(tmp_path: Path) -> None:
     assert up.returncode == 2
     assert up.stderr == ("error: --cilium-src goes with --datapath cilium (topology "
                          "cilium-dsr says datapath: lab)\n")
-    for args in (["run", "seed", "--datapath", "lab"],):
+    for args in (["run", "seed", "--datapath", "lab"], ["run", "--all", "--datapath", "none"]):
         out = dsrlab(*args, "--cilium-src", src)
         assert out.returncode == 2, args
         assert out.stderr == "error: --cilium-src goes with --datapath cilium\n"

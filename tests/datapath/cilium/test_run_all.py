@@ -1,0 +1,82 @@
+"""``dsrlab run --all --datapath cilium``: every scenario on Cilium's own programs
+(one source, its builds shared); one Cilium's datapath cannot run, or whose
+``backends:`` leave out netns, is skipped with the reason; the summary says which
+datapath ran them."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.capture.manifest import Manifest
+from lab.check.trace.results import load_results
+from lab.datapath.cilium.source import CiliumSource
+from lab.pytest_plugin import require_root
+from tests.cli.helpers import DSRLAB, ENV, REPO
+from tests.seed import SEED_SCENARIO_PATH, SEED_TOPOLOGY_PATH, SEED_TRACE_PATH
+
+pytestmark = [pytest.mark.netns, pytest.mark.bpf, pytest.mark.scenario]
+
+
+def scenario_folder(tmp_path: Path) -> Path:
+    """``a-seed`` (the seed), ``b-network`` (the seed with the option in network byte
+    order: the lab's own variant) and ``c-kind`` (the seed on kind only)."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    seed = yaml.safe_load(SEED_SCENARIO_PATH.read_text())
+    seed.update(topology=str(SEED_TOPOLOGY_PATH), trace=str(SEED_TRACE_PATH))
+    (folder / "a-seed.yaml").write_text(yaml.safe_dump({**seed, "name": "a-seed"}))
+    (folder / "b-network.yaml").write_text(yaml.safe_dump(
+        {**seed, "name": "b-network",
+         "settings": {"load_balancer.option_byte_order": "network"}}))
+    (folder / "c-kind.yaml").write_text(yaml.safe_dump(
+        {**seed, "name": "c-kind", "backends": ["kind"]}))
+    return folder
+
+
+def test_run_all_on_cilium_skips_what_it_cannot_run(cilium_source: CiliumSource,
+                                                     tmp_path: Path) -> None:
+    require_root()
+    folder = scenario_folder(tmp_path)
+    captures = tmp_path / "captures"
+    out = subprocess.run(
+        [*DSRLAB, "run", "--all", "--scenarios", str(folder), "--captures", str(captures),
+         "--datapath", "cilium", "--cilium-src", str(cilium_source.path), "--no-screenshot"],
+        capture_output=True, text=True, timeout=900, check=False, cwd=REPO, env=ENV)
+    lines = out.stdout.splitlines()
+    on = f"Cilium {cilium_source.version}"
+    if cilium_source.commit:
+        on += f" ({cilium_source.commit[:12]})"
+    passes = cilium_source.version.at_least(1, 14)  # 1.13: the SYN's TTL (63 expected)
+    seed_line = r"\[1/3\] a-seed: pass, claims 6/6, \d+\.\d s" if passes else \
+        r"\[1/3\] a-seed: FAIL, claims 5/6, \d+\.\d s"
+    assert re.fullmatch(seed_line, lines[0]), out.stdout + out.stderr
+    assert re.fullmatch(
+        rf"\[2/3\] b-network: skipped, Cilium {re.escape(str(cilium_source.version))}: "
+        r"option_byte_order=network is the lab's own variant; Cilium writes the option "
+        r"in host order, \d+\.\d s", lines[1]), lines[1]
+    assert re.fullmatch(rf"\[3/3\] c-kind: skipped, {re.escape(str(folder))}/c-kind\.yaml: "
+                        r"backends: scenario c-kind runs on kind, not on netns, \d+\.\d s",
+                        lines[2]), lines[2]
+    if passes:
+        assert lines[3] == f"3 scenarios on {on}, 1 passed, 2 skipped"
+        assert lines[-1] == f"PASS: 1 of 3 scenarios passed on {on}, 2 skipped"
+        assert out.returncode == 0, out.stderr
+    else:
+        assert lines[3] == f"3 scenarios on {on}, 0 passed, 1 failed, 2 skipped"
+        assert lines[-1] == f"FAIL: 1 of 3 scenarios failed on {on}, 2 skipped"
+        assert out.returncode == 1, out.stderr
+    assert re.fullmatch(r"b-network\s+-\s+-\s+-\s+skipped\s+-\s+-\s+Cilium .*", lines[6])
+    # the seed's capture set: made by that Cilium, and its results.json says so
+    set_dir = (captures / "a-seed" / "latest").resolve()
+    manifest = Manifest.read(set_dir)
+    assert (manifest.datapath.name, manifest.datapath.source_sha256) == (
+        "cilium", cilium_source.sha256)
+    results = load_results(set_dir)
+    assert results is not None
+    assert results.datapath == manifest.datapath.model_dump()
+    assert sorted(p.name for p in captures.iterdir()) == ["a-seed"]  # none for the skips
