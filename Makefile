@@ -34,6 +34,7 @@ bench: install
 	$(PY) bench/modes.py
 	$(PY) bench/verifier.py
 	$(PY) bench/scenarios.py
+	$(PY) bench/cilium.py
 	$(PY) scripts/readme_figures.py
 
 # README.md's figures block from bench/results/*.json (tests/test_readme.py checks it)

@@ -144,9 +144,26 @@ def scale(d: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cilium(d: dict[str, Any]) -> list[str]:
+    lab = d["lab"]
+    lines = [f"- Cilium's own datapath on the seed's 3 nodes, `bench/cilium.py` ({d['clang']}; "
+             f"seed runs are medians of 3; the lab's dsr.c: seed {lab['seed_total_s']:.2f} s, "
+             f"bring-up {lab['seed_up_s']:.2f} s, 3 objects loaded {lab['load_3_nodes_s']:.2f} "
+             "s):", "",
+             "| Cilium | cold build | warm build | load + fill | bring-up | seed run | seed |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for version, v in d["cilium"].items():
+        ok = sum(v["seed_passed"])
+        lines.append(f"| {version} | {v['cold_build_s']:.1f} s | {v['warm_build_s'] * 1000:.0f} "
+                     f"ms | {v['load_fill_3_nodes_s']:.2f} s | {v['seed_up_s']:.2f} s | "
+                     f"{v['seed_total_s']:.2f} s | {ok} of {len(v['seed_passed'])} pass |")
+    return lines
+
+
 SECTIONS: list[tuple[str, Callable[[dict[str, Any]], list[str]]]] = [
     ("scenarios", scenarios), ("verifier", verifier), ("datapath", datapath),
-    ("review", review), ("modes", modes), ("bringup", bringup), ("scale", scale)]
+    ("review", review), ("modes", modes), ("bringup", bringup), ("scale", scale),
+    ("cilium", cilium)]
 
 
 def render() -> str:

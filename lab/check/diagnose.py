@@ -93,14 +93,22 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     """Every broken connection's cause, most connections first."""
     # packets too big for the option (TCP SYNs and UDP datagrams): lab.check.too_big
     # and fragmented answers whose later pieces left untranslated: lab.check.fragments
+    # and the datapath's own drop reasons (datapath-events.json): lab.check.datapath_drops
+    from lab.check.datapath_drops import (  # noqa: PLC0415  (likewise)
+        diagnose_counted_drops,
+        diagnose_flow_drops,
+    )
     from lab.check.fragments import diagnose_fragments  # noqa: PLC0415  (likewise)
     from lab.check.too_big import diagnose_too_big  # noqa: PLC0415  (it imports Diagnosis)
 
     by_rules = diagnose_too_big(cd) + diagnose_fragments(cd)
     explained = {f for d in by_rules for f in d.flows}
+    # a drop the datapath names explains its connection better than where it stopped
+    by_rules += [d for d in diagnose_flow_drops(cd) if not explained.issuperset(d.flows)]
+    explained |= {f for d in by_rules for f in d.flows}
     svc, client_ip = cd.service, cd.client_ip
     if not svc.ip or svc.protocol.upper() != "TCP":
-        return by_rules
+        return by_rules + (diagnose_counted_drops(cd) if by_rules else [])
     hops = _hops(cd)
     packets = {p.name: cd.packets(p) for p in cd.points}
     found: dict[str, Diagnosis] = {}
@@ -120,7 +128,8 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
             cause, line = got
             found.setdefault(line, Diagnosis(cause, line)).flows.append(
                 f"{client_ip}:{syn.sport}")
-    return sorted([*by_rules, *found.values()], key=lambda d: -len(d.flows))
+    broken = sorted([*by_rules, *found.values()], key=lambda d: -len(d.flows))
+    return broken + (diagnose_counted_drops(cd) if broken else [])
 
 
 def _diagnose_flow(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], eph: int,

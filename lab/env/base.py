@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Literal, Protocol, runtime_checkable
 from lab.errors import LabError
 
 if TYPE_CHECKING:  # annotations only: `dsrlab down`/`clean` need not load pydantic models
+    from lab.capture.dpevents import DatapathEvents
     from lab.model.topology import Topology
 
 HostKind = Literal["client", "node", "pod"]
@@ -93,6 +94,21 @@ class StopsPods(Protocol):
 
     def stop_pod_server(self, pod: str) -> None:
         """Stop serving ``pod``: it stops listening and its connections drop."""
+        ...
+
+
+@runtime_checkable
+class ReportsDatapathEvents(Protocol):
+    """A lab whose nodes' datapath says what it dropped (and, for Cilium, traced):
+    the run keeps it in the capture set (``datapath-events.json``). ``netns`` does;
+    a kind cluster's agent has its own (``cilium monitor``)."""
+
+    def open_datapath_events(self) -> None:
+        """Keep what the datapath says from now on."""
+        ...
+
+    def datapath_events(self) -> DatapathEvents | None:
+        """What it said since :meth:`open_datapath_events` (None: nothing to say)."""
         ...
 
 

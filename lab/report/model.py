@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 from lab.capture.capdir import CaptureDir
-from lab.capture.layout import COMPARISON, COMPARISON_PLOT, MERGED, STEPS
+from lab.capture.dpevents import DatapathEvents, DropGroup
+from lab.capture.layout import COMPARISON, COMPARISON_PLOT, MERGED, STEPS, CaptureError
 from lab.capture.manifest import Manifest
 from lab.check.trace.results import FlowInfo, ResultsError, TraceResult, as_text, load_results
 from lab.report.capset import ROLE_LABEL, CaptureView, Sighting, load_view
@@ -117,6 +118,37 @@ class ReportModel:
     unknown_flows: list[FlowInfo] = field(default_factory=list)
     comparison: Comparison | None = None
     steps: Steps | None = None
+    events: DatapathEvents | None = None  # what the datapath dropped and traced
+    events_error: str | None = None  # datapath-events.json is there but unreadable
+
+    @property
+    def drop_groups(self) -> list[DropGroup]:
+        """The datapath's drops by hop, reason and source place, most first."""
+        return self.events.drop_groups() if self.events else []
+
+    def flow_drops(self, flow: Flow) -> list[DropGroup]:
+        """The drops of one client connection's packets (from its port or to it)."""
+        if self.events is None:
+            return []
+        mine = [e for e in self.events.drops if (e.src == flow.client_ip and e.sport == flow.port)
+                or (e.dst == flow.client_ip and e.dport == flow.port)]
+        return DatapathEvents(datapath=self.events.datapath, source=self.events.source,
+                              events=mine).drop_groups()
+
+    def point_drops(self, host: str) -> int:
+        """How many packets the datapath dropped on this host (any interface)."""
+        return sum(g.count for g in self.drop_groups if g.node == host)
+
+    @property
+    def traces(self) -> list[tuple[str, str, int]]:
+        """Cilium's trace notifications: (node, observation point, count)."""
+        if self.events is None:
+            return []
+        rows = []
+        for key, n in self.events.traces.items():
+            node, _, point = key.rpartition(" ")
+            rows.append((node, point, n))
+        return sorted(rows, key=lambda r: (r[0], -r[2]))
 
     @property
     def manifest(self) -> Manifest:
@@ -322,5 +354,11 @@ def build_model(capture_dir: Path | CaptureDir) -> ReportModel:
               for p in view.capdir.points]
     known = {f.id for f in flows}
     unknown = [f for f in verdicts.values() if f.id not in known]
+    events, events_error = None, None
+    try:
+        events = DatapathEvents.read(view.directory)
+    except CaptureError as exc:
+        events_error = str(exc)
     return ReportModel(view.directory, view, results, error, points, rows, stray, unknown,
-                       load_comparison(view.directory), load_steps(view.directory))
+                       load_comparison(view.directory), load_steps(view.directory),
+                       events, events_error)

@@ -52,6 +52,7 @@ from lab.capture.manifest import (
 from lab.check.diagnose import diagnose
 from lab.check.trace import Trace, TraceError, TraceResult, check_trace, load_trace
 from lab.env import Backend, Lab, get_backend, resources
+from lab.env.base import ReportsDatapathEvents
 from lab.env.faults import check_available
 from lab.env.traffic import HttpExchange
 from lab.model.scenario import CompareModes, FaultStep, Scenario, ScenarioError, load_scenario
@@ -145,7 +146,10 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
     points = capture_points(sc, topo, lab)
     say(f"starting {len(points)} captures")
     t1 = time.perf_counter()
+    events = lab if isinstance(lab, ReportsDatapathEvents) else None
     with CaptureSet(lab, run.capture_dir, points, run_manifest(sc, topo, lab)):
+        if events is not None:
+            events.open_datapath_events()
         run.timings["captures_ready_s"] = time.perf_counter() - t1
         # the pods answer before the first request's clock starts (netns: the server's
         # start-up, seconds under a kernel in emulation)
@@ -157,6 +161,9 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
                           say=say)
         run.steps = run_steps(ctx)
         run.timings["traffic_s"] = time.perf_counter() - t2
+        said = events.datapath_events() if events is not None else None
+        if said is not None:  # what the datapath dropped, at which hop and why
+            said.write(run.capture_dir)
     write_text(run.capture_dir / STEPS, json.dumps(
         [o.as_dict() for o in run.steps], indent=2) + "\n")
 

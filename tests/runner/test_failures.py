@@ -41,6 +41,12 @@ EXPECTED: dict[str, str | None] = {
         rf"for the 8-byte DSR option \(20 \+ 40 \+ 8 > 60; Cilium's rule since 1\.14\)",
 }
 
+# scenario -> the lines the datapath's drop counters add to the diagnosis
+COUNTED: dict[str, list[str]] = {
+    "syn-options-too-long": [f"dropped at {LB_NAME} eth0: drop_opt_too_long (the lab's "
+                             "dsr.c counted 1 packet)"],
+}
+
 
 def test_every_failure_scenario_has_an_expected_diagnosis() -> None:
     """Here or, for the faults under traffic, in tests/runner/test_faults.py."""
@@ -62,8 +68,10 @@ def test_the_failure_is_proven_and_diagnosed(name: str, captures_root: Path) -> 
         assert all(e.ok for e in run.exchanges)  # (crafted packets: no exchanges)
         return
     assert not any(e.ok for e in run.exchanges)
-    (line,) = run.result.diagnoses
+    line, *counted = run.result.diagnoses
     assert re.fullmatch(want, line), line
+    # and, in the datapath's own words, what its counters say it dropped there
+    assert counted == COUNTED.get(name, []), counted
     out = dsrlab("review", str(run.capture_dir))
     assert out.returncode == 1
     assert f"diagnosis: {run.capture_dir}: {line}\n" in out.stdout  # whole, on one line

@@ -38,7 +38,10 @@ def test_udp_too_big_without_icmp_errors_is_a_black_hole(captures_root: Path) ->
     assert run.passed, run.result.summary() if run.result else "no result"
     assert all((d["error"], d["path_mtu"]) == ("timeout", 1500) for d in datagrams(run))
     assert run.result is not None
-    (line,) = run.result.diagnoses
+    line, counted = run.result.diagnoses
+    # the datapath's counters say the same in its words (both datagrams)
+    assert counted == (f"dropped at {LB_NAME} eth0: drop_frag_needed (the lab's dsr.c "
+                       "counted 2 packets)")
     assert line == (
         f"{LB_NAME} did not forward a 1500-byte datagram from the client: with the 8-byte "
         "DSR option it would be 1508 bytes, over the MTU 1500; DSR ICMP errors are off, so "

@@ -16,16 +16,20 @@ come from the object's BTF (``struct drop_notify``, ``struct trace_notify``).
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import re
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from lab.capture.dpevents import MAX_TRACES, DatapathEvent, DatapathEvents, EventKind
 from lab.datapath import libbpf
 from lab.datapath.cilium.btf import Field, ObjectBtf, StructLayout
 from lab.datapath.errors import DatapathError
@@ -35,6 +39,9 @@ NOTIFY_TRACE = 4
 HEADER_SIZE = 16  # type, subtype, source, hash, len_orig, len_cap, version
 _DROP_DEFINE = re.compile(r"^#define\s+(DROP_\w+)\s+\(?-(\d+)\)?", re.MULTILINE)
 _TRACE_ENUM = re.compile(r"enum trace_point\s*\{(?P<body>.*?)\}", re.DOTALL)
+_FILE_ID = re.compile(r'_strcase_\(\s*(\d+)\s*,\s*"([^"]+)"\s*\)')
+# where a version lists the source files its drop notifications name by number
+_FILE_ID_HEADERS = ("source_names_to_ids.h", "lib/source_info.h")
 
 _SAMPLE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                               ctypes.c_uint32)
@@ -66,6 +73,7 @@ class Names:
 
     drops: dict[int, str]  # reason (the positive code) -> DROP_...
     points: list[str]  # observation point index -> TRACE_TO_LXC, ...
+    files: dict[int, str] = field(default_factory=dict)  # source file id -> nodeport.h
 
     @classmethod
     def from_tree(cls, bpf_dir: Path) -> Names:
@@ -80,7 +88,12 @@ class Names:
                 points = [p.split("=")[0].strip() for p in body.split(",") if p.strip()]
         if not drops:
             raise DatapathError(f"{bpf_dir}: no DROP_* reasons in lib/common.h")
-        return cls(drops, points)
+        files: dict[int, str] = {}
+        for header in _FILE_ID_HEADERS:
+            if (bpf_dir / header).is_file():
+                text = (bpf_dir / header).read_text(errors="replace")
+                files.update({int(n): name for n, name in _FILE_ID.findall(text)})
+        return cls(drops, points, files)
 
     def drop(self, reason: int) -> str:
         return self.drops.get(reason, f"DROP_UNKNOWN_{reason}")
@@ -88,13 +101,16 @@ class Names:
     def point(self, index: int) -> str:
         return self.points[index] if 0 <= index < len(self.points) else f"TRACE_{index}"
 
+    def file(self, file_id: int) -> str:
+        return self.files.get(file_id, f"file {file_id}")
+
 
 @dataclass(frozen=True)
 class CiliumEvent:
     """One notification, as ``cilium monitor`` would print it."""
 
     node: str
-    kind: str  # "drop" | "trace"
+    kind: EventKind
     what: str  # DROP_NO_FIB, or the observation point (TRACE_TO_STACK)
     ifindex: int
     src_label: int
@@ -102,10 +118,23 @@ class CiliumEvent:
     packet: bytes  # the first bytes of the frame (len_cap of len_orig)
     line: int | None = None  # drops: where in Cilium's source
     file: int | None = None
+    ifname: str = ""  # the interface ifindex names in the node's namespace
+    where: str = ""  # drops: the source file and line, nodeport.h:2298
+    time: float = 0.0  # when it was read, seconds since the epoch
+
+    @property
+    def hop(self) -> str:
+        return f"{self.node} {self.ifname or f'ifindex {self.ifindex}'}"
+
+    def record(self) -> DatapathEvent:
+        """The event as a capture set keeps it (:mod:`lab.capture.dpevents`)."""
+        return DatapathEvent(node=self.node, ifname=self.ifname, kind=self.kind,
+                             what=self.what, time=self.time, where=self.where,
+                             packet=self.packet.hex(), **_addresses(self.packet))
 
     def summary(self) -> str:
-        head = f"{self.kind} {self.what} at {self.node} ifindex {self.ifindex}"
-        flow = _flow(self.packet)
+        head = f"{self.kind} {self.what} at {self.hop}"
+        flow = self.record().flow
         return f"{head}: {flow}" if flow else head
 
     def as_json(self) -> dict[str, Any]:
@@ -115,17 +144,19 @@ class CiliumEvent:
         return out
 
 
-def _flow(frame: bytes) -> str:
-    """``src -> dst proto`` of an Ethernet/IPv4 frame's first bytes, or ''."""
+def _addresses(frame: bytes) -> dict[str, Any]:
+    """src, sport, dst, dport, proto of an Ethernet/IPv4 frame's first bytes (or {})."""
     if len(frame) < 34 or frame[12:14] != b"\x08\x00":
-        return ""
+        return {}
     ihl = (frame[14] & 0x0F) * 4
     src, dst, proto = IPv4Address(frame[26:30]), IPv4Address(frame[30:34]), frame[23]
-    if proto in (6, 17) and len(frame) >= 14 + ihl + 4:
-        sport = int.from_bytes(frame[14 + ihl:16 + ihl], "big")
-        dport = int.from_bytes(frame[16 + ihl:18 + ihl], "big")
-        return f"{src}:{sport} -> {dst}:{dport} {'TCP' if proto == 6 else 'UDP'}"
-    return f"{src} -> {dst} proto {proto}"
+    out: dict[str, Any] = {"src": str(src), "dst": str(dst), "proto": str(proto)}
+    if proto in (6, 17):
+        out["proto"] = "TCP" if proto == 6 else "UDP"
+        if len(frame) >= 14 + ihl + 4:
+            out["sport"] = int.from_bytes(frame[14 + ihl:16 + ihl], "big")
+            out["dport"] = int.from_bytes(frame[16 + ihl:18 + ihl], "big")
+    return out
 
 
 def _fixed(name: str, size: int, fields: dict[str, tuple[int, int]]) -> StructLayout:
@@ -156,9 +187,11 @@ class EventDecoder:
     """Turns raw perf samples into :class:`CiliumEvent` (layouts from the object's BTF
     when it has them, else the 1.13-1.16 layout)."""
 
-    def __init__(self, node: str, names: Names, btf: ObjectBtf | None = None) -> None:
+    def __init__(self, node: str, names: Names, btf: ObjectBtf | None = None,
+                 ifnames: dict[int, str] | None = None) -> None:
         self.node = node
         self.names = names
+        self.ifnames = ifnames or {}
         self.drop = _layout(btf, "drop_notify", DROP_NOTIFY)
         self.trace = _layout(btf, "trace_notify", TRACE_NOTIFY)
 
@@ -173,6 +206,7 @@ class EventDecoder:
         if len(raw) < HEADER_SIZE:
             return None
         kind, subtype = raw[0], raw[1]
+        label: EventKind
         if kind == NOTIFY_DROP and len(raw) >= self.drop.size:
             layout, label = self.drop, "drop"
             what = self.names.drop(subtype)
@@ -183,12 +217,15 @@ class EventDecoder:
             return None
         cap = self._get(layout, raw, "len_cap")
         packet = raw[layout.size:layout.size + cap]
-        extra: dict[str, int] = {}
+        extra: dict[str, Any] = {}
         if label == "drop":
-            extra = {"line": self._get(layout, raw, "line"), "file": self._get(layout, raw, "file")}
-        return CiliumEvent(self.node, label, what, self._get(layout, raw, "ifindex"),
+            line, file = self._get(layout, raw, "line"), self._get(layout, raw, "file")
+            extra = {"line": line, "file": file, "where": f"{self.names.file(file)}:{line}"}
+        ifindex = self._get(layout, raw, "ifindex")
+        return CiliumEvent(self.node, label, what, ifindex,
                            self._get(layout, raw, "src_label"),
-                           self._get(layout, raw, "dst_label"), bytes(packet), **extra)
+                           self._get(layout, raw, "dst_label"), bytes(packet),
+                           ifname=self.ifnames.get(ifindex, ""), time=time.time(), **extra)
 
 
 class EventReader:
@@ -203,6 +240,8 @@ class EventReader:
         self.sink = sink
         self.lost = 0
         self._stop = threading.Event()
+        self._sync_asked = threading.Event()
+        self._synced = threading.Event()
         # the callbacks are held by the reader: libbpf keeps pointers to them
         self._on_sample = _SAMPLE_FN(self._sample)
         self._on_lost = _LOST_FN(self._lost)
@@ -232,6 +271,20 @@ class EventReader:
     def _run(self) -> None:
         while not self._stop.is_set():
             _lib().perf_buffer__poll(self._pb, 100)
+            if self._sync_asked.is_set():
+                _lib().perf_buffer__consume(self._pb)
+                self._sync_asked.clear()
+                self._synced.set()
+
+    def sync(self, timeout: float = 5.0) -> None:
+        """Return once every event the kernel has written so far has gone to the sink
+        (the programs write a packet's notifications before it moves on)."""
+        if self._thread is None:
+            self.flush()
+            return
+        self._synced.clear()
+        self._sync_asked.set()
+        self._synced.wait(timeout)
 
     def flush(self) -> None:
         """Read every event pending now (a threaded reader stops its thread first)."""
@@ -253,3 +306,54 @@ class EventReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class EventLog:
+    """Where a lab's readers put Cilium's events (a thread-safe sink).
+
+    Between :meth:`open_window` and :meth:`close_window` (a run's captures) every
+    event is kept for the capture set, within :meth:`DatapathEvents.bounded`'s
+    bounds; traces beyond them are only counted, so a long transfer costs no
+    memory. Outside a window only the last :data:`RECENT_DROPS` drops are kept
+    (:meth:`drops`).
+    """
+
+    RECENT_DROPS = 1000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._recent: collections.deque[CiliumEvent] = collections.deque(
+            maxlen=self.RECENT_DROPS)
+        self._window: list[DatapathEvent] | None = None
+        self._traces: Counter[str] = Counter()
+        self._kept_traces = 0
+
+    def __call__(self, event: CiliumEvent) -> None:
+        with self._lock:
+            if event.kind == "drop":
+                self._recent.append(event)
+            if self._window is None:
+                return
+            if event.kind == "trace":
+                self._traces[f"{event.node} {event.what}"] += 1
+                if self._kept_traces >= MAX_TRACES:
+                    return
+                self._kept_traces += 1
+            self._window.append(event.record())
+
+    def drops(self) -> list[CiliumEvent]:
+        """The latest drop notifications, in order."""
+        with self._lock:
+            return list(self._recent)
+
+    def open_window(self) -> None:
+        with self._lock:
+            self._window, self._traces, self._kept_traces = [], Counter(), 0
+
+    def close_window(self, datapath: str, lost: int = 0) -> DatapathEvents:
+        """Everything since :meth:`open_window` (nothing if none was opened)."""
+        with self._lock:
+            events, traces = self._window or [], self._traces
+            self._window, self._traces, self._kept_traces = None, Counter(), 0
+        out = DatapathEvents.bounded(datapath, "cilium_events", events, lost=lost)
+        return out.model_copy(update={"traces": dict(traces)})

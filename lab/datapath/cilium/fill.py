@@ -28,8 +28,12 @@ REVNAT = "cilium_lb4_reverse_nat"
 IPCACHE = "cilium_ipcache"
 ENDPOINTS = "cilium_lxc"
 
-SVC_FLAG_ROUTABLE = 1 << 1
-SVC_FLAG_NODEPORT = 1 << 6
+# lib/common.h's enum of service flags (the same in 1.13 to 1.16)
+SVC_FLAG_NODEPORT = 1 << 1
+SVC_FLAG_EXT_LOCAL_SCOPE = 1 << 2  # externalTrafficPolicy=Local
+SVC_FLAG_ROUTABLE = 1 << 6
+SVC_FLAG2_TWO_SCOPES = 1 << 5  # flags2: external and internal backends differ
+LB_LOOKUP_SCOPE_EXT, LB_LOOKUP_SCOPE_INT = 0, 1
 ENDPOINT_F_HOST = 1
 ENDPOINT_KEY_IPV4 = 1
 # the bits of an ipcache key before the address: cluster_id/pad (16), pad (8), family (8)
@@ -48,6 +52,9 @@ class Frontend:
     backends: Sequence[tuple[IPv4Address, int]]  # (pod address, target port)
     rev_nat_index: int
     proto: str = "tcp"
+    # externalTrafficPolicy=Local: the backends on this node, for traffic from outside
+    # the cluster (the agent's external scope); None: every backend for everyone
+    local_backends: Sequence[tuple[IPv4Address, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,13 +103,28 @@ def fill_services(w: MapWriter, frontends: Sequence[Frontend]) -> None:
                 backend_ids[be] = len(backend_ids) + 1
                 w.put(BACKENDS, {"": backend_ids[be]},
                       {"address": be[0].packed, "port": be[1]})
+        flags, flags2 = SVC_FLAG_NODEPORT | SVC_FLAG_ROUTABLE, 0
+        scopes = [(LB_LOOKUP_SCOPE_EXT, fe.backends)]
+        if fe.local_backends is not None:
+            # as the agent: the external scope holds the node's own backends, the
+            # internal scope (traffic from inside the cluster) every backend
+            flags |= SVC_FLAG_EXT_LOCAL_SCOPE
+            flags2 = SVC_FLAG2_TWO_SCOPES
+            scopes = [(LB_LOOKUP_SCOPE_EXT, fe.local_backends),
+                      (LB_LOOKUP_SCOPE_INT, fe.backends)]
         for address in (fe.address, IPv4Address("0.0.0.0")):
-            key: dict[str, Value] = {"address": address.packed, "dport": fe.port}
-            w.put(SERVICES, key | {"backend_slot": 0},
-                  {"count": len(fe.backends), "rev_nat_index": fe.rev_nat_index,
-                   "flags": SVC_FLAG_NODEPORT | SVC_FLAG_ROUTABLE})
-            for slot, be in enumerate(fe.backends, start=1):
-                w.put(SERVICES, key | {"backend_slot": slot}, {"backend_id": backend_ids[be]})
+            for scope, backends in scopes:
+                key: dict[str, Value] = {"address": address.packed, "dport": fe.port}
+                if scope != LB_LOOKUP_SCOPE_EXT:
+                    key["scope"] = scope
+                value: dict[str, Value] = {"count": len(backends),
+                                           "rev_nat_index": fe.rev_nat_index, "flags": flags}
+                if flags2:
+                    value["flags2"] = flags2
+                w.put(SERVICES, key | {"backend_slot": 0}, value)
+                for slot, be in enumerate(backends, start=1):
+                    w.put(SERVICES, key | {"backend_slot": slot},
+                          {"backend_id": backend_ids[be]})
         w.put(REVNAT, {"": fe.rev_nat_index}, {"address": fe.address.packed, "port": fe.port})
 
 

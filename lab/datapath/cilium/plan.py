@@ -80,10 +80,6 @@ def check_supported(t: Topology, version: CiliumVersion) -> None:
     if lb.option_byte_order != "host":
         problems.append("option_byte_order=network is the lab's own variant; Cilium writes "
                         "the option in host order")
-    for svc in t.services:
-        if svc.external_traffic_policy == "Local":
-            problems.append(f"service {svc.name}: externalTrafficPolicy=Local is not yet "
-                            "programmed by the lab on Cilium's datapath")
     if problems:
         raise UnsupportedByCilium(f"Cilium {version}: " + "; ".join(problems))
 
@@ -115,11 +111,13 @@ def plan_node(t: Topology, node_name: str) -> NodePlan:
     for svc in t.services:
         backends = t.backends(svc.name)
         workload = t.workload(svc.selector)
+        local = svc.external_traffic_policy == "Local"
         for port in svc.all_ports:
+            target = port.target_port or workload.port
             frontends.append(Frontend(
-                node.ip, port.node_port, [(p.ip, port.target_port or workload.port)
-                                          for p in backends],
-                rev_nat, port.protocol.lower()))
+                node.ip, port.node_port, [(p.ip, target) for p in backends],
+                rev_nat, port.protocol.lower(),
+                [(p.ip, target) for p in backends if p.node == node_name] if local else None))
             rev_nat += 1
     remotes = []
     for other in t.nodes:

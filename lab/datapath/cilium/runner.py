@@ -165,7 +165,7 @@ class CiliumRunner:
             self._node = self._stack.enter_context(load_plan(self.source, self.plan, cfg.LbParams(
                 fragment_tracking=self.config.fragment_tracking)))
             names = Names.from_tree(prepared_tree(self.source))
-            decoder = EventDecoder(NODE_NAME, names)
+            decoder = EventDecoder(NODE_NAME, names, ifnames=self.ifnames)
             self._reader = self._stack.enter_context(EventReader(
                 self._node.node.map_fd("cilium_events"), decoder, self.events.append,
                 threaded=False))

@@ -5,7 +5,8 @@ Per node, as Cilium's agent would: ``bpf_host`` for eth0 and the
 source (on worker threads while the network is wired; cached by content),
 loaded with shared maps and filled tail calls, their maps filled from the
 topology, and attached (:mod:`lab.datapath.cilium`). Each node's
-``cilium_events`` is read on a thread from then on (:attr:`events`).
+``cilium_events`` is read on a thread from then on (:attr:`events`); a run's
+captures take what came between :meth:`open_events` and :meth:`take_events`.
 
 The wiring differs from the lab's datapath's where Cilium's headers and
 routing need it (:attr:`agent_wiring`): the devices get the MACs the
@@ -21,14 +22,15 @@ process, which holds them for the lab's life.
 
 from __future__ import annotations
 
-import threading
+import socket
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from lab.capture.dpevents import DatapathEvents
 from lab.datapath import DatapathObject
 from lab.datapath.cilium.attach import attach_node
 from lab.datapath.cilium.build import BuiltObject, build_node, prepared_tree
-from lab.datapath.cilium.events import CiliumEvent, EventDecoder, EventReader, Names
+from lab.datapath.cilium.events import CiliumEvent, EventDecoder, EventLog, EventReader, Names
 from lab.datapath.cilium.node import LoadedNode, load_plan
 from lab.datapath.cilium.plan import NodePlan, check_supported, lb_params, plan_node
 from lab.datapath.cilium.source import CiliumSource
@@ -47,13 +49,12 @@ class CiliumDatapaths:
     def __init__(self, source: CiliumSource, cache_dir: Path | None = None) -> None:
         self.source = source
         self.cache_dir = cache_dir
-        self.events: list[CiliumEvent] = []
+        self.events = EventLog()
         self._plans: dict[str, NodePlan] = {}
         self._builds: dict[str, Future[tuple[BuiltObject, dict[str, BuiltObject]]]] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._loaded: dict[str, LoadedNode] = {}
         self._readers: list[EventReader] = []
-        self._lock = threading.Lock()
         self._topology: Topology | None = None
 
     def start(self, topology: Topology) -> CiliumDatapaths:
@@ -79,20 +80,26 @@ class CiliumDatapaths:
             self._loaded[node.name] = loaded
         with nsutil.in_netns(netns):
             attach_node(loaded)
+            ifnames = {index: name for index, name in socket.if_nameindex()}
         names = Names.from_tree(prepared_tree(self.source, self.cache_dir))
+        decoder = EventDecoder(node.name, names, ifnames=ifnames)
         with interrupts.deferred():
-            self._readers.append(EventReader(loaded.node.map_fd("cilium_events"),
-                                             EventDecoder(node.name, names), self._record))
+            self._readers.append(EventReader(loaded.node.map_fd("cilium_events"), decoder,
+                                             self.events))
         return None
 
-    def _record(self, event: CiliumEvent) -> None:
-        with self._lock:
-            self.events.append(event)
-
     def drops(self) -> list[CiliumEvent]:
-        """The drop notifications so far, in order."""
-        with self._lock:
-            return [e for e in self.events if e.kind == "drop"]
+        """The latest drop notifications, in order."""
+        return self.events.drops()
+
+    def open_events(self) -> None:
+        self.events.open_window()
+
+    def take_events(self) -> DatapathEvents:
+        for reader in self._readers:
+            reader.sync()
+        return self.events.close_window(f"Cilium {self.source.version}",
+                                        lost=sum(r.lost for r in self._readers))
 
     def keep_fds(self) -> list[int]:
         return sorted(fd for loaded in self._loaded.values() for fd in loaded.node.keep_fds())

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
+from lab.capture.dpevents import DatapathEvent, DatapathEvents
 from lab.datapath import BackendEntry, DatapathObject, build_object, maglev
 from lab.env.netns.layout import NODE_ETH0_INDEX
 from lab.model.topology import Node, ServicePort, Topology
@@ -50,6 +51,14 @@ class NodeDatapaths(Protocol):
         """What runs on the nodes, for the run's manifest: the fields of its
         ``datapath`` part (:class:`lab.capture.manifest.ManifestDatapath`), e.g.
         ``{"name": "lab"}``."""
+        ...
+
+    def open_events(self) -> None:
+        """Start keeping what the datapath says (a run's captures start)."""
+        ...
+
+    def take_events(self) -> DatapathEvents:
+        """What it said since :meth:`open_events`: its drops, by reason and hop."""
         ...
 
     def close(self) -> None:
@@ -169,6 +178,8 @@ class LabDatapaths:
     def __init__(self, *, workers: int | None = None) -> None:
         self._workers = workers
         self._loads: _DatapathLoads | None = None
+        self._attached: dict[str, DatapathObject] = {}
+        self._counted: dict[str, dict[str, int]] = {}  # node -> drop counters at open
 
     def start(self, topology: Topology) -> LabDatapaths:
         started = LabDatapaths(workers=self._workers)
@@ -182,7 +193,25 @@ class LabDatapaths:
         with nsutil.in_netns(netns):
             dp.attach_tc(NODE_ETH0_INDEX, "ingress", "dsr_from_netdev")
             dp.attach_tc(NODE_ETH0_INDEX, "egress", "dsr_to_netdev")
+        self._attached[node.name] = dp
         return dp
+
+    def _drops(self) -> dict[str, dict[str, int]]:
+        return {node: {k: v for k, v in dp.counters().items() if k.startswith("drop_")}
+                for node, dp in self._attached.items()}
+
+    def open_events(self) -> None:
+        self._counted = self._drops()
+
+    def take_events(self) -> DatapathEvents:
+        """The drops its counters went up by (both directions of eth0 count together)."""
+        events = []
+        for node, now in self._drops().items():
+            before = self._counted.get(node, {})
+            events += [DatapathEvent(node=node, ifname="eth0", kind="drop", what=name,
+                                     count=n - before.get(name, 0))
+                       for name, n in now.items() if n > before.get(name, 0)]
+        return DatapathEvents.bounded("the lab's dsr.c", "dsr_counters", events)
 
     def keep_fds(self) -> list[int]:
         return []  # the tc filters hold the programs, and the programs their maps

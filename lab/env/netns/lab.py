@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from lab.atomic import OutputError, reason, write_text
+from lab.capture.dpevents import DatapathEvents
 from lab.datapath import DatapathObject
 from lab.datapath.fabric import FabricObject
 from lab.env.base import BackendError, LabHost, LeftBy
@@ -100,6 +101,15 @@ class NetnsLab:
     def datapath_record(self) -> dict[str, str]:
         """What the nodes run (``{}`` for a lab brought up without a datapath)."""
         return self.datapaths.describe() if self.datapaths is not None else {}
+
+    def open_datapath_events(self) -> None:
+        """Keep what the nodes' datapath says from now on (a run's captures start)."""
+        if self.datapaths is not None:
+            self.datapaths.open_events()
+
+    def datapath_events(self) -> DatapathEvents | None:
+        """What it said since :meth:`open_datapath_events` (None: no datapath)."""
+        return self.datapaths.take_events() if self.datapaths is not None else None
 
     def wait_serving(self, timeout: float = 60.0) -> None:
         """Wait until the pods' server accepts connections (``up`` returns before:

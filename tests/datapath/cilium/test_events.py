@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from lab.datapath.cilium.build import prepared_tree
-from lab.datapath.cilium.events import CiliumEvent, EventDecoder, EventReader, Names
+from lab.datapath.cilium.events import CiliumEvent, EventDecoder, EventLog, EventReader, Names
 from lab.datapath.cilium.node import LoadedNode, load_node
 from lab.datapath.cilium.source import CiliumSource
 from lab.datapath.testrun import run_program
@@ -56,3 +56,37 @@ def test_a_syn_with_no_route_to_its_backend_is_a_named_drop(
     assert f"{CLIENT_IP}:" in drops[0].summary()
     assert drops[0].summary().startswith("drop DROP_NO_FIB at cilium-dsr-control-plane")
     assert VIP not in drops[0].summary()  # the packet was DNATed to the pod before the lookup
+    assert drops[0].where.startswith("nodeport.h:")  # the version's own file numbering
+    assert drops[0].where == f"nodeport.h:{drops[0].line}"
+
+
+def test_source_files_are_named_as_the_version_numbers_them(
+        cilium_source: CiliumSource) -> None:
+    names = Names.from_tree(prepared_tree(cilium_source))
+    assert names.file(1) == "bpf_host.c"
+    assert names.file(2) == "bpf_lxc.c"
+    assert names.file(105) == "nodeport.h"
+    assert names.file(250) == "file 250"
+
+
+def test_sync_returns_with_every_event_written_so_far(
+        lb_node: LoadedNode, unrouted_lb_ns: str, cilium_source: CiliumSource) -> None:
+    """A threaded reader's sync() hands over what the kernel wrote before it: no
+    sleep, no poll interval to wait out."""
+    names = Names.from_tree(prepared_tree(cilium_source))
+    log = EventLog()
+    host = lb_node.node.objects["host"]
+    decoder = EventDecoder(lb_node.plan.node.name, names, ifnames={10: "eth0"})
+    with EventReader(lb_node.node.map_fd("cilium_events"), decoder, log) as reader:
+        log.open_window()
+        with nsutil.in_netns(unrouted_lb_ns):
+            for port in range(41000, 41005):
+                run_program(host.program_fd("cil_from_netdev"), tcp_frame("S", sport=port),
+                            ingress_ifindex=10, ifindex=10)
+        reader.sync()
+        said = log.close_window("Cilium test")
+    drops = said.drops
+    assert [d.sport for d in drops] == list(range(41000, 41005))
+    assert {(d.node, d.ifname, d.what) for d in drops} == {
+        ("cilium-dsr-control-plane", "eth0", "DROP_NO_FIB")}
+    assert said.drop_groups()[0].count == 5
