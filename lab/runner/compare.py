@@ -75,6 +75,7 @@ class ModeFigures:
     latency_p50_ms: float
     latency_p99_ms: float
     requests: int
+    datapath: str = ""  # what the nodes ran: "lab", "cilium v1.16.0"
 
     @property
     def lb_bytes(self) -> int:
@@ -172,20 +173,26 @@ def measure_mode(topology: Topology, mode: str, workdir: Path, *,
         req_b, req_p, rep_b, rep_p = count_directions(pcap, str(topo.client.ip), lb_ip)
         progress(f"{mode}: {requests} short requests")
         lat = _latencies(lab, client, lb_ip, port.node_port, requests)
+        ran = lab.datapath_record()
     return ModeFigures(mode=mode, transfer_bytes=size, transfer_s=seconds,
                        request_bytes=req_b, request_packets=req_p, reply_bytes=rep_b,
                        reply_packets=rep_p, latency_p50_ms=_percentile(lat, 50) * 1000,
-                       latency_p99_ms=_percentile(lat, 99) * 1000, requests=len(lat))
+                       latency_p99_ms=_percentile(lat, 99) * 1000, requests=len(lat),
+                       datapath=" ".join(v for v in (ran.get("name", ""),
+                                                     ran.get("version", "")) if v))
 
 
 def compare_modes(topology: Topology, modes: Sequence[str], workdir: Path, *,
                   transfer_bytes: int = DEFAULT_TRANSFER, requests: int = DEFAULT_REQUESTS,
                   service: str | None = None, node: str | None = None,
-                  progress: Progress = lambda _m: None) -> list[ModeFigures]:
-    """:func:`measure_mode` for each mode, one lab after the other."""
+                  progress: Progress = lambda _m: None,
+                  backend: Backend | None = None) -> list[ModeFigures]:
+    """:func:`measure_mode` for each mode, one lab after the other, on ``backend``
+    (the scenario's own: the same datapath; default netns)."""
     workdir.mkdir(parents=True, exist_ok=True)
     return [measure_mode(topology, m, workdir, transfer_bytes=transfer_bytes,
-                         requests=requests, service=service, node=node, progress=progress)
+                         requests=requests, service=service, node=node, progress=progress,
+                         backend=backend)
             for m in modes]
 
 

@@ -168,14 +168,17 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
         [o.as_dict() for o in run.steps], indent=2) + "\n")
 
 
-def _compare(run: ScenarioRun, spec: CompareModes, say: Progress) -> None:
-    """The topology under each mode of ``spec``; figures and plot into the capture set
-    (the report shows them)."""
+def _compare(run: ScenarioRun, spec: CompareModes, say: Progress,
+             backend: Backend | None = None) -> None:
+    """The topology under each mode of ``spec`` (on ``backend``: the scenario's own
+    netns backend, so its datapath); figures and plot into the capture set (the
+    report shows them)."""
     t = time.perf_counter()
     sc = run.scenario
     figures = compare_modes(run.topology, spec.modes, run.capture_dir,
                             transfer_bytes=spec.transfer_bytes, requests=spec.requests,
-                            service=sc.target.service, node=sc.target.node, progress=say)
+                            service=sc.target.service, node=sc.target.node, progress=say,
+                            backend=backend)
     write_text(run.capture_dir / COMPARISON, json.dumps(
         {"transfer_bytes": spec.transfer_bytes, "requests": spec.requests,
          "lb_node": sc.target.node, "modes": [f.as_dict() for f in figures]},
@@ -255,8 +258,8 @@ def _run_scenario(name_or_path: str | Path, holds: contextlib.ExitStack, *,
     else:
         say("tearing the lab down")
         lab.down()
-    if sc.compare_modes is not None:
-        _compare(run, sc.compare_modes, say)
+    if sc.compare_modes is not None:  # a kind cluster's modes are its Helm values: netns
+        _compare(run, sc.compare_modes, say, backend if backend.name == "netns" else None)
     _check_and_report(run, trace, say)
     run.timings["total_s"] = time.perf_counter() - t0
     return run
