@@ -241,17 +241,18 @@ class _Checker:
                     env.bind({var: field_value(pkt, f, env) for var, f in exp.bind.items()})
                     anchors[exp.name] = start + 1 + pos
                     base.passed, base.packet = True, pkt.frame
-                    base.message = pkt.summary()
+                    base.message = pkt.summary() + _variant(exp)
                     return base
                 base.message = "no packet matched" + ("" if pkts else
-                                                      f" (the capture at {point.name} is empty)")
+                                                      f" (the capture at {point.name} is empty)"
+                                                      ) + _variant(exp)
             else:
                 matched = [p for p in window if self.evaluate(p, specs, env)[0]]
                 lo, hi = exp.count.min, exp.count.max
                 n = len(matched)
                 base.passed = n >= lo and (hi is None or n <= hi)
                 want = f">= {lo}" + (f" and <= {hi}" if hi is not None else "")
-                base.message = f"{n} packets matched (want {want})"
+                base.message = f"{n} packets matched (want {want})" + _variant(exp)
                 if matched:
                     base.packet = matched[0].frame
                     anchors[exp.name] = pkts.index(matched[-1])
@@ -321,6 +322,11 @@ class _Checker:
                            datapath=mf.datapath.model_dump())
 
 
+def _variant(exp: PacketSpec) -> str:
+    """`` (on cilium<1.14: why)`` for an expectation made for some datapaths only."""
+    return f" (on {exp.datapath}: {exp.why})" if exp.datapath else ""
+
+
 def _short(v: Any) -> Any:
     if isinstance(v, dict):
         return v.get("name") or (str(Endpoint(v["ip"], v["port"])) if {"ip", "port"} <= v.keys()
@@ -329,5 +335,7 @@ def _short(v: Any) -> Any:
 
 
 def check_trace(trace: Trace, capdir: CaptureDir) -> TraceResult:
-    """Check ``trace`` against the capture set in ``capdir``."""
-    return _Checker(trace, capdir).run()
+    """Check ``trace`` against the capture set in ``capdir``: what holds on the datapath
+    its manifest names (a trace's ``datapath:`` keys)."""
+    dp = capdir.manifest.datapath
+    return _Checker(trace.for_datapath(dp.name or "lab", dp.version), capdir).run()

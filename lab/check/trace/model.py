@@ -17,6 +17,10 @@ A trace (``scenarios/<name>.trace.yaml``) has four parts:
 ``coverage``
     Rules across flows, e.g. every backend served at least one flow.
 
+A claim, an expectation or a ``never`` rule may hold on some datapaths only
+(``datapath: cilium<1.14`` with a ``why:``, :mod:`.datapaths`); the checker
+keeps what holds on the datapath the capture set's manifest names.
+
 Names, not literals: ``$client``, ``$service.ip``, ``$service.port``,
 ``$backends`` come from the capture set's manifest (and so from the
 topology); flow variables are ``$eph``, ``$backend.ip`` and friends.
@@ -29,6 +33,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lab.check.trace.datapaths import Selector
 from lab.check.trace.fields import FIELD_NAMES, FieldSpec, compile_field
 from lab.errors import LabError
 from lab.model.errors import validation_message
@@ -68,7 +73,27 @@ class CountSpec(_Model):
     max: Annotated[int, Field(ge=0)] | None = None
 
 
-class PacketSpec(_Model):
+class _OnDatapath(_Model):
+    """``datapath: cilium<1.14`` with its ``why:``: holds only there (:mod:`.datapaths`)."""
+
+    datapath: str | None = None
+    why: str | None = None
+
+    @model_validator(mode="after")
+    def _selector(self) -> _OnDatapath:
+        if self.datapath is not None:
+            Selector.parse(self.datapath)  # a ValueError names the field
+            if not (self.why or "").strip():
+                raise ValueError("datapath: say why the datapaths differ here (why: ...)")
+        elif self.why is not None:
+            raise ValueError("why: goes with datapath: (a note on where datapaths differ)")
+        return self
+
+    def holds_on(self, name: str, version: str) -> bool:
+        return self.datapath is None or Selector.parse(self.datapath).matches(name, version)
+
+
+class PacketSpec(_OnDatapath):
     """One packet expectation: field matchers plus how it relates to the others."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -82,7 +107,7 @@ class PacketSpec(_Model):
         return dict(self.model_extra or {})
 
 
-class NeverSpec(_Model):
+class NeverSpec(_OnDatapath):
     """No packet at the point may match these fields (only the given ones are compared)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -111,7 +136,7 @@ class VarSpec(_Model):
     one_of: str  # the name of a list from the manifest, e.g. "backends"
 
 
-class Claim(_Model):
+class Claim(_OnDatapath):
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
     title: str
     point: PointRef
@@ -135,6 +160,15 @@ class Trace(_Model):
     claims: Annotated[list[Claim], Field(min_length=1)]
     coverage: list[Coverage] = []
     source: Path | None = Field(default=None, exclude=True)
+
+    def for_datapath(self, name: str, version: str = "") -> Trace:
+        """The claims, expectations and ``never`` rules that hold on this datapath
+        (``lab``, or ``cilium`` at ``version``)."""
+        claims = [c.model_copy(update={
+            "expect": [e for e in c.expect if e.holds_on(name, version)],
+            "never": [n for n in c.never if n.holds_on(name, version)]})
+            for c in self.claims if c.holds_on(name, version)]
+        return self.model_copy(update={"claims": claims})
 
 
 def _spec_problems(trace: Trace, specs: dict[str, Any], where: str, *,
@@ -173,6 +207,12 @@ def _claim_problems(trace: Trace, ci: int, claim: Claim) -> list[str]:
         if exp.after is not None and exp.after not in names:
             problems.append(f"{where}.after: {excerpt(exp.after)} is not an earlier expectation of "
                             f"claim {excerpt(claim.name)}")
+        # one name twice: variants of one expectation, each for its own datapaths
+        twin = next((e for e in claim.expect[:ei] if e.name == exp.name), None)
+        if twin is not None and (twin.datapath is None or exp.datapath is None):
+            problems.append(f"{where}.name: {excerpt(exp.name)} is already an expectation of "
+                            f"claim {excerpt(claim.name)} (variants for different datapaths "
+                            "each say datapath:)")
         names.append(exp.name)
     for ni, nev in enumerate(claim.never):
         problems += _spec_problems(trace, nev.field_specs(), f"claims[{ci}].never[{ni}]",

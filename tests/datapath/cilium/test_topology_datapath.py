@@ -64,4 +64,4 @@ def test_the_seed_on_a_topology_that_says_cilium(
     results = load_results(res.capture_dir)
     assert results is not None
     assert results.datapath == manifest.datapath.model_dump()
-    assert res.passed == cilium_source.version.at_least(1, 14)  # 1.13: the SYN's TTL
+    assert res.passed
