@@ -8,6 +8,7 @@ run`` runs, not when ``dsrlab`` starts.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +19,8 @@ import typer
 from lab.cli.output import err, fail, need_root, one_line_errors, table
 
 if TYPE_CHECKING:  # the runner (pyroute2, libbpf) loads when `datapath run` runs
+    from lab.datapath.cilium.source import CiliumSource
+    from lab.datapath.diff import PacketDiff
     from lab.datapath.runner import PacketResult, RunConfig, RunSummary
     from lab.wire.endpoint import Endpoint
 
@@ -254,3 +257,170 @@ def verify(
             err.print(line, markup=False, highlight=False)
     if report.outcome != "pass":
         fail(report.summary())
+
+
+DIFF_HELP = """Feed every frame of a pcap through the lab's datapath and through
+Cilium's own programs, and compare what comes out, frame by frame.
+
+Both run their entry programs with BPF_PROG_TEST_RUN (nothing is sent
+anywhere), configured from the same options as `datapath run`: --program
+lb (the NodePort node: the lab's dsr_from_netdev, Cilium's cil_from_netdev)
+or backend (a backend's node: a frame from a --backend address is that
+pod's reply, the others come from the network), --service, --backend,
+--mtu, --fragment-tracking. Maps persist across the frames of one pass.
+
+Backends: Cilium picks among several at random, so with --program lb give
+exactly one --backend (several are refused): both datapaths then send to
+the same one and their outputs are comparable. --program backend takes
+several (each is a pod on the node; nothing is chosen there).
+
+Per frame, one kind: equal (same bytes, same verdict; "unchanged" when
+both left it as it came), different (both let it through, differently),
+dropped by the lab only, dropped by Cilium only, dropped by both (a frame
+the kernel refuses to test-run counts as dropped). Each different frame is
+printed with the fields that differ, decoded with scapy, e.g. "[IP].ttl lab
+63 cilium 64"; a checksum right on both sides that changed with another
+field is marked (follows) and never counts alone.
+
+--cilium-src PATH (repeatable): a Cilium checkout, its bpf/, a bpf/
+tarball, or a folder of cilium-<tag>-bpf.tar.gz (each is compared);
+default $DSRLAB_CILIUM_SRC. Accepting differences: --ignore-field NAME
+(repeatable: a field as printed, [IP].ttl, its own name, ttl, or a layer,
+[DSR]) and --accept-known (the documented differences of that Cilium
+version and role; --list-known prints them) turn those differences into
+"accepted": counted and named in the summary, not a failure.
+
+--json prints one JSON object per frame and Cilium source (frame, kind,
+both verdicts and reasons, the differing fields) and one summary object
+per source ("summary": true); --output-dir DIR writes lab.pcap and
+cilium-<version>.pcap there (each datapath's output frames, in order).
+
+Exit status: 0 when the datapaths agree on every frame (equal, unchanged,
+accepted or dropped by both), 1 when any frame differs or is dropped by one
+only, 2 on bad input or when a datapath cannot run (one error line).
+"""
+
+
+@app.command("diff", help=DIFF_HELP)
+def diff(
+    pcap: Annotated[Path, typer.Argument(metavar="PCAP", help="the frames to feed (pcap or "
+                                         "pcapng, Ethernet)", show_default=False)] = Path(),
+    *,
+    program: Annotated[Program, typer.Option(help="lb: the NodePort node; backend: a "
+                                             "backend's node")] = Program.lb,
+    service: Annotated[str | None, typer.Option(
+        metavar="VIP:PORT", help="the NodePort service, e.g. 172.18.0.2:32000")] = None,
+    backend: Annotated[list[str] | None, typer.Option(
+        metavar="IP:PORT", help="a backend (lb: exactly one; backend: repeat for several)")
+    ] = None,
+    mtu: Annotated[int, typer.Option(min=0, max=0xFFFF,
+                                     help="eth0's MTU (0: no check)")] = 1500,
+    fragment_tracking: Annotated[bool, typer.Option(
+        help="translate a datagram's later fragments with its first")] = True,
+    cilium_src: Annotated[list[Path] | None, typer.Option(
+        metavar="PATH", help="a Cilium checkout, its bpf/, a bpf/ tarball or a folder of "
+        "tarballs; repeat for several (default: $DSRLAB_CILIUM_SRC)",
+        show_default=False)] = None,
+    ignore_field: Annotated[list[str] | None, typer.Option(
+        metavar="NAME", help="accept differences in this field ([IP].ttl, ttl, [DSR]); "
+        "repeatable", show_default=False)] = None,
+    accept_known: Annotated[bool, typer.Option(
+        help="accept the documented differences of each Cilium version")] = False,
+    list_known: Annotated[bool, typer.Option(
+        help="print the documented differences and exit")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines on stdout")] = False,
+    output_dir: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="write lab.pcap and cilium-<version>.pcap there",
+        show_default=False)] = None,
+) -> None:
+    from lab.datapath.cilium.source import ENV_VAR, discover
+    from lab.datapath.diff import KNOWN_DIFFERENCES, check_comparable, diff_frames
+    from lab.datapath.errors import DatapathError
+    from lab.wire.pcapio import read_frames
+    from lab.wire.pcapread import PcapError
+
+    if list_known:
+        for k in KNOWN_DIFFERENCES:
+            sys.stdout.write(k.describe() + "\n")
+        return
+    if pcap == Path():
+        fail("give the PCAP to feed", 2)
+    if service is None or not backend:
+        fail("give --service VIP:PORT and --backend IP:PORT", 2)
+    config = _config(program, service, backend, seed=None, repeat=1, mtu=mtu,
+                     fragment_tracking=fragment_tracking)
+    with one_line_errors(DatapathError, code=2):
+        check_comparable(config)
+    try:
+        from lab.wire.paths import PathError, check_input
+        check_input(pcap)
+    except PathError as exc:
+        fail(str(exc), 2)
+    with one_line_errors(PcapError, code=2):
+        frames = list(read_frames(pcap))
+    if not frames:
+        fail(f"{pcap}: no frames to feed", 2)
+    wheres: list[Path | str] = list(cilium_src or [])
+    if not wheres:
+        env = os.environ.get(ENV_VAR)
+        if not env:
+            fail(f"no Cilium source: --cilium-src PATH or {ENV_VAR}", 2)
+        wheres = [env]
+    sources: list[CiliumSource] = []
+    with one_line_errors(DatapathError, code=2):
+        for where in wheres:
+            sources += [s for s in discover(where) if s not in sources]
+    if output_dir is not None:
+        _check_output_dir(output_dir, pcap, [f"cilium-{s.version}.pcap" for s in sources])
+    need_root("dsrlab datapath diff needs root (BPF, network namespaces)")
+
+    def on_packet(source: CiliumSource, d: PacketDiff) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(d.to_json(str(source.version))) + "\n")
+        elif d.kind not in ("equal", "unchanged", "dropped_by_both"):
+            _print_diff(source, d)
+
+    with one_line_errors(PcapError, DatapathError, OSError, code=2):
+        summaries = diff_frames(config, frames, sources, ignore=ignore_field or (),
+                                accept_known=accept_known, on_packet=on_packet,
+                                output_dir=output_dir, input_path=pcap)
+    for s in summaries:
+        if as_json:
+            sys.stdout.write(json.dumps(s.to_json()) + "\n")
+        err.print(s.text(), markup=False, highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    if any(s.disagreements for s in summaries):
+        raise typer.Exit(1)
+
+
+def _check_output_dir(output_dir: Path, pcap: Path, names: list[str]) -> None:
+    """--output-dir: made if missing (its parent must exist); each pcap it will hold
+    must be writable and not the input (exit 2 otherwise)."""
+    from lab.wire.paths import PathError, check_output
+
+    try:
+        output_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        fail(f"--output-dir {output_dir}: {exc.strerror or exc}", 2)
+    if not output_dir.is_dir():
+        fail(f"--output-dir {output_dir}: not a folder", 2)
+    for name in ["lab.pcap", *names]:
+        try:
+            check_output(output_dir / name, inputs=[pcap])
+        except PathError as exc:
+            fail(f"--output-dir {exc}", 2)
+
+
+def _print_diff(source: CiliumSource, d: PacketDiff) -> None:
+    from lab.wire.ipv4 import frame_summary
+
+    def side(r: PacketResult) -> str:
+        return r.verdict + (f" ({r.reason})" if r.reason else "")
+
+    head = f"frame {d.frame} [{source.version}]: {d.kind.replace('_', ' ')}"
+    if d.kind.startswith("dropped"):
+        head += f": lab {side(d.lab)}, cilium {side(d.cilium)}"
+    else:
+        head += f": {d.field_text()}"
+    data_in = d.lab.data_in or b""
+    sys.stdout.write(f"{head}\n  in:  {frame_summary(data_in) if data_in else '?'}\n")
