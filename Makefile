@@ -47,10 +47,17 @@ clean-lab: install
 
 # The datapath fuzz at full size: 1,000,000 malformed frames per program and
 # 5,000 hypothesis examples (make test runs 100,000 and 300).
-.PHONY: fuzz
-fuzz: install
+.PHONY: fuzz fuzz-diff
+fuzz: install fuzz-diff
 	DSRLAB_FUZZ_PACKETS=1000000 DSRLAB_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q -s \
 		tests/datapath/test_fuzz_datapath.py
+
+# The differential fuzz at full size: 100,000 of the fuzzer's frames through the lab's
+# datapath and each Cilium of DSRLAB_CILIUM_SRC, every disagreement in an explained
+# class (tests/datapath/cilium/diffclasses.py; make test runs 400 frames)
+fuzz-diff: install
+	DSRLAB_FUZZ_DIFF_FRAMES=100000 $(PY) -m pytest -q -s -n 0 \
+		tests/datapath/cilium/test_diff_fuzz.py
 
 # The kernel matrix: the datapath tests and the scenarios under the host kernel and
 # each kernel of kernels/matrix.yaml, booted in QEMU (virtme-ng). Installs QEMU, the

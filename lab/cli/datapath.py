@@ -398,12 +398,12 @@ def _check_output_dir(output_dir: Path, pcap: Path, names: list[str]) -> None:
     must be writable and not the input (exit 2 otherwise)."""
     from lab.wire.paths import PathError, check_output
 
+    if output_dir.exists() and not output_dir.is_dir():
+        fail(f"--output-dir {output_dir}: not a folder", 2)
     try:
         output_dir.mkdir(exist_ok=True)
     except OSError as exc:
         fail(f"--output-dir {output_dir}: {exc.strerror or exc}", 2)
-    if not output_dir.is_dir():
-        fail(f"--output-dir {output_dir}: not a folder", 2)
     for name in ["lab.pcap", *names]:
         try:
             check_output(output_dir / name, inputs=[pcap])

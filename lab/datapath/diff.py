@@ -29,6 +29,7 @@ have one backend (:func:`check_comparable`): the outputs are then comparable.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +180,8 @@ class DiffSummary:
     accepted_fields: Counter[str] = field(default_factory=Counter)  # accepted ones (why)
     drop_reasons: Counter[str] = field(default_factory=Counter)  # "lab:x" / "cilium:y"
     known: tuple[KnownDifference, ...] = ()
+    lab_seconds: float = 0.0  # each datapath's pass over the frames, set-up included
+    cilium_seconds: float = 0.0
 
     def add(self, d: PacketDiff) -> None:
         self.packets += 1
@@ -221,7 +224,9 @@ class DiffSummary:
                 "kinds": {kind: self.kinds[kind] for kind in KINDS},
                 "fields": dict(self.fields), "accepted_fields": dict(self.accepted_fields),
                 "drops_by_one_only": dict(self.drop_reasons),
-                "known_differences": [k.describe() for k in self.known]}
+                "known_differences": [k.describe() for k in self.known],
+                "lab_seconds": round(self.lab_seconds, 3),
+                "cilium_seconds": round(self.cilium_seconds, 3)}
 
 
 def check_comparable(config: RunConfig) -> None:
@@ -259,19 +264,24 @@ def diff_frames(
     ``input_path``)."""
     check_comparable(config)
     data = [f.data for f in frames]
+    start = time.monotonic()
     lab = run_all((lab_runner or DatapathRunner)(config), data)
+    lab_seconds = time.monotonic() - start
     if output_dir is not None:
         _write(output_dir / "lab.pcap", frames, lab, input_path)
     out = []
     for source in sources:
+        start = time.monotonic()
         cilium = run_all(CiliumRunner(config, source), data)
+        cilium_seconds = time.monotonic() - start
         if output_dir is not None:
             _write(output_dir / f"cilium-{source.version}.pcap", frames, cilium,
                    input_path)
         known = tuple(known_differences(source.version, config.program)) if accept_known \
             else ()
         accepted = Accepted(tuple(ignore), known)
-        summary = DiffSummary(source, known=known)
+        summary = DiffSummary(source, known=known, lab_seconds=lab_seconds,
+                              cilium_seconds=cilium_seconds)
         for index, (a, b) in enumerate(zip(lab, cilium, strict=True)):
             d = compare(index, a, b, accepted)
             summary.add(d)

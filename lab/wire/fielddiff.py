@@ -10,8 +10,9 @@ and ``[Padding].load``; the frame's length is ``[frame].length``.
 
 :func:`field_diffs` lists the fields whose values differ between two frames
 (in the order of the first frame's layers, then the second's). A checksum
-difference whose both sides are right for their own bytes, while another
-field differs, *follows* from that field (``FieldDiff.follows``): lowering the
+difference whose both sides are right for their own bytes (or wrong by the
+same amount: an input checksum that was wrong, updated incrementally on both),
+while another field differs, *follows* from that field (``FieldDiff.follows``): lowering the
 TTL changes the IPv4 header checksum, and the checksum says nothing more.
 When scapy's fields agree but the bytes do not, ``[bytes]`` names the first
 differing offset, so no difference goes unnamed.
@@ -27,7 +28,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import NoPayload, Packet
 
 from lab.wire import dsropt
-from lab.wire.checksum import csum_ok, l4_csum_ok
+from lab.wire.checksum import ones_sum, pseudo_header
 
 CHECKSUMS = frozenset({"[IP].chksum", "[TCP].chksum", "[UDP].chksum"})
 
@@ -35,7 +36,8 @@ CHECKSUMS = frozenset({"[IP].chksum", "[TCP].chksum", "[UDP].chksum"})
 @dataclass(frozen=True)
 class FieldDiff:
     """One field that differs: its name and both values (``None``: the frame has no
-    such field); ``follows``: a checksum right on both sides, changed by another field."""
+    such field); ``follows``: a checksum as right (or as wrong) on both sides, changed
+    by another field."""
 
     field: str
     a: str | None
@@ -103,28 +105,32 @@ def frame_fields(frame: bytes) -> dict[str, str]:
     return out
 
 
-def _checksums_right(frame: bytes) -> set[str]:
-    """The checksums of ``frame``'s (first) IPv4 header and TCP/UDP segment that are
-    right (a UDP zero checksum counts as right)."""
-    right: set[str] = set()
+def _checksum_errors(frame: bytes) -> dict[str, int]:
+    """How far each checksum of ``frame``'s (first) IPv4 header and TCP/UDP segment is
+    from right (one's complement sum of the covered bytes: 0xffff or 0 when right; a
+    UDP zero checksum counts as right)."""
+    errors: dict[str, int] = {}
     try:
         pkt = Ether(frame)
     except Exception:
-        return right
+        return errors
     ip = pkt.getlayer(IP)
     if ip is None or not ip.original:
-        return right
+        return errors
     raw = bytes(ip.original)
     hlen = (raw[0] & 0x0F) * 4
-    if hlen >= 20 and len(raw) >= hlen and csum_ok(raw[:hlen]):
-        right.add("[IP].chksum")
+    if hlen >= 20 and len(raw) >= hlen:
+        errors["[IP].chksum"] = ones_sum(raw[:hlen]) % 0xFFFF
     tot = min(int(ip.len or 0), len(raw))
     for proto, name, layer in ((6, "[TCP].chksum", TCP), (17, "[UDP].chksum", UDP)):
         if ip.proto == proto and pkt.haslayer(layer) and hlen <= tot:
-            with contextlib.suppress(Exception):
-                if l4_csum_ok(raw, hlen, tot, proto) is not False:
-                    right.add(name)
-    return right
+            seg = raw[hlen:tot]
+            if proto == 17 and seg[6:8] == b"\0\0":
+                errors[name] = 0
+            else:
+                errors[name] = ones_sum(pseudo_header(raw[12:16], raw[16:20], proto,
+                                                      len(seg)) + seg) % 0xFFFF
+    return errors
 
 
 def field_diffs(a: bytes, b: bytes) -> list[FieldDiff]:
@@ -141,8 +147,9 @@ def field_diffs(a: bytes, b: bytes) -> list[FieldDiff]:
                           f"offset {at}: {b[at:at + 16].hex()}")]
     others = [d for d in diffs if d.field not in CHECKSUMS]
     if others:
-        right = _checksums_right(a) & _checksums_right(b)
-        diffs = [FieldDiff(d.field, d.a, d.b, True) if d.field in right and d.field in CHECKSUMS
+        ea, eb = _checksum_errors(a), _checksum_errors(b)
+        same = {n for n in ea if n in eb and ea[n] == eb[n]}
+        diffs = [FieldDiff(d.field, d.a, d.b, True) if d.field in same and d.field in CHECKSUMS
                  else d for d in diffs]
     return diffs
 

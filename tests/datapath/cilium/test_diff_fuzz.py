@@ -1,0 +1,46 @@
+"""The differential fuzz: the datapath fuzzer's frames through the lab's datapath and
+Cilium's own (``lb``), every disagreement in a known, explained class
+(``tests/datapath/cilium/diffclasses.py``), the 1.13 TTL accepted as documented
+and still counted.
+
+``make test`` runs :data:`SMOKE_FRAMES` frames per Cilium version found (a
+few seconds); ``make fuzz`` (``make fuzz-diff``) sets ``DSRLAB_FUZZ_DIFF_FRAMES``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from lab.datapath.cilium.source import CiliumSource
+from lab.pytest_plugin import require_root
+from tests.datapath.cilium.diffclasses import CLASSES, run_diff_fuzz
+
+SMOKE_FRAMES = 400
+FRAMES = int(os.environ.get("DSRLAB_FUZZ_DIFF_FRAMES", str(SMOKE_FRAMES)))
+
+
+def test_lab_and_cilium_agree_on_the_fuzz_corpus_but_for_explained_classes(
+        cilium_source: CiliumSource) -> None:
+    require_root()
+    run = run_diff_fuzz(cilium_source, FRAMES)
+    print(run.report())
+    assert not run.unexplained, run.report()
+    s = run.summary
+    assert s.packets == FRAMES
+    assert set(run.classes) <= set(CLASSES)
+    # the corpus reaches the interesting paths on both: frames changed the same way,
+    # frames both let through untouched, frames both drop
+    assert s.kinds["unchanged"] > 0.2 * FRAMES
+    assert s.kinds["dropped_by_both"] > 0
+    assert s.disagreements == sum(run.classes.values())  # each one has its class
+    if cilium_source.version.at_least(1, 16):
+        assert s.kinds["equal"] > 0.05 * FRAMES  # forwarded, rewritten identically
+        assert s.kinds["different"] == 0
+        assert s.kinds["accepted"] == 0
+    else:
+        # the documented TTL difference is accepted, and counted, not hidden
+        assert s.kinds["accepted"] > 0.05 * FRAMES
+        assert set(s.accepted_fields) == {"[IP].ttl (known)"}
+    # the classes this corpus always shows (at this size and seed)
+    assert run.classes["lab_drops_malformed_ipv4"] > 0
+    assert run.classes["cilium_drops_orphan_fragment"] > 0
