@@ -208,8 +208,10 @@ class DiffSummary:
                 f"only, {k['dropped_by_cilium']} dropped by Cilium only, "
                 f"{k['dropped_by_both']} dropped by both")
         if k["accepted"]:
-            what = ", ".join(f"{n} {f}" for f, n in self.accepted_fields.most_common())
-            line += f"; {k['accepted']} accepted ({what})"
+            line += f"; {k['accepted']} accepted"
+        if self.accepted_fields:
+            line += "; accepted differences: " + ", ".join(
+                f"{f} {n}" for f, n in self.accepted_fields.most_common())
         if self.fields:
             line += "; differing fields: " + ", ".join(
                 f"{f} {n}" for f, n in self.fields.most_common())

@@ -55,14 +55,17 @@ CLASSES: dict[str, str] = {
         "does not look at the TTL on the DSR forward and redirects it"),
     "v1_13_option_at_a_fixed_offset": (
         "Cilium 1.13's dsr_set_opt4 (bpf/lib/nodeport.h) reads the TCP flags at "
-        "ETH_HLEN + sizeof(struct iphdr), ignoring IP options (and in a later fragment, "
-        "which has no TCP header, from the payload), so with options it inserts the DSR "
-        "option on a non-SYN or leaves it off a SYN, and puts it on a later fragment whose "
-        "payload has the SYN bit where the flags would be; the lab's datapath (FRAG_LATER: "
-        "no flags, no option) and 1.16 do neither. It also has no room check "
+        "ETH_HLEN + sizeof(struct iphdr), ignoring IP options, so with options it inserts "
+        "the DSR option on a non-SYN or leaves it off a SYN, and it has no room check "
         "(1.16: ipv4_hdrlen() and MAX_IPOPTLEN, DROP_CT_INVALID_HDR): with 36-40 option "
         "bytes the IHL wraps past 15 (a corrupt header), where the lab's datapath drops "
         "opt_too_long as 1.16 does"),
+    "cilium_option_on_a_later_fragment": (
+        "a later fragment of a datagram whose first fragment went through: Cilium (1.13 and "
+        "1.16) translates it from its fragment map and dsr_set_opt4 still reads 'TCP flags' "
+        "at the L4 offset, which in a later fragment is payload; a SYN bit there puts the "
+        "DSR option on the fragment. The lab's datapath translates it without the option "
+        "(FRAG_LATER: no L4 header, no flags; bpf/dsr.c parse_fragment)"),
 }
 
 
@@ -103,8 +106,10 @@ def classify(d: PacketDiff, version: CiliumVersion) -> str | None:
         if old and ttl is not None and ttl <= 1 and (d.lab.verdict, d.cilium.verdict) == (
                 "ok", "redirect"):
             return "ttl_expires"
-        if old and (_ihl(d) > 5 or _is_later_fragment(d)) and names & {"[IP].ihl",
-                                                                        "[DSR].service"}:
+        option = names & {"[IP].ihl", "[DSR].service"}
+        if option and _is_later_fragment(d):
+            return "cilium_option_on_a_later_fragment"
+        if old and _ihl(d) > 5 and option:
             return "v1_13_option_at_a_fixed_offset"
     return None
 
