@@ -81,6 +81,21 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
             "rewrites the MACs and redirects without ipv4_l3(), so the TTL is not "
             "lowered; 1.16 redirects through fib_redirect_v4() (bpf/lib/fib.h), which "
             "lowers it, as the lab's datapath does"),
+    KnownDifference(
+        "[verdict]", "backend",
+        why="on a backend's node the lab's dsr_from_netdev hands a frame for a local pod "
+            "to the stack (ok), which delivers it; Cilium's chain (cil_from_netdev, then "
+            "cil_from_host) delivers it itself (redirect to the pod's lxc)"),
+    KnownDifference(
+        "[Ether]", "backend",
+        why="the same delivery: Cilium writes the pod's and its lxc's MACs, the lab's "
+            "datapath leaves the MACs to the stack; on the reply Cilium's chain ends after "
+            "cil_to_netdev with the pod's MACs, the lab's at dsr_to_netdev"),
+    KnownDifference(
+        "[IP].ttl", "backend",
+        why="Cilium forwards between the pod and eth0 at L3 (ipv4_l3() lowers the TTL, "
+            "once each way in this chain); the lab's datapath leaves that hop to the "
+            "kernel, which lowers it after the program"),
 )
 
 

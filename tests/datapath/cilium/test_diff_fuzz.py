@@ -35,7 +35,8 @@ def test_lab_and_cilium_agree_on_the_fuzz_corpus_but_for_explained_classes(
     assert s.disagreements == sum(run.classes.values())  # each one has its class
     if cilium_source.version.at_least(1, 16):
         assert s.kinds["equal"] > 0.05 * FRAMES  # forwarded, rewritten identically
-        assert s.kinds["different"] == 0
+        # forwarded alike but for Cilium's option on a later fragment (1 in 100,000)
+        assert s.kinds["different"] == run.classes["cilium_option_on_a_later_fragment"]
         assert s.kinds["accepted"] == 0
     else:
         # the documented TTL difference is accepted, and counted, not hidden
