@@ -108,7 +108,8 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     explained |= {f for d in by_rules for f in d.flows}
     svc, client_ip = cd.service, cd.client_ip
     if not svc.ip or svc.protocol.upper() != "TCP":
-        return by_rules + (diagnose_counted_drops(cd) if by_rules else [])
+        unanswered = bool(by_rules) or _datagrams_unanswered(cd)
+        return by_rules + (diagnose_counted_drops(cd) if unanswered else [])
     hops = _hops(cd)
     packets = {p.name: cd.packets(p) for p in cd.points}
     found: dict[str, Diagnosis] = {}
@@ -130,6 +131,23 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
                 f"{client_ip}:{syn.sport}")
     broken = sorted([*by_rules, *found.values()], key=lambda d: -len(d.flows))
     return broken + (diagnose_counted_drops(cd) if broken else [])
+
+
+def _datagrams_unanswered(cd: CaptureDir) -> bool:
+    """A client port that sent the service datagrams and got nothing back (as the
+    client's capture saw it)."""
+    clients = list(cd.by_role("client"))
+    if not clients:
+        return False
+    svc, client_ip = cd.service, cd.client_ip
+    asked: set[int | None] = set()
+    answered: set[int | None] = set()
+    for p in cd.packets(clients[0]):
+        if p.src == client_ip and p.dst == svc.ip and p.dport == svc.port:
+            asked.add(p.sport)
+        elif p.dst == client_ip and p.src == svc.ip:
+            answered.add(p.dport)
+    return bool(asked - answered)
 
 
 def _diagnose_flow(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], eph: int,

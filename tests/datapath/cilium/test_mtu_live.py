@@ -20,7 +20,8 @@ MTU = REPO / "scenarios" / "mtu"
 
 
 @pytest.mark.parametrize("name", ["tcp-frag-needed", "udp-frag-needed",
-                                  "udp-fragmented-question", "udp-too-big-silent"])
+                                  "udp-fragmented-question", "udp-too-big-silent",
+                                  "udp-fragments-untracked"])
 def test_the_mtu_scenario_passes_on_cilium(name: str, cilium_source: CiliumSource,
                                            tmp_path: Path) -> None:
     require_root()
