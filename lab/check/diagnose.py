@@ -103,9 +103,12 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
 
     by_rules = diagnose_too_big(cd) + diagnose_fragments(cd)
     explained = {f for d in by_rules for f in d.flows}
-    # a drop the datapath names explains its connection better than where it stopped
-    by_rules += [d for d in diagnose_flow_drops(cd) if not explained.issuperset(d.flows)]
-    explained |= {f for d in by_rules for f in d.flows}
+    # a drop the datapath names says why its connection stopped: it takes the place
+    # of the vague "dropped it there" (a rule that knows more, e.g. no room for the
+    # option, is said beside it)
+    by_dp = [d for d in diagnose_flow_drops(cd) if not explained.issuperset(d.flows)]
+    by_rules += by_dp
+    named = {f for d in by_dp for f in d.flows}
     svc, client_ip = cd.service, cd.client_ip
     if not svc.ip or svc.protocol.upper() != "TCP":
         unanswered = bool(by_rules) or _datagrams_unanswered(cd)
@@ -125,6 +128,9 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
         if f"{client_ip}:{syn.sport}" in explained:
             continue
         got = _diagnose_flow(cd, hops, packets, syn.sport, lb_name, flows=flows)
+        if got is not None and got[0] == "dropped-at-lb" and \
+                f"{client_ip}:{syn.sport}" in named:
+            continue
         if got is not None:
             cause, line = got
             found.setdefault(line, Diagnosis(cause, line)).flows.append(
