@@ -4,7 +4,10 @@ disagreement, each with its reason read from the code.
 
 :data:`CLASSES` names every way the two are known to disagree on this
 corpus; :func:`classify` puts a :class:`~lab.datapath.diff.PacketDiff` in one
-of them (``None``: unexplained, a finding). The 1.13 TTL on the DSR forward
+of them (``None``: unexplained, a finding). A class the lab's datapath fixed
+leaves this list, so it comes back as unexplained: a later fragment whose
+first was not seen, which Cilium drops (DROP_FRAG_NOT_FOUND) and the lab's
+datapath passed to the stack until it dropped it too. The 1.13 TTL on the DSR forward
 is not here: it is a documented difference (``KNOWN_DIFFERENCES``), which the
 fuzz accepts with ``accept_known`` and the summary still counts.
 
@@ -40,11 +43,6 @@ CLASSES: dict[str, str] = {
         "bad_ihl, bad_tot_len, truncated_l4); Cilium's cil_from_netdev only checks that a "
         "20-byte header is in the buffer (revalidate_data, bpf/lib/common.h) and passes the "
         "frame to the stack or load-balances it as it reads it"),
-    "cilium_drops_orphan_fragment": (
-        "a later IPv4 fragment whose first was not seen: Cilium drops it "
-        "(DROP_FRAG_NOT_FOUND: ipv4_handle_fragmentation, bpf/lib/ipv4.h, finds no entry in "
-        "its fragment map); the lab's datapath passes it to the stack untranslated "
-        "(pass_fragment)"),
     "cilium_drops_beyond_mtu": (
         "a frame longer than the MTU to the service: Cilium's FIB lookup with the MTU check "
         "fails and it drops (DROP_NO_FIB); the lab's datapath passes it to the stack"),
@@ -94,8 +92,6 @@ def classify(d: PacketDiff, version: CiliumVersion) -> str | None:
         if lab_reason == "opt_too_long" and old:
             return "v1_13_option_at_a_fixed_offset"
     if d.kind == "dropped_by_cilium":
-        if cil_reason == "DROP_FRAG_NOT_FOUND" and _is_later_fragment(d):
-            return "cilium_drops_orphan_fragment"
         if cil_reason == "DROP_NO_FIB" and len(d.lab.data_in or b"") - 14 > (CONFIG.mtu or 1500):
             return "cilium_drops_beyond_mtu"
         if cil_reason == "DROP_TTL_EXCEEDED" and (_ttl(d) or 0) <= 1:  # None: no IPv4

@@ -30,10 +30,19 @@ def jumbo_syn() -> bytes:
 
 
 def later_fragment() -> bytes:
-    """A TCP fragment (offset 800) whose first never came: the lab's datapath passes it
-    to the stack, Cilium drops it (DROP_FRAG_NOT_FOUND)."""
+    """A TCP fragment (offset 800) whose first never came: both drop it (Cilium:
+    DROP_FRAG_NOT_FOUND; the lab's datapath passed it to the stack until main's
+    fragment fix, which the differential fuzz had found too)."""
     return bytes(ETH / IP(src=CLIENT_IP, dst=VIP, id=77, frag=100, flags="MF", proto=6)
                  / (b"y" * 40))
+
+
+def big_ack() -> bytes:
+    """An ACK longer than the MTU (no option to add): the lab's datapath passes it to
+    the stack (its FIB lookup fails on the MTU: fib_pass), Cilium drops it
+    (DROP_NO_FIB)."""
+    return bytes(ETH / IP(src=CLIENT_IP, dst=VIP, id=10)
+                 / TCP(sport=40000, dport=NODE_PORT, flags="A") / (b"z" * 1500))
 
 
 def bad_ihl_syn() -> bytes:
@@ -105,26 +114,29 @@ def test_the_seed_syn_is_the_same_on_1_16_and_differs_by_the_ttl_on_1_13(
 def test_frames_dropped_by_both_and_by_one_only(cilium_source: CiliumSource,
                                                 tmp_path: Path) -> None:
     require_root()
-    src = pcap(tmp_path, jumbo_syn(), later_fragment(), bad_ihl_syn())
+    src = pcap(tmp_path, jumbo_syn(), later_fragment(), big_ack(), bad_ihl_syn())
     proc = diff(str(src), *SERVICE, "--cilium-src", str(cilium_source.path), "--json")
     assert proc.returncode == 1, proc.stderr
     lines = records(proc.stdout)
-    frames, [summary] = lines[:3], lines[3:]
+    frames, [summary] = lines[:4], lines[4:]
     assert [(r["frame"], r["kind"]) for r in frames] == [
-        (1, "dropped_by_both"), (2, "dropped_by_cilium"), (3, "dropped_by_lab")]
+        (1, "dropped_by_both"), (2, "dropped_by_both"), (3, "dropped_by_cilium"),
+        (4, "dropped_by_lab")]
     lab = [r["lab"] for r in frames]
     cilium = [r["cilium"] for r in frames]
-    assert [x["verdict"] for x in lab] == ["drop", "ok", "drop"]  # type: ignore[index]
-    assert [x["reason"] for x in lab] == ["frag_needed", None, "bad_ihl"]  # type: ignore[index]
-    assert [x["verdict"] for x in cilium] == ["drop", "drop", "ok"]  # type: ignore[index]
-    assert cilium[1]["reason"] == "DROP_FRAG_NOT_FOUND"  # type: ignore[index]
+    assert [x["verdict"] for x in lab] == ["drop", "drop", "ok", "drop"]  # type: ignore[index]
+    assert [x["reason"] for x in lab] == [  # type: ignore[index]
+        "frag_needed", "frag_not_found", None, "bad_ihl"]
+    assert [x["verdict"] for x in cilium] == ["drop", "drop", "drop", "ok"]  # type: ignore[index]
+    assert [x["reason"] for x in cilium[1:3]] == [  # type: ignore[index]
+        "DROP_FRAG_NOT_FOUND", "DROP_NO_FIB"]
     assert summary["summary"] is True
     assert summary["kinds"] == {"unchanged": 0, "equal": 0, "accepted": 0, "different": 0,
                                 "dropped_by_lab": 1, "dropped_by_cilium": 1,
-                                "dropped_by_both": 1}
-    assert summary["drops_by_one_only"] == {"lab:bad_ihl": 1, "cilium:DROP_FRAG_NOT_FOUND": 1}
+                                "dropped_by_both": 2}
+    assert summary["drops_by_one_only"] == {"lab:bad_ihl": 1, "cilium:DROP_NO_FIB": 1}
     # the frames both drop agree: exit 0
-    alone = pcap(tmp_path, jumbo_syn())
+    alone = pcap(tmp_path, jumbo_syn(), later_fragment())
     assert diff(str(alone), *SERVICE, "--cilium-src", str(cilium_source.path)).returncode == 0
 
 
