@@ -36,7 +36,7 @@ from typing import Any
 
 from lab.atomic import write_text
 from lab.capture.capdir import CaptureDir, PointFile
-from lab.capture.layout import COMPARED, MANIFEST, ROLES, CaptureError, Role
+from lab.capture.layout import COMPARED, MANIFEST, ROLES, STEPS, CaptureError, Role
 from lab.check.trace.results import FieldDiff
 from lab.errors import LabError
 from lab.wire import dsropt
@@ -315,16 +315,35 @@ class CaptureDiff:
     roles: list[RoleDiff]
     run_a: str = ""
     run_b: str = ""
+    # the clients' requests sent (steps.json), when both sets say: a scenario that sends
+    # requests until every backend answered sends as many as chance needs
+    sent_a: int | None = None
+    sent_b: int | None = None
+
+    @property
+    def flows_explained(self) -> bool:
+        """The flow counts differ exactly as the requests the clients chose to send."""
+        return (self.sent_a is not None and self.sent_b is not None
+                and self.flows_a - self.flows_b == self.sent_a - self.sent_b)
+
+    @property
+    def flows_same(self) -> bool:
+        return self.flows_a == self.flows_b or self.flows_explained
 
     @property
     def same(self) -> bool:
-        return self.flows_a == self.flows_b and all(r.same for r in self.roles)
+        return self.flows_same and all(r.same for r in self.roles)
 
     def summary_lines(self) -> list[str]:
         lines = []
-        if self.flows_a != self.flows_b:
+        first = min(self.flows_a, self.flows_b)
+        if self.flows_a != self.flows_b and self.flows_explained:
+            lines.append(f"flows: A has {self.flows_a}, B has {self.flows_b}, as their "
+                         f"clients sent {self.sent_a} and {self.sent_b} requests (until "
+                         f"every backend answered): the first {first} compared")
+        elif self.flows_a != self.flows_b:
             lines.append(f"flows: A has {self.flows_a}, B has {self.flows_b} "
-                         f"(the first {min(self.flows_a, self.flows_b)} compared)")
+                         f"(the first {first} compared)")
         return lines + [r.summary() for r in self.roles]
 
     def details(self) -> list[str]:
@@ -350,7 +369,22 @@ class CaptureDiff:
         return out
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "same": self.same, "summary": self.summary_lines()}
+        return {**asdict(self), "same": self.same, "flows_same": self.flows_same,
+                "summary": self.summary_lines()}
+
+
+def requests_sent(directory: Path) -> int | None:
+    """The requests the client sent in the run (``steps.json``'s figures), None when the
+    set does not say."""
+    try:
+        steps = json.loads((directory / STEPS).read_text(encoding="utf-8"))
+        sent = [s["figures"]["sent"] for s in steps if s.get("kind") == "requests"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    counts = [n for n in sent if isinstance(n, int) and not isinstance(n, bool)]
+    if not counts or len(counts) != len(sent):
+        return None
+    return sum(counts)
 
 
 def _load(folder: Path, label: str) -> CaptureDir:
@@ -468,7 +502,8 @@ def compare(a: CaptureDir, b: CaptureDir) -> CaptureDiff:
     return CaptureDiff(str(a.directory), str(b.directory), a.manifest.scenario,
                        a.manifest.datapath.describe(), b.manifest.datapath.describe(),
                        len(flows_a), len(flows_b), roles, a.manifest.run_id,
-                       b.manifest.run_id)
+                       b.manifest.run_id, requests_sent(a.directory),
+                       requests_sent(b.directory))
 
 
 def diff_folders(a: str | Path, b: str | Path) -> CaptureDiff:

@@ -51,10 +51,11 @@ def print_diff(d: CaptureDiff) -> None:
     """The two sets, a line per role, each role's first difference, the verdict."""
     for label, folder, what in (("A", d.a, d.datapath_a), ("B", d.b, d.datapath_b)):
         console.print(Text.assemble(f"{label}: ", (folder, "bold"), f"  ({what})"))
-    for line, role in zip(d.summary_lines()[-len(d.roles):], d.roles, strict=True):
+    lines = d.summary_lines()
+    if d.flows_a != d.flows_b:  # the flow counts' line comes first
+        console.print(Text(lines.pop(0), style="yellow" if d.flows_same else "red"))
+    for line, role in zip(lines, d.roles, strict=True):
         console.print(Text(line, style="green" if role.same else "red"))
-    if d.flows_a != d.flows_b:
-        console.print(Text(d.summary_lines()[0], style="red"))
     for block in d.details():
         console.print(Text(block))
     flows = min(d.flows_a, d.flows_b)
