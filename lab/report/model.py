@@ -311,6 +311,13 @@ class ComparedRow:
     link: str  # the other set's report.html, relative to this set
     same: bool
     lines: list[str]
+    a: tuple[str, str] = ("", "")  # the comparison's A: its datapath, its folder
+    b: tuple[str, str] = ("", "")
+
+    @property
+    def command(self) -> str:
+        """The ``dsrlab diff`` that shows the first differing packets field by field."""
+        return f"dsrlab diff {self.a[1]} {self.b[1]}"
 
 
 @dataclass(frozen=True)
@@ -336,7 +343,8 @@ def load_compared(directory: Path) -> ComparedWith | None:
             other, what = (b, c["datapath_b"]) if Path(a) == here else (a, c["datapath_a"])
             link = os.path.relpath(Path(other) / "report.html", here)
             rows.append(ComparedRow(other, str(what), link, bool(c["same"]),
-                                    [str(x) for x in c["summary"]]))
+                                    [str(x) for x in c["summary"]],
+                                    (str(c["datapath_a"]), a), (str(c["datapath_b"]), b)))
         return ComparedWith(rows)
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         return ComparedWith([], error=f"{COMPARED}: {exc}")

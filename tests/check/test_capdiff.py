@@ -171,3 +171,45 @@ def test_copy_of_itself_is_the_same(seed_capture: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(seed_capture, copy)
     assert diff_folders(seed_capture, copy).same
+
+
+def _drop_last_flow(capture: Path, sent_fix: bool) -> int:
+    """Remove the last flow's packets from every pcap of ``capture`` (and, with
+    ``sent_fix``, one request from steps.json, as if the client had sent one fewer);
+    returns the flow count left."""
+    cd = CaptureDir.load(capture)
+    flows = find_flows(cd)
+    last = flows[-1]
+    for pt in cd.points:
+        gone = {p.frame for p in last.packets.get(pt.name, [])}
+        if gone:
+            frames = list(rdpcap(str(pt.file)))
+            wrpcap(str(pt.file), [f for i, f in enumerate(frames, 1) if i not in gone])
+    if sent_fix:
+        steps = json.loads((capture / "steps.json").read_text())
+        steps[0]["figures"]["sent"] -= 1
+        (capture / "steps.json").write_text(json.dumps(steps))
+    return len(flows) - 1
+
+
+def test_fewer_flows_as_the_client_sent_fewer_is_noted(seed_capture: Path,
+                                                       seed_capture_copy: Path) -> None:
+    """A scenario that sends requests until every backend answered sends as many as
+    chance needs: a flow count that differs exactly as the requests sent is noted."""
+    left = _drop_last_flow(seed_capture_copy, sent_fix=True)
+    d = diff_folders(seed_capture, seed_capture_copy)
+    assert (d.flows_a, d.flows_b) == (left + 1, left)
+    assert d.same, d.summary_lines()
+    assert d.summary_lines()[0].startswith(f"flows: A has {left + 1}, B has {left}, as")
+
+
+def test_a_flow_missing_without_reason_is_a_difference(seed_capture: Path,
+                                                       seed_capture_copy: Path) -> None:
+    left = _drop_last_flow(seed_capture_copy, sent_fix=False)
+    d = diff_folders(seed_capture, seed_capture_copy)
+    assert not d.same
+    assert all(r.same for r in d.roles)  # the flows compared are the same
+    assert d.summary_lines()[0] == (f"flows: A has {left + 1}, B has {left} "
+                                    f"(the first {left} compared)")
+    out = dsrlab("diff", str(seed_capture), str(seed_capture_copy))
+    assert out.returncode == 1
