@@ -149,12 +149,13 @@ def run_both(paths: list[Path], captures: Path, cols: list[Column], *,
                         console.print(Text.assemble(f"{col.name}: ", run_verdict(res),
                                                     f"  ({res.capture_dir})"))
                 lab_run, others = runs[0], [r for r in runs[1:] if r is not None]
+                if lab_run is not None:
+                    row.captures = str(lab_run.capture_dir)
                 if lab_run is not None and others:
                     cmp = compare_runs(lab_run, others)
                     row.agree = _agree_cell(cmp, [cols[0]] + [
                         c for c, r in zip(cols[1:], runs[1:], strict=True) if r is not None])
                     row.bad |= not cmp.agree
-                    row.captures = str(lab_run.capture_dir)
                     if detailed:
                         _print_comparisons(cmp)
                 rows.append(row)
