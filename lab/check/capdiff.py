@@ -166,6 +166,9 @@ class _Symbols:
         return f"{where}:{self.ports.get(port, str(port))}"
 
 
+EPHEMERAL_FROM = 1024  # ports from here on, when nothing else names them, are a run's own
+
+
 def _symbols(cd: CaptureDir, flow: Flow) -> _Symbols:
     names = {b.ip: "$other-backend" for b in cd.backends if b.ip}
     if flow.backend_ip:
@@ -179,6 +182,13 @@ def _symbols(cd: CaptureDir, flow: Flow) -> _Symbols:
     if cd.service.port:
         ports[cd.service.port] = "$service-port"
     ports[flow.port] = "$eph"
+    # other ephemeral ports of the flow (the port an SNAT picked) in the order they
+    # first appear, the points in the manifest's order: $eph2, $eph3...
+    for pt in cd.points:
+        for p in flow.packets.get(pt.name, []):
+            for port in (p.sport, p.dport):
+                if port is not None and port >= EPHEMERAL_FROM and port not in ports:
+                    ports[port] = f"$eph{sum(v.startswith('$eph') for v in ports.values()) + 1}"
     return _Symbols(names, ports)
 
 
@@ -204,13 +214,19 @@ def _rel(value: int | None, base: int | None) -> str:
     return str((value - base) % (1 << 32))
 
 
+def _from_client(cd: CaptureDir, p: Pkt) -> bool:
+    """Whether a packet goes the client's way (to the service or a backend, however
+    translated), not the server's (to the client, or to an SNAT's port)."""
+    return p.src == cd.client_ip or (p.dst != cd.client_ip and p.dport in (
+        cd.service.port, *(b.port for b in cd.backends)))
+
+
 def normalise(cd: CaptureDir, flow: Flow, p: Pkt) -> dict[str, str]:
     """A packet as the fields compared, every value as text."""
     if flow.context is None:
         flow.context = (_symbols(cd, flow), *_isns(cd, flow))
     sym, client_isn, server_isn = flow.context
-    from_client = p.src == cd.client_ip or (p.dst != cd.client_ip and p.dport in (
-        cd.service.port, *(b.port for b in cd.backends)))
+    from_client = _from_client(cd, p)
     seq_base, ack_base = (client_isn, server_isn) if from_client else (server_isn, client_isn)
     options = p.options
     dsr = ""
@@ -423,7 +439,7 @@ def _teardown_order(cd: CaptureDir, pkts: list[Pkt]) -> list[tuple[Pkt, bool]]:
     if first_fin is None:
         return [(p, False) for p in pkts]
     tail = [p for p in pkts[first_fin:] if not (p.flags == "A" and p.payload_len == 0)]
-    tail.sort(key=lambda p: p.dst == cd.client_ip)  # stable: the client's side first
+    tail.sort(key=lambda p: not _from_client(cd, p))  # stable: the client's side first
     return [(p, False) for p in pkts[:first_fin]] + [(p, True) for p in tail]
 
 
