@@ -213,3 +213,20 @@ def test_a_flow_missing_without_reason_is_a_difference(seed_capture: Path,
                                     f"(the first {left} compared)")
     out = dsrlab("diff", str(seed_capture), str(seed_capture_copy))
     assert out.returncode == 1
+
+
+def test_two_snat_runs_are_the_same(tmp_path: Path) -> None:
+    """SNAT mode: the port the LB node picks for each connection is a run's own (a
+    symbol, $eph2), and the backend's FIN goes to the LB node, not the client (the
+    teardown is ordered by side, not by the client's address)."""
+    require_root()
+    require_cmd("tcpdump", "curl", "clang")
+    from lab.runner.scenario import run_scenario  # noqa: PLC0415
+
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "modes" / "snat-tcp-remote.yaml"
+    runs = [run_scenario(path, captures_root=tmp_path / str(i)) for i in (1, 2)]
+    assert all(r.passed for r in runs)
+    d = diff_folders(runs[0].capture_dir, runs[1].capture_dir)
+    assert d.same, "\n".join(d.summary_lines() + d.details())
+    pod = next(r for r in d.roles if r.role == "pod")
+    assert pod.packets_a > 0
