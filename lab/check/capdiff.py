@@ -28,6 +28,8 @@ sets and their pcaps are read: no lab is needed.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -39,6 +41,7 @@ from lab.capture.capdir import CaptureDir, PointFile
 from lab.capture.layout import COMPARED, MANIFEST, ROLES, STEPS, CaptureError, Role
 from lab.check.trace.results import FieldDiff
 from lab.errors import LabError
+from lab.model.topology import load_topology
 from lab.wire import dsropt
 from lab.wire.packets import Pkt
 
@@ -67,7 +70,7 @@ class Flow:
     backend_node: str
     packets: dict[str, list[Pkt]] = field(default_factory=dict)  # point name -> packets
     # its symbols and ISNs, worked out on first use (lab.check.capdiff.normalise)
-    context: tuple[_Symbols, int | None, int | None] | None = field(default=None, repr=False)
+    context: tuple[_Symbols, _Isns] | None = field(default=None, repr=False)
 
 
 def _is_start(cd: CaptureDir, p: Pkt) -> bool:
@@ -166,6 +169,20 @@ class _Symbols:
         return f"{where}:{self.ports.get(port, str(port))}"
 
 
+@functools.lru_cache(maxsize=16)
+def _node_addresses(topology: str) -> dict[str, tuple[str, str]]:
+    """Each node's address and router address (its pod CIDR's first), from the
+    topology file the manifest names; none when it cannot be read (a capture set
+    brought from elsewhere): then they are compared as they are."""
+    if not topology:
+        return {}
+    try:
+        topo = load_topology(topology)
+    except (LabError, OSError, ValueError):
+        return {}
+    return {n.name: (str(n.ip), str(n.router_ip)) for n in topo.nodes}
+
+
 EPHEMERAL_FROM = 1024  # ports from here on, when nothing else names them, are a run's own
 
 
@@ -181,6 +198,11 @@ def _symbols(cd: CaptureDir, flow: Flow) -> _Symbols:
         ports[backend_port] = "$backend-port"
     if cd.service.port:
         ports[cd.service.port] = "$service-port"
+    nodes = _node_addresses(cd.manifest.topology)
+    node = nodes.get(flow.backend_node)
+    if node is not None:
+        names.setdefault(node[0], "$backend-node")
+        names.setdefault(node[1], "$backend-node-router")
     ports[flow.port] = "$eph"
     # other ephemeral ports of the flow (the port an SNAT picked) in the order they
     # first appear, the points in the manifest's order: $eph2, $eph3...
@@ -192,18 +214,36 @@ def _symbols(cd: CaptureDir, flow: Flow) -> _Symbols:
     return _Symbols(names, ports)
 
 
-def _isns(cd: CaptureDir, flow: Flow) -> tuple[int | None, int | None]:
-    """The client's and the server's initial sequence numbers (from any point)."""
+@dataclass(frozen=True)
+class _Isns:
+    """A flow's initial sequence numbers: each sender's (by its symbolic endpoint: a
+    pod's own SYN+ACK apart from the one the client gets, when they are not one), and
+    the client's and the server's side's first, for an endpoint that sent no SYN."""
+
+    by_endpoint: dict[str, int]
+    client: int | None
+    server: int | None
+
+    def of(self, endpoint: str, client_side: bool) -> int | None:
+        found = self.by_endpoint.get(endpoint)
+        if found is not None:
+            return found
+        return self.client if client_side else self.server
+
+
+def _isns(cd: CaptureDir, flow: Flow, sym: _Symbols) -> _Isns:
+    by_endpoint: dict[str, int] = {}
     client = server = None
-    for ps in flow.packets.values():
-        for p in ps:
-            if p.proto != "tcp" or p.seq is None:
+    for pt in cd.points:
+        for p in flow.packets.get(pt.name, []):
+            if p.proto != "tcp" or p.seq is None or "S" not in p.flags:
                 continue
+            by_endpoint.setdefault(sym.endpoint(p.src, p.sport), p.seq)
             if client is None and p.syn and p.src == cd.client_ip:
                 client = p.seq
             if server is None and p.synack and p.dst == cd.client_ip:
                 server = p.seq
-    return client, server
+    return _Isns(by_endpoint, client, server)
 
 
 def _rel(value: int | None, base: int | None) -> str:
@@ -212,6 +252,41 @@ def _rel(value: int | None, base: int | None) -> str:
     if base is None:
         return "?"  # no SYN seen to count from: masked
     return str((value - base) % (1 << 32))
+
+
+_ROUTE_OPTIONS = {7: "rr", 0x83: "lsrr", 0x89: "ssrr"}
+
+
+def _options(raw: bytes, sym: _Symbols) -> str:
+    """IP options (the DSR option aside) as text: the route options' addresses as
+    symbols, the timestamp option's times masked (its pointer and flags kept)."""
+    out: list[str] = []
+    i = 0
+    while i < len(raw):
+        kind = raw[i]
+        if kind == 0:  # end of options: the rest is padding
+            out.append(f"eol+{len(raw) - i - 1}")
+            break
+        if kind == 1:
+            out.append("nop")
+            i += 1
+            continue
+        size = raw[i + 1] if i + 1 < len(raw) else 0
+        if size < 2 or i + size > len(raw):
+            out.append("bad:" + raw[i:].hex())
+            break
+        body = raw[i + 2:i + size]
+        if kind in _ROUTE_OPTIONS and body:
+            addrs = [sym.addr(str(ipaddress.IPv4Address(body[j:j + 4])))
+                     for j in range(1, len(body) - 3, 4)]
+            out.append(f"{_ROUTE_OPTIONS[kind]} ptr={body[0]} [{' '.join(addrs)}]")
+        elif kind == 0x44 and len(body) >= 2:
+            out.append(f"ts ptr={body[0]} oflw={body[1] >> 4} flg={body[1] & 15} "
+                       f"len={size}")
+        else:
+            out.append(raw[i:i + size].hex())
+        i += size
+    return " ".join(out)
 
 
 def _from_client(cd: CaptureDir, p: Pkt) -> bool:
@@ -224,10 +299,12 @@ def _from_client(cd: CaptureDir, p: Pkt) -> bool:
 def normalise(cd: CaptureDir, flow: Flow, p: Pkt) -> dict[str, str]:
     """A packet as the fields compared, every value as text."""
     if flow.context is None:
-        flow.context = (_symbols(cd, flow), *_isns(cd, flow))
-    sym, client_isn, server_isn = flow.context
+        symbols = _symbols(cd, flow)
+        flow.context = (symbols, _isns(cd, flow, symbols))
+    sym, isns = flow.context
     from_client = _from_client(cd, p)
-    seq_base, ack_base = (client_isn, server_isn) if from_client else (server_isn, client_isn)
+    seq_base = isns.of(sym.endpoint(p.src, p.sport), from_client)
+    ack_base = isns.of(sym.endpoint(p.dst, p.dport), not from_client)
     options = p.options
     dsr = ""
     if p.has_dsr_option:
@@ -237,6 +314,7 @@ def normalise(cd: CaptureDir, flow: Flow, p: Pkt) -> dict[str, str]:
         except dsropt.DsrOptionError as exc:
             dsr = f"undecodable ({exc})"
         options = options[dsropt.OPT_LEN:]
+    options_text = _options(options, sym)
     icmp = "" if p.icmp_type is None else (
         f"{p.icmp_type}/{p.icmp_code}" + (f" mtu {p.icmp_mtu}" if p.icmp_mtu is not None
                                           else ""))
@@ -249,12 +327,13 @@ def normalise(cd: CaptureDir, flow: Flow, p: Pkt) -> dict[str, str]:
         "direction": f"{sym.endpoint(p.src, p.sport)} > {sym.endpoint(p.dst, p.dport)}",
         "proto": p.proto,
         "flags": p.flags if tcp else "",
-        "seq": _rel(p.seq, seq_base) if tcp else "",
+        # a SYN's seq is its sender's ISN (a SYN sent again after a reset picks anew)
+        "seq": ("isn" if "S" in p.flags else _rel(p.seq, seq_base)) if tcp else "",
         "ack": (_rel(p.ack, ack_base) if "A" in p.flags else "") if tcp else "",
         "ihl": str(p.ihl),
         "ip_len": str(p.ip_len),
         "ttl": str(p.ttl),
-        "options": options.hex(),
+        "options": options_text,
         "dsr_option": dsr,
         "payload_len": str(p.payload_len),
         "icmp": icmp,
@@ -487,6 +566,10 @@ def _compare_role(a: CaptureDir, b: CaptureDir, fa: Flow, fb: Flow,
                 return count_a, count_b, d
             (name_a, ka, ma), (name_b, kb, mb) = pa[i], pb[i]
             va, vb = _values(a, fa, ka, ma), _values(b, fb, kb, mb)
+            # a number a crafted or replayed packet carries as it is: the same in both
+            for name, x, y in (("seq", ka.seq, kb.seq), ("ack", ka.ack, kb.ack)):
+                if x is not None and x == y and va[name] != vb[name]:
+                    vb[name] = va[name] = f"{x} (absolute)"
             if va != vb:
                 fields = _packet_diff(va, vb)
                 differ = ", ".join(f"{f.field} {f.expected or '-'} vs {f.got or '-'}"

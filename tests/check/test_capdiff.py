@@ -215,15 +215,24 @@ def test_a_flow_missing_without_reason_is_a_difference(seed_capture: Path,
     assert out.returncode == 1
 
 
-def test_two_snat_runs_are_the_same(tmp_path: Path) -> None:
-    """SNAT mode: the port the LB node picks for each connection is a run's own (a
-    symbol, $eph2), and the backend's FIN goes to the LB node, not the client (the
-    teardown is ordered by side, not by the client's address)."""
+@pytest.mark.parametrize("scenario", [
+    # SNAT: the port the LB node picks for each connection is a run's own (a symbol,
+    # $eph2), and the backend's FIN goes to the LB node, not the client (the teardown
+    # is ordered by side, not by the client's address)
+    "modes/snat-tcp-remote",
+    # record route: the addresses it records are the backend's and its node's
+    "failures/syn-with-ip-options",
+    # crafted packets carry their seq and ack as they are, not relative to an ISN
+    "crafted/out-of-window",
+    # a SYN sent again after a reset: the backend answers with a new ISN
+    "failures/fabric-strips-option-client-resets",
+])
+def test_two_runs_are_the_same(scenario: str, tmp_path: Path) -> None:
     require_root()
     require_cmd("tcpdump", "curl", "clang")
     from lab.runner.scenario import run_scenario  # noqa: PLC0415
 
-    path = Path(__file__).resolve().parents[2] / "scenarios" / "modes" / "snat-tcp-remote.yaml"
+    path = Path(__file__).resolve().parents[2] / "scenarios" / f"{scenario}.yaml"
     runs = [run_scenario(path, captures_root=tmp_path / str(i)) for i in (1, 2)]
     assert all(r.passed for r in runs)
     d = diff_folders(runs[0].capture_dir, runs[1].capture_dir)
