@@ -20,7 +20,9 @@
  * A first fragment is handled as the whole datagram (it has the ports);
  * with fragment tracking (CFG_F_FRAGMENTS) its ports are remembered in
  * dsr_frags and the later fragments are translated with it
- * (parse_fragment()).
+ * (parse_fragment()). As Cilium's nodeport path, both hooks drop a TCP/UDP
+ * fragment they cannot place: any, with tracking off; a later one whose
+ * first fragment was not seen, with it on.
  *
  * Drops set skb->cb[0] to the reason (enum dsr_event) and count it in
  * dsr_counters; redirects leave the target ifindex in skb->cb[1].
@@ -221,11 +223,11 @@ static __always_inline bool fragments_tracked(void)
  * packet would be (its L4 header must be there: a first fragment too short
  * for it is dropped, as RFC 1858 advises), so it is translated like one;
  * tracked, its ports are remembered. A later fragment gets them from
- * dsr_frags (PARSE_L4 with p->frag = FRAG_LATER, no TCP flags) when tracked
- * and its first fragment was seen here; otherwise it passes untranslated
- * (Cilium drops it: DROP_FRAG_NOSUPPORT untracked, DROP_FRAG_NOT_FOUND
- * unseen; either way the datagram never arrives whole, and here the capture
- * still shows the pieces).
+ * dsr_frags (PARSE_L4 with p->frag = FRAG_LATER, no TCP flags) when its first
+ * fragment was seen here. As Cilium's (lb4_extract_tuple, ipv4_load_l4_ports),
+ * a fragment that cannot be placed is dropped: any TCP/UDP fragment when
+ * tracking is off (-DROP_FRAG_NOSUPPORT), a later one whose first was not
+ * seen when it is on (-DROP_FRAG_NOT_FOUND).
  */
 static __always_inline int parse_fragment(struct iphdr *ip, __u32 hlen, __u32 tot,
 					  void *data_end, struct pkt *p)
@@ -240,12 +242,12 @@ static __always_inline int parse_fragment(struct iphdr *ip, __u32 hlen, __u32 to
 		count(EV_PASS_FRAGMENT);
 		return PARSE_PASS;
 	}
+	if (!fragments_tracked())
+		return -DROP_FRAG_NOSUPPORT;
 	if (ip->frag_off & bpf_htons(IP_OFFSET)) {
-		found = fragments_tracked() ? bpf_map_lookup_elem(&dsr_frags, &fk) : NULL;
-		if (!found) {
-			count(EV_PASS_FRAGMENT);
-			return PARSE_PASS;
-		}
+		found = bpf_map_lookup_elem(&dsr_frags, &fk);
+		if (!found)
+			return -DROP_FRAG_NOT_FOUND;
 		p->sport = found->sport;
 		p->dport = found->dport;
 		p->frag = FRAG_LATER;
@@ -256,8 +258,6 @@ static __always_inline int parse_fragment(struct iphdr *ip, __u32 hlen, __u32 to
 	if (ret != PARSE_L4)
 		return ret;
 	p->frag = FRAG_FIRST;
-	if (!fragments_tracked())
-		return PARSE_L4;
 	fv.sport = p->sport;
 	fv.dport = p->dport;
 	if (!bpf_map_update_elem(&dsr_frags, &fk, &fv, BPF_ANY))
@@ -1026,7 +1026,12 @@ int dsr_to_netdev(struct __sk_buff *skb)
 	__be16 svc_port;
 	int ret;
 
-	if (parse(skb, &p) != PARSE_L4)
+	ret = parse(skb, &p);
+	/* a fragment that cannot be placed is dropped both ways, as Cilium's; a packet
+	 * this node's stack made malformed is the stack's to answer for */
+	if (ret == -DROP_FRAG_NOSUPPORT || ret == -DROP_FRAG_NOT_FOUND)
+		return drop(skb, -ret);
+	if (ret != PARSE_L4)
 		return TC_ACT_OK;
 
 	rk.client_addr = p.daddr;

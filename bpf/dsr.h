@@ -252,6 +252,8 @@ enum dsr_event {
 	DROP_NO_LOCAL_BACKEND = 45, /* externalTrafficPolicy=Local, no backend on this node */
 	DROP_NO_NAT_PORT = 46,      /* SNAT found no free source port */
 	DROP_NO_NODE_ADDR = 47,     /* SNAT service, but dsr_config.node_addr is unset */
+	DROP_FRAG_NOSUPPORT = 48,   /* a TCP/UDP fragment, fragment tracking off */
+	DROP_FRAG_NOT_FOUND = 49,   /* a later fragment whose first was not seen here */
 	EV_MAX = 64,
 };
 

@@ -132,6 +132,10 @@ class Capture:
     proc: subprocess.Popen[bytes] | None = None
     stderr: str = ""
     stats: dict[str, int] = field(default_factory=dict)
+    # packets the filter had passed when the drain found them all written: the run's
+    # window (what arrives between then and the stop, a late retransmission, is not
+    # the run's and is no loss when tcpdump stops before writing it)
+    drained_received: int | None = None
     snaplen: int = SNAPLEN  # bytes kept of each packet
     ring_kib: int = RING_KIB  # the kernel ring tcpdump asks for (-B)
 
@@ -185,6 +189,7 @@ class Capture:
             got = self._read_stderr(fd, min(0.5, max(0.0, deadline - time.monotonic())))
             counts = _PROGRESS_RE.findall(got)
             if counts and int(counts[-1][0]) >= int(counts[-1][1]):
+                self.drained_received = int(counts[-1][1])
                 return True
             time.sleep(0.02)
         return False
@@ -227,6 +232,15 @@ class Capture:
             return self.path.stat().st_size
         except FileNotFoundError:
             return 0
+
+
+def window_received(c: Capture) -> int | None:
+    """What the filter passed within the run: at the drain when it completed (every one
+    of them then written), else tcpdump's final count."""
+    final = c.stats.get("received_by_filter")
+    if c.drained_received is None or final is None:
+        return final
+    return min(final, c.drained_received)
 
 
 @dataclass
@@ -302,7 +316,7 @@ class CaptureSet:
         points = [ManifestPoint(name=c.point.name, host=c.point.host, ifname=c.point.ifname,
                                 role=c.point.role, file=c.path.name,
                                 packets=c.stats.get("captured"),
-                                received=c.stats.get("received_by_filter"),
+                                received=window_received(c),
                                 dropped=c.stats.get("dropped_by_kernel"))
                   for c in self.captures]
         return self.manifest.model_copy(update={"points": points}).write(self.directory)

@@ -75,15 +75,22 @@ def diagnose_flow_drops(cd: CaptureDir) -> list[Diagnosis]:
 
 
 def diagnose_counted_drops(cd: CaptureDir) -> list[Diagnosis]:
-    """A line per reason and hop the datapath counted without naming the packet."""
+    """A line per reason and hop for the drops no connection of the client's owns: the
+    datapath counted them without the packet, or the packet has no ports (a later
+    fragment) or is another's."""
     events = read_events(cd)
     if events is None:
         return []
-    counted: dict[_Group, int] = {}
+    counted: dict[_Group, list[DatapathEvent]] = {}
     for e in events.drops:
-        if not e.src:
-            key = _Group(e.hop, e.what, e.where)
-            counted[key] = counted.get(key, 0) + e.count
-    return [Diagnosis("datapath-drop", f"dropped at {g.hop}: {g.what} ({events.datapath} "
-                                       f"counted {_packets(n)})")
-            for g, n in sorted(counted.items(), key=lambda kv: -kv[1])]
+        if _client_port(e, cd.client_ip) is None:
+            counted.setdefault(_Group(e.hop, e.what, e.where), []).append(e)
+    out = []
+    for g, drops in sorted(counted.items(), key=lambda kv: -sum(e.count for e in kv[1])):
+        n = sum(e.count for e in drops)
+        first = next((e.flow for e in drops if e.flow), "")
+        tail = f", the first {first}" if first else ""
+        said = (f"{events.datapath}, {g.where}: {_packets(n)}" if g.where
+                else f"{events.datapath} counted {_packets(n)}")
+        out.append(Diagnosis("datapath-drop", f"dropped at {g.hop}: {g.what} ({said}{tail})"))
+    return out

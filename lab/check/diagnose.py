@@ -103,12 +103,16 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
 
     by_rules = diagnose_too_big(cd) + diagnose_fragments(cd)
     explained = {f for d in by_rules for f in d.flows}
-    # a drop the datapath names explains its connection better than where it stopped
-    by_rules += [d for d in diagnose_flow_drops(cd) if not explained.issuperset(d.flows)]
-    explained |= {f for d in by_rules for f in d.flows}
+    # a drop the datapath names says why its connection stopped: it takes the place
+    # of the vague "dropped it there" (a rule that knows more, e.g. no room for the
+    # option, is said beside it)
+    by_dp = [d for d in diagnose_flow_drops(cd) if not explained.issuperset(d.flows)]
+    by_rules += by_dp
+    named = {f for d in by_dp for f in d.flows}
     svc, client_ip = cd.service, cd.client_ip
     if not svc.ip or svc.protocol.upper() != "TCP":
-        return by_rules + (diagnose_counted_drops(cd) if by_rules else [])
+        unanswered = bool(by_rules) or _datagrams_unanswered(cd)
+        return by_rules + (diagnose_counted_drops(cd) if unanswered else [])
     hops = _hops(cd)
     packets = {p.name: cd.packets(p) for p in cd.points}
     found: dict[str, Diagnosis] = {}
@@ -124,12 +128,32 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
         if f"{client_ip}:{syn.sport}" in explained:
             continue
         got = _diagnose_flow(cd, hops, packets, syn.sport, lb_name, flows=flows)
+        if got is not None and got[0] == "dropped-at-lb" and \
+                f"{client_ip}:{syn.sport}" in named:
+            continue
         if got is not None:
             cause, line = got
             found.setdefault(line, Diagnosis(cause, line)).flows.append(
                 f"{client_ip}:{syn.sport}")
     broken = sorted([*by_rules, *found.values()], key=lambda d: -len(d.flows))
     return broken + (diagnose_counted_drops(cd) if broken else [])
+
+
+def _datagrams_unanswered(cd: CaptureDir) -> bool:
+    """A client port that sent the service datagrams and got nothing back (as the
+    client's capture saw it)."""
+    clients = list(cd.by_role("client"))
+    if not clients:
+        return False
+    svc, client_ip = cd.service, cd.client_ip
+    asked: set[int | None] = set()
+    answered: set[int | None] = set()
+    for p in cd.packets(clients[0]):
+        if p.src == client_ip and p.dst == svc.ip and p.dport == svc.port:
+            asked.add(p.sport)
+        elif p.dst == client_ip and p.src == svc.ip:
+            answered.add(p.dport)
+    return bool(asked - answered)
 
 
 def _diagnose_flow(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], eph: int,

@@ -10,7 +10,10 @@ client cannot put the datagram together (its pieces have two sources) and
 drops them all when its reassembly times out. The rule finds, at each
 backend's node, later fragments from a backend's address to the client whose
 IP ID is that of a first fragment sent from the service address, and names
-the node, the pod's address, the service and the count.
+the node, the pod's address, the service and the count. (Cilium, and the
+lab's datapath since it was checked against Cilium's, drop every fragment
+without tracking instead, which :mod:`lab.check.datapath_drops` names; this
+rule is for captures of a datapath that translates first fragments only.)
 """
 
 from __future__ import annotations

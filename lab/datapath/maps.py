@@ -117,6 +117,8 @@ EVENT_NAMES: dict[int, str] = {
     45: "drop_no_local_backend",
     46: "drop_no_nat_port",
     47: "drop_no_node_addr",
+    48: "drop_frag_nosupport",
+    49: "drop_frag_not_found",
 }
 EV_MAX = 64
 

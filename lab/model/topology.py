@@ -189,8 +189,10 @@ class LoadBalancer(_Model):
     maglev_table_size: int = 16381
     maglev_hash_seed: Annotated[int, Field(ge=0, le=0xFFFFFFFF)] = 0
     # a packet the DSR option would grow past the MTU: an ICMP fragmentation-needed
-    # (MTU - 8) back to the client (Cilium's DSR ICMP errors), or, off, a silent drop
-    dsr_icmp_errors: bool = True
+    # (MTU - 8) back to the client (Cilium's ENABLE_DSR_ICMP_ERRORS, which its agent
+    # sets with --enable-pmtu-discovery, Helm pmtuDiscovery.enabled), or, off as in
+    # Cilium by default, a silent drop
+    dsr_icmp_errors: bool = False
     # IPv4 fragment tracking (Cilium's enable-ipv4-fragment-tracking, Helm
     # fragmentTracking, on by default): a datagram's later fragments, which carry no
     # ports, are translated with its first; off, they pass untranslated

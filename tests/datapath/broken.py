@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lab.datapath import build as dp_build
 
-CHECKED = "\tif (parse(skb, &p) != PARSE_L4)\n\t\treturn TC_ACT_OK;\n"
+CHECKED = "\tret = parse(skb, &p);\n\t/* a fragment that cannot be placed"
 UNCHECKED = "\tif (((__u8 *)(long)skb->data)[40] == 1)\n\t\treturn TC_ACT_SHOT;\n"
 BROKEN_PROGRAM = "dsr_to_netdev"  # the program the unchecked read goes into
 VERIFIER_SAYS = "invalid access to packet"

@@ -84,9 +84,9 @@ NOT_OURS = {
         / TCP(dport=NODE_PORT)
     ),
     "icmp-to-vip": bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT_IP, dst=VIP) / ICMP()),
-    "later-fragment": bytes(
+    "later-icmp-fragment": bytes(
         Ether(src=CLIENT_MAC, dst=LB_MAC)
-        / IP(src=CLIENT_IP, dst=VIP, frag=3, proto=6)
+        / IP(src=CLIENT_IP, dst=VIP, frag=3, proto=1)
         / Raw(bytes(24))
     ),
     "bare-ethernet": bytes(Ether(src=CLIENT_MAC, dst=LB_MAC, type=0x88B5)),
@@ -101,6 +101,20 @@ def test_foreign_traffic_passes_untouched(node: Node, program: str, case: str) -
     res = node.run(program, frame)
     assert (res.verdict, res.data) == ("ok", frame)
     assert node.dp.ct_entries() == []
+
+
+@pytest.mark.parametrize("program", ["dsr_from_netdev", "dsr_to_netdev"])
+@pytest.mark.parametrize(("tracking", "reason"), [(True, "frag_not_found"),
+                                                  (False, "frag_nosupport")])
+def test_a_tcp_fragment_that_cannot_be_placed_is_dropped_both_ways(
+        node: Node, program: str, tracking: bool, reason: str) -> None:
+    """As Cilium's nodeport path (lb4_extract_tuple): a TCP or UDP fragment the node
+    cannot place is dropped on the way in and out, whatever its addresses."""
+    node.dp.set_fragment_tracking(tracking)
+    frame = bytes(Ether(src=CLIENT_MAC, dst=LB_MAC) / IP(src=CLIENT_IP, dst=VIP, frag=3,
+                                                          proto=6) / Raw(bytes(24)))
+    res = node.run(program, frame)
+    assert (res.verdict, res.drop_reason) == ("shot", reason)
 
 
 def test_test_run_of_a_truncated_ipv4_header_is_refused_by_the_kernel(node: Node) -> None:

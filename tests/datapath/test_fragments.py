@@ -116,14 +116,16 @@ def test_reply_fragments_all_leave_from_the_service_address(tracking: Node) -> N
     assert tracking.dp.counters()["revnat_rewrite"] == 4
 
 
-def test_a_piece_whose_first_fragment_was_not_seen_passes_untouched(tracking: Node) -> None:
+def test_a_piece_whose_first_fragment_was_not_seen_is_dropped(tracking: Node) -> None:
+    """As Cilium's lb4_extract_tuple: a later fragment with no first fragment seen here
+    cannot be placed; it is dropped with a named reason, not passed on."""
     tracking.dp.add_service(VIP, NODE_PORT, "udp", dsr=True,
                             backends=[BackendEntry(POD_IP, ECHO_PORT)])
     later = fragments(CLIENT_IP, VIP, CLIENT_PORT, NODE_PORT, ip_id=99)[1:]
     for frame in later:
         res = tracking.lb(frame)
-        assert (res.verdict, res.data) == ("ok", frame)
-    assert tracking.dp.counters()["pass_fragment"] == 3
+        assert (res.verdict, res.drop_reason) == ("shot", "frag_not_found")
+    assert tracking.dp.counters()["drop_frag_not_found"] == 3
     assert tracking.dp.ct_entries() == []
 
 
@@ -146,36 +148,28 @@ def test_a_first_fragment_known_to_the_flow_but_of_another_datagram_is_not_confu
         assert datagram[UDP].sport == sport
 
 
-def test_with_tracking_off_only_the_first_fragment_is_translated(node: Node) -> None:
-    """The first fragment has the ports: DNAT and the option as for a whole datagram;
-    the later ones cannot be told apart from any other traffic and pass untranslated
-    (Cilium drops them; the datagram is lost either way)."""
+def test_with_tracking_off_every_fragment_is_dropped(node: Node) -> None:
+    """As Cilium without fragment tracking (DROP_FRAG_NOSUPPORT): no piece of a
+    fragmented datagram goes on, the first (which has the ports) included."""
     assert not node.dp.fragment_tracking()  # a fresh object's default
     node.dp.add_service(VIP, NODE_PORT, "udp", dsr=True,
                         backends=[BackendEntry(POD_IP, ECHO_PORT)])
-    first, *later = fragments(CLIENT_IP, VIP, CLIENT_PORT, NODE_PORT)
-    res = node.lb(first)
-    assert res.verdict == "redirect"
-    ip = Ether(res.data)[IP]
-    assert (ip.dst, ip.ihl, int(ip.flags) & 1, ip.frag) == (POD_IP, 7, 1, 0)
-    assert res.data[34:42] == OPTION
-    for frame in later:
+    for frame in fragments(CLIENT_IP, VIP, CLIENT_PORT, NODE_PORT):
         res = node.lb(frame)
-        assert (res.verdict, res.data) == ("ok", frame)
+        assert (res.verdict, res.drop_reason, res.data) == ("shot", "frag_nosupport", frame)
     counters = node.dp.counters()
-    assert (counters["pass_fragment"], counters["opt_inserted"]) == (3, 1)
+    assert (counters["drop_frag_nosupport"], counters["opt_inserted"]) == (4, 0)
     assert counters.get("frag_tracked", 0) == 0
 
 
-def test_with_tracking_off_a_reply_leaves_in_two_sources(node: Node) -> None:
-    """At the backend's node: the first fragment from the service, the rest from the
-    pod; the client can never put the answer together."""
+def test_with_tracking_off_no_piece_of_a_reply_leaves(node: Node) -> None:
+    """At the backend's node: every fragment of the pod's answer is dropped on the way
+    out (Cilium drops them as they leave the pod); the client gets nothing."""
     node.dp.add_revnat(RevnatEntry(CLIENT_IP, CLIENT_PORT, POD_IP, ECHO_PORT, "udp",
                                    VIP, NODE_PORT))
-    sources = [Ether(node.egress(f).data)[IP].src
-               for f in fragments(POD_IP, CLIENT_IP, ECHO_PORT, CLIENT_PORT,
-                                  mac_src=WORKER_MAC, mac_dst=CLIENT_MAC)]
-    assert sources == [VIP, POD_IP, POD_IP, POD_IP]
+    results = [node.egress(f) for f in fragments(POD_IP, CLIENT_IP, ECHO_PORT, CLIENT_PORT,
+                                                 mac_src=WORKER_MAC, mac_dst=CLIENT_MAC)]
+    assert [(r.verdict, r.drop_reason) for r in results] == [("shot", "frag_nosupport")] * 4
 
 
 def test_a_full_size_fragment_gets_icmp_only_for_the_first_piece(tracking: Node) -> None:

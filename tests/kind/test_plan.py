@@ -158,8 +158,7 @@ def test_maglev_mtu_and_what_helm_cannot_set() -> None:
     assert (plan.values["loadBalancer.algorithm"], plan.values["maglev.tableSize"],
             plan.values["MTU"]) == ("maglev", 65521, 1450)
     assert "maglev.hashSeed" not in plan.values
-    assert set(plan.not_helm) == {"load_balancer.dsr_icmp_errors",
-                                  "load_balancer.maglev_hash_seed"}
+    assert set(plan.not_helm) == {"load_balancer.maglev_hash_seed"}
 
 
 def test_fragment_tracking_is_cilium_default_and_only_its_absence_is_said() -> None:
@@ -168,6 +167,17 @@ def test_fragment_tracking_is_cilium_default_and_only_its_absence_is_said() -> N
     assert off.values["fragmentTracking"] is False
     (helm,) = [c for c in off.commands if c.argv[:2] == ["helm", "install"]]
     assert "fragmentTracking=false" in helm.argv
+
+
+def test_dsr_icmp_errors_are_ciliums_path_mtu_discovery() -> None:
+    """Cilium compiles ENABLE_DSR_ICMP_ERRORS in only when its agent runs with
+    --enable-pmtu-discovery (Helm pmtuDiscovery.enabled, off by default)."""
+    assert "pmtuDiscovery.enabled" not in build_plan(_seed()).values  # the write-up's line
+    on = build_plan(_seed(**{"load_balancer.dsr_icmp_errors": True}))
+    assert on.values["pmtuDiscovery.enabled"] is True
+    (helm,) = [c for c in on.commands if c.argv[:2] == ["helm", "install"]]
+    assert "pmtuDiscovery.enabled=true" in helm.argv
+    assert "load_balancer.dsr_icmp_errors" not in on.not_helm
 
 
 @pytest.mark.parametrize("version", ["1.12.9", "2.0.0", "latest"])

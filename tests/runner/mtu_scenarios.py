@@ -7,6 +7,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import yaml
+
 from lab.model.scenario import SCENARIO_DIR
 from lab.runner.scenario import ScenarioRun
 
@@ -24,16 +26,18 @@ def datagrams(run: ScenarioRun) -> list[dict[str, object]]:
 def with_setting(tmp_path: Path, name: str, setting: str,
                  replace: tuple[str, str] | None = None) -> Path:
     """scenarios/mtu/NAME.yaml and its trace copied into ``tmp_path``, the topology by
-    absolute path and ``setting`` ("key: value") added under ``settings``; ``replace``
-    (old, new) changes one more piece of the scenario's text."""
+    absolute path and ``setting`` ("key: value") set under ``settings`` (over the
+    scenario's own value of it); ``replace`` (old, new) changes one more piece of the
+    scenario's text."""
     for file in (f"{name}.yaml", f"{name}.trace.yaml"):
         shutil.copy(MTU / file, tmp_path / file)
     sc = tmp_path / f"{name}.yaml"
     text = sc.read_text()
     assert _TOPOLOGY in text
-    text = text.replace(_TOPOLOGY, f"topology: {SCENARIO_DIR.parent}/topologies/modes.yaml\n"
-                                   f"settings:\n  {setting}")
     if replace is not None:
         text = text.replace(*replace)
-    sc.write_text(text)
+    data = yaml.safe_load(text)
+    data["topology"] = f"{SCENARIO_DIR.parent}/topologies/modes.yaml"
+    data.setdefault("settings", {}).update(yaml.safe_load(setting))
+    sc.write_text(yaml.safe_dump(data, sort_keys=False))
     return sc

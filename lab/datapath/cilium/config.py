@@ -89,6 +89,7 @@ class LbParams:
     maglev_table_size: int = 16381
     dispatch: Literal["opt", "geneve"] = "opt"
     fragment_tracking: bool = True
+    dsr_icmp_errors: bool = False  # the agent's --enable-pmtu-discovery
     nodeport_min: int = 30000
     nodeport_max: int = 32767
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -228,6 +229,8 @@ def node_config(node: NodeParams, lb: LbParams, layout: Layout) -> str:
         d |= {"ENABLE_DSR": "1", "DSR_ENCAP_MODE": "1"}
         if lb.mode == "hybrid":
             d["ENABLE_DSR_HYBRID"] = "1"
+        if lb.dsr_icmp_errors:  # as the agent: with path MTU discovery on
+            d["ENABLE_DSR_ICMP_ERRORS"] = "1"
     if lb.algorithm == "maglev":
         d["LB_MAGLEV_LUT_SIZE"] = str(lb.maglev_table_size)
         d["LB4_MAGLEV_MAP_OUTER"] = "cilium_lb4_maglev"

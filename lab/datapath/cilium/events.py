@@ -151,9 +151,10 @@ def _addresses(frame: bytes) -> dict[str, Any]:
     ihl = (frame[14] & 0x0F) * 4
     src, dst, proto = IPv4Address(frame[26:30]), IPv4Address(frame[30:34]), frame[23]
     out: dict[str, Any] = {"src": str(src), "dst": str(dst), "proto": str(proto)}
+    later_fragment = int.from_bytes(frame[20:22], "big") & 0x1FFF != 0  # no L4 header
     if proto in (6, 17):
         out["proto"] = "TCP" if proto == 6 else "UDP"
-        if len(frame) >= 14 + ihl + 4:
+        if len(frame) >= 14 + ihl + 4 and not later_fragment:
             out["sport"] = int.from_bytes(frame[14 + ihl:16 + ihl], "big")
             out["dport"] = int.from_bytes(frame[16 + ihl:18 + ihl], "big")
     return out

@@ -89,7 +89,8 @@ def lb_params(t: Topology) -> cfg.LbParams:
     dispatch: Literal["opt", "geneve"] = "geneve" if lb.dispatch == "geneve" else "opt"
     return cfg.LbParams(mode=lb.mode, algorithm=lb.algorithm,
                         maglev_table_size=lb.maglev_table_size, dispatch=dispatch,
-                        fragment_tracking=lb.fragment_tracking)
+                        fragment_tracking=lb.fragment_tracking,
+                        dsr_icmp_errors=lb.dsr_icmp_errors)
 
 
 def node_params(t: Topology, node: Node) -> cfg.NodeParams:

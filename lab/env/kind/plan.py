@@ -211,8 +211,6 @@ def _kind_of(t: Topology, workload: str) -> str:
 def _not_helm(t: Topology) -> dict[str, str]:
     """What the topology sets that the real cluster will not do, said in the plan."""
     lb, out = t.load_balancer, {}
-    if not lb.dsr_icmp_errors:
-        out["load_balancer.dsr_icmp_errors"] = NOT_HELM["load_balancer.dsr_icmp_errors"]
     if lb.option_byte_order != "host":
         out["load_balancer.option_byte_order"] = NOT_HELM["load_balancer.option_byte_order"]
     if lb.maglev_hash_seed:

@@ -114,6 +114,8 @@ def helm_values(t: Topology, api_server: str) -> dict[str, Any]:
         values["MTU"] = c.mtu
     if not lb.fragment_tracking:  # Cilium tracks fragments unless told not to
         values["fragmentTracking"] = False
+    if lb.dsr_icmp_errors:  # the agent's --enable-pmtu-discovery: ENABLE_DSR_ICMP_ERRORS
+        values["pmtuDiscovery.enabled"] = True
     return values
 
 
@@ -135,8 +137,6 @@ WRITE_UP_NOT_CHART = {
 
 # what the lab's topology says that no Helm value of Cilium's sets (the plan says so)
 NOT_HELM = {
-    "load_balancer.dsr_icmp_errors": "the lab's own datapath only; Cilium decides it when "
-                                     "it is built, not by a Helm value",
     "load_balancer.option_byte_order": "the lab's datapath only; Cilium writes host order",
     "fabric": "the netns lab's bridge only; a real fabric is what it is",
     "load_balancer.maglev_hash_seed": "Cilium's maglev.hashSeed is 12 random bytes in "

@@ -90,3 +90,20 @@ def test_sync_returns_with_every_event_written_so_far(
     assert {(d.node, d.ifname, d.what) for d in drops} == {
         ("cilium-dsr-control-plane", "eth0", "DROP_NO_FIB")}
     assert said.drop_groups()[0].count == 5
+
+
+def test_a_later_fragment_has_no_ports() -> None:
+    """Its first bytes after the IP header are data, not a UDP header: a drop of one
+    names the addresses only (and so belongs to no connection of the client's)."""
+    from scapy.layers.inet import IP, UDP  # noqa: PLC0415
+    from scapy.layers.l2 import Ether  # noqa: PLC0415
+
+    first = bytes(Ether() / IP(src=CLIENT_IP, dst="10.0.0.216", flags="MF", frag=0)
+                  / UDP(sport=40000, dport=80) / (b"x" * 32))
+    later = bytes(Ether() / IP(src=CLIENT_IP, dst="10.0.0.216", frag=185, proto=17)
+                  / (b"\x9c\x40\x00\x50" + b"x" * 28))
+    for frame, ports in ((first, (40000, 80)), (later, (None, None))):
+        event = CiliumEvent("n", "drop", "DROP_FRAG_NOT_FOUND", 10, 0, 0, frame)
+        record = event.record()
+        assert (record.src, record.dst, record.proto) == (CLIENT_IP, "10.0.0.216", "UDP")
+        assert (record.sport, record.dport) == ports

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab.datapath.cilium.plan import UnsupportedByCilium, check_supported, plan_node
+from lab.datapath.cilium.config import layout_for, node_config
+from lab.datapath.cilium.plan import UnsupportedByCilium, check_supported, lb_params, plan_node
 from lab.datapath.cilium.source import CiliumVersion
 from lab.model.topology import Topology
 from tests.seed import LB_NAME, POD_NODE, TOPOLOGY
@@ -56,3 +57,19 @@ def test_external_traffic_policy_local_is_programmed_as_the_agent_does(
     assert len(worker_frontend.local_backends) == 1
     (cluster_frontend, *_) = plan_node(TOPOLOGY, LB_NAME).frontends
     assert cluster_frontend.local_backends is None
+
+
+@pytest.mark.parametrize("version", [V113, V116], ids=str)
+@pytest.mark.parametrize(("mode", "icmp_errors", "defined"), [
+    ("dsr", True, True), ("dsr", False, False), ("hybrid", True, True),
+    ("snat", True, False),  # the agent sets it with DSR only
+])
+def test_dsr_icmp_errors_are_compiled_in_as_the_agent_does(
+        version: CiliumVersion, mode: str, icmp_errors: bool, defined: bool) -> None:
+    """ENABLE_DSR_ICMP_ERRORS only with DSR and the agent's --enable-pmtu-discovery
+    (the topology's load_balancer.dsr_icmp_errors, off by default as in Cilium)."""
+    t = _with(mode=mode, dsr_icmp_errors=icmp_errors)
+    plan = plan_node(t, LB_NAME)
+    header = node_config(plan.node, lb_params(t), layout_for(version))
+    assert ("#define ENABLE_DSR_ICMP_ERRORS 1" in header) is defined
+    assert not TOPOLOGY.load_balancer.dsr_icmp_errors  # Cilium's default: off
