@@ -9,6 +9,7 @@ at the LB node, a flag changed) must be found at the right role and packet.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def _lb_pcap(capture: Path) -> Path:
 def test_two_lab_runs_are_the_same(seed_capture: Path, second_seed: Path) -> None:
     d = diff_folders(seed_capture, second_seed)
     assert d.same, "\n".join(d.summary_lines() + d.details())
-    assert d.flows_a == d.flows_b == 4
+    # the seed sends 4 requests or more, until every backend answered (chance)
+    assert min(d.flows_a, d.flows_b) >= 4
+    assert d.flows_same
     assert [r.role for r in d.roles] == ["client", "lb-node", "backend-node", "pod"]
     for r in d.roles:
         assert r.packets_a == r.packets_b > 0
@@ -120,7 +123,7 @@ def test_cli_exit_codes_and_output(seed_capture: Path, second_seed: Path,
     assert same.returncode == 0, same.stdout + same.stderr
     assert "lb-node: " in same.stdout
     assert "packets, same" in same.stdout
-    assert same.stdout.rstrip().splitlines()[-1].startswith("SAME: seed, 4 flows")
+    assert re.fullmatch(r"SAME: seed, \d+ flows at 4 roles", same.stdout.rstrip().splitlines()[-1])
     pcap = _lb_pcap(seed_capture_copy)
     wrpcap(str(pcap), list(rdpcap(str(pcap)))[:-1])
     differ = dsrlab("diff", str(seed_capture), str(seed_capture_copy))
