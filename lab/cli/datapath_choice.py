@@ -44,10 +44,11 @@ CiliumSrcsOption = Annotated[list[Path] | None, typer.Option(
 
 
 def check_cilium_src(datapath: NodeDatapath | None, cilium_src: Path | None) -> None:
-    """``--cilium-src`` with another ``--datapath`` than cilium (or both): exit 2."""
+    """``--cilium-src`` with another ``--datapath`` than cilium (or both, where it
+    may be given once per version): exit 2."""
     if cilium_src is not None and datapath not in (None, NodeDatapath.cilium,
                                                     NodeDatapath.both):
-        fail("--cilium-src goes with --datapath cilium or both", code=2)
+        fail("--cilium-src goes with --datapath cilium", code=2)
 
 
 def one_cilium_src(datapath: NodeDatapath | None, given: list[Path] | None) -> Path | None:

@@ -15,7 +15,7 @@ from tests.cli.helpers import dsrlab
     (["run", "seed", "--cilium-src", "/a", "--cilium-src", "/b"],
      "--cilium-src is given once (several go with --datapath both)"),
     (["run", "seed", "--datapath", "lab", "--cilium-src", "/a"],
-     "--cilium-src goes with --datapath cilium or both"),
+     "--cilium-src goes with --datapath cilium"),
     (["run", "seed", "--datapath", "both", "--keep"], "--keep names one lab"),
     (["run", "seed", "--datapath", "both", "--run-id", "abcdef"], "--run-id names one lab"),
     (["run", "seed", "--datapath", "both", "--backend", "kind"],
