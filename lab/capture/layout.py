@@ -30,6 +30,7 @@ COMPARISON = "modes.json"  # a modes comparison's figures (lab.runner.compare)
 COMPARISON_PLOT = "modes.svg"  # ... and their plot
 STEPS = "steps.json"  # what each traffic step of the run did (lab.runner.steps)
 DATAPATH_EVENTS = "datapath-events.json"  # the datapath's drops (lab.capture.dpevents)
+COMPARED = "compared.json"  # a both run's comparisons with the other datapaths' sets
 LATEST = "latest"  # captures/<scenario>/latest -> the newest finished run
 
 
@@ -50,7 +51,8 @@ _RUN_ID = re.compile(r"^[0-9a-f]{6}$")
 # every name the lab writes into a capture set, and the staged forms of each
 # (.manifest.json.tmp, lab.atomic's .NAME.<8 hex>.tmp, .results.json.staging)
 _LAB_NAMES = (r"manifest\.json|steps\.json|results\.json|merged\.pcapng|report\.[a-z]+"
-              r"|[^/]+\.pcap|modes\.json|modes\.svg|datapath-events\.json|writing")
+              r"|[^/]+\.pcap|modes\.json|modes\.svg|datapath-events\.json|compared\.json"
+              r"|writing")
 _LAB_FILE = re.compile(rf"^\.?({_LAB_NAMES})((\.[0-9A-Za-z_-]+)*\.(tmp|staging))?$")
 _STAGING_DIR = f".{RESULTS}.staging"  # results.json is written whole in here first
 

@@ -2,7 +2,8 @@
 
 Here only the Typer app and its commands' registration; each command lives
 in its own module (:mod:`lab.cli.labs`: up, down, clean, list;
-:mod:`lab.cli.run`; :mod:`lab.cli.plan`; :mod:`lab.cli.review`; :mod:`lab.cli.wireshark`;
+:mod:`lab.cli.run`; :mod:`lab.cli.plan`; :mod:`lab.cli.review`; :mod:`lab.cli.diff`;
+:mod:`lab.cli.wireshark`;
 :mod:`lab.cli.datapath`), how everything prints in :mod:`lab.cli.output`,
 how a signal stops it in :mod:`lab.cli.signals` and how a failing standard
 output ends it in :mod:`lab.cli.stdout`. Each command imports
@@ -30,7 +31,7 @@ def make_app() -> typer.Typer:
     """
     import typer
 
-    from lab.cli import datapath, labs, matrix, output, plan, review, run, wireshark
+    from lab.cli import datapath, diff, labs, matrix, output, plan, review, run, wireshark
 
     markup: Literal["rich"] | None = "rich" if output.on_terminal() else None
     app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=markup,
@@ -45,6 +46,7 @@ def make_app() -> typer.Typer:
     app.command("list")(labs.list_labs)
     app.add_typer(datapath.app, name="datapath")
     app.command("review")(review.review)
+    app.command("diff")(diff.diff)
     app.command("wireshark")(wireshark.wireshark)
     app.command("matrix", help=matrix.HELP)(matrix.matrix)
     return app

@@ -22,6 +22,7 @@ import typer
 from lab.cli.datapath_choice import (
     CiliumSrcOption,
     DatapathOption,
+    NodeDatapath,
     backend_options,
     check_cilium_src,
 )
@@ -49,6 +50,8 @@ def up(
     from lab.model.topology import load_topology
 
     need_root()
+    if datapath is NodeDatapath.both:
+        fail("--datapath both goes with run (a lab up runs one datapath)", code=2)
     check_cilium_src(datapath, cilium_src)
     if run_id is not None:
         check_new_run_id(run_id)

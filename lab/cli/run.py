@@ -10,11 +10,11 @@ import typer
 from rich.text import Text
 
 from lab.cli.datapath_choice import (
-    CiliumSrcOption,
+    CiliumSrcsOption,
     DatapathOption,
     NodeDatapath,
     backend_options,
-    check_cilium_src,
+    one_cilium_src,
 )
 from lab.cli.output import console, fail, need_root, note, one_line_errors, status, table
 from lab.errors import LabError
@@ -52,9 +52,12 @@ def run(
         help="the run id, 6 lowercase hex digits (default: a random one); refused when "
              "it is in use on this machine or has a capture set", show_default=False)] = None,
     datapath: DatapathOption = None,
-    cilium_src: CiliumSrcOption = None,
+    cilium_srcs: CiliumSrcsOption = None,
 ) -> None:
-    """Run a scenario: lab up, captures at every hop, real traffic, trace checked."""
+    """Run a scenario: lab up, captures at every hop, real traffic, trace checked.
+
+    With --datapath both: on the lab's datapath and on each Cilium source's, each
+    Cilium run's captures compared hop by hop with the lab's (as dsrlab diff does)."""
     from lab.runner.scenario import run_scenario
 
     if run_all == (scenario is not None):
@@ -63,9 +66,13 @@ def run(
         fail("--run-id names one run: give it with a scenario, not --all", code=2)
     if scenarios is not None and not run_all:
         fail("--scenarios goes with --all (a scenario is named by its path)", code=2)
-    check_cilium_src(datapath, cilium_src)
+    cilium_src = one_cilium_src(datapath, cilium_srcs)
     if run_all and backend != "netns":
         fail("--all runs on the netns backend (--backend goes with a scenario)", code=2)
+    if datapath is NodeDatapath.both:
+        _both(scenario, scenarios, captures, cilium_srcs, backend=backend, keep=keep,
+              run_id=run_id)
+        return
     need_root()
     if run_all:
         _run_all(captures, scenarios, datapath, cilium_src)
@@ -116,6 +123,32 @@ def run(
     console.print(run_verdict(result))
     if not result.passed:
         raise typer.Exit(1)
+
+
+def _both(scenario: str | None, folder: Path | None, captures: Path,
+          cilium_srcs: list[Path] | None, *, backend: str, keep: bool,
+          run_id: str | None) -> None:
+    """``--datapath both``: every datapath's run of the scenario (or of --all's)."""
+    from lab.cli.both import datapath_columns, run_both
+    from lab.model.scenario import all_scenarios, find_scenario
+
+    if backend != "netns":
+        fail("--datapath both runs on the netns backend", code=2)
+    if keep or run_id is not None:
+        fail(f"{'--keep' if keep else '--run-id'} names one lab: --datapath both runs "
+             "several", code=2)
+    if folder is not None and not folder.is_dir():
+        fail(f"--scenarios {folder}: not a folder", code=2)
+    if scenario is not None:
+        with one_line_errors(code=2):
+            paths = [find_scenario(scenario)]
+    else:
+        paths = all_scenarios() if folder is None else all_scenarios(folder)
+        if not paths:
+            fail(f"no scenario (*.yaml) in {folder}", code=2)
+    need_root()
+    cols = datapath_columns(cilium_srcs)
+    run_both(paths, captures, cols, detailed=scenario is not None)
 
 
 def run_verdict(res: ScenarioRun) -> Text:

@@ -8,6 +8,7 @@ format this model.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
@@ -16,7 +17,14 @@ from typing import Literal
 
 from lab.capture.capdir import CaptureDir
 from lab.capture.dpevents import DatapathEvents, DropGroup
-from lab.capture.layout import COMPARISON, COMPARISON_PLOT, MERGED, STEPS, CaptureError
+from lab.capture.layout import (
+    COMPARED,
+    COMPARISON,
+    COMPARISON_PLOT,
+    MERGED,
+    STEPS,
+    CaptureError,
+)
 from lab.capture.manifest import Manifest
 from lab.check.trace.results import FlowInfo, ResultsError, TraceResult, as_text, load_results
 from lab.report.capset import ROLE_LABEL, CaptureView, Sighting, load_view
@@ -120,6 +128,7 @@ class ReportModel:
     steps: Steps | None = None
     events: DatapathEvents | None = None  # what the datapath dropped and traced
     events_error: str | None = None  # datapath-events.json is there but unreadable
+    compared: ComparedWith | None = None  # a both run's comparisons (compared.json)
 
     @property
     def drop_groups(self) -> list[DropGroup]:
@@ -294,6 +303,54 @@ def load_comparison(directory: Path) -> Comparison | None:
 
 
 @dataclass(frozen=True)
+class ComparedRow:
+    """One comparison a both run made with this set: the other set and the summary."""
+
+    other: str  # the other capture set's folder
+    other_datapath: str
+    link: str  # the other set's report.html, relative to this set
+    same: bool
+    lines: list[str]
+    a: tuple[str, str] = ("", "")  # the comparison's A: its datapath, its folder
+    b: tuple[str, str] = ("", "")
+
+    @property
+    def command(self) -> str:
+        """The ``dsrlab diff`` that shows the first differing packets field by field."""
+        return f"dsrlab diff {self.a[1]} {self.b[1]}"
+
+
+@dataclass(frozen=True)
+class ComparedWith:
+    """``compared.json``: how this set compared with the other datapaths' of its run."""
+
+    rows: list[ComparedRow]
+    error: str | None = None  # compared.json is there but unreadable
+
+
+def load_compared(directory: Path) -> ComparedWith | None:
+    """``compared.json`` of a capture set; None without one (not a both run), ``error``
+    set when it cannot be read."""
+    path = directory / COMPARED
+    if not path.is_file():
+        return None
+    here = directory.resolve()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        rows = []
+        for c in data["comparisons"]:
+            a, b = str(c["a"]), str(c["b"])
+            other, what = (b, c["datapath_b"]) if Path(a) == here else (a, c["datapath_a"])
+            link = os.path.relpath(Path(other) / "report.html", here)
+            rows.append(ComparedRow(other, str(what), link, bool(c["same"]),
+                                    [str(x) for x in c["summary"]],
+                                    (str(c["datapath_a"]), a), (str(c["datapath_b"]), b)))
+        return ComparedWith(rows)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        return ComparedWith([], error=f"{COMPARED}: {exc}")
+
+
+@dataclass(frozen=True)
 class StepRow:
     kind: str
     summary: str
@@ -361,4 +418,4 @@ def build_model(capture_dir: Path | CaptureDir) -> ReportModel:
         events_error = str(exc)
     return ReportModel(view.directory, view, results, error, points, rows, stray, unknown,
                        load_comparison(view.directory), load_steps(view.directory),
-                       events, events_error)
+                       events, events_error, load_compared(view.directory))

@@ -90,7 +90,7 @@ def test_a_set_holding_anything_else_is_left_alone(tmp_path: Path, stranger: str
 @pytest.mark.parametrize("written", [
     "steps.json", ".steps.json.tmp", ".writing", "report.png", "report.md",
     ".report.html.4321.tmp", "modes.json", "modes.svg", ".merged.pcapng.tmp",
-    "compare-snat-cilium-dsr-control-plane.pcap",
+    "compare-snat-cilium-dsr-control-plane.pcap", "compared.json", ".compared.json.1a2b3c4d.tmp",
 ])
 def test_every_file_the_lab_writes_in_a_set_is_its_own(tmp_path: Path, written: str) -> None:
     """A set killed at any point holds only files the lab writes: it can go."""
