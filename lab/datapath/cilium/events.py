@@ -29,7 +29,13 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from lab.capture.dpevents import MAX_TRACES, DatapathEvent, DatapathEvents, EventKind
+from lab.capture.dpevents import (
+    MAX_DROPS,
+    MAX_TRACES,
+    DatapathEvent,
+    DatapathEvents,
+    EventKind,
+)
 from lab.datapath import libbpf
 from lab.datapath.cilium.btf import Field, ObjectBtf, StructLayout
 from lab.datapath.errors import DatapathError
@@ -314,8 +320,8 @@ class EventLog:
 
     Between :meth:`open_window` and :meth:`close_window` (a run's captures) every
     event is kept for the capture set, within :meth:`DatapathEvents.bounded`'s
-    bounds; traces beyond them are only counted, so a long transfer costs no
-    memory. Outside a window only the last :data:`RECENT_DROPS` drops are kept
+    bounds; drops and traces beyond them are only counted, so a long transfer
+    costs no memory. Outside a window only the last :data:`RECENT_DROPS` drops are kept
     (:meth:`drops`).
     """
 
@@ -328,6 +334,8 @@ class EventLog:
         self._window: list[DatapathEvent] | None = None
         self._traces: Counter[str] = Counter()
         self._kept_traces = 0
+        self._kept_drops = 0
+        self._drops_left_out = 0
 
     def __call__(self, event: CiliumEvent) -> None:
         with self._lock:
@@ -340,6 +348,11 @@ class EventLog:
                 if self._kept_traces >= MAX_TRACES:
                     return
                 self._kept_traces += 1
+            else:
+                if self._kept_drops >= MAX_DROPS:
+                    self._drops_left_out += 1
+                    return
+                self._kept_drops += 1
             self._window.append(event.record())
 
     def drops(self) -> list[CiliumEvent]:
@@ -350,11 +363,14 @@ class EventLog:
     def open_window(self) -> None:
         with self._lock:
             self._window, self._traces, self._kept_traces = [], Counter(), 0
+            self._kept_drops = self._drops_left_out = 0
 
     def close_window(self, datapath: str, lost: int = 0) -> DatapathEvents:
         """Everything since :meth:`open_window` (nothing if none was opened)."""
         with self._lock:
-            events, traces = self._window or [], self._traces
+            events, traces, left_out = self._window or [], self._traces, self._drops_left_out
             self._window, self._traces, self._kept_traces = None, Counter(), 0
+            self._kept_drops = self._drops_left_out = 0
         out = DatapathEvents.bounded(datapath, "cilium_events", events, lost=lost)
-        return out.model_copy(update={"traces": dict(traces)})
+        return out.model_copy(update={"traces": dict(traces),
+                                      "drops_left_out": out.drops_left_out + left_out})

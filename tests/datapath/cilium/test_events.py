@@ -107,3 +107,24 @@ def test_a_later_fragment_has_no_ports() -> None:
         record = event.record()
         assert (record.src, record.dst, record.proto) == (CLIENT_IP, "10.0.0.216", "UDP")
         assert (record.sport, record.dport) == ports
+
+
+def test_a_window_keeps_its_bounds_however_many_events_come() -> None:
+    """A long run's notifications cost no memory beyond the file's bounds: drops and
+    traces past them are counted, not kept."""
+    from lab.capture.dpevents import MAX_DROPS, MAX_TRACES  # noqa: PLC0415
+
+    log = EventLog()
+    log.open_window()
+    for i in range(MAX_DROPS + 700):
+        log(CiliumEvent("n", "drop", "DROP_NO_FIB", 10, 0, 0, b"", ifname="eth0",
+                        where=f"nodeport.h:{i % 3}"))
+    for _ in range(MAX_TRACES * 4):
+        log(CiliumEvent("n", "trace", "TRACE_TO_LXC", 13, 0, 0, b""))
+    said = log.close_window("Cilium test")
+    assert len(said.drops) == MAX_DROPS
+    assert said.drops_left_out == 700
+    assert said.drop_count == MAX_DROPS + 700
+    assert len([e for e in said.events if e.kind == "trace"]) == MAX_TRACES
+    assert said.traces == {"n TRACE_TO_LXC": MAX_TRACES * 4}
+    assert len(log.drops()) == EventLog.RECENT_DROPS  # outside a window: the latest only
