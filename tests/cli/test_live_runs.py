@@ -31,11 +31,14 @@ pytestmark = pytest.mark.netns
 # a lab run as a test harness would drive one: a namespace with a process in it, held
 # by this script until its stdin closes
 _HOLDER = """
-import subprocess, sys
+import subprocess, sys, time
 from lab.plumbing import names, nsutil
 ns = names.netns_name(sys.argv[1], "x")
 nsutil.create(ns)
 proc = subprocess.Popen(nsutil.exec_argv(ns, ["sleep", "600"]))
+deadline = time.monotonic() + 10
+while proc.pid not in nsutil.pids_in(ns) and time.monotonic() < deadline:
+    time.sleep(0.005)  # nsenter enters the namespace just after it starts
 print("up", flush=True)
 sys.stdin.read()
 proc.kill(); proc.wait()
