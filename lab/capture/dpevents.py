@@ -87,6 +87,36 @@ class DropGroup(_Record):
         return f"{self.node} {self.ifname}".strip()
 
 
+class Bounds:
+    """The file's bounds over a stream of events, in order: which to keep one by one,
+    and the counts of the rest (every trace is counted per node and observation point;
+    drops past :data:`MAX_DROPS` only in ``drops_left_out``)."""
+
+    def __init__(self) -> None:
+        self.traces: Counter[str] = Counter()
+        self.drops_left_out = 0
+        self._traces_kept = self._drops_kept = 0
+
+    def keep(self, kind: EventKind, node: str, what: str, count: int = 1) -> bool:
+        """Count the event; True when it is to be kept one by one."""
+        if kind == "trace":
+            self.traces[f"{node} {what}"] += count
+            self._traces_kept += 1
+            return self._traces_kept <= MAX_TRACES
+        if self._drops_kept >= MAX_DROPS:
+            self.drops_left_out += count
+            return False
+        self._drops_kept += 1
+        return True
+
+    def content(self, datapath: str, source: Literal["cilium_events", "dsr_counters"],
+                kept: list[DatapathEvent], lost: int = 0) -> DatapathEvents:
+        """The file: the events :meth:`keep` kept, and these counts."""
+        return DatapathEvents(datapath=datapath, source=source, events=kept,
+                              drops_left_out=self.drops_left_out, traces=dict(self.traces),
+                              lost=lost)
+
+
 class DatapathEvents(_Record):
     """The file: which datapath, its events, and what was counted but not kept."""
 
@@ -122,23 +152,9 @@ class DatapathEvents(_Record):
     def bounded(cls, datapath: str, source: Literal["cilium_events", "dsr_counters"],
                 events: Iterable[DatapathEvent], lost: int = 0) -> DatapathEvents:
         """The file's content for ``events`` (in order), kept within its bounds."""
-        kept: list[DatapathEvent] = []
-        drops = traces = left_out = 0
-        trace_counts: Counter[str] = Counter()
-        for e in events:
-            if e.kind == "trace":
-                trace_counts[f"{e.node} {e.what}"] += e.count
-                traces += 1
-                if traces <= MAX_TRACES:
-                    kept.append(e)
-            else:
-                drops += 1
-                if drops <= MAX_DROPS:
-                    kept.append(e)
-                else:
-                    left_out += e.count
-        return cls(datapath=datapath, source=source, events=kept, drops_left_out=left_out,
-                   traces=dict(trace_counts), lost=lost)
+        bounds = Bounds()
+        kept = [e for e in events if bounds.keep(e.kind, e.node, e.what, e.count)]
+        return bounds.content(datapath, source, kept, lost)
 
     # -- on disk -------------------------------------------------------------
     def write(self, directory: str | Path) -> Path:

@@ -39,7 +39,7 @@ from typing import Any
 from lab.atomic import write_text
 from lab.capture.capdir import CaptureDir, PointFile
 from lab.capture.layout import COMPARED, MANIFEST, ROLES, STEPS, CaptureError, Role
-from lab.check.trace.results import FieldDiff
+from lab.check.trace.results import FieldDiff, field_table
 from lab.errors import LabError
 from lab.model.topology import load_topology
 from lab.wire import dsropt
@@ -453,13 +453,7 @@ class CaptureDiff:
                 lines.append(f"  A {d.point_a} frame {d.frame_a}: {d.summary_a}")
             if d.summary_b:
                 lines.append(f"  B {d.point_b} frame {d.frame_b}: {d.summary_b}")
-            if d.fields:
-                w = max(len(f.field) for f in d.fields)
-                we = max(len(f.expected) for f in d.fields)
-                for f in d.fields:
-                    mark = "  " if f.ok else "✗ "
-                    lines.append(f"  {mark}{f.field:<{w}}  expected {f.expected:<{we}}  "
-                                 f"got {f.got}")
+            lines += field_table(d.fields)
             out.append("\n".join(lines))
         return out
 

@@ -50,9 +50,8 @@ def _packets(n: int) -> str:
     return f"{n} packet" + ("s" if n != 1 else "")
 
 
-def diagnose_flow_drops(cd: CaptureDir) -> list[Diagnosis]:
+def diagnose_flow_drops(cd: CaptureDir, events: DatapathEvents | None) -> list[Diagnosis]:
     """A line per reason and hop that dropped packets of the client's connections."""
-    events = read_events(cd)
     client_ip = cd.client_ip
     if events is None or not client_ip:
         return []
@@ -74,11 +73,10 @@ def diagnose_flow_drops(cd: CaptureDir) -> list[Diagnosis]:
     return out
 
 
-def diagnose_counted_drops(cd: CaptureDir) -> list[Diagnosis]:
+def diagnose_counted_drops(cd: CaptureDir, events: DatapathEvents | None) -> list[Diagnosis]:
     """A line per reason and hop for the drops no connection of the client's owns: the
     datapath counted them without the packet, or the packet has no ports (a later
     fragment) or is another's."""
-    events = read_events(cd)
     if events is None:
         return []
     counted: dict[_Group, list[DatapathEvent]] = {}

@@ -97,6 +97,7 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     from lab.check.datapath_drops import (  # noqa: PLC0415  (likewise)
         diagnose_counted_drops,
         diagnose_flow_drops,
+        read_events,
     )
     from lab.check.fragments import diagnose_fragments  # noqa: PLC0415  (likewise)
     from lab.check.too_big import diagnose_too_big  # noqa: PLC0415  (it imports Diagnosis)
@@ -106,13 +107,14 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     # a drop the datapath names says why its connection stopped: it takes the place
     # of the vague "dropped it there" (a rule that knows more, e.g. no room for the
     # option, is said beside it)
-    by_dp = [d for d in diagnose_flow_drops(cd) if not explained.issuperset(d.flows)]
+    events = read_events(cd)  # the datapath's drops, read once for both rules
+    by_dp = [d for d in diagnose_flow_drops(cd, events) if not explained.issuperset(d.flows)]
     by_rules += by_dp
     named = {f for d in by_dp for f in d.flows}
     svc, client_ip = cd.service, cd.client_ip
     if not svc.ip or svc.protocol.upper() != "TCP":
         unanswered = bool(by_rules) or _datagrams_unanswered(cd)
-        return by_rules + (diagnose_counted_drops(cd) if unanswered else [])
+        return by_rules + (diagnose_counted_drops(cd, events) if unanswered else [])
     hops = _hops(cd)
     packets = {p.name: cd.packets(p) for p in cd.points}
     found: dict[str, Diagnosis] = {}
@@ -136,7 +138,7 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
             found.setdefault(line, Diagnosis(cause, line)).flows.append(
                 f"{client_ip}:{syn.sport}")
     broken = sorted([*by_rules, *found.values()], key=lambda d: -len(d.flows))
-    return broken + (diagnose_counted_drops(cd) if broken else [])
+    return broken + (diagnose_counted_drops(cd, events) if broken else [])
 
 
 def _datagrams_unanswered(cd: CaptureDir) -> bool:

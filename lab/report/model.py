@@ -7,6 +7,7 @@ format this model.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -130,7 +131,7 @@ class ReportModel:
     events_error: str | None = None  # datapath-events.json is there but unreadable
     compared: ComparedWith | None = None  # a both run's comparisons (compared.json)
 
-    @property
+    @functools.cached_property
     def drop_groups(self) -> list[DropGroup]:
         """The datapath's drops by hop, reason and source place, most first."""
         return self.events.drop_groups() if self.events else []

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -96,15 +98,12 @@ class _InNetns:
                                 stdin=subprocess.DEVNULL)
 
 
-@pytest.mark.netns
-def test_a_burst_is_captured_whole_and_a_loss_would_be_counted(tmp_path: Path) -> None:
-    """2,000 datagrams sent as fast as a socket goes: tcpdump is waited for until it
-    wrote all the kernel gave it (drain), every one is in the pcap, and its counters
-    say so. With tcpdump's own defaults the ring held 8 frames and lost most of such a
-    burst when tcpdump waited for a CPU; stopped right away, it loses what it has not
-    read yet."""
-    require_root()
-    ns = names.netns_name(names.new_run_id(), "burst")
+@contextlib.contextmanager
+def _broadcasting(tmp_path: Path, label: str) -> Iterator[tuple[Capture,
+                                                                 Callable[[bytes], None]]]:
+    """A scratch namespace with a veth pair, tcpdump listening on ``vb`` and a sender of
+    broadcast datagrams from ``va``; the capture is stopped on the way out."""
+    ns = names.netns_name(names.new_run_id(), label)
     with nsutil.scratch(ns):
         with nsutil.open_iproute(ns) as ipr:
             ipr.link("add", ifname="va", kind="veth", peer={"ifname": "vb"})
@@ -118,11 +117,27 @@ def test_a_burst_is_captured_whole_and_a_loss_would_be_counted(tmp_path: Path) -
             cap.wait_listening(time.monotonic() + 10)
             with nsutil.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-                for i in range(2000):
-                    s.sendto(b"%06d" % i, ("10.9.0.255", 9))
-            assert cap.drain(time.monotonic() + 10)
+
+                def send(data: bytes) -> None:
+                    s.sendto(data, ("10.9.0.255", 9))
+
+                yield cap, send
         finally:
             cap.stop()
+
+
+@pytest.mark.netns
+def test_a_burst_is_captured_whole_and_a_loss_would_be_counted(tmp_path: Path) -> None:
+    """2,000 datagrams sent as fast as a socket goes: tcpdump is waited for until it
+    wrote all the kernel gave it (drain), every one is in the pcap, and its counters
+    say so. With tcpdump's own defaults the ring held 8 frames and lost most of such a
+    burst when tcpdump waited for a CPU; stopped right away, it loses what it has not
+    read yet."""
+    require_root()
+    with _broadcasting(tmp_path, "burst") as (cap, send):
+        for i in range(2000):
+            send(b"%06d" % i)
+        assert cap.drain(time.monotonic() + 10)
     assert cap.stats.get("dropped_by_kernel") == 0
     assert cap.stats.get("captured") == cap.stats.get("received_by_filter")
     sent = [p for p in read_pcap(tmp_path / "vb.pcap") if p.dport == 9]
@@ -135,27 +150,12 @@ def test_what_arrives_after_the_drain_is_no_loss_of_the_run(tmp_path: Path) -> N
     retransmission, in a run) and cut off by the stop is not counted as packets the
     capture lost, however many tcpdump still wrote."""
     require_root()
-    ns = names.netns_name(names.new_run_id(), "late")
-    with nsutil.scratch(ns):
-        with nsutil.open_iproute(ns) as ipr:
-            ipr.link("add", ifname="va", kind="veth", peer={"ifname": "vb"})
-            va, vb = ipr.link_lookup(ifname="va")[0], ipr.link_lookup(ifname="vb")[0]
-            ipr.addr("add", index=va, address="10.9.0.1", prefixlen=24)
-            ipr.link("set", index=va, state="up")
-            ipr.link("set", index=vb, state="up")
-        cap = Capture(_InNetns(ns), CapturePoint("h", "vb", "client"), tmp_path / "vb.pcap")
-        cap.spawn()
-        try:
-            cap.wait_listening(time.monotonic() + 10)
-            with nsutil.socket_in(ns, socket.AF_INET, socket.SOCK_DGRAM) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-                for i in range(200):
-                    s.sendto(b"%06d" % i, ("10.9.0.255", 9))
-                assert cap.drain(time.monotonic() + 10)
-                for i in range(3000):  # after the run: stopped before all are read
-                    s.sendto(b"late%06d" % i, ("10.9.0.255", 9))
-        finally:
-            cap.stop()
+    with _broadcasting(tmp_path, "late") as (cap, send):
+        for i in range(200):
+            send(b"%06d" % i)
+        assert cap.drain(time.monotonic() + 10)
+        for i in range(3000):  # after the run: stopped before all are read
+            send(b"late%06d" % i)
     assert cap.drained_received is not None
     assert cap.drained_received >= 200
     window = window_received(cap)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,17 @@ class FieldDiff:
     expected: str
     got: str
     ok: bool
+
+
+def field_table(rows: Sequence[FieldDiff]) -> list[str]:
+    """The rows as aligned text lines, a mismatch marked ✗ (a trace failure's table,
+    and ``dsrlab diff``'s)."""
+    if not rows:
+        return []
+    w = max(len(r.field) for r in rows)
+    we = max(len(r.expected) for r in rows)
+    return [f"  {'  ' if r.ok else '✗ '}{r.field:<{w}}  expected {r.expected:<{we}}  "
+            f"got {r.got}" for r in rows]
 
 
 @dataclass
@@ -77,12 +88,7 @@ class CheckResult:
         lines = [f"{self.label}{where}{flow}: {self.message}"]
         if self.closest_summary:
             lines.append(f"  closest packet: {self.closest_summary}")
-        if self.diff:
-            w = max(len(d.field) for d in self.diff)
-            we = max(len(d.expected) for d in self.diff)
-            for d in self.diff:
-                mark = "  " if d.ok else "✗ "
-                lines.append(f"  {mark}{d.field:<{w}}  expected {d.expected:<{we}}  got {d.got}")
+        lines += field_table(self.diff)
         return "\n".join(lines)
 
 

@@ -22,20 +22,13 @@ import functools
 import re
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-from lab.capture.dpevents import (
-    MAX_DROPS,
-    MAX_TRACES,
-    DatapathEvent,
-    DatapathEvents,
-    EventKind,
-)
+from lab.capture.dpevents import Bounds, DatapathEvent, DatapathEvents, EventKind
 from lab.datapath import libbpf
 from lab.datapath.cilium.btf import Field, ObjectBtf, StructLayout
 from lab.datapath.errors import DatapathError
@@ -319,9 +312,9 @@ class EventLog:
     """Where a lab's readers put Cilium's events (a thread-safe sink).
 
     Between :meth:`open_window` and :meth:`close_window` (a run's captures) every
-    event is kept for the capture set, within :meth:`DatapathEvents.bounded`'s
-    bounds; drops and traces beyond them are only counted, so a long transfer
-    costs no memory. Outside a window only the last :data:`RECENT_DROPS` drops are kept
+    event is kept for the capture set within the file's :class:`Bounds`; drops and
+    traces beyond them are only counted, so a long transfer costs no memory.
+    Outside a window only the last :data:`RECENT_DROPS` drops are kept
     (:meth:`drops`).
     """
 
@@ -332,28 +325,15 @@ class EventLog:
         self._recent: collections.deque[CiliumEvent] = collections.deque(
             maxlen=self.RECENT_DROPS)
         self._window: list[DatapathEvent] | None = None
-        self._traces: Counter[str] = Counter()
-        self._kept_traces = 0
-        self._kept_drops = 0
-        self._drops_left_out = 0
+        self._bounds = Bounds()
 
     def __call__(self, event: CiliumEvent) -> None:
         with self._lock:
             if event.kind == "drop":
                 self._recent.append(event)
-            if self._window is None:
-                return
-            if event.kind == "trace":
-                self._traces[f"{event.node} {event.what}"] += 1
-                if self._kept_traces >= MAX_TRACES:
-                    return
-                self._kept_traces += 1
-            else:
-                if self._kept_drops >= MAX_DROPS:
-                    self._drops_left_out += 1
-                    return
-                self._kept_drops += 1
-            self._window.append(event.record())
+            if self._window is not None and self._bounds.keep(event.kind, event.node,
+                                                               event.what):
+                self._window.append(event.record())
 
     def drops(self) -> list[CiliumEvent]:
         """The latest drop notifications, in order."""
@@ -362,15 +342,11 @@ class EventLog:
 
     def open_window(self) -> None:
         with self._lock:
-            self._window, self._traces, self._kept_traces = [], Counter(), 0
-            self._kept_drops = self._drops_left_out = 0
+            self._window, self._bounds = [], Bounds()
 
     def close_window(self, datapath: str, lost: int = 0) -> DatapathEvents:
         """Everything since :meth:`open_window` (nothing if none was opened)."""
         with self._lock:
-            events, traces, left_out = self._window or [], self._traces, self._drops_left_out
-            self._window, self._traces, self._kept_traces = None, Counter(), 0
-            self._kept_drops = self._drops_left_out = 0
-        out = DatapathEvents.bounded(datapath, "cilium_events", events, lost=lost)
-        return out.model_copy(update={"traces": dict(traces),
-                                      "drops_left_out": out.drops_left_out + left_out})
+            kept, bounds = self._window or [], self._bounds
+            self._window, self._bounds = None, Bounds()
+        return bounds.content(datapath, "cilium_events", kept, lost)

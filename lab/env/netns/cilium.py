@@ -56,6 +56,7 @@ class CiliumDatapaths:
         self._loaded: dict[str, LoadedNode] = {}
         self._readers: list[EventReader] = []
         self._topology: Topology | None = None
+        self._names: Names | None = None
 
     def start(self, topology: Topology) -> CiliumDatapaths:
         check_supported(topology, self.source.version)
@@ -63,7 +64,8 @@ class CiliumDatapaths:
         started._topology = topology
         lb = lb_params(topology)
         started._pool = ThreadPoolExecutor(BUILD_WORKERS, thread_name_prefix="cilium-build")
-        prepared_tree(self.source, self.cache_dir)  # once, before the builders share it
+        tree = prepared_tree(self.source, self.cache_dir)  # once, before builders share it
+        started._names = Names.from_tree(tree)  # the version's names for its events
         for node in topology.nodes:
             plan = plan_node(topology, node.name)
             started._plans[node.name] = plan
@@ -81,8 +83,8 @@ class CiliumDatapaths:
         with nsutil.in_netns(netns):
             attach_node(loaded)
             ifnames = {index: name for index, name in socket.if_nameindex()}
-        names = Names.from_tree(prepared_tree(self.source, self.cache_dir))
-        decoder = EventDecoder(node.name, names, ifnames=ifnames)
+        assert self._names is not None
+        decoder = EventDecoder(node.name, self._names, ifnames=ifnames)
         with interrupts.deferred():
             self._readers.append(EventReader(loaded.node.map_fd("cilium_events"), decoder,
                                              self.events))

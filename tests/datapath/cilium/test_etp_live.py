@@ -8,10 +8,7 @@ from pathlib import Path
 import pytest
 
 from lab.datapath.cilium.source import CiliumSource
-from lab.env.netns import NetnsBackend
-from lab.env.netns.cilium import CiliumDatapaths
-from lab.pytest_plugin import require_root
-from lab.runner.scenario import run_scenario
+from tests.datapath.cilium.live import failures, run_on_cilium
 from tests.seed import LB_NAME, REPO
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf, pytest.mark.scenario]
@@ -20,11 +17,9 @@ MODES = REPO / "scenarios" / "modes"
 
 def test_no_local_backend_drops_with_ciliums_reason(cilium_source: CiliumSource,
                                                     tmp_path: Path) -> None:
-    require_root()
-    res = run_scenario(MODES / "local-policy-drops.yaml", captures_root=tmp_path,
-                       backend=NetnsBackend(datapaths=CiliumDatapaths(cilium_source)))
+    res = run_on_cilium(MODES / "local-policy-drops.yaml", cilium_source, tmp_path)
     assert res.result is not None
-    assert res.passed, [c.describe() for cl in res.result.claims for c in cl.failures]
+    assert res.passed, failures(res)
     (line,) = res.result.diagnoses
     assert line.startswith(f"dropped at {LB_NAME} eth0: DROP_NO_SERVICE (Cilium "
                            f"{cilium_source.version}, bpf_host.c:"), line
@@ -32,9 +27,7 @@ def test_no_local_backend_drops_with_ciliums_reason(cilium_source: CiliumSource,
 
 def test_a_local_backend_serves_without_dsr(cilium_source: CiliumSource,
                                            tmp_path: Path) -> None:
-    require_root()
-    res = run_scenario(MODES / "local-policy-serves.yaml", captures_root=tmp_path,
-                       backend=NetnsBackend(datapaths=CiliumDatapaths(cilium_source)))
+    res = run_on_cilium(MODES / "local-policy-serves.yaml", cilium_source, tmp_path)
     assert res.result is not None
-    assert res.passed, [c.describe() for cl in res.result.claims for c in cl.failures]
+    assert res.passed, failures(res)
     assert res.result.diagnoses == ()

@@ -9,10 +9,7 @@ from pathlib import Path
 import pytest
 
 from lab.datapath.cilium.source import CiliumSource
-from lab.env.netns import NetnsBackend
-from lab.env.netns.cilium import CiliumDatapaths
-from lab.pytest_plugin import require_root
-from lab.runner.scenario import run_scenario
+from tests.datapath.cilium.live import failures, run_on_cilium
 from tests.seed import REPO
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf, pytest.mark.scenario]
@@ -24,8 +21,5 @@ MTU = REPO / "scenarios" / "mtu"
                                   "udp-fragments-untracked"])
 def test_the_mtu_scenario_passes_on_cilium(name: str, cilium_source: CiliumSource,
                                            tmp_path: Path) -> None:
-    require_root()
-    res = run_scenario(MTU / f"{name}.yaml", captures_root=tmp_path,
-                       backend=NetnsBackend(datapaths=CiliumDatapaths(cilium_source)))
-    assert res.result is not None
-    assert res.passed, [c.describe() for cl in res.result.claims for c in cl.failures]
+    res = run_on_cilium(MTU / f"{name}.yaml", cilium_source, tmp_path)
+    assert res.passed, failures(res)
