@@ -50,6 +50,14 @@ class LoadedNode:
         self.close()
 
 
+def world_identities(source: CiliumSource, plan: NodePlan) -> dict[int, int]:
+    """The world's identity per IP version: v1.16 gives each family its own in a
+    dual-stack cluster (``WORLD_IPV4_ID``/``WORLD_IPV6_ID``), 1.13 has one."""
+    if plan.node.ipv6 and cfg.layout_for(source.version) != "v1.13":
+        return {4: cfg.WORLD_IPV4_DUAL_ID, 6: cfg.WORLD_IPV6_DUAL_ID}
+    return {}
+
+
 def load_node(source: CiliumSource, topology: Topology, node_name: str,
               cache_dir: Path | None = None) -> LoadedNode:
     """Build, load and fill Cilium's datapath for ``node_name`` of ``topology``."""
@@ -77,7 +85,7 @@ def load_plan(source: CiliumSource, plan: NodePlan, lb: cfg.LbParams,
         with ObjectBtf(host.path) as btf:
             w = fill.MapWriter(node, btf, str(source.version))
             fill.fill_services(w, plan.frontends)
-            fill.fill_ipcache(w, plan.remotes)
+            fill.fill_ipcache(w, plan.remotes, world=world_identities(source, plan))
             fill.fill_endpoints(w, plan.node, plan.pods, plan.pod_macs)
             policy = cfg.policy_map(cfg.HOST_EP_ID)
             fill.fill_allow_all(w, policy, node.map_fd(policy))

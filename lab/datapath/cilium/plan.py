@@ -14,7 +14,7 @@ version and the reason (:class:`UnsupportedByCilium`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
 from lab.datapath.cilium import config as cfg
@@ -94,18 +94,33 @@ def lb_params(t: Topology) -> cfg.LbParams:
 
 
 def node_params(t: Topology, node: Node) -> cfg.NodeParams:
+    """The node's parameters; a dual-stack topology's node has its IPv6 too (Cilium's
+    ``ipv6.enabled``: ``ROUTER_IP`` is the first address of its IPv6 pod CIDR)."""
+    dual = t.dual_stack and node.ip6 is not None
     return cfg.NodeParams(
         name=node.name, ip=node.ip, eth0_ifindex=ETH0_INDEX, eth0_mac=eth0_mac(node.ip),
         cilium_host_ifindex=CILIUM_HOST_INDEX, cilium_host_mac=cilium_host_mac(node.router_ip),
         cilium_net_ifindex=CILIUM_NET_INDEX, cilium_net_mac=cilium_net_mac(node.router_ip),
-        router_ip=node.router_ip, pod_cidr=node.pod_cidr, mtu=t.datapath_mtu)
+        router_ip=node.router_ip, pod_cidr=node.pod_cidr, mtu=t.datapath_mtu,
+        ip6=node.ip6 if dual else None, router_ip6=node.router_ip6 if dual else None,
+        pod_cidr6=node.pod_cidr6 if dual else None)
+
+
+def _pick(v6: bool, ip: IPv4Address, ip6: IPv6Address | None) -> IPv4Address | IPv6Address:
+    if not v6:
+        return ip
+    if ip6 is None:  # the model numbers every host of a dual-stack lab in both families
+        raise DatapathError(f"{ip} has no IPv6 address in a dual-stack topology")
+    return ip6
 
 
 def plan_node(t: Topology, node_name: str) -> NodePlan:
     """Everything the agent would configure on ``node_name``."""
     node = t.node(node_name)
+    params = node_params(t, node)
+    dual = params.ipv6
     pods = [cfg.PodParams(pod.name, FIRST_LXC_ID + j, pod.ip, LXC_FIRST_INDEX + j,
-                          lxc_mac(pod.ip))
+                          lxc_mac(pod.ip), ip6=pod.ip6 if dual else None)
             for j, pod in enumerate(t.pods_on(node_name))]
     frontends = []
     rev_nat = 1
@@ -113,17 +128,27 @@ def plan_node(t: Topology, node_name: str) -> NodePlan:
         backends = t.backends(svc.name)
         workload = t.workload(svc.selector)
         local = svc.external_traffic_policy == "Local"
+        v6s = [False, True] if dual and "IPv6" in svc.ip_families else [False]
+        if dual and svc.ip_families == ["IPv6"]:
+            v6s = [True]
         for port in svc.all_ports:
             target = port.target_port or workload.port
-            frontends.append(Frontend(
-                node.ip, port.node_port, [(p.ip, target) for p in backends],
-                rev_nat, port.protocol.lower(),
-                [(p.ip, target) for p in backends if p.node == node_name] if local else None))
-            rev_nat += 1
+            for v6 in v6s:  # the agent: one frontend (and rev NAT id) per family
+                frontends.append(Frontend(
+                    _pick(v6, node.ip, node.ip6), port.node_port,
+                    [(_pick(v6, p.ip, p.ip6), target) for p in backends],
+                    rev_nat, port.protocol.lower(),
+                    [(_pick(v6, p.ip, p.ip6), target) for p in backends if p.node == node_name]
+                    if local else None))
+                rev_nat += 1
     remotes = []
     for other in t.nodes:
         identity = cfg.HOST_ID if other.name == node_name else cfg.REMOTE_NODE_ID
         remotes += [Remote(other.ip, identity), Remote(other.router_ip, identity)]
+        if dual and other.ip6 is not None and other.router_ip6 is not None:
+            remotes += [Remote(other.ip6, identity), Remote(other.router_ip6, identity)]
     remotes += [Remote(p.ip, cfg.POD_IDENTITY) for p in t.pods]
-    return NodePlan(node_params(t, node), pods, {p.name: pod_mac(p.ip) for p in pods},
+    if dual:
+        remotes += [Remote(p.ip6, cfg.POD_IDENTITY) for p in t.pods if p.ip6 is not None]
+    return NodePlan(params, pods, {p.name: pod_mac(p.ip) for p in pods},
                     frontends, remotes)
