@@ -100,6 +100,18 @@ def helm_values(t: Topology, api_server: str) -> dict[str, Any]:
     else:
         values.update(sp.tunnel_mode)
         values[sp.tunnel_key] = c.tunnel_protocol
+    if t.dual_stack:
+        values["ipv6.enabled"] = True
+        if c.routing == "native" and c.native_routing_cidr6 is not None:
+            values["ipv6NativeRoutingCIDR"] = str(c.native_routing_cidr6)
+        # the IPv6 pod CIDRs the topology gives the nodes: /N slices of its range
+        prefixes = {n.pod_cidr6.prefixlen for n in t.nodes if n.pod_cidr6 is not None}
+        if c.native_routing_cidr6 is not None and len(prefixes) == 1:
+            values["ipam.operator.clusterPoolIPv6PodCIDRList"] = str(c.native_routing_cidr6)
+            values["ipam.operator.clusterPoolIPv6MaskSize"] = prefixes.pop()
+        if sp.tunnel_key == "tunnel":
+            # 1.13's agent refuses BPF masquerade with IPv6 masquerade on (its default)
+            values["enableIPv6Masquerade"] = False
     values["bpf.masquerade"] = True
     if c.routing == "native" and replaced:
         # the agent refuses it in tunnel mode and without the full kube-proxy replacement
