@@ -73,6 +73,9 @@ class NodeParams:
     ip6: IPv6Address | None = None
     router_ip6: IPv6Address | None = None
     pod_cidr6: IPv6Network | None = None
+    # the tunnel device (cilium_geneve) when the node has one: ENCAP_IFINDEX
+    encap_ifindex: int | None = None
+    encap_mac: bytes = b"\x02\x04\x00\x00\x00\x01"
 
     @property
     def ipv6(self) -> bool:
@@ -104,7 +107,15 @@ class LbParams:
     dsr_icmp_errors: bool = False  # the agent's --enable-pmtu-discovery
     nodeport_min: int = 30000
     nodeport_max: int = 32767
+    # routing: tunnel (TUNNEL_MODE); Geneve dispatch opens a Geneve tunnel either way
+    tunnel_routing: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tunnel_protocol(self) -> Literal["geneve"] | None:
+        """The tunnel the agent opens (the lab's Cilium runs Geneve only: DSR across a
+        tunnel needs it, and Geneve dispatch takes it)."""
+        return "geneve" if self.tunnel_routing or self.dispatch == "geneve" else None
 
 
 def host32(ip: IPv4Address) -> int:
@@ -283,8 +294,10 @@ def node_config(node: NodeParams, lb: LbParams, layout: Layout) -> str:
               "WORLD_IPV6_ID": "2", "HOST_IFINDEX": str(node.cilium_net_ifindex),
               "HOST_IFINDEX_MAC": mac_init(node.cilium_host_mac),
               "CILIUM_IFINDEX": str(node.cilium_host_ifindex)}
-        if lb.dispatch == "geneve":
+        if lb.dispatch == "geneve" and lb.mode != "snat":
             d["DSR_ENCAP_MODE"] = "3"
+        if lb.tunnel_protocol == "geneve":
+            d |= tunnel_defines(node, lb)
         preamble = ('#include "lib/utils.h"\n'
                     'DECLARE_CONFIG(__u32, identity_length, "Identity length in bits")\n'
                     "ASSIGN_CONFIG(__u32, identity_length, 16)")
@@ -295,6 +308,42 @@ def node_config(node: NodeParams, lb: LbParams, layout: Layout) -> str:
                                       + define_ipv6(layout, "HOST_IP", node.ip6))
     d |= _map_names(layout) | _map_sizes(layout) | dict(lb.extra)
     return _render(d, preamble, f"node_config.h of {node.name}, Cilium {layout} layout")
+
+
+GENEVE_PORT = 6081
+TUNNEL_PROTOCOL_IDS = {"vxlan": 1, "geneve": 2}  # pkg/datapath/tunnel's datapath ids
+
+
+def tunnel_defines(node: NodeParams, lb: LbParams) -> dict[str, str]:
+    """What the agent's tunnel cell (1.16) adds: the protocol ids, the protocol, the port
+    and the tunnel device's ifindex; ``TUNNEL_MODE`` with tunnel routing."""
+    if node.encap_ifindex is None:
+        raise ValueError(f"{node.name}: a tunnel needs the tunnel device's ifindex")
+    d = {"TUNNEL_PROTOCOL_VXLAN": str(TUNNEL_PROTOCOL_IDS["vxlan"]),
+         "TUNNEL_PROTOCOL_GENEVE": str(TUNNEL_PROTOCOL_IDS["geneve"]),
+         "TUNNEL_PROTOCOL": str(TUNNEL_PROTOCOL_IDS["geneve"]),
+         "TUNNEL_PORT": str(GENEVE_PORT), "ENCAP_IFINDEX": str(node.encap_ifindex)}
+    if lb.tunnel_routing:
+        d["TUNNEL_MODE"] = "1"
+    return d
+
+
+def overlay_config(node: NodeParams, lb: LbParams) -> str:
+    """``netdev_config.h`` of ``bpf_overlay.c`` for the tunnel device, with the defines
+    the agent passes on clang's command line (pkg/datapath/loader's
+    ``reinitializeOverlay``, 1.16): the world's identity, the device's MAC, its calls
+    map, and with NodePort its ifindex."""
+    if node.encap_ifindex is None:
+        raise ValueError(f"{node.name}: bpf_overlay needs the tunnel device's ifindex")
+    v4, v6 = ((WORLD_IPV4_DUAL_ID, WORLD_IPV6_DUAL_ID) if node.ipv6 else (WORLD_ID, WORLD_ID))
+    lines = [f"#define SECLABEL {WORLD_ID}", f"#define SECLABEL_IPV4 {v4}",
+             f"#define SECLABEL_IPV6 {v6}",
+             f"#define THIS_INTERFACE_MAC {mac_init(node.encap_mac)}",
+             f"#define CALLS_MAP cilium_calls_overlay_{WORLD_ID}",
+             "#define DISABLE_LOOPBACK_LB 1",
+             f"#define NATIVE_DEV_IFINDEX {node.encap_ifindex}", *_NOTIFY]
+    return (f"/* netdev_config.h: the overlay of {node.name} (written by dsrlab) */\n"
+            "#pragma once\n" + "\n".join(lines) + "\n")
 
 
 def _ipv6_defines(node: NodeParams, lb: LbParams, layout: Layout) -> dict[str, str]:

@@ -90,6 +90,7 @@ class Remote:
 
     address: Address
     identity: int
+    tunnel_endpoint: IPv4Address | None = None  # the node a remote pod lives on
 
 
 class MapWriter:
@@ -176,9 +177,21 @@ def fill_ipcache(w: MapWriter, remotes: Sequence[Remote], *,
               {label: world.get(version, cfg.WORLD_ID)})
     for r in remotes:
         fam = family(r.address)
+        value: dict[str, Value] = {label: r.identity}
+        if r.tunnel_endpoint is not None:
+            value[tunnel_field(fields)] = r.tunnel_endpoint.packed
         w.put(IPCACHE, {"lpm_key.prefixlen": IPCACHE_PREFIX_BITS + r.address.max_prefixlen,
-                        "family": fam.endpoint_family, fam.ip_field: r.address.packed},
-              {label: r.identity})
+                        "family": fam.endpoint_family, fam.ip_field: r.address.packed}, value)
+
+
+def tunnel_field(fields: Mapping[str, object]) -> str:
+    """The IPv4 tunnel endpoint of ``remote_endpoint_info`` (a plain ``__be32`` up to
+    1.15, a union with the IPv6 one later)."""
+    for name in ("tunnel_endpoint", "tunnel_endpoint.ip4"):
+        if name in fields:
+            return name
+    raise DatapathError("remote_endpoint_info has no IPv4 tunnel endpoint field "
+                        f"(it has {', '.join(fields)})")
 
 
 def fill_endpoints(w: MapWriter, node: cfg.NodeParams, pods: Sequence[cfg.PodParams],

@@ -16,11 +16,13 @@ from pathlib import Path
 from lab.datapath.cilium import config as cfg
 from lab.datapath.cilium import fill
 from lab.datapath.cilium.btf import ObjectBtf
-from lab.datapath.cilium.build import build_node
+from lab.datapath.cilium.build import build_node, build_overlay
 from lab.datapath.cilium.load import CiliumNode
 from lab.datapath.cilium.plan import NodePlan, check_supported, lb_params, plan_node
 from lab.datapath.cilium.source import CiliumSource
 from lab.model.topology import Topology
+
+OVERLAY = "overlay"  # the role of bpf_overlay's object
 
 
 @dataclass
@@ -71,12 +73,16 @@ def load_plan(source: CiliumSource, plan: NodePlan, lb: cfg.LbParams,
     times = NodeTimes()
     started = time.monotonic()
     host, lxcs = build_node(source, plan.node, plan.pods, lb, cache_dir)
+    overlay = (build_overlay(source, plan.node, lb, cache_dir)
+               if plan.node.encap_ifindex is not None else None)
     times.build_s = time.monotonic() - started
     times.compiled = [b.path.name for b in (host, *lxcs.values()) if not b.cached]
     node = CiliumNode(plan.node.name)
     try:
         started = time.monotonic()
         node.load("host", host.path)
+        if overlay is not None:  # the tunnel device's programs (cil_from_overlay, ...)
+            node.load(OVERLAY, overlay.path)
         for pod in plan.pods:
             node.load(pod.name, lxcs[pod.name].path)
             node.set_policy_program(pod.name, pod.lxc_id)

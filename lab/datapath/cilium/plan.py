@@ -29,6 +29,7 @@ CILIUM_HOST_INDEX = 11
 CILIUM_NET_INDEX = 12
 LXC_FIRST_INDEX = 13
 FIRST_LXC_ID = 100
+CILIUM_GENEVE_INDEX = 9  # cilium_geneve, when the node has a Geneve tunnel
 
 
 class UnsupportedByCilium(DatapathError):
@@ -90,7 +91,8 @@ def lb_params(t: Topology) -> cfg.LbParams:
     return cfg.LbParams(mode=lb.mode, algorithm=lb.algorithm,
                         maglev_table_size=lb.maglev_table_size, dispatch=dispatch,
                         fragment_tracking=lb.fragment_tracking,
-                        dsr_icmp_errors=lb.dsr_icmp_errors)
+                        dsr_icmp_errors=lb.dsr_icmp_errors,
+                        tunnel_routing=t.cluster.routing == "tunnel")
 
 
 def node_params(t: Topology, node: Node) -> cfg.NodeParams:
@@ -103,7 +105,8 @@ def node_params(t: Topology, node: Node) -> cfg.NodeParams:
         cilium_net_ifindex=CILIUM_NET_INDEX, cilium_net_mac=cilium_net_mac(node.router_ip),
         router_ip=node.router_ip, pod_cidr=node.pod_cidr, mtu=t.datapath_mtu,
         ip6=node.ip6 if dual else None, router_ip6=node.router_ip6 if dual else None,
-        pod_cidr6=node.pod_cidr6 if dual else None)
+        pod_cidr6=node.pod_cidr6 if dual else None,
+        encap_ifindex=CILIUM_GENEVE_INDEX if lb_params(t).tunnel_protocol else None)
 
 
 def _pick(v6: bool, ip: IPv4Address, ip6: IPv6Address | None) -> IPv4Address | IPv6Address:
@@ -147,8 +150,17 @@ def plan_node(t: Topology, node_name: str) -> NodePlan:
         remotes += [Remote(other.ip, identity), Remote(other.router_ip, identity)]
         if dual and other.ip6 is not None and other.router_ip6 is not None:
             remotes += [Remote(other.ip6, identity), Remote(other.router_ip6, identity)]
-    remotes += [Remote(p.ip, cfg.POD_IDENTITY) for p in t.pods]
+    # as the agent's ipcache listener: a pod on another node has that node as its
+    # tunnel endpoint (written here when the node has a tunnel; Geneve dispatch reads it)
+    tunnel = params.encap_ifindex is not None
+    ips = {n.name: n.ip for n in t.nodes}
+
+    def endpoint(pod_node: str) -> IPv4Address | None:
+        return ips[pod_node] if tunnel and pod_node != node_name else None
+
+    remotes += [Remote(p.ip, cfg.POD_IDENTITY, endpoint(p.node)) for p in t.pods]
     if dual:
-        remotes += [Remote(p.ip6, cfg.POD_IDENTITY) for p in t.pods if p.ip6 is not None]
+        remotes += [Remote(p.ip6, cfg.POD_IDENTITY, endpoint(p.node))
+                    for p in t.pods if p.ip6 is not None]
     return NodePlan(params, pods, {p.name: pod_mac(p.ip) for p in pods},
                     frontends, remotes)

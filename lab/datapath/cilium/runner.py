@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from types import TracebackType
+from typing import Literal
 
 from lab.datapath.cilium import config as cfg
 from lab.datapath.cilium import fill, plan
@@ -65,6 +66,7 @@ from lab.plumbing.names import docker_mac, netns_name, new_run_id
 ROUTER_IP = IPv4Address("198.18.0.1")
 BACKEND_NODE_IP = IPv4Address("198.18.0.2")
 NODE_NAME = "dprun"
+Dispatch = Literal["opt", "geneve"]
 # an IPv6 run's node (the documentation prefix): cilium_host's address, the
 # backend node's address, its pod CIDR; pods of an IPv6 run get IPv4 addresses
 # from POD_IP4_BASE (Cilium's pods always have one)
@@ -92,8 +94,11 @@ def neighbour_mac(ip: IPv4Address | IPv6Address) -> str:
     return _mac(b"\x02\x42" + ip.packed[-4:])
 
 
-def run_plan(config: RunConfig) -> plan.NodePlan:
+def run_plan(config: RunConfig, dispatch: Dispatch = "opt") -> plan.NodePlan:
     """The node the run's role, service and backends describe, as the agent sees it.
+
+    Geneve dispatch gives the node a tunnel device (``ENCAP_IFINDEX``) and each
+    backend :data:`BACKEND_NODE_IP` as its tunnel endpoint in the ipcache.
 
     An IPv6 service (and its IPv6 backends) makes a dual-stack node: the LB node's
     IPv6 address is the service's, the backend node's :data:`BACKEND_NODE_IP6`."""
@@ -117,7 +122,8 @@ def run_plan(config: RunConfig) -> plan.NodePlan:
         cilium_host_mac=plan.cilium_host_mac(ROUTER_IP),
         cilium_net_ifindex=plan.CILIUM_NET_INDEX, cilium_net_mac=plan.cilium_net_mac(ROUTER_IP),
         router_ip=ROUTER_IP, pod_cidr=IPv4Network("198.18.0.0/24"), mtu=config.mtu or 1500,
-        ip6=node_ip6, router_ip6=ROUTER_IP6 if v6 else None, pod_cidr6=POD_CIDR6 if v6 else None)
+        ip6=node_ip6, router_ip6=ROUTER_IP6 if v6 else None, pod_cidr6=POD_CIDR6 if v6 else None,
+        encap_ifindex=plan.CILIUM_GENEVE_INDEX if dispatch == "geneve" else None)
     pods: list[cfg.PodParams] = []
     if config.program == "backend":
         for j, ip in enumerate(dict.fromkeys(ip for ip, _ in backends)):
@@ -132,7 +138,9 @@ def run_plan(config: RunConfig) -> plan.NodePlan:
     remotes = [fill.Remote(node_ip, cfg.HOST_ID), fill.Remote(ROUTER_IP, cfg.HOST_ID)]
     if node_ip6 is not None:
         remotes += [fill.Remote(node_ip6, cfg.HOST_ID), fill.Remote(ROUTER_IP6, cfg.HOST_ID)]
-    remotes += [fill.Remote(ip, cfg.POD_IDENTITY) for ip in dict.fromkeys(ip for ip, _ in backends)]
+    tunnel = BACKEND_NODE_IP if dispatch == "geneve" and lb else None
+    remotes += [fill.Remote(ip, cfg.POD_IDENTITY, tunnel)
+                for ip in dict.fromkeys(ip for ip, _ in backends)]
     return plan.NodePlan(node, pods, {p.name: plan.pod_mac(p.ip) for p in pods}, frontends,
                          remotes)
 
@@ -202,7 +210,8 @@ class CiliumRunner:
     ``events`` collects Cilium's drop and trace notifications as they come.
     """
 
-    def __init__(self, config: RunConfig, source: CiliumSource) -> None:
+    def __init__(self, config: RunConfig, source: CiliumSource, *,
+                 dispatch: Dispatch = "opt") -> None:
         if config.repeat > 1:
             raise DatapathError("--repeat is for the lab's datapath (bench/datapath.py times "
                                 "Cilium's programs)")
@@ -211,7 +220,10 @@ class CiliumRunner:
                                 "own way")
         self.config = config
         self.source = source
-        self.plan = run_plan(config)
+        if dispatch == "geneve" and not source.version.at_least(1, 14):
+            raise DatapathError(f"Cilium {source.version}: Geneve dispatch needs 1.14 or later")
+        self.dispatch = dispatch
+        self.plan = run_plan(config, dispatch)
         self.netns = netns_name(new_run_id(), NETNS_HOST)
         self.ifnames: dict[int, str] = {}
         self.events: list[CiliumEvent] = []
@@ -228,7 +240,7 @@ class CiliumRunner:
             setup_namespace(self.netns, self.plan, self.config)
             self.ifnames = interface_names(self.netns)
             self._node = self._stack.enter_context(load_plan(self.source, self.plan, cfg.LbParams(
-                fragment_tracking=self.config.fragment_tracking)))
+                fragment_tracking=self.config.fragment_tracking, dispatch=self.dispatch)))
             names = Names.from_tree(prepared_tree(self.source))
             decoder = EventDecoder(NODE_NAME, names, ifnames=self.ifnames)
             self._reader = self._stack.enter_context(EventReader(
