@@ -14,22 +14,25 @@ notification: to the overlay, on ``ENCAP_IFINDEX``, with the backend's identity.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from lab.datapath.cilium import config as cfg
 from lab.datapath.cilium import plan
+from lab.datapath.cilium.attach import add_geneve_device
 from lab.datapath.cilium.node import OVERLAY, load_node
 from lab.datapath.cilium.runner import BACKEND_NODE_IP, CiliumRunner, run_plan
 from lab.datapath.cilium.source import CiliumSource, CiliumVersion
 from lab.datapath.errors import DatapathError
 from lab.datapath.runner import RunConfig
 from lab.model.topology import Topology, load_topology
+from lab.plumbing import nsutil
 from lab.pytest_plugin import require_root
 from lab.wire.endpoint import Endpoint
 from tests.datapath.cilium.test_ipv6 import RUN_BACKEND, RUN_SERVICE, vector_syn
-from tests.datapath.frames import tcp_frame
+from tests.datapath.frames import scratch_name, tcp_frame
 from tests.seed import NODE_PORT, POD_IP, POD_PORT, VIP
 
 ROOT = Path(__file__).parents[3] / "topologies"
@@ -139,3 +142,24 @@ def test_the_lb_sends_the_syn_to_the_tunnel_dnated_without_an_option(
     assert len(out) == 1
     assert out[0].ifindex == plan.CILIUM_GENEVE_INDEX
     assert out[0].dst_label == cfg.POD_IDENTITY
+
+
+def test_the_tunnel_device_is_made_or_refused_in_the_kernels_words() -> None:
+    """cilium_geneve at ENCAP_IFINDEX where the kernel has Geneve; elsewhere (this
+    machine's 6.18 has no CONFIG_GENEVE) one clear error, as ``ip`` itself fails."""
+    require_root()
+    name = scratch_name("cil-gnv")
+    with nsutil.scratch(name):
+        ip = subprocess.run(["ip", "-n", name, "link", "add", "probe0", "type", "geneve",
+                             "external"], capture_output=True, text=True, check=False)
+        if ip.returncode != 0:
+            with pytest.raises(DatapathError) as err:
+                add_geneve_device(name, plan.CILIUM_GENEVE_INDEX, b"\x02\x04\0\0\0\x01")
+            assert "CONFIG_GENEVE" in str(err.value)
+            assert "\n" not in str(err.value)
+            return
+        add_geneve_device(name, plan.CILIUM_GENEVE_INDEX, b"\x02\x04\0\0\0\x01")
+        shown = subprocess.run(["ip", "-n", name, "-d", "link", "show", "cilium_geneve"],
+                               capture_output=True, text=True, check=True).stdout
+        assert shown.startswith(f"{plan.CILIUM_GENEVE_INDEX}: cilium_geneve")
+        assert "geneve external" in shown
