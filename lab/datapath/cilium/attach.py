@@ -80,9 +80,10 @@ def add_geneve_device(netns: str, index: int, mac: bytes) -> None:
             ipr.link("add", ifname=GENEVE_DEVICE, kind="geneve", index=index,
                      address=":".join(f"{b:02x}" for b in mac),
                      geneve_collect_metadata=1, geneve_port=GENEVE_PORT)
-        except Exception as e:  # pyroute2's NetlinkError: the kernel's words
+        except Exception as e:  # pyroute2's NetlinkError: (errno, the kernel's words)
+            said = e.args[-1] if e.args else e
             raise DatapathError(
                 f"cannot make {GENEVE_DEVICE} for Geneve dispatch: the kernel refused a "
-                f"Geneve device ({e}); a kernel without CONFIG_GENEVE cannot run Cilium's "
+                f"Geneve device ({said}); a kernel without CONFIG_GENEVE cannot run Cilium's "
                 "Geneve dispatch live (datapath run shows the LB's verdict)") from None
         ipr.link("set", index=index, state="up")
