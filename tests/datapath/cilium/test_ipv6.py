@@ -91,6 +91,9 @@ def test_a_dual_stack_node_config_has_the_agents_ipv6_defines() -> None:
         assert "#define NODEPORT_NEIGH6 cilium_nodeport_neigh6" in text
         assert "#define ROUTER_IP_V" in text
         assert "#define HOST_IP_V" in text
+        # the IPv6 SNAT table is sized as the IPv4 one (the CT maps are shared by name)
+        assert f"#define SNAT_MAPPING_IPV6_SIZE {cfg.LAB_CT_SIZE}\n" in text
+        assert f"#define SNAT_MAPPING_IPV4_SIZE {cfg.LAB_CT_SIZE}\n" in text
     assert "DEFINE_IPV6(ROUTER_IP, 0xfd, 0x0, 0x0, 0x10, 0x2, 0x44, 0x0, 0x1," in v116
     assert "#define WORLD_IPV6_ID 10" in v116
     assert "#define WORLD_IPV4_ID 9" in v116
@@ -178,3 +181,8 @@ def test_the_ipv6_backend_learns_the_service_and_rewrites_the_reply(
     assert struct.unpack("!HH", ip[40:44]) == (80, 111)
     pseudo = ip[8:40] + struct.pack("!IxxxB", len(ip) - 40, 6)
     assert _csum(pseudo + ip[40:]) == 0, "the rewritten reply's TCP checksum is wrong"
+    # 1.13's bpf_lxc writes the pod's identity into the flow label (ipv6_store_flowlabel);
+    # 1.16 leaves the pod's (zero)
+    flow_label = int.from_bytes(ip[:4], "big") & 0xFFFFF
+    want = cfg.POD_IDENTITY if not cilium_source.version.at_least(1, 14) else 0
+    assert flow_label == want
