@@ -16,6 +16,12 @@ lab knows:
   compile-time values the build reads (:mod:`lab.datapath.cilium.tree`),
   MACs written as the agent's loader substitutes them.
 
+A node with an IPv6 address (a dual-stack topology) gets what the agent writes
+with ``ipv6.enabled``: ``ENABLE_IPV6``, ``ROUTER_IP``/``HOST_IP``/``LXC_IP``
+(:func:`define_ipv6`), ``IPV6_DIRECT_ROUTING`` and the IPv6 NodePort maps. A
+node with a tunnel device (Geneve dispatch) gets the tunnel cell's defines
+(:func:`tunnel_defines`) and ``bpf_overlay``'s :func:`overlay_config`.
+
 Map sizes are the lab's (a few thousand entries), not the agent's defaults
 (up to 512 Ki entries): the lab has a handful of flows, and the agent's
 sizes would cost tens of MB of kernel memory per node.

@@ -23,6 +23,15 @@ a node that the run's service and backends describe:
     result's ``program`` names the whole chain, e.g.
     ``cil_from_container>cil_to_netdev``.
 
+An IPv6 service and backends make the node dual-stack (IPv6 addresses on eth0
+and cilium_host, the IPv6 frontend in ``cilium_lb6_*``): Cilium's own
+``tc_nodeport_lb6_dsr_lb`` vector comes out of ``cil_from_netdev`` byte for
+byte after the Ethernet header. ``dispatch="geneve"`` (1.14+) gives the node
+a tunnel (``ENCAP_IFINDEX``, ``bpf_overlay``): the LB redirects the DNATed
+SYN there; the tunnel key and the Geneve option are skb metadata, which a
+test run does not return (Cilium's ``TRACE_TO_OVERLAY`` notification says
+where it went).
+
 What this is not: the kernel between two programs (routing, neighbour
 resolution, MAC rewriting) is not emulated beyond that rule; a live lab
 (``dsrlab run --datapath cilium``) has the real kernel in between.
