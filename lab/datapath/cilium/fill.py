@@ -184,6 +184,18 @@ def fill_ipcache(w: MapWriter, remotes: Sequence[Remote], *,
                         "family": fam.endpoint_family, fam.ip_field: r.address.packed}, value)
 
 
+TUNNEL_MAP = "cilium_tunnel_map"
+
+
+def fill_tunnels(w: MapWriter, tunnels: Sequence[tuple[Address, IPv4Address]]) -> None:
+    """``cilium_tunnel_map``: each remote pod CIDR (its network address, either family)
+    to the node that holds it, as the agent's node handler writes it with a tunnel."""
+    for prefix, node_ip in tunnels:
+        fam = family(prefix)
+        w.put(TUNNEL_MAP, {fam.ip_field: prefix.packed, "family": fam.endpoint_family},
+              {"ip4": node_ip.packed, "family": ENDPOINT_KEY_IPV4})
+
+
 def tunnel_field(fields: Mapping[str, object]) -> str:
     """The IPv4 tunnel endpoint of ``remote_endpoint_info`` (a plain ``__be32`` up to
     1.15, a union with the IPv6 one later)."""

@@ -93,6 +93,8 @@ def load_plan(source: CiliumSource, plan: NodePlan, lb: cfg.LbParams,
             fill.fill_services(w, plan.frontends)
             fill.fill_ipcache(w, plan.remotes, world=world_identities(source, plan))
             fill.fill_endpoints(w, plan.node, plan.pods, plan.pod_macs)
+            if plan.tunnels:
+                fill.fill_tunnels(w, plan.tunnels)
             policy = cfg.policy_map(cfg.HOST_EP_ID)
             fill.fill_allow_all(w, policy, node.map_fd(policy))
         for pod in plan.pods:

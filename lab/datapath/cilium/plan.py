@@ -13,7 +13,7 @@ version and the reason (:class:`UnsupportedByCilium`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
@@ -67,6 +67,9 @@ class NodePlan:
     pod_macs: dict[str, bytes]
     frontends: list[Frontend]
     remotes: list[Remote]
+    # with a tunnel: each other node's pod CIDRs (their network address) -> its address,
+    # the agent's cilium_tunnel_map
+    tunnels: list[tuple[IPv4Address | IPv6Address, IPv4Address]] = field(default_factory=list)
 
 
 def check_supported(t: Topology, version: CiliumVersion) -> None:
@@ -162,5 +165,11 @@ def plan_node(t: Topology, node_name: str) -> NodePlan:
     if dual:
         remotes += [Remote(p.ip6, cfg.POD_IDENTITY, endpoint(p.node))
                     for p in t.pods if p.ip6 is not None]
+    tunnels: list[tuple[IPv4Address | IPv6Address, IPv4Address]] = []
+    for other in t.nodes if tunnel else []:
+        if other.name != node_name:
+            tunnels.append((other.pod_cidr.network_address, other.ip))
+            if dual and other.pod_cidr6 is not None:
+                tunnels.append((other.pod_cidr6.network_address, other.ip))
     return NodePlan(params, pods, {p.name: pod_mac(p.ip) for p in pods},
-                    frontends, remotes)
+                    frontends, remotes, tunnels)

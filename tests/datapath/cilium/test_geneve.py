@@ -19,13 +19,16 @@ from pathlib import Path
 
 import pytest
 
+from lab.datapath import libbpf
 from lab.datapath.cilium import config as cfg
 from lab.datapath.cilium import plan
 from lab.datapath.cilium.attach import add_geneve_device
+from lab.datapath.cilium.fill import TUNNEL_MAP
 from lab.datapath.cilium.node import OVERLAY, load_node
 from lab.datapath.cilium.runner import BACKEND_NODE_IP, CiliumRunner, run_plan
 from lab.datapath.cilium.source import CiliumSource, CiliumVersion
 from lab.datapath.errors import DatapathError
+from lab.datapath.loader import BpfMap
 from lab.datapath.runner import RunConfig
 from lab.model.topology import Topology, load_topology
 from lab.plumbing import nsutil
@@ -78,6 +81,15 @@ def test_remote_pods_have_their_node_as_tunnel_endpoint() -> None:
     assert endpoints["10.0.2.123"] is None  # this node's own pod
 
 
+def test_the_tunnel_map_holds_each_other_nodes_pod_cidrs() -> None:
+    p = plan.plan_node(_geneve("seed-dual-stack.yaml"), "cilium-dsr-worker")
+    assert sorted((str(a), str(n)) for a, n in p.tunnels) == [
+        ("10.0.0.0", "172.18.0.3"), ("10.0.1.0", "172.18.0.2"),
+        ("fd00:10:244:1::", "172.18.0.2"), ("fd00:10:244::", "172.18.0.3")]
+    seed = load_topology(ROOT / "seed.yaml")
+    assert plan.plan_node(seed, "cilium-dsr-worker").tunnels == []
+
+
 def test_the_overlay_config_is_what_the_agent_passes_to_clang() -> None:
     p = plan.plan_node(_geneve("seed-dual-stack.yaml"), "cilium-dsr-worker")
     text = cfg.overlay_config(p.node, plan.lb_params(_geneve("seed-dual-stack.yaml")))
@@ -96,6 +108,13 @@ def test_geneve_nodes_load_with_the_overlay_through_the_verifier(
         overlay = loaded.node.objects[OVERLAY]
         assert {"cil_from_overlay", "cil_to_overlay"} <= set(overlay.programs)
         assert "tail_nodeport_ipv4_dsr" in loaded.node.objects["host"].programs
+        fd = loaded.node.map_fd(TUNNEL_MAP)
+        _, key_size, value_size = libbpf.map_info(fd)
+        entries = BpfMap(TUNNEL_MAP, fd, key_size, value_size).items()
+        assert len(entries) == len(loaded.plan.tunnels) > 0
+        # every value is a node's IPv4 address (the underlay's family)
+        nodes = {n.packed for _, n in loaded.plan.tunnels}
+        assert {v[:4] for _, v in entries} <= nodes
 
 
 def test_geneve_dispatch_needs_cilium_1_14(cilium_source: CiliumSource) -> None:
