@@ -112,3 +112,14 @@ def test_geneve_dispatch_beside_ipv6(version: str) -> None:
     assert (values["routingMode"], values["tunnelProtocol"]) == ("tunnel", "geneve")
     assert "ipv6NativeRoutingCIDR" not in values  # a tunnel needs none
     assert refusals(line, values) == []
+
+
+def test_without_an_ipv6_routing_cidr_the_pool_covers_the_nodes_pod_cidrs() -> None:
+    t = _dual("1.13.0")
+    t = t.model_copy(update={"cluster": t.cluster.model_copy(
+        update={"native_routing_cidr6": None})})
+    values = helm_values(t, "172.18.0.2")
+    # fd00:10:244::/64, :1::/64 and :2::/64: the smallest network holding them is a /62
+    assert values["ipam.operator.clusterPoolIPv6PodCIDRList"] == "fd00:10:244::/62"
+    assert values["ipam.operator.clusterPoolIPv6MaskSize"] == 64
+    assert "ipv6NativeRoutingCIDR" not in values
