@@ -1,0 +1,180 @@
+"""IPv6 DSR and Geneve dispatch, read by every reader: the trace checker, review,
+the merged pcapng's comments, the ladder, the capture-set diff, the dissector."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab.check.trace.check import check_trace
+from lab.check.trace.model import TraceError, parse_trace
+from lab.check.trace.results import TraceResult
+from lab.wire import dsropt
+from lab.wire.packets import read_pcap
+from tests.check import synth6
+from tests.check.synth6 import Broken
+
+TRACE: dict[str, Any] = {
+    "scenario": "dsr6",
+    "flows": {
+        "start": {"point": {"role": "client"},
+                  "match": {"src": "$client", "dst": "$service.ip", "dport": "$service.port",
+                            "flags": "S"},
+                  "bind": {"eph": "sport"}},
+        "bind": [{"point": {"role": "lb-node"},
+                  "match": {"src": "$client", "sport": "$eph", "dst": "$backend.ip",
+                            "flags": "S"}}],
+    },
+    "vars": {"backend": {"one_of": "backends"}},
+    "claims": [
+        {"name": "client", "title": "client", "point": {"role": "client"},
+         "expect": [
+             {"name": "syn-ack", "src": "$service.ip", "sport": "$service.port",
+              "dst": "$client", "dport": "$eph", "flags": "SA"}],
+         "never": [{"name": "reply-not-from-service", "dst": "$client", "dport": "$eph",
+                    "src": {"not": "$service.ip"}}]},
+        {"name": "backend-node", "title": "backend node",
+         "point": {"role": "backend-node", "host": "$backend.node"},
+         "expect": [
+             {"name": "syn-in", "src": "$client", "sport": "$eph", "dst": "$backend.ip",
+              "dport": "$backend.port", "flags": "S", "dsr": "$service"},
+             {"name": "syn-ack-out", "src": "$service.ip", "sport": "$service.port",
+              "dst": "$client", "dport": "$eph", "flags": "SA"}]},
+    ],
+}
+
+
+def _verdicts(res: TraceResult) -> dict[str, bool]:
+    return {c.name: c.passed for c in res.claims}
+
+
+def _check(cd: Any, trace: dict[str, Any] = TRACE) -> TraceResult:
+    return check_trace(parse_trace(copy.deepcopy(trace)), cd)
+
+
+# -- the wire: Cilium's bytes -----------------------------------------------------------------
+
+
+def test_the_ipv6_option_is_ciliums_test_vector() -> None:
+    ext = dsropt.encode6("200::", 80)
+    assert ext == synth6.DEST_OPT
+    assert ext.hex(" ") == ("06 02 1b 14 02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 "
+                            "00 50 00 00")
+    value = dsropt.decode6(ext)
+    assert (value.ip, value.port, value.family, value.dispatch) == ("200::", 80, 6, "opt")
+    assert str(value) == "[200::]:80"
+
+
+def test_the_geneve_option_is_ciliums_layout() -> None:
+    # class 0x014B, type 0x81 (critical + 1), length in words, address, port, 2 pad bytes
+    assert dsropt.encode_geneve("172.18.0.2", 32000) == synth6.GENEVE_OPT4
+    v6 = dsropt.encode_geneve("200::", 80)
+    assert v6[:4] == bytes.fromhex("014b8105")
+    assert len(v6) == 24
+    got = dsropt.find_in_geneve_options(bytes.fromhex("0102030100000000") + v6)
+    assert got is not None
+    assert (got.service, got.family, got.dispatch) == (
+        "[200::]:80", 6, "geneve")
+    four = dsropt.find_in_geneve_options(synth6.GENEVE_OPT4)
+    assert four is not None
+    assert (four.service, four.family) == ("172.18.0.2:32000", 4)
+
+
+def test_the_backend_nodes_syn_carries_the_option_payload_length_plus_24(
+        tmp_path: Path) -> None:
+    cd = synth6.ipv6_set(tmp_path)
+    syn = read_pcap(cd.point("cilium-dsr-worker").file)[0]
+    raw = bytes(synth6.with_dest_opt(synth6._p6("100::", "300::", 111, 8080, "S")))
+    assert raw[14 + 6] == 60
+    assert int.from_bytes(raw[18:20], "big") == 20 + 24
+    assert raw[54:78] == synth6.DEST_OPT
+    assert syn.family == 6
+    assert syn.ip_len == 40 + 44
+    assert syn.l4_csum_ok
+    assert syn.dsr() == dsropt.decode6(synth6.DEST_OPT)
+
+
+def test_a_geneve_frame_is_its_inner_packet_with_the_outer_headers(tmp_path: Path) -> None:
+    cd = synth6.geneve_set(tmp_path)
+    enc = read_pcap(cd.point("cilium-dsr-worker").file)[0]
+    assert (enc.src, enc.dst, enc.sport, enc.dport) == ("172.18.0.1", "10.0.2.123", 40000, 80)
+    assert enc.outer is not None
+    assert (enc.outer.src, enc.outer.dst, enc.outer.dport) == ("172.18.0.2", "172.18.0.3", 6081)
+    value = enc.dsr()
+    assert value is not None
+    assert (value.service, value.dispatch) == ("172.18.0.2:32000", "geneve")
+    assert "geneve 172.18.0.2:51234 > 172.18.0.3:6081" in enc.summary()
+
+
+# -- the trace checker -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [synth6.ipv6_set, synth6.geneve_set])
+def test_a_working_flow_passes_every_claim(tmp_path: Path, make: Any) -> None:
+    res = _check(make(tmp_path))
+    assert _verdicts(res) == {"flows": True, "client": True, "backend-node": True}
+    assert len(res.flows) == 1
+
+
+def test_an_ipv6_flow_is_named_with_brackets(tmp_path: Path) -> None:
+    res = _check(synth6.ipv6_set(tmp_path))
+    assert [f.id for f in res.flows] == ["[100::]:111"]
+    assert res.flows[0].bindings["backend"] == "cni-pod6"
+
+
+@pytest.mark.parametrize("make", [synth6.ipv6_set, synth6.geneve_set])
+def test_a_reply_from_the_pod_fails_with_a_field_diff(tmp_path: Path, make: Any) -> None:
+    res = _check(make(tmp_path, Broken(reply_from_pod=True)))
+    assert _verdicts(res) == {"flows": True, "client": False, "backend-node": False}
+    miss = next(c for v in res.claims for c in v.checks if c.name == "syn-ack-out")
+    src = next(d for d in miss.diff if d.field == "[IP].src")
+    assert not src.ok
+    assert src.got in ("300::", "10.0.2.123")
+
+
+def test_dispatch_and_family_are_sub_fields_of_dsr(tmp_path: Path) -> None:
+    trace = copy.deepcopy(TRACE)
+    syn = trace["claims"][1]["expect"][0]
+    syn["dsr"] = {"service": "$service", "dispatch": "geneve", "family": 4}
+    assert _verdicts(_check(synth6.geneve_set(tmp_path), trace))["backend-node"]
+    syn["dsr"] = {"service": "$service", "dispatch": "opt"}
+    res = _check(synth6.geneve_set(tmp_path), trace)
+    assert not _verdicts(res)["backend-node"]
+    miss = next(c for v in res.claims for c in v.checks if c.name == "syn-in")
+    dsr = next(d for d in miss.diff if d.field == "[IP].options.dsr")
+    assert dsr.expected == "service 172.18.0.2:32000, dispatch opt"
+    assert dsr.got == "172.18.0.2:32000 via geneve (IPv4)"
+
+
+def test_flat_dispatch_family_fields_and_bracketed_literals(tmp_path: Path) -> None:
+    (tmp_path / "6").mkdir()
+    cd = synth6.ipv6_set(tmp_path / "6")
+    trace = copy.deepcopy(TRACE)
+    syn = trace["claims"][1]["expect"][0]
+    syn.update({"dsr": "[200::]:80", "dsr_dispatch": "opt", "dsr_family": 6, "family": 6,
+                "src": "[100::]"})
+    assert _verdicts(_check(cd, trace))["backend-node"]
+    syn["dsr_family"] = 4
+    assert not _verdicts(_check(cd, trace))["backend-node"]
+    (tmp_path / "g").mkdir()
+    gtrace = copy.deepcopy(TRACE)
+    gtrace["claims"][1]["expect"][0].update({"dsr_dispatch": "geneve",
+                                             "outer_dst": "172.18.0.3"})
+    assert _verdicts(_check(synth6.geneve_set(tmp_path / "g"), gtrace))["backend-node"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"dsr_dispatch": "ipip"}, "dsr_dispatch is opt, geneve or none"),
+    ({"dsr_family": 5}, "dsr_family is 4 or 6 or none"),
+    ({"dsr": {"service": "$service", "how": "geneve"}}, "one operator per field"),
+    ({"src": "[nonsense]"}, "is not an IP address"),
+])
+def test_a_wrong_sub_field_is_named(spec: dict[str, Any], message: str) -> None:
+    trace = copy.deepcopy(TRACE)
+    trace["claims"][1]["expect"][0].update(spec)
+    with pytest.raises(TraceError, match=r"claims\[1\]\.expect\[0\]") as err:
+        parse_trace(trace)
+    assert message in str(err.value)
