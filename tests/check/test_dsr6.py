@@ -4,6 +4,7 @@ the merged pcapng's comments, the ladder, the capture-set diff, the dissector.""
 from __future__ import annotations
 
 import copy
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import pytest
 from lab.check.trace.check import check_trace
 from lab.check.trace.model import TraceError, parse_trace
 from lab.check.trace.results import TraceResult
+from lab.pytest_plugin import require_cmd
+from lab.report import merge_pcapng
 from lab.wire import dsropt
 from lab.wire.packets import read_pcap
 from tests.check import synth6
@@ -178,3 +181,35 @@ def test_a_wrong_sub_field_is_named(spec: dict[str, Any], message: str) -> None:
     with pytest.raises(TraceError, match=r"claims\[1\]\.expect\[0\]") as err:
         parse_trace(trace)
     assert message in str(err.value)
+
+
+# -- the merged pcapng's comments, read back by tshark ------------------------------------
+
+
+def _comments(path: Path) -> list[tuple[str, str]]:
+    require_cmd("tshark")
+    out = subprocess.run(["tshark", "-r", str(path), "-T", "fields", "-E", "separator=\t",
+                          "-E", "aggregator=|", "-e", "frame.interface_name",
+                          "-e", "frame.comment"],
+                         check=True, capture_output=True, text=True).stdout
+    return [([*line.split("\t"), ""])[:2] for line in out.splitlines()]  # type: ignore[misc]
+
+
+def test_the_merged_pcapng_says_what_the_ipv6_option_names(tmp_path: Path) -> None:
+    cd = synth6.ipv6_set(tmp_path)
+    rows = _comments(merge_pcapng(cd, _check(cd)))
+    worker = [c for hop, c in rows if hop == "cilium-dsr-worker/eth0"]
+    assert worker[0] == ("backend-node/syn-in flow [100::]:111|DSR IPv6 option 0x1b 06 02 1b 14 "
+                         "02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 50 00 00 -> "
+                         "service [200::]:80")
+    assert worker[1] == "backend-node/syn-ack-out flow [100::]:111"
+
+
+def test_the_merged_pcapng_says_outer_inner_and_the_geneve_option(tmp_path: Path) -> None:
+    cd = synth6.geneve_set(tmp_path)
+    rows = _comments(merge_pcapng(cd, _check(cd)))
+    lb = [c for hop, c in rows if hop == "cilium-dsr-control-plane/eth0"]
+    assert lb[1] == ("flows/bind-0 flow 172.18.0.1:40000|encapsulated: geneve "
+                     "172.18.0.2:51234 > 172.18.0.3:6081 vni=2; inner tcp 172.18.0.1:40000 > "
+                     "10.0.2.123:80 [S]|DSR Geneve option 01 4b 81 02 ac 12 00 02 7d 00 00 00 "
+                     "-> service 172.18.0.2:32000")
