@@ -109,15 +109,19 @@ def geneve_set(tmp: Path, brk: Broken = Broken()) -> CaptureDir:
     """A Geneve-dispatched IPv4 DSR flow hop by hop: the LB node's SYN leaves
     encapsulated, the backend's node sees it so, the pod sees the inner packet."""
     c_syn = _p4(CLIENT4, SVC4, CPORT4, SVC_PORT4, "S", ident=7)
-    inner = _p4(CLIENT4, POD4, CPORT4, POD_PORT4, "S", ident=7)
+    inner = _p4(CLIENT4, POD4, CPORT4, POD_PORT4, "S", ttl=63, ident=7)
     enc = geneve(inner)
     src, sport = (POD4, POD_PORT4) if brk.reply_from_pod or brk.rst else (SVC4, SVC_PORT4)
     flags = "RA" if brk.rst else "SA"
     at_pod = _p4(POD4, CLIENT4, POD_PORT4, CPORT4, flags, ident=9)
     out = _p4(src, CLIENT4, sport, CPORT4, flags, ttl=63, ident=9)
     replies = [] if brk.no_reply else [out]
-    hops = {"client": [c_syn, *replies], LB: [c_syn, enc], NODE: [enc, *replies],
-            POD: [inner, *([] if brk.no_reply else [at_pod])]}
+    c_ack = _p4(CLIENT4, SVC4, CPORT4, SVC_PORT4, "A", ident=8)
+    inner_ack = _p4(CLIENT4, POD4, CPORT4, POD_PORT4, "A", ttl=63, ident=8)
+    enc_ack = geneve(inner_ack, options=b"")  # later packets: encapsulated, no option
+    hops = {"client": [c_syn, *replies, c_ack], LB: [c_syn, enc, c_ack, enc_ack],
+            NODE: [enc, *replies, enc_ack],
+            POD: [inner, *([] if brk.no_reply else [at_pod]), inner_ack]}
     return write_set(tmp, hops, client=CLIENT4, service=(SVC4, SVC_PORT4),
                      backend=(POD4, POD_PORT4))
 

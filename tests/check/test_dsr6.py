@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scapy.utils import wrpcap
 
+from lab.check.review import ReviewResult, review, review_paths
 from lab.check.trace.check import check_trace
 from lab.check.trace.model import TraceError, parse_trace
 from lab.check.trace.results import TraceResult
@@ -213,3 +215,78 @@ def test_the_merged_pcapng_says_outer_inner_and_the_geneve_option(tmp_path: Path
                      "172.18.0.2:51234 > 172.18.0.3:6081 vni=2; inner tcp 172.18.0.1:40000 > "
                      "10.0.2.123:80 [S]|DSR Geneve option 01 4b 81 02 ac 12 00 02 7d 00 00 00 "
                      "-> service 172.18.0.2:32000")
+
+
+# -- review ------------------------------------------------------------------------------------
+
+
+def _worker(tmp_path: Path, make: Any, brk: Broken) -> ReviewResult:
+    make(tmp_path, brk)
+    return review(tmp_path / f"{synth6.NODE}.pcap", role="backend-node")
+
+
+_EXPECTED_FLOWS = {
+    "ipv6_set": ("[100::]:111", "[300::]:8080", "[200::]:80", "rewritten", "opt", 6, "carrier"),
+    "geneve_set": ("172.18.0.1:40000", "10.0.2.123:80", "172.18.0.2:32000", "rewritten",
+                   "geneve", 4, "carrier"),
+}
+
+
+@pytest.mark.parametrize("make", [synth6.ipv6_set, synth6.geneve_set])
+def test_review_finds_the_flow_and_its_rewritten_reply(tmp_path: Path, make: Any) -> None:
+    r = _worker(tmp_path, make, Broken())
+    assert [(str(f.client), str(f.backend), str(f.service), f.status, f.dispatch, f.family,
+             f.order_basis) for f in r.flows] == [_EXPECTED_FLOWS[make.__name__]]
+    assert r.findings == []
+    assert r.option_packets == 1
+
+
+@pytest.mark.parametrize("make", [synth6.ipv6_set, synth6.geneve_set])
+@pytest.mark.parametrize("brk", [Broken(reply_from_pod=True), Broken(rst=True)])
+def test_review_flags_a_reply_from_the_pods_address(tmp_path: Path, make: Any,
+                                                     brk: Broken) -> None:
+    r = _worker(tmp_path, make, brk)
+    assert [f.status for f in r.flows] == ["not-rewritten"]
+    assert [(x.kind, x.severity) for x in r.findings] == [("not-rewritten", "error")]
+    pod = "[300::]:8080" if make is synth6.ipv6_set else "10.0.2.123:80"
+    svc = "[200::]:80" if make is synth6.ipv6_set else "172.18.0.2:32000"
+    assert (f"left the backend with source {pod}, not the service address {svc}"
+            in r.findings[0].message)
+
+
+@pytest.mark.parametrize("make", [synth6.ipv6_set, synth6.geneve_set])
+def test_review_flags_a_missing_reply_and_knows_the_lb_node(tmp_path: Path, make: Any) -> None:
+    r = _worker(tmp_path, make, Broken(no_reply=True))
+    assert [f.status for f in r.flows] == ["no-reply"]
+    assert [x.kind for x in r.findings] == ["no-reply"]
+    lb = review(tmp_path / f"{synth6.LB}.pcap")  # no role: the client's packets say it
+    assert [f.status for f in lb.flows] == ["lb-node"]
+
+
+def test_review_of_the_capture_set_reads_every_hop(tmp_path: Path) -> None:
+    synth6.ipv6_set(tmp_path)
+    by_point = {r.point: r for r in review_paths([tmp_path]) if isinstance(r, ReviewResult)}
+    assert {p: [f.status for f in r.flows] for p, r in by_point.items()} == {
+        "client/br-kind": [], f"{synth6.LB}/eth0": ["lb-node"],
+        f"{synth6.NODE}/eth0": ["rewritten"], f"{synth6.POD}/eth0": ["pod-side"]}
+    assert by_point["client/br-kind"].ipv6_packets == 3
+
+
+def test_a_decapsulated_geneve_syn_is_not_a_syn_without_option(tmp_path: Path) -> None:
+    # tcpdump -i any on the backend's node: the SYN encapsulated, then decapsulated
+    enc = synth6.geneve(synth6._p4(synth6.CLIENT4, synth6.POD4, 40000, 80, "S"))
+    inner = synth6._p4(synth6.CLIENT4, synth6.POD4, 40000, 80, "S")
+    reply = synth6._p4(synth6.SVC4, synth6.CLIENT4, 32000, 40000, "SA", ttl=63)
+    wrpcap(str(tmp_path / "any.pcap"), [enc, inner, reply])
+    r = review(tmp_path / "any.pcap")
+    assert [f.status for f in r.flows] == ["rewritten"]
+    assert r.findings == []
+
+
+def test_an_ipv6_option_0x1b_of_another_length_is_flagged(tmp_path: Path) -> None:
+    bad = bytes.fromhex("06021b12") + bytes(18) + b"\x01\x00"  # length 18, then PadN
+    syn = synth6.with_dest_opt(synth6._p6("100::", "300::", 111, 8080, "S"), bad)
+    wrpcap(str(tmp_path / "bad.pcap"), [syn])
+    r = review(tmp_path / "bad.pcap")
+    assert r.flows == []
+    assert [x.kind for x in r.findings] == ["option-bad-length"]
