@@ -4,13 +4,16 @@ the merged pcapng's comments, the ladder, the capture-set diff, the dissector.""
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from scapy.utils import wrpcap
 
+from lab.check.diagnose import diagnose
 from lab.check.review import ReviewResult, review, review_paths
 from lab.check.trace.check import check_trace
 from lab.check.trace.model import TraceError, parse_trace
@@ -290,3 +293,40 @@ def test_an_ipv6_option_0x1b_of_another_length_is_flagged(tmp_path: Path) -> Non
     r = review(tmp_path / "bad.pcap")
     assert r.flows == []
     assert [x.kind for x in r.findings] == ["option-bad-length"]
+
+
+# -- diagnose, and dsrlab review on a capture set ---------------------------------------------
+
+
+@pytest.mark.parametrize(("make", "line"), [
+    (synth6.ipv6_set, "backend node cilium-dsr-worker replied from [300::]:8080 instead of "
+                      "[200::]:80 although the DSR option reached it (the option said "
+                      "[200::]:80): its datapath did not translate the reply"),
+    (synth6.geneve_set, "backend node cilium-dsr-worker replied from 10.0.2.123:80 instead of "
+                        "172.18.0.2:32000 although the DSR Geneve option reached it (the "
+                        "option said 172.18.0.2:32000): its datapath did not translate the "
+                        "reply"),
+])
+def test_diagnose_names_the_untranslated_reply(tmp_path: Path, make: Any, line: str) -> None:
+    assert [(d.cause, d.line) for d in diagnose(make(tmp_path, Broken(reply_from_pod=True)))] \
+        == [("reply-not-translated", line)]
+    (tmp_path / "ok").mkdir()
+    assert diagnose(make(tmp_path / "ok")) == []
+
+
+def test_diagnose_names_the_refusal_with_brackets(tmp_path: Path) -> None:
+    got = diagnose(synth6.ipv6_set(tmp_path, Broken(rst=True)))
+    assert [(d.cause, d.flows) for d in got] == [("connection-refused", ["[100::]:111"])]
+
+
+def test_dsrlab_review_of_an_ipv6_set_fails_on_the_pods_address(tmp_path: Path) -> None:
+    synth6.ipv6_set(tmp_path, Broken(reply_from_pod=True))
+    out = subprocess.run([str(Path(sys.executable).with_name("dsrlab")), "review",
+                          str(tmp_path)], capture_output=True, text=True, check=False,
+                         env={**os.environ, "COLUMNS": "250"})
+    assert out.returncode == 1, out.stderr
+    assert "[200::]:80 (IPv6 option)" in out.stdout
+    assert ("left the backend with source [300::]:8080, not the service address [200::]:80"
+            in out.stdout)
+    assert f"diagnosis: {tmp_path}: backend node cilium-dsr-worker replied from [300::]:8080" \
+        in out.stdout
