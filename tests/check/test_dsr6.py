@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from scapy.utils import wrpcap
 
+from lab.check import wireshark as ws
 from lab.check.diagnose import diagnose
 from lab.check.review import ReviewResult, review, review_paths
 from lab.check.trace.check import check_trace
@@ -330,3 +331,59 @@ def test_dsrlab_review_of_an_ipv6_set_fails_on_the_pods_address(tmp_path: Path) 
             in out.stdout)
     assert f"diagnosis: {tmp_path}: backend node cilium-dsr-worker replied from [300::]:8080" \
         in out.stdout
+
+
+# -- the Wireshark dissector, in the real tshark -----------------------------------------------
+
+
+def _tshark(pcap: Path, *args: str) -> str:
+    require_cmd("tshark")
+    out = subprocess.run(ws.tshark_argv(pcap, *args), capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "Lua: Error" not in out.stderr, out.stderr
+    return out.stdout
+
+
+def test_tshark_decodes_the_ipv6_option(tmp_path: Path) -> None:
+    cd = synth6.ipv6_set(tmp_path)
+    pcap = cd.point(synth6.NODE).file
+    verbose = _tshark(pcap, "-V", "-Y", "dsropt")
+    assert "Cilium DSR IPv6 option 0x1b: service [200::]:80" in verbose
+    for line in ("Service: [200::]:80", "Service address (IPv6): 200::", "Service port: 80",
+                 "Dispatch: opt", "Address family: 6",
+                 "Option bytes: 1b140200000000000000000000000000000000500000"):
+        assert f"    {line}\n" in verbose, line
+    info = _tshark(pcap, "-T", "fields", "-e", "frame.number", "-e", "_ws.col.Info")
+    rows = [line.split("\t") for line in info.splitlines()]
+    assert rows[0][1].endswith(" [DSR [200::]:80]")
+    assert all("DSR" not in r[1] for r in rows[1:])  # the reply and the ACK carry nothing
+    assert _tshark(pcap, "-Y", "dsropt.service.ipv6 == 200:: && dsropt.service.port == 80",
+                   "-T", "fields", "-e", "frame.number").split() == ["1"]
+
+
+@pytest.mark.parametrize(("service", "shown", "family"), [
+    ("172.18.0.2", "172.18.0.2:32000", "4"), ("200::", "[200::]:32000", "6")])
+def test_tshark_decodes_the_geneve_option(tmp_path: Path, service: str, shown: str,
+                                          family: str) -> None:
+    inner = synth6._p4(synth6.CLIENT4, synth6.POD4, 40000, 80, "S")
+    enc = synth6.geneve(inner, options=dsropt.encode_geneve(service, 32000))
+    wrpcap(str(tmp_path / "g.pcap"), [enc])
+    verbose = _tshark(tmp_path / "g.pcap", "-V")
+    assert f"Cilium DSR Geneve option: service {shown}" in verbose
+    assert "    Dispatch: geneve\n" in verbose
+    assert f"    Address family: {family}\n" in verbose
+    info = _tshark(tmp_path / "g.pcap", "-T", "fields", "-e", "_ws.col.Info",
+                   "-e", "dsropt.service", "-e", "dsropt.dispatch")
+    assert info.split("\t")[0].endswith(f" [DSR {shown}]")
+    assert info.strip().split("\t")[1:] == [shown, "geneve"]
+
+
+def test_tshark_passes_over_other_geneve_and_ipv6_options(tmp_path: Path) -> None:
+    other = bytes.fromhex("01020102") + bytes(8)  # class 0x0102: not Cilium's
+    inner = synth6._p4(synth6.CLIENT4, synth6.POD4, 40000, 80, "S")
+    bad6 = bytes.fromhex("06021b12") + bytes(18) + b"\x01\x00"  # 0x1b, length 18
+    wrpcap(str(tmp_path / "o.pcap"), [
+        synth6.geneve(inner, options=other),
+        synth6.with_dest_opt(synth6._p6("100::", "300::", 111, 8080, "S"), bad6)])
+    assert _tshark(tmp_path / "o.pcap", "-Y", "dsropt") == ""
