@@ -12,6 +12,7 @@ backend's node; the reply goes straight to the client, from the service.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,14 @@ CPORT4, SVC_PORT4, POD_PORT4 = 40000, 32000, 80
 GENEVE_OPT4 = bytes.fromhex("014b8102" "ac120002" "7d00" "0000")  # 172.18.0.2:32000
 VNI = 2  # Cilium puts the source's security identity here
 LB, NODE, POD = "cilium-dsr-control-plane", "cilium-dsr-worker", "cni-pod6"
+_CLOCK = itertools.count()  # every packet made is one tick later than the one before
+
+
+def _stamp(pkt: Packet) -> Packet:
+    """``pkt`` timed when it was made: the flow's packets are made in the order they
+    happen (a packet seen at several hops is one object, one time)."""
+    pkt.time = 1000.0 + next(_CLOCK) * 0.001
+    return pkt
 
 
 def with_dest_opt(pkt: Packet, opt: bytes = DEST_OPT) -> Packet:
@@ -49,7 +58,7 @@ def with_dest_opt(pkt: Packet, opt: bytes = DEST_OPT) -> Packet:
     plen = int.from_bytes(raw[ip + 4:ip + 6], "big") + len(opt)
     raw[ip + 4:ip + 6] = plen.to_bytes(2, "big")
     ext = bytes((l4_nh,)) + opt[1:]
-    return Ether(bytes(raw[:ip + 40]) + ext + bytes(raw[ip + 40:]))
+    return _stamp(Ether(bytes(raw[:ip + 40]) + ext + bytes(raw[ip + 40:])))
 
 
 def geneve(inner: Packet, *, src: str = LB_NODE4, dst: str = POD_NODE4,
@@ -59,7 +68,7 @@ def geneve(inner: Packet, *, src: str = LB_NODE4, dst: str = POD_NODE4,
     gen = dsropt.geneve_header(VNI, options)
     pkt = Ether() / IP(src=src, dst=dst, ttl=64) / UDP(sport=sport, dport=6081) / Raw(
         gen + bytes(inner))
-    return Ether(bytes(pkt))
+    return _stamp(Ether(bytes(pkt)))
 
 
 def _p6(src: str, dst: str, sport: int, dport: int, flags: str, *, hlim: int = 64,
@@ -68,13 +77,13 @@ def _p6(src: str, dst: str, sport: int, dport: int, flags: str, *, hlim: int = 6
                                                              flags=flags, seq=1000)
     if load:
         pkt = pkt / Raw(load)
-    return Ether(bytes(pkt))
+    return _stamp(Ether(bytes(pkt)))
 
 
 def _p4(src: str, dst: str, sport: int, dport: int, flags: str, *, ttl: int = 64,
         ident: int = 1) -> Packet:
-    return Ether(bytes(Ether() / IP(src=src, dst=dst, ttl=ttl, id=ident) / TCP(
-        sport=sport, dport=dport, flags=flags, seq=2000)))
+    return _stamp(Ether(bytes(Ether() / IP(src=src, dst=dst, ttl=ttl, id=ident) / TCP(
+        sport=sport, dport=dport, flags=flags, seq=2000))))
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,7 @@ def geneve_set(tmp: Path, brk: Broken = Broken()) -> CaptureDir:
     c_syn = _p4(CLIENT4, SVC4, CPORT4, SVC_PORT4, "S", ident=7)
     inner = _p4(CLIENT4, POD4, CPORT4, POD_PORT4, "S", ttl=63, ident=7)
     enc = geneve(inner)
+    pod_syn = _stamp(inner.copy())  # decapsulated on the backend's node, then at the pod
     src, sport = (POD4, POD_PORT4) if brk.reply_from_pod or brk.rst else (SVC4, SVC_PORT4)
     flags = "RA" if brk.rst else "SA"
     at_pod = _p4(POD4, CLIENT4, POD_PORT4, CPORT4, flags, ident=9)
@@ -119,9 +129,10 @@ def geneve_set(tmp: Path, brk: Broken = Broken()) -> CaptureDir:
     c_ack = _p4(CLIENT4, SVC4, CPORT4, SVC_PORT4, "A", ident=8)
     inner_ack = _p4(CLIENT4, POD4, CPORT4, POD_PORT4, "A", ttl=63, ident=8)
     enc_ack = geneve(inner_ack, options=b"")  # later packets: encapsulated, no option
+    pod_ack = _stamp(inner_ack.copy())
     hops = {"client": [c_syn, *replies, c_ack], LB: [c_syn, enc, c_ack, enc_ack],
             NODE: [enc, *replies, enc_ack],
-            POD: [inner, *([] if brk.no_reply else [at_pod]), inner_ack]}
+            POD: [pod_syn, *([] if brk.no_reply else [at_pod]), pod_ack]}
     return write_set(tmp, hops, client=CLIENT4, service=(SVC4, SVC_PORT4),
                      backend=(POD4, POD_PORT4))
 
@@ -131,9 +142,8 @@ def write_set(tmp: Path, hops: dict[str, list[Packet]], *, client: str,
     """One pcap per hop and the manifest naming them."""
     roles = {"client": "client", LB: "lb-node", NODE: "backend-node", POD: "pod"}
     points = []
-    for i, (host, pkts) in enumerate(hops.items()):
-        for k, p in enumerate(pkts):
-            p.time = 1000.0 + k * 0.001 + i * 0.0001
+    for host, pkts in hops.items():
+        pkts.sort(key=lambda p: float(p.time))
         ifname = "br-kind" if host == "client" else "eth0"
         wrpcap(str(tmp / f"{host}.pcap"), pkts)
         points.append({"name": f"{host}/{ifname}", "host": host, "ifname": ifname,

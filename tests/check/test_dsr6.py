@@ -7,6 +7,7 @@ import copy
 import os
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from lab.check.trace.check import check_trace
 from lab.check.trace.model import TraceError, parse_trace
 from lab.check.trace.results import TraceResult
 from lab.pytest_plugin import require_cmd
-from lab.report import merge_pcapng
+from lab.report import build_report, merge_pcapng
 from lab.wire import dsropt
 from lab.wire.packets import read_pcap
 from tests.check import synth6
@@ -387,3 +388,65 @@ def test_tshark_passes_over_other_geneve_and_ipv6_options(tmp_path: Path) -> Non
         synth6.geneve(inner, options=other),
         synth6.with_dest_opt(synth6._p6("100::", "300::", 111, 8080, "S"), bad6)])
     assert _tshark(tmp_path / "o.pcap", "-Y", "dsropt") == ""
+
+
+# -- the ladder report ------------------------------------------------------------------------
+
+
+class _Svg(HTMLParser):
+    """Every SVG ``text`` of a report (class, content) and every arrow's attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.texts: list[tuple[str, str]] = []
+        self.arrows: list[dict[str, str]] = []
+        self._cls: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "text":
+            self._cls = a.get("class", "")
+        elif tag == "g" and "arrow" in a.get("class", "").split():
+            self.arrows.append(a)
+
+    def handle_data(self, data: str) -> None:
+        if self._cls is not None:
+            self.texts.append((self._cls, data))
+            self._cls = None
+
+
+def _report(cd: Any) -> tuple[_Svg, str]:
+    html = build_report(cd).html.read_text()
+    svg = _Svg()
+    svg.feed(html)
+    return svg, html
+
+
+def test_the_ladder_draws_an_encapsulated_hop_with_outer_and_inner(tmp_path: Path) -> None:
+    svg, html = _report(synth6.geneve_set(tmp_path))
+    syn_out = next(a for a in svg.arrows if a["data-from"] == synth6.LB
+                   and a["data-to"] == synth6.NODE and a["data-flags"] == "S")
+    assert "encap" in syn_out["class"].split()
+    assert (syn_out["data-src"], syn_out["data-dst"]) == ("172.18.0.1:40000", "10.0.2.123:80")
+    assert (syn_out["data-outer-src"], syn_out["data-outer-dst"]) == ("172.18.0.2", "172.18.0.3")
+    assert syn_out["data-dsr"] == "172.18.0.2:32000"
+    assert ("outer", "geneve 172.18.0.2 → 172.18.0.3") in svg.texts
+    assert ("change", "decapsulated (geneve) · DSR option removed") in svg.texts
+    assert "outer:    geneve 172.18.0.2:51234 &gt; 172.18.0.3:6081 vni=2" in html
+    assert "DSR Geneve option 01 4b 81 02 ac 12 00 02 7d 00 00 00 → service 172.18.0.2:32000" \
+        in html
+
+
+def test_the_ladder_writes_ipv6_endpoints_with_brackets(tmp_path: Path) -> None:
+    svg, html = _report(synth6.ipv6_set(tmp_path))
+    assert {a["data-flow"] for a in svg.arrows} == {"[100::]:111"}
+    addrs = [t for c, t in svg.texts if c == "addr"]
+    assert "[100::]:111 → [200::]:80" in addrs
+    assert "[100::]:111 → [300::]:8080" in addrs
+    assert "[200::]:80 → [100::]:111" in addrs  # the reply, from the service
+    assert ("change", "src was [300::]:8080") in svg.texts
+    assert ("change", "dst was [200::]:80") in svg.texts
+    syn = next(a for a in svg.arrows if a["data-to"] == synth6.NODE and a["data-flags"] == "S")
+    assert syn["data-dsr"] == "[200::]:80"
+    assert "→ [200::]:80 → cni-pod6 [300::]:8080 on cilium-dsr-worker" in html
+    assert "06 02 1b 14 02 00" in html  # the expected option, the IPv6 header whole
