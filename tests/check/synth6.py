@@ -95,6 +95,8 @@ class Broken:
     no_reply: bool = False
 
 
+WORKING = Broken()  # nothing broken
+
 def ipv6_set(tmp: Path, brk: Broken = Broken()) -> CaptureDir:
     """An IPv6 DSR flow hop by hop (client, LB node, backend node, pod)."""
     c_syn = _p6(CLIENT6, SVC6, CPORT6, SVC_PORT6, "S")

@@ -15,6 +15,7 @@ import pytest
 from scapy.utils import wrpcap
 
 from lab.check import wireshark as ws
+from lab.check.capdiff import diff_folders
 from lab.check.diagnose import diagnose
 from lab.check.review import ReviewResult, review, review_paths
 from lab.check.trace.check import check_trace
@@ -450,3 +451,49 @@ def test_the_ladder_writes_ipv6_endpoints_with_brackets(tmp_path: Path) -> None:
     assert syn["data-dsr"] == "[200::]:80"
     assert "→ [200::]:80 → cni-pod6 [300::]:8080 on cilium-dsr-worker" in html
     assert "06 02 1b 14 02 00" in html  # the expected option, the IPv6 header whole
+
+
+# -- dsrlab diff: two capture sets ------------------------------------------------------------
+
+
+def _two(tmp_path: Path, make_a: Any, make_b: Any,
+         brk_b: Broken = synth6.WORKING) -> tuple[Path, Path]:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    make_a(a)
+    make_b(b, brk_b)
+    return a, b
+
+
+@pytest.mark.parametrize("make", [synth6.ipv6_set, synth6.geneve_set])
+def test_diff_of_two_alike_sets_is_same(tmp_path: Path, make: Any) -> None:
+    a, b = _two(tmp_path, make, make)
+    d = diff_folders(a, b)
+    assert d.same
+    assert [r.summary() for r in d.roles] == [
+        "client: 3 packets, same", "lb-node: 4 packets, same",
+        "backend-node: 3 packets, same", "pod: 3 packets, same"]
+
+
+def test_diff_finds_the_ipv6_reply_from_the_pod(tmp_path: Path) -> None:
+    a, b = _two(tmp_path, synth6.ipv6_set, synth6.ipv6_set, Broken(reply_from_pod=True))
+    d = diff_folders(a, b)
+    assert not d.same
+    node = next(r for r in d.roles if r.role == "backend-node")
+    assert node.difference is not None
+    assert node.difference.message == ("direction $service:$service-port > $client:$eph vs "
+                                       "$backend:$backend-port > $client:$eph")
+    # no IHL and no header checksum for IPv6: neither is a row of the table
+    assert {f.field for f in node.difference.fields} >= {"direction", "l4_checksum"}
+    assert not {"ihl", "ip_checksum"} & {f.field for f in node.difference.fields}
+
+
+def test_diff_compares_the_encapsulated_hop_outer_and_carrier(tmp_path: Path) -> None:
+    a, b = _two(tmp_path, synth6.geneve_set, synth6.ipv6_set)
+    node = next(r for r in diff_folders(a, b).roles if r.role == "backend-node")
+    assert node.difference is not None
+    rows = {f.field: (f.expected, f.got) for f in node.difference.fields}
+    assert rows["encap"] == ("geneve $service > 172.18.0.3:6081 vni=2 ttl=64", "")
+    assert rows["dsr_option"] == ("$service:$service-port (Geneve)",
+                                  "$service:$service-port (IPv6 option)")
