@@ -1,5 +1,8 @@
 """Hand-built capture sets of IPv6 DSR and of Geneve dispatch, on the real wire bytes.
 
+The bytes are written here, not made by the lab's codec (:mod:`lab.wire.dsropt`):
+the tests check the codec against them.
+
 The IPv6 flow is Cilium's own test vector (``tc_nodeport_lb6_dsr_lb``): client
 [100::]:111, service [200::]:80, backend [300::]:8080; the backend node sees the
 SYN with the Destination Options header ``06 02 1b 14`` + the service address +
@@ -24,7 +27,6 @@ from scapy.packet import Packet, Raw
 from scapy.utils import wrpcap
 
 from lab.capture.capdir import CaptureDir
-from lab.wire import dsropt
 
 # Cilium's IPv6 test vector
 CLIENT6, SVC6, POD6 = "100::", "200::", "300::"
@@ -36,6 +38,9 @@ CLIENT4, SVC4, POD4 = "172.18.0.1", "172.18.0.2", "10.0.2.123"
 LB_NODE4, POD_NODE4 = "172.18.0.2", "172.18.0.3"
 CPORT4, SVC_PORT4, POD_PORT4 = 40000, 32000, 80
 GENEVE_OPT4 = bytes.fromhex("014b8102" "ac120002" "7d00" "0000")  # 172.18.0.2:32000
+# [200::]:80: class 0x014b, type 0x81, 5 words: the address, the port, 2 pad bytes
+GENEVE_OPT6 = bytes.fromhex("014b8105" "0200" + "00" * 14 + "0050" "0000")
+NEXTHDR_DEST = 60
 VNI = 2  # Cilium puts the source's security identity here
 LB, NODE, POD = "cilium-dsr-control-plane", "cilium-dsr-worker", "cni-pod6"
 _CLOCK = itertools.count()  # every packet made is one tick later than the one before
@@ -54,7 +59,7 @@ def with_dest_opt(pkt: Packet, opt: bytes = DEST_OPT) -> Packet:
     raw = bytearray(bytes(pkt))
     ip = 14
     l4_nh = raw[ip + 6]
-    raw[ip + 6] = dsropt.NEXTHDR_DEST
+    raw[ip + 6] = NEXTHDR_DEST
     plen = int.from_bytes(raw[ip + 4:ip + 6], "big") + len(opt)
     raw[ip + 4:ip + 6] = plen.to_bytes(2, "big")
     ext = bytes((l4_nh,)) + opt[1:]
@@ -65,7 +70,8 @@ def geneve(inner: Packet, *, src: str = LB_NODE4, dst: str = POD_NODE4,
            options: bytes = GENEVE_OPT4, sport: int = 51234) -> Packet:
     """``inner`` (an Ethernet frame) encapsulated node to node: outer Ethernet, IPv4,
     UDP to 6081, a Geneve header with ``options``."""
-    gen = dsropt.geneve_header(VNI, options)
+    # version 0, options length in words, no flags, Ethernet inside (0x6558), the VNI
+    gen = bytes((len(options) // 4, 0)) + b"\x65\x58" + VNI.to_bytes(3, "big") + b"\0" + options
     pkt = Ether() / IP(src=src, dst=dst, ttl=64) / UDP(sport=sport, dport=6081) / Raw(
         gen + bytes(inner))
     return _stamp(Ether(bytes(pkt)))
