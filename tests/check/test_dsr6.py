@@ -367,7 +367,8 @@ def test_tshark_decodes_the_ipv6_option(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("option", "shown", "family"), [
-    (synth6.GENEVE_OPT4, "172.18.0.2:32000", "4"), (synth6.GENEVE_OPT6, "[200::]:80", "6")])
+    (synth6.GENEVE_OPT4, "172.18.0.2:32000", "4"), (synth6.GENEVE_OPT6, "[200::]:80", "6")],
+    ids=["ipv4", "ipv6"])
 def test_tshark_decodes_the_geneve_option(tmp_path: Path, option: bytes, shown: str,
                                           family: str) -> None:
     inner = synth6._p4(synth6.CLIENT4, synth6.POD4, 40000, 80, "S")
