@@ -45,6 +45,7 @@
 #include "lib/backend.h"
 #include "lib/common.h"
 #include "lib/lb.h"
+#include "lib/nodeport6.h"
 #include "lib/parse.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -59,6 +60,8 @@ int dsr_from_netdev(struct __sk_buff *skb)
 	int ret;
 
 	ret = parse(skb, &p);
+	if (ret == PARSE_IPV6)
+		return from_netdev6(skb);
 	if (ret < 0)
 		return drop(skb, -ret);
 	if (ret != PARSE_L4)
@@ -81,6 +84,8 @@ int dsr_to_netdev(struct __sk_buff *skb)
 	int ret;
 
 	ret = parse(skb, &p);
+	if (ret == PARSE_IPV6)
+		return to_netdev6(skb);
 	/* a fragment that cannot be placed is dropped both ways, as Cilium's; a packet
 	 * this node's stack made malformed is the stack's to answer for */
 	if (ret == -DROP_FRAG_NOSUPPORT || ret == -DROP_FRAG_NOT_FOUND)
