@@ -190,13 +190,16 @@ def _config(program: Program, service: str, backends: list[str], *, seed: int | 
             repeat: int, mtu: int, fragment_tracking: bool = True) -> RunConfig:
     """The run's configuration from the options (a bad value: a usage error, exit 2)."""
     from lab.datapath.loader import MIN_MTU
-    from lab.datapath.runner import RunConfig
+    from lab.datapath.runner import IPV6_MIN_MTU, RunConfig
 
     svc = _endpoint(service, "--service")
     eps = tuple(_endpoint(b, "--backend") for b in backends)
     if 0 < mtu < MIN_MTU:
         raise typer.BadParameter(f"{mtu} is below IPv4's minimum MTU {MIN_MTU} (0 turns the "
                                  "check off)", param_hint="'--mtu'")
+    if svc.is_ipv6 and 0 < mtu < IPV6_MIN_MTU:
+        raise typer.BadParameter(f"{mtu} is below IPv6's minimum MTU {IPV6_MIN_MTU} (0 turns "
+                                 "the check off)", param_hint="'--mtu'")
     try:
         return RunConfig(program="lb" if program is Program.lb else "backend", service=svc,
                          backends=eps, seed=seed, repeat=repeat, mtu=mtu,

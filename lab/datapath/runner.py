@@ -92,6 +92,7 @@ IFA_F_NODAD = 0x02
 AF_INET, AF_INET6 = 2, 10
 
 DEFAULT_MTU = 1500
+IPV6_MIN_MTU = 1280  # a link below it carries no IPv6 (RFC 8200)
 REJECTED = "rejected"  # BPF_PROG_TEST_RUN refused the frame: the program never ran
 NOT_EMITTED = frozenset({"drop", "stolen", "queued", "trap", REJECTED})
 
@@ -124,6 +125,9 @@ class RunConfig:
         if self.mtu != 0 and not MIN_MTU <= self.mtu <= MAX_MTU:
             raise ValueError(f"mtu must be 0 (no check) or in {MIN_MTU}..{MAX_MTU}")
         family = ip_family(self.service.ip)
+        if family == 6 and 0 < self.mtu < IPV6_MIN_MTU:
+            raise ValueError(f"mtu must be 0 (no check) or at least {IPV6_MIN_MTU} for an "
+                             "IPv6 service")
         for b in self.backends:
             if ip_family(b.ip) != family:
                 raise ValueError(f"backend {b} is IPv{ip_family(b.ip)}, the service "
