@@ -21,6 +21,7 @@ the bytes. What each test pins:
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 from scapy.layers.inet import TCP, UDP
@@ -39,6 +40,7 @@ from lab.datapath import BackendEntry, DatapathObject, RevnatEntry, build_object
 from lab.datapath.runner import DatapathRunner, PacketResult, RunConfig, node_mac
 from lab.datapath.selection import Flow, seeded_slot
 from lab.wire.endpoint import Endpoint
+from tests.datapath.fuzzgen import check_result
 
 pytestmark = [pytest.mark.bpf, pytest.mark.netns]
 
@@ -374,3 +376,30 @@ def test_ipv6_services_and_revnat_from_plain_values() -> None:
         assert dp.remove_service(SVC, SPORT, "udp")
         assert len(dp.map("lb6_backends").keys()) == 0
         assert [s.vip for s in dp.services()] == ["10.0.0.1"]
+
+
+# --- the fuzz invariant on IPv6 ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("where", "change", "problem"), [
+    (14 + 64 + 16, 0x01, "TCP checksum wrong"),
+    (14 + 5, 0x04, "payload length changed"),
+    (14 + 5, 0x01, "payload length 53 beyond the frame"),
+    (14 + 7, 0x03, "hop limit"),
+    (14 + 40 + 22, 0x01, "padding"),
+    (14 + 40 + 2, 0x10, "does not start with the DSR extension"),
+    (14 + 64 + 20 + 3, 0x01, "L4 payload changed"),
+    (14 + 3, 0x01, "flow label changed"),
+], ids=["l4-csum", "plen", "plen-beyond", "hop-limit", "padding", "ext-type", "payload",
+        "flow-label"])
+def test_the_fuzz_invariant_catches_broken_ipv6_outputs(lb: DatapathRunner, where: int,
+                                                         change: int, problem: str) -> None:
+    frame = syn(b"x" * 8)
+    with lb.inside():
+        res = lb.datapath.test_run("dsr_from_netdev", frame, ingress_ifindex=lb.ifindex,
+                                   ifindex=lb.ifindex)
+    assert check_result(frame, res, validating=True) == []
+    bad = bytearray(res.data)
+    bad[where] ^= change
+    problems = check_result(frame, replace(res, data=bytes(bad)), validating=True)
+    assert any(problem in p for p in problems), problems
