@@ -216,7 +216,11 @@ def _print_json(res: PacketResult) -> None:
 def _print_packet(res: PacketResult) -> None:
     """Three lines a packet: its frame number in the input file (Wireshark's), the
     program and its verdict; what went in; what came out (or that nothing did)."""
-    from lab.wire.ipv4 import frame_summary
+    from lab.wire.ipv4 import frame_summary as summary4
+    from lab.wire.ipv6 import frame_summary6
+
+    def frame_summary(frame: bytes) -> str:
+        return frame_summary6(frame) if frame[12:14] == b"\x86\xdd" else summary4(frame)
 
     extra = f" -> {res.redirect}" if res.redirect else ""
     extra += f" ({res.reason})" if res.reason else ""
