@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Iterator
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -50,6 +50,8 @@ class Cluster(_Model):
     tunnel_protocol: Literal["vxlan", "geneve"] = "vxlan"  # Helm: tunnelProtocol
     auto_direct_node_routes: bool = True
     native_routing_cidr: IPv4Network = IPv4Network("10.0.0.0/8")
+    # Helm ipv6NativeRoutingCIDR: the IPv6 pod CIDRs of a dual-stack cluster lie in it
+    native_routing_cidr6: IPv6Network | None = None
     # Helm: MTU, the MTU Cilium's datapath works with (the DSR option must fit in it);
     # default: the network's. Lower than the links' MTU, it is what a cloud's smaller
     # path MTU between nodes makes users set.
@@ -61,12 +63,15 @@ class Network(_Model):
 
     name: HostName = "kind"
     subnet: IPv4Network
+    # the bridge's IPv6 subnet in a dual-stack lab (kind's: fc00:f853:ccd:e793::/64)
+    subnet6: IPv6Network | None = None
     mtu: Annotated[int, Field(ge=576, le=9000)] = 1500
 
 
 class Client(_Model):
     name: HostName = "client"
     ip: IPv4Address
+    ip6: IPv6Address | None = None
     # a route to each node's pod CIDR via that node (as on a host that reaches the pods,
     # `ip route add 10.0.2.0/24 via 172.18.0.4`): a SYN+ACK from a pod's own address,
     # which the client never called, is then answered with a RST, not dropped
@@ -78,17 +83,25 @@ class Node(_Model):
     role: Literal["control-plane", "worker"]
     ip: IPv4Address
     pod_cidr: IPv4Network
+    ip6: IPv6Address | None = None
+    pod_cidr6: IPv6Network | None = None
 
     @property
     def router_ip(self) -> IPv4Address:
         """The node's own address inside its pod CIDR (Cilium's cilium_host)."""
         return self.pod_cidr.network_address + 1
 
+    @property
+    def router_ip6(self) -> IPv6Address | None:
+        """The node's own address inside its IPv6 pod CIDR, in a dual-stack lab."""
+        return None if self.pod_cidr6 is None else self.pod_cidr6.network_address + 1
+
 
 class Pod(_Model):
     name: HostName
     node: HostName
     ip: IPv4Address
+    ip6: IPv6Address | None = None
 
 
 class Workload(_Model):
@@ -102,6 +115,7 @@ class Workload(_Model):
 
 NodePort = Annotated[int, Field(ge=30000, le=32767)]
 Protocol = Literal["TCP", "UDP"]
+IPFamily = Literal["IPv4", "IPv6"]
 
 
 class ServicePort(_Model):
@@ -122,6 +136,9 @@ class Service(_Model):
     selector: HostName
     # Kubernetes' spec.externalTrafficPolicy: Local = only the receiving node's pods
     external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    # Kubernetes' spec.ipFamilies: a dual-stack service answers at every node's IPv4
+    # and IPv6 address on its node ports
+    ip_families: Annotated[list[IPFamily], Field(min_length=1, max_length=2)] = ["IPv4"]
     protocol: Protocol = "TCP"
     node_port: NodePort | None = None
     target_port: Port | None = None
@@ -130,6 +147,8 @@ class Service(_Model):
     @model_validator(mode="after")
     def _one_form(self) -> Service:
         inline = self.node_port is not None or self.target_port is not None
+        if len(set(self.ip_families)) != len(self.ip_families):
+            raise FieldProblem([("ip_families", "a family is named twice")])
         if self.ports and inline:
             raise FieldProblem([("ports", "give the ports either inline (node_port, "
                                           "target_port) or as ports, not both")])
@@ -236,6 +255,11 @@ class Topology(_Model):
         if problems:
             raise FieldProblem(problems)
         return self
+
+    @property
+    def dual_stack(self) -> bool:
+        """Whether the lab gives its hosts IPv6 addresses beside IPv4 ones."""
+        return self.network.subnet6 is not None
 
     @property
     def datapath_mtu(self) -> int:
@@ -381,8 +405,104 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
             if name not in node_names:
                 yield (f"fabric.{field_name}[{i}]",
                        f"no node named {excerpt(name)} (nodes: {sorted(node_names)})")
+    yield from _ipv6_problems(t)
+    yield from _dispatch_problems(t)
+
+
+def _ipv6_problems(t: Topology) -> Iterator[tuple[str, str]]:
+    """A dual-stack lab (``network.subnet6``) gives the client, every node, every pod
+    CIDR and every pod an IPv6 address as well; a single-stack one gives none."""
+    subnet6 = t.network.subnet6
+    if subnet6 is None:
+        hosts: list[tuple[str, object]] = [("client.ip6", t.client.ip6)]
+        for i, n in enumerate(t.nodes):
+            hosts += [(f"nodes[{i}].ip6", n.ip6), (f"nodes[{i}].pod_cidr6", n.pod_cidr6)]
+        for wi, w in enumerate(t.workloads):
+            hosts += [(f"workloads[{wi}].pods[{pi}].ip6", p.ip6) for pi, p in enumerate(w.pods)]
+        for path, value in hosts:
+            if value is not None:
+                yield path, "an IPv6 address needs network.subnet6 (a dual-stack network)"
+        for i, s in enumerate(t.services):
+            if "IPv6" in s.ip_families:
+                yield (f"services[{i}].ip_families",
+                       "IPv6 needs a dual-stack lab (network.subnet6 and IPv6 addresses)")
+        return
+    if subnet6.prefixlen > 126:
+        yield "network.subnet6", f"{subnet6} has no room for a client and nodes (at most /126)"
+    if subnet6.network_address.is_multicast or subnet6.network_address.is_loopback or \
+            subnet6.network_address.is_link_local or subnet6.network_address.is_unspecified:
+        yield "network.subnet6", f"{subnet6} is not a network hosts can be numbered in"
+    addrs: list[tuple[str, IPv6Address | None]] = [("client.ip6", t.client.ip6)]
+    addrs += [(f"nodes[{i}].ip6", n.ip6) for i, n in enumerate(t.nodes)]
+    for path, addr in addrs:
+        if addr is None:
+            yield path, "field required in a dual-stack lab (network.subnet6 is set)"
+        elif addr not in subnet6:
+            yield path, f"{addr} is not in network.subnet6 {subnet6}"
+        elif addr == subnet6.network_address:
+            yield path, f"{addr} is the subnet-router anycast address of {subnet6}"
+        else:
+            yield from _unusable_address6(path, addr)
+    given = [(path, str(addr)) for path, addr in addrs if addr is not None]
+    for i, text in _dupes([text for _, text in given]):
+        yield given[i][0], f"address {text} is used twice"
+    routing6 = t.cluster.native_routing_cidr6
+    for i, n in enumerate(t.nodes):
+        path = f"nodes[{i}].pod_cidr6"
+        cidr = n.pod_cidr6
+        if cidr is None:
+            yield path, "field required in a dual-stack lab (network.subnet6 is set)"
+            continue
+        if cidr.overlaps(subnet6):
+            yield path, f"{cidr} overlaps network.subnet6 {subnet6}"
+        if cidr.prefixlen > 126:
+            yield path, f"{cidr} is too small for a router and pods"
+        if routing6 is not None and not cidr.subnet_of(routing6):
+            yield path, f"{cidr} is outside cluster.native_routing_cidr6 {routing6}"
+        for j in range(i):
+            other = t.nodes[j].pod_cidr6
+            if other is not None and other.overlaps(cidr):
+                yield path, f"{cidr} overlaps nodes[{j}].pod_cidr6"
+    pod_ips: list[str] = []
+    for wi, w in enumerate(t.workloads):
+        for pi, p in enumerate(w.pods):
+            path = f"workloads[{wi}].pods[{pi}].ip6"
+            nodes = [n for n in t.nodes if n.name == p.node]
+            if not nodes or nodes[0].pod_cidr6 is None:
+                continue
+            cidr = nodes[0].pod_cidr6
+            if p.ip6 is None:
+                yield path, "field required in a dual-stack lab (network.subnet6 is set)"
+                continue
+            bad = list(_unusable_address6(path, p.ip6))
+            if bad:
+                yield from bad
+            elif p.ip6 not in cidr:
+                yield path, f"{p.ip6} is not in {p.node}'s pod_cidr6 {cidr}"
+            elif p.ip6 in (cidr.network_address, nodes[0].router_ip6):
+                yield path, f"{p.ip6} is reserved in {cidr} (network/router)"
+            pod_ips.append(str(p.ip6))
+    for _, ip in _dupes(pod_ips):
+        yield "workloads", f"pod address {ip} is used twice"
+
+
+def _unusable_address6(path: str, ip: IPv6Address) -> Iterator[tuple[str, str]]:
+    for bad, what in ((ip.is_unspecified, "the unspecified address"),
+                      (ip.is_loopback, "the loopback address"),
+                      (ip.is_multicast, "a multicast address"),
+                      (ip.is_link_local, "a link-local address"),
+                      (ip.ipv4_mapped is not None, "an IPv4-mapped address")):
+        if bad:
+            yield path, f"{ip} is {what}, not usable for a host"
+            return
+
+
+def _dispatch_problems(t: Topology) -> Iterator[tuple[str, str]]:
+    """What every Cilium line refuses about DSR dispatch, in its agent's words (the
+    rest, which differs by line, is lab/env/kind/agent.py's)."""
     lb = t.load_balancer
-    if lb.mode != "snat" and lb.dispatch == "opt" and t.cluster.routing == "tunnel":
+    uses_dsr = lb.mode != "snat"
+    if uses_dsr and lb.dispatch == "opt" and t.cluster.routing == "tunnel":
         # Cilium's agent refuses this at start-up, in these words (the option cannot ride
         # inside a VXLAN/Geneve packet between nodes; Geneve dispatch can, from 1.14)
         yield ("load_balancer.mode",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lab.datapath import build as dp_build
 
-CHECKED = "\tret = parse(skb, &p);\n\t/* a fragment that cannot be placed"
+CHECKED = "\tret = parse(skb, &p);\n\tif (ret == PARSE_IPV6)\n\t\treturn to_netdev6(skb);"
 UNCHECKED = "\tif (((__u8 *)(long)skb->data)[40] == 1)\n\t\treturn TC_ACT_SHOT;\n"
 BROKEN_PROGRAM = "dsr_to_netdev"  # the program the unchecked read goes into
 VERIFIER_SAYS = "invalid access to packet"
@@ -19,10 +19,8 @@ VERIFIER_SAYS = "invalid access to packet"
 
 def broken_object(folder: Path) -> Path:
     """Write the broken sources to ``folder`` and build them (cached); the object's path."""
-    src = dp_build.bpf_source_dir()
-    for header in src.glob("*.h"):
-        (folder / header.name).write_text(header.read_text())
-    real = (src / "dsr.c").read_text()
+    dp_build.copy_sources(folder)
+    real = (folder / "dsr.c").read_text()
     broken = real.replace(CHECKED, UNCHECKED + CHECKED)
     assert broken != real, "dsr.c changed: the broken variant no longer applies"
     assert broken.count(UNCHECKED) == 1

@@ -70,7 +70,7 @@ _DELETE = object()
         ("nodes.1.ip", "172.19.0.4", "nodes[1].ip: 172.19.0.4 is not in network.subnet"),
         ("nodes.1.ip", "banana", "nodes[1].ip: Input is not a valid IPv4 address"),
         ("nodes.0.colour", "red",
-         "nodes[0].colour: unknown key (known keys: name, role, ip, pod_cidr)"),
+         "nodes[0].colour: unknown key (known keys: name, role, ip, pod_cidr, ip6, pod_cidr6)"),
         ("nodes.2.pod_cidr", POD_CIDR, f"nodes[2].pod_cidr: {POD_CIDR} overlaps nodes[1]"),
         ("nodes.0.role", "master", "nodes[0].role: Input should be 'control-plane' or 'worker'"),
         ("client.ip", VIP, f"nodes[0].ip: address {VIP} is used twice"),
