@@ -32,7 +32,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lab.errors import LabError
-from lab.wire.endpoint import Endpoint
 
 OptionOrder = Literal["host", "network"]
 Dispatch = Literal["opt", "geneve"]
@@ -62,20 +61,6 @@ def hostport(ip: str, port: int | None) -> str:
     if port is None:
         return ip
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-class _Endpoint6(Endpoint):
-    """An IPv6 :class:`Endpoint`, printed ``[ip]:port``."""
-
-    __slots__ = ()
-
-    def __str__(self) -> str:
-        return hostport(self.ip, self.port)
-
-
-def endpoint(ip: str, port: int) -> Endpoint:
-    """An :class:`Endpoint` that prints IPv6 as ``[200::]:80`` (IPv4 as before)."""
-    return _Endpoint6(ip, port) if ":" in ip else Endpoint(ip, port)
 
 
 @dataclass(frozen=True, slots=True)

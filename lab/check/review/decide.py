@@ -25,7 +25,7 @@ from lab.check.review.walk import (
     addr_str,
 )
 from lab.wire import dsropt
-from lab.wire.dsropt import OptionOrder, endpoint, hostport
+from lab.wire.dsropt import OptionOrder, hostport
 from lab.wire.endpoint import Endpoint
 from lab.wire.pcapread import CaptureFile
 
@@ -159,8 +159,8 @@ def _dsr_flow(f: FlowState, ri: int, basis: OrderBasis, status: FlowStatus, note
     c = f.counts
     return DsrFlow(
         proto=_PROTO_NAMES[f.proto],
-        client=endpoint(addr_str(f.client[0], f.family), f.client[1]),
-        backend=endpoint(addr_str(f.backend[0], f.family), f.backend[1]),
+        client=Endpoint(addr_str(f.client[0], f.family), f.client[1]),
+        backend=Endpoint(addr_str(f.backend[0], f.family), f.backend[1]),
         service=f.readings[ri],
         order=dsropt.ORDERS[ri],
         order_basis=basis,

@@ -24,6 +24,7 @@ from lab.check.review.model import FindingKind, Severity
 from lab.check.review.order import option_readings
 from lab.wire import dsropt
 from lab.wire.dsropt import DsrValue, hostport
+from lab.wire.endpoint import Endpoint
 from lab.wire.pcapread import (
     LINKTYPE_ETHERNET,
     LINKTYPE_IPV4,
@@ -101,7 +102,7 @@ class FlowState:
         if carrier is None:
             self.readings = option_readings(opt)
         else:
-            svc = dsropt.endpoint(carrier.ip, carrier.port)
+            svc = Endpoint(carrier.ip, carrier.port)
             self.readings = (svc, svc)
 
     @property
