@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scapy.layers.l2 import Ether
 from scapy.utils import wrpcap
 
 from lab.check import wireshark as ws
@@ -500,3 +501,19 @@ def test_diff_compares_the_encapsulated_hop_outer_and_carrier(tmp_path: Path) ->
     assert rows["encap"] == ("geneve $service > 172.18.0.3:6081 vni=2 ttl=64", "")
     assert rows["dsr_option"] == ("$service:$service-port (Geneve)",
                                   "$service:$service-port (IPv6 option)")
+
+
+def test_an_ipv6_option_cut_off_by_the_snap_length_is_not_a_bad_length(tmp_path: Path) -> None:
+    syn = bytes(synth6.with_dest_opt(synth6._p6("100::", "300::", 111, 8080, "S")))
+    wrpcap(str(tmp_path / "cut.pcap"), [Ether(syn[:14 + 40 + 10])])  # 10 of its 24 bytes
+    r = review(tmp_path / "cut.pcap")
+    assert (r.flows, r.findings, r.ipv6_packets) == ([], [], 1)
+
+
+def test_a_geneve_header_longer_than_its_frame_is_passed_over(tmp_path: Path) -> None:
+    enc = bytearray(bytes(synth6.geneve(synth6._p4(synth6.CLIENT4, synth6.POD4, 40000, 80,
+                                                   "S"))))
+    enc[14 + 20 + 8] = 0x3F  # options: 63 words, far beyond the frame
+    wrpcap(str(tmp_path / "long.pcap"), [Ether(bytes(enc))])
+    r = review(tmp_path / "long.pcap")
+    assert (r.flows, r.findings, r.option_packets) == ([], [], 0)

@@ -432,6 +432,8 @@ def _dest_option(w: WalkState, buf: Any, off: int, end: int, *, n: int) -> DsrVa
                 p += 1
                 continue
             if buf[p] == dsropt.OPT6_TYPE:
+                if buf[p + 1] == dsropt.OPT6_LEN:
+                    break  # the right length, cut off by the capture: nothing to say
                 w.raw.append(("option-bad-length", "warning", n,
                               f"IPv6 destination option 0x1b with length {buf[p + 1]}, not "
                               f"{dsropt.OPT6_LEN}: not a DSR option a Cilium backend reads",
