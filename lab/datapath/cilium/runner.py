@@ -113,9 +113,7 @@ def run_plan(config: RunConfig, dispatch: Dispatch = "opt") -> plan.NodePlan:
     IPv6 address is the service's, the backend node's :data:`BACKEND_NODE_IP6`."""
     service = _address(config.service.ip)
     backends = [(_address(b.ip), b.port) for b in config.backends]
-    if any(ip.version != service.version for ip, _ in backends):
-        raise DatapathError(f"service {config.service} and its backends must be of one "
-                            "IP family (Cilium does not translate between them here)")
+    # (RunConfig holds the service and its backends to one family)
     v6 = service.version == 6
     lb = config.program == "lb"
     node_ip = IPv4Address(config.service.ip) if lb and not v6 else BACKEND_NODE_IP
