@@ -19,6 +19,8 @@ dsr_config     u32 0                                             flags seed mtu 
                                                                  maglev_seed (u32)
 dsr_counters   u32 event                                         u64 per CPU
 dsr_frags      saddr(4) daddr(4) ip_id(2) proto(1) pad(1)        sport(2) dport(2)
+dsr_tunnel_cfg u32 0                                             flags(u32) addr(4) vni(u32)
+dsr_tunnel     prefixlen(u32) addr(4)  (LPM trie)                node_addr(4)
 =============  ================================================  ===========================
 """
 
@@ -60,6 +62,11 @@ FRAG_KEY = struct.Struct("=4s4s2sBx")
 FRAG_VAL = struct.Struct("=2s2s")
 # flags, seed, mtu (0 = no MTU check), node_addr, maglev_size, maglev_seed
 CONFIG_VAL = struct.Struct("=III4sII")
+# Geneve dispatch (lab.datapath.tunnel): flags, this node's address, VNI
+TUNNEL_CFG_VAL = struct.Struct("=I4sI")
+TUNNEL_KEY = struct.Struct("=I4s")  # LPM: prefix length, address
+TUNNEL_VAL = struct.Struct("=4s")
+TUN_F_GENEVE = 1 << 0
 U16 = struct.Struct("=H")
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
@@ -75,6 +82,8 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     "dsr_config": (U32.size, CONFIG_VAL.size),
     "dsr_counters": (U32.size, U64.size),
     "dsr_frags": (FRAG_KEY.size, FRAG_VAL.size),
+    "dsr_tunnel_cfg": (U32.size, TUNNEL_CFG_VAL.size),
+    "dsr_tunnel": (TUNNEL_KEY.size, TUNNEL_VAL.size),
 }
 
 # enum dsr_event in bpf/dsr.h: counter names (lower case, without EV_).
@@ -101,6 +110,9 @@ EVENT_NAMES: dict[int, str] = {
     20: "icmp_frag_needed",
     21: "frag_tracked",
     22: "frag_found",
+    26: "geneve_encap",
+    27: "geneve_decap",
+    28: "geneve_learned",
     32: "drop_truncated_ip",
     33: "drop_bad_version",
     34: "drop_bad_ihl",
@@ -119,6 +131,13 @@ EVENT_NAMES: dict[int, str] = {
     47: "drop_no_node_addr",
     48: "drop_frag_nosupport",
     49: "drop_frag_not_found",
+    54: "drop_no_tunnel_endpoint",
+    55: "drop_tunnel_fib",
+    56: "drop_geneve_truncated",
+    57: "drop_geneve_bad_hdr",
+    58: "drop_geneve_bad_opt",
+    59: "drop_geneve_crit_opt",
+    60: "drop_geneve_inner",
 }
 EV_MAX = 64
 
