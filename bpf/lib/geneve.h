@@ -208,7 +208,9 @@ static __always_inline int geneve_encap(struct __sk_buff *skb, struct pkt *p,
 	}
 	fib.family = AF_INET;
 	fib.l4_protocol = IPPROTO_UDP;
-	fib.tot_len = p->tot_len + GENEVE_BASE_OVERHEAD + olen;
+	/* tot_len 0: no MTU verdict from the FIB; geneve_fits() made it (a GSO packet's
+	 * length is not its segments', and adjust_room shrinks them to fit) */
+	fib.tot_len = 0;
 	fib.ipv4_src = local;
 	fib.ipv4_dst = node;
 	fib.ifindex = skb->ingress_ifindex;

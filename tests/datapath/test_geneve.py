@@ -313,3 +313,14 @@ def test_geneve_off_passes_untouched(node: Node) -> None:
     frame = geneve(inner_syn(), dst=VIP)
     res = node.lb(frame)
     assert (res.verdict, res.data) == ("ok", frame)
+
+
+def test_no_mtu_set_means_no_mtu_verdict_from_the_fib(node: Node) -> None:
+    """The MTU is the datapath's call (dsr_config, before anything is written): with none
+    set, a packet that grows past eth0's 1500 bytes is still sent (the FIB is asked for
+    the route only; a GSO packet's length is not its segments')."""
+    geneve_lb(node)
+    big = tcp_frame("S", payload=bytes(1500 - 40))
+    res = node.lb(big)
+    assert res.verdict == "redirect", res
+    assert IP(res.data[14:34]).len == 1500 + OVERHEAD_TLV
