@@ -32,8 +32,8 @@ def kernel_geneve_problem() -> str | None:
             capture_output=True, text=True, check=False, timeout=30)
     if proc.returncode == 0:
         return None
-    said = " ".join(proc.stderr.split()) or f"exit {proc.returncode}"
-    return said
+    said = " ".join(proc.stderr.split()).removeprefix("Error: ").rstrip(".")
+    return said or f"exit {proc.returncode}"
 
 
 def refusal(topology: Topology, datapaths: NodeDatapaths | None) -> str | None:
