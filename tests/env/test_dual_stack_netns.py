@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from lab.datapath import DatapathError, DatapathObject, build_object
+from lab.env import cleanup
 from lab.env.netns import NetnsBackend, NetnsLab, lxc_ifname
+from lab.env.netns.datapath import IPV6_MAPS_MISSING
 from lab.env.podserver import body_for
+from lab.errors import LabError
 from lab.model.topology import Topology, load_topology
-from lab.plumbing import nsutil, rootsnap
+from lab.plumbing import names, nsutil, rootsnap
+from tests.cli.helpers import dsrlab
 
 pytestmark = pytest.mark.netns
 
@@ -150,3 +156,62 @@ def test_a_dual_stack_lab_comes_up_and_goes_down_leaving_nothing() -> None:
     assert not namespaces & set(nsutil.list_netns())
     assert not {ns for ns in set(nsutil.list_netns()) - ours_before if lab.run_id in ns}
     assert rootsnap.diff(before, rootsnap.take()) == []
+
+
+def test_dsrlab_up_and_down_of_the_dual_stack_seed_as_a_user() -> None:
+    """``dsrlab up topologies/seed-dual-stack.yaml --run-id ID`` lists each host's
+    IPv6 address too (piped: every value whole); ``dsrlab down ID`` leaves nothing."""
+    run_id = names.new_run_id()
+    try:
+        out = dsrlab("up", "--datapath", "none", str(DUAL_STACK), "--run-id", run_id)
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        assert lines[0] == f"lab {run_id} (cilium-dsr) is up"
+        assert lines[1].split() == ["host", "kind", "address", "IPv6", "address", "interface",
+                                    "namespace"]
+        rows = {line.split()[0]: line.split() for line in lines[2:8]}
+        assert rows["client"][2:4] == ["172.18.0.1", "fc00:f853:ccd:e793::1"]
+        assert rows["cni-8zxj9"][2:4] == ["10.0.2.123", "fd00:10:244:2::7b"]
+        client_ns = names.netns_name(run_id, "client")
+        assert _ping6_in(client_ns, "fc00:f853:ccd:e793::2") == "fc00:f853:ccd:e793::2"
+        down = dsrlab("down", run_id)
+        assert down.returncode == 0, down.stderr
+        assert down.stdout.splitlines()[-1] == f"lab {run_id} is down"
+        assert not [ns for ns in nsutil.list_netns() if run_id in ns]
+    finally:
+        for res in cleanup.find_runs([run_id]).values():
+            cleanup.clean_run(res)
+
+
+def _ping6_in(netns: str, addr: str) -> str:
+    proc = subprocess.run(nsutil.exec_argv(netns, [sys.executable, "-c", _PING6, addr]),
+                          capture_output=True, text=True, timeout=30, check=False)
+    return proc.stdout.strip()
+
+
+def test_the_lab_datapath_serves_the_ipv6_node_port_or_refuses_in_one_line() -> None:
+    """With the lab's datapath, a dual-stack service answers at every node's IPv6
+    address on its node port (DSR); a datapath object without IPv6 maps refuses the
+    lab in one line, leaving nothing."""
+    t = load_topology(DUAL_STACK)
+    run_id = names.new_run_id()
+    with DatapathObject.load(build_object()) as dp:
+        try:
+            dp.map("lb6_services")
+        except DatapathError:
+            has_ipv6_maps = False
+        else:
+            has_ipv6_maps = True
+    if not has_ipv6_maps:
+        with pytest.raises(LabError) as info:
+            NetnsBackend().up(t, run_id=run_id)
+        assert str(info.value) == IPV6_MAPS_MISSING
+        assert not [ns for ns in nsutil.list_netns() if run_id in ns]
+        return
+    with NetnsBackend().up(t, run_id=run_id) as lab:
+        lab.wait_serving(READY_S)
+        for node in t.nodes:
+            url = f"http://[{node.ip6}]:32000/"
+            out = lab.run("client", ["curl", "-sS", "-6", "--max-time", "5", url], check=False)
+            assert out.returncode == 0, (url, out.stderr)
+            assert out.stdout.startswith("PodName: cni-"), out.stdout
