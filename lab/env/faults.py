@@ -17,7 +17,8 @@ a pod's ``eth0``, the client's bridge); nothing touches the root namespace.
   :class:`FaultUnavailable` with the reason :data:`NO_NETEM`.
 * **link_down**: the interface set down (the undo sets it up again and puts
   back the routes through it that the kernel flushed: a node's routes to the
-  other nodes' pod CIDRs, a pod's default route).
+  other nodes' pod CIDRs, a pod's default route, in IPv6 too in a dual-stack lab,
+  whose addresses stay).
 * **kill_pod**: the pod's server stops serving it (the netns backend's one pod
   server process stops that pod: it stops listening and closes its
   connections). There is no undo: the lab cannot bring one pod back.
@@ -55,6 +56,7 @@ from lab.plumbing import names, nsutil
 
 NO_NETEM = "this kernel has no sch_netem (CONFIG_NET_SCH_NETEM)"
 NETEM_HANDLE = 0x10000  # 1:
+NUD_PERMANENT = 0x80
 RTPROT_KERNEL = 2  # routes the kernel makes itself (an address's subnet) come back alone
 MAIN_TABLE = 254
 LOOPBACK_INDEX = 1
@@ -194,31 +196,49 @@ def _link_down(host: LabHost) -> Applied:
     with nsutil.open_iproute(host.netns) as ipr:
         index = _index(ipr, host)
         kept = _own_routes(ipr, index)
+        resolved = _permanent_neighbours(ipr, index)
         ipr.link("set", index=index, state="down")
 
     def up() -> None:
         with nsutil.open_iproute(host.netns) as ipr:
             ipr.link("set", index=index, state="up")
+            for neighbour in resolved:  # flushed with the link, as its routes
+                ipr.neigh("replace", **neighbour)
             for route in kept:  # the kernel flushed them with the link
                 ipr.route("replace", **route)
 
     return Applied(f"{host.name} {host.ifname} down", "link", up)
 
 
-def _own_routes(ipr: IPRoute, index: int) -> list[dict[str, Any]]:
-    """The IPv4 routes of the main table through ``index`` that the kernel will not
-    make again by itself, as arguments for ``route("replace", ...)``."""
+def _permanent_neighbours(ipr: IPRoute, index: int) -> list[dict[str, Any]]:
+    """The neighbours resolved ahead on ``index`` (a pod's IPv6 router, the other
+    nodes under Cilium's wiring), as arguments for ``neigh("replace", ...)``."""
     out = []
-    for r in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-        if r.get_attr("RTA_OIF") != index or r["proto"] == RTPROT_KERNEL:
-            continue
-        route: dict[str, Any] = {"dst": f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}",
-                                 "oif": index, "scope": r["scope"], "proto": r["proto"],
-                                 "table": MAIN_TABLE}
-        gateway = r.get_attr("RTA_GATEWAY")
-        if gateway:
-            route["gateway"] = gateway
-        out.append(route)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for n in ipr.get_neighbours(family=family, ifindex=index):
+            if n["state"] & NUD_PERMANENT and n.get_attr("NDA_LLADDR"):
+                out.append({"dst": n.get_attr("NDA_DST"), "lladdr": n.get_attr("NDA_LLADDR"),
+                            "ifindex": index, "family": family, "state": NUD_PERMANENT})
+    return out
+
+
+def _own_routes(ipr: IPRoute, index: int) -> list[dict[str, Any]]:
+    """The routes of the main table through ``index`` that the kernel will not make
+    again by itself, IPv4 and IPv6 (a dual-stack lab's), as arguments for
+    ``route("replace", ...)``."""
+    out = []
+    for family, any_addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        for r in ipr.get_routes(family=family, table=MAIN_TABLE):
+            if r.get_attr("RTA_OIF") != index or r["proto"] == RTPROT_KERNEL:
+                continue
+            route: dict[str, Any] = {
+                "dst": f"{r.get_attr('RTA_DST') or any_addr}/{r['dst_len']}",
+                "family": family, "oif": index, "scope": r["scope"], "proto": r["proto"],
+                "table": MAIN_TABLE}
+            gateway = r.get_attr("RTA_GATEWAY")
+            if gateway:
+                route["gateway"] = gateway
+            out.append(route)
     # a gateway needs its own route first (a pod's default route via its router's /32)
     return sorted(out, key=lambda r: "gateway" in r)
 

@@ -12,10 +12,12 @@ import pytest
 
 from lab.datapath import DatapathError, DatapathObject, build_object
 from lab.env import cleanup
+from lab.env.faults import inject
 from lab.env.netns import NetnsBackend, NetnsLab, lxc_ifname
 from lab.env.netns.datapath import IPV6_MAPS_MISSING
 from lab.env.podserver import body_for
 from lab.errors import LabError
+from lab.model.scenario import Fault
 from lab.model.topology import Topology, load_topology
 from lab.plumbing import names, nsutil, rootsnap
 from tests.cli.helpers import dsrlab
@@ -215,3 +217,24 @@ def test_the_lab_datapath_serves_the_ipv6_node_port_or_refuses_in_one_line() -> 
             out = lab.run("client", ["curl", "-sS", "-6", "--max-time", "5", url], check=False)
             assert out.returncode == 0, (url, out.stderr)
             assert out.stdout.startswith("PodName: cni-"), out.stdout
+
+
+@pytest.mark.parametrize("host", ["cni-8zxj9", "cilium-dsr-worker"])
+def test_a_link_down_fault_puts_the_ipv6_routes_back_too(dual_lab: NetnsLab,
+                                                          host: str) -> None:
+    """A pod's eth0 or a node's eth0 down then up: its IPv6 addresses stay, and the
+    IPv6 routes the kernel flushed (a pod's default route, a node's routes to the
+    other nodes' pod CIDRs) are back as they were; the pod answers over IPv6 again."""
+    lab, ifname = dual_lab, dual_lab.hosts[host].ifname
+
+    def routes6() -> list[dict[str, object]]:
+        return sorted(_json(lab, host, ["ip", "-j", "-6", "route", "show", "dev", ifname]),
+                      key=json.dumps)
+
+    before, addrs = routes6(), _addrs6(lab, host, ifname)
+    undo = inject(lab, Fault(host=host, link_down=True))
+    assert _ping6(lab, "client", "fd00:10:244:2::7b").startswith("no answer")
+    undo()
+    assert _addrs6(lab, host, ifname) == addrs
+    assert routes6() == before
+    assert _ping6(lab, "client", "fd00:10:244:2::7b") == "fd00:10:244:2::7b"
