@@ -55,7 +55,6 @@ import argparse
 import contextlib
 import json
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -71,7 +70,7 @@ from scapy.layers.inet import IP, TCP  # noqa: E402
 from scapy.layers.l2 import Ether  # noqa: E402
 
 from lab.datapath import BackendEntry, DatapathObject, RevnatEntry, build_object  # noqa: E402
-from lab.datapath.build import bpf_source_dir  # noqa: E402
+from lab.datapath.build import copy_sources  # noqa: E402
 from lab.datapath.perf import EmptyProgram, Timing, time_program  # noqa: E402
 from lab.datapath.testrun import TestRunResult  # noqa: E402
 from lab.plumbing import nsutil  # noqa: E402
@@ -166,14 +165,13 @@ def with_sport(data: bytes, sport: int) -> bytes:
 def no_forward_variant(workdir: Path) -> Path:
     """dsr.c with forward() returning TC_ACT_OK first thing: the LB paths without FIB
     lookup, TTL, MACs and redirect (for the attribution only)."""
-    src = bpf_source_dir()
-    for f in (*src.glob("*.h"), src / "dsr.c"):
-        shutil.copy(f, workdir / f.name)
-    code = (workdir / "dsr.c").read_text()
+    copy_sources(workdir)
+    fib = workdir / "lib" / "fib.h"  # where forward() lives
+    code = fib.read_text()
     anchor = "\tint ret;\n\n\tif (p->ttl <= 1) {"
     if code.count(anchor) != 1:
-        raise RuntimeError("bpf/dsr.c changed: update the no-forward variant of the bench")
-    (workdir / "dsr.c").write_text(code.replace(anchor, "\tint ret;\n\n\treturn TC_ACT_OK;\n"
+        raise RuntimeError("bpf/lib/fib.h changed: update the no-forward variant of the bench")
+    fib.write_text(code.replace(anchor, "\tint ret;\n\n\treturn TC_ACT_OK;\n"
                                                 "\tif (p->ttl <= 1) {"))
     return build_object(source_dir=workdir, cache_dir=workdir / "cache")
 

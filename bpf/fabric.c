@@ -34,6 +34,8 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
+#include "lib/ipv4.h"
+
 #define FABRIC_F_STRIP_OPTIONS (1U << 0)
 #define FABRIC_F_SRC_DST_CHECK (1U << 1)
 
@@ -69,8 +71,6 @@ struct {
 } fabric_counters SEC(".maps");
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-#define IP_CSUM_OFF (ETH_HLEN + offsetof(struct iphdr, check))
 
 static __always_inline void fcount(__u32 ev)
 {
@@ -124,7 +124,8 @@ static __always_inline int fabric_port_run(struct __sk_buff *skb, int pass)
 		return TC_ACT_SHOT;
 	}
 	/* the IP header, options included, in the linear part */
-	bpf_skb_pull_data(skb, skb->len < ETH_HLEN + 60 ? skb->len : ETH_HLEN + 60);
+	bpf_skb_pull_data(skb, skb->len < ETH_HLEN + IPV4_MAX_HLEN ? skb->len
+							   : ETH_HLEN + IPV4_MAX_HLEN);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
@@ -144,7 +145,7 @@ static __always_inline int fabric_port_run(struct __sk_buff *skb, int pass)
 		}
 	}
 	hlen = ip->ihl * 4;
-	if ((port->flags & FABRIC_F_STRIP_OPTIONS) && hlen > sizeof(*ip) && hlen <= 60 &&
+	if ((port->flags & FABRIC_F_STRIP_OPTIONS) && hlen > sizeof(*ip) && hlen <= IPV4_MAX_HLEN &&
 	    bpf_ntohs(ip->tot_len) >= hlen) {
 		if (strip_options(skb, hlen)) {
 			fcount(FEV_STRIP_FAILED);

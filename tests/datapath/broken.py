@@ -19,10 +19,8 @@ VERIFIER_SAYS = "invalid access to packet"
 
 def broken_object(folder: Path) -> Path:
     """Write the broken sources to ``folder`` and build them (cached); the object's path."""
-    src = dp_build.bpf_source_dir()
-    for header in src.glob("*.h"):
-        (folder / header.name).write_text(header.read_text())
-    real = (src / "dsr.c").read_text()
+    dp_build.copy_sources(folder)
+    real = (folder / "dsr.c").read_text()
     broken = real.replace(CHECKED, UNCHECKED + CHECKED)
     assert broken != real, "dsr.c changed: the broken variant no longer applies"
     assert broken.count(UNCHECKED) == 1

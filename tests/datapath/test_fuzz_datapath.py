@@ -20,7 +20,6 @@ caught.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -236,13 +235,12 @@ def test_property_every_result_meets_the_invariant(lab: Lab, frame: bytes) -> No
 @pytest.mark.netns
 def test_fuzz_finds_a_deliberately_broken_program(tmp_path: Path, lab: Lab) -> None:
     """dsr.c without the IP checksum fix after inserting the option: the fuzz must fail."""
-    src = dp_build.bpf_source_dir()
-    for f in (*src.glob("*.h"), src / "dsr.c"):
-        shutil.copy(f, tmp_path / f.name)
-    code = (tmp_path / "dsr.c").read_text()
+    dp_build.copy_sources(tmp_path)
+    opt = tmp_path / "lib" / "dsr_opt.h"  # where the option is inserted
+    code = opt.read_text()
     fix = "\tif (bpf_l3_csum_replace(skb, IP_CSUM_OFF, 0, (__u32)diff, 0))\n\t\treturn DROP_CSUM;\n"
     assert fix in code
-    (tmp_path / "dsr.c").write_text(code.replace(fix, ""))
+    opt.write_text(code.replace(fix, ""))
     with DatapathObject.load(build_object(source_dir=tmp_path, cache_dir=tmp_path / "c")) as dp:
         configure(dp)
         with nsutil.in_netns(lab.netns):

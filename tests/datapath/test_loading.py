@@ -68,12 +68,52 @@ def test_verifier_rejection_carries_log(tmp_path: Path) -> None:
 def test_object_name_does_not_depend_on_the_source_folder(tmp_path: Path) -> None:
     """The same sources in another folder (a VM's view of the checkout) hit the cache;
     a changed byte does not."""
-    src = dp_build.bpf_source_dir()
-    for f in (*src.glob("*.h"), *src.glob("*.c")):
-        (tmp_path / f.name).write_text(f.read_text())
+    dp_build.copy_sources(tmp_path)
     assert build_object(source_dir=tmp_path) == build_object()
-    (tmp_path / "dsr.h").write_text((src / "dsr.h").read_text() + "\n")
+    (tmp_path / "dsr.h").write_text((tmp_path / "dsr.h").read_text() + "\n")
     assert build_object(source_dir=tmp_path) != build_object()
+
+
+def test_a_lib_header_edit_rebuilds(tmp_path: Path) -> None:
+    """bpf/lib/ is on the include path and in the key: a byte changed in one of its
+    headers makes another object."""
+    dp_build.copy_sources(tmp_path)
+    assert f"-I{tmp_path / 'lib'}" in dp_build.cflags(tmp_path)
+    assert build_object(source_dir=tmp_path) == build_object()
+    parse_h = tmp_path / "lib" / "parse.h"
+    parse_h.write_text(parse_h.read_text() + "\n")
+    assert build_object(source_dir=tmp_path) != build_object()
+
+
+def test_a_header_from_outside_bpf_is_in_the_key(tmp_path: Path) -> None:
+    """A header the source includes from another folder (libbpf's, the kernel's, an
+    extra -I) is hashed too: editing it rebuilds, the object says the new value."""
+    src, inc, cache = tmp_path / "src", tmp_path / "inc", tmp_path / "cache"
+    src.mkdir()
+    inc.mkdir()
+    (src / "tiny.c").write_text('#include "outside.h"\nint value(void) { return VALUE; }\n')
+    (inc / "outside.h").write_text("#define VALUE 1\n")
+    build = lambda: build_object(source_dir=src, cache_dir=cache,  # noqa: E731
+                                 extra_cflags=[f"-I{inc}"], source="tiny.c")
+    first = build()
+    assert build() == first
+    (inc / "outside.h").write_text("#define VALUE 2\n")
+    second = build()
+    assert second != first
+    assert first.read_bytes() != second.read_bytes()
+
+
+def test_included_files_follow_quotes_then_include_dirs(tmp_path: Path) -> None:
+    """The scan finds what clang would read: nested, through -I, each once; a name
+    found nowhere is left out."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "main.c").write_text('#include "lib/a.h"\n#include <nowhere.h>\n')
+    (tmp_path / "lib" / "a.h").write_text('#include "b.h"\n  #  include "c.h"\n')
+    (tmp_path / "lib" / "b.h").write_text('#include "a.h"\n')
+    (tmp_path / "c.h").write_text("")
+    found = dp_build.included_files(tmp_path / "main.c", [f"-I{tmp_path}"])
+    names = sorted(p.relative_to(tmp_path).as_posix() for p in found)
+    assert names == ["c.h", "lib/a.h", "lib/b.h", "main.c"]
 
 
 def test_event_names_match_c_enum() -> None:

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * DSR ICMP errors: the IPv4 fragmentation-needed reply built in BPF.
+ */
+#ifndef DSRLAB_LIB_ICMP_H
+#define DSRLAB_LIB_ICMP_H
+
+#include "common.h"
+#include "csum.h"
+#include "ipv4.h"
+#include "parse.h"
+
+#define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4
+#define ICMP_QUOTE_L4 8 /* the quoted packet: its IP header and 8 bytes after it */
+#define ICMP_QUOTE_MAX (IPV4_MAX_HLEN + ICMP_QUOTE_L4)
+#define ICMP_ERR_HDRS (IPV4_BASE_LEN + 8) /* the error's own IPv4 and ICMP headers */
+
+struct icmp_frag_hdrs {
+	struct iphdr ip;
+	__u8 type;
+	__u8 code;
+	__sum16 check;
+	__be16 unused;
+	__be16 mtu;
+};
+
+/*
+ * DSR ICMP errors: the packet (not yet translated, still to the service) is
+ * too big for the DSR option, so it becomes the error sent back to the
+ * client: ICMP destination unreachable / fragmentation needed with
+ * MTU = device MTU - 8, quoting the packet's IP header (options included)
+ * and its first 8 L4 bytes, i.e. the service's address and port, so the
+ * client's kernel finds its socket and lowers its path MTU to the service.
+ * As Cilium's: outer IPv4 IHL 5, TTL 64, DF, the packet's TOS and ID,
+ * source the chosen backend's address (Cilium builds it after the DNAT),
+ * destination the client; MACs swapped, out of the interface it came in on.
+ */
+static __always_inline int reply_frag_needed(struct __sk_buff *skb, const struct pkt *p,
+					     __be32 backend_addr, __u32 mtu)
+{
+	struct icmp_frag_hdrs h = {};
+	__u8 quote[ICMP_QUOTE_MAX];
+	__u8 macs[2 * ETH_ALEN];
+	__u32 qlen = p->hlen + ICMP_QUOTE_L4;
+	__s64 sum;
+
+	if (qlen > ICMP_QUOTE_MAX || qlen < IPV4_BASE_LEN + ICMP_QUOTE_L4 ||
+	    p->tot_len < qlen)
+		return drop(skb, DROP_FRAG_NEEDED);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, quote, qlen) ||
+	    bpf_skb_load_bytes(skb, 0, macs, sizeof(macs)))
+		return drop(skb, DROP_TRUNCATED_IP);
+
+	h.type = ICMP_DEST_UNREACH;
+	h.code = ICMP_FRAG_NEEDED;
+	h.mtu = bpf_htons(mtu - DSR_OPT_LEN);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)quote, qlen, 0);
+	if (sum < 0)
+		return drop(skb, DROP_CSUM);
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&h.type, 8, (__u32)sum);
+	if (sum < 0)
+		return drop(skb, DROP_CSUM);
+	h.check = csum_fold32(sum);
+
+	h.ip.version = 4;
+	h.ip.ihl = 5;
+	h.ip.tos = p->tos;
+	h.ip.tot_len = bpf_htons(ICMP_ERR_HDRS + qlen);
+	if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, id), &h.ip.id,
+			       sizeof(h.ip.id)))
+		return drop(skb, DROP_TRUNCATED_IP);
+	h.ip.frag_off = bpf_htons(0x4000); /* DF */
+	h.ip.ttl = 64;
+	h.ip.protocol = IPPROTO_ICMP;
+	h.ip.saddr = backend_addr;
+	h.ip.daddr = p->saddr;
+	sum = bpf_csum_diff(NULL, 0, (__be32 *)&h.ip, sizeof(h.ip), 0);
+	if (sum < 0)
+		return drop(skb, DROP_CSUM);
+	h.ip.check = csum_fold32(sum);
+
+	/* the packet becomes: Ethernet, the error's headers, the quote */
+	if (bpf_skb_change_tail(skb, ETH_HLEN + qlen, 0))
+		return drop(skb, DROP_ADJUST_ROOM);
+	if (bpf_skb_adjust_room(skb, ICMP_ERR_HDRS, BPF_ADJ_ROOM_MAC, 0))
+		return drop(skb, DROP_ADJUST_ROOM);
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, sizeof(h), 0) ||
+	    bpf_skb_store_bytes(skb, 0, &macs[ETH_ALEN], ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, ETH_ALEN, &macs[0], ETH_ALEN, 0))
+		return drop(skb, DROP_STORE);
+	count(EV_ICMP_FRAG_NEEDED);
+	skb->cb[CB_REDIR_IFINDEX] = skb->ifindex;
+	skb->cb[CB_REDIR_KIND] = CB_REDIR_PLAIN;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* Too big for the option: the ICMP error with DSR ICMP errors on, else the drop. */
+static __always_inline int frag_needed(struct __sk_buff *skb, const struct pkt *p,
+				       __be32 backend_addr)
+{
+	struct dsr_config *cfg = config();
+
+	/* a later fragment's quote would hold no ports: no socket would find it */
+	if (!cfg || !(cfg->flags & CFG_F_ICMP_ERRORS) || cfg->mtu <= DSR_OPT_LEN ||
+	    p->frag == FRAG_LATER)
+		return drop(skb, DROP_FRAG_NEEDED);
+	return reply_frag_needed(skb, p, backend_addr, cfg->mtu);
+}
+
+#endif /* DSRLAB_LIB_ICMP_H */
