@@ -42,6 +42,7 @@ import errno
 import functools
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -57,6 +58,8 @@ from lab.plumbing import names, nsutil
 NO_NETEM = "this kernel has no sch_netem (CONFIG_NET_SCH_NETEM)"
 NETEM_HANDLE = 0x10000  # 1:
 NUD_PERMANENT = 0x80
+IFA_F_TENTATIVE = 0x40
+LINK_READY_S = 10.0  # how long a link set up again may take to be usable
 RTPROT_KERNEL = 2  # routes the kernel makes itself (an address's subnet) come back alone
 MAIN_TABLE = 254
 LOOPBACK_INDEX = 1
@@ -206,8 +209,30 @@ def _link_down(host: LabHost) -> Applied:
                 ipr.neigh("replace", **neighbour)
             for route in kept:  # the kernel flushed them with the link
                 ipr.route("replace", **route)
+            _wait_ready(ipr, index, host)
 
     return Applied(f"{host.name} {host.ifname} down", "link", up)
+
+
+def _wait_ready(ipr: IPRoute, index: int, host: LabHost) -> None:
+    """Return once the link is operationally up and none of its IPv6 addresses is
+    tentative (the kernel readies a link that comes up after its carrier, and an IPv6
+    address is not usable, not even answered for, until then); a :class:`FaultError`
+    after :data:`LINK_READY_S`."""
+    deadline = time.monotonic() + LINK_READY_S
+    while True:
+        link = ipr.get_links(index)[0]
+        tentative = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET6,
+                                                                       index=index)
+                     if (a.get_attr("IFA_FLAGS") or a["flags"]) & IFA_F_TENTATIVE]
+        if link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and not tentative:
+            return
+        if time.monotonic() > deadline:
+            raise FaultError(f"{host.name} {host.ifname} is not ready {LINK_READY_S:g} s "
+                             f"after it was set up (operstate "
+                             f"{link.get_attr('IFLA_OPERSTATE')}, tentative: "
+                             f"{', '.join(tentative) or 'none'})")
+        time.sleep(0.005)
 
 
 def _permanent_neighbours(ipr: IPRoute, index: int) -> list[dict[str, Any]]:
