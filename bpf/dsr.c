@@ -24,6 +24,32 @@
  * fragment they cannot place: any, with tracking off; a later one whose
  * first fragment was not seen, with it on.
  *
+ * IPv6 (lib/nodeport6.h) takes the same paths with its own maps (lb6_*,
+ * dsr6_revnat): the LB DNATs keeping the client's address and, for a remote
+ * backend of a DSR service, inserts a 24-byte Destination Options header
+ * (option 0x1B: service address and port) right after the IPv6 header on
+ * TCP SYNs and every UDP datagram, payload length + 24, L4 checksum fixed
+ * for the address change, hop limit - 1, then FIB lookup + redirect. Too
+ * big for it (40 + payload + 24 over the MTU): ICMPv6 Packet Too Big with
+ * MTU - 24 (DSR ICMP errors on) or DROP_FRAG_NEEDED. The backend's node
+ * learns dsr6_revnat from a SYN / UDP datagram whose first extension header
+ * is that one (the packet is delivered unchanged; option type 0x1B's top
+ * bits 00 make the pod's kernel skip it), and its replies leave from the
+ * service.
+ *
+ * IPv6 extension headers, the rule: the LB adds its own header and reads
+ * no other. An IPv6 packet whose first next header is not TCP/UDP (nor the
+ * DSR Destination Options) has its chain walked (hop-by-hop, routing,
+ * destination options, fragment, authentication; up to 4 headers) to its
+ * ports: addressed to a service it is dropped, DROP_IPV6_EXTHDR (counted),
+ * since translating it would mean rewriting headers this datapath does not
+ * model (a routing header's addresses, a fragment's reassembly); to anything
+ * else it passes untouched (EV_PASS_IPV6_EXTHDR). A later fragment (no
+ * ports) or a longer chain passes untouched. Malformed IPv6 at ingress
+ * (header cut short, version not 6, payload length beyond the frame, an L4
+ * header or extension chain beyond the payload) is dropped with its reason;
+ * at egress it passes untouched.
+ *
  * Drops set skb->cb[0] to the reason (enum dsr_event) and count it in
  * dsr_counters; redirects leave the target ifindex in skb->cb[1].
  * Backend choice is random unless dsr_config asks for a seeded flow hash.
@@ -45,6 +71,7 @@
 #include "lib/backend.h"
 #include "lib/common.h"
 #include "lib/lb.h"
+#include "lib/nodeport6.h"
 #include "lib/parse.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -59,6 +86,8 @@ int dsr_from_netdev(struct __sk_buff *skb)
 	int ret;
 
 	ret = parse(skb, &p);
+	if (ret == PARSE_IPV6)
+		return from_netdev6(skb);
 	if (ret < 0)
 		return drop(skb, -ret);
 	if (ret != PARSE_L4)
@@ -81,6 +110,8 @@ int dsr_to_netdev(struct __sk_buff *skb)
 	int ret;
 
 	ret = parse(skb, &p);
+	if (ret == PARSE_IPV6)
+		return to_netdev6(skb);
 	/* a fragment that cannot be placed is dropped both ways, as Cilium's; a packet
 	 * this node's stack made malformed is the stack's to answer for */
 	if (ret == -DROP_FRAG_NOSUPPORT || ret == -DROP_FRAG_NOT_FOUND)

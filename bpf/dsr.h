@@ -122,6 +122,70 @@ struct dsr_revnat_val {
 	__u16 pad;
 };
 
+/*
+ * IPv6: the same tables keyed by 16-byte addresses (lb6_services,
+ * lb6_backends, lb6_ct, dsr6_revnat). A service's value is struct
+ * lb_svc_val, as IPv4's; Maglev tables share lb_maglev (maglev_id numbers
+ * the services of both families). SVC_F_SNAT means nothing for IPv6: a
+ * remote backend of a service without SVC_F_DSR gets a plain DNAT.
+ */
+union v6addr {
+	__u8 b[16];
+	__be32 w[4];
+};
+
+struct lb6_svc_key {
+	union v6addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+};
+
+struct lb6_be_key {
+	union v6addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u16 slot;
+	__u16 pad2;
+};
+
+struct lb6_be_val {
+	union v6addr addr;
+	__be16 port;
+	__u16 flags; /* BE_F_* */
+};
+
+struct lb6_ct_key {
+	union v6addr client_addr;
+	union v6addr svc_addr;
+	__be16 client_port;
+	__be16 svc_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct lb6_ct_val {
+	union v6addr backend_addr;
+	__be16 backend_port;
+	__u16 flags; /* CT_F_LOCAL or CT_F_DSR */
+};
+
+struct dsr6_revnat_key {
+	union v6addr client_addr;
+	union v6addr backend_addr;
+	__be16 client_port;
+	__be16 backend_port;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+struct dsr6_revnat_val {
+	union v6addr svc_addr;
+	__be16 svc_port;
+	__u16 pad;
+};
+
 /* dsr_config[0].flags */
 #define CFG_F_OPT_NETWORK_ORDER (1U << 0) /* else host order (Cilium's) */
 /*
@@ -207,13 +271,36 @@ struct dsr_opt_v4 {
 };
 
 /*
+ * The IPv6 DSR extension header: a Destination Options header (next header
+ * 60) right after the IPv6 header, 24 bytes: next header, hdrlen 2 (8-byte
+ * units after the first 8), option type 0x1B (top bits 00: a node that does
+ * not know it skips it), option length 20, the service address and port
+ * (network order), 2 bytes of zeros, as Cilium writes them.
+ */
+#define DSR6_OPT_TYPE 0x1b
+#define DSR6_OPT_LEN 20
+#define DSR6_EXT_HDRLEN 2
+
+struct dsr_ext6 {
+	__u8 nexthdr;
+	__u8 hdrlen;
+	__u8 opt_type;
+	__u8 opt_len;
+	union v6addr addr;
+	__be16 port;
+	__u16 pad;
+};
+
+#define DSR6_EXT_LEN 24 /* sizeof(struct dsr_ext6) */
+
+/*
  * Events and drop reasons, the index into dsr_counters. A drop writes its
  * reason into skb->cb[0] before TC_ACT_SHOT. Values are a contract with
  * lab/datapath/maps.py (EVENT_NAMES); only append.
  */
 enum dsr_event {
 	EV_NONE = 0,
-	EV_PASS_NOT_IPV4 = 1,
+	EV_PASS_NOT_IPV4 = 1, /* neither IPv4 nor IPv6 (the name predates IPv6) */
 	EV_PASS_FRAGMENT = 2,
 	EV_PASS_OTHER_PROTO = 3,
 	EV_SVC_HIT = 4,
@@ -235,6 +322,8 @@ enum dsr_event {
 	EV_ICMP_FRAG_NEEDED = 20, /* too big for the option: ICMP frag-needed sent back */
 	EV_FRAG_TRACKED = 21,     /* a first fragment's ports remembered (CFG_F_FRAGMENTS) */
 	EV_FRAG_FOUND = 22,       /* a later fragment given its first fragment's ports */
+	EV_ICMP6_PKT_TOO_BIG = 23, /* IPv6 too big for the extension: Packet Too Big sent back */
+	EV_PASS_IPV6_EXTHDR = 24,  /* IPv6 with extension headers, not to a service: passed */
 	/* drop reasons */
 	DROP_TRUNCATED_IP = 32,
 	DROP_BAD_VERSION = 33,
@@ -254,6 +343,7 @@ enum dsr_event {
 	DROP_NO_NODE_ADDR = 47,     /* SNAT service, but dsr_config.node_addr is unset */
 	DROP_FRAG_NOSUPPORT = 48,   /* a TCP/UDP fragment, fragment tracking off */
 	DROP_FRAG_NOT_FOUND = 49,   /* a later fragment whose first was not seen here */
+	DROP_IPV6_EXTHDR = 50,      /* IPv6 to a service carrying extension headers */
 	EV_MAX = 64,
 };
 

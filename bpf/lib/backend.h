@@ -80,4 +80,66 @@ static __always_inline int revnat_reply(struct __sk_buff *skb, struct pkt *p,
 	return TC_ACT_OK;
 }
 
+/* --- IPv6 ----------------------------------------------------------------- */
+
+/*
+ * handle_backend() for IPv6: a TCP SYN or UDP datagram whose first
+ * extension header is the DSR one teaches dsr6_revnat (client, backend) ->
+ * service; a SYN without it (and without other extension headers) clears
+ * that flow's entry. The packet is never changed: the extension's option
+ * type 0x1B tells the pod's kernel to skip it.
+ */
+static __always_inline int handle_backend6(const struct pkt6 *p)
+{
+	bool syn = p->proto == IPPROTO_TCP &&
+		   (p->tcp_flags & (TCP_FLAG_SYN_BIT | TCP_FLAG_ACK_BIT)) == TCP_FLAG_SYN_BIT;
+	struct dsr6_revnat_key rk = {
+		.client_port = p->sport,
+		.backend_port = p->dport,
+		.proto = p->proto,
+	};
+
+	if (!syn && p->proto != IPPROTO_UDP)
+		return TC_ACT_OK;
+	rk.client_addr = p->saddr;
+	rk.backend_addr = p->daddr;
+	if (p->dsr_ext) {
+		struct dsr6_revnat_val rv = { .svc_port = p->opt_port };
+
+		rv.svc_addr = p->opt_addr;
+		if (!bpf_map_update_elem(&dsr6_revnat, &rk, &rv, BPF_ANY))
+			count(EV_BACKEND_LEARNED);
+	} else if (syn && !p->exthdr) {
+		if (!bpf_map_delete_elem(&dsr6_revnat, &rk))
+			count(EV_BACKEND_CLEARED);
+	}
+	return TC_ACT_OK;
+}
+
+/* revnat_reply() for IPv6: a reply matching dsr6_revnat leaves from the service. */
+static __always_inline int revnat_reply6(struct __sk_buff *skb, const struct pkt6 *p)
+{
+	struct dsr6_revnat_key rk = {
+		.client_port = p->dport,
+		.backend_port = p->sport,
+		.proto = p->proto,
+	};
+	struct dsr6_revnat_val *rv, v;
+	int ret;
+
+	if (p->exthdr || p->dsr_ext)
+		return TC_ACT_OK;
+	rk.client_addr = p->daddr;
+	rk.backend_addr = p->saddr;
+	rv = bpf_map_lookup_elem(&dsr6_revnat, &rk);
+	if (!rv)
+		return TC_ACT_OK;
+	v = *rv;
+	ret = rewrite6_addr_port(skb, p, true, &v.svc_addr, v.svc_port);
+	if (ret)
+		return drop(skb, ret);
+	count(EV_REVNAT_REWRITE);
+	return TC_ACT_OK;
+}
+
 #endif /* DSRLAB_LIB_BACKEND_H */

@@ -84,4 +84,54 @@ static __always_inline int opt_fits(const struct pkt *p)
 	return 0;
 }
 
+/* --- IPv6: the DSR extension header ------------------------------------------- */
+
+/*
+ * Whether the 24-byte extension can be added; 0 or the drop reason, checked
+ * before anything is written: DROP_FRAG_NEEDED when 40 + payload + 24 is
+ * over the configured MTU (the caller answers it with Packet Too Big or
+ * drops it), DROP_TOT_LEN_OVERFLOW when the payload length would pass 65535.
+ */
+static __always_inline int ext6_fits(const struct pkt6 *p)
+{
+	struct dsr_config *cfg = config();
+	__u32 grown = p->payload_len + DSR6_EXT_LEN;
+
+	if (cfg && cfg->mtu && IPV6_HLEN + grown > cfg->mtu)
+		return DROP_FRAG_NEEDED;
+	if (grown > 0xffff)
+		return DROP_TOT_LEN_OVERFLOW;
+	return 0;
+}
+
+/*
+ * Insert the Destination Options header right after the IPv6 header:
+ * next header 60, payload length + 24. The L4 checksum is untouched (its
+ * pseudo-header's length is the upper layer's, which does not change).
+ */
+static __always_inline int insert_dsr_ext6(struct __sk_buff *skb, struct pkt6 *p,
+					   const union v6addr *svc_addr, __be16 svc_port)
+{
+	struct dsr_ext6 ext = {
+		.nexthdr = p->proto,
+		.hdrlen = DSR6_EXT_HDRLEN,
+		.opt_type = DSR6_OPT_TYPE,
+		.opt_len = DSR6_OPT_LEN,
+		.port = svc_port,
+	};
+	__be16 plen = bpf_htons(p->payload_len + DSR6_EXT_LEN);
+	__u8 nh = NEXTHDR_DEST;
+
+	ext.addr = *svc_addr;
+	if (bpf_skb_adjust_room(skb, DSR6_EXT_LEN, BPF_ADJ_ROOM_NET, 0))
+		return DROP_ADJUST_ROOM;
+	if (bpf_skb_store_bytes(skb, ETH_HLEN + IPV6_HLEN, &ext, sizeof(ext), 0) ||
+	    bpf_skb_store_bytes(skb, IP6_NEXTHDR_OFF, &nh, 1, 0) ||
+	    bpf_skb_store_bytes(skb, IP6_PLEN_OFF, &plen, sizeof(plen), 0))
+		return DROP_STORE;
+	p->payload_len += DSR6_EXT_LEN;
+	p->l4_off += DSR6_EXT_LEN;
+	return 0;
+}
+
 #endif /* DSRLAB_LIB_DSR_OPT_H */

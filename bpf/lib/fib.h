@@ -71,4 +71,57 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, __be32 
 	return bpf_redirect(fib.ifindex, 0);
 }
 
+/* --- IPv6 ----------------------------------------------------------------- */
+
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+/*
+ * forward() for IPv6: FIB lookup (AF_INET6), hop limit - 1 (no header
+ * checksum), then redirect with the FIB's MACs or redirect_neigh; a hop
+ * limit of 1 or a failed lookup leaves the packet to the stack untouched.
+ */
+static __always_inline int forward6(struct __sk_buff *skb, struct pkt6 *p,
+				    const union v6addr *daddr)
+{
+	struct bpf_fib_lookup fib = {};
+	__u8 hl;
+	long rc;
+
+	if (p->hop_limit <= 1) {
+		count(EV_TTL_EXPIRED_PASS);
+		return TC_ACT_OK;
+	}
+	fib.family = AF_INET6;
+	fib.l4_protocol = p->proto;
+	fib.tot_len = IPV6_HLEN + p->payload_len;
+	__builtin_memcpy(fib.ipv6_src, &p->saddr, sizeof(fib.ipv6_src));
+	__builtin_memcpy(fib.ipv6_dst, daddr, sizeof(fib.ipv6_dst));
+	fib.ifindex = skb->ingress_ifindex;
+
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(EV_FIB_PASS);
+		return TC_ACT_OK;
+	}
+	hl = p->hop_limit - 1;
+	if (bpf_skb_store_bytes(skb, IP6_HOPLIMIT_OFF, &hl, 1, 0))
+		return drop(skb, DROP_STORE);
+	p->hop_limit = hl;
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(EV_FIB_REDIRECT_NEIGH);
+		skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
+		skb->cb[CB_REDIR_KIND] = CB_REDIR_NEIGH;
+		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	}
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0))
+		return drop(skb, DROP_STORE);
+	count(EV_FIB_REDIRECT);
+	skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
+	skb->cb[CB_REDIR_KIND] = CB_REDIR_PLAIN;
+	return bpf_redirect(fib.ifindex, 0);
+}
+
 #endif /* DSRLAB_LIB_FIB_H */

@@ -248,4 +248,119 @@ static __always_inline int snat_reverse(struct __sk_buff *skb, struct pkt *p, bo
 	return forward(skb, p, v.client_addr);
 }
 
+/* --- IPv6 ----------------------------------------------------------------- */
+
+static __always_inline struct lb_svc_val *lookup_service6(const struct pkt6 *p,
+							  struct lb6_svc_key *sk)
+{
+	sk->addr = p->daddr;
+	sk->port = p->dport;
+	sk->proto = p->proto;
+	return bpf_map_lookup_elem(&lb6_services, sk);
+}
+
+/* select_backend() for IPv6: CT_F_LOCAL, CT_F_DSR or (neither) a plain DNAT. */
+static __always_inline int select_backend6(const struct pkt6 *p, const struct lb6_svc_key *sk,
+					   const struct lb_svc_val *svc, struct lb6_ct_val *ct)
+{
+	struct lb6_be_key bk = { .port = sk->port, .proto = sk->proto };
+	struct lb6_be_val *be;
+
+	if (svc->count == 0)
+		return svc->flags & SVC_F_LOCAL_ONLY ? DROP_NO_LOCAL_BACKEND : DROP_NO_BACKEND;
+	bk.addr = sk->addr;
+	bk.slot = select_slot6(p, svc);
+	be = bk.slot ? bpf_map_lookup_elem(&lb6_backends, &bk) : NULL;
+	if (!be)
+		return DROP_NO_BACKEND;
+	ct->backend_addr = be->addr;
+	ct->backend_port = be->port;
+	if (be->flags & BE_F_LOCAL)
+		ct->flags |= CT_F_LOCAL;
+	else if (svc->flags & SVC_F_DSR)
+		ct->flags |= CT_F_DSR;
+	return 0;
+}
+
+/*
+ * An IPv6 packet to a service: as handle_service(), for IPv6. A packet
+ * carrying extension headers is refused (DROP_IPV6_EXTHDR, see dsr.c's
+ * header); the extension's room is checked before anything is written or
+ * stored; the flow remembered (a local backend's revnat entry too); DNAT;
+ * a remote DSR backend's packet gets the extension (TCP SYN, every UDP
+ * datagram), then the FIB redirect.
+ */
+static __always_inline int handle_service6(struct __sk_buff *skb, struct pkt6 *p,
+					   const struct lb6_svc_key *sk,
+					   const struct lb_svc_val *svc)
+{
+	struct lb6_ct_key ck = {
+		.client_port = p->sport,
+		.svc_port = p->dport,
+		.proto = p->proto,
+	};
+	struct lb6_ct_val ct = {}, *ctp;
+	bool is_new = false, want_ext;
+	int ret;
+
+	count(EV_SVC_HIT);
+	if (p->exthdr || p->dsr_ext)
+		return drop(skb, DROP_IPV6_EXTHDR);
+	ck.client_addr = p->saddr;
+	ck.svc_addr = p->daddr;
+	ctp = bpf_map_lookup_elem(&lb6_ct, &ck);
+	if (ctp) {
+		ct = *ctp;
+		count(EV_CT_HIT);
+	} else {
+		is_new = true;
+		ret = select_backend6(p, sk, svc, &ct);
+		if (ret)
+			return drop(skb, ret);
+	}
+	want_ext = (ct.flags & CT_F_DSR) &&
+		   (p->proto == IPPROTO_UDP || (p->tcp_flags & TCP_FLAG_SYN_BIT));
+	if (want_ext) {
+		ret = ext6_fits(p);
+		if (ret == DROP_FRAG_NEEDED)
+			return pkt_too_big6(skb, p, &ct.backend_addr);
+		if (ret)
+			return drop(skb, ret);
+	}
+	if (is_new) {
+		if (bpf_map_update_elem(&lb6_ct, &ck, &ct, BPF_ANY))
+			return drop(skb, DROP_CT_UPDATE);
+		count(EV_CT_NEW);
+	}
+	if (ct.flags & CT_F_LOCAL) {
+		struct dsr6_revnat_key rk = {
+			.client_port = p->sport,
+			.backend_port = ct.backend_port,
+			.proto = p->proto,
+		};
+		struct dsr6_revnat_val rv = { .svc_port = p->dport };
+
+		rk.client_addr = p->saddr;
+		rk.backend_addr = ct.backend_addr;
+		rv.svc_addr = p->daddr;
+		if (is_new || !bpf_map_lookup_elem(&dsr6_revnat, &rk))
+			bpf_map_update_elem(&dsr6_revnat, &rk, &rv, BPF_ANY);
+	}
+	ret = rewrite6_addr_port(skb, p, false, &ct.backend_addr, ct.backend_port);
+	if (ret)
+		return drop(skb, ret);
+	count(EV_DNAT);
+	if (ct.flags & CT_F_LOCAL) {
+		count(EV_LOCAL_DNAT);
+		return TC_ACT_OK;
+	}
+	if (want_ext) {
+		ret = insert_dsr_ext6(skb, p, &sk->addr, sk->port);
+		if (ret)
+			return drop(skb, ret);
+		count(EV_OPT_INSERTED);
+	}
+	return forward6(skb, p, &ct.backend_addr);
+}
+
 #endif /* DSRLAB_LIB_LB_H */

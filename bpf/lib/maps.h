@@ -75,4 +75,33 @@ struct {
 	__type(value, __u64);
 } dsr_counters SEC(".maps");
 
+/* IPv6 */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct lb6_svc_key);
+	__type(value, struct lb_svc_val);
+} lb6_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb6_be_key);
+	__type(value, struct lb6_be_val);
+} lb6_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct lb6_ct_key);
+	__type(value, struct lb6_ct_val);
+} lb6_ct SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct dsr6_revnat_key);
+	__type(value, struct dsr6_revnat_val);
+} dsr6_revnat SEC(".maps");
+
 #endif /* DSRLAB_LIB_MAPS_H */

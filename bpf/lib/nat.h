@@ -98,4 +98,53 @@ static __always_inline int snat_port(const struct pkt *p, struct lb_ct_val *ct, 
 	return DROP_NO_NAT_PORT;
 }
 
+/* --- IPv6 ----------------------------------------------------------------- */
+
+static __always_inline __u32 l4_csum_off6(const struct pkt6 *p)
+{
+	return ETH_HLEN + p->l4_off +
+	       (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
+					: offsetof(struct udphdr, check));
+}
+
+/*
+ * rewrite_addr_port() for IPv6: the source (is_src) or destination address
+ * and port, the L4 checksum fixed for the pseudo-header's address change by
+ * difference (IPv6 has no header checksum; a zero UDP checksum stays zero).
+ * Returns 0 or a drop reason.
+ */
+static __always_inline int rewrite6_addr_port(struct __sk_buff *skb, const struct pkt6 *p,
+					      bool is_src, const union v6addr *new_addr,
+					      __be16 new_port)
+{
+	const union v6addr *old_addr = is_src ? &p->saddr : &p->daddr;
+	__be16 old_port = is_src ? p->sport : p->dport;
+	__u32 addr_off = is_src ? IP6_SADDR_OFF : IP6_DADDR_OFF;
+	__u32 port_off = ETH_HLEN + p->l4_off + (is_src ? 0 : 2);
+	__u32 csum_off = l4_csum_off6(p);
+	__u64 l4_flags = p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
+	union v6addr from = *old_addr, to = *new_addr;
+	__s64 diff;
+
+	if (from.w[0] != to.w[0] || from.w[1] != to.w[1] || from.w[2] != to.w[2] ||
+	    from.w[3] != to.w[3]) {
+		diff = bpf_csum_diff(from.w, sizeof(from), to.w, sizeof(to), 0);
+		if (diff < 0)
+			return DROP_CSUM;
+		if (bpf_l4_csum_replace(skb, csum_off, 0, (__u32)diff,
+					l4_flags | BPF_F_PSEUDO_HDR))
+			return DROP_CSUM;
+		if (bpf_skb_store_bytes(skb, addr_off, &to, sizeof(to), 0))
+			return DROP_STORE;
+	}
+	if (old_port != new_port) {
+		if (bpf_l4_csum_replace(skb, csum_off, old_port, new_port,
+					l4_flags | sizeof(new_port)))
+			return DROP_CSUM;
+		if (bpf_skb_store_bytes(skb, port_off, &new_port, sizeof(new_port), 0))
+			return DROP_STORE;
+	}
+	return 0;
+}
+
 #endif /* DSRLAB_LIB_NAT_H */

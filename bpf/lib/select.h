@@ -73,4 +73,53 @@ static __always_inline __u16 select_slot(const struct pkt *p, const struct lb_sv
 	return *slot;
 }
 
+/* --- IPv6: the same hashes, each address folded to 32 bits (its words XORed) --- */
+
+static __always_inline __u32 fold6(const union v6addr *a)
+{
+	return a->w[0] ^ a->w[1] ^ a->w[2] ^ a->w[3];
+}
+
+static __always_inline __u32 select_hash6(const struct pkt6 *p)
+{
+	struct dsr_config *cfg = config();
+	__u32 h;
+
+	if (!cfg || !(cfg->flags & CFG_F_SEEDED_SELECT))
+		return bpf_get_prandom_u32();
+	h = mix32(cfg->seed ^ fold6(&p->saddr));
+	h = mix32(h ^ fold6(&p->daddr));
+	h = mix32(h ^ ((__u32)p->sport | ((__u32)p->dport << 16)));
+	return mix32(h ^ p->proto);
+}
+
+static __always_inline __u32 maglev_hash6(const struct pkt6 *p, __u32 seed)
+{
+	__u32 h = mix32(seed ^ fold6(&p->saddr));
+
+	h = mix32(h ^ ((__u32)p->sport | ((__u32)p->dport << 16)));
+	return mix32(h ^ p->proto);
+}
+
+/* The backend slot (1..n) for a new IPv6 flow of a service; 0 when there is none. */
+static __always_inline __u16 select_slot6(const struct pkt6 *p, const struct lb_svc_val *svc)
+{
+	struct dsr_config *cfg;
+	__u16 *slot;
+	__u32 idx;
+
+	if (!(svc->flags & SVC_F_MAGLEV))
+		return (select_hash6(p) % svc->count) + 1;
+	cfg = config();
+	if (!cfg || !cfg->maglev_size)
+		return 0;
+	idx = (__u32)svc->maglev_id * cfg->maglev_size +
+	      maglev_hash6(p, cfg->maglev_seed) % cfg->maglev_size;
+	slot = bpf_map_lookup_elem(&lb_maglev, &idx);
+	if (!slot || *slot == 0 || *slot > svc->count)
+		return 0;
+	count(EV_MAGLEV);
+	return *slot;
+}
+
 #endif /* DSRLAB_LIB_SELECT_H */

@@ -71,21 +71,29 @@ the input (also through a link), a directory or a device.
 --program lb: the node receiving the NodePort request (dsr_from_netdev at
 eth0 ingress), with --service and its --backend list installed (TCP and
 UDP, DSR). --program backend: a backend's node, both programs on shared
-maps: a packet whose IPv4 source is a --backend address is a reply leaving
+maps: a packet whose IP source is a --backend address is a reply leaving
 that pod (dsr_to_netdev, source rewritten to the service learned from the
 option); every other packet arrives from the network (dsr_from_netdev).
 
+IPv6: write the endpoints [ADDR]:PORT (e.g. --service [fd00::10]:80
+--backend [fd00:1::5]:8080); the service and its backends are one family.
+A DSR backend's packets then carry the 24-byte Destination Options
+extension (option 0x1B: service address and port) instead of the IPv4
+option; packets to the service with extension headers of their own are
+dropped (reason ipv6_exthdr).
+
 Runs in a scratch namespace (dsrlab-<id>-dprun, removed afterwards)
-holding eth0 with the service address and a /32 route plus a permanent
-neighbour (MAC 02:42:<ip>) per backend, so a redirect names eth0.
+holding eth0 with the service address and a /32 (/128) route plus a
+permanent neighbour (MAC 02:42:<ip>; IPv6: its last four bytes) per
+backend, so a redirect names eth0.
 
 Backend selection is random, as configured; --seed N makes the datapath
 pick by a hash of the flow tuple seeded with N instead (same seed, same
 choices).
 
 --mtu N (default 1500) is eth0's MTU and the one the datapath checks: a
-packet the DSR option would grow beyond it is dropped (reason
-frag_needed); --mtu 0 turns that check off.
+packet the DSR option (IPv6: extension) would grow beyond it is dropped
+(reason frag_needed); --mtu 0 turns that check off.
 
 IPv4 fragments are tracked, as Cilium's default: a later fragment is
 translated with its datagram's first (run in order, as captured);
@@ -106,9 +114,11 @@ def run(
     program: Annotated[Program, typer.Option(help="lb: the NodePort node; backend: a "
                                              "backend's node")],
     service: Annotated[str, typer.Option(metavar="VIP:PORT",
-                                         help="the NodePort service, e.g. 172.18.0.2:32000")],
+                                         help="the NodePort service, e.g. 172.18.0.2:32000 "
+                                         "or [fd00::10]:80")],
     backend: Annotated[list[str], typer.Option(metavar="IP:PORT",
-                                               help="a backend (repeat for several)")],
+                                               help="a backend (repeat for several), "
+                                               "IPv6 as [ADDR]:PORT")],
     input_path: Annotated[Path, typer.Option("--input", metavar="IN.pcap", readable=False,
                                              help="packets to feed (pcap or pcapng, Ethernet)")],
     output_path: Annotated[Path, typer.Option("--output", metavar="OUT.pcap", readable=False,
@@ -141,6 +151,8 @@ def run(
                      fragment_tracking=fragment_tracking)
     _check_paths(input_path, output_path)
     runner = None
+    if datapath is Datapath.cilium and config.service.is_ipv6:
+        fail("--datapath cilium runs IPv4 services only here; IPv6 needs --datapath lab", 2)
     if datapath is Datapath.cilium:
         from lab.datapath.cilium.runner import CiliumRunner
         from lab.datapath.cilium.source import choose
@@ -178,16 +190,22 @@ def _config(program: Program, service: str, backends: list[str], *, seed: int | 
             repeat: int, mtu: int, fragment_tracking: bool = True) -> RunConfig:
     """The run's configuration from the options (a bad value: a usage error, exit 2)."""
     from lab.datapath.loader import MIN_MTU
-    from lab.datapath.runner import RunConfig
+    from lab.datapath.runner import IPV6_MIN_MTU, RunConfig
 
     svc = _endpoint(service, "--service")
     eps = tuple(_endpoint(b, "--backend") for b in backends)
     if 0 < mtu < MIN_MTU:
         raise typer.BadParameter(f"{mtu} is below IPv4's minimum MTU {MIN_MTU} (0 turns the "
                                  "check off)", param_hint="'--mtu'")
-    return RunConfig(program="lb" if program is Program.lb else "backend", service=svc,
-                     backends=eps, seed=seed, repeat=repeat, mtu=mtu,
-                     fragment_tracking=fragment_tracking)
+    if svc.is_ipv6 and 0 < mtu < IPV6_MIN_MTU:
+        raise typer.BadParameter(f"{mtu} is below IPv6's minimum MTU {IPV6_MIN_MTU} (0 turns "
+                                 "the check off)", param_hint="'--mtu'")
+    try:
+        return RunConfig(program="lb" if program is Program.lb else "backend", service=svc,
+                         backends=eps, seed=seed, repeat=repeat, mtu=mtu,
+                         fragment_tracking=fragment_tracking)
+    except ValueError as exc:  # a backend of the other family
+        raise typer.BadParameter(str(exc), param_hint="'--backend'") from None
 
 
 def _print_json(res: PacketResult) -> None:
@@ -198,7 +216,11 @@ def _print_json(res: PacketResult) -> None:
 def _print_packet(res: PacketResult) -> None:
     """Three lines a packet: its frame number in the input file (Wireshark's), the
     program and its verdict; what went in; what came out (or that nothing did)."""
-    from lab.wire.ipv4 import frame_summary
+    from lab.wire.ipv4 import frame_summary as summary4
+    from lab.wire.ipv6 import frame_summary6
+
+    def frame_summary(frame: bytes) -> str:
+        return frame_summary6(frame) if frame[12:14] == b"\x86\xdd" else summary4(frame)
 
     extra = f" -> {res.redirect}" if res.redirect else ""
     extra += f" ({res.reason})" if res.reason else ""

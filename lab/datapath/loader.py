@@ -493,12 +493,26 @@ class DatapathObject:
         service of a node has the same table size. Backends are written before
         the service's count grows and stale slots deleted after it shrinks, so
         the datapath never sees a count that points at a missing slot.
+
+        IPv6 alike: an IPv6 ``vip`` (and backends of its family) goes to the
+        IPv6 maps (``lb6_services``, ``lb6_backends``); its remote backends get
+        the DSR Destination Options extension instead of the IPv4 option; SNAT
+        is IPv4 only. This is the call that fills the IPv6 maps from plain
+        values, e.g. ``add_service("fd00::10", 80, "tcp", dsr=True,
+        backends=[BackendEntry("fd00:1::5", 8080)])``.
         """
         if dsr and snat:
             raise ValueError("a service is dsr or snat, not both")
         if len(backends) > 0xFFFF:
             raise ValueError("at most 65535 backends per service")
-        svc_map, be_map = self.map("lb_services"), self.map("lb_backends")
+        v6 = maps.is_ipv6(vip)
+        if snat and v6:
+            raise ValueError("SNAT services are IPv4 only")
+        for backend in backends:
+            if maps.is_ipv6(backend.ip) != v6:
+                raise ValueError(f"backend {backend.ip} is not of the service {vip}'s family")
+        svc_map = self.map(maps.family_map("lb_services", vip))
+        be_map = self.map(maps.family_map("lb_backends", vip))
         key = maps.svc_key(vip, port, proto)
         old = svc_map.lookup(key)
         old_count, old_flags, old_id = maps.SVC_VAL.unpack(old) if old else (0, 0, 0)
@@ -514,7 +528,9 @@ class DatapathObject:
             be_map.delete(maps.be_key(vip, port, proto, slot))
 
     def _free_maglev_id(self) -> int:
-        used = {maglev_id for _k, v in self.map("lb_services").items()
+        """The lowest Maglev table id no service of either family holds."""
+        used = {maglev_id for name in ("lb_services", "lb6_services")
+                for _k, v in self.map(name).items()
                 for _c, flags, maglev_id in [maps.SVC_VAL.unpack(v)]
                 if flags & maps.SVC_F_MAGLEV}
         return min(set(range(len(used) + 1)) - used)
@@ -541,7 +557,8 @@ class DatapathObject:
 
     def remove_service(self, vip: str, port: int, proto: maps.Proto = "tcp") -> bool:
         """Remove a service and its backends; False when it did not exist."""
-        svc_map, be_map = self.map("lb_services"), self.map("lb_backends")
+        svc_map = self.map(maps.family_map("lb_services", vip))
+        be_map = self.map(maps.family_map("lb_backends", vip))
         key = maps.svc_key(vip, port, proto)
         old = svc_map.lookup(key)
         if old is None:
@@ -552,10 +569,11 @@ class DatapathObject:
         return True
 
     def services(self) -> list[ServiceEntry]:
-        be_map = self.map("lb_backends")
+        """Every service, IPv4 then IPv6."""
         out: list[ServiceEntry] = []
-        for key, val in self.map("lb_services").items():
+        for key, val in [*self.map("lb_services").items(), *self.map("lb6_services").items()]:
             vip, port, proto, count, flags, _ = maps.unpack_svc(key, val)
+            be_map = self.map(maps.family_map("lb_backends", vip))
             backends: list[BackendEntry] = []
             for slot in range(1, count + 1):
                 raw = be_map.lookup(maps.be_key(vip, port, proto, slot))
@@ -569,7 +587,8 @@ class DatapathObject:
 
     def maglev_table(self, vip: str, port: int, proto: maps.Proto = "tcp") -> list[int]:
         """The service's Maglev table as the datapath holds it: backend slots (1..n)."""
-        raw = self.map("lb_services").lookup(maps.svc_key(vip, port, proto))
+        raw = self.map(maps.family_map("lb_services", vip)).lookup(
+            maps.svc_key(vip, port, proto))
         if raw is None:
             raise DatapathError(f"no service {vip}:{port}/{proto}")
         _, flags, maglev_id = maps.SVC_VAL.unpack(raw)
@@ -589,19 +608,28 @@ class DatapathObject:
     # -- state tables -----------------------------------------------------
 
     def ct_entries(self) -> list[CtEntry]:
-        return [maps.unpack_ct(k, v) for k, v in self.map("lb_ct").items()]
+        """The LB's flows, IPv4 (lb_ct) then IPv6 (lb6_ct)."""
+        return [maps.unpack_ct(k, v) for name in ("lb_ct", "lb6_ct")
+                for k, v in self.map(name).items()]
 
     def clear_ct(self) -> int:
-        return self.map("lb_ct").clear()
+        return self.map("lb_ct").clear() + self.map("lb6_ct").clear()
 
     def revnat_entries(self) -> list[RevnatEntry]:
-        return [maps.unpack_revnat(k, v) for k, v in self.map("dsr_revnat").items()]
+        """The learned (and local) reverse-NAT entries, IPv4 then IPv6."""
+        return [maps.unpack_revnat(k, v) for name in ("dsr_revnat", "dsr6_revnat")
+                for k, v in self.map(name).items()]
 
     def add_revnat(self, entry: RevnatEntry) -> None:
-        self.map("dsr_revnat").update(maps.revnat_key(entry), maps.revnat_val(entry))
+        """Write one reverse-NAT entry (dsr_revnat or dsr6_revnat, by its addresses)."""
+        addrs = (entry.client_ip, entry.backend_ip, entry.service_ip)
+        if len({maps.is_ipv6(a) for a in addrs}) != 1:
+            raise ValueError("a revnat entry's addresses are all IPv4 or all IPv6")
+        self.map(maps.family_map("dsr_revnat", entry.client_ip)).update(
+            maps.revnat_key(entry), maps.revnat_val(entry))
 
     def clear_revnat(self) -> int:
-        return self.map("dsr_revnat").clear()
+        return self.map("dsr_revnat").clear() + self.map("dsr6_revnat").clear()
 
     def clear_snat(self) -> int:
         return self.map("lb_snat").clear()

@@ -19,7 +19,15 @@ dsr_config     u32 0                                             flags seed mtu 
                                                                  maglev_seed (u32)
 dsr_counters   u32 event                                         u64 per CPU
 dsr_frags      saddr(4) daddr(4) ip_id(2) proto(1) pad(1)        sport(2) dport(2)
+lb6_services   addr(16) port(2) proto(1) pad(1)                  as lb_services
+lb6_backends   addr(16) port(2) proto(1) pad(1) slot pad(2)      addr(16) port(2) flags(u16)
+lb6_ct         client(16) svc(16) cport sport proto(1) 3pad      backend(16) bport(2) flags
+dsr6_revnat    client(16) backend(16) cport bport proto(1) 3pad  svc(16) sport(2) pad(2)
 =============  ================================================  ===========================
+
+The IPv6 maps (``lb6_*``, ``dsr6_revnat``) hold the same records with 16-byte
+addresses; the functions below pick the layout by the address's family
+(:func:`family_map` names the map), so callers pass IPv4 or IPv6 text alike.
 """
 
 from __future__ import annotations
@@ -60,6 +68,12 @@ FRAG_KEY = struct.Struct("=4s4s2sBx")
 FRAG_VAL = struct.Struct("=2s2s")
 # flags, seed, mtu (0 = no MTU check), node_addr, maglev_size, maglev_seed
 CONFIG_VAL = struct.Struct("=III4sII")
+SVC6_KEY = struct.Struct("=16s2sBx")
+BE6_KEY = struct.Struct("=16s2sBxHxx")
+BE6_VAL = struct.Struct("=16s2sH")
+FLOW6_KEY = struct.Struct("=16s16s2s2sB3x")  # lb6_ct and dsr6_revnat keys
+CT6_VAL = struct.Struct("=16s2sH")
+REVNAT6_VAL = struct.Struct("=16s2sxx")
 U16 = struct.Struct("=H")
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
@@ -75,7 +89,14 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     "dsr_config": (U32.size, CONFIG_VAL.size),
     "dsr_counters": (U32.size, U64.size),
     "dsr_frags": (FRAG_KEY.size, FRAG_VAL.size),
+    "lb6_services": (SVC6_KEY.size, SVC_VAL.size),
+    "lb6_backends": (BE6_KEY.size, BE6_VAL.size),
+    "lb6_ct": (FLOW6_KEY.size, CT6_VAL.size),
+    "dsr6_revnat": (FLOW6_KEY.size, REVNAT6_VAL.size),
 }
+# each IPv4 map's IPv6 twin
+V6_MAPS: dict[str, str] = {"lb_services": "lb6_services", "lb_backends": "lb6_backends",
+                           "lb_ct": "lb6_ct", "dsr_revnat": "dsr6_revnat"}
 
 # enum dsr_event in bpf/dsr.h: counter names (lower case, without EV_).
 EVENT_NAMES: dict[int, str] = {
@@ -101,6 +122,8 @@ EVENT_NAMES: dict[int, str] = {
     20: "icmp_frag_needed",
     21: "frag_tracked",
     22: "frag_found",
+    23: "icmp6_pkt_too_big",
+    24: "pass_ipv6_exthdr",
     32: "drop_truncated_ip",
     33: "drop_bad_version",
     34: "drop_bad_ihl",
@@ -119,6 +142,7 @@ EVENT_NAMES: dict[int, str] = {
     47: "drop_no_node_addr",
     48: "drop_frag_nosupport",
     49: "drop_frag_not_found",
+    50: "drop_ipv6_exthdr",
 }
 EV_MAX = 64
 
@@ -135,7 +159,23 @@ def ip_bytes(ip: str) -> bytes:
 
 
 def ip_text(raw: bytes) -> str:
-    return str(ipaddress.IPv4Address(raw))
+    """4 or 16 bytes -> the address's text."""
+    return str(ipaddress.IPv4Address(raw) if len(raw) == 4 else ipaddress.IPv6Address(raw))
+
+
+def is_ipv6(ip: str) -> bool:
+    """Whether ``ip`` is IPv6 text (ValueError when it is no address at all)."""
+    return ipaddress.ip_address(ip).version == 6
+
+
+def addr_bytes(ip: str) -> bytes:
+    """IPv4 or IPv6 text -> its 4 or 16 bytes in network order (ValueError otherwise)."""
+    return ipaddress.ip_address(ip).packed
+
+
+def family_map(name: str, ip: str) -> str:
+    """The map holding ``ip``'s records: ``name`` (an IPv4 map) or its IPv6 twin."""
+    return V6_MAPS[name] if is_ipv6(ip) else name
 
 
 def port_bytes(port: int) -> bytes:
@@ -245,7 +285,8 @@ class RevnatEntry:
 
 
 def svc_key(vip: str, port: int, proto: str) -> bytes:
-    return SVC_KEY.pack(ip_bytes(vip), port_bytes(port), proto_number(proto))
+    layout = SVC6_KEY if is_ipv6(vip) else SVC_KEY
+    return layout.pack(addr_bytes(vip), port_bytes(port), proto_number(proto))
 
 
 def svc_val(count: int, dsr: bool, *, snat: bool = False, maglev_id: int | None = None,
@@ -257,30 +298,37 @@ def svc_val(count: int, dsr: bool, *, snat: bool = False, maglev_id: int | None 
 
 
 def be_key(vip: str, port: int, proto: str, slot: int) -> bytes:
-    return BE_KEY.pack(ip_bytes(vip), port_bytes(port), proto_number(proto), slot)
+    layout = BE6_KEY if is_ipv6(vip) else BE_KEY
+    return layout.pack(addr_bytes(vip), port_bytes(port), proto_number(proto), slot)
 
 
 def be_val(backend: BackendEntry) -> bytes:
-    return BE_VAL.pack(
-        ip_bytes(backend.ip), port_bytes(backend.port), BE_F_LOCAL if backend.local else 0
+    layout = BE6_VAL if is_ipv6(backend.ip) else BE_VAL
+    return layout.pack(
+        addr_bytes(backend.ip), port_bytes(backend.port), BE_F_LOCAL if backend.local else 0
     )
 
 
 def unpack_svc(key: bytes, val: bytes) -> tuple[str, int, Proto, int, int, int]:
     """(vip, port, proto, count, flags, maglev_id) of one lb_services entry."""
-    addr, port, proto = SVC_KEY.unpack(key)
+    addr, port, proto = (SVC6_KEY if len(key) == SVC6_KEY.size else SVC_KEY).unpack(key)
     count, flags, maglev_id = SVC_VAL.unpack(val)
     return ip_text(addr), port_int(port), PROTO_NAMES[proto], count, flags, maglev_id
 
 
 def unpack_backend(val: bytes) -> BackendEntry:
-    addr, port, flags = BE_VAL.unpack(val)
+    addr, port, flags = (BE6_VAL if len(val) == BE6_VAL.size else BE_VAL).unpack(val)
     return BackendEntry(ip=ip_text(addr), port=port_int(port), local=bool(flags & BE_F_LOCAL))
 
 
 def unpack_ct(key: bytes, val: bytes) -> CtEntry:
-    client, svc, cport, sport, proto = FLOW_KEY.unpack(key)
-    backend, bport, flags, nat_port = CT_VAL.unpack(val)
+    if len(key) == FLOW6_KEY.size:
+        client, svc, cport, sport, proto = FLOW6_KEY.unpack(key)
+        backend, bport, flags = CT6_VAL.unpack(val)
+        nat_port = b"\0\0"
+    else:
+        client, svc, cport, sport, proto = FLOW_KEY.unpack(key)
+        backend, bport, flags, nat_port = CT_VAL.unpack(val)
     return CtEntry(
         client_ip=ip_text(client),
         client_port=port_int(cport),
@@ -306,9 +354,10 @@ def unpack_snat(key: bytes, val: bytes) -> SnatEntry:
 
 
 def revnat_key(entry: RevnatEntry) -> bytes:
-    return FLOW_KEY.pack(
-        ip_bytes(entry.client_ip),
-        ip_bytes(entry.backend_ip),
+    layout = FLOW6_KEY if is_ipv6(entry.client_ip) else FLOW_KEY
+    return layout.pack(
+        addr_bytes(entry.client_ip),
+        addr_bytes(entry.backend_ip),
         port_bytes(entry.client_port),
         port_bytes(entry.backend_port),
         proto_number(entry.proto),
@@ -316,12 +365,14 @@ def revnat_key(entry: RevnatEntry) -> bytes:
 
 
 def revnat_val(entry: RevnatEntry) -> bytes:
-    return REVNAT_VAL.pack(ip_bytes(entry.service_ip), port_bytes(entry.service_port))
+    layout = REVNAT6_VAL if is_ipv6(entry.service_ip) else REVNAT_VAL
+    return layout.pack(addr_bytes(entry.service_ip), port_bytes(entry.service_port))
 
 
 def unpack_revnat(key: bytes, val: bytes) -> RevnatEntry:
-    client, backend, cport, bport, proto = FLOW_KEY.unpack(key)
-    svc, sport = REVNAT_VAL.unpack(val)
+    v6 = len(key) == FLOW6_KEY.size
+    client, backend, cport, bport, proto = (FLOW6_KEY if v6 else FLOW_KEY).unpack(key)
+    svc, sport = (REVNAT6_VAL if v6 else REVNAT_VAL).unpack(val)
     return RevnatEntry(
         client_ip=ip_text(client),
         client_port=port_int(cport),

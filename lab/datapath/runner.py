@@ -30,6 +30,13 @@ a /32 route on eth0 plus a permanent neighbour entry (MAC
 program redirects to ``eth0`` with those MACs, and the test runs never see
 the machine's own routes.
 
+IPv6: a service written ``[addr]:port`` (and backends of its family) goes into
+the IPv6 maps; eth0 then holds the service address as a /128 (no duplicate
+address detection), IPv6 forwarding is on, and every backend has a /128
+route and a permanent neighbour with MAC ``02:42:`` + the address's last four
+bytes. IPv6 frames go through the same programs; in the backend role a
+frame whose IPv6 source is a backend is a reply.
+
 MTU: eth0's MTU and the datapath's (``dsr_config.mtu``) are ``mtu``, 1500
 by default: a packet the DSR option would grow beyond it is dropped with
 reason ``frag_needed``. ``mtu=0`` turns the datapath's check off (eth0
@@ -81,8 +88,11 @@ EGRESS = "dsr_to_netdev"
 NETNS_HOST = "dprun"
 NEIGH_PERMANENT = 0x80
 RT_SCOPE_LINK = 253
+IFA_F_NODAD = 0x02
+AF_INET, AF_INET6 = 2, 10
 
 DEFAULT_MTU = 1500
+IPV6_MIN_MTU = 1280  # a link below it carries no IPv6 (RFC 8200)
 REJECTED = "rejected"  # BPF_PROG_TEST_RUN refused the frame: the program never ran
 NOT_EMITTED = frozenset({"drop", "stolen", "queued", "trap", REJECTED})
 
@@ -114,6 +124,14 @@ class RunConfig:
             raise ValueError("seed must be in 0..4294967295")
         if self.mtu != 0 and not MIN_MTU <= self.mtu <= MAX_MTU:
             raise ValueError(f"mtu must be 0 (no check) or in {MIN_MTU}..{MAX_MTU}")
+        family = ip_family(self.service.ip)
+        if family == 6 and 0 < self.mtu < IPV6_MIN_MTU:
+            raise ValueError(f"mtu must be 0 (no check) or at least {IPV6_MIN_MTU} for an "
+                             "IPv6 service")
+        for b in self.backends:
+            if ip_family(b.ip) != family:
+                raise ValueError(f"backend {b} is IPv{ip_family(b.ip)}, the service "
+                                 f"{self.service} IPv{family}: both must be one family")
 
 
 @dataclass(frozen=True)
@@ -219,24 +237,51 @@ def ipv4_source(frame: bytes) -> str | None:
     return str(ipaddress.IPv4Address(frame[26:30]))
 
 
+def ip_source(frame: bytes) -> str | None:
+    """The source address of an untagged Ethernet/IPv4 or IPv6 frame, else None."""
+    if len(frame) >= ETH_HLEN + 40 and frame[12:14] == b"\x86\xdd" and frame[14] >> 4 == 6:
+        return str(ipaddress.IPv6Address(frame[22:38]))
+    return ipv4_source(frame)
+
+
+def ip_family(ip: str) -> int:
+    """4 or 6."""
+    return ipaddress.ip_address(ip).version
+
+
+def node_mac(ip: str) -> str:
+    """The MAC the scratch namespace gives an address: Docker's ``02:42:<ipv4>``, for
+    IPv6 ``02:42:`` and the address's last four bytes."""
+    if ip_family(ip) == 4:
+        return docker_mac(ip)
+    return "02:42:" + ":".join(f"{b:02x}" for b in ipaddress.IPv6Address(ip).packed[-4:])
+
+
 def setup_namespace(name: str, service: Endpoint, backends: Sequence[Endpoint],
                     mtu: int = DEFAULT_MTU) -> int:
     """Shape the scratch namespace ``name`` (see the module doc); eth0's ifindex.
 
     ``mtu`` is the veth pair's MTU (0: the default, 1500)."""
     mtu = mtu or DEFAULT_MTU
+    v6 = ip_family(service.ip) == 6
     nsutil.write_sysctl(name, "net.ipv4.ip_forward", 1)
+    if v6:
+        nsutil.write_sysctl(name, "net.ipv6.conf.all.forwarding", 1)
+    host_len = 128 if v6 else 32
     with nsutil.open_iproute(name) as ipr:
         ipr.link("add", ifname="eth0", kind="veth", mtu=mtu, peer={"ifname": "peer0", "mtu": mtu})
         idx = int(ipr.link_lookup(ifname="eth0")[0])
-        ipr.link("set", index=idx, address=docker_mac(service.ip), state="up")
+        ipr.link("set", index=idx, address=node_mac(service.ip), state="up")
         ipr.link("set", index=ipr.link_lookup(ifname="peer0")[0], state="up")
-        ipr.addr("add", index=idx, address=service.ip, prefixlen=32)
+        addr_flags = {"flags": IFA_F_NODAD} if v6 else {}
+        ipr.addr("add", index=idx, address=service.ip, prefixlen=host_len, **addr_flags)
         for ip in dict.fromkeys(b.ip for b in backends):
             if ip == service.ip:
                 continue
-            ipr.route("add", dst=ip, dst_len=32, oif=idx, scope=RT_SCOPE_LINK)
-            ipr.neigh("add", dst=ip, lladdr=docker_mac(ip), ifindex=idx, state=NEIGH_PERMANENT)
+            ipr.route("add", dst=ip, dst_len=host_len, oif=idx, scope=RT_SCOPE_LINK,
+                      family=AF_INET6 if v6 else AF_INET)
+            ipr.neigh("add", dst=ip, lladdr=node_mac(ip), ifindex=idx, state=NEIGH_PERMANENT,
+                      family=AF_INET6 if v6 else AF_INET)
     return idx
 
 
@@ -324,7 +369,7 @@ class DatapathRunner:
 
     def program_for(self, frame: bytes) -> str:
         """Which tc program a frame goes through in this role."""
-        if self.config.program == "backend" and ipv4_source(frame) in self._backend_ips:
+        if self.config.program == "backend" and ip_source(frame) in self._backend_ips:
             return EGRESS
         return INGRESS
 

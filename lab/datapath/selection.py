@@ -36,6 +36,16 @@ def _load32(raw: bytes) -> int:
     return int.from_bytes(raw, sys.byteorder)
 
 
+def _addr32(ip: str) -> int:
+    """An address as the C side hashes it: IPv4's u32, or IPv6's four u32 words XORed
+    (``fold6()``)."""
+    packed = ipaddress.ip_address(ip).packed
+    out = 0
+    for i in range(0, len(packed), 4):
+        out ^= _load32(packed[i:i + 4])
+    return out
+
+
 class Flow(NamedTuple):
     """A flow as the LB sees it: client -> service."""
 
@@ -48,8 +58,8 @@ class Flow(NamedTuple):
 
 def flow_hash(seed: int, flow: Flow) -> int:
     """``select_hash()`` of bpf/dsr.c for ``flow`` with ``seed``."""
-    saddr = _load32(ipaddress.IPv4Address(flow.src).packed)
-    daddr = _load32(ipaddress.IPv4Address(flow.dst).packed)
+    saddr = _addr32(flow.src)
+    daddr = _addr32(flow.dst)
     sport = int.from_bytes(flow.sport.to_bytes(2, "big"), sys.byteorder)
     dport = int.from_bytes(flow.dport.to_bytes(2, "big"), sys.byteorder)
     h = mix32(seed ^ saddr)
@@ -68,7 +78,7 @@ def seeded_slot(seed: int, count: int, flow: Flow) -> int:
 def maglev_hash(seed: int, flow: Flow) -> int:
     """``maglev_hash()`` of bpf/dsr.c: source address and port, destination port and
     protocol (not the destination address: every node's NodePort agrees), seeded."""
-    saddr = _load32(ipaddress.IPv4Address(flow.src).packed)
+    saddr = _addr32(flow.src)
     sport = int.from_bytes(flow.sport.to_bytes(2, "big"), sys.byteorder)
     dport = int.from_bytes(flow.dport.to_bytes(2, "big"), sys.byteorder)
     h = mix32(seed ^ saddr)

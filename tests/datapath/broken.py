@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lab.datapath import build as dp_build
 
-CHECKED = "\tret = parse(skb, &p);\n\t/* a fragment that cannot be placed"
+CHECKED = "\tret = parse(skb, &p);\n\tif (ret == PARSE_IPV6)\n\t\treturn to_netdev6(skb);"
 UNCHECKED = "\tif (((__u8 *)(long)skb->data)[40] == 1)\n\t\treturn TC_ACT_SHOT;\n"
 BROKEN_PROGRAM = "dsr_to_netdev"  # the program the unchecked read goes into
 VERIFIER_SAYS = "invalid access to packet"

@@ -24,13 +24,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 from lab.datapath import BackendEntry, DatapathObject, RevnatEntry, build_object
-from lab.datapath.runner import setup_namespace
+from lab.datapath.runner import (
+    IFA_F_NODAD,
+    NEIGH_PERMANENT,
+    RT_SCOPE_LINK,
+    node_mac,
+    setup_namespace,
+)
 from lab.datapath.testrun import TestRunResult
 from lab.plumbing import nsutil
 from lab.plumbing.names import netns_name, new_run_id
 from lab.wire.checksum import checksum, pseudo_header
 from lab.wire.endpoint import Endpoint
 from tests.datapath.fuzzgen import (
+    FAMILIES6,
     FrameGenerator,
     FuzzReport,
     Targets,
@@ -57,6 +64,9 @@ FRAGMENT_DROPS = frozenset({"drop_frag_nosupport", "drop_frag_not_found"})
 INGRESS_EVENTS_HIT = frozenset({
     "opt_inserted", "dnat", "fib_redirect", "backend_learned", "backend_cleared",
     "ttl_expired_pass", "fib_pass", "pass_not_ipv4", "pass_other_proto"})
+# IPv6 (FrameGenerator(ipv6=True)): the extension inserted and learned, the rule on
+# extension headers, malformed IPv6 dropped by name
+INGRESS_HIT6 = frozenset({"drop_ipv6_exthdr", "pass_ipv6_exthdr"})
 INGRESS_DROPS_HIT = frozenset({
     "drop_bad_version", "drop_bad_ihl", "drop_bad_tot_len", "drop_truncated_l4",
     "drop_opt_too_long"})
@@ -132,14 +142,34 @@ class Lab:
 
 
 def configure(dp: DatapathObject) -> None:
-    """Services for the LB path, learned entries for the reply path, seeded selection."""
+    """Services for the LB path, learned entries for the reply path, seeded selection;
+    IPv4 and IPv6 alike."""
     dp.set_selection_seed(1)
+    t = TARGETS
     for proto in ("tcp", "udp"):
         dp.add_service(VIP, NODE_PORT, proto, dsr=True,
                        backends=[BackendEntry(ip, port) for ip, port in BACKENDS])
+        dp.add_service(*t.service6, proto, dsr=True,  # type: ignore[arg-type]
+                       backends=[BackendEntry(ip, port) for ip, port in t.backends6])
         for ip, port in BACKENDS:
             for cport in CLIENT_PORTS:
                 dp.add_revnat(RevnatEntry(CLIENT_IP, cport, ip, port, proto, VIP, NODE_PORT))
+        for ip, port in t.backends6:
+            for cport in CLIENT_PORTS:
+                dp.add_revnat(RevnatEntry(t.client6, cport, ip, port, proto, *t.service6))
+
+
+def add_ipv6_routes(netns: str, ifindex: int) -> None:
+    """The IPv6 service's address on eth0 and a /128 route plus a permanent neighbour per
+    IPv6 backend, IPv6 forwarding on: the LB's IPv6 FIB lookups succeed."""
+    nsutil.write_sysctl(netns, "net.ipv6.conf.all.forwarding", 1)
+    with nsutil.open_iproute(netns) as ipr:
+        ipr.addr("add", index=ifindex, address=TARGETS.service6[0], prefixlen=128,
+                 flags=IFA_F_NODAD)
+        for ip, _port in TARGETS.backends6:
+            ipr.route("add", dst=ip, dst_len=128, oif=ifindex, scope=RT_SCOPE_LINK, family=10)
+            ipr.neigh("add", dst=ip, lladdr=node_mac(ip), ifindex=ifindex,
+                      state=NEIGH_PERMANENT, family=10)
 
 
 @contextmanager
@@ -150,6 +180,7 @@ def fuzz_lab(tag: str = "fuzz") -> Iterator[Lab]:
     with nsutil.scratch(name):
         idx = setup_namespace(name, Endpoint(VIP, NODE_PORT),
                               [Endpoint(ip, port) for ip, port in BACKENDS])
+        add_ipv6_routes(name, idx)
         with DatapathObject.load(build_object()) as dp:
             configure(dp)
             yield Lab(name, idx, dp)
@@ -157,7 +188,7 @@ def fuzz_lab(tag: str = "fuzz") -> Iterator[Lab]:
 
 def frames_with_malformed(seed: int, malformed: int) -> Iterator[tuple[str, bytes]]:
     """Generated frames until ``malformed`` of them are malformed."""
-    gen = FrameGenerator(seed)
+    gen = FrameGenerator(seed, ipv6=True)
     bad = 0
     while bad < malformed:
         family, frame = gen.frame()
@@ -234,6 +265,8 @@ def expect_sound_ingress(run: IngressRun, packets: int) -> None:
     assert run.hit >= INGRESS_EVENTS_HIT
     assert run.hit >= INGRESS_DROPS_HIT
     assert run.hit & FRAGMENT_DROPS  # fragments it could not place, dropped by name
+    assert run.hit >= INGRESS_HIT6  # IPv6's paths too
+    assert all(r.ran_by_family[f] > 0 for f in FAMILIES6)
 
 
 def expect_sound_egress(run: EgressRun, packets: int) -> None:

@@ -9,13 +9,24 @@ smaller than the buffer, fragments, up to 40 bytes of IP options of every
 kind, non-IP ethertypes, VLAN and QinQ tags, IPv6, buffers from zero bytes
 to beyond what a test run accepts, broken L4 headers, random protocols and
 random byte flips. About one frame in ten keeps a wrong IP header checksum.
+With ``ipv6=True`` (:data:`FAMILIES6`) IPv6 joins in: TCP/UDP to an IPv6
+service, to a backend with the DSR Destination Options extension (or a
+near miss of it), replies, chains of extension headers, payload lengths
+that lie, other versions and next headers, cut frames and bit flips.
 
 :func:`check_result` is the invariant, for one frame and what the program
 did with it:
 
 * the verdict is one the datapath returns (ok, redirect, shot); a drop has
   a known reason; a redirect names its target;
-* a non-IPv4 frame leaves untouched;
+* a frame neither IPv4 nor IPv6 leaves untouched;
+* an IPv6 frame leaves untouched, or translated (:func:`check_ipv6`): it
+  parses, grew by 0 or 24 bytes in frame and payload length alike, a growth
+  is the DSR extension (its next header the packet's, padding zero) right
+  after the IPv6 header, version, class and flow label kept, hop limit kept
+  or lowered by one, the L4 payload and the trailer kept, the TCP/UDP
+  checksum right whenever the input's was; with ``validating=True`` an IPv6
+  frame let through unchanged has a usable fixed header;
 * a frame the program changed is IPv4 and parses: version 4, IHL >= 5,
   header and tot_len inside the buffer, L4 header inside tot_len; its IP
   header checksum is right whenever the input's was, and so is its TCP/UDP
@@ -79,9 +90,11 @@ def check_result(frame: bytes, res: TestRunResult, *, validating: bool = False) 
     if res.verdict == "redirect" and not res.redirect_ifindex:
         problems.append("redirect without a target ifindex")
     out = res.data
+    if frame[12:14] == b"\x86\xdd":
+        return problems + check_ipv6(frame, out, validating=validating)
     if frame[12:14] != b"\x08\x00":
         if out != frame:
-            problems.append("a non-IPv4 frame was changed")
+            problems.append("a non-IP frame was changed")
         return problems
     if out == frame and not validating:
         return problems
@@ -141,6 +154,92 @@ def _check_changed(frame: bytes, out: bytes, v_out: Ipv4View) -> list[str]:
     return problems
 
 
+# --- the invariant for IPv6 -----------------------------------------------------------
+
+IPV6_HLEN = 40
+DSR6_LEN = 24
+
+
+def ipv6_fixed_ok(frame: bytes) -> str | None:
+    """Why ``frame``'s fixed IPv6 header is unusable (None: version 6, payload inside)."""
+    if len(frame) < ETH_HLEN + IPV6_HLEN:
+        return "shorter than the IPv6 header"
+    if frame[ETH_HLEN] >> 4 != 6:
+        return f"version {frame[ETH_HLEN] >> 4}"
+    plen = int.from_bytes(frame[ETH_HLEN + 4 : ETH_HLEN + 6], "big")
+    if ETH_HLEN + IPV6_HLEN + plen > len(frame):
+        return f"payload length {plen} beyond the frame"
+    return None
+
+
+def l6_csum_ok(frame: bytes, l4_off: int, proto: int) -> bool | None:
+    """TCP/UDP checksum of the Ethernet/IPv6 frame's segment at ``l4_off`` (from the IPv6
+    header) right? None when a UDP datagram carries none or the segment is cut short."""
+    ip = frame[ETH_HLEN:]
+    end = IPV6_HLEN + int.from_bytes(ip[4:6], "big")
+    seg = ip[l4_off:end]
+    if len(seg) < (20 if proto == TCP else 8) or (proto == UDP and seg[6:8] == b"\0\0"):
+        return None
+    pseudo = ip[8:40] + struct.pack("!I3xB", len(seg), proto)
+    return csum_ok(pseudo + seg)
+
+
+def check_ipv6(frame: bytes, out: bytes, *, validating: bool) -> list[str]:
+    """What is wrong with ``out`` as a program's answer to the IPv6 ``frame`` (a frame let
+    through; drops are judged by :func:`check_result`): unchanged, or a translated
+    packet that parses, its lengths, extension, hop limit, payload and checksum sound."""
+    if out == frame:
+        why = ipv6_fixed_ok(frame) if validating else None
+        return [f"malformed IPv6 let through: {why}"] if why else []
+    why_in, why_out = ipv6_fixed_ok(frame), ipv6_fixed_ok(out)
+    if why_in:
+        return [f"the program rewrote an IPv6 frame that does not parse ({why_in})"]
+    if why_out:
+        return [f"emitted IPv6 frame does not parse: {why_out}"]
+    problems: list[str] = []
+    ip_in, ip_out = frame[ETH_HLEN:], out[ETH_HLEN:]
+    plen_in, plen_out = (int.from_bytes(x[4:6], "big") for x in (ip_in, ip_out))
+    grow = len(out) - len(frame)
+    if grow not in (0, DSR6_LEN):
+        problems.append(f"frame grew by {grow} bytes (0 or 24 expected)")
+        return problems
+    if plen_out - plen_in != grow:
+        problems.append(f"payload length changed by {plen_out - plen_in}, the frame by {grow}")
+    if ip_out[IPV6_HLEN + plen_out :] != ip_in[IPV6_HLEN + plen_in :]:
+        problems.append("the trailer behind the payload changed")
+    if ip_out[:4] != ip_in[:4]:
+        problems.append(f"version/class/flow label changed: {ip_in[:4].hex()} -> "
+                        f"{ip_out[:4].hex()}")
+    if ip_out[7] not in (ip_in[7], (ip_in[7] - 1) & 0xFF):
+        problems.append(f"hop limit {ip_in[7]} -> {ip_out[7]}")
+    proto = ip_in[6]
+    if grow:
+        ext = ip_out[IPV6_HLEN : IPV6_HLEN + DSR6_LEN]
+        if ip_out[6] != 60 or ext[:4] != bytes([proto, 2, 0x1B, 20]):
+            problems.append(f"grown packet does not start with the DSR extension: "
+                            f"nh {ip_out[6]}, {ext[:4].hex()}")
+        if ext[22:24] != b"\0\0":
+            problems.append(f"the extension's padding is {ext[22:24].hex()}")
+    elif ip_out[6] != proto:
+        problems.append(f"next header changed: {proto} -> {ip_out[6]}")
+    if proto in (TCP, UDP):
+        hdr = 20 if proto == TCP else 8
+        a = ip_in[IPV6_HLEN + hdr : IPV6_HLEN + plen_in]
+        b = ip_out[IPV6_HLEN + grow + hdr : IPV6_HLEN + plen_out]
+        if a != b:
+            problems.append("the L4 payload changed")
+        before = l6_csum_ok(frame, IPV6_HLEN, proto)
+        after = l6_csum_ok(out, IPV6_HLEN + grow, proto)
+        if before is None and after is not None and proto == UDP:
+            problems.append("a zero (absent) UDP checksum became non-zero")
+        elif before and not after:
+            name = "TCP" if proto == TCP else "UDP"
+            problems.append(f"{name} checksum wrong after the program (it was right before)")
+    else:
+        problems.append(f"a packet with next header {proto} was rewritten")
+    return problems
+
+
 # --- generation --------------------------------------------------------------------
 
 
@@ -157,6 +256,10 @@ class Targets:
     service: tuple[str, int] = (seed.VIP, seed.NODE_PORT)
     backends: tuple[tuple[str, int], ...] = tuple((ip, seed.POD_PORT) for ip in seed.POD_IPS)
     client_ports: tuple[int, ...] = tuple(range(seed.CLIENT_PORT, seed.CLIENT_PORT + 4))
+    client6: str = "fd00:c::1"
+    service6: tuple[str, int] = ("fd00:5::10", seed.NODE_PORT)
+    backends6: tuple[tuple[str, int], ...] = (("fd00:b::5", seed.POD_PORT),
+                                              ("fd00:b::6", seed.POD_PORT))
 
 
 OPTION_KINDS: tuple[int, ...] = (
@@ -179,18 +282,24 @@ OPTION_KINDS: tuple[int, ...] = (
 class FrameGenerator:
     """Seeded frames of every family in :data:`FAMILIES` (see the module doc)."""
 
-    def __init__(self, seed: int = 0, targets: Targets | None = None) -> None:
+    def __init__(self, seed: int = 0, targets: Targets | None = None, *,
+                 ipv6: bool = False) -> None:
         self.rnd = random.Random(seed)
         self.t = targets or Targets()
+        self._client6 = ipaddress.IPv6Address(self.t.client6).packed
+        self._svc6 = (ipaddress.IPv6Address(self.t.service6[0]).packed, self.t.service6[1])
+        self._backends6 = [(ipaddress.IPv6Address(ip).packed, port)
+                           for ip, port in self.t.backends6]
         self._client = _ip(self.t.client)
         self._svc = (_ip(self.t.service[0]), self.t.service[1])
         self._backends = [(_ip(ip), port) for ip, port in self.t.backends]
         # dst: the service's node, src: the client (Docker's MACs, 02:42 + the address)
         self._macs = b"\x02\x42" + self._svc[0] + b"\x02\x42" + self._client
+        families = {**FAMILIES, **(FAMILIES6 if ipv6 else {})}
         self._families: list[tuple[str, Callable[[], bytes]]] = [
-            (name, getattr(self, f"_f_{name}")) for name in FAMILIES
+            (name, getattr(self, f"_f_{name}")) for name in families
         ]
-        self._weights = [FAMILIES[name] for name in FAMILIES]
+        self._weights = [families[name] for name in families]
 
     # -- building blocks ---------------------------------------------------------
 
@@ -444,13 +553,148 @@ class FrameGenerator:
             self._refix_csum(frame)
         return bytes(frame)
 
+    # -- IPv6 (with ipv6=True) ------------------------------------------------------
+
+    def _ipv6(self, src: bytes, dst: bytes, nh: int, payload: bytes, *,
+              hlim: int | None = None) -> bytes:
+        hlim = self.rnd.choice((64, 63, 1, 2, 255)) if hlim is None else hlim
+        word0 = (6 << 28) | (self.rnd.choice((0, 0, 0x28, 0xB8)) << 20) | \
+            self.rnd.choice((0, 0, self.rnd.getrandbits(20)))
+        return struct.pack("!IHBB", word0, len(payload) & 0xFFFF, nh, hlim) + src + dst + payload
+
+    def _l4_6(self, src: bytes, dst: bytes, ports: tuple[int, int], proto: int, *,
+              flags: int = 0x02, payload: bytes = b"", zero_csum: bool = False) -> bytes:
+        sport, dport = ports
+        if proto == TCP:
+            seg = bytearray(struct.pack("!HHIIBBHHH", sport, dport, self.rnd.getrandbits(32),
+                                        self.rnd.getrandbits(32), 5 << 4, flags, 64240, 0, 0)
+                            + payload)
+            off = 16
+        else:
+            seg = bytearray(struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload)
+            off = 6
+        if not (proto == UDP and zero_csum):
+            pseudo = src + dst + struct.pack("!I3xB", len(seg), proto)
+            c = checksum(pseudo + bytes(seg)) or (0xFFFF if proto == UDP else 0)
+            seg[off : off + 2] = c.to_bytes(2, "big")
+        return bytes(seg)
+
+    def _to_service6(self, ext: bytes = b"", ext_nh: int | None = None) -> bytes:
+        vip, port = self._svc6
+        dport = port if self.rnd.random() < 0.9 else self.rnd.randint(0, 65535)
+        proto = TCP if self.rnd.random() < 0.7 else UDP
+        l4 = self._l4_6(self._client6, vip, (self._client_port(), dport), proto,
+                        flags=self._flags(), payload=self._payload(),
+                        zero_csum=self.rnd.random() < 0.2)
+        return self._ipv6(self._client6, vip, proto if ext_nh is None else ext_nh, ext + l4)
+
+    def _dsr_ext6(self, nh: int) -> bytes:
+        vip, port = self._svc6
+        ext = bytearray(bytes([nh, 2, 0x1B, 20]) + vip + port.to_bytes(2, "big") + b"\0\0")
+        if self.rnd.random() < 0.15:  # a near miss: another type, length or size
+            ext[self.rnd.choice((1, 2, 3))] = self.rnd.getrandbits(8)
+        return bytes(ext)
+
+    def _to_backend6(self) -> bytes:
+        be, bport = self.rnd.choice(self._backends6)
+        proto = TCP if self.rnd.random() < 0.75 else UDP
+        flags = 0x02 if self.rnd.random() < 0.7 else self._flags()
+        l4 = self._l4_6(self._client6, be, (self._client_port(), bport), proto, flags=flags,
+                        payload=self._payload())
+        if self.rnd.random() < 0.8:
+            return self._ipv6(self._client6, be, 60, self._dsr_ext6(proto) + l4, hlim=63)
+        return self._ipv6(self._client6, be, proto, l4, hlim=63)
+
+    def _from_backend6(self) -> bytes:
+        be, bport = self.rnd.choice(self._backends6)
+        proto = TCP if self.rnd.random() < 0.75 else UDP
+        l4 = self._l4_6(be, self._client6, (bport, self._client_port()), proto,
+                        flags=self._flags(), payload=self._payload(),
+                        zero_csum=self.rnd.random() < 0.2)
+        return self._ipv6(be, self._client6, proto, l4, hlim=64)
+
+    def _any_valid6(self) -> bytes:
+        return self.rnd.choice((self._to_service6, self._to_backend6, self._from_backend6))()
+
+    def _with_eth6(self, ip: bytes) -> bytes:
+        frame = self._eth(ETH_P_IPV6) + ip
+        if self.rnd.random() < 0.1:
+            frame += bytes(self.rnd.randint(1, 30))
+        return frame
+
+    def _ext_chain(self, last: int) -> tuple[int, bytes]:
+        """1 to 5 extension headers of assorted kinds ending in ``last``: (first, bytes)."""
+        kinds = [self.rnd.choice((0, 43, 60, 44, 51)) for _ in range(self.rnd.randint(1, 5))]
+        out = b""
+        nxt = last
+        for kind in reversed(kinds):
+            if kind == 44:
+                frag = self.rnd.choice((0, 1, 8 | 1, 0xFFF8, self.rnd.getrandbits(16)))
+                hdr = bytes([nxt, 0]) + frag.to_bytes(2, "big") + self.rnd.randbytes(4)
+            elif kind == 51:
+                n = self.rnd.choice((1, 2, 4))
+                hdr = bytes([nxt, n]) + self.rnd.randbytes((n + 2) * 4 - 2)
+            else:
+                n = self.rnd.choice((0, 0, 1, 2))
+                hdr = bytes([nxt, n]) + self.rnd.randbytes((n + 1) * 8 - 2)
+            out = hdr + out
+            nxt = kind
+        return nxt, out
+
+    def _f_service6(self) -> bytes:
+        return self._with_eth6(self._to_service6())
+
+    def _f_backend6(self) -> bytes:
+        return self._with_eth6(self._to_backend6())
+
+    def _f_reply6(self) -> bytes:
+        return self._with_eth6(self._from_backend6())
+
+    def _f_exthdr6(self) -> bytes:
+        proto = TCP if self.rnd.random() < 0.7 else UDP
+        first, chain = self._ext_chain(proto)
+        if self.rnd.random() < 0.7:
+            return self._with_eth6(self._to_service6(chain, first))
+        be, bport = self.rnd.choice(self._backends6)
+        l4 = self._l4_6(self._client6, be, (self._client_port(), bport), proto)
+        return self._with_eth6(self._ipv6(self._client6, be, first, chain + l4))
+
+    def _f_malformed6(self) -> bytes:
+        frame = bytearray(self._with_eth6(self._any_valid6()))
+        what = self.rnd.randrange(5)
+        if what == 0:  # payload length lies
+            plen = int.from_bytes(frame[18:20], "big")
+            new = self.rnd.choice((0, 1, 7, 8, 19, 20, 23, 24, plen - 1, plen + 1, plen + 24,
+                                   0xFFFF, self.rnd.getrandbits(16)))
+            frame[18:20] = (new & 0xFFFF).to_bytes(2, "big")
+        elif what == 1:  # the version
+            frame[14] = (self.rnd.choice((0, 4, 5, 7, 15)) << 4) | (frame[14] & 0x0F)
+        elif what == 2:  # cut short
+            return bytes(frame[: self.rnd.randint(0, len(frame) - 1)])
+        elif what == 3:  # another next header
+            frame[20] = self.rnd.choice((0, 43, 44, 58, 59, 60, 51, 50, 255,
+                                         self.rnd.getrandbits(8)))
+        elif len(frame) > ETH_HLEN + IPV6_HLEN + 13:  # TCP data offset or UDP length garbage
+            frame[ETH_HLEN + IPV6_HLEN + self.rnd.choice((4, 5, 12, 13))] = \
+                self.rnd.getrandbits(8)
+        return bytes(frame)
+
+    def _f_flip6(self) -> bytes:
+        frame = bytearray(self._with_eth6(self._any_valid6()))
+        for _ in range(self.rnd.randint(1, 4)):
+            i = self.rnd.randrange(ETH_HLEN, min(len(frame), 110))
+            frame[i] ^= 1 << self.rnd.randrange(8)
+        return bytes(frame)
+
     # -- output ------------------------------------------------------------------
 
     def frame(self) -> tuple[str, bytes]:
-        """One (family, frame); about one in ten keeps a broken IP header checksum (its
-        family then ends in ``+bad_csum``)."""
+        """One (family, frame); about one IPv4 frame in ten keeps a broken IP header
+        checksum (its family then ends in ``+bad_csum``)."""
         name, make = self.rnd.choices(self._families, self._weights)[0]
         data = make()
+        if name in FAMILIES6:
+            return name, data
         if len(data) >= ETH_HLEN + 20 and self.rnd.random() < 0.1:
             broken = bytearray(data)
             broken[24] ^= 0x5A
@@ -464,7 +708,8 @@ class FrameGenerator:
 
 
 # family -> weight; every family has a _f_<name> method
-WELL_FORMED = frozenset({"service", "backend", "reply"})  # the rest are malformed
+WELL_FORMED = frozenset({"service", "backend", "reply",  # the rest are malformed
+                         "service6", "backend6", "reply6"})
 BAD_CSUM = "+bad_csum"
 FAMILIES: dict[str, int] = {
     "service": 12,
@@ -483,6 +728,16 @@ FAMILIES: dict[str, int] = {
     "l4_garbage": 6,
     "proto": 4,
     "flip": 8,
+}
+# with FrameGenerator(ipv6=True): IPv6 to the service, to a backend with the DSR
+# extension, replies, extension header chains, malformed and bit-flipped IPv6
+FAMILIES6: dict[str, int] = {
+    "service6": 8,
+    "backend6": 5,
+    "reply6": 5,
+    "exthdr6": 4,
+    "malformed6": 6,
+    "flip6": 4,
 }
 
 

@@ -523,7 +523,7 @@ def test_cli_human_output_says_which_packet_is_which(tmp_path: Path) -> None:
     ("args", "code", "message"),
     [
         (["--service", VIP, "--backend", POD_ADDR], 2,
-         f"Invalid value for '--service': '{VIP}' is not IPV4:PORT"),
+         f"Invalid value for '--service': '{VIP}' is not IP:PORT"),
         (["--service", SERVICE_ADDR, "--backend", f"{POD_IP}:99999"], 2,
          f"Invalid value for '--backend': '{POD_IP}:99999': port '99999' is not in 1..65535"),
         (["--service", SERVICE_ADDR, "--backend", "pod:80"], 2,

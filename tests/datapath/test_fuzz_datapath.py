@@ -116,7 +116,7 @@ def test_checker_catches_a_corrupted_output(case: str) -> None:
 def test_checker_catches_a_changed_non_ip_frame_and_lax_ingress() -> None:
     arp = bytes(12) + b"\x08\x06" + bytes(28)
     assert check_result(arp, result(arp, "ok")) == []
-    assert "non-IPv4 frame was changed" in check_result(arp, result(arp[:-1] + b"\1", "ok"))[0]
+    assert "non-IP frame was changed" in check_result(arp, result(arp[:-1] + b"\1", "ok"))[0]
     bad = _corrupt(GOOD_IN, 14, b"\x43")  # IHL 3 let through unchanged
     assert check_result(bad, result(bad, "ok")) == []  # egress may pass what it got
     assert "IHL 3 < 5" in check_result(bad, result(bad, "ok"), validating=True)[0]
