@@ -75,7 +75,9 @@ def _map_sizes(t: Topology) -> dict[str, int]:
     tables = len(ports) if t.load_balancer.algorithm == "maglev" else 0
     return {"lb_ct": 4096, "dsr_revnat": 4096, "lb_snat": 4096,
             "lb_backends": max(1024, 2 * backends),
-            "lb_maglev": max(1, tables) * t.load_balancer.maglev_table_size}
+            "lb_maglev": max(1, tables) * t.load_balancer.maglev_table_size,
+            # the IPv6 twins (every object has them; a dual-stack service fills them)
+            "lb6_ct": 4096, "dsr6_revnat": 4096, "lb6_backends": max(1024, 2 * backends)}
 
 
 @dataclass(frozen=True)
