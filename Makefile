@@ -50,7 +50,7 @@ clean-lab: install
 .PHONY: fuzz fuzz-diff
 fuzz: install fuzz-diff
 	DSRLAB_FUZZ_PACKETS=1000000 DSRLAB_FUZZ_EXAMPLES=5000 $(PY) -m pytest -q -s \
-		tests/datapath/test_fuzz_datapath.py
+		tests/datapath/test_fuzz_datapath.py tests/datapath/test_fuzz_geneve.py
 
 # The differential fuzz at full size: 100,000 of the fuzzer's frames through the lab's
 # datapath and each Cilium of DSRLAB_CILIUM_SRC, every disagreement in an explained

@@ -13,6 +13,9 @@
  *     - backend path: a TCP SYN or UDP datagram whose first IP option is the
  *       DSR option teaches dsr_revnat (client, backend) -> service; a SYN
  *       without it clears that flow's entry. The packet is never changed.
+ *     - Geneve dispatch (lib/geneve.h): a DSR flow's packets leave in
+ *       Geneve to the backend's node instead (the TLV in place of the
+ *       option), and Geneve to this node is checked, taught from, stripped.
  *   dsr_to_netdev    node eth0 egress
  *     - replies matching dsr_revnat get their source rewritten to the
  *       service address and port.
@@ -70,6 +73,7 @@
 #include "dsr.h"
 #include "lib/backend.h"
 #include "lib/common.h"
+#include "lib/geneve.h"
 #include "lib/lb.h"
 #include "lib/nodeport6.h"
 #include "lib/parse.h"
@@ -82,7 +86,7 @@ int dsr_from_netdev(struct __sk_buff *skb)
 	struct pkt p = {};
 	struct lb_svc_key sk = {};
 	struct lb_svc_val *svc;
-	bool hit = false;
+	bool hit = false, tunnelled = false;
 	int ret;
 
 	ret = parse(skb, &p);
@@ -92,6 +96,9 @@ int dsr_from_netdev(struct __sk_buff *skb)
 		return drop(skb, -ret);
 	if (ret != PARSE_L4)
 		return TC_ACT_OK;
+	ret = geneve_rx(skb, &p, &tunnelled);
+	if (tunnelled)
+		return ret;
 
 	svc = lookup_service(&p, &sk);
 	if (svc)

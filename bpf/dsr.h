@@ -324,6 +324,10 @@ enum dsr_event {
 	EV_FRAG_FOUND = 22,       /* a later fragment given its first fragment's ports */
 	EV_ICMP6_PKT_TOO_BIG = 23, /* IPv6 too big for the extension: Packet Too Big sent back */
 	EV_PASS_IPV6_EXTHDR = 24,  /* IPv6 with extension headers, not to a service: passed */
+	/* Geneve dispatch (lib/geneve.h); numbered clear of the IPv6 events */
+	EV_GENEVE_ENCAP = 26, /* a DSR flow's packet sent in Geneve to its backend's node */
+	EV_GENEVE_DECAP = 27, /* Geneve to this node stripped, the inner packet delivered */
+	EV_GENEVE_LEARNED = 28, /* the DSR TLV taught dsr_revnat (client, backend) -> service */
 	/* drop reasons */
 	DROP_TRUNCATED_IP = 32,
 	DROP_BAD_VERSION = 33,
@@ -344,7 +348,50 @@ enum dsr_event {
 	DROP_FRAG_NOSUPPORT = 48,   /* a TCP/UDP fragment, fragment tracking off */
 	DROP_FRAG_NOT_FOUND = 49,   /* a later fragment whose first was not seen here */
 	DROP_IPV6_EXTHDR = 50,      /* IPv6 to a service carrying extension headers */
+	/* Geneve dispatch (lib/geneve.h); numbered clear of the IPv6 drops */
+	DROP_NO_TUNNEL_ENDPOINT = 54, /* no dsr_tunnel entry for the backend's address */
+	DROP_TUNNEL_FIB = 55,         /* no route (FIB) to the backend's node */
+	DROP_GENEVE_TRUNCATED = 56,   /* shorter than UDP + Geneve + options + inner headers */
+	DROP_GENEVE_BAD_HDR = 57,     /* UDP length, version, O bit or protocol type wrong */
+	DROP_GENEVE_BAD_OPT = 58,     /* an option runs past the options, or the DSR TLV's size */
+	DROP_GENEVE_CRIT_OPT = 59,    /* an unknown option with the critical bit */
+	DROP_GENEVE_INNER = 60,       /* the inner frame is not Ethernet + a sound IPv4 header */
 	EV_MAX = 64,
 };
+
+/*
+ * Geneve dispatch (Cilium's loadBalancer.dsrDispatch=geneve), written and
+ * read by the datapath itself (lib/geneve.h), with no kernel tunnel device.
+ *
+ * dsr_tunnel_cfg[0]: whether DSR flows are dispatched in Geneve, this
+ * node's outer address (the LB's source, the backend node's "to me"), and
+ * the VNI the LB writes (Cilium: the source security identity, world = 2).
+ * dsr_tunnel: pod CIDR (LPM) -> the node owning it (Cilium's tunnel map).
+ */
+#define TUN_F_GENEVE (1U << 0)
+
+struct dsr_tunnel_cfg {
+	__u32 flags;  /* TUN_F_* */
+	__be32 addr;  /* this node's address, 0 = no Geneve in or out */
+	__u32 vni;    /* host order, 24 bits */
+};
+
+struct dsr_tunnel_key {
+	__u32 prefixlen; /* LPM: bits of addr that count */
+	__be32 addr;
+};
+
+struct dsr_tunnel_val {
+	__be32 node_addr;
+};
+
+#define GENEVE_PORT 6081
+#define GENEVE_PROTO_ETH 0x6558 /* Trans Ether Bridging: the inner packet is an Ethernet frame */
+#define GENEVE_HDR_LEN 8
+#define GENEVE_OPT_CRIT 0x80
+#define DSR_GENEVE_OPT_CLASS 0x014B
+#define DSR_GENEVE_OPT_TYPE (GENEVE_OPT_CRIT | 0x01)
+#define DSR_GENEVE_OPT4_WORDS 2 /* address, port, 2 bytes of padding */
+#define DSR_GENEVE_OPT4_LEN 12  /* the 4-byte option header + 2 words */
 
 #endif /* DSRLAB_DSR_H */

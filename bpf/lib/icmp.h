@@ -29,7 +29,8 @@ struct icmp_frag_hdrs {
  * DSR ICMP errors: the packet (not yet translated, still to the service) is
  * too big for the DSR option, so it becomes the error sent back to the
  * client: ICMP destination unreachable / fragmentation needed with
- * MTU = device MTU - 8, quoting the packet's IP header (options included)
+ * MTU = mtu (the device MTU - 8 for the option, - the Geneve overhead with
+ * Geneve dispatch), quoting the packet's IP header (options included)
  * and its first 8 L4 bytes, i.e. the service's address and port, so the
  * client's kernel finds its socket and lowers its path MTU to the service.
  * As Cilium's: outer IPv4 IHL 5, TTL 64, DF, the packet's TOS and ID,
@@ -54,7 +55,7 @@ static __always_inline int reply_frag_needed(struct __sk_buff *skb, const struct
 
 	h.type = ICMP_DEST_UNREACH;
 	h.code = ICMP_FRAG_NEEDED;
-	h.mtu = bpf_htons(mtu - DSR_OPT_LEN);
+	h.mtu = bpf_htons(mtu);
 	sum = bpf_csum_diff(NULL, 0, (__be32 *)quote, qlen, 0);
 	if (sum < 0)
 		return drop(skb, DROP_CSUM);
@@ -95,17 +96,20 @@ static __always_inline int reply_frag_needed(struct __sk_buff *skb, const struct
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-/* Too big for the option: the ICMP error with DSR ICMP errors on, else the drop. */
+/*
+ * Too big for the dispatch (overhead: the option's 8 bytes, or Geneve's): the
+ * ICMP error with DSR ICMP errors on, else the drop.
+ */
 static __always_inline int frag_needed(struct __sk_buff *skb, const struct pkt *p,
-				       __be32 backend_addr)
+				       __be32 backend_addr, __u32 overhead)
 {
 	struct dsr_config *cfg = config();
 
 	/* a later fragment's quote would hold no ports: no socket would find it */
-	if (!cfg || !(cfg->flags & CFG_F_ICMP_ERRORS) || cfg->mtu <= DSR_OPT_LEN ||
+	if (!cfg || !(cfg->flags & CFG_F_ICMP_ERRORS) || cfg->mtu <= overhead ||
 	    p->frag == FRAG_LATER)
 		return drop(skb, DROP_FRAG_NEEDED);
-	return reply_frag_needed(skb, p, backend_addr, cfg->mtu);
+	return reply_frag_needed(skb, p, backend_addr, cfg->mtu - overhead);
 }
 
 /* --- IPv6: Packet Too Big --------------------------------------------------- */

@@ -10,6 +10,7 @@
 #include "common.h"
 #include "dsr_opt.h"
 #include "fib.h"
+#include "geneve.h"
 #include "icmp.h"
 #include "l4.h"
 #include "nat.h"
@@ -172,7 +173,8 @@ static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 		.proto = p->proto,
 	};
 	struct lb_ct_val ct = {};
-	bool is_new = false, want_opt;
+	bool is_new = false, want_opt, tunnel;
+	__be32 node = 0;
 	int ret;
 
 	count(EV_SVC_HIT);
@@ -185,10 +187,17 @@ static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 		return TC_ACT_OK;
 	}
 	want_opt = wants_dsr_opt(p, &ct);
-	if (want_opt) {
+	tunnel = geneve_dispatch(&ct);
+	if (tunnel) {
+		ret = geneve_fits(skb, p, ct.backend_addr, want_opt, &node);
+		if (ret == DROP_FRAG_NEEDED)
+			return frag_needed(skb, p, ct.backend_addr, geneve_overhead(want_opt));
+		if (ret)
+			return drop(skb, ret);
+	} else if (want_opt) {
 		ret = opt_fits(p);
 		if (ret == DROP_FRAG_NEEDED)
-			return frag_needed(skb, p, ct.backend_addr);
+			return frag_needed(skb, p, ct.backend_addr, DSR_OPT_LEN);
 		if (ret)
 			return drop(skb, ret);
 	}
@@ -209,6 +218,8 @@ static __always_inline int handle_service(struct __sk_buff *skb, struct pkt *p,
 		p->sport = ct.nat_port;
 		count(EV_SNAT);
 	}
+	if (tunnel)
+		return geneve_encap(skb, p, sk, node, want_opt);
 	return to_backend(skb, p, sk, &ct, want_opt);
 }
 

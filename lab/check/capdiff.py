@@ -18,8 +18,11 @@ How the comparison goes:
    client's port, IP ids, the random ISN: seq and ack are compared relative to
    it; checksums are compared as valid or not; times and frame numbers). All
    else is kept: direction, protocol, flags, IHL, IP length, TTL, IP options
-   with the DSR option decoded to the service it names, payload length, ICMP
-   type, code, MTU and quoted packet, fragment fields.
+   with the DSR option decoded to the service it names (the IPv6 option and
+   the Geneve option too), payload length, ICMP type, code, MTU and quoted
+   packet, fragment fields; an encapsulated frame is its inner packet with its
+   outer headers (``encap``: addresses as symbols, the outer UDP source port,
+   a hash, masked). IPv6 has no IHL and no header checksum: both are left out.
 
 The first differing packet per role is kept with its fields side by side
 (A's as ``expected``, B's as ``got``), like a trace failure. Only capture
@@ -147,8 +150,8 @@ def flow_points(cd: CaptureDir, flow: Flow, role: Role) -> list[PointFile]:
 # -- normalising -----------------------------------------------------------------------
 
 # the fields compared, in the order a table shows them
-FIELDS = ("direction", "proto", "flags", "seq", "ack", "ihl", "ip_len", "ttl", "options",
-          "dsr_option", "payload_len", "icmp", "quoted", "fragment", "ip_checksum",
+FIELDS = ("encap", "direction", "proto", "flags", "seq", "ack", "ihl", "ip_len", "ttl",
+          "options", "dsr_option", "payload_len", "icmp", "quoted", "fragment", "ip_checksum",
           "l4_checksum")
 
 
@@ -166,6 +169,8 @@ class _Symbols:
         where = self.addr(ip)
         if port is None:
             return where
+        if ":" in where:  # an IPv6 address no symbol names: [addr]:port
+            where = f"[{where}]"
         return f"{where}:{self.ports.get(port, str(port))}"
 
 
@@ -307,13 +312,17 @@ def normalise(cd: CaptureDir, flow: Flow, p: Pkt) -> dict[str, str]:
     ack_base = isns.of(sym.endpoint(p.dst, p.dport), not from_client)
     options = p.options
     dsr = ""
-    if p.has_dsr_option:
+    if p.has_dsr:
         try:
-            ip, port = dsropt.decode(options[: dsropt.OPT_LEN], cd.option_order)
-            dsr = sym.endpoint(ip, port)
+            value = p.dsr(cd.option_order)
+            dsr = "" if value is None else sym.endpoint(value.ip, value.port) + {
+                ("opt", 4): "", ("opt", 6): " (IPv6 option)",
+                ("geneve", 4): " (Geneve)", ("geneve", 6): " (Geneve)"}[
+                    (value.dispatch, value.family)]
         except dsropt.DsrOptionError as exc:
             dsr = f"undecodable ({exc})"
-        options = options[dsropt.OPT_LEN:]
+        if p.has_dsr_option:
+            options = options[dsropt.OPT_LEN:]
     options_text = _options(options, sym)
     icmp = "" if p.icmp_type is None else (
         f"{p.icmp_type}/{p.icmp_code}" + (f" mtu {p.icmp_mtu}" if p.icmp_mtu is not None
@@ -323,14 +332,21 @@ def normalise(cd: CaptureDir, flow: Flow, p: Pkt) -> dict[str, str]:
         qs, qd, qp, qsp, qdp = p.quoted
         quoted = f"{qp} {sym.endpoint(qs, qsp)} > {sym.endpoint(qd, qdp)}"
     tcp = p.proto == "tcp" and not p.is_fragment
+    six = p.family == 6
+    # an encapsulated frame: its outer headers, the outer UDP source port masked (a
+    # hash of the inner flow, each run its own)
+    encap = "" if p.outer is None else (
+        f"{p.outer.proto} {sym.addr(p.outer.src)} > {sym.addr(p.outer.dst)}:{p.outer.dport} "
+        f"vni={p.outer.vni} ttl={p.outer.ttl}")
     return {
+        "encap": encap,
         "direction": f"{sym.endpoint(p.src, p.sport)} > {sym.endpoint(p.dst, p.dport)}",
         "proto": p.proto,
         "flags": p.flags if tcp else "",
         # a SYN's seq is its sender's ISN (a SYN sent again after a reset picks anew)
         "seq": ("isn" if "S" in p.flags else _rel(p.seq, seq_base)) if tcp else "",
         "ack": (_rel(p.ack, ack_base) if "A" in p.flags else "") if tcp else "",
-        "ihl": str(p.ihl),
+        "ihl": "" if six else str(p.ihl),
         "ip_len": str(p.ip_len),
         "ttl": str(p.ttl),
         "options": options_text,
@@ -340,7 +356,7 @@ def normalise(cd: CaptureDir, flow: Flow, p: Pkt) -> dict[str, str]:
         "quoted": quoted,
         "fragment": (f"offset {p.frag_offset}{' +MF' if p.more_fragments else ''}"
                      if p.is_fragment else ""),
-        "ip_checksum": "valid" if p.ip_csum_ok else "invalid",
+        "ip_checksum": "" if six else "valid" if p.ip_csum_ok else "invalid",
         "l4_checksum": {True: "valid", False: "invalid", None: ""}[p.l4_csum_ok],
     }
 
@@ -351,7 +367,8 @@ def describe(values: dict[str, str]) -> str:
     flags = f" [{values['flags']}]" if values["flags"] else ""
     extra = "".join(f" {k}={values[k]}" for k in ("dsr_option", "options", "icmp", "quoted",
                                                   "fragment") if values[k])
-    return (f"{values['proto']} {values['direction']}{flags} ttl={values['ttl']} "
+    outer = f"{values['encap']} | " if values.get("encap") else ""
+    return (f"{outer}{values['proto']} {values['direction']}{flags} ttl={values['ttl']} "
             f"len={values['ip_len']} payload={values['payload_len']}{extra}")
 
 

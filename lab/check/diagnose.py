@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 from lab.capture.capdir import CaptureDir, PointFile
 from lab.capture.manifest import ManifestBackend
 from lab.wire import dsropt
+from lab.wire.dsropt import hostport
 from lab.wire.packets import Pkt
 
 IPV4_MAX_HLEN = 60
@@ -127,16 +128,16 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
                 and syn.dport == svc.port) or syn.sport in seen or syn.sport is None:
             continue
         seen.add(syn.sport)
-        if f"{client_ip}:{syn.sport}" in explained:
+        if hostport(client_ip, syn.sport) in explained:
             continue
         got = _diagnose_flow(cd, hops, packets, syn.sport, lb_name, flows=flows)
         if got is not None and got[0] == "dropped-at-lb" and \
-                f"{client_ip}:{syn.sport}" in named:
+                hostport(client_ip, syn.sport) in named:
             continue
         if got is not None:
             cause, line = got
             found.setdefault(line, Diagnosis(cause, line)).flows.append(
-                f"{client_ip}:{syn.sport}")
+                hostport(client_ip, syn.sport))
     broken = sorted([*by_rules, *found.values()], key=lambda d: -len(d.flows))
     return broken + (diagnose_counted_drops(cd, events) if broken else [])
 
@@ -161,7 +162,7 @@ def _datagrams_unanswered(cd: CaptureDir) -> bool:
 def _diagnose_flow(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], eph: int,
                    lb_name: str, *, flows: _Flows) -> tuple[str, str] | None:
     svc, client_ip = cd.service, cd.client_ip
-    service = f"{svc.ip}:{svc.port}"
+    service = hostport(svc.ip, svc.port)
     client_pkts = packets.get(hops.client.name, []) if hops.client else []
     answered = any(p.src == svc.ip and p.sport == svc.port and p.dport == eph
                    and p.synack for p in client_pkts)
@@ -203,8 +204,8 @@ def _at_backend(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], *, f
                 backend: ManifestBackend, lb_name: str,
                 answered: bool) -> tuple[str, str] | None:
     svc = cd.service
-    service = f"{svc.ip}:{svc.port}"
-    pod = f"{backend.ip}:{backend.port}"
+    service = hostport(svc.ip, svc.port)
+    pod = hostport(backend.ip, backend.port)
     point = hops.backend_nodes.get(backend.node)
     if point is None:
         return None  # no capture on that node: nothing to say
@@ -223,20 +224,22 @@ def _at_backend(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], *, f
     syn = arrived[0]
     replies = [p for p in at if p.dst == fwd.src and p.dport == fwd.sport and p.synack]
     from_pod = [p for p in replies if p.src == backend.ip]
-    if fwd.has_dsr_option and not syn.has_dsr_option:
+    sent = fwd.dsr(cd.option_order)
+    option = "the DSR Geneve option" if sent and sent.dispatch == "geneve" else "the DSR option"
+    if fwd.has_dsr and not syn.has_dsr:
         if from_pod:
             return ("option-stripped",
                     f"backend node {backend.node} replied from {pod} instead of {service}: "
-                    f"the DSR option did not reach it (stripped between {lb_name} and "
+                    f"{option} did not reach it (stripped between {lb_name} and "
                     f"{backend.node})")
-        return ("option-stripped", f"the DSR option did not reach {backend.node} (stripped "
+        return ("option-stripped", f"{option} did not reach {backend.node} (stripped "
                                    f"between {lb_name} and {backend.node})")
-    if fwd.has_dsr_option and from_pod and not answered:
-        opt = dsropt.decode(syn.options, cd.option_order) if syn.has_dsr_option else None
-        said = f" (the option said {opt[0]}:{opt[1]})" if opt else ""
+    if fwd.has_dsr and from_pod and not answered:
+        opt = syn.dsr(cd.option_order)
+        said = f" (the option said {opt})" if opt else ""
         return ("reply-not-translated",
                 f"backend node {backend.node} replied from {pod} instead of {service} "
-                f"although the DSR option reached it{said}: its datapath did not translate "
+                f"although {option} reached it{said}: its datapath did not translate "
                 f"the reply")
     if not answered:
         resets = [p for p in at if p.dst == fwd.src and p.dport == fwd.sport and "R" in p.flags]
@@ -345,9 +348,10 @@ def _legs(cd: CaptureDir, hops: _Hops, flows: _Flows, eph: int,
     # a point that saw nothing of the flow in a direction is not on its path there
     down, up = [x for x in down if x.pkts], [x for x in up if x.pkts]
     syn = next((p for p in (up[0].pkts if up else []) if p.syn), None)
-    pod = (f"the pod {backend.ip}:{backend.port}" if backend is not None
-           else f"the service {svc.ip}:{svc.port}")
-    return _Legs(down, up, pod, f"the client {client}:{eph}", syn.time if syn else 0.0)
+    pod = (f"the pod {hostport(backend.ip, backend.port)}" if backend is not None
+           else f"the service {hostport(svc.ip, svc.port)}")
+    return _Legs(down, up, pod, f"the client {hostport(client, eph)}",
+                 syn.time if syn else 0.0)
 
 
 def _rel(seq: int | None, base: int) -> int:

@@ -204,7 +204,8 @@ def print_result(r: ReviewResult, limit: int) -> None:
     elif r.flows:
         console.print("  [green]no findings[/]")
     else:
-        console.print("  no DSR option (type 0x9a, length 8) in this file")
+        console.print("  no DSR option in this file (IPv4 option 0x9a length 8 first, IPv6 "
+                      "destination option 0x1b, Geneve option 0x014b/0x81)")
 
 
 def _print_header(r: ReviewResult) -> None:
@@ -212,7 +213,8 @@ def _print_header(r: ReviewResult) -> None:
     console.print(Text.assemble(
         (r.path, "bold"),
         f"{where}: {r.format}, {', '.join(r.linktypes)}; {r.packets} packets, "
-        f"{r.ipv4_packets} IPv4, {r.option_packets} with the DSR option first; "
+        f"{r.ipv4_packets} IPv4, " + (f"{r.ipv6_packets} IPv6, " if r.ipv6_packets else "")
+        + f"{r.option_packets} with the DSR option first; "
         f"{len(r.flows)} DSR flows ", (f"({r.seconds * 1000:.0f} ms)", "dim")))
     if r.truncated_at is not None:
         console.print(f"  file truncated at byte {r.truncated_at}; reviewed the packets "
@@ -234,7 +236,8 @@ def _statuses(flows: list[DsrFlow]) -> Text:
 def _print_services(r: ReviewResult) -> None:
     rows = []
     for name, flows in r.services.items():
-        orders = sorted({f"{f.order} ({f.order_basis})" for f in flows})
+        orders = sorted({_how(f) if f.order_basis == "carrier" else
+                         f"{f.order} ({f.order_basis})" for f in flows})
         backends = sorted({str(f.backend) for f in flows})
         more = " ..." if len(backends) > BACKENDS_SHOWN else ""
         rows.append((name, ", ".join(orders), str(len(flows)),
@@ -243,12 +246,20 @@ def _print_services(r: ReviewResult) -> None:
           title="services named by DSR options")
 
 
+def _how(f: DsrFlow) -> str:
+    """How the service travelled: the IPv4 option's byte order (``host``), ``IPv6
+    option`` or ``Geneve``."""
+    if f.dispatch == "geneve":
+        return "Geneve"
+    return "IPv6 option" if f.order_basis == "carrier" else f.order
+
+
 def _print_flows(r: ReviewResult, limit: int) -> None:
     shown = r.flows if limit <= 0 else r.flows[:limit]
     table(("frame", "proto", "client", "backend", "service", "option", "replies svc/pod",
            "status"),
           ((str(f.first_frame), f.proto, str(f.client), str(f.backend),
-            f"{f.service} ({f.order})", f.option_hex,
+            f"{f.service} ({_how(f)})", f.option_hex,
             f"{f.rewritten_replies}/{f.unrewritten_replies}",
             Text(f.status, _STATUS_STYLE.get(f.status, ""))) for f in shown),
           title="DSR flows",

@@ -23,6 +23,8 @@ lb6_services   addr(16) port(2) proto(1) pad(1)                  as lb_services
 lb6_backends   addr(16) port(2) proto(1) pad(1) slot pad(2)      addr(16) port(2) flags(u16)
 lb6_ct         client(16) svc(16) cport sport proto(1) 3pad      backend(16) bport(2) flags
 dsr6_revnat    client(16) backend(16) cport bport proto(1) 3pad  svc(16) sport(2) pad(2)
+dsr_tunnel_cfg u32 0                                             flags(u32) addr(4) vni(u32)
+dsr_tunnel     prefixlen(u32) addr(4)  (LPM trie)                node_addr(4)
 =============  ================================================  ===========================
 
 The IPv6 maps (``lb6_*``, ``dsr6_revnat``) hold the same records with 16-byte
@@ -74,6 +76,11 @@ BE6_VAL = struct.Struct("=16s2sH")
 FLOW6_KEY = struct.Struct("=16s16s2s2sB3x")  # lb6_ct and dsr6_revnat keys
 CT6_VAL = struct.Struct("=16s2sH")
 REVNAT6_VAL = struct.Struct("=16s2sxx")
+# Geneve dispatch (lab.datapath.tunnel): flags, this node's address, VNI
+TUNNEL_CFG_VAL = struct.Struct("=I4sI")
+TUNNEL_KEY = struct.Struct("=I4s")  # LPM: prefix length, address
+TUNNEL_VAL = struct.Struct("=4s")
+TUN_F_GENEVE = 1 << 0
 U16 = struct.Struct("=H")
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
@@ -93,6 +100,8 @@ LAYOUTS: dict[str, tuple[int, int]] = {
     "lb6_backends": (BE6_KEY.size, BE6_VAL.size),
     "lb6_ct": (FLOW6_KEY.size, CT6_VAL.size),
     "dsr6_revnat": (FLOW6_KEY.size, REVNAT6_VAL.size),
+    "dsr_tunnel_cfg": (U32.size, TUNNEL_CFG_VAL.size),
+    "dsr_tunnel": (TUNNEL_KEY.size, TUNNEL_VAL.size),
 }
 # each IPv4 map's IPv6 twin
 V6_MAPS: dict[str, str] = {"lb_services": "lb6_services", "lb_backends": "lb6_backends",
@@ -124,6 +133,9 @@ EVENT_NAMES: dict[int, str] = {
     22: "frag_found",
     23: "icmp6_pkt_too_big",
     24: "pass_ipv6_exthdr",
+    26: "geneve_encap",
+    27: "geneve_decap",
+    28: "geneve_learned",
     32: "drop_truncated_ip",
     33: "drop_bad_version",
     34: "drop_bad_ihl",
@@ -143,6 +155,13 @@ EVENT_NAMES: dict[int, str] = {
     48: "drop_frag_nosupport",
     49: "drop_frag_not_found",
     50: "drop_ipv6_exthdr",
+    54: "drop_no_tunnel_endpoint",
+    55: "drop_tunnel_fib",
+    56: "drop_geneve_truncated",
+    57: "drop_geneve_bad_hdr",
+    58: "drop_geneve_bad_opt",
+    59: "drop_geneve_crit_opt",
+    60: "drop_geneve_inner",
 }
 EV_MAX = 64
 

@@ -55,11 +55,11 @@ class Sighting:
 
     @property
     def src(self) -> str:
-        return f"{self.pkt.src}:{self.pkt.sport}" if self.pkt.sport is not None else self.pkt.src
+        return self.pkt.endpoint("src") if self.pkt.sport is not None else self.pkt.src
 
     @property
     def dst(self) -> str:
-        return f"{self.pkt.dst}:{self.pkt.dport}" if self.pkt.dport is not None else self.pkt.dst
+        return self.pkt.endpoint("dst") if self.pkt.dport is not None else self.pkt.dst
 
 
 @dataclass
@@ -95,12 +95,11 @@ class CaptureView:
     def option_order(self) -> dsropt.OptionOrder:
         return self.capdir.option_order
 
-    def dsr_of(self, pkt: Pkt) -> tuple[str, int] | None:
-        """The service a leading DSR option names, in the manifest's byte order."""
-        if not pkt.has_dsr_option:
-            return None
+    def dsr_of(self, pkt: Pkt) -> dsropt.DsrValue | None:
+        """The service a packet's DSR carrier names (a leading IPv4 option read in the
+        manifest's byte order, the IPv6 option, the Geneve option)."""
         try:
-            return dsropt.decode(pkt.options, self.option_order)
+            return pkt.dsr(self.option_order)
         except (dsropt.DsrOptionError, ValueError):
             return None
 

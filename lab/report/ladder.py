@@ -30,6 +30,7 @@ from itertools import pairwise
 from lab.capture.layout import Role
 from lab.capture.manifest import ManifestBackend
 from lab.report.capset import ROLE_LABEL, ROLE_RANK, CaptureView, Sighting
+from lab.wire.dsropt import hostport
 from lab.wire.packets import Pkt
 
 DatagramKey = tuple[str, int, int | None, str]
@@ -107,13 +108,16 @@ class Hop:
             out.append(f"dst was {a.dst}")
         if a.src != b.src:
             out.append(f"src was {a.src}")
-        if a.pkt.options != b.pkt.options:
-            if b.pkt.has_dsr_option and not a.pkt.has_dsr_option:
-                out.append("+ DSR option")
-            elif a.pkt.has_dsr_option and not b.pkt.has_dsr_option:
-                out.append("DSR option removed")
-            else:
-                out.append("IP options changed")
+        if b.pkt.outer is not None and a.pkt.outer is None:
+            out.append(f"encapsulated ({b.pkt.outer.proto} to {b.pkt.outer.dst})")
+        elif a.pkt.outer is not None and b.pkt.outer is None:
+            out.append(f"decapsulated ({a.pkt.outer.proto})")
+        if b.pkt.has_dsr and not a.pkt.has_dsr:
+            out.append("+ DSR option")
+        elif a.pkt.has_dsr and not b.pkt.has_dsr:
+            out.append("DSR option removed")
+        elif a.pkt.options != b.pkt.options:
+            out.append("IP options changed")
         return out
 
 
@@ -165,7 +169,7 @@ class Column:
 
 @dataclass
 class Flow:
-    id: str  # "<client ip>:<port>"
+    id: str  # "<client ip>:<port>" ("[<client ip>]:<port>" for IPv6)
     client_ip: str
     port: int
     trails: list[Trail]
@@ -248,7 +252,7 @@ def _column(view: CaptureView, host: str) -> Column:
         address = f"{view.service.ip} · NodePort {view.service.port}"
     elif role == "pod":
         b = next((b for b in view.backends if b.name == host), None)
-        address = f"{b.ip}:{b.port}" if b else ""
+        address = hostport(b.ip, b.port) if b else ""
     else:
         pods = [b.name for b in view.backends if b.node == host]
         address = "runs " + ", ".join(pods) if pods else ""
@@ -311,6 +315,6 @@ def find_flows(view: CaptureView) -> tuple[list[Flow], list[Sighting]]:
         hosts = {s.host for s in members[port]}
         backend = next((b for s in members[port] for b in view.backends
                         if s.pkt.dst == b.ip and s.pkt.src == view.client_ip), None)
-        flows.append(Flow(f"{view.client_ip}:{port}", view.client_ip, port, trails,
+        flows.append(Flow(hostport(view.client_ip, port), view.client_ip, port, trails,
                           columns_for(view, hosts), backend))
     return flows, [s for s in sightings if id(s) not in owner]

@@ -152,6 +152,9 @@ def _where(s: Sighting) -> str:
 def _packet_line(s: Sighting) -> str:
     p = s.pkt
     tcp = f"seq {p.seq} ack {p.ack} · " if p.seq is not None else ""
+    if p.family == 6:
+        return (f"{tcp}IPv6 · hop limit {p.ttl} · len {p.ip_len}"
+                + (f" · payload {p.payload_len} B" if p.payload_len else ""))
     return (f"{tcp}IP id {p.ip_id} · TTL {p.ttl} · len {p.ip_len} · IHL {p.ihl}"
             + (f" · payload {p.payload_len} B" if p.payload_len else ""))
 
@@ -165,8 +168,8 @@ class _Painter:
     def dsr_label(self, s: Sighting) -> str | None:
         svc = self.view.dsr_of(s.pkt)
         if svc is not None:
-            return f"{svc[0]}:{svc[1]}"
-        return "?" if s.pkt.has_dsr_option else None
+            return svc.service
+        return "?" if s.pkt.has_dsr else None
 
     def skipped(self, hop: Hop) -> list[str]:
         a, b = self.order[hop.src], self.order[hop.dst]
@@ -214,8 +217,14 @@ class _Painter:
             left += t.w + 6
         texts = [Text(mid, y1 - 7, f"{view.src} → {view.dst}", "addr")]
         shown = [c for c in hop.changes() if not (dsr is not None and c == "+ DSR option")]
+        outer = view.pkt.outer
+        if outer is not None:  # an encapsulated hop: the outer addresses under the inner
+            texts.append(Text(mid, y1 + 16, f"{outer.proto} {outer.src} → {outer.dst}",
+                              "outer"))
+            shown = [c for c in shown if not c.startswith("encapsulated")]
         if shown:  # (an added option is already the DSR badge)
-            texts.append(Text(mid, y1 + 16, " · ".join(shown), "change"))
+            texts.append(Text(mid, y1 + (30 if outer is not None else 16), " · ".join(shown),
+                              "change"))
         return placed, texts
 
     def arrow(self, trail: Trail, n: int, k: int, hop: Hop, y: float) -> Arrow:
@@ -235,6 +244,7 @@ class _Painter:
         kind = "reply" if trail.reply else "request"
         cls = ["arrow", kind]
         cls += ["dsr"] if dsr is not None else []
+        cls += ["encap"] if view.pkt.outer is not None else []
         cls += ["failed"] if failed else ["checked"] if matched else []
         cls += ["bypass"] if skips else []
         attrs = {
@@ -246,6 +256,9 @@ class _Painter:
         }
         if dsr is not None:
             attrs["data-dsr"] = dsr
+        if view.pkt.outer is not None:
+            attrs["data-outer-src"] = view.pkt.outer.src
+            attrs["data-outer-dst"] = view.pkt.outer.dst
         if hop.before.src != view.src:
             attrs["data-was-src"] = hop.before.src
         if hop.before.dst != view.dst:
@@ -257,8 +270,11 @@ class _Painter:
         changes = hop.changes()
         lines = [f"{trail.name}  {hop.src} → {hop.dst}", f"{view.src} → {view.dst}"
                  + (f"   ({'; '.join(changes)})" if changes else ""), _packet_line(view)]
-        if dsr is not None:
-            lines.append(f"DSR option {view.pkt.options[:8].hex(' ')} → service {dsr}")
+        if view.pkt.outer is not None:
+            lines.append(f"outer:    {view.pkt.outer} (inner: {view.src} → {view.dst})")
+        value = self.view.dsr_of(view.pkt)
+        if value is not None:
+            lines.append(value.describe().replace(" -> ", " → "))
         if hop.departure is not None:
             lines.append("left:     " + _where(hop.departure))
         if hop.arrival is not None:
@@ -340,15 +356,19 @@ def layout_flow(flow: Flow, view: CaptureView, checks: CheckIndex) -> Ladder:
             y += ABOVE + BELOW
         for lane in _lanes(trail.hops, painter.xs):
             line_y = y + ABOVE
-            notes = False
+            notes = two = False
             for k, i in enumerate(lane):
                 hop = trail.hops[i]
                 arrow = painter.arrow(trail, n, i + 1, hop, line_y + k * SLOPE)
                 ladder.arrows.append(arrow)
                 for s in hop.sightings:
                     ladder.anchors.setdefault(s.ref, arrow.attrs["id"])
-                notes = notes or bool(hop.changes()) or "bypass" in arrow.cls
-            y = line_y + SLOPE * len(lane) + (BELOW_NOTE if notes else BELOW)
+                encap = hop.view.pkt.outer is not None
+                notes = notes or bool(hop.changes()) or "bypass" in arrow.cls or encap
+                # an encapsulated hop's outer addresses take a line of their own
+                two = two or (encap and sum(1 for t in arrow.texts if t.cls != "addr") > 1)
+            y = line_y + SLOPE * len(lane) + (BELOW_NOTE if notes else BELOW) + (14 if two
+                                                                                 else 0)
         ms = (trail.time - flow.start) * 1000
         ladder.bands.append(Band(band_top, y - band_top, n % 2 == 1, f"#{n}", f"+{ms:.3f} ms"))
         y += 8

@@ -211,6 +211,8 @@ class ReportModel:
     def expected_option(self) -> str:
         svc = self.view.service
         try:
+            if ":" in svc.ip:  # IPv6: the Destination Options header, whole
+                return dsropt.encode6(svc.ip, svc.port).hex(" ")
             return dsropt.encode(svc.ip, svc.port, self.view.option_order).hex(" ")
         except ValueError:
             return ""

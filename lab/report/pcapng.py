@@ -5,8 +5,10 @@ out DNATed with the option), on the backend node and in the pod, one after
 the other, with the hop in the "Interface name" column
 (``frame.interface_name``). Packets that matched an expectation of the
 trace checker carry a comment naming it (``frame.comment``), e.g.
-``lb-node/syn-out flow 172.18.0.1:40312``; packets with a DSR option carry
-one naming the service it decodes to.
+``lb-node/syn-out flow 172.18.0.1:40312``; packets with a DSR carrier (the
+IPv4 option, the IPv6 Destination Option, the Geneve option) carry one naming
+the service it decodes to, and an encapsulated frame one naming its outer and
+inner headers.
 """
 
 from __future__ import annotations
@@ -79,13 +81,26 @@ def comments_by_packet(results: TraceResult | None) -> dict[tuple[str, int], lis
 
 
 def _dsr_comment(pkt: Pkt | None, order: dsropt.OptionOrder) -> str | None:
-    if pkt is None or not pkt.has_dsr_option:
+    """What a packet's DSR carrier says: ``DSR option 9a 08 ... -> service
+    172.18.0.2:32000``, ``DSR IPv6 option 0x1b 06 02 1b 14 ... -> service [200::]:80``
+    or ``DSR Geneve option 01 4b 81 02 ... -> service 172.18.0.2:32000``."""
+    if pkt is None:
         return None
     try:
-        svc_ip, svc_port = dsropt.decode(pkt.options, order)
+        value = pkt.dsr(order)
     except (dsropt.DsrOptionError, ValueError):
         return None
-    return f"DSR option {pkt.options[:8].hex(' ')} -> service {svc_ip}:{svc_port}"
+    return None if value is None else value.describe()
+
+
+def _encap_comment(pkt: Pkt | None) -> str | None:
+    """An encapsulated frame's two layers: ``encapsulated: geneve 172.18.0.2:51234 >
+    172.18.0.3:6081 vni=2; inner tcp 172.18.0.1:40000 > 10.0.2.123:80 [S]``."""
+    if pkt is None or pkt.outer is None:
+        return None
+    flags = f" [{pkt.flags}]" if pkt.proto == "tcp" else ""
+    return (f"encapsulated: {pkt.outer}; inner {pkt.proto} {pkt.endpoint('src')} > "
+            f"{pkt.endpoint('dst')}{flags}")
 
 
 def _read_frames(path: Path) -> tuple[int, list[_Frame]]:
@@ -146,9 +161,9 @@ def _write_merged(writer: _HopWriter, capdir: CaptureDir, points: list[PointFile
         for _, rank, number, frame in heapq.merge(*streams, key=lambda t: t[:3]):
             point = points[rank]
             notes = list(comments.get((point.name, number), []))
-            dsr = _dsr_comment(pkts[rank].get(number), capdir.option_order)
-            if dsr:
-                notes.append(dsr)
+            pkt = pkts[rank].get(number)
+            notes += [n for n in (_encap_comment(pkt), _dsr_comment(pkt, capdir.option_order))
+                      if n]
             writer.write_frame(point.name, frame, [n.encode() for n in notes])
     finally:
         writer.close()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from lab.report.model import ReportModel
 from lab.safetext import for_template
+from lab.wire.dsropt import hostport
 
 
 def _ms(seconds: float) -> str:
@@ -15,6 +17,11 @@ def _ms(seconds: float) -> str:
 
 
 @cache
+def _hostport(obj: Any) -> str:
+    """An object with ``ip`` and ``port`` as ``172.18.0.2:32000`` or ``[200::]:80``."""
+    return hostport(str(obj.ip), obj.port)
+
+
 def environment() -> Environment:
     env = Environment(
         loader=PackageLoader("lab.report", "templates"),
@@ -27,6 +34,7 @@ def environment() -> Environment:
         finalize=for_template,  # control characters escaped in HTML, SVG and Markdown
     )
     env.filters["ms"] = _ms
+    env.filters["hostport"] = _hostport
     return env
 
 

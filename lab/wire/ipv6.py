@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from lab.wire import dsropt
+
 ETH_HLEN = 14
 IPV6_HLEN = 40
 TCP, UDP, ICMPV6 = 6, 17, 58
@@ -26,9 +28,12 @@ def _flags(bits: int) -> str:
 def dsr_ext(ext: bytes) -> str | None:
     """``[addr]:port`` when ``ext`` (24 bytes or more) is the DSR Destination Options
     header, else None."""
-    if len(ext) < 24 or ext[1:4] != b"\x02\x1b\x14":
+    if len(ext) < dsropt.EXT6_LEN or ext[1] != 2:
         return None
-    return f"[{ipaddress.IPv6Address(ext[4:20])}]:{int.from_bytes(ext[20:22], 'big')}"
+    try:
+        return dsropt.decode6(ext).service  # the one codec: lab.wire.dsropt
+    except dsropt.DsrOptionError:
+        return None
 
 
 def frame_summary6(frame: bytes) -> str:

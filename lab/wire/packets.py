@@ -4,12 +4,18 @@
 ports, TCP flags, IP header length, the raw IP options and the decoded DSR
 option, payload length and whether the IP and L4 checksums are right.
 Claims, traces and the report work on these records, never on raw bytes.
+
+IPv4 and IPv6 both make records (``family``); an IPv6 packet's DSR
+Destination Option is decoded into ``carrier``. A Geneve-encapsulated frame
+(UDP port 6081, an Ethernet frame inside) is one record of its INNER packet
+(the flow's), with the outer headers in ``outer`` and a DSR Geneve option in
+``carrier``: flows are keyed by the inner packet.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,13 +32,34 @@ from scapy.layers.inet import (
     UDPerror,
     in4_chksum,
 )
+from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 from scapy.utils import PcapReader, checksum
 
 from lab.wire import dsropt
+from lab.wire.dsropt import DsrValue, hostport
 
 TCP_FLAG_NAMES = "FSRPAUEC"  # bit 0 .. bit 7
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+_EXT6 = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: walked over
+
+
+@dataclass(frozen=True)
+class Outer:
+    """The outer headers of an encapsulated frame (node to node)."""
+
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    vni: int
+    ttl: int
+    proto: str = "geneve"
+
+    def __str__(self) -> str:
+        return (f"{self.proto} {hostport(self.src, self.sport)} > "
+                f"{hostport(self.dst, self.dport)} vni={self.vni}")
 
 
 @dataclass(frozen=True)
@@ -72,6 +99,11 @@ class Pkt:
     # fragment has no L4 header: no ports, its payload the datagram's bytes it carries)
     frag_offset: int = 0
     more_fragments: bool = False
+    family: int = 4  # 4 or 6: the (inner) packet's IP version
+    # a DSR carrier other than the IPv4 option: the IPv6 Destination Option, the Geneve
+    # option of the frame's outer headers
+    carrier: DsrValue | None = None
+    outer: Outer | None = None  # an encapsulated frame's outer headers
 
     @property
     def is_fragment(self) -> bool:
@@ -79,8 +111,22 @@ class Pkt:
 
     @property
     def has_dsr_option(self) -> bool:
+        """The IPv4 DSR option (first, type 0x9a length 8)."""
         opt = self.options
         return len(opt) >= dsropt.OPT_LEN and (opt[0], opt[1]) == (dsropt.OPT_TYPE, dsropt.OPT_LEN)
+
+    @property
+    def has_dsr(self) -> bool:
+        """Any DSR carrier: the IPv4 option, the IPv6 option or the Geneve option."""
+        return self.carrier is not None or self.has_dsr_option
+
+    def dsr(self, order: dsropt.OptionOrder = "host") -> DsrValue | None:
+        """The DSR carrier decoded (an IPv4 option read in ``order``), or None."""
+        if self.carrier is not None:
+            return self.carrier
+        if self.has_dsr_option:
+            return dsropt.value4(self.options, order)
+        return None
 
     @property
     def syn(self) -> bool:
@@ -92,10 +138,20 @@ class Pkt:
 
     def endpoint(self, side: str) -> str:
         if side == "src":
-            return f"{self.src}:{self.sport}"
-        return f"{self.dst}:{self.dport}"
+            return hostport(self.src, self.sport)
+        return hostport(self.dst, self.dport)
 
     def summary(self) -> str:
+        """One line: ``frame 3: tcp 172.18.0.1:40000 > ...``; an encapsulated frame says
+        its outer headers first, an IPv6 packet its DSR option."""
+        inner = self._summary()
+        if self.outer is not None:
+            head = f"frame {self.frame}: "
+            dsr = f" dsr={self.carrier}" if self.carrier is not None else ""
+            return f"{head}{self.outer}{dsr} | {inner[len(head):]}"
+        return inner
+
+    def _summary(self) -> str:
         if self.icmp_type is not None:
             q = (f" quoting {self.quoted[2]} {self.quoted[0]}:{self.quoted[3]} > "
                  f"{self.quoted[1]}:{self.quoted[4]}" if self.quoted else "")
@@ -106,6 +162,11 @@ class Pkt:
         fl = f" [{self.flags}]" if self.proto == "tcp" else ""
         if self.is_fragment:
             opt += f" frag={self.frag_offset}{'+MF' if self.more_fragments else ''}"
+        if self.family == 6:
+            dsr = f" dsr={self.carrier}" if self.carrier and self.outer is None else ""
+            return (f"frame {self.frame}: {self.proto} {self.endpoint('src')} > "
+                    f"{self.endpoint('dst')}{fl} len={self.ip_len} hlim={self.ttl}{dsr}"
+                    f" payload={self.payload_len}")
         return (f"frame {self.frame}: {self.proto} {self.src}:{self.sport} > "
                 f"{self.dst}:{self.dport}{fl} ihl={self.ihl} len={self.ip_len} ttl={self.ttl}{opt}"
                 f" payload={self.payload_len}")
@@ -118,11 +179,15 @@ def tcp_flag_string(bits: int) -> str:
 
 
 def from_scapy(frame: Packet, number: int) -> Pkt | None:
-    """A record for an IPv4 frame, ``number`` its frame number in its file (1-based, as
-    Wireshark's); ``None`` for anything else."""
+    """A record for an IPv4 or IPv6 frame, ``number`` its frame number in its file
+    (1-based, as Wireshark's); ``None`` for anything else. A Geneve frame is its inner
+    packet's record, with the outer headers."""
     layer = frame.getlayer(IP)
-    if layer is None:
-        return None
+    if layer is not None and (encap := _geneve(cast(IP, layer), frame, number)) is not None:
+        return encap
+    if layer is None or (isinstance(frame, Ether) and isinstance(frame.payload, IPv6)):
+        six = frame.getlayer(IPv6)
+        return _from_ipv6(cast(IPv6, six), frame, number) if six is not None else None
     ip = cast(IP, layer)
     raw_ip = bytes(ip)
     ihl = int(ip.ihl)
@@ -184,6 +249,71 @@ def from_scapy(frame: Packet, number: int) -> Pkt | None:
     )
 
 
+def _geneve(ip: IP, frame: Packet, number: int) -> Pkt | None:
+    """The inner packet of a Geneve frame (IPv4 outer, UDP port 6081, Ethernet inside),
+    with its outer headers and DSR option; None if the frame is not one."""
+    raw = bytes(ip)
+    ihl = (raw[0] & 0x0F) * 4
+    udp = raw[ihl:]
+    if raw[9] != 17 or len(udp) < 16 or int.from_bytes(udp[2:4], "big") != dsropt.GENEVE_PORT:
+        return None
+    gen = udp[8:]
+    opt_len = (gen[0] & 0x3F) * 4
+    if gen[0] >> 6 or gen[2:4] != b"\x65\x58" or len(gen) < 8 + opt_len + 14:
+        return None  # another version, or not Ethernet inside
+    inner = from_scapy(Ether(gen[8 + opt_len:]), number)
+    if inner is None or inner.outer is not None:
+        return None
+    outer = Outer(str(ip.src), str(ip.dst), int.from_bytes(udp[0:2], "big"),
+                  dsropt.GENEVE_PORT, int.from_bytes(gen[4:7], "big"), int(ip.ttl))
+    carrier = dsropt.find_in_geneve_options(gen[8:8 + opt_len]) or inner.carrier
+    return replace(inner, time=float(frame.time), outer=outer, carrier=carrier,
+                   mac_src=str(frame.src) if isinstance(frame, Ether) else "",
+                   mac_dst=str(frame.dst) if isinstance(frame, Ether) else "")
+
+
+def _from_ipv6(ip6: IPv6, frame: Packet, number: int) -> Pkt | None:
+    """A record for an IPv6 packet: its extension headers walked over, a DSR
+    Destination Option decoded; ``ip_len`` is the whole packet (40 + payload length),
+    ``ttl`` the hop limit. Neighbour discovery and MLD make no record."""
+    raw = bytes(ip6)
+    plen = int.from_bytes(raw[4:6], "big")
+    end = min(len(raw), 40 + plen)
+    nh, off, carrier = raw[6], 40, None
+    while nh in _EXT6 and off + 8 <= end:
+        ext_end = off + (raw[off + 1] + 1) * 8
+        if nh == dsropt.NEXTHDR_DEST and carrier is None:
+            carrier = dsropt.find_in_dest_opts(raw[off:min(ext_end, end)])
+        nh, off = raw[off], ext_end
+    l4 = raw[off:end]
+    sport = dport = seq = ack = icmp_type = icmp_code = None
+    flags, payload, l4_ok = "", b"", None
+    pseudo = raw[8:40] + len(l4).to_bytes(4, "big") + bytes((0, 0, 0, nh))
+    if nh == 6 and len(l4) >= 20:
+        sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
+        seq, ack = int.from_bytes(l4[4:8], "big"), int.from_bytes(l4[8:12], "big")
+        flags = tcp_flag_string(l4[13])
+        payload = l4[(l4[12] >> 4) * 4:]
+        l4_ok = checksum(pseudo + l4) == 0
+    elif nh == 17 and len(l4) >= 8:
+        sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
+        payload = l4[8:]
+        l4_ok = checksum(pseudo + l4) == 0
+    elif nh == 58 and len(l4) >= 4:
+        if 130 <= l4[0] <= 143:  # neighbour discovery, MLD: the link's, no flow's
+            return None
+        icmp_type, icmp_code = l4[0], l4[1]
+        l4_ok = checksum(pseudo + l4) == 0
+    return Pkt(
+        frame=number, time=float(frame.time), src=str(ip6.src), dst=str(ip6.dst),
+        proto=_PROTO_NAMES.get(nh, str(nh)), sport=sport, dport=dport, flags=flags,
+        ttl=raw[7], ip_id=0, ihl=0, ip_len=end, options=b"", payload_len=len(payload),
+        ip_csum_ok=True, l4_csum_ok=l4_ok, payload=payload[:256], seq=seq, ack=ack,
+        mac_src=str(frame.src) if isinstance(frame, Ether) else "",
+        mac_dst=str(frame.dst) if isinstance(frame, Ether) else "",
+        icmp_type=icmp_type, icmp_code=icmp_code, family=6, carrier=carrier)
+
+
 ICMP_ERRORS = (3, 4, 5, 11, 12)  # unreachable, source quench, redirect, time exceeded, ...
 
 
@@ -209,10 +339,11 @@ def _icmp_fields(message: bytes) -> dict[str, Any]:
 
 
 def iter_pcap(path: str | Path) -> Iterator[Pkt]:
-    """Stream the IPv4 packets of a pcap/pcapng file as records."""
+    """Stream the IPv4 and IPv6 packets of a pcap/pcapng file as records."""
     with PcapReader(str(path)) as reader:
         for number, frame in enumerate(reader, start=1):  # Wireshark's frame numbers
-            if not isinstance(frame, Ether) and frame.getlayer(IP) is None:
+            if not isinstance(frame, Ether) and frame.getlayer(IP) is None \
+                    and frame.getlayer(IPv6) is None:
                 continue
             rec = from_scapy(frame, number)
             if rec is not None:

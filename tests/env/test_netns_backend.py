@@ -98,14 +98,14 @@ def test_a_failed_start_undoes_itself_and_spares_what_it_did_not_make(
         nsutil.remove(blocker)
 
 
-def test_only_ip_option_dispatch_is_accepted_and_a_refusal_creates_nothing(
+def test_only_option_and_geneve_dispatch_are_accepted_and_a_refusal_creates_nothing(
         seed_topology: Topology) -> None:
     ipip = seed_topology.model_copy(update={"load_balancer": seed_topology.load_balancer
                                             .model_copy(update={"dispatch": "ipip"})})
     before = set(nsutil.list_netns())
-    with pytest.raises(BackendError, match=r"load_balancer.dispatch: the netns datapath "
+    with pytest.raises(BackendError, match=r"load_balancer.dispatch: the netns backend "
                                            r"carries the service in an IPv4 option \(opt\) "
-                                           r"only, not ipip"):
+                                           r"or in Geneve \(geneve\), not ipip"):
         NetnsBackend().up(ipip)
     assert set(nsutil.list_netns()) == before
 

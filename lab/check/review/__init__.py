@@ -4,8 +4,11 @@
 no scapy) and returns a :class:`ReviewResult`:
 
 * the DSR flows: a TCP SYN or a UDP datagram whose FIRST IPv4 option is the
-  DSR option (type 0x9a, length 8), in either byte order; the flow is
-  (client ip:port -> backend ip:port), the service is what the option names;
+  DSR option (type 0x9a, length 8), in either byte order; or that carries the
+  IPv6 DSR Destination Option (0x1b, length 20); or that travels Geneve
+  encapsulated (UDP 6081) with Cilium's DSR option (class 0x014b, type 0x81),
+  the flow then being the inner packet's; the flow is (client ip:port ->
+  backend ip:port), the service is what the carrier names;
 * per flow, the replies seen: from the service address (rewritten, as DSR
   wants), or from the backend's own address to the client (not rewritten:
   the classic broken-DSR symptom), and the client's packets to the service
@@ -151,6 +154,7 @@ def _review(path: str | Path, t0: float, *, order: OptionOrder | None,
             skipped_linktypes={_linktype_name(k): v for k, v in sorted(w.skipped.items())},
             truncated_at=truncated_at,
             seconds=time.perf_counter() - t0,
+            ipv6_packets=w.ipv6,
         )
 
 

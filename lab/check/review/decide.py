@@ -22,10 +22,10 @@ from lab.check.review.walk import (
     REPLY_NET,
     FlowState,
     WalkState,
-    ip_str,
+    addr_str,
 )
 from lab.wire import dsropt
-from lab.wire.dsropt import OptionOrder
+from lab.wire.dsropt import OptionOrder, hostport
 from lab.wire.endpoint import Endpoint
 from lab.wire.pcapread import CaptureFile
 
@@ -34,6 +34,7 @@ _PROTO_NAMES: dict[int, Proto] = {6: "tcp", 17: "udp"}
 
 Reading = tuple[int, OrderBasis]  # 0 host, 1 network (-1: no evidence), and why
 Verdict = tuple[FlowStatus, str, "Finding | None"]  # status, note, the finding it brings
+_CARRIER: Reading = (1, "carrier")  # IPv6 and Geneve carriers: network order, one reading
 
 
 def flows_and_findings(w: WalkState, cap: CaptureFile, order: OptionOrder | None,
@@ -58,11 +59,12 @@ def _chosen_readings(flows: list[FlowState], order: OptionOrder | None) -> list[
     """Per flow, the reading to use: forced, else the flow's own evidence, else the
     file's (the reading more flows' evidence backs), else the plausible one."""
     if order is not None:
-        return [(0 if order == "host" else 1, "forced")] * len(flows)
-    seen = [_evidence(f) for f in flows]
+        forced: Reading = (0 if order == "host" else 1, "forced")
+        return [_CARRIER if f.single else forced for f in flows]
+    seen = [_CARRIER if f.single else _evidence(f) for f in flows]
     votes = [0, 0]
-    for ri, _basis in seen:
-        if ri >= 0:
+    for ri, basis in seen:
+        if ri >= 0 and basis != "carrier":
             votes[ri] += 1
     by_file = -1 if votes[0] == votes[1] else (0 if votes[0] > votes[1] else 1)
     return [(ri, basis) if ri >= 0 else _without_evidence(f, by_file)
@@ -109,7 +111,7 @@ def _unrewritten(f: FlowState, service: Endpoint, role: Role | None) -> Verdict:
     """Replies from the backend's own address: expected at the pod, else broken DSR."""
     ttl = f.raw_ttl
     frame = f.raw_frame if f.raw_frame is not None else f.first_frame
-    backend = f"{ip_str(f.backend[0])}:{f.backend[1]}"
+    backend = hostport(addr_str(f.backend[0], f.family), f.backend[1])
     if role == "pod":
         return ("pod-side", "replies leave the pod with its own address; its node rewrites "
                 "them (expected at a pod)", None)
@@ -144,8 +146,9 @@ def _no_reply(f: FlowState, service: Endpoint, role: Role | None, front: int) ->
 
 
 def _desc(f: FlowState, service: Endpoint) -> str:
-    return (f"{_PROTO_NAMES[f.proto]} {ip_str(f.client[0])}:{f.client[1]} -> "
-            f"{ip_str(f.backend[0])}:{f.backend[1]} (service {service})")
+    fam = f.family
+    return (f"{_PROTO_NAMES[f.proto]} {hostport(addr_str(f.client[0], fam), f.client[1])} -> "
+            f"{hostport(addr_str(f.backend[0], fam), f.backend[1])} (service {service})")
 
 
 # -- the record -------------------------------------------------------------------------------
@@ -156,8 +159,8 @@ def _dsr_flow(f: FlowState, ri: int, basis: OrderBasis, status: FlowStatus, note
     c = f.counts
     return DsrFlow(
         proto=_PROTO_NAMES[f.proto],
-        client=Endpoint(ip_str(f.client[0]), f.client[1]),
-        backend=Endpoint(ip_str(f.backend[0]), f.backend[1]),
+        client=Endpoint(addr_str(f.client[0], f.family), f.client[1]),
+        backend=Endpoint(addr_str(f.backend[0], f.family), f.backend[1]),
         service=f.readings[ri],
         order=dsropt.ORDERS[ri],
         order_basis=basis,
@@ -174,4 +177,6 @@ def _dsr_flow(f: FlowState, ri: int, basis: OrderBasis, status: FlowStatus, note
         first_unrewritten_ttl=f.raw_ttl,
         status=status,
         note=note,
+        family=6 if ":" in f.readings[ri].ip else 4,
+        dispatch=f.dispatch,
     )

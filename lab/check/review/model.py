@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from lab.capture.layout import Role
 from lab.errors import LabError
-from lab.wire.dsropt import OptionOrder
+from lab.wire.dsropt import Dispatch, OptionOrder
 from lab.wire.endpoint import Endpoint
 
 Severity = Literal["error", "warning", "info"]
@@ -17,7 +17,8 @@ FindingKind = Literal[
     "option-bad-length", "syn-without-option",
 ]
 FlowStatus = Literal["rewritten", "not-rewritten", "pod-side", "lb-node", "no-reply"]
-OrderBasis = Literal["forced", "replies", "frontend", "file", "plausible"]
+# "carrier": the IPv6 option and the Geneve option have one byte order (network)
+OrderBasis = Literal["forced", "replies", "frontend", "file", "plausible", "carrier"]
 Proto = Literal["tcp", "udp"]
 
 SEVERITY_RANK = {"error": 0, "warning": 1, "info": 2}
@@ -50,6 +51,8 @@ class DsrFlow:
     first_unrewritten_ttl: int | None
     status: FlowStatus
     note: str
+    family: int = 4  # the service's: 4 or 6
+    dispatch: Dispatch = "opt"  # opt: an IP option (0x9a, IPv6 0x1b); geneve: Geneve's
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__slots__}
@@ -77,12 +80,15 @@ class ReviewResult:
     point: str | None  # the capture point's name when a manifest names the file
     packets: int
     ipv4_packets: int
-    option_packets: int  # IPv4 packets whose first option is 0x9a length 8 (any protocol)
+    # packets carrying a DSR carrier (any protocol): the first IPv4 option 0x9a length 8,
+    # the IPv6 destination option 0x1b, the Geneve option (class 0x014b type 0x81)
+    option_packets: int
     flows: list[DsrFlow]
     findings: list[Finding]
     skipped_linktypes: dict[str, int]  # packets of link types not decoded
     truncated_at: int | None  # byte offset where a truncated file ended (partial=True)
     seconds: float
+    ipv6_packets: int = 0
 
     @property
     def services(self) -> dict[str, list[DsrFlow]]:
@@ -103,7 +109,8 @@ class ReviewResult:
         return {
             "path": self.path, "format": self.format, "linktypes": self.linktypes,
             "role": self.role, "point": self.point, "packets": self.packets,
-            "ipv4_packets": self.ipv4_packets, "option_packets": self.option_packets,
+            "ipv4_packets": self.ipv4_packets, "ipv6_packets": self.ipv6_packets,
+            "option_packets": self.option_packets,
             "counts": {s: self.count(s) for s in ("error", "warning", "info")},
             "statuses": statuses,
             "flows": [f.to_dict() for f in self.flows],

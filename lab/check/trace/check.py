@@ -17,6 +17,7 @@ from lab.capture.capdir import CaptureDir, PointFile
 from lab.capture.layout import MANIFEST
 from lab.check.trace.fields import (
     IMPLIED_DEFAULTS,
+    IMPLIED_IHL,
     Env,
     FieldSpec,
     Outcome,
@@ -35,7 +36,7 @@ from lab.check.trace.model import (
     TraceError,
 )
 from lab.check.trace.results import CheckResult, ClaimVerdict, FieldDiff, FlowInfo, TraceResult
-from lab.wire.endpoint import Endpoint
+from lab.wire.dsropt import hostport
 
 if TYPE_CHECKING:  # scapy loads when a capture directory's packets are read
     from lab.wire.packets import Pkt
@@ -105,8 +106,8 @@ class _Checker:
 
     def full_specs(self, exp: PacketSpec) -> list[FieldSpec]:
         specs = {**self.defaults, **exp.field_specs()}
-        if "ihl" not in specs:
-            specs["ihl"] = 5 if specs.get("dsr") == "none" else 7
+        if "ihl" not in specs:  # 5 or 7 for IPv4 by its DSR carrier, n/a for IPv6
+            specs["ihl"] = {IMPLIED_IHL: specs.get("dsr") != "none"}
         return self.compile(specs)
 
     @staticmethod
@@ -175,7 +176,7 @@ class _Checker:
             for o in outs:
                 env.bind(o.bindings)
             env.bind({var: field_value(p, f, env) for var, f in rule.bind.items()})
-            flow_id = f"{p.src}:{p.sport}"
+            flow_id = p.endpoint("src")
             flows.setdefault(flow_id, env)
         n_min = self.trace.flows.min
         checks.append(CheckResult(
@@ -329,7 +330,7 @@ def _variant(exp: PacketSpec) -> str:
 
 def _short(v: Any) -> Any:
     if isinstance(v, dict):
-        return v.get("name") or (str(Endpoint(v["ip"], v["port"])) if {"ip", "port"} <= v.keys()
+        return v.get("name") or (hostport(str(v["ip"]), v["port"]) if {"ip", "port"} <= v.keys()
                                  else v)
     return v
 

@@ -11,13 +11,14 @@ got 10.0.2.123``), plus any variable the match binds.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from lab.wire import dsropt
-from lab.wire.endpoint import Endpoint
+from lab.wire.dsropt import hostport
 from lab.wire.ipv4 import option_names
 
 if TYPE_CHECKING:  # scapy loads only where packets are read
@@ -28,9 +29,22 @@ _Getter = Callable[["Pkt", "Env"], Any]
 
 
 def _dsr_value(p: Pkt, env: Env) -> str:
-    if not p.has_dsr_option:
-        return "none"
-    return str(Endpoint(*dsropt.decode(p.options, env.option_order)))
+    """The service a packet's DSR carrier names (IPv4 option, IPv6 option, Geneve
+    option), ``ip:port`` / ``[ip]:port``, or ``none``."""
+    value = p.dsr(env.option_order)
+    return "none" if value is None else value.service
+
+
+def _dsr_dispatch(p: Pkt, env: Env) -> str:
+    """How the service travelled: ``opt`` (an IP option), ``geneve`` or ``none``."""
+    value = p.dsr(env.option_order)
+    return "none" if value is None else value.dispatch
+
+
+def _dsr_family(p: Pkt, env: Env) -> int | str:
+    """The family of the service the DSR carrier names (4 or 6), or ``none``."""
+    value = p.dsr(env.option_order)
+    return "none" if value is None else value.family
 
 
 def _csum(ok: bool | None) -> str:
@@ -41,7 +55,7 @@ FIELDS: dict[str, tuple[str, _Getter]] = {
     "src": ("[IP].src", lambda p, e: p.src),
     "dst": ("[IP].dst", lambda p, e: p.dst),
     "proto": ("[IP].proto", lambda p, e: p.proto),
-    "ihl": ("[IP].ihl", lambda p, e: p.ihl),
+    "ihl": ("[IP].ihl", lambda p, e: p.ihl if p.family == 4 else None),
     "ip_len": ("[IP].len", lambda p, e: p.ip_len),
     "ttl": ("[IP].ttl", lambda p, e: p.ttl),
     # fragments: the IP ID (bind it from a first fragment, match the later ones by it),
@@ -50,9 +64,17 @@ FIELDS: dict[str, tuple[str, _Getter]] = {
     "frag_offset": ("[IP].frag_offset", lambda p, e: p.frag_offset),
     "more_fragments": ("[IP].flags.MF", lambda p, e: p.more_fragments),
     "dsr": ("[IP].options.dsr", _dsr_value),
+    # the DSR carrier's sub-fields: opt (IPv4 option 0x9a, IPv6 option 0x1b) or geneve,
+    # and the service's family (4 or 6)
+    "dsr_dispatch": ("[DSR].dispatch", _dsr_dispatch),
+    "dsr_family": ("[DSR].family", _dsr_family),
+    # the IP version of the (inner) packet, and an encapsulated frame's outer headers
+    "family": ("[IP].version", lambda p, e: p.family),
+    "outer_src": ("[Outer].src", lambda p, e: p.outer.src if p.outer else "none"),
+    "outer_dst": ("[Outer].dst", lambda p, e: p.outer.dst if p.outer else "none"),
     # the options in order, by name, nop/end left out: "dsr,timestamp" ("" for none)
     "ip_options": ("[IP].options", lambda p, e: option_names(p.options)),
-    "ip_csum": ("[IP].chksum", lambda p, e: _csum(p.ip_csum_ok)),
+    "ip_csum": ("[IP].chksum", lambda p, e: _csum(p.ip_csum_ok if p.family == 4 else None)),
     "sport": ("[L4].sport", lambda p, e: p.sport),
     "dport": ("[L4].dport", lambda p, e: p.dport),
     "flags": ("[TCP].flags", lambda p, e: p.flags),
@@ -73,8 +95,25 @@ FIELDS: dict[str, tuple[str, _Getter]] = {
 FIELD_NAMES = frozenset(FIELDS)
 # compared when an expectation does not say otherwise ("everything else is compared")
 IMPLIED_DEFAULTS: dict[str, Any] = {"proto": "tcp", "dsr": "none"}
+# the IP header length an expectation implies when it does not give one: an IPv4 packet
+# without options (5 words), or with the 8-byte DSR option when it expects DSR (7) but
+# for Geneve dispatch (the service rides outside: 5); an IPv6 packet has none
+IMPLIED_IHL = "implied"
+DSR_PARTS = ("service", "dispatch", "family")
 _REF = re.compile(r"^\$(?P<name>[a-z_][a-z0-9_]*)(?:\.(?P<attr>[a-z_][a-z0-9_]*))?"
                   r"(?:\s*(?P<op>[+-])\s*(?P<num>\d+))?$")
+
+
+_ADDRESSES = frozenset(("src", "dst", "outer_src", "outer_dst"))
+_ENDPOINT = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[0-9.]+):\d{1,5}$")
+
+
+def _endpoint_text(text: str) -> str:
+    """``[0200::0]:80`` -> ``[200::]:80``: an endpoint literal as the reader prints it."""
+    host, _, port = text.rpartition(":")
+    if host.startswith("["):
+        return hostport(str(ipaddress.IPv6Address(host[1:-1])), int(port))
+    return text
 
 
 class Unbound(LookupError):
@@ -152,7 +191,7 @@ def _same(want: Any, got: Any) -> bool:
 
 def _text(v: Any) -> str:
     if isinstance(v, dict) and {"ip", "port"} <= v.keys():
-        return f"{v['ip']}:{v['port']}"
+        return hostport(str(v["ip"]), v["port"])
     if isinstance(v, dict) and "name" in v:
         return str(v["name"])
     return "none" if v is None else str(v)
@@ -177,6 +216,11 @@ class FieldSpec:
         self._check = self._compile(spec)
 
     def _compile(self, spec: Any) -> Callable[[Any, Env], Outcome]:
+        if self.field == "dsr" and isinstance(spec, dict) and spec \
+                and set(spec) <= set(DSR_PARTS):
+            return self._dsr_parts(spec)
+        if self.field == "ihl" and isinstance(spec, dict) and set(spec) == {IMPLIED_IHL}:
+            return lambda got, env: Outcome(True, "", "", {})  # see check()
         if isinstance(spec, dict):
             if spec and set(spec) <= {"min", "max"}:  # {min: 1}, {max: 9} or both
                 op, arg = "range", spec
@@ -190,11 +234,30 @@ class FieldSpec:
         return self._equals(spec)
 
     def _equals(self, spec: Any) -> Callable[[Any, Env], Outcome]:
+        if self.field in _ADDRESSES and isinstance(spec, str) and spec.startswith("[") \
+                and spec.endswith("]"):
+            spec = "[" + spec[1:-1]  # an IPv6 address may be written [200::], as in [200::]:80
+        if self.field in _ADDRESSES and isinstance(spec, str) and (
+                ":" in spec or spec.startswith("[")) and not spec.startswith("$"):
+            try:
+                spec = str(ipaddress.IPv6Address(spec.lstrip("[")))  # as the reader prints it
+            except ValueError:
+                raise ValueError(f"{spec!r} is not an IP address") from None
+        if self.field == "dsr" and isinstance(spec, str) and _ENDPOINT.match(spec):
+            spec = _endpoint_text(spec)
         ref = Ref.parse(spec) if isinstance(spec, str) else None
         if isinstance(spec, str) and spec.startswith("$") and ref is None:
             raise ValueError(f"bad reference {spec!r} (use $name, $name.attr or $name.attr + N)")
-        if self.field == "dsr" and ref is None and spec not in ("none", "any"):
-            raise ValueError("dsr is none, any, or a reference such as $service")
+        if self.field == "dsr" and ref is None and spec not in ("none", "any") \
+                and not (isinstance(spec, str) and _ENDPOINT.match(spec)):
+            raise ValueError("dsr is none, any, a reference such as $service, a service "
+                             "such as 172.18.0.2:32000 or [200::]:80, or a mapping of "
+                             "service, dispatch (opt, geneve) and family (4, 6)")
+        if self.field == "dsr_dispatch" and spec not in ("opt", "geneve", "none"):
+            raise ValueError("dsr_dispatch is opt, geneve or none")
+        if self.field in ("dsr_family", "family") and spec not in (4, 6, "none"):
+            raise ValueError(f"{self.field} is 4 or 6" + (" or none" if self.field ==
+                                                           "dsr_family" else ""))
         if self.field in ("ip_csum", "l4_csum") and spec not in ("valid", "invalid"):
             raise ValueError("a checksum is valid or invalid")
 
@@ -205,6 +268,29 @@ class FieldSpec:
             if self.field == "dsr" and spec == "any":
                 return Outcome(got != "none", "any DSR option", _text(got), {})
             return Outcome(_same(spec, got), _text(spec), _text(got), {})
+
+        return check
+
+    def _dsr_parts(self, spec: dict[str, Any]) -> Callable[[Any, Env], Outcome]:
+        """``dsr: {service: $service, dispatch: geneve, family: 6}``: each part given is
+        compared (the getter then hands over the whole :class:`DsrValue`)."""
+        parts = {k: FieldSpec(f"dsr_{k}" if k != "service" else "dsr", v)
+                 for k, v in spec.items()}
+        self.getter = lambda p, e: p.dsr(e.option_order)
+
+        def check(got: Any, env: Env) -> Outcome:
+            have = {"service": got.service if got else "none",
+                    "dispatch": got.dispatch if got else "none",
+                    "family": got.family if got else "none"}
+            ok, bindings, want = True, {}, []
+            for name, part in parts.items():
+                out = part._check(have[name], env)
+                ok = ok and out.ok
+                bindings.update(out.bindings)
+                want.append(f"{name} {out.expected}")
+            shown = "none" if got is None else f"{got.service} via {got.dispatch} " \
+                f"(IPv{got.family})"
+            return Outcome(ok, ", ".join(want), shown, bindings if ok else {})
 
         return check
 
@@ -265,14 +351,25 @@ class FieldSpec:
         raise ValueError(f"unknown operator {op!r}")
 
     def check(self, pkt: Pkt, env: Env) -> Outcome:
+        if self.field == "ihl" and isinstance(self.spec, dict) and IMPLIED_IHL in self.spec:
+            return _implied_ihl(pkt, env, expects_dsr=bool(self.spec[IMPLIED_IHL]))
         out = self._check(self.getter(pkt, env), env)
-        if self.field == "dsr" and not out.ok and pkt.has_dsr_option:
+        if self.field == "dsr" and not out.ok and pkt.has_dsr_option and pkt.carrier is None:
             # say what the bytes were, and what they mean in the other byte order
             other: dsropt.OptionOrder = "network" if env.option_order == "host" else "host"
             ip, port = dsropt.decode(pkt.options, other)
             hint = f"{out.got} (bytes {pkt.options[:8].hex(' ')}; {other} order: {ip}:{port})"
             return Outcome(out.ok, out.expected, hint, out.bindings)
         return out
+
+
+def _implied_ihl(pkt: Pkt, env: Env, *, expects_dsr: bool) -> Outcome:
+    """The IHL an expectation implies (:data:`IMPLIED_IHL`), for this packet."""
+    if pkt.family != 4:
+        return Outcome(True, "n/a (IPv6)", "n/a", {})
+    value = pkt.dsr(env.option_order)
+    want = 7 if expects_dsr and (value is None or value.dispatch == "opt") else 5
+    return Outcome(pkt.ihl == want, str(want), str(pkt.ihl), {})
 
 
 def compile_field(field: str, spec: Any) -> FieldSpec:

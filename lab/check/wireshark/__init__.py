@@ -2,7 +2,9 @@
 
 ``dsr_option.lua`` (beside this file) is a post-dissector: it finds the
 IPv4 DSR option (type 0x9a, length 8) in every IPv4 header, including ones
-quoted in ICMP errors, and shows it as the service address and port, with
+quoted in ICMP errors, the IPv6 DSR Destination Option (0x1b, length 20) and
+Cilium's Geneve option (class 0x014b, type 0x81, Geneve dispatch), and shows
+it as the service address and port (``DSR [200::]:80`` in the Info column), with
 filterable fields (``dsropt.service.ip == 172.18.0.2``, ``dsropt``; see
 :data:`FIELDS`). The protocol is named ``dsropt`` because Wireshark already
 has a ``dsr`` (Dynamic Source Routing).
@@ -38,7 +40,10 @@ FIELDS: dict[str, str] = {
     "dsropt.order": '"host" (byte-swapped, as Cilium 1.13-1.15 writes it) or "network"',
     "dsropt.alt.service": "the other reading, ip:port (also .alt.ip, .alt.port, .alt.order)",
     "dsropt.first": "true if it is the first IPv4 option (the only one a backend reads)",
-    "dsropt.raw": "the 8 option bytes",
+    "dsropt.raw": "the 8 option bytes (the IPv6 option's, the Geneve option's)",
+    "dsropt.service.ipv6": "the service address (IPv6: the 0x1b option, IPv6 in Geneve)",
+    "dsropt.dispatch": '"opt" (an IP option, 0x9a or IPv6 0x1b) or "geneve"',
+    "dsropt.family": "4 or 6, the service address's family",
 }
 ORDER_PREF = "dsropt.order"  # -o dsropt.order:auto|host|network
 DEFAULT_TIMEOUT_S = 30.0

@@ -1,4 +1,6 @@
--- dsr_option.lua: Wireshark/tshark post-dissector for Cilium's IPv4 DSR option.
+-- dsr_option.lua: Wireshark/tshark post-dissector for Cilium's DSR options:
+-- the IPv4 option (0x9a), the IPv6 Destination Option (0x1b) and the Geneve
+-- option (class 0x014b, type 0x81) of Geneve dispatch.
 --
 -- Cilium (loadBalancer.mode=dsr, dispatch "opt") adds an 8-byte IPv4 option
 -- to the DNATed SYN (TCP) or to every datagram (UDP) it forwards to a
@@ -13,6 +15,17 @@
 -- the plausible one as dsropt.service*, the other as dsropt.alt.*. The
 -- preference dsropt.order (auto|host|network) forces one reading:
 --   tshark -o dsropt.order:network ...
+--
+-- IPv6 (Cilium's IPv6 DSR): a Destination Options header right after the
+-- IPv6 header whose option 0x1b (length 20) holds the 16-byte service
+-- address, the port and 2 bytes of padding, all in network order; Wireshark
+-- 4.0 shows it as "Unknown IPv6 Option (27)".
+-- Geneve dispatch (Cilium >= 1.14): the DNATed packet travels encapsulated
+-- (UDP 6081) to the backend's node with an option of class 0x014b, type
+-- 0x81, holding the service address and port (2 words of data for IPv4, 5
+-- for IPv6), network order; Wireshark 4.0 shows it as "Unknown".
+-- Both show as "DSR [200::]:80" (IPv4 in Geneve: "DSR 172.18.0.2:32000") in
+-- the Info column, with dsropt.dispatch (opt|geneve) and dsropt.family.
 --
 -- The protocol is "dsropt": "dsr" is taken by Dynamic Source Routing.
 --
@@ -31,7 +44,10 @@
 --                           the other reading
 --   dsropt.first            true if it is the first IPv4 option (the only
 --                           position a Cilium backend reads)
---   dsropt.raw              the 8 option bytes
+--   dsropt.raw              the 8 option bytes (IPv6, Geneve: the option's)
+--   dsropt.service.ipv6     IPv6 address (IPv6 option, IPv6 in Geneve)
+--   dsropt.dispatch         "opt" (an IP option) or "geneve"
+--   dsropt.family           4 or 6: the service's address family
 -- Keep the "auto" rule in step with lab/review.py (plausible_order).
 
 local DSR_TYPE = 0x9a
@@ -49,9 +65,15 @@ local pf_alt_port  = ProtoField.uint16("dsropt.alt.port", "Port", base.DEC)
 local pf_alt_order = ProtoField.string("dsropt.alt.order", "Byte order")
 local pf_first     = ProtoField.bool("dsropt.first", "First IPv4 option (read by the backend)")
 local pf_raw       = ProtoField.bytes("dsropt.raw", "Option bytes")
+local pf_ip6       = ProtoField.ipv6("dsropt.service.ipv6", "Service address (IPv6)")
+local pf_dispatch  = ProtoField.string("dsropt.dispatch", "Dispatch")
+local pf_family    = ProtoField.uint8("dsropt.family", "Address family", base.DEC)
 
 dsr.fields = { pf_service, pf_ip, pf_port, pf_order, pf_alt, pf_alt_ip, pf_alt_port,
-               pf_alt_order, pf_first, pf_raw }
+               pf_alt_order, pf_first, pf_raw, pf_ip6, pf_dispatch, pf_family }
+
+local OPT6_TYPE, OPT6_LEN = 0x1b, 20
+local GENEVE_CLASS, GENEVE_TYPE = 0x014b, 0x81
 
 local ex_not_first = ProtoExpert.new("dsropt.not_first.expert",
     "DSR option is not the first IPv4 option: a Cilium backend does not read it",
@@ -70,6 +92,8 @@ dsr.prefs.order = Pref.enum("Byte order", ORDER_AUTO,
     false)
 
 local f_ip = Field.new("ip")
+local f_dstopts = Field.new("ipv6.dstopts")
+local f_geneve_opt = Field.new("geneve.option")
 
 local function dotted(a, b, c, d)
     return string.format("%d.%d.%d.%d", a, b, c, d)
@@ -130,7 +154,71 @@ local function add_reading(tree, opt, host_order, f_addr, f_port)
     end
 end
 
+-- One service carried in network order (IPv6 option, Geneve option): the
+-- subtree, its fields, the Info column. ``data`` starts at the address.
+local function add_carrier(tree, pinfo, whole, data, six, dispatch, what)
+    local alen = six and 16 or 4
+    local port = data(alen, 2):uint()
+    local addr = six and tostring(data(0, 16):ipv6()) or tostring(data(0, 4):ipv4())
+    local svc = six and ("[" .. addr .. "]:" .. port) or (addr .. ":" .. port)
+    local st = tree:add(dsr, whole, string.format("Cilium DSR %s: service %s", what, svc))
+    st:add(pf_service, data(0, alen + 2), svc)
+    if six then
+        st:add(pf_ip6, data(0, 16))
+    else
+        st:add(pf_ip, data(0, 4))
+    end
+    st:add(pf_port, data(alen, 2))
+    st:add(pf_dispatch, whole, dispatch)
+    st:add(pf_family, whole, six and 6 or 4)
+    st:add(pf_raw, whole)
+    pinfo.cols.info:append(" [DSR " .. svc .. "]")
+end
+
+-- The DSR option in each IPv6 Destination Options header (Pad1/PadN skipped).
+local function dissect_ipv6(pinfo, tree)
+    for _, fi in ipairs({ f_dstopts() }) do
+        local rng = fi.range
+        if rng ~= nil and rng:len() >= 8 then
+            local ext = rng:tvb()
+            local off = 2
+            while off + 2 <= ext:len() do
+                local t = ext(off, 1):uint()
+                if t == 0 then
+                    off = off + 1
+                else
+                    local l = ext(off + 1, 1):uint()
+                    if t == OPT6_TYPE and l == OPT6_LEN and off + 2 + l <= ext:len() then
+                        add_carrier(tree, pinfo, ext(off, 2 + l), ext(off + 2, l), true, "opt",
+                                    "IPv6 option 0x1b")
+                        break
+                    end
+                    off = off + 2 + l
+                end
+            end
+        end
+    end
+end
+
+-- Cilium's option among the Geneve options (2 words: IPv4, 5 words: IPv6).
+local function dissect_geneve(pinfo, tree)
+    for _, fi in ipairs({ f_geneve_opt() }) do
+        local rng = fi.range
+        if rng ~= nil and rng:len() >= 12 then
+            local opt = rng:tvb()
+            local words = opt(3, 1):uint() % 32
+            if opt(0, 2):uint() == GENEVE_CLASS and opt(2, 1):uint() == GENEVE_TYPE
+                and (words == 2 or words == 5) and 4 + words * 4 <= opt:len() then
+                add_carrier(tree, pinfo, opt(0, 4 + words * 4), opt(4, words * 4), words == 5,
+                            "geneve", "Geneve option")
+            end
+        end
+    end
+end
+
 function dsr.dissector(tvb, pinfo, tree)
+    dissect_geneve(pinfo, tree)
+    dissect_ipv6(pinfo, tree)
     local ips = { f_ip() }
     for _, fi in ipairs(ips) do
         local rng = fi.range
@@ -184,6 +272,8 @@ function dsr.dissector(tvb, pinfo, tree)
                             fit:add_proto_expert_info(ex_not_first)
                         end
                         st:add(pf_raw, opt)
+                        st:add(pf_dispatch, opt, "opt")
+                        st:add(pf_family, opt, 4)
                         pinfo.cols.info:append(" [DSR " .. svc .. "]")
                     end
                 end

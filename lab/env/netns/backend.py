@@ -24,6 +24,7 @@ from lab.datapath.fabric import FabricObject, FabricPort
 from lab.env import resources
 from lab.env.base import BackendError, HostKind, LabHost
 from lab.env.cleanup import STATE_DIR
+from lab.env.netns import geneve
 from lab.env.netns.choice import node_datapaths
 from lab.env.netns.datapath import NodeDatapaths
 from lab.env.netns.lab import NetnsLab
@@ -73,11 +74,6 @@ class NetnsBackend:
         self.cilium_src = cilium_src
 
     def up(self, topology: Topology, *, run_id: str | None = None) -> NetnsLab:
-        if topology.load_balancer.dispatch != "opt":
-            raise BackendError(
-                f"{topology.source or topology.name}: load_balancer.dispatch: the netns "
-                f"datapath carries the service in an IPv4 option (opt) only, not "
-                f"{topology.load_balancer.dispatch}")
         recipe = self.datapaths
         if self.with_datapath and recipe is None:  # the topology's (a source found first)
             recipe = node_datapaths(None, topology, self.cilium_src)
@@ -85,6 +81,9 @@ class NetnsBackend:
             raise BackendError(
                 f"{topology.source or topology.name}: network.subnet6: a dual-stack lab "
                 "needs IPv6, which this kernel has off (booted with ipv6.disable=1?)")
+        refused = geneve.refusal(topology, recipe if self.with_datapath else None)
+        if refused is not None:
+            raise BackendError(refused)
         check_folder(STATE_DIR, "state folder")  # claims and state go there: checked first
         # memory and open files for it, or one line saying what is missing (before anything)
         resources.check(resources.lab_needs(topology, datapath=self.with_datapath,

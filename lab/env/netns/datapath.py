@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lab.capture.dpevents import DatapathEvent, DatapathEvents
-from lab.datapath import BackendEntry, DatapathError, DatapathObject, build_object, maglev
+from lab.datapath import (
+    BackendEntry,
+    DatapathError,
+    DatapathObject,
+    build_object,
+    maglev,
+    tunnel,
+)
 from lab.env.netns.layout import NODE_ETH0_INDEX
 from lab.errors import LabError
 from lab.model.topology import IPFamily, Node, ServicePort, Topology
@@ -145,6 +152,18 @@ def add_ipv6_services(dp: DatapathObject, t: Topology, node: Node) -> None:
                        backends=f.backends)
 
 
+def fill_tunnel(dp: DatapathObject, t: Topology, node: Node) -> None:
+    """Geneve dispatch (``load_balancer.dispatch: geneve``): this node's address (the
+    outer source, and Geneve to it taken apart) and every other node's pod CIDR ->
+    that node (the tunnel map). Only the DSR dispatch rides in Geneve."""
+    if t.load_balancer.dispatch != "geneve":
+        return
+    tunnel.set_geneve(dp, str(node.ip))
+    for other in t.nodes:
+        if other.name != node.name:
+            tunnel.add_route(dp, str(other.pod_cidr), str(other.ip))
+
+
 class _DatapathLoads:
     """Every node's datapath object, loaded (verifier, maps) and configured on
     worker threads while the main thread wires the network; :meth:`take` waits
@@ -168,6 +187,7 @@ class _DatapathLoads:
             dp.set_fragment_tracking(t.load_balancer.fragment_tracking)
             dp.set_node_addr(str(node.ip))  # SNAT's source, where SNATed replies return
             dp.set_maglev_seed(t.load_balancer.maglev_hash_seed)
+            fill_tunnel(dp, t, node)
             for f in _frontends(t, node):
                 dp.add_service(vip=str(node.ip), port=f.port.node_port,
                                proto="tcp" if f.port.protocol == "TCP" else "udp",
