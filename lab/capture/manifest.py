@@ -37,7 +37,8 @@ class ManifestService(_Part):
 
     @property
     def endpoint(self) -> str:
-        return f"{self.ip}:{self.port}"
+        """``ip:port``, ``[ip]:port`` for an IPv6 address."""
+        return f"[{self.ip}]:{self.port}" if ":" in self.ip else f"{self.ip}:{self.port}"
 
     @property
     def proto(self) -> str:
@@ -114,6 +115,9 @@ class Manifest(_Part):
     run_id: str = ""
     backend: str = ""
     topology: str = ""
+    # the address family the client used: every address below is of it (the same
+    # names in either, so one trace reads both)
+    family: Literal["IPv4", "IPv6"] = "IPv4"
     service: ManifestService = ManifestService()
     client: ManifestClient = ManifestClient()
     option_byte_order: OptionOrder = "host"

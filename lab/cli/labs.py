@@ -67,9 +67,18 @@ def up(
 
 
 def _print_lab(lab: Lab, title: str, state: Path) -> None:
-    table(("host", "kind", "address", "interface", "namespace"),
-          ((h.name, h.kind, str(h.ip), h.ifname, h.netns) for h in lab.hosts.values()),
-          title=title, leave_out=("kind", "interface", "address"))  # the namespace stays
+    t = lab.topology
+    if t.dual_stack:  # each host's IPv6 address beside its IPv4 one
+        ip6 = {t.client.name: t.client.ip6, **{n.name: n.ip6 for n in t.nodes},
+               **{p.name: p.ip6 for p in t.pods}}
+        table(("host", "kind", "address", "IPv6 address", "interface", "namespace"),
+              ((h.name, h.kind, str(h.ip), str(ip6.get(h.name) or ""), h.ifname, h.netns)
+               for h in lab.hosts.values()),
+              title=title, leave_out=("kind", "interface", "IPv6 address", "address"))
+    else:
+        table(("host", "kind", "address", "interface", "namespace"),
+              ((h.name, h.kind, str(h.ip), h.ifname, h.netns) for h in lab.hosts.values()),
+              title=title, leave_out=("kind", "interface", "address"))  # the namespace stays
     first = next(iter(lab.hosts.values()))
     console.print(f"state: {state}", markup=False)
     console.print(f"a shell on a host: nsenter --net=/run/netns/{first.netns} bash",

@@ -17,7 +17,8 @@ a pod's ``eth0``, the client's bridge); nothing touches the root namespace.
   :class:`FaultUnavailable` with the reason :data:`NO_NETEM`.
 * **link_down**: the interface set down (the undo sets it up again and puts
   back the routes through it that the kernel flushed: a node's routes to the
-  other nodes' pod CIDRs, a pod's default route).
+  other nodes' pod CIDRs, a pod's default route, in IPv6 too in a dual-stack lab,
+  whose addresses stay).
 * **kill_pod**: the pod's server stops serving it (the netns backend's one pod
   server process stops that pod: it stops listening and closes its
   connections). There is no undo: the lab cannot bring one pod back.
@@ -41,6 +42,7 @@ import errno
 import functools
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -55,6 +57,9 @@ from lab.plumbing import names, nsutil
 
 NO_NETEM = "this kernel has no sch_netem (CONFIG_NET_SCH_NETEM)"
 NETEM_HANDLE = 0x10000  # 1:
+NUD_PERMANENT = 0x80
+IFA_F_TENTATIVE = 0x40
+LINK_READY_S = 10.0  # how long a link set up again may take to be usable
 RTPROT_KERNEL = 2  # routes the kernel makes itself (an address's subnet) come back alone
 MAIN_TABLE = 254
 LOOPBACK_INDEX = 1
@@ -194,31 +199,71 @@ def _link_down(host: LabHost) -> Applied:
     with nsutil.open_iproute(host.netns) as ipr:
         index = _index(ipr, host)
         kept = _own_routes(ipr, index)
+        resolved = _permanent_neighbours(ipr, index)
         ipr.link("set", index=index, state="down")
 
     def up() -> None:
         with nsutil.open_iproute(host.netns) as ipr:
             ipr.link("set", index=index, state="up")
+            for neighbour in resolved:  # flushed with the link, as its routes
+                ipr.neigh("replace", **neighbour)
             for route in kept:  # the kernel flushed them with the link
                 ipr.route("replace", **route)
+            _wait_ready(ipr, index, host)
 
     return Applied(f"{host.name} {host.ifname} down", "link", up)
 
 
-def _own_routes(ipr: IPRoute, index: int) -> list[dict[str, Any]]:
-    """The IPv4 routes of the main table through ``index`` that the kernel will not
-    make again by itself, as arguments for ``route("replace", ...)``."""
+def _wait_ready(ipr: IPRoute, index: int, host: LabHost) -> None:
+    """Return once the link is operationally up and none of its IPv6 addresses is
+    tentative (the kernel readies a link that comes up after its carrier, and an IPv6
+    address is not usable, not even answered for, until then); a :class:`FaultError`
+    after :data:`LINK_READY_S`."""
+    deadline = time.monotonic() + LINK_READY_S
+    while True:
+        link = ipr.get_links(index)[0]
+        tentative = [a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(family=socket.AF_INET6,
+                                                                       index=index)
+                     if (a.get_attr("IFA_FLAGS") or a["flags"]) & IFA_F_TENTATIVE]
+        if link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN") and not tentative:
+            return
+        if time.monotonic() > deadline:
+            raise FaultError(f"{host.name} {host.ifname} is not ready {LINK_READY_S:g} s "
+                             f"after it was set up (operstate "
+                             f"{link.get_attr('IFLA_OPERSTATE')}, tentative: "
+                             f"{', '.join(tentative) or 'none'})")
+        time.sleep(0.005)
+
+
+def _permanent_neighbours(ipr: IPRoute, index: int) -> list[dict[str, Any]]:
+    """The neighbours resolved ahead on ``index`` (a pod's IPv6 router, the other
+    nodes under Cilium's wiring), as arguments for ``neigh("replace", ...)``."""
     out = []
-    for r in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-        if r.get_attr("RTA_OIF") != index or r["proto"] == RTPROT_KERNEL:
-            continue
-        route: dict[str, Any] = {"dst": f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}",
-                                 "oif": index, "scope": r["scope"], "proto": r["proto"],
-                                 "table": MAIN_TABLE}
-        gateway = r.get_attr("RTA_GATEWAY")
-        if gateway:
-            route["gateway"] = gateway
-        out.append(route)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for n in ipr.get_neighbours(family=family, ifindex=index):
+            if n["state"] & NUD_PERMANENT and n.get_attr("NDA_LLADDR"):
+                out.append({"dst": n.get_attr("NDA_DST"), "lladdr": n.get_attr("NDA_LLADDR"),
+                            "ifindex": index, "family": family, "state": NUD_PERMANENT})
+    return out
+
+
+def _own_routes(ipr: IPRoute, index: int) -> list[dict[str, Any]]:
+    """The routes of the main table through ``index`` that the kernel will not make
+    again by itself, IPv4 and IPv6 (a dual-stack lab's), as arguments for
+    ``route("replace", ...)``."""
+    out = []
+    for family, any_addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        for r in ipr.get_routes(family=family, table=MAIN_TABLE):
+            if r.get_attr("RTA_OIF") != index or r["proto"] == RTPROT_KERNEL:
+                continue
+            route: dict[str, Any] = {
+                "dst": f"{r.get_attr('RTA_DST') or any_addr}/{r['dst_len']}",
+                "family": family, "oif": index, "scope": r["scope"], "proto": r["proto"],
+                "table": MAIN_TABLE}
+            gateway = r.get_attr("RTA_GATEWAY")
+            if gateway:
+                route["gateway"] = gateway
+            out.append(route)
     # a gateway needs its own route first (a pod's default route via its router's /32)
     return sorted(out, key=lambda r: "gateway" in r)
 

@@ -44,7 +44,8 @@ BASE_BYTES = 128 * MIB  # this process, the clang build check, the report's head
 # open files of this process
 BASE_FILES = 64
 FILES_PER_HOST = 3  # the namespace, its netlink socket, a socket while wiring
-FILES_PER_POD = 2  # its listening sockets (TCP; UDP too for a UDP service) until handed over
+FILES_PER_POD = 2  # its listening sockets (TCP; UDP too for a UDP service) until handed over,
+#                   in each family of a dual-stack lab
 FILES_PER_NODE = 12  # its datapath object: programs, maps, BTF
 FILES_PER_CAPTURE = 2  # tcpdump's stderr pipe, and the pcap while it is handed over
 
@@ -75,7 +76,8 @@ def lab_needs(topology: Topology, *, datapath: bool = True, servers: bool = True
     memory = (BASE_BYTES + hosts * HOST_BYTES + rings + len(captures) * TCPDUMP_BYTES
               + (nodes * NODE_DATAPATH_BYTES if datapath else 0)
               + (POD_SERVER_BYTES + pods * POD_BYTES if servers and pods else 0))
-    files = (BASE_FILES + FILES_PER_HOST * hosts + FILES_PER_POD * pods
+    families = 2 if topology.dual_stack else 1
+    files = (BASE_FILES + FILES_PER_HOST * hosts + FILES_PER_POD * families * pods
              + FILES_PER_NODE * nodes + FILES_PER_CAPTURE * len(captures))
     what = f"{nodes} node{'s' * (nodes != 1)} and {pods} pod{'s' * (pods != 1)}"
     if captures:

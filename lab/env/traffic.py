@@ -1,5 +1,6 @@
 """Real traffic from inside a lab host: curl, one connection per request; a UDP
-datagram from a fresh kernel socket, one flow per datagram."""
+datagram from a fresh kernel socket, one flow per datagram. IPv4 or IPv6, as the
+address is: an IPv6 one is written ``[addr]:port`` wherever a port follows it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+from urllib.parse import urlsplit
 
 _BODY_RE = re.compile(r"PodName: (?P<pod>\S+) \| PodIP: eth0 (?P<ip>[0-9.]+)/32")
 _MARK = "\n--dsrlab-- "
@@ -36,11 +38,24 @@ class HttpExchange:
         return m["pod"] if m else None
 
 
+def hostport(ip: str, port: int) -> str:
+    """``ip:port``, or ``[ip]:port`` for an IPv6 address (as URLs and sockets' peers
+    are written)."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def http_url(ip: str, port: int, path: str = "/") -> str:
+    """``http://ip:port/path``, an IPv6 address in brackets."""
+    return f"http://{hostport(ip, port)}{path}"
+
+
 def curl_argv(url: str, timeout_s: float, *, options: Sequence[str] = (),
               write_out: str = "") -> list[str]:
-    """curl quiet but for errors, IPv4, no proxy, within ``timeout_s``, its local port
-    and HTTP code (then ``write_out``'s fields) after a mark at the end of its output."""
-    return ["curl", "-sS", "-4", "--noproxy", "*", "--max-time", f"{timeout_s:g}",
+    """curl quiet but for errors, in the URL's address family (``-4``, or ``-6`` for an
+    IPv6 address), no proxy, within ``timeout_s``, its local port and HTTP code (then
+    ``write_out``'s fields) after a mark at the end of its output."""
+    family = "-6" if ":" in (urlsplit(url).hostname or "") else "-4"
+    return ["curl", "-sS", family, "--noproxy", "*", "--max-time", f"{timeout_s:g}",
             "-w", f"{_MARK}%{{local_port}} %{{http_code}}{' ' if write_out else ''}{write_out}",
             *options, url]
 
@@ -78,17 +93,19 @@ def curl(lab: _Runs, host: str, url: str, *, timeout_s: float = 5.0,
                         body=out.body, error=proc.stderr.strip())
 
 
-# one datagram from a fresh socket (a new flow each time), its answer printed
+# one datagram from a fresh socket (a new flow each time), its answer printed; the
+# address family is the destination's (an IPv6 peer printed [addr]:port)
 _UDP_ONCE = """
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+six = ":" in sys.argv[1]
+s = socket.socket(socket.AF_INET6 if six else socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(float(sys.argv[4]))
 s.bind(("", 0))
 port = s.getsockname()[1]
 s.sendto(f"{sys.argv[3]} {port}".encode(), (sys.argv[1], int(sys.argv[2])))
 print(port, flush=True)
 data, peer = s.recvfrom(65535)
-print(f"{peer[0]}:{peer[1]}", flush=True)
+print(f"[{peer[0]}]:{peer[1]}" if six else f"{peer[0]}:{peer[1]}", flush=True)
 sys.stdout.write(data.decode(errors="replace"))
 """
 
@@ -105,10 +122,10 @@ def udp_exchange(lab: _Runs, host: str, ip: str, port: int, *, payload: str = "p
     local = int(lines[0]) if lines[0].isdigit() else None
     peer = lines[1] if len(lines) > 1 else ""
     body = lines[2] if len(lines) > 2 else ""
-    ok = proc.returncode == 0 and peer == f"{ip}:{port}"
+    ok = proc.returncode == 0 and peer == hostport(ip, port)
     error = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else (
-        "" if ok else f"answer from {peer or 'nobody'}, not {ip}:{port}")
-    return HttpExchange(url=f"udp://{ip}:{port}", ok=ok, local_port=local, http_code=None,
+        "" if ok else f"answer from {peer or 'nobody'}, not {hostport(ip, port)}")
+    return HttpExchange(url=f"udp://{hostport(ip, port)}", ok=ok, local_port=local, http_code=None,
                         body=body, error=error)
 
 

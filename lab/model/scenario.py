@@ -58,6 +58,9 @@ class Target(_Model):
     service: str
     node: str  # the node whose address the client uses (the LB hop)
     port: str | int | None = None  # the service port, by name or node port (default: its first)
+    # the address family the client uses: the node's (and every host's) IPv4 or IPv6
+    # address; IPv6 needs a dual-stack topology and a service whose ip_families has it
+    family: Literal["IPv4", "IPv6"] = "IPv4"
 
 
 class Requests(_Model):
@@ -432,6 +435,35 @@ def load_scenario(name_or_path: str | Path) -> tuple[Scenario, Topology]:
             topo.service(sc.target.service).port(sc.target.port)
         except KeyError as exc:
             problems.append(f"target.port: {exc.args[0]}")
+    problems += _family_problems(sc, topo)
     if problems:
         raise ScenarioError("\n".join(f"{path}: {p}" for p in problems))
     return sc, topo
+
+
+def _family_problems(sc: Scenario, topo: Topology) -> list[str]:
+    """Why the scenario cannot use its ``target.family`` on ``topo`` (none for IPv4)."""
+    if sc.target.family == "IPv4":
+        return []
+    if not topo.dual_stack:
+        return [f"target.family: IPv6 needs a dual-stack topology (network.subnet6 and "
+                f"IPv6 addresses); {topo.name} ({sc.topology}) is IPv4 only"]
+    problems = []
+    if sc.target.service in {s.name for s in topo.services}:
+        families = topo.service(sc.target.service).ip_families
+        if "IPv6" not in families:
+            problems.append(f"target.family: service {sc.target.service} answers on "
+                            f"{', '.join(families)} only (its ip_families); IPv6 needs "
+                            f"ip_families: [IPv4, IPv6]")
+    kinds = [("send", "crafted packets are IPv4")] if sc.send else []
+    for i, step in enumerate(sc.steps):
+        if isinstance(step, SendStep):
+            kinds.append((f"steps[{i}].send", "crafted packets are IPv4"))
+        elif isinstance(step, ReplayStep):
+            kinds.append((f"steps[{i}].replay", "a replay sends IPv4 packets"))
+    problems += [f"{where}: {why}; target.family IPv6 sends requests, datagrams and "
+                 f"transfers" for where, why in kinds]
+    if sc.compare_modes is not None:
+        problems.append("compare_modes: a modes comparison measures IPv4 only "
+                        "(target.family: IPv6)")
+    return problems

@@ -10,6 +10,10 @@ work (the root-namespace snapshot, :func:`lab.plumbing.nsutil.open_iproute`),
 but bring-up sends every route of autoDirectNodeRoutes to every node (65,280
 routes for 256 nodes), and pyroute2's encoder (``IPBatch``) takes ~300 us a
 route message here, 60 times what packing the few fixed structs below takes.
+
+Both families: an address, route or neighbour is IPv4 or IPv6 as its address is;
+an IPv6 address is added with ``IFA_F_NODAD`` (usable at once, as the lab's
+addresses are its own to give: no duplicate address detection to wait for).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import socket
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from lab.plumbing.nsutil import NetnsError, in_netns
 
@@ -55,6 +59,22 @@ _IFA_ADDRESS, _IFA_LOCAL = 1, 2
 _RTA_DST, _RTA_OIF, _RTA_GATEWAY = 1, 4, 5
 _RT_TABLE_MAIN, _RTPROT_BOOT, _RTN_UNICAST = 254, 3, 1
 SCOPE_UNIVERSE, SCOPE_LINK = 0, 253
+IFA_F_NODAD = 0x02  # an IPv6 address usable at once (no duplicate address detection)
+
+Address = IPv4Address | IPv6Address
+Network = IPv4Network | IPv6Network
+
+
+def _addr(value: Address | str) -> Address:
+    return value if isinstance(value, IPv4Address | IPv6Address) else ip_address(value)
+
+
+def _net(value: Network | str) -> Network:
+    return value if isinstance(value, IPv4Network | IPv6Network) else ip_network(value)
+
+
+def _family(value: Address | Network) -> int:
+    return socket.AF_INET if value.version == 4 else socket.AF_INET6
 _BATCH_BYTES = 32 * 1024  # one sendmsg carries at most this much (the socket buffer is ~200 KiB)
 
 
@@ -178,28 +198,34 @@ class Rtnl:
         self._add(_RTM_NEWLINK, _NLM_F_CREATE | _NLM_F_EXCL, body,
                   f"add veth {link.ifname} (peer {peer.ifname})")
 
-    def add_address(self, index: int, address: IPv4Address | str, prefixlen: int) -> None:
-        packed = IPv4Address(address).packed
-        body = (_IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, SCOPE_UNIVERSE, index)
+    def add_address(self, index: int, address: Address | str, prefixlen: int) -> None:
+        """An address of either family; an IPv6 one without duplicate address detection
+        (``nodad``: usable the moment the batch is in)."""
+        addr = _addr(address)
+        packed = addr.packed
+        flags = IFA_F_NODAD if addr.version == 6 else 0
+        body = (_IFADDRMSG.pack(_family(addr), prefixlen, flags, SCOPE_UNIVERSE, index)
                 + _attr(_IFA_LOCAL, packed) + _attr(_IFA_ADDRESS, packed))
         self._add(_RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_EXCL, body,
                   f"add address {address}/{prefixlen} on link {index}")
 
-    def add_route(self, dst: IPv4Network | str, oif: int, *,
-                  gateway: IPv4Address | str | None = None,
-                  scope: int = SCOPE_UNIVERSE, source: IPv4Address | str | None = None) -> None:
-        """A route; ``source``: the preferred source address of what it carries."""
+    def add_route(self, dst: Network | str, oif: int, *,
+                  gateway: Address | str | None = None,
+                  scope: int = SCOPE_UNIVERSE, source: Address | str | None = None) -> None:
+        """A route (IPv4 or IPv6, as ``dst``); ``source``: the preferred source address
+        of what it carries."""
         body = _route_body(dst, oif, gateway, scope)
         if source is not None:
-            body += _attr(_RTA_PREFSRC, IPv4Address(source).packed)
+            body += _attr(_RTA_PREFSRC, _addr(source).packed)
         self._add(_RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_EXCL, body,
                   functools.partial(_route_text, dst, oif, gateway))
 
-    def add_neighbour(self, index: int, address: IPv4Address | str, mac: str) -> None:
+    def add_neighbour(self, index: int, address: Address | str, mac: str) -> None:
         """A permanent neighbour entry (an address resolved ahead, as Cilium's agent
-        resolves the other nodes)."""
-        body = (_NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0)
-                + _attr(_NDA_DST, IPv4Address(address).packed) + _attr(_NDA_LLADDR, _mac(mac)))
+        resolves the other nodes), IPv4 or IPv6."""
+        addr = _addr(address)
+        body = (_NDMSG.pack(_family(addr), index, NUD_PERMANENT, 0, 0)
+                + _attr(_NDA_DST, addr.packed) + _attr(_NDA_LLADDR, _mac(mac)))
         self._add(_RTM_NEWNEIGH, _NLM_F_CREATE | _NLM_F_EXCL, body,
                   f"add neighbour {address} lladdr {mac} on link {index}")
 
@@ -272,40 +298,43 @@ class PreparedRoute:
     """An RTM_NEWROUTE request packed once, to send in many namespaces."""
 
     body: bytes
-    dst: IPv4Network
+    dst: Network
     oif: int
-    gateway: IPv4Address | None
+    gateway: Address | None
 
     def describe(self) -> str:
         return _route_text(self.dst, self.oif, self.gateway)
 
 
-def prepare_route(dst: IPv4Network | str, oif: int, *,
-                  gateway: IPv4Address | str | None = None,
+def prepare_route(dst: Network | str, oif: int, *,
+                  gateway: Address | str | None = None,
                   scope: int = SCOPE_UNIVERSE) -> PreparedRoute:
     """A route to add with :meth:`Rtnl.add_routes` (packed here, once)."""
-    net = IPv4Network(dst)
-    gw = None if gateway is None else IPv4Address(gateway)
+    net = _net(dst)
+    gw = None if gateway is None else _addr(gateway)
     return PreparedRoute(_route_body(net, oif, gw, scope), net, oif, gw)
 
 
-def _route_body(dst: IPv4Network | str, oif: int, gateway: IPv4Address | str | None,
+def _route_body(dst: Network | str, oif: int, gateway: Address | str | None,
                 scope: int) -> bytes:
-    """An RTM_NEWROUTE body (cached: every node of a lab routes the same pod CIDRs)."""
-    net = dst if isinstance(dst, IPv4Network) else IPv4Network(dst)
-    body = _RTMSG.pack(socket.AF_INET, net.prefixlen, 0, 0, _RT_TABLE_MAIN, _RTPROT_BOOT,
+    """An RTM_NEWROUTE body (cached: every node of a lab routes the same pod CIDRs);
+    the family is the destination's, and a gateway must be of the same one."""
+    net = _net(dst)
+    body = _RTMSG.pack(_family(net), net.prefixlen, 0, 0, _RT_TABLE_MAIN, _RTPROT_BOOT,
                        scope, _RTN_UNICAST, 0)
     if net.prefixlen:
         body += _attr(_RTA_DST, net.network_address.packed)
     if gateway is not None:
-        gw = gateway if isinstance(gateway, IPv4Address) else IPv4Address(gateway)
+        gw = _addr(gateway)
+        if gw.version != net.version:
+            raise ValueError(f"route {net}: gateway {gw} is of the other family")
         body += _attr(_RTA_GATEWAY, gw.packed)
     return body + _attr(_RTA_OIF, _u32(oif))
 
 
-def _route_text(dst: IPv4Network | str, oif: int, gateway: IPv4Address | str | None) -> str:
+def _route_text(dst: Network | str, oif: int, gateway: Address | str | None) -> str:
     via = f" via {gateway}" if gateway is not None else ""
-    return f"add route {IPv4Network(dst)}{via} dev {oif}"
+    return f"add route {_net(dst)}{via} dev {oif}"
 
 
 def _ext_ack_message(msg: bytes, flags: int) -> str:

@@ -58,6 +58,7 @@ from lab.env.traffic import HttpExchange
 from lab.model.scenario import CompareModes, FaultStep, Scenario, ScenarioError, load_scenario
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
+from lab.runner.addresses import host_address, node_address, pod_address
 from lab.runner.compare import compare_modes, plot_modes
 from lab.runner.steps import StepContext, StepOutcome, run_steps
 from lab.runner.steps.crafted import check_replays
@@ -91,23 +92,27 @@ def capture_points(sc: Scenario, topo: Topology, lab: Lab) -> list[CapturePoint]
 
 
 def run_manifest(sc: Scenario, topo: Topology, lab: Lab) -> Manifest:
-    """What the capture set records about this run (the points are added by the capture)."""
+    """What the capture set records about this run (the points are added by the capture):
+    the addresses of the family the client used (``target.family``), under the same
+    names in either, and the family."""
     svc = topo.service(sc.target.service)
     port = svc.port(sc.target.port)
-    node = topo.node(sc.target.node)
+    family = sc.target.family
     return Manifest(
         scenario=sc.name, run_id=lab.run_id, backend=lab.backend,
         topology=str(topo.source) if topo.source else topo.name,
-        service=ManifestService(ip=str(node.ip), port=port.node_port, name=svc.name,
-                                protocol=port.protocol),
-        client=ManifestClient(ip=str(lab.hosts[sc.client].ip)),
+        family=family,
+        service=ManifestService(ip=node_address(topo, sc.target.node, family),
+                                port=port.node_port, name=svc.name, protocol=port.protocol),
+        client=ManifestClient(ip=host_address(lab, sc.client, family)),
         option_byte_order=topo.load_balancer.option_byte_order,
         forwarding=topo.load_balancer.forwarding(port.protocol),
         lb_mode=topo.load_balancer.mode, settings=sc.settings, mtu=topo.datapath_mtu,
         dsr_icmp_errors=topo.load_balancer.dsr_icmp_errors,
         fragment_tracking=topo.load_balancer.fragment_tracking,
-        backends=[ManifestBackend(name=p.name, ip=str(p.ip), port=port.target_port,
-                                  node=p.node) for p in topo.backends(svc.name)],
+        backends=[ManifestBackend(name=p.name, ip=pod_address(p, family),
+                                  port=port.target_port, node=p.node)
+                  for p in topo.backends(svc.name)],
         datapath=ManifestDatapath(**lab.datapath_record()),
     )
 
@@ -155,10 +160,11 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
         # start-up, seconds under a kernel in emulation)
         lab.wait_serving()
         t2 = time.perf_counter()
+        family = sc.target.family
         ctx = StepContext(lab=lab, scenario=sc, topology=topo,
-                          ip=str(topo.node(sc.target.node).ip), port=port.node_port,
+                          ip=node_address(topo, sc.target.node, family), port=port.node_port,
                           protocol=port.protocol, deadline=time.monotonic() + sc.deadline_s,
-                          say=say)
+                          say=say, family=family)
         run.steps = run_steps(ctx)
         run.timings["traffic_s"] = time.perf_counter() - t2
         said = events.datapath_events() if events is not None else None

@@ -185,7 +185,7 @@ def test_every_bad_matcher_of_a_trace_is_reported(tmp_path: Path) -> None:
         (lambda d: d.__setitem__("requets", d.pop("requests")), "requets",
          "unknown key; did you mean 'requests'? (known keys: name, description, topology, "),
         (lambda d: d["target"].__setitem__("nod", d["target"].pop("node")), "target.nod",
-         "unknown key; did you mean 'node'? (known keys: service, node, port)"),
+         "unknown key; did you mean 'node'? (known keys: service, node, port, family)"),
         (lambda d: d["requests"].__setitem__("until_every_backends", True),
          "requests.until_every_backends",
          "unknown key; did you mean 'until_every_backend'? (known keys: min, max, "

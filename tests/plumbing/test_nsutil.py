@@ -117,6 +117,34 @@ def test_cilium_style_wiring_noarp_a_source_route_and_permanent_neighbours() -> 
             "172.18.0.2", "02:42:ac:12:00:02", ["PERMANENT"])
 
 
+def test_ipv6_addresses_routes_and_neighbours_in_one_batch() -> None:
+    """IPv6 beside IPv4 in one batch: an address added nodad (never tentative), a
+    route via a gateway, a default route, a permanent neighbour."""
+    ns = names.netns_name(names.new_run_id(), "six")
+    with nsutil.scratch(ns), rtnl.Rtnl.open(ns) as rt:
+        rt.add_veth(rtnl.LinkSpec("eth0", 10), rtnl.LinkSpec("peer0", 50))
+        rt.set_up(50)
+        rt.add_address(10, "172.18.0.4", 16)
+        rt.add_address(10, "fc00:f853:ccd:e793::4", 64)
+        rt.add_route("fd00:10:244::/64", 10, gateway="fc00:f853:ccd:e793::3")
+        rt.add_route("fd00:10:244:2::1/128", 10)
+        rt.add_route("::/0", 10, gateway="fd00:10:244:2::1")
+        rt.add_neighbour(10, "fc00:f853:ccd:e793::3", "02:42:ac:12:00:03")
+        rt.commit()
+        addrs = [a for a in _ip(ns, "-6", "addr", "show", "dev", "eth0", "scope", "global")[0][
+            "addr_info"] if "local" in a]  # type: ignore[union-attr,operator]
+        assert [(a["local"], a["prefixlen"], a.get("nodad"), a.get("tentative"))
+                for a in addrs] == [("fc00:f853:ccd:e793::4", 64, True, None)]
+        routes = {r["dst"]: r for r in _ip(ns, "-6", "route")}
+        assert routes["fd00:10:244::/64"]["gateway"] == "fc00:f853:ccd:e793::3"
+        assert routes["default"]["gateway"] == "fd00:10:244:2::1"
+        neigh = _ip(ns, "-6", "neigh", "show", "dev", "eth0")[0]
+        assert (neigh["dst"], neigh["lladdr"], neigh["state"]) == (
+            "fc00:f853:ccd:e793::3", "02:42:ac:12:00:03", ["PERMANENT"])
+    with pytest.raises(ValueError, match=r"gateway 10\.0\.0\.1 is of the other family"):
+        rtnl.prepare_route("fd00::/64", 10, gateway="10.0.0.1")
+
+
 def test_pids_in_each_finds_a_process_by_its_namespace() -> None:
     run = names.new_run_id()
     a, b = names.netns_name(run, "a"), names.netns_name(run, "b")

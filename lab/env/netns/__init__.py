@@ -7,7 +7,8 @@ The package, by concern:
 * :mod:`~lab.env.netns.wiring`: each host's namespace and its links,
   addresses and routes, all over netlink from this process (the client's
   bridge, the nodes' ``eth0`` and router pair, the pods behind their
-  ``lxc`` veths, ``autoDirectNodeRoutes``);
+  ``lxc`` veths, ``autoDirectNodeRoutes``), in IPv6 too for a dual-stack
+  topology;
 * :mod:`~lab.env.netns.datapath`: what runs on each node's ``eth0`` behind
   one contract (:class:`NodeDatapaths`); the lab's own DSR datapath
   (tc ingress + egress) is :class:`LabDatapaths`;
@@ -40,6 +41,8 @@ from lab.env.netns.lab import NetnsLab
 from lab.env.netns.layout import (
     BRIDGE_INDEX,
     BRIDGE_PREFIX,
+    DUAL_STACK_NODE_SYSCTLS,
+    DUAL_STACK_SYSCTLS,
     HOST_SYSCTLS,
     LXC_FIRST_INDEX,
     NODE_ETH0_INDEX,
@@ -59,6 +62,8 @@ from lab.env.netns.servers import PodServers
 __all__ = [
     "BRIDGE_INDEX",
     "BRIDGE_PREFIX",
+    "DUAL_STACK_NODE_SYSCTLS",
+    "DUAL_STACK_SYSCTLS",
     "HOST_SYSCTLS",
     "LXC_FIRST_INDEX",
     "NODE_ETH0_INDEX",

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import socket
 from collections.abc import Iterator
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -39,6 +41,7 @@ from lab.env.netns.wiring import (
     _remove_namespaces,
     _Wiring,
     host_sysctls,
+    lxc_mac,
     node_routes,
     node_sysctls,
     wire_client,
@@ -74,6 +77,10 @@ class NetnsBackend:
         recipe = self.datapaths
         if self.with_datapath and recipe is None:  # the topology's (a source found first)
             recipe = node_datapaths(None, topology, self.cilium_src)
+        if topology.dual_stack and not os.path.isdir("/proc/sys/net/ipv6"):
+            raise BackendError(
+                f"{topology.source or topology.name}: network.subnet6: a dual-stack lab "
+                "needs IPv6, which this kernel has off (booted with ipv6.disable=1?)")
         refused = geneve.refusal(topology, recipe if self.with_datapath else None)
         if refused is not None:
             raise BackendError(refused)
@@ -115,12 +122,13 @@ class NetnsBackend:
             if self.with_datapath:
                 self._attach_fabric(lab)
             routes = node_routes(t)
+            agent = loads is not None and loads.agent_wiring
             for node in t.nodes:
                 wire_node(t, node, layout.pods_by_node[node.name], wiring, routes,
-                          agent=loads is not None and loads.agent_wiring)
+                          agent=agent)
             for pod in layout.pods:
                 wire_pod(pod, layout, wiring[pod.name], checksum_offload=self.checksum_offload,
-                         where=lab.netns(pod.name))
+                         where=lab.netns(pod.name), router_mac=lxc_mac(pod, t, agent=agent))
             if loads is not None:
                 for node in t.nodes:
                     dp = loads.attach(node, lab.netns(node.name))
@@ -140,8 +148,10 @@ class NetnsBackend:
             *((n.name, "node", n.ip, NODE_IFNAME) for n in t.nodes),
             *((p.name, "pod", p.ip, POD_IFNAME) for p in layout.pods),
         ]
-        host_plan = host_sysctls()
-        node_plan = node_sysctls()
+        host_plan = host_sysctls(dual_stack=t.dual_stack)
+        node_plan = node_sysctls(dual_stack=t.dual_stack)
+        # a pod listens in each family it has an address of
+        families = (socket.AF_INET, socket.AF_INET6) if t.dual_stack else (socket.AF_INET,)
         created: list[str] = []  # removed last-made first, all in one undo step
         lab._undo.push("remove the namespaces", functools.partial(_remove_namespaces, created))
         for name, kind, ip, ifname in hosts:
@@ -149,7 +159,8 @@ class NetnsBackend:
             sysctls = node_plan if kind == "node" else host_plan
             want = layout.protos[name] if kind == "pod" and self.with_servers else ()
             with interrupts.deferred():  # made and recorded for the undo, or neither
-                w = nsutil.create(ns, functools.partial(_new_host, ns, sysctls, want))
+                w = nsutil.create(ns, functools.partial(_new_host, ns, sysctls, want,
+                                                        families))
                 assert w is not None
                 created.append(ns)
                 wiring[name] = w

@@ -16,9 +16,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lab.capture.dpevents import DatapathEvent, DatapathEvents
-from lab.datapath import BackendEntry, DatapathObject, build_object, maglev, tunnel
+from lab.datapath import (
+    BackendEntry,
+    DatapathError,
+    DatapathObject,
+    build_object,
+    maglev,
+    tunnel,
+)
 from lab.env.netns.layout import NODE_ETH0_INDEX
-from lab.model.topology import Node, ServicePort, Topology
+from lab.errors import LabError
+from lab.model.topology import IPFamily, Node, ServicePort, Topology
 from lab.plumbing import nsutil
 
 
@@ -74,7 +82,9 @@ def _map_sizes(t: Topology) -> dict[str, int]:
     tables = len(ports) if t.load_balancer.algorithm == "maglev" else 0
     return {"lb_ct": 4096, "dsr_revnat": 4096, "lb_snat": 4096,
             "lb_backends": max(1024, 2 * backends),
-            "lb_maglev": max(1, tables) * t.load_balancer.maglev_table_size}
+            "lb_maglev": max(1, tables) * t.load_balancer.maglev_table_size,
+            # the IPv6 twins (every object has them; a dual-stack service fills them)
+            "lb6_ct": 4096, "dsr6_revnat": 4096, "lb6_backends": max(1024, 2 * backends)}
 
 
 @dataclass(frozen=True)
@@ -88,17 +98,22 @@ class _Frontend:
     maglev: list[int] | None  # the table: indexes into backends
 
 
-def _frontends(t: Topology, node: Node) -> list[_Frontend]:
-    """Every service port with the backends ``node`` sends it to: all of them, or with
+def _frontends(t: Topology, node: Node, family: IPFamily = "IPv4") -> list[_Frontend]:
+    """Every service port of ``family`` (its ``ip_families``) with the backends ``node``
+    sends it to, at their address of that family: all of them, or with
     externalTrafficPolicy=Local its own only; with Maglev, the table over them."""
     lb = t.load_balancer
     out = []
     for svc in t.services:
+        if family not in svc.ip_families:
+            continue
         local_only = svc.external_traffic_policy == "Local"
         pods = t.backends_from(svc.name, node.name)
         for port in svc.all_ports:
-            entries = {f"{p.ip}:{port.target_port}": BackendEntry(
-                str(p.ip), port.target_port, local=p.node == node.name) for p in pods}
+            addrs = [(p, str(p.ip if family == "IPv4" else p.ip6)) for p in pods]
+            entries = {(f"{ip}:" if family == "IPv4" else f"[{ip}]:") + str(port.target_port):
+                       BackendEntry(ip, port.target_port, local=p.node == node.name)
+                       for p, ip in addrs}
             table = None
             if lb.algorithm == "maglev" and entries:
                 built = maglev.build_table(list(entries), lb.maglev_table_size,
@@ -110,6 +125,31 @@ def _frontends(t: Topology, node: Node) -> list[_Frontend]:
             out.append(_Frontend(port, [entries[n] for n in order],
                                  lb.forwarding(port.protocol), local_only, table))
     return out
+
+
+IPV6_MAPS_MISSING = "IPv6 services need the lab datapath's IPv6 maps"
+
+
+def add_ipv6_services(dp: DatapathObject, t: Topology, node: Node) -> None:
+    """``node``'s IPv6 frontends into its datapath's IPv6 maps: each dual-stack service
+    port at the node's IPv6 address, to the pods' IPv6 addresses (an IPv6 address given
+    to ``add_service`` goes to the IPv6 maps; remote backends get the Destination
+    Options header). A :class:`LabError` when the object has no IPv6 maps, or for
+    SNAT forwarding, which the lab's datapath does in IPv4 only."""
+    try:
+        dp.map("lb6_services")
+    except DatapathError:
+        raise LabError(IPV6_MAPS_MISSING) from None
+    assert node.ip6 is not None  # a dual-stack topology numbers every node in IPv6
+    for f in _frontends(t, node, "IPv6"):
+        if f.forwarding == "snat":
+            raise LabError(f"{t.source or t.name}: load_balancer.mode: {t.load_balancer.mode} "
+                           f"forwards {f.port.protocol} by SNAT, which the lab's datapath "
+                           "does in IPv4 only; an IPv6 service needs dsr")
+        dp.add_service(vip=str(node.ip6), port=f.port.node_port,
+                       proto="tcp" if f.port.protocol == "TCP" else "udp",
+                       dsr=f.forwarding == "dsr", local_only=f.local_only, maglev=f.maglev,
+                       backends=f.backends)
 
 
 def fill_tunnel(dp: DatapathObject, t: Topology, node: Node) -> None:
@@ -153,6 +193,8 @@ class _DatapathLoads:
                                proto="tcp" if f.port.protocol == "TCP" else "udp",
                                dsr=f.forwarding == "dsr", snat=f.forwarding == "snat",
                                local_only=f.local_only, maglev=f.maglev, backends=f.backends)
+            if t.dual_stack and any("IPv6" in s.ip_families for s in t.services):
+                add_ipv6_services(dp, t, node)
             return dp
 
         for node in t.nodes:

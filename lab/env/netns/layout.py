@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 from lab.model.topology import Pod, Topology
 from lab.plumbing import names
@@ -44,6 +44,27 @@ NODE_SYSCTLS: dict[str, str | int] = {
     "net.ipv4.conf.all.send_redirects": 0,
     "net.ipv4.conf.default.send_redirects": 0,
 }
+# a dual-stack lab: IPv6 on, and on its links nothing the lab did not configure: no
+# router advertisements taken or solicited, no autoconfigured addresses, no duplicate
+# address detection (the lab's own addresses are added nodad; the link-local ones,
+# which neighbour discovery sends from, are usable at once too); addresses are kept
+# when a fault takes a link down
+DUAL_STACK_SYSCTLS: dict[str, str | int] = {
+    "net.ipv6.conf.all.disable_ipv6": 0,
+    "net.ipv6.conf.default.disable_ipv6": 0,
+    "net.ipv6.conf.all.accept_ra": 0,
+    "net.ipv6.conf.default.accept_ra": 0,
+    "net.ipv6.conf.default.router_solicitations": 0,
+    "net.ipv6.conf.all.autoconf": 0,
+    "net.ipv6.conf.default.autoconf": 0,
+    "net.ipv6.conf.all.accept_dad": 0,
+    "net.ipv6.conf.default.accept_dad": 0,
+    "net.ipv6.conf.all.keep_addr_on_down": 1,
+    "net.ipv6.conf.default.keep_addr_on_down": 1,
+}
+DUAL_STACK_NODE_SYSCTLS: dict[str, str | int] = {
+    "net.ipv6.conf.all.forwarding": 1,  # the nodes only; sets every device's too
+}
 
 
 def bridge_ifname(topology: Topology) -> str:
@@ -64,6 +85,11 @@ class _Layout:
     ports: dict[str, int]  # pod -> its workload's port
     routers: dict[str, IPv4Address]  # node -> its router address
     protos: dict[str, tuple[str, ...]]  # pod -> what it serves: tcp (HTTP), udp (echo)
+    routers6: dict[str, IPv6Address]  # node -> its IPv6 router address (dual-stack only)
+
+    @property
+    def dual_stack(self) -> bool:
+        return bool(self.routers6)
 
     @classmethod
     def of(cls, t: Topology) -> _Layout:
@@ -80,4 +106,7 @@ class _Layout:
             for p in w.pods:
                 ports[p.name] = w.port
                 protos[p.name] = ("tcp", "udp") if udp else ("tcp",)
-        return cls(pods, by_node, ports, {n.name: n.router_ip for n in t.nodes}, protos)
+        routers6 = {n.name: n.router_ip6 for n in t.nodes if n.router_ip6 is not None} \
+            if t.dual_stack else {}
+        return cls(pods, by_node, ports, {n.name: n.router_ip for n in t.nodes}, protos,
+                   routers6)

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.env import Lab
-from lab.env.traffic import HttpExchange
+from lab.env.traffic import HttpExchange, hostport
 from lab.model.scenario import Scenario, Step
 from lab.model.topology import Topology
+from lab.runner.addresses import Family, host_address
 
 Progress = Callable[[str], None]
 
@@ -29,7 +30,8 @@ class StepTimeout(Exception):
 
 @dataclass
 class StepContext:
-    """What every step needs: the lab, the scenario, the address the client calls."""
+    """What every step needs: the lab, the scenario, the address the client calls
+    (in the scenario's family: ``ip`` is an IPv6 address in an IPv6 run)."""
 
     lab: Lab
     scenario: Scenario
@@ -39,6 +41,7 @@ class StepContext:
     protocol: str  # TCP or UDP
     deadline: float  # time.monotonic() by which traffic must end
     say: Progress
+    family: Family = "IPv4"
 
     @property
     def client(self) -> str:
@@ -46,7 +49,12 @@ class StepContext:
 
     @property
     def client_ip(self) -> str:
-        return str(self.lab.hosts[self.client].ip)
+        return host_address(self.lab, self.client, self.family)
+
+    @property
+    def endpoint(self) -> str:
+        """``ip:port`` the client calls, ``[ip]:port`` in IPv6."""
+        return hostport(self.ip, self.port)
 
     def left(self) -> float:
         """Seconds until the deadline; :class:`StepTimeout` once it passed."""

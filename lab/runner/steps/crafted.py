@@ -21,7 +21,7 @@ _BATCH_HEX = 1 << 20
 
 
 def run_send(packets: list[CraftedPacket], ctx: StepContext) -> StepOutcome:
-    ctx.say(f"sending {len(packets)} crafted packets to {ctx.ip}:{ctx.port}")
+    ctx.say(f"sending {len(packets)} crafted packets to {ctx.endpoint}")
     send_raw(ctx.lab, ctx.client, [crafted_ipv4(
         src=ctx.client_ip, dst=ctx.ip, dport=ctx.port, sport=c.sport, flags=c.flags,
         seq=c.seq, ack=c.ack, ip_options=c.ip_options, payload=c.payload.encode())
@@ -76,7 +76,7 @@ def run_replay(replay: Replay, ctx: StepContext) -> StepOutcome:
     plan = plan_replay(path, rewrite=rewrite, limit=replay.limit)
     if rewrite is not None and plan.proto != ctx.protocol.lower():
         raise LabError(f"{path}: the capture's service {plan.service} is {plan.proto.upper()}, "
-                       f"the scenario's target port {ctx.ip}:{ctx.port} is {ctx.protocol}")
+                       f"the scenario's target port {ctx.endpoint} is {ctx.protocol}")
     ctx.say(f"replaying {len(plan.packets)} packets of {path.name} from {ctx.client} "
             f"({plan.describe()})")
     sent = 0

@@ -12,7 +12,9 @@ which the kernel then cuts at the lowered path MTU. With ``answer_size`` each
 datagram asks the pod for an answer of that many bytes (over the MTU it comes
 back in fragments), and a datagram counts as answered only when all of them
 arrived. The outcome lists, per datagram, its size, who answered (and how many
-bytes) or the error, and the path MTU after it.
+bytes) or the error, and the path MTU after it. An IPv6 run does the same over an
+``AF_INET6`` socket (``IPV6_MTU_DISCOVER``, 48 bytes of headers; only the sender
+ever fragments in IPv6).
 """
 
 from __future__ import annotations
@@ -34,16 +36,19 @@ ip, port, size, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     int(sys.argv[4]), float(sys.argv[5])
 ask = f" answer {sys.argv[6]}" if sys.argv[6] != "-" else ""
 fragments = sys.argv[7] == "1"
-IP_MTU_DISCOVER, IP_PMTUDISC_WANT, IP_PMTUDISC_DO, IP_MTU = 10, 1, 2, 14
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER,
-             IP_PMTUDISC_WANT if fragments else IP_PMTUDISC_DO)
+PMTUDISC_WANT, PMTUDISC_DO = 1, 2
+if ":" in ip:  # IPv6: IPV6_MTU_DISCOVER, IPV6_MTU; 40 + 8 bytes of headers
+    FAMILY, LEVEL, MTU_DISCOVER, MTU, HEADERS = socket.AF_INET6, socket.IPPROTO_IPV6, 23, 24, 48
+else:  # IP_MTU_DISCOVER, IP_MTU; 20 + 8
+    FAMILY, LEVEL, MTU_DISCOVER, MTU, HEADERS = socket.AF_INET, socket.IPPROTO_IP, 10, 14, 28
+s = socket.socket(FAMILY, socket.SOCK_DGRAM)
+s.setsockopt(LEVEL, MTU_DISCOVER, PMTUDISC_WANT if fragments else PMTUDISC_DO)
 s.connect((ip, port))
 s.settimeout(timeout)
 local = s.getsockname()[1]
 
 def one(n, retry):
-    rec = {"size": n, "ip_len": n + 28, "retry": retry, "local_port": local}
+    rec = {"size": n, "ip_len": n + HEADERS, "retry": retry, "local_port": local}
     body = f"dsrlab {local} {n}{ask}\n".encode()
     try:
         s.send(body + bytes(max(0, n - len(body))))
@@ -58,16 +63,16 @@ def one(n, retry):
             rec["error"] = "timeout"
         except OSError as e:
             rec["error"] = errno.errorcode.get(e.errno, str(e.errno))
-    rec["path_mtu"] = s.getsockopt(socket.IPPROTO_IP, IP_MTU)
+    rec["path_mtu"] = s.getsockopt(LEVEL, MTU)
     print(json.dumps(rec), flush=True)
     return rec
 
 for _ in range(count):
     rec = one(size, False)
-    if "answer" not in rec and rec["path_mtu"] < size + 28:
+    if "answer" not in rec and rec["path_mtu"] < size + HEADERS:
         # the application sends again: the same datagram, which the kernel now cuts at
         # the path MTU, or (DF) one that fits it
-        one(size if fragments else rec["path_mtu"] - 28, True)
+        one(size if fragments else rec["path_mtu"] - HEADERS, True)
 """
 
 
@@ -75,7 +80,7 @@ def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
     asked = "" if spec.answer_size is None else f", each asking {spec.answer_size} bytes back"
     how = "fragmented over the path MTU" if spec.allow_fragments else "DF"
     ctx.say(f"{spec.count} UDP datagram(s) of {spec.size} bytes ({how}) from {ctx.client} to "
-            f"{ctx.ip}:{ctx.port}{asked}")
+            f"{ctx.endpoint}{asked}")
     budget = min(ctx.left(), spec.count * 2 * spec.timeout_s + 5)
     proc = ctx.lab.run(ctx.client, [sys.executable, "-c", _SCRIPT, ctx.ip, str(ctx.port),
                                     str(spec.size), str(spec.count), f"{spec.timeout_s:g}",
@@ -88,7 +93,7 @@ def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-    exchanges = [HttpExchange(url=f"udp://{ctx.ip}:{ctx.port} ({r['size']} bytes)",
+    exchanges = [HttpExchange(url=f"udp://{ctx.endpoint} ({r['size']} bytes)",
                               ok="answer" in r, local_port=r.get("local_port"),
                               http_code=None, body=r.get("answer", "") + "\n",
                               error=r.get("error", "")) for r in records]

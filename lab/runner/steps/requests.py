@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-from lab.env.traffic import HttpExchange, curl, exchange_until, udp_exchange
+from lab.env.traffic import HttpExchange, curl, exchange_until, http_url, udp_exchange
 from lab.model.scenario import Requests
 from lab.runner.steps import StepContext, StepOutcome
 
@@ -15,12 +15,13 @@ def run(req: Requests, ctx: StepContext) -> StepOutcome:
     timeout = min(req.timeout_s, ctx.left())
     send: Callable[[], HttpExchange]
     if ctx.protocol == "UDP":
-        what = f"UDP datagrams to {ctx.ip}:{ctx.port}"
+        what = f"UDP datagrams to {ctx.endpoint}"
         send = functools.partial(udp_exchange, ctx.lab, ctx.client, ctx.ip, ctx.port,
                                  timeout_s=timeout)
     else:
-        what = f"curl http://{ctx.ip}:{ctx.port}/"
-        send = functools.partial(curl, ctx.lab, ctx.client, f"http://{ctx.ip}:{ctx.port}/",
+        url = http_url(ctx.ip, ctx.port)
+        what = f"curl {'-6 ' if ctx.family == 'IPv6' else ''}{url}"
+        send = functools.partial(curl, ctx.lab, ctx.client, url,
                                  timeout_s=timeout)
     ctx.say(f"{what} from {ctx.client}")
     sc, topo = ctx.scenario, ctx.topology

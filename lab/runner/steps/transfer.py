@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.env.traffic import CurlOutput, HttpExchange, curl_argv
+from lab.env.traffic import CurlOutput, HttpExchange, curl_argv, http_url
 from lab.model.scenario import Fault, Transfer
 from lab.plumbing import runtags
 from lab.runner.steps import StepContext, StepOutcome
@@ -46,7 +46,7 @@ _CLOSED_STATES = ("TIME-WAIT",)
 def transfer_argv(ctx: StepContext, spec: Transfer, timeout_s: float,
                   body: Path | None = None) -> list[str]:
     """The client's command: curl, quiet but for errors, with its figures at the end."""
-    base = f"http://{ctx.ip}:{ctx.port}"
+    base = http_url(ctx.ip, ctx.port, "")
     options = ["--tcp-fastopen"] if spec.tcp_fastopen else []
     if spec.direction == "download":
         paced = f"?rate={spec.rate}" if spec.rate else ""
@@ -238,7 +238,7 @@ def run(spec: Transfer, ctx: StepContext) -> StepOutcome:
     what = (f"{spec.direction} of {spec.bytes} bytes"
             + (f" at {spec.rate} B/s" if spec.rate else "")
             + (" with TCP Fast Open" if spec.tcp_fastopen else ""))
-    ctx.say(f"{what} from {ctx.client} via {ctx.ip}:{ctx.port}"
+    ctx.say(f"{what} from {ctx.client} via {ctx.endpoint}"
             + (f" (x{spec.count})" if spec.count > 1 else ""))
     exchanges: list[HttpExchange] = []
     faults: list[str] = []

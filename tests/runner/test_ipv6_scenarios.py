@@ -1,0 +1,66 @@
+"""scenarios/ipv6/: the seed's claims in IPv6 on the dual-stack seed, and the seed's
+IPv4 claims on the same topology, run end to end on the netns backend.
+
+Both need the lab datapath's IPv6 maps (the dual-stack service is filled in both
+families); the IPv6 trace needs the trace language's IPv6 DSR fields. Where this
+tree lacks them the test says so and is skipped (the refusal itself is
+tests/env/test_dual_stack_netns.py's).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lab.datapath import DatapathError, DatapathObject, build_object
+from lab.model.scenario import SCENARIO_DIR, ScenarioError, load_scenario
+from lab.runner.scenario import ScenarioRun, load_scenario_trace, run_scenario
+
+pytestmark = [pytest.mark.netns, pytest.mark.bpf]
+
+IPV6 = SCENARIO_DIR / "ipv6"
+
+
+def _needs_ipv6_maps() -> None:
+    with DatapathObject.load(build_object()) as dp:
+        try:
+            dp.map("lb6_services")
+        except DatapathError:
+            pytest.skip("the lab datapath here has no IPv6 maps (lb6_services)")
+
+
+def _failed(run: ScenarioRun) -> str:
+    assert run.result is not None
+    return "\n".join(f"{c.claim}/{c.name}: {c.detail}"
+                     for c in run.result.checks if not c.passed)[:2000]
+
+
+def test_the_seeds_ipv4_claims_hold_on_the_dual_stack_seed(captures_root: Path) -> None:
+    _needs_ipv6_maps()
+    run = run_scenario(IPV6 / "seed-dual-stack-ipv4.yaml", captures_root=captures_root)
+    assert run.passed, _failed(run)
+    manifest = json.loads((run.capture_dir / "manifest.json").read_text())
+    assert (manifest["family"], manifest["service"]["ip"], manifest["client"]["ip"]) == (
+        "IPv4", "172.18.0.2", "172.18.0.1")
+    assert all(e.url == "http://172.18.0.2:32000/" for e in run.exchanges)
+
+
+def test_the_seeds_claims_hold_in_ipv6(captures_root: Path) -> None:
+    _needs_ipv6_maps()
+    sc, _ = load_scenario(IPV6 / "seed-ipv6.yaml")
+    try:
+        load_scenario_trace(sc)
+    except ScenarioError as exc:
+        pytest.skip(f"the trace language here has no IPv6 DSR fields: {exc}")
+    run = run_scenario(IPV6 / "seed-ipv6.yaml", captures_root=captures_root)
+    assert run.passed, _failed(run)
+    manifest = json.loads((run.capture_dir / "manifest.json").read_text())
+    assert (manifest["family"], manifest["service"]["ip"], manifest["client"]["ip"]) == (
+        "IPv6", "fc00:f853:ccd:e793::2", "fc00:f853:ccd:e793::1")
+    assert sorted(b["ip"] for b in manifest["backends"]) == [
+        "fd00:10:244:2::7b", "fd00:10:244::d8"]
+    assert {e.url for e in run.exchanges} == {"http://[fc00:f853:ccd:e793::2]:32000/"}
+    assert all(e.ok for e in run.exchanges)
+    assert {e.pod for e in run.exchanges} == {"cni-8zxj9", "cni-m7tjc"}
