@@ -60,6 +60,9 @@ class Group(BaseModel):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]*$")]
     paths: Annotated[list[str], Field(min_length=1)]
     full: bool = False
+    # scenarios whose Cilium objects the host builds first (with DSRLAB_CILIUM_SRC):
+    # the guest finds them in its cache instead of compiling under emulation
+    cilium_scenarios: list[str] = []
 
 
 class MatrixList(BaseModel):

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
@@ -45,6 +45,10 @@ from lab.matrix.verdict import (
 from lab.plumbing import procs, runtags
 
 GUEST_MODULES = ("veth", "bridge", "sch_ingress", "cls_bpf", "act_bpf")
+# loaded one by one where the kernel has them (modprobe brings their dependencies:
+# geneve needs udp_tunnel and ip6_udp_tunnel); the tests that need one skip without it
+GUEST_OPTIONAL_MODULES = ("geneve",)
+MODULE_MISSING = "dsrlab-matrix: no module"
 GUEST_UP = "dsrlab-matrix: guest up"
 PYTEST_DONE = "dsrlab-matrix: pytest exit"
 VERDICT = "verdict.json"
@@ -63,6 +67,7 @@ PLUGINS_OFF = ("cacheprovider", "hypothesispytest", "xdist")
 
 
 MATRIX_TAG_VAR = "DSRLAB_MATRIX_TAG"  # the run tag the matrix's VMs carry (DSRLAB_RUN)
+CILIUM_SRC_VAR = "DSRLAB_CILIUM_SRC"  # passed on to the guest (its Cilium tests need it)
 
 
 def new_run_id() -> str:
@@ -200,24 +205,29 @@ def guest_script(kernel: ResolvedKernel, groups: list[Group], root: Path) -> str
     """The shell command the guest runs: modules, bpffs, then the groups' one pytest run,
     its output in ``root/<kernel>/pytest.log``."""
     kdir = root / kernel.name
+    cilium = os.environ.get(CILIUM_SRC_VAR)  # the guest has none of the host's environment
     return "; ".join([
         f"modprobe -a {' '.join(GUEST_MODULES)}",
+        *(f"modprobe -q {m} || echo '{MODULE_MISSING} {m}'" for m in GUEST_OPTIONAL_MODULES),
         "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
         f"echo '{GUEST_UP}' $(uname -r)",
         f"cd {shlex.quote(str(REPO))}",
         f"export DSRLAB_CACHE_DIR={shlex.quote(str(root / 'cache'))} PYTHONDONTWRITEBYTECODE=1",
+        *([f"export {CILIUM_SRC_VAR}={shlex.quote(cilium)}"] if cilium else []),
         f"{shlex.join(pytest_command(groups, kdir))} > {shlex.quote(str(kdir / PYTEST_LOG))} 2>&1",
         f"echo '{PYTEST_DONE}' $?",
     ])
 
 
-def seed_cache(root: Path) -> None:
+def seed_cache(root: Path, groups: Sequence[Group] = ()) -> None:
     """The host's compiled BPF objects, copied to the guests' cache (``root/cache``).
 
     The cache is content-addressed (sources, flags, compiler), and the guest
     runs the host's clang on the host's sources: every object the host built
     is a hit in the guest, which would otherwise compile under TCG. The
-    default object is built first if the host has not yet.
+    default object is built first if the host has not yet, and so are the
+    Cilium objects of the groups' ``cilium_scenarios`` (for every source
+    ``DSRLAB_CILIUM_SRC`` names), whose prepared trees and objects are copied too.
     """
     # here, not at the top: the guest imports this module and never needs the datapath
     from lab.datapath.build import build_object, default_cache_dir  # noqa: PLC0415
@@ -226,6 +236,28 @@ def seed_cache(root: Path) -> None:
     host = default_cache_dir()
     if host.is_dir():
         shutil.copytree(host, root / "cache" / "bpf", dirs_exist_ok=True)
+    scenarios = [s for g in groups for s in g.cilium_scenarios]
+    where = os.environ.get(CILIUM_SRC_VAR)
+    if scenarios and where:
+        _seed_cilium(where, scenarios, root / "cache" / "cilium")
+
+
+def _seed_cilium(where: str, scenarios: list[str], dest: Path) -> None:
+    """Build ``scenarios``' Cilium objects here for every source at ``where`` and copy
+    Cilium's cache to ``dest``. What cannot be built is left to the guest's tests to
+    report (they build it again and say why)."""
+    from lab.datapath.cilium.build import cache_root  # noqa: PLC0415
+    from lab.datapath.cilium.node import build_topology  # noqa: PLC0415
+    from lab.datapath.cilium.source import discover  # noqa: PLC0415
+    from lab.model.scenario import load_scenario  # noqa: PLC0415
+
+    with contextlib.suppress(LabError):
+        for source in discover(where):
+            for scenario in scenarios:
+                with contextlib.suppress(LabError):
+                    build_topology(source, load_scenario(REPO / scenario)[1])
+    if cache_root().is_dir():
+        shutil.copytree(cache_root(), dest, dirs_exist_ok=True)
 
 
 def vng_command(kernel: ResolvedKernel, script: str, root: Path, kvm: bool, *,
@@ -327,7 +359,7 @@ def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: 
     if not kernel.installed or not kernel.vmlinuz.exists():
         return failed(f"{kernel.package} is not installed: run scripts/install-matrix.sh")
     progress(f"{kernel.name}: compiling what the guest imports, on the host")
-    seed_cache(root)
+    seed_cache(root, groups)
     warm_host(groups, kdir)
     script = guest_script(kernel, groups, root)
     boot: float | None = None

@@ -16,7 +16,7 @@ from pathlib import Path
 from lab.datapath.cilium import config as cfg
 from lab.datapath.cilium import fill
 from lab.datapath.cilium.btf import ObjectBtf
-from lab.datapath.cilium.build import build_node, build_overlay
+from lab.datapath.cilium.build import BuiltObject, build_node, build_overlay
 from lab.datapath.cilium.load import CiliumNode
 from lab.datapath.cilium.plan import NodePlan, check_supported, lb_params, plan_node
 from lab.datapath.cilium.source import CiliumSource
@@ -65,6 +65,24 @@ def load_node(source: CiliumSource, topology: Topology, node_name: str,
     """Build, load and fill Cilium's datapath for ``node_name`` of ``topology``."""
     check_supported(topology, source.version)
     return load_plan(source, plan_node(topology, node_name), lb_params(topology), cache_dir)
+
+
+def build_topology(source: CiliumSource, topology: Topology,
+                   cache_dir: Path | None = None) -> list[BuiltObject]:
+    """Every object ``topology``'s nodes load (``bpf_host``, ``bpf_lxc`` per pod,
+    ``bpf_overlay`` with a tunnel), built into the cache without loading any: the
+    kernel matrix builds them on the host for its guests, which would compile them
+    under emulation."""
+    check_supported(topology, source.version)
+    lb = lb_params(topology)
+    built: list[BuiltObject] = []
+    for node in topology.nodes:
+        plan = plan_node(topology, node.name)
+        host, lxcs = build_node(source, plan.node, plan.pods, lb, cache_dir)
+        built += [host, *lxcs.values()]
+        if plan.node.encap_ifindex is not None:
+            built.append(build_overlay(source, plan.node, lb, cache_dir))
+    return built
 
 
 def load_plan(source: CiliumSource, plan: NodePlan, lb: cfg.LbParams,
