@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,10 @@ import pytest
 from lab.datapath.verifier import VerifierReport
 from lab.matrix.kernels import Group, host_kernel, load_list
 from lab.matrix.run import (
+    CILIUM_SRC_VAR,
     GUEST_MODULES,
+    GUEST_OPTIONAL_MODULES,
+    MODULE_MISSING,
     PLUGINS_OFF,
     PYTEST_DONE,
     guest_script,
@@ -119,7 +123,9 @@ def test_a_verifier_rejection_is_a_failed_row_with_the_count_and_log_tail() -> N
                                                   ["the lab's datapath needs kernel >= 5.10"])
 
 
-def test_the_guest_loads_modules_mounts_bpffs_and_runs_one_lean_pytest(tmp_path: Path) -> None:
+def test_the_guest_loads_modules_mounts_bpffs_and_runs_one_lean_pytest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CILIUM_SRC_VAR, raising=False)
     matrix = load_list()
     kernel = host_kernel().model_copy(update={"name": "6.1"})
     groups = matrix.selected_groups(full=False)
@@ -127,6 +133,7 @@ def test_the_guest_loads_modules_mounts_bpffs_and_runs_one_lean_pytest(tmp_path:
     assert f"modprobe -a {' '.join(GUEST_MODULES)}" in script
     assert "mount -t bpf bpf /sys/fs/bpf" in script
     assert f"DSRLAB_CACHE_DIR={tmp_path / 'cache'}" in script
+    assert CILIUM_SRC_VAR not in script  # the test process has none (monkeypatched below)
     kdir = tmp_path / "6.1"
     cmd = pytest_command(groups, kdir)
     assert f"{shlex.join(cmd)} > {kdir / 'pytest.log'} 2>&1" in script
@@ -200,3 +207,28 @@ def test_kvm_that_hung_once_is_not_tried_again_on_this_host_kernel(
     assert run.kvm_usable()
     monkeypatch.setattr(run.os, "access", lambda _p, _m: False)
     assert not run.kvm_usable()
+
+
+def test_the_guest_loads_geneve_if_it_has_it_and_gets_the_cilium_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Geneve (Cilium's tunnel device) is loaded on its own: a kernel without it says
+    so in the VM log and boots on; the guest has none of the host's environment, so
+    the Cilium source is exported in the script."""
+    assert "geneve" in GUEST_OPTIONAL_MODULES
+    monkeypatch.setenv(CILIUM_SRC_VAR, "/src/cilium tarballs")
+    kernel = host_kernel().model_copy(update={"name": "6.1"})
+    script = guest_script(kernel, load_list().selected_groups(full=True), tmp_path)
+    steps = script.split("; ")
+    assert f"modprobe -q geneve || echo '{MODULE_MISSING} geneve'" in steps
+    assert steps.index(f"modprobe -a {' '.join(GUEST_MODULES)}") < steps.index(
+        f"modprobe -q geneve || echo '{MODULE_MISSING} geneve'")
+    assert f"export {CILIUM_SRC_VAR}='/src/cilium tarballs'" in steps
+    # a shell runs the optional modprobe past a missing module and says so
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "modprobe").write_text("#!/bin/sh\nexit 1\n")
+    (fake / "modprobe").chmod(0o755)
+    step = f"modprobe -q geneve || echo '{MODULE_MISSING} geneve'; echo next"
+    out = subprocess.run(["sh", "-c", step], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PATH": f"{fake}:{os.environ['PATH']}"}).stdout
+    assert out.split("\n")[:2] == [f"{MODULE_MISSING} geneve", "next"]
