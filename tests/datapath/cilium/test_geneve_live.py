@@ -17,7 +17,7 @@ import pytest
 
 from lab.datapath.cilium.source import CiliumSource
 from lab.env.netns import geneve as netns_geneve
-from lab.pytest_plugin import require_root
+from lab.pytest_plugin import captures_root_for, require_root
 from tests.datapath.cilium.live import failures, run_on_cilium
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf, pytest.mark.scenario]
@@ -25,7 +25,7 @@ SCENARIO = Path(__file__).parents[3] / "scenarios" / "geneve" / "seed-geneve.yam
 
 
 def test_the_geneve_seed_on_ciliums_datapath(cilium_source: CiliumSource,
-                                             tmp_path: Path) -> None:
+                                             request: pytest.FixtureRequest) -> None:
     if not cilium_source.version.at_least(1, 14):
         pytest.skip(f"Cilium {cilium_source.version} has no Geneve dispatch (1.14 and later)")
     require_root()
@@ -33,5 +33,7 @@ def test_the_geneve_seed_on_ciliums_datapath(cilium_source: CiliumSource,
     if problem is not None:
         pytest.skip(f"this kernel cannot make a Geneve device (ip link add type geneve "
                     f"external: {problem}); the kernel matrix's guests can")
-    res = run_on_cilium(SCENARIO, cilium_source, tmp_path)
+    # the session's captures folder: in the matrix, the kernel's (captures and
+    # datapath-events.json outlive the guest)
+    res = run_on_cilium(SCENARIO, cilium_source, captures_root_for(request.config))
     assert res.passed, failures(res)
