@@ -32,8 +32,9 @@ from typing import IO, Protocol
 from lab.capture.layout import CaptureError, Role
 from lab.capture.manifest import Manifest, ManifestPoint
 
-READY_TIMEOUT_S = 60.0  # a dead tcpdump is seen at once; a matrix guest under TCG
-# on a loaded host took over 10 s to start a scenario's seven
+# a dead tcpdump is seen at once (EOF); a matrix guest under TCG on a loaded host
+# took over 10 s to start a scenario's seven
+READY_TIMEOUT_S = 60.0
 # tcpdump's snap length and kernel ring: with its defaults (-s 0 and --immediate-mode,
 # a 2 MiB ring of 256 KiB frames) the ring holds 8 packets, and a burst while tcpdump
 # waits for a CPU is dropped by the kernel (1,968 of 2,000 datagrams here, under load).
