@@ -433,6 +433,7 @@ def _check_output_dir(output_dir: Path, pcap: Path, names: list[str]) -> None:
 
 def _print_diff(source: CiliumSource, d: PacketDiff) -> None:
     from lab.wire.ipv4 import frame_summary
+    from lab.wire.ipv6 import frame_summary6
 
     def side(r: PacketResult) -> str:
         return r.verdict + (f" ({r.reason})" if r.reason else "")
@@ -443,4 +444,6 @@ def _print_diff(source: CiliumSource, d: PacketDiff) -> None:
     else:
         head += f": {d.field_text()}"
     data_in = d.lab.data_in or b""
-    sys.stdout.write(f"{head}\n  in:  {frame_summary(data_in) if data_in else '?'}\n")
+    summary = frame_summary6 if data_in[12:14] == b"\x86\xdd" and len(data_in) >= 14 \
+        else frame_summary
+    sys.stdout.write(f"{head}\n  in:  {summary(data_in) if data_in else '?'}\n")

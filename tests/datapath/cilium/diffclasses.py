@@ -111,6 +111,16 @@ CLASSES: dict[str, str] = {
         "for the IPv4 TTL, so the kernel answers ICMPv6 time exceeded); Cilium (1.13 and "
         "1.16) does not look at the hop limit on its IPv6 DSR forward (no ipv6_l3(), the "
         "documented [IPv6].hlim difference) and redirects it with hop limit 1 or 0"),
+    "v1_13_dsr_lookup_misreads_auth_header": (
+        "Cilium 1.13's find_dsr_v6 (bpf/lib/nodeport.h), which walks the extension "
+        "headers of a packet not to a service looking for the DSR option, sets nh to the "
+        "next header before it sizes the current one: a header followed by an "
+        "authentication header is sized as AH ((len + 2) * 4), an AH as an option header "
+        "((len + 1) * 8), so the walk lands off the chain and drops the packet "
+        "(DROP_INVALID from a load past its end, or drop code 14, which the lab's event "
+        "table does not name) where 1.16 (sizes first, then steps) and the lab's "
+        "datapath pass it (or 1.16 drops a fragment header as it should). A Cilium 1.13 "
+        "bug, fixed by 1.16"),
 }
 
 
@@ -138,7 +148,22 @@ def _hop_limit(d: PacketDiff) -> int | None:
     return data[21] if len(data) >= 54 and _is_ipv6(d) else None
 
 
-def _classify6(d: PacketDiff) -> str | None:
+def ipv6_chain(frame: bytes, limit: int = 8) -> list[int]:
+    """The next-header values of ``frame``'s IPv6 extension chain, walked as RFC 8200
+    sizes each header (AH: (len + 2) * 4, the others (len + 1) * 8; a fragment 8),
+    up to the first that is not an extension header or the end of the frame."""
+    ip = frame[14:]
+    if len(ip) < 40:
+        return []
+    nh, off, out = ip[6], 40, [ip[6]]
+    while nh in (0, 43, 44, 51, 60) and len(out) <= limit and off + 2 <= len(ip):
+        size = 8 if nh == 44 else (ip[off + 1] + 2) * 4 if nh == 51 else (ip[off + 1] + 1) * 8
+        nh, off = ip[off], off + size
+        out.append(nh)
+    return out
+
+
+def _classify6(d: PacketDiff, version: CiliumVersion) -> str | None:
     lab_reason, cil_reason = d.lab.reason or d.lab.verdict, d.cilium.reason or d.cilium.verdict
     if d.kind == "dropped_by_lab":
         if lab_reason in MALFORMED_DROPS6:
@@ -150,6 +175,9 @@ def _classify6(d: PacketDiff) -> str | None:
             return "cilium_drops_ipv6_fragment"
         if cil_reason == "DROP_INVALID_EXTHDR":
             return "cilium_drops_exthdr_chain"
+        if (not version.at_least(1, 16) and cil_reason in ("DROP_INVALID", "DROP_UNKNOWN_14")
+                and 51 in ipv6_chain(d.lab.data_in or b"")):
+            return "v1_13_dsr_lookup_misreads_auth_header"
     if d.kind == "different":
         hlim = _hop_limit(d)
         if hlim is not None and hlim <= 1 and (d.lab.verdict, d.cilium.verdict) == (
@@ -161,7 +189,7 @@ def _classify6(d: PacketDiff) -> str | None:
 def classify(d: PacketDiff, version: CiliumVersion) -> str | None:
     """The class of a disagreement (see :data:`CLASSES`); None when unexplained."""
     if _is_ipv6(d):
-        return _classify6(d)
+        return _classify6(d, version)
     old = not version.at_least(1, 16)
     lab_reason, cil_reason = d.lab.reason or d.lab.verdict, d.cilium.reason or d.cilium.verdict
     if d.kind == "dropped_by_lab":
