@@ -288,6 +288,8 @@ lb (the NodePort node: the lab's dsr_from_netdev, Cilium's cil_from_netdev)
 or backend (a backend's node: a frame from a --backend address is that
 pod's reply, the others come from the network), --service, --backend,
 --mtu, --fragment-tracking. Maps persist across the frames of one pass.
+IPv6: a service written [addr]:port and backends of its family (IPv6
+frames compare as IPv4 ones do, e.g. "[IPv6].hlim lab 63 cilium 64").
 
 Backends: Cilium picks among several at random, so with --program lb give
 exactly one --backend (several are refused): both datapaths then send to

@@ -48,7 +48,7 @@ def test_lab_and_cilium_agree_on_the_fuzz_corpus_but_for_explained_classes(
     assert run.classes["lab_drops_malformed_ipv4"] > 0
 
 
-SMOKE_FRAMES6 = 400
+SMOKE_FRAMES6 = 300
 FRAMES6 = int(os.environ.get("DSRLAB_FUZZ_DIFF_FRAMES", str(SMOKE_FRAMES6)))
 IPV6: Family = 6
 
