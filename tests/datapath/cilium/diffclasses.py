@@ -111,16 +111,17 @@ CLASSES: dict[str, str] = {
         "for the IPv4 TTL, so the kernel answers ICMPv6 time exceeded); Cilium (1.13 and "
         "1.16) does not look at the hop limit on its IPv6 DSR forward (no ipv6_l3(), the "
         "documented [IPv6].hlim difference) and redirects it with hop limit 1 or 0"),
-    "v1_13_dsr_lookup_misreads_auth_header": (
-        "Cilium 1.13's find_dsr_v6 (bpf/lib/nodeport.h), which walks the extension "
-        "headers of a packet not to a service looking for the DSR option, sets nh to the "
-        "next header before it sizes the current one: a header followed by an "
-        "authentication header is sized as AH ((len + 2) * 4), an AH as an option header "
-        "((len + 1) * 8), so the walk lands off the chain and drops the packet "
-        "(DROP_INVALID from a load past its end, or drop code 14, which the lab's event "
-        "table does not name) where 1.16 (sizes first, then steps) and the lab's "
-        "datapath pass it (or 1.16 drops a fragment header as it should). A Cilium 1.13 "
-        "bug, fixed by 1.16"),
+    "v1_13_misreads_auth_header": (
+        "Cilium 1.13's extension header walks, ipv6_hdrlen (bpf/lib/ipv6.h) and "
+        "find_dsr_v6 (bpf/lib/nodeport.h), set nh to the next header before they size "
+        "the current one: a header followed by an authentication header is sized as AH "
+        "((len + 2) * 4), an AH as an option header ((len + 1) * 8), so the walk lands "
+        "off the chain. It drops the packet (DROP_INVALID from a load past its end, or "
+        "drop code 14, which the lab's event table does not name), or reads ports at the "
+        "wrong offset and load-balances what it should not (a later fragment to the "
+        "service, which the lab's datapath passes). 1.16 sizes first, then steps, and "
+        "passes such a packet or drops its fragment header. A Cilium 1.13 bug, fixed by "
+        "1.16"),
 }
 
 
@@ -177,8 +178,11 @@ def _classify6(d: PacketDiff, version: CiliumVersion) -> str | None:
             return "cilium_drops_exthdr_chain"
         if (not version.at_least(1, 16) and cil_reason in ("DROP_INVALID", "DROP_UNKNOWN_14")
                 and 51 in ipv6_chain(d.lab.data_in or b"")):
-            return "v1_13_dsr_lookup_misreads_auth_header"
+            return "v1_13_misreads_auth_header"
     if d.kind == "different":
+        if (not version.at_least(1, 16) and d.lab.data == d.lab.data_in
+                and 51 in ipv6_chain(d.lab.data_in or b"")):
+            return "v1_13_misreads_auth_header"
         hlim = _hop_limit(d)
         if hlim is not None and hlim <= 1 and (d.lab.verdict, d.cilium.verdict) == (
                 "ok", "redirect"):

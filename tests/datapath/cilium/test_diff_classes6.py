@@ -77,7 +77,15 @@ AH_FRAGMENT = bytes.fromhex(
     "0000000000000000000000052b0293a0af1bf5f46270ca8152378ca454acc191eaa50cd33301adbadf66"
     "0c18eb4e1a4e2b2826082c020a34005153519049e8cfb76eefb1060000005c5a7a75089d0050aa804055"
     "25c1c5945002faf0dbba0000")
-MISREAD = "v1_13_dsr_lookup_misreads_auth_header"
+# frame 6176: AH, routing, a later fragment (of a TCP segment to the service), hop
+# limit 1. 1.13 sizes the AH as an option header, reads ports at the wrong offset,
+# finds the service's and load-balances it; the lab passes a later fragment; 1.16
+# drops at the fragment header.
+AH_LATER_FRAGMENT = bytes.fromhex(
+    "0242ac1200020242ac12000186dd6000000000453301fd00000c000000000000000000000001fd000005"
+    "0000000000000000000000102b02fd7c8fa699a89d0f01d0e628b5002c006b2dfc156f850000c458a8ea"
+    "9c330601f4138262ae7332b65222625ffe339c427d00d5dc4712cb81dd115004faf0c20500001a")
+MISREAD = "v1_13_misreads_auth_header"
 
 # frame -> the class it must land in on 1.13 and on 1.16 (None: both agree)
 CASES: dict[str, tuple[Callable[[], bytes], str | None, str | None]] = {
@@ -97,6 +105,8 @@ CASES: dict[str, tuple[Callable[[], bytes], str | None, str | None]] = {
     "routing, AH, UDP to a backend": (lambda: AH_UDP, MISREAD, None),
     "routing, routing, AH, fragment": (lambda: AH_FRAGMENT, MISREAD,
                                        "cilium_drops_ipv6_fragment"),
+    "AH, routing, later fragment": (lambda: AH_LATER_FRAGMENT, MISREAD,
+                                    "cilium_drops_ipv6_fragment"),
 }
 
 
