@@ -69,7 +69,11 @@ def test_lab_and_cilium_agree_on_the_ipv6_fuzz_corpus_but_for_explained_classes(
     # keeps it on its DSR forward): accepted, counted, not hidden; nothing else differs
     assert s.kinds["accepted"] > 0.1 * FRAMES6
     assert set(s.accepted_fields) == {"[IPv6].hlim (known)"}
-    assert s.kinds["different"] == run.classes["hop_limit_expires"]
+    if cilium_source.version.at_least(1, 16):
+        assert s.kinds["different"] == run.classes["hop_limit_expires"]
+    else:  # and 1.13's misread AH chains, some of which it load-balances (4 in 20,000)
+        assert s.kinds["different"] <= (run.classes["hop_limit_expires"]
+                                        + run.classes["v1_13_misreads_auth_header"])
     # the classes this corpus always shows (at this size and seed)
     for name in ("lab_drops_malformed_ipv6", "lab_refuses_exthdr_to_service",
                  "cilium_drops_ipv6_fragment", "hop_limit_expires"):
