@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from pathlib import Path
 
-import pytest
 from scapy.layers.inet import TCP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import Ether
@@ -133,9 +133,9 @@ def test_each_ipv6_frame_lands_in_its_class(cilium_source: CiliumSource) -> None
 
 
 def test_datapath_diff_names_the_ipv6_hop_limit_and_accepts_it_as_known(
-        cilium_source: CiliumSource, tmp_path: pytest.TempPathFactory) -> None:
+        cilium_source: CiliumSource, tmp_path: Path) -> None:
     require_root()
-    src = pcap(tmp_path, bytes(syn6()))  # type: ignore[arg-type]
+    src = pcap(tmp_path, bytes(syn6()))
     where = ["--cilium-src", str(cilium_source.path)]
     proc = diff(str(src), *SERVICE6, *where)
     assert proc.returncode == 1, proc.stderr
@@ -148,7 +148,7 @@ def test_datapath_diff_names_the_ipv6_hop_limit_and_accepts_it_as_known(
 
 
 def test_a_backends_ipv6_reply_differs_by_the_known_fields_only(
-        cilium_source: CiliumSource, tmp_path: pytest.TempPathFactory) -> None:
+        cilium_source: CiliumSource, tmp_path: Path) -> None:
     """On the backend's node: the SYN with the DSR extension, then the pod's SYN+ACK.
     Cilium 1.13 writes the pod's identity (1000 in the lab's run) into the flow label
     of the reply; all differences are documented ones."""
@@ -160,14 +160,14 @@ def test_a_backends_ipv6_reply_differs_by_the_known_fields_only(
         sport=40000, dport=POD_PORT6, flags="S")
     reply = Ether(src="02:42:ac:12:00:03", dst="02:42:ac:12:00:01") / IPv6(
         src=POD6, dst=CLIENT6) / TCP(sport=POD_PORT6, dport=40000, flags="SA")
-    src = pcap(tmp_path, bytes(syn), bytes(reply))  # type: ignore[arg-type]
+    src = pcap(tmp_path, bytes(syn), bytes(reply))
     base = [str(src), "--program", "backend", *SERVICE6, "--cilium-src",
             str(cilium_source.path), "--json"]
     proc = diff(*base)
     assert proc.returncode == 1, proc.stderr
     frames = records(proc.stdout)[:2]
-    fields = {f["field"]: (f["lab"], f["cilium"])  # type: ignore[index]
-              for f in frames[1]["fields"]}  # type: ignore[union-attr]
+    listed: list[dict[str, str | None]] = frames[1]["fields"]  # type: ignore[assignment]
+    fields = {f["field"]: (f["lab"], f["cilium"]) for f in listed}
     if cilium_source.version.at_least(1, 16):
         assert "[IPv6].fl" not in fields
     else:
