@@ -6,9 +6,10 @@ their IPv4 options stripped (some clouds' fabrics do; the DSR option goes
 with them), whether IPv6 frames carrying any extension header are dropped
 (as many clouds' networks and middleboxes do, RFC 7872/9098: the DSR
 Destination Options header goes with the packet), whether frames whose
-source is not the node's address nor in its pod CIDR are dropped (AWS's source/destination check), and what share
-of them is lost at random. The netns backend attaches it at tc ingress of
-the ports the topology's ``fabric`` names; nothing else is changed.
+source is not the node's address nor in its pod CIDR are dropped (AWS's
+source/destination check), and what share of them is lost at random. The
+netns backend attaches it at tc ingress of the ports the topology's
+``fabric`` names; nothing else is changed.
 
 The same object also runs on a lab host's own interface
 (:meth:`FabricObject.attach_on_host`, the program ``fabric_on_host``): the
