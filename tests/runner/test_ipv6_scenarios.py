@@ -64,3 +64,19 @@ def test_the_seeds_claims_hold_in_ipv6(captures_root: Path) -> None:
     assert {e.url for e in run.exchanges} == {"http://[fc00:f853:ccd:e793::2]:32000/"}
     assert all(e.ok for e in run.exchanges)
     assert {e.pod for e in run.exchanges} == {"cni-8zxj9", "cni-m7tjc"}
+
+
+def test_a_tfo_syn_too_big_for_the_ipv6_header_gets_packet_too_big(
+        captures_root: Path) -> None:
+    """The IPv6 twin of scenarios/mtu/tcp-frag-needed: ICMPv6 Packet Too Big with
+    MTU 1480 - 24, the client's path MTU adapts and both transfers complete; nothing
+    is broken, so no diagnosis (the too-big rule knows the 24-byte header and the
+    ICMPv6 error)."""
+    _needs_ipv6_maps()
+    run = run_scenario(IPV6 / "tcp-packet-too-big.yaml", captures_root=captures_root)
+    assert run.passed, _failed(run)
+    assert run.result is not None
+    assert run.result.diagnoses == ()
+    assert [s.kind for s in run.steps] == ["transfer", "transfer"]
+    assert all(s.ok for s in run.steps), [s.summary for s in run.steps]
+    assert run.steps[1].figures["transfers"][0]["uploaded"] == 300000
