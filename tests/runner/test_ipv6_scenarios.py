@@ -10,6 +10,7 @@ tests/env/test_dual_stack_netns.py's).
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from lab.datapath import DatapathError, DatapathObject, build_object
 from lab.model.scenario import SCENARIO_DIR, ScenarioError, load_scenario
 from lab.runner.scenario import ScenarioRun, load_scenario_trace, run_scenario
+from tests.cli.helpers import dsrlab
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
 
@@ -80,3 +82,24 @@ def test_a_tfo_syn_too_big_for_the_ipv6_header_gets_packet_too_big(
     assert [s.kind for s in run.steps] == ["transfer", "transfer"]
     assert all(s.ok for s in run.steps), [s.summary for s in run.steps]
     assert run.steps[1].figures["transfers"][0]["uploaded"] == 300000
+
+
+def test_a_fabric_dropping_ext_headers_is_proven_and_diagnosed(captures_root: Path) -> None:
+    """The DNATed SYN leaves the LB node with the Destination Options header and never
+    reaches the backend's node; the diagnosis says so, naming the header, and
+    ``dsrlab review`` says the same."""
+    _needs_ipv6_maps()
+    run = run_scenario(IPV6 / "fabric-drops-ext-headers.yaml", captures_root=captures_root)
+    assert run.passed, _failed(run)
+    assert run.result is not None
+    assert not any(e.ok for e in run.exchanges)
+    (line,) = run.result.diagnoses
+    assert re.fullmatch(
+        r"the DNATed SYN left cilium-dsr-control-plane for "
+        r"\[(fd00:10:244:2::7b|fd00:10:244::d8)\]:80 with the DSR Destination Options "
+        r"header \(an IPv6 extension header\) and (cilium-dsr-worker2?) saw none of its "
+        r"SYNs: the fabric between them dropped it for the extension header \(many "
+        r"networks drop IPv6 packets carrying them, RFC 7872/9098\)", line), line
+    out = dsrlab("review", str(run.capture_dir))
+    assert out.returncode == 1
+    assert f"diagnosis: {run.capture_dir}: {line}\n" in out.stdout
