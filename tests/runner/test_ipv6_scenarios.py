@@ -19,6 +19,7 @@ from lab.datapath import DatapathError, DatapathObject, build_object
 from lab.model.scenario import SCENARIO_DIR, ScenarioError, load_scenario
 from lab.runner.scenario import ScenarioRun, load_scenario_trace, run_scenario
 from tests.cli.helpers import dsrlab
+from tests.runner.mtu_scenarios import datagrams
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
 
@@ -103,3 +104,18 @@ def test_a_fabric_dropping_ext_headers_is_proven_and_diagnosed(captures_root: Pa
     out = dsrlab("review", str(run.capture_dir))
     assert out.returncode == 1
     assert f"diagnosis: {run.capture_dir}: {line}\n" in out.stdout
+
+
+def test_an_ipv6_datagram_too_big_gets_packet_too_big_and_adapts(
+        captures_root: Path) -> None:
+    """The IPv6 twin of scenarios/mtu/udp-frag-needed: the client's kernel takes MTU
+    1476 (1500 - 24) from the ICMPv6 error; the datagram sent again at it is answered."""
+    _needs_ipv6_maps()
+    run = run_scenario(IPV6 / "udp-packet-too-big.yaml", captures_root=captures_root)
+    assert run.passed, _failed(run)
+    assert run.result is not None
+    assert run.result.diagnoses == ()
+    first, retry = datagrams(run)
+    assert (first["ip_len"], first["error"], first["path_mtu"]) == (1500, "EMSGSIZE", 1476)
+    assert (retry["ip_len"], retry["retry"], retry["path_mtu"]) == (1476, True, 1476)
+    assert str(retry["answer"]).startswith("PodName: ")
