@@ -78,6 +78,7 @@ def _first_packet(p: Pkt, client_ip: str, svc_ip: str, svc_port: int) -> bool:
 
 def _forwarded(q: Pkt, p: Pkt) -> bool:
     """``q`` is ``p`` sent on (DNATed, any size): the client's source port kept, to
-    anywhere but the service address."""
+    anywhere but the service address; a SYN as a SYN (a TFO SYN's data, sent again
+    in the established connection's first segment, is not the SYN forwarded)."""
     return (q.src, q.sport, q.proto) == (p.src, p.sport, p.proto) and q.dst != p.dst and (
-        q.payload_len == p.payload_len)
+        q.payload_len == p.payload_len) and q.syn == p.syn

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lab.datapath import DatapathError, DatapathObject, build_object
 from lab.model.scenario import SCENARIO_DIR, ScenarioError, load_scenario
@@ -119,3 +121,27 @@ def test_an_ipv6_datagram_too_big_gets_packet_too_big_and_adapts(
     assert (first["ip_len"], first["error"], first["path_mtu"]) == (1500, "EMSGSIZE", 1476)
     assert (retry["ip_len"], retry["retry"], retry["path_mtu"]) == (1476, True, 1476)
     assert str(retry["answer"]).startswith("PodName: ")
+
+
+def test_the_packet_too_big_trace_fails_when_the_errors_are_off(
+        captures_root: Path, tmp_path: Path) -> None:
+    """The trace can fail: the same scenario with DSR ICMP errors off. The TFO SYN is
+    dropped at the LB node, the diagnosis says so in IPv6's figures."""
+    _needs_ipv6_maps()
+    for name in ("tcp-packet-too-big.yaml", "tcp-packet-too-big.trace.yaml"):
+        shutil.copy(IPV6 / name, tmp_path / name)
+    sc = tmp_path / "tcp-packet-too-big.yaml"
+    data = yaml.safe_load(sc.read_text())
+    data["topology"] = str(IPV6.parent.parent / "topologies" / "seed-dual-stack.yaml")
+    data["settings"]["load_balancer.dsr_icmp_errors"] = False
+    sc.write_text(yaml.safe_dump(data, sort_keys=False))
+    run = run_scenario(sc, captures_root=captures_root)
+    assert run.result is not None
+    assert not run.passed
+    failed = {c.name for c in run.result.claims if not c.passed}
+    assert {"client", "lb-node"} <= failed
+    assert run.result.diagnoses[0] == (
+        "cilium-dsr-control-plane did not forward a 1492-byte SYN from the client: with "
+        "the 24-byte DSR Destination Options header it would be 1516 bytes, over the MTU "
+        "1480; DSR ICMP errors are off, so the client is never told and every SYN of that "
+        "size is lost (turn them on, or lower the MTU the client uses)")
