@@ -151,8 +151,6 @@ def run(
                      fragment_tracking=fragment_tracking)
     _check_paths(input_path, output_path)
     runner = None
-    if datapath is Datapath.cilium and config.service.is_ipv6:
-        fail("--datapath cilium runs IPv4 services only here; IPv6 needs --datapath lab", 2)
     if datapath is Datapath.cilium:
         from lab.datapath.cilium.runner import CiliumRunner
         from lab.datapath.cilium.source import choose

@@ -304,3 +304,34 @@ def test_the_docker_api_version_is_the_daemons(docker_api: FakeDockerApi) -> Non
     assert Docker().container_pid("cilium-dsr-worker") == 4002
     assert docker_api.seen == ["/version",
                                f"/v{API_VERSION}/containers/cilium-dsr-worker/json"]
+
+
+def test_a_dual_stack_cluster_is_found_in_both_families(
+        recorded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nodes' IPv6 InternalIPs, the pods' IPv6 podIPs and the kind network's IPv6
+    gateway (the client's) come from the cluster, as the IPv4 ones do."""
+    monkeypatch.setenv("FAKE_NODES", "kubectl-get-nodes-dual.json")
+    monkeypatch.setenv("FAKE_PODS", "kubectl-get-pods-dual.json")
+    dual = load_topology(SEED_TOPOLOGY_PATH.parent / "seed-dual-stack.yaml")
+    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state")
+    lab = backend.up(dual, run_id=names.new_run_id())
+    try:
+        t = lab.topology
+        assert {n.name: str(n.ip6) for n in t.nodes} == {
+            "cilium-dsr-control-plane": "fc00:f853:ccd:e793::2",
+            "cilium-dsr-worker": "fc00:f853:ccd:e793::4",
+            "cilium-dsr-worker2": "fc00:f853:ccd:e793::3"}
+        assert {p.name: str(p.ip6) for p in t.pods} == {
+            "cni-8zxj9": "fd00:10:244:2::1a", "cni-m7tjc": "fd00:10:244::2b"}
+        assert str(t.client.ip6) == "fc00:f853:ccd:e793::1"
+        assert str(t.client.ip) == "172.18.0.1"
+    finally:
+        lab.down()
+
+
+def test_a_single_stack_cluster_for_a_dual_stack_topology_is_a_clear_error(
+        recorded: Path, tmp_path: Path) -> None:
+    dual = load_topology(SEED_TOPOLOGY_PATH.parent / "seed-dual-stack.yaml")
+    backend = KindBackend(workdir=tmp_path / "work", state_dir=tmp_path / "state")
+    with pytest.raises(BackendError, match="no IPv6 InternalIP"):
+        backend.up(dual, run_id=names.new_run_id())

@@ -125,6 +125,18 @@ def compile_object(source: CiliumSource, program: str, headers: Mapping[str, str
     return BuiltObject(program, target, False, time.monotonic() - started)
 
 
+def build_overlay(source: CiliumSource, node: cfg.NodeParams, lb: cfg.LbParams,
+                  cache_dir: Path | None = None) -> BuiltObject:
+    """``bpf_overlay.o`` for the node's tunnel device (1.16 layout)."""
+    layout = cfg.layout_for(source.version)
+    if layout == "v1.13":
+        raise DatapathError(f"Cilium {source.version}: the lab builds bpf_overlay for 1.14 "
+                            "and later (Geneve dispatch)")
+    return compile_object(source, "bpf_overlay", {
+        "node_config.h": cfg.node_config(node, lb, layout),
+        "netdev_config.h": cfg.overlay_config(node, lb)}, cache_dir)
+
+
 def build_node(source: CiliumSource, node: cfg.NodeParams, pods: list[cfg.PodParams],
                lb: cfg.LbParams, cache_dir: Path | None = None
                ) -> tuple[BuiltObject, dict[str, BuiltObject]]:

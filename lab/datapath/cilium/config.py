@@ -16,6 +16,12 @@ lab knows:
   compile-time values the build reads (:mod:`lab.datapath.cilium.tree`),
   MACs written as the agent's loader substitutes them.
 
+A node with an IPv6 address (a dual-stack topology) gets what the agent writes
+with ``ipv6.enabled``: ``ENABLE_IPV6``, ``ROUTER_IP``/``HOST_IP``/``LXC_IP``
+(:func:`define_ipv6`), ``IPV6_DIRECT_ROUTING`` and the IPv6 NodePort maps. A
+node with a tunnel device (Geneve dispatch) gets the tunnel cell's defines
+(:func:`tunnel_defines`) and ``bpf_overlay``'s :func:`overlay_config`.
+
 Map sizes are the lab's (a few thousand entries), not the agent's defaults
 (up to 512 Ki entries): the lab has a handful of flows, and the agent's
 sizes would cost tens of MB of kernel memory per node.
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Literal
 
 from lab.datapath.cilium.source import CiliumVersion
@@ -38,6 +44,9 @@ REMOTE_NODE_ID = 6
 POD_IDENTITY = 1000  # every pod of the lab shares one identity (policies allow all)
 LAB_CT_SIZE = 65536
 LAB_MAP_SIZE = 4096
+# v1.16's reserved identities of the world in a dual-stack cluster (one per family)
+WORLD_IPV4_DUAL_ID = 9
+WORLD_IPV6_DUAL_ID = 10
 
 
 def layout_for(version: CiliumVersion) -> Layout:
@@ -66,6 +75,17 @@ class NodeParams:
     router_ip: IPv4Address  # cilium_host's address: IPV4_GATEWAY
     pod_cidr: IPv4Network
     mtu: int = 1500
+    # IPv6 (a dual-stack node): its address, cilium_host's (ROUTER_IP) and its pod CIDR
+    ip6: IPv6Address | None = None
+    router_ip6: IPv6Address | None = None
+    pod_cidr6: IPv6Network | None = None
+    # the tunnel device (cilium_geneve) when the node has one: ENCAP_IFINDEX
+    encap_ifindex: int | None = None
+    encap_mac: bytes = b"\x02\x04\x00\x00\x00\x01"
+
+    @property
+    def ipv6(self) -> bool:
+        return self.ip6 is not None
 
 
 @dataclass(frozen=True)
@@ -78,6 +98,7 @@ class PodParams:
     lxc_ifindex: int
     lxc_mac: bytes
     identity: int = POD_IDENTITY
+    ip6: IPv6Address | None = None
 
 
 @dataclass(frozen=True)
@@ -92,12 +113,43 @@ class LbParams:
     dsr_icmp_errors: bool = False  # the agent's --enable-pmtu-discovery
     nodeport_min: int = 30000
     nodeport_max: int = 32767
+    # routing: tunnel (TUNNEL_MODE); Geneve dispatch opens a Geneve tunnel either way
+    tunnel_routing: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tunnel_protocol(self) -> Literal["geneve"] | None:
+        """The tunnel the agent opens (the lab's Cilium runs Geneve only: DSR across a
+        tunnel needs it, and Geneve dispatch takes it)."""
+        return "geneve" if self.tunnel_routing or self.dispatch == "geneve" else None
 
 
 def host32(ip: IPv4Address) -> int:
     """The agent's ``NetIPv4ToHost32``: the address bytes read little-endian."""
     return int.from_bytes(ip.packed, "little")
+
+
+def addr_init(ip: IPv6Address) -> str:
+    """An IPv6 address as the agent's ``FmtDefineAddress``: a ``union v6addr`` initialiser."""
+    return "{ .addr = { " + ", ".join(f"0x{b:x}" for b in ip.packed) + " } }"
+
+
+def define_ipv6(layout: Layout, name: str, ip: IPv6Address) -> list[str]:
+    """The agent's ``defineIPv6`` (``ROUTER_IP``, ``HOST_IP``, ``LXC_IP``), read through
+    ``BPF_V6``/``fetch_ipv6``.
+
+    v1.16: ``DEFINE_IPV6`` as the agent writes it (its compile-time value is the
+    address; :mod:`.tree` makes ``CONFIG()`` read it). v1.13: ``fetch_ipv6`` takes
+    the *address* of four symbols ``NAME_1..4``, which the agent's loader resolves
+    to the address words; a symbol defined as the object at that address reads
+    the same value under libbpf, with no ``.data`` global.
+    """
+    if layout == "v1.13":
+        words = [int.from_bytes(ip.packed[i:i + 4], "little") for i in range(0, 16, 4)]
+        return [f"#define {name}_{i} (*(__u32 *){w:#x}UL)" for i, w in enumerate(words, 1)] + \
+               [f"#define {name}_V"]
+    return [f"DEFINE_IPV6({name}, {', '.join(f'0x{b:x}' for b in ip.packed)});",
+            f"#define {name}_V"]
 
 
 def mac_init(mac: bytes) -> str:
@@ -248,13 +300,72 @@ def node_config(node: NodeParams, lb: LbParams, layout: Layout) -> str:
               "WORLD_IPV6_ID": "2", "HOST_IFINDEX": str(node.cilium_net_ifindex),
               "HOST_IFINDEX_MAC": mac_init(node.cilium_host_mac),
               "CILIUM_IFINDEX": str(node.cilium_host_ifindex)}
-        if lb.dispatch == "geneve":
+        if lb.dispatch == "geneve" and lb.mode != "snat":
             d["DSR_ENCAP_MODE"] = "3"
+        if lb.tunnel_protocol == "geneve":
+            d |= tunnel_defines(node, lb)
         preamble = ('#include "lib/utils.h"\n'
                     'DECLARE_CONFIG(__u32, identity_length, "Identity length in bits")\n'
                     "ASSIGN_CONFIG(__u32, identity_length, 16)")
+    if node.ip6 is not None:
+        d |= _ipv6_defines(node, lb, layout)
+        router6 = node.router_ip6 if node.router_ip6 is not None else node.ip6
+        preamble += "\n" + "\n".join(define_ipv6(layout, "ROUTER_IP", router6)
+                                      + define_ipv6(layout, "HOST_IP", node.ip6))
     d |= _map_names(layout) | _map_sizes(layout) | dict(lb.extra)
     return _render(d, preamble, f"node_config.h of {node.name}, Cilium {layout} layout")
+
+
+GENEVE_PORT = 6081
+TUNNEL_PROTOCOL_IDS = {"vxlan": 1, "geneve": 2}  # pkg/datapath/tunnel's datapath ids
+
+
+def tunnel_defines(node: NodeParams, lb: LbParams) -> dict[str, str]:
+    """What the agent's tunnel cell (1.16) adds: the protocol ids, the protocol, the port
+    and the tunnel device's ifindex; ``TUNNEL_MODE`` with tunnel routing."""
+    if node.encap_ifindex is None:
+        raise ValueError(f"{node.name}: a tunnel needs the tunnel device's ifindex")
+    d = {"TUNNEL_PROTOCOL_VXLAN": str(TUNNEL_PROTOCOL_IDS["vxlan"]),
+         "TUNNEL_PROTOCOL_GENEVE": str(TUNNEL_PROTOCOL_IDS["geneve"]),
+         "TUNNEL_PROTOCOL": str(TUNNEL_PROTOCOL_IDS["geneve"]),
+         "TUNNEL_PORT": str(GENEVE_PORT), "ENCAP_IFINDEX": str(node.encap_ifindex)}
+    if lb.tunnel_routing:
+        d["TUNNEL_MODE"] = "1"
+    return d
+
+
+def overlay_config(node: NodeParams, lb: LbParams) -> str:
+    """``netdev_config.h`` of ``bpf_overlay.c`` for the tunnel device, with the defines
+    the agent passes on clang's command line (pkg/datapath/loader's
+    ``reinitializeOverlay``, 1.16): the world's identity, the device's MAC, its calls
+    map, and with NodePort its ifindex."""
+    if node.encap_ifindex is None:
+        raise ValueError(f"{node.name}: bpf_overlay needs the tunnel device's ifindex")
+    v4, v6 = ((WORLD_IPV4_DUAL_ID, WORLD_IPV6_DUAL_ID) if node.ipv6 else (WORLD_ID, WORLD_ID))
+    lines = [f"#define SECLABEL {WORLD_ID}", f"#define SECLABEL_IPV4 {v4}",
+             f"#define SECLABEL_IPV6 {v6}",
+             f"#define THIS_INTERFACE_MAC {mac_init(node.encap_mac)}",
+             f"#define CALLS_MAP cilium_calls_overlay_{WORLD_ID}",
+             "#define DISABLE_LOOPBACK_LB 1",
+             f"#define NATIVE_DEV_IFINDEX {node.encap_ifindex}", *_NOTIFY]
+    return (f"/* netdev_config.h: the overlay of {node.name} (written by dsrlab) */\n"
+            "#pragma once\n" + "\n".join(lines) + "\n")
+
+
+def _ipv6_defines(node: NodeParams, lb: LbParams, layout: Layout) -> dict[str, str]:
+    """What the agent adds to ``node_config.h`` with ``--enable-ipv6`` (NodePort, DSR on)."""
+    assert node.ip6 is not None
+    small, ct = str(LAB_MAP_SIZE), str(LAB_CT_SIZE)
+    d = {"ENABLE_IPV6": "1",
+         "IPV6_DIRECT_ROUTING": addr_init(node.ip6),
+         "IPV6_RSS_PREFIX": "IPV6_DIRECT_ROUTING", "IPV6_RSS_PREFIX_BITS": "128",
+         "NODEPORT_NEIGH6": "cilium_nodeport_neigh6", "NODEPORT_NEIGH6_SIZE": small,
+         "SNAT_MAPPING_IPV6": "cilium_snat_v6_external", "SNAT_MAPPING_IPV6_SIZE": ct,
+         "LB6_AFFINITY_MAP": "cilium_lb6_affinity",
+         "LB6_SRC_RANGE_MAP": "cilium_lb6_source_range", "LB6_SRC_RANGE_MAP_SIZE": small}
+    if layout != "v1.13":  # 1.16: a dual-stack cluster has a world identity per family
+        d |= {"WORLD_IPV4_ID": str(WORLD_IPV4_DUAL_ID), "WORLD_IPV6_ID": str(WORLD_IPV6_DUAL_ID)}
+    return d
 
 
 def _u32(layout: Layout, name: str, value: int, kind: str = "U32") -> list[str]:
@@ -326,6 +437,8 @@ def pod_ep_config(node: NodeParams, pod: PodParams, layout: Layout) -> str:
     """``ep_config.h`` of a pod endpoint (bpf_lxc.c)."""
     mac_name = "NODE_MAC" if layout == "v1.13" else "THIS_INTERFACE_MAC"
     lines = ['#include "lib/utils.h"']
+    if pod.ip6 is not None:
+        lines += define_ipv6(layout, "LXC_IP", pod.ip6)
     lines += _u32(layout, "LXC_IPV4", host32(pod.ip))
     lines += (["#define LXC_ID " + str(pod.lxc_id)] if layout == "v1.13"
               else _u32(layout, "LXC_ID", pod.lxc_id, "U16"))

@@ -16,11 +16,13 @@ from pathlib import Path
 from lab.datapath.cilium import config as cfg
 from lab.datapath.cilium import fill
 from lab.datapath.cilium.btf import ObjectBtf
-from lab.datapath.cilium.build import build_node
+from lab.datapath.cilium.build import build_node, build_overlay
 from lab.datapath.cilium.load import CiliumNode
 from lab.datapath.cilium.plan import NodePlan, check_supported, lb_params, plan_node
 from lab.datapath.cilium.source import CiliumSource
 from lab.model.topology import Topology
+
+OVERLAY = "overlay"  # the role of bpf_overlay's object
 
 
 @dataclass
@@ -50,6 +52,14 @@ class LoadedNode:
         self.close()
 
 
+def world_identities(source: CiliumSource, plan: NodePlan) -> dict[int, int]:
+    """The world's identity per IP version: v1.16 gives each family its own in a
+    dual-stack cluster (``WORLD_IPV4_ID``/``WORLD_IPV6_ID``), 1.13 has one."""
+    if plan.node.ipv6 and cfg.layout_for(source.version) != "v1.13":
+        return {4: cfg.WORLD_IPV4_DUAL_ID, 6: cfg.WORLD_IPV6_DUAL_ID}
+    return {}
+
+
 def load_node(source: CiliumSource, topology: Topology, node_name: str,
               cache_dir: Path | None = None) -> LoadedNode:
     """Build, load and fill Cilium's datapath for ``node_name`` of ``topology``."""
@@ -63,12 +73,16 @@ def load_plan(source: CiliumSource, plan: NodePlan, lb: cfg.LbParams,
     times = NodeTimes()
     started = time.monotonic()
     host, lxcs = build_node(source, plan.node, plan.pods, lb, cache_dir)
+    overlay = (build_overlay(source, plan.node, lb, cache_dir)
+               if plan.node.encap_ifindex is not None else None)
     times.build_s = time.monotonic() - started
     times.compiled = [b.path.name for b in (host, *lxcs.values()) if not b.cached]
     node = CiliumNode(plan.node.name)
     try:
         started = time.monotonic()
         node.load("host", host.path)
+        if overlay is not None:  # the tunnel device's programs (cil_from_overlay, ...)
+            node.load(OVERLAY, overlay.path)
         for pod in plan.pods:
             node.load(pod.name, lxcs[pod.name].path)
             node.set_policy_program(pod.name, pod.lxc_id)
@@ -77,8 +91,10 @@ def load_plan(source: CiliumSource, plan: NodePlan, lb: cfg.LbParams,
         with ObjectBtf(host.path) as btf:
             w = fill.MapWriter(node, btf, str(source.version))
             fill.fill_services(w, plan.frontends)
-            fill.fill_ipcache(w, plan.remotes)
+            fill.fill_ipcache(w, plan.remotes, world=world_identities(source, plan))
             fill.fill_endpoints(w, plan.node, plan.pods, plan.pod_macs)
+            if plan.tunnels:
+                fill.fill_tunnels(w, plan.tunnels)
             policy = cfg.policy_map(cfg.HOST_EP_ID)
             fill.fill_allow_all(w, policy, node.map_fd(policy))
         for pod in plan.pods:

@@ -34,6 +34,9 @@ class AgentConfig:
     dispatch: str  # loadBalancer.dsrDispatch: opt, ipip, geneve
     no_conntrack: bool  # installNoConntrackIptablesRules
     bpf_masquerade: bool
+    ipv6: bool = False  # ipv6.enabled
+    ipv6_masquerade: bool = True  # enableIPv6Masquerade (the chart's default: on)
+    ipv6_native_cidr: bool = False  # ipv6NativeRoutingCIDR given
 
     @property
     def replaces_kube_proxy(self) -> bool:
@@ -65,7 +68,10 @@ def agent_config(line: Line, values: dict[str, Any]) -> AgentConfig:
         tunnel=tunnel, protocol=protocol, mode=str(values.get("loadBalancer.mode", "snat")),
         dispatch=str(values.get("loadBalancer.dsrDispatch", "opt")),
         no_conntrack=values.get("installNoConntrackIptablesRules") is True,
-        bpf_masquerade=values.get("bpf.masquerade") is True)
+        bpf_masquerade=values.get("bpf.masquerade") is True,
+        ipv6=values.get("ipv6.enabled") is True,
+        ipv6_masquerade=values.get("enableIPv6Masquerade", True) is not False,
+        ipv6_native_cidr=bool(values.get("ipv6NativeRoutingCIDR")))
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,19 @@ DISPATCHES: dict[Line, dict[str, tuple[str, ...]]] = {
 def _dispatches(c: AgentConfig) -> tuple[str, ...]:
     table = DISPATCHES[(1, 13)] if c.line == (1, 13) else DISPATCHES[(1, 14)]
     return table.get(c.mode, (c.dispatch,))
+
+
+def _v6_cidr_words(c: AgentConfig) -> str:
+    """pkg/option's checkIPv6NativeRoutingCIDR, as each line words it."""
+    head = "native routing cidr must be configured with option --ipv6-native-routing-cidr "
+    if c.line == (1, 13):
+        return head + ("in combination with --enable-ipv6-masquerade --tunnel=disabled "
+                       "--enable-ipv6=true")
+    if c.line == (1, 14):
+        return head + ("in combination with --enable-ipv6-masquerade --routing-mode=native "
+                       "--enable-ipv6=true")
+    return head + ("in combination with --enable-ipv6=true --enable-ipv6-masquerade=true "
+                   "--enable-ip-masq-agent=false --routing-mode=native")
 
 
 def _kpr_full_value(c: AgentConfig) -> str:
@@ -145,6 +164,15 @@ RULES: tuple[Rule, ...] = (
     Rule(ALL, lambda c: c.no_conntrack and c.replaces_kube_proxy and not c.bpf_masquerade,
          lambda c: f"{NO_CONNTRACK} requires the agent to run with enable-bpf-masquerade.",
          "bpf.masquerade", "the lab always sets bpf.masquerade=true"),
+    # IPv6 (a dual-stack topology): daemon_main.go and pkg/option's config checks
+    Rule(((1, 13), (1, 13)), lambda c: c.ipv6 and c.ipv6_masquerade and c.bpf_masquerade,
+         lambda c: "BPF masquerade is not supported for IPv6.",
+         "network.subnet6", "1.13 masquerades IPv6 with iptables only (the plan turns "
+         "enableIPv6Masquerade off)"),
+    Rule(ALL, lambda c: (c.ipv6 and c.ipv6_masquerade and not c.tunnel
+                         and not c.ipv6_native_cidr),
+         _v6_cidr_words, "cluster.native_routing_cidr6",
+         "native routing with IPv6 masquerade needs the IPv6 native routing CIDR"),
 )
 
 

@@ -23,13 +23,14 @@ roles and hosts, never literals, apply as they are.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
 import yaml
 
@@ -301,6 +302,15 @@ def ready_endpoints(text: str) -> list[str]:
             if (e.get("conditions") or {}).get("ready") for addr in e.get("addresses", [])]
 
 
+def pod_ip6(item: dict[str, Any]) -> ipaddress.IPv6Address | None:
+    """A pod's IPv6 address from ``status.podIPs`` (a dual-stack pod has one per family)."""
+    for entry in item.get("status", {}).get("podIPs") or []:
+        text = str(entry.get("ip", ""))
+        if ":" in text:
+            return ipaddress.IPv6Address(text)
+    return None
+
+
 def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
              kubectl: list[str] | None = None
              ) -> tuple[dict[str, LabHost], Topology, dict[str, str]]:
@@ -315,6 +325,7 @@ def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
                                        "json"], 30).stdout
     net = Docker().network(KIND_NETWORK)
     bridge, gateway = net.bridge, net.gateway
+    dual = t.dual_stack
     by_name = {n.name: n for n in nodes}
     new_nodes: list[Node] = []
     for n in t.nodes:
@@ -322,11 +333,17 @@ def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
         if real is None:
             raise BackendError(f"node {n.name} of {t.name} is not in the cluster (nodes: "
                                f"{', '.join(by_name) or 'none'})")
-        new_nodes.append(n.model_copy(update={"ip": real.internal_ip}))
+        update: dict[str, object] = {"ip": real.internal_ip}
+        if dual:
+            if not real.internal_ip6:
+                raise BackendError(f"node {n.name} has no IPv6 InternalIP: the cluster is "
+                                   "not dual-stack (kind networking.ipFamily: dual)")
+            update["ip6"] = ipaddress.IPv6Address(real.internal_ip6)
+        new_nodes.append(n.model_copy(update=update))
     items = [p for p in json.loads(pods_json).get("items", [])
              if p.get("status", {}).get("podIP") and p["spec"].get("nodeName")]
     pods = [Pod(name=p["metadata"]["name"], node=p["spec"]["nodeName"],
-                ip=p["status"]["podIP"]) for p in items]
+                ip=p["status"]["podIP"], ip6=pod_ip6(p) if dual else None) for p in items]
     uids = {p["metadata"]["name"]: str(p["metadata"].get("uid", "")) for p in items}
     workloads = []
     for w in t.workloads:
@@ -335,8 +352,14 @@ def discover(t: Topology, plan: KindPlan, tools: Tools, run_id: str | None, *,
             raise BackendError(f"workload {w.name}: no running pod with an address in the "
                                f"cluster (selector {selector})")
         workloads.append(w.model_copy(update={"pods": mine}))
+    client: dict[str, object] = {"ip": gateway}
+    if dual:
+        if net.gateway6 is None:
+            raise BackendError(f"docker network {KIND_NETWORK} has no IPv6 gateway: the "
+                               "cluster is not dual-stack")
+        client["ip6"] = ipaddress.IPv6Address(net.gateway6)
     topo = t.model_copy(update={"nodes": new_nodes, "workloads": workloads,
-                                "client": t.client.model_copy(update={"ip": gateway})})
+                                "client": t.client.model_copy(update=client)})
     hosts = {t.client.name: LabHost(t.client.name, "client", topo.client.ip, bridge, "host")}
     hosts |= {n.name: LabHost(n.name, "node", n.ip, "eth0", n.name) for n in new_nodes}
     hosts |= {p.name: LabHost(p.name, "pod", p.ip, "eth0", f"{p.node}/{p.name}")

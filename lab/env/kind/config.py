@@ -24,6 +24,9 @@ NODE_IMAGES: dict[tuple[int, int], str] = {
 }
 
 
+KIND_POD_SUBNET4 = "10.244.0.0/16"  # kind's default IPv4 pod subnet
+
+
 class KindConfigError(LabError, ValueError):
     """A topology kind cannot make as it says (a Kubernetes without a node image of the
     kind release, node names kind would not give); the message names the field."""
@@ -71,6 +74,13 @@ def kind_config(t: Topology) -> dict[str, Any]:
     networking: dict[str, Any] = {"disableDefaultCNI": True}
     if t.cluster.kube_proxy == "none":
         networking["kubeProxyMode"] = "none"
+    if t.dual_stack:
+        # kind's dual stack: both families on its docker network and in Kubernetes; the
+        # pod subnets are kind's IPv4 default and the topology's IPv6 pod range (kind's
+        # own IPv6 default, fd00:10:244::/56, in the seed)
+        networking["ipFamily"] = "dual"
+        if t.cluster.native_routing_cidr6 is not None:
+            networking["podSubnet"] = f"{KIND_POD_SUBNET4},{t.cluster.native_routing_cidr6}"
     roles = sorted((n.role for n in t.nodes), key=lambda r: r != "control-plane")
     return {"kind": "Cluster", "apiVersion": "kind.x-k8s.io/v1alpha4",
             "networking": networking, "nodes": [{"role": r} for r in roles]}

@@ -28,6 +28,7 @@ DEADLINE_S = 30
 class KindNetwork:
     bridge: str  # the bridge on this machine, e.g. br-67ecd2c684e4
     gateway: str  # this machine's address on it (the client's), e.g. 172.18.0.1
+    gateway6: str | None = None  # its IPv6 address there (kind's dual-stack network)
 
 
 class Docker:
@@ -71,7 +72,9 @@ class Docker:
                         if "." in c.get("Gateway", "")), None)
         if gateway is None:
             raise BackendError(f"docker network {name} has no IPv4 gateway")
-        return KindNetwork(bridge, gateway)
+        gateway6 = next((c["Gateway"] for c in (attrs.get("IPAM") or {}).get("Config") or []
+                         if ":" in c.get("Gateway", "")), None)
+        return KindNetwork(bridge, gateway, gateway6)
 
 
 def pod_pid(uid: str, proc: Path = Path("/proc")) -> int | None:

@@ -29,6 +29,7 @@ class ClusterNode:
     ready: bool
     kernel: str
     kubelet: str
+    internal_ip6: str = ""  # a dual-stack cluster's IPv6 InternalIP
 
 
 def parse_nodes(text: str) -> list[ClusterNode]:
@@ -47,13 +48,17 @@ def parse_nodes(text: str) -> list[ClusterNode]:
         role = "control-plane" if any(
             k in node_labels for k in ("node-role.kubernetes.io/control-plane",
                                        "node-role.kubernetes.io/master")) else "worker"
-        ip = next((a["address"] for a in status.get("addresses", [])
-                   if a.get("type") == "InternalIP"), "")
+        internal = [str(a.get("address", "")) for a in status.get("addresses", [])
+                    if a.get("type") == "InternalIP"]
+        # a dual-stack node lists one InternalIP per family
+        ip = next((a for a in internal if "." in a), internal[0] if internal else "")
+        ip6 = next((a for a in internal if ":" in a), "")
         ready = any(c.get("type") == "Ready" and c.get("status") == "True"
                     for c in status.get("conditions", []))
         info = status.get("nodeInfo", {})
         nodes.append(ClusterNode(meta.get("name", ""), role, ip, ready,
-                                 info.get("kernelVersion", ""), info.get("kubeletVersion", "")))
+                                 info.get("kernelVersion", ""), info.get("kubeletVersion", ""),
+                                 ip6))
     return nodes
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from ipaddress import IPv6Network
 from typing import Any
 
 from lab.errors import LabError
@@ -100,6 +101,21 @@ def helm_values(t: Topology, api_server: str) -> dict[str, Any]:
     else:
         values.update(sp.tunnel_mode)
         values[sp.tunnel_key] = c.tunnel_protocol
+    if t.dual_stack:
+        values["ipv6.enabled"] = True
+        if c.routing == "native" and c.native_routing_cidr6 is not None:
+            values["ipv6NativeRoutingCIDR"] = str(c.native_routing_cidr6)
+        # the IPv6 pod CIDRs the topology gives the nodes: /N slices of its range (the
+        # IPv6 native routing CIDR, else the smallest network holding them all)
+        cidrs = [n.pod_cidr6 for n in t.nodes if n.pod_cidr6 is not None]
+        prefixes = {cidr.prefixlen for cidr in cidrs}
+        if cidrs and len(prefixes) == 1:
+            pool = c.native_routing_cidr6 or _covering(cidrs)
+            values["ipam.operator.clusterPoolIPv6PodCIDRList"] = str(pool)
+            values["ipam.operator.clusterPoolIPv6MaskSize"] = prefixes.pop()
+        if sp.tunnel_key == "tunnel":
+            # 1.13's agent refuses BPF masquerade with IPv6 masquerade on (its default)
+            values["enableIPv6Masquerade"] = False
     values["bpf.masquerade"] = True
     if c.routing == "native" and replaced:
         # the agent refuses it in tunnel mode and without the full kube-proxy replacement
@@ -117,6 +133,14 @@ def helm_values(t: Topology, api_server: str) -> dict[str, Any]:
     if lb.dsr_icmp_errors:  # the agent's --enable-pmtu-discovery: ENABLE_DSR_ICMP_ERRORS
         values["pmtuDiscovery.enabled"] = True
     return values
+
+
+def _covering(cidrs: list[IPv6Network]) -> IPv6Network:
+    """The smallest network that holds every one of ``cidrs``."""
+    net = cidrs[0]
+    while not all(c.subnet_of(net) for c in cidrs):
+        net = net.supernet()
+    return net
 
 
 def set_args(values: dict[str, Any]) -> list[str]:

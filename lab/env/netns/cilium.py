@@ -28,7 +28,7 @@ from pathlib import Path
 
 from lab.capture.dpevents import DatapathEvents
 from lab.datapath import DatapathObject
-from lab.datapath.cilium.attach import attach_node
+from lab.datapath.cilium.attach import add_geneve_device, attach_node
 from lab.datapath.cilium.build import BuiltObject, build_node, prepared_tree
 from lab.datapath.cilium.events import CiliumEvent, EventDecoder, EventLog, EventReader, Names
 from lab.datapath.cilium.node import LoadedNode, load_plan
@@ -80,6 +80,8 @@ class CiliumDatapaths:
         with interrupts.deferred():  # loaded and recorded for close, or neither
             loaded = load_plan(self.source, plan, lb_params(self._topology), self.cache_dir)
             self._loaded[node.name] = loaded
+        if plan.node.encap_ifindex is not None:  # Geneve dispatch: the tunnel device
+            add_geneve_device(netns, plan.node.encap_ifindex, plan.node.encap_mac)
         with nsutil.in_netns(netns):
             attach_node(loaded)
             ifnames = {index: name for index, name in socket.if_nameindex()}
