@@ -14,6 +14,14 @@
  *   FABRIC_F_SRC_DST_CHECK: drop an IPv4 frame whose source is not the
  *     node's address nor in its pod CIDR (AWS's source/destination check on
  *     an ENI): a DNATed SYN that keeps the client's address never arrives.
+ *   FABRIC_F_DROP_IPV6_EXT: drop an IPv6 frame whose IPv6 header is followed
+ *     by any extension header (hop-by-hop, routing, fragment, ESP, AH,
+ *     destination options, mobility, HIP, shim6, the experimental ones):
+ *     many clouds' networks and middleboxes do (RFC 7872, RFC 9098), and the
+ *     DSR Destination Options header goes with the packet.
+ *
+ * The IPv4 rules pass IPv6 untouched (IPv6 has no IPv4 options; the
+ * source/destination check is IPv4's here), and the IPv6 rule passes IPv4.
  *
  *   loss (a threshold out of 2^32): drop a frame when bpf_get_prandom_u32()
  *     falls below it, the lab's loss on a link where the kernel has no
@@ -29,6 +37,7 @@
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
 #include <stddef.h>
 #include <bpf/bpf_helpers.h>
@@ -38,6 +47,7 @@
 
 #define FABRIC_F_STRIP_OPTIONS (1U << 0)
 #define FABRIC_F_SRC_DST_CHECK (1U << 1)
+#define FABRIC_F_DROP_IPV6_EXT (1U << 2)
 
 struct fabric_port {
 	__u32 flags;
@@ -53,6 +63,7 @@ enum fabric_event {
 	FEV_SRC_DST_DROPPED = 2,   /* a foreign source dropped */
 	FEV_STRIP_FAILED = 3,      /* could not shrink the frame: dropped */
 	FEV_LOST = 4,              /* dropped at random (the port's loss) */
+	FEV_IPV6_EXT_DROPPED = 5,  /* an IPv6 frame with an extension header dropped */
 	FEV_MAX = 8,
 };
 
@@ -106,6 +117,45 @@ static __always_inline int strip_options(struct __sk_buff *skb, __u32 hlen)
 	return 0;
 }
 
+/* Whether an IPv6 next header value names an extension header (RFC 8200 4.1,
+ * the IANA list of IPv6 extension header types). */
+static __always_inline int ipv6_ext_header(__u8 nexthdr)
+{
+	switch (nexthdr) {
+	case 0:   /* hop-by-hop options */
+	case 43:  /* routing */
+	case 44:  /* fragment */
+	case 50:  /* ESP */
+	case 51:  /* authentication */
+	case 60:  /* destination options */
+	case 135: /* mobility */
+	case 139: /* HIP */
+	case 140: /* shim6 */
+	case 253: /* experimental */
+	case 254:
+		return 1;
+	}
+	return 0;
+}
+
+/* An IPv6 frame on a port that drops extension headers: its verdict. */
+static __always_inline int fabric_ipv6(struct __sk_buff *skb, const struct fabric_port *port,
+				       int pass)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ipv6hdr *ip6 = data + ETH_HLEN;
+
+	if ((void *)(ip6 + 1) > data_end || ip6->version != 6)
+		return pass;
+	if ((port->flags & FABRIC_F_DROP_IPV6_EXT) && ipv6_ext_header(ip6->nexthdr)) {
+		fcount(FEV_IPV6_EXT_DROPPED);
+		return TC_ACT_SHOT;
+	}
+	fcount(FEV_PASS);
+	return pass;
+}
+
 /* What the port's settings do to one frame; ``pass`` is the verdict of a frame let
  * through (TC_ACT_OK at the fabric, TC_ACT_UNSPEC on a host: its next filter runs). */
 static __always_inline int fabric_port_run(struct __sk_buff *skb, int pass)
@@ -129,7 +179,11 @@ static __always_inline int fabric_port_run(struct __sk_buff *skb, int pass)
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;
-	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+	if ((void *)(eth + 1) > data_end)
+		return pass;
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return fabric_ipv6(skb, port, pass);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return pass;
 	ip = (void *)(eth + 1);
 	if ((void *)(ip + 1) > data_end || ip->version != 4)

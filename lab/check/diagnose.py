@@ -9,6 +9,9 @@ why, in the terms a network engineer would use:
 * that node received it and sent nothing on (it dropped it there);
 * the DNATed SYN left with the client's source address and never reached
   the backend's node: the fabric dropped it (a source/destination check);
+  in IPv6, one that left carrying the DSR Destination Options header and
+  never arrived: the fabric dropped the packet for its extension header
+  (as many networks do, RFC 7872/9098);
 * the SYN left with the DSR option and arrived without it: the option was
   stripped between the two nodes, and the backend's node then answers from
   the pod's own address instead of the service's;
@@ -213,6 +216,13 @@ def _at_backend(cd: CaptureDir, hops: _Hops, packets: dict[str, list[Pkt]], *, f
     arrived = [p for p in at if p.syn and p.dst == backend.ip and p.src == fwd.src
                and p.sport == fwd.sport]
     if not arrived:
+        carried = fwd.dsr(cd.option_order)
+        if fwd.family == 6 and carried is not None and carried.dispatch == "opt":
+            return ("ext-header-dropped",
+                    f"the DNATed SYN left {lb_name} for {pod} with the DSR Destination "
+                    f"Options header (an IPv6 extension header) and {backend.node} saw none "
+                    f"of its SYNs: the fabric between them dropped it for the extension "
+                    f"header (many networks drop IPv6 packets carrying them, RFC 7872/9098)")
         if fwd.src != svc.ip:  # not the node's own address (a NodePort's service address)
             return ("fabric-dropped",
                     f"the DNATed SYN left {lb_name} for {pod} with the client's source "

@@ -288,6 +288,8 @@ lb (the NodePort node: the lab's dsr_from_netdev, Cilium's cil_from_netdev)
 or backend (a backend's node: a frame from a --backend address is that
 pod's reply, the others come from the network), --service, --backend,
 --mtu, --fragment-tracking. Maps persist across the frames of one pass.
+IPv6: a service written [addr]:port and backends of its family (IPv6
+frames compare as IPv4 ones do, e.g. "[IPv6].hlim lab 63 cilium 64").
 
 Backends: Cilium picks among several at random, so with --program lb give
 exactly one --backend (several are refused): both datapaths then send to
@@ -433,6 +435,7 @@ def _check_output_dir(output_dir: Path, pcap: Path, names: list[str]) -> None:
 
 def _print_diff(source: CiliumSource, d: PacketDiff) -> None:
     from lab.wire.ipv4 import frame_summary
+    from lab.wire.ipv6 import frame_summary6
 
     def side(r: PacketResult) -> str:
         return r.verdict + (f" ({r.reason})" if r.reason else "")
@@ -443,4 +446,6 @@ def _print_diff(source: CiliumSource, d: PacketDiff) -> None:
     else:
         head += f": {d.field_text()}"
     data_in = d.lab.data_in or b""
-    sys.stdout.write(f"{head}\n  in:  {frame_summary(data_in) if data_in else '?'}\n")
+    summary = frame_summary6 if data_in[12:14] == b"\x86\xdd" and len(data_in) >= 14 \
+        else frame_summary
+    sys.stdout.write(f"{head}\n  in:  {summary(data_in) if data_in else '?'}\n")

@@ -96,6 +96,24 @@ KNOWN_DIFFERENCES: tuple[KnownDifference, ...] = (
         why="Cilium forwards between the pod and eth0 at L3 (ipv4_l3() lowers the TTL, "
             "once each way in this chain); the lab's datapath leaves that hop to the "
             "kernel, which lowers it after the program"),
+    KnownDifference(
+        "[IPv6].hlim", "lb",
+        why="Cilium's IPv6 DSR forward (tail_nodeport_ipv6_dsr, bpf/lib/nodeport.h) never "
+            "calls ipv6_l3(): 1.13 rewrites the MACs after its fib_lookup, 1.16 redirects "
+            "through fib_redirect() with its own FIB parameters (not fib_redirect_v6), so "
+            "the hop limit is kept; the lab's datapath lowers it by one as a router does "
+            "(as both lower the IPv4 TTL on 1.16)"),
+    KnownDifference(
+        "[IPv6].hlim", "backend",
+        why="as the IPv4 TTL: Cilium forwards between the pod and eth0 at L3 (ipv6_l3() "
+            "lowers the hop limit); the lab's datapath leaves that hop to the kernel"),
+    KnownDifference(
+        "[IPv6].fl", "backend", until=(1, 16),
+        why="Cilium 1.13's bpf_lxc (handle_ipv6_from_lxc, pass_to_stack) writes the "
+            "pod's security identity into the flow label of what the pod sends "
+            "(ipv6_store_flowlabel(ctx, ETH_HLEN, SECLABEL_NB)); 1.16's bpf_lxc.c has no "
+            "such call (1.14 and 1.15 not checked); the lab's datapath leaves the flow "
+            "label as the pod wrote it"),
 )
 
 

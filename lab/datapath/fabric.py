@@ -3,10 +3,13 @@
 :class:`FabricObject` loads ``fabric_from_node`` and sets, per bridge port
 (the node side of the lab's bridge), whether frames the node sends have
 their IPv4 options stripped (some clouds' fabrics do; the DSR option goes
-with them) and whether frames whose source is not the node's address nor in
-its pod CIDR are dropped (AWS's source/destination check), and what share
-of them is lost at random. The netns backend attaches it at tc ingress of
-the ports the topology's ``fabric`` names; nothing else is changed.
+with them), whether IPv6 frames carrying any extension header are dropped
+(as many clouds' networks and middleboxes do, RFC 7872/9098: the DSR
+Destination Options header goes with the packet), whether frames whose
+source is not the node's address nor in its pod CIDR are dropped (AWS's
+source/destination check), and what share of them is lost at random. The
+netns backend attaches it at tc ingress of the ports the topology's
+``fabric`` names; nothing else is changed.
 
 The same object also runs on a lab host's own interface
 (:meth:`FabricObject.attach_on_host`, the program ``fabric_on_host``): the
@@ -38,10 +41,12 @@ HOST_HANDLE = 2
 HOST_PRIORITY = 1
 STRIP_OPTIONS = 1 << 0
 SRC_DST_CHECK = 1 << 1
+DROP_IPV6_EXT = 1 << 2
 PORT_VAL = struct.Struct("=I4s4s4sI")  # flags, node_addr, pod_net, pod_mask, loss
 U32 = struct.Struct("=I")
 U64 = struct.Struct("=Q")
-EVENTS = {0: "passed", 1: "stripped", 2: "src_dst_dropped", 3: "strip_failed", 4: "lost"}
+EVENTS = {0: "passed", 1: "stripped", 2: "src_dst_dropped", 3: "strip_failed", 4: "lost",
+          5: "ipv6_ext_dropped"}
 U32_RANGE = 1 << 32
 
 
@@ -63,10 +68,12 @@ class FabricPort:
     strip_options: bool = False
     source_dest_check: bool = False
     loss_percent: float = 0.0  # frames lost at random
+    drop_ipv6_ext: bool = False  # IPv6 frames carrying any extension header dropped
 
     def value(self) -> bytes:
         flags = (STRIP_OPTIONS if self.strip_options else 0) | (
-            SRC_DST_CHECK if self.source_dest_check else 0)
+            SRC_DST_CHECK if self.source_dest_check else 0) | (
+            DROP_IPV6_EXT if self.drop_ipv6_ext else 0)
         net = IPv4Network(self.pod_cidr) if self.pod_cidr else None
         return PORT_VAL.pack(flags, IPv4Address(self.node_addr).packed,
                              net.network_address.packed if net else bytes(4),

@@ -185,6 +185,10 @@ class Fabric(_Model):
     # nodes whose frames are dropped unless their source is the node's address or in its
     # pod CIDR (AWS's source/destination check on the node's ENI)
     source_dest_check: list[HostName] = []
+    # nodes whose IPv6 frames are dropped when they carry any extension header (many
+    # clouds' networks and middleboxes do, RFC 7872/9098): the DSR Destination Options
+    # header with them. strip_ip_options is IPv4's: it leaves IPv6 untouched.
+    drop_ipv6_ext_headers: list[HostName] = []
 
 
 # Cilium's Maglev table sizes (maglev.tableSize): primes; 16381 is the default.
@@ -400,7 +404,7 @@ def _consistency_problems(t: Topology) -> Iterator[tuple[str, str]]:
             yield f"services[{i}].ports[{j}].name", "port name is used twice"
     for i, _ in _dupes([f for _, f in frontends]):
         yield frontends[i][0], "node port is used twice for the same protocol"
-    for field_name in ("strip_ip_options", "source_dest_check"):
+    for field_name in ("strip_ip_options", "source_dest_check", "drop_ipv6_ext_headers"):
         for i, name in enumerate(getattr(t.fabric, field_name)):
             if name not in node_names:
                 yield (f"fabric.{field_name}[{i}]",

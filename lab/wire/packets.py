@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from ipaddress import IPv6Address
 from pathlib import Path
 from typing import Any, cast
 
@@ -42,6 +43,8 @@ from lab.wire.dsropt import DsrValue, hostport
 
 TCP_FLAG_NAMES = "FSRPAUEC"  # bit 0 .. bit 7
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+ICMP6_PACKET_TOO_BIG = 2
+ICMP6_ERRORS = (1, 2, 3, 4)  # unreachable, packet too big, time exceeded, parameter problem
 _EXT6 = frozenset((0, 43, 60))  # hop-by-hop, routing, destination options: walked over
 
 
@@ -286,7 +289,7 @@ def _from_ipv6(ip6: IPv6, frame: Packet, number: int) -> Pkt | None:
             carrier = dsropt.find_in_dest_opts(raw[off:min(ext_end, end)])
         nh, off = raw[off], ext_end
     l4 = raw[off:end]
-    sport = dport = seq = ack = icmp_type = icmp_code = None
+    sport = dport = seq = ack = icmp_type = icmp_code = icmp_mtu = quoted = None
     flags, payload, l4_ok = "", b"", None
     pseudo = raw[8:40] + len(l4).to_bytes(4, "big") + bytes((0, 0, 0, nh))
     if nh == 6 and len(l4) >= 20:
@@ -304,6 +307,10 @@ def _from_ipv6(ip6: IPv6, frame: Packet, number: int) -> Pkt | None:
             return None
         icmp_type, icmp_code = l4[0], l4[1]
         l4_ok = checksum(pseudo + l4) == 0
+        if icmp_type == ICMP6_PACKET_TOO_BIG and len(l4) >= 8:
+            icmp_mtu = int.from_bytes(l4[4:8], "big")
+        if icmp_type in ICMP6_ERRORS:
+            quoted = _quoted_ipv6(l4[8:])
     return Pkt(
         frame=number, time=float(frame.time), src=str(ip6.src), dst=str(ip6.dst),
         proto=_PROTO_NAMES.get(nh, str(nh)), sport=sport, dport=dport, flags=flags,
@@ -311,7 +318,24 @@ def _from_ipv6(ip6: IPv6, frame: Packet, number: int) -> Pkt | None:
         ip_csum_ok=True, l4_csum_ok=l4_ok, payload=payload[:256], seq=seq, ack=ack,
         mac_src=str(frame.src) if isinstance(frame, Ether) else "",
         mac_dst=str(frame.dst) if isinstance(frame, Ether) else "",
-        icmp_type=icmp_type, icmp_code=icmp_code, family=6, carrier=carrier)
+        icmp_type=icmp_type, icmp_code=icmp_code, icmp_mtu=icmp_mtu, quoted=quoted,
+        family=6, carrier=carrier)
+
+
+def _quoted_ipv6(packet: bytes) -> tuple[str, str, str, int | None, int | None] | None:
+    """The addresses, protocol and ports of the IPv6 packet an ICMPv6 error quotes
+    (its extension headers walked over, as far as the quote goes)."""
+    if len(packet) < 40 or packet[0] >> 4 != 6:
+        return None
+    nh, off = packet[6], 40
+    while nh in _EXT6 and off + 8 <= len(packet):
+        nh, off = packet[off], off + (packet[off + 1] + 1) * 8
+    sp = dp = None
+    if nh in (6, 17) and off + 4 <= len(packet):
+        sp = int.from_bytes(packet[off:off + 2], "big")
+        dp = int.from_bytes(packet[off + 2:off + 4], "big")
+    return (str(IPv6Address(packet[8:24])), str(IPv6Address(packet[24:40])),
+            _PROTO_NAMES.get(nh, str(nh)), sp, dp)
 
 
 ICMP_ERRORS = (3, 4, 5, 11, 12)  # unreachable, source quench, redirect, time exceeded, ...

@@ -11,6 +11,14 @@ from collections.abc import Iterator
 
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import (
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    PadN,
+)
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
@@ -74,7 +82,7 @@ def test_a_port_the_fabric_was_not_told_about_is_left_alone(
     frame = backend_syn(OPTION)
     assert run(fabric, ns, idx, frame) == ("ok", frame)
     assert fabric.counters() == {"passed": 0, "stripped": 0, "src_dst_dropped": 0,
-                                 "strip_failed": 0, "lost": 0}
+                                 "strip_failed": 0, "lost": 0, "ipv6_ext_dropped": 0}
 
 
 @pytest.mark.parametrize(("percent", "threshold"), [(0, 0), (50, 1 << 31), (100, U32_RANGE - 1),
@@ -133,3 +141,53 @@ def test_on_a_host_a_passed_frame_goes_on_to_the_next_filter(
     fabric.set_port(FabricPort(idx, VIP, loss_percent=100))
     assert host_run()[0] == "shot"
     assert fabric.counters()["lost"] == 1
+
+
+# the DNATed IPv6 SYN as the LB node sends it: the DSR Destination Options header
+# (option 0x1B, 20 bytes: service address, port, padding) after the IPv6 header
+DSR6_OPT = PadN(otype=0x1B, optdata=bytes.fromhex("fc00f8530ccde7930000000000000002")
+                + (32000).to_bytes(2, "big") + bytes(2))
+V6_CLIENT, V6_POD = "fc00:f853:ccd:e793::1", "fd00:10:244:2::7b"
+
+
+def _v6(*ext: object) -> bytes:
+    pkt = Ether() / IPv6(src=V6_CLIENT, dst=V6_POD)
+    for hdr in ext:
+        pkt = pkt / hdr
+    return bytes(pkt / TCP(sport=40000, dport=80, flags="S"))
+
+
+@pytest.mark.parametrize("ext", [
+    IPv6ExtHdrDestOpt(options=[DSR6_OPT]), IPv6ExtHdrHopByHop(), IPv6ExtHdrRouting(),
+    IPv6ExtHdrFragment()], ids=["dsr-dest-opts", "hop-by-hop", "routing", "fragment"])
+def test_an_ipv6_frame_with_an_extension_header_is_dropped(
+        fabric: FabricObject, fwd_ns: tuple[str, int], ext: object) -> None:
+    ns, idx = fwd_ns
+    fabric.set_port(FabricPort(idx, VIP, drop_ipv6_ext=True))
+    frame = _v6(ext)
+    assert run(fabric, ns, idx, frame)[0] == "shot"
+    assert fabric.counters()["ipv6_ext_dropped"] == 1
+
+
+def test_ipv6_without_extension_headers_and_ipv4_pass_the_ext_header_rule(
+        fabric: FabricObject, fwd_ns: tuple[str, int]) -> None:
+    ns, idx = fwd_ns
+    fabric.set_port(FabricPort(idx, VIP, drop_ipv6_ext=True))
+    plain6 = _v6()
+    assert run(fabric, ns, idx, plain6) == ("ok", plain6)
+    # IPv4 with the DSR option (an IPv4 "extension") is not this rule's business
+    v4 = backend_syn(OPTION)
+    assert run(fabric, ns, idx, v4) == ("ok", v4)
+    assert fabric.counters()["ipv6_ext_dropped"] == 0
+
+
+def test_the_ext_header_rule_is_per_port_and_strip_options_leaves_ipv6_alone(
+        fabric: FabricObject, fwd_ns: tuple[str, int]) -> None:
+    """A port without the rule passes the DSR header, whatever else it does to IPv4:
+    IPv6 has no IPv4 options to strip."""
+    ns, idx = fwd_ns
+    fabric.set_port(FabricPort(idx, VIP, POD_CIDR, strip_options=True,
+                               source_dest_check=True))
+    frame = _v6(IPv6ExtHdrDestOpt(options=[DSR6_OPT]))
+    assert run(fabric, ns, idx, frame) == ("ok", frame)
+    assert fabric.counters()["ipv6_ext_dropped"] == 0

@@ -92,3 +92,20 @@ def test_a_single_stack_seed_still_loads() -> None:
     t: Topology = load_topology(SEED_TOPOLOGY_PATH)
     assert t.client.ip6 is None
     assert all(n.ip6 is None for n in t.nodes)
+
+
+@pytest.mark.parametrize("field", ["drop_ipv6_ext_headers", "strip_ip_options"])
+def test_a_fabric_rule_for_an_unknown_node_is_refused_naming_the_field(field: str) -> None:
+    data = dual_data()
+    data["fabric"] = {field: ["cilium-dsr-control-plane", "no-such-node"]}
+    msg = _problem(data)
+    assert f"fabric.{field}[1]" in msg, msg
+    assert "no node named 'no-such-node'" in msg, msg
+
+
+def test_the_ext_header_rule_names_its_nodes() -> None:
+    data = dual_data()
+    data["fabric"] = {"drop_ipv6_ext_headers": ["cilium-dsr-control-plane"]}
+    t = parse_topology(data, "dual.yaml")
+    assert t.fabric.drop_ipv6_ext_headers == ["cilium-dsr-control-plane"]
+    assert t.fabric.strip_ip_options == []

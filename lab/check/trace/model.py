@@ -186,10 +186,11 @@ def _spec_problems(trace: Trace, specs: dict[str, Any], where: str, *,
             problems.append(f"{where}.{key}: {exc}")
     if full:
         # a UDP expectation has no TCP flags to compare (they are "" on a datagram);
-        # an ICMP one has no ports, but a type and a code
+        # an ICMP (or ICMPv6) one has no ports, but a type and a code
         proto = specs.get("proto", trace.defaults.get("proto", "tcp"))
         needed = {"udp": ("src", "dst", "sport", "dport"),
-                  "icmp": ("src", "dst", "icmp_type", "icmp_code")}.get(
+                  "icmp": ("src", "dst", "icmp_type", "icmp_code"),
+                  "icmpv6": ("src", "dst", "icmp_type", "icmp_code")}.get(
             proto, ("src", "dst", "sport", "dport", "flags"))
         missing = [k for k in needed if k not in specs and k not in trace.defaults]
         if missing:

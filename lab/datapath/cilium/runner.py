@@ -123,9 +123,13 @@ def run_plan(config: RunConfig, dispatch: Dispatch = "opt") -> plan.NodePlan:
     own = node_ip6 if v6 else node_ip
     if config.program == "backend" and own in {ip for ip, _ in backends}:
         raise DatapathError(f"{own} is the lab's backend node address; use another backend")
+    # eth0's MAC is the lab runner's for the same service (runner.node_mac), so a diff
+    # of the two datapaths compares their work, not the namespaces' addresses
+    eth0_mac = plan.eth0_mac(node_ip) if node_ip6 is None or not lb else \
+        b"\x02\x42" + node_ip6.packed[-4:]
     node = cfg.NodeParams(
         name=NODE_NAME, ip=node_ip, eth0_ifindex=plan.ETH0_INDEX,
-        eth0_mac=plan.eth0_mac(node_ip), cilium_host_ifindex=plan.CILIUM_HOST_INDEX,
+        eth0_mac=eth0_mac, cilium_host_ifindex=plan.CILIUM_HOST_INDEX,
         cilium_host_mac=plan.cilium_host_mac(ROUTER_IP),
         cilium_net_ifindex=plan.CILIUM_NET_INDEX, cilium_net_mac=plan.cilium_net_mac(ROUTER_IP),
         router_ip=ROUTER_IP, pod_cidr=IPv4Network("198.18.0.0/24"), mtu=config.mtu or 1500,

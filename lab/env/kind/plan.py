@@ -215,6 +215,7 @@ def _not_helm(t: Topology) -> dict[str, str]:
         out["load_balancer.option_byte_order"] = NOT_HELM["load_balancer.option_byte_order"]
     if lb.maglev_hash_seed:
         out["load_balancer.maglev_hash_seed"] = NOT_HELM["load_balancer.maglev_hash_seed"]
-    if t.fabric.strip_ip_options or t.fabric.source_dest_check:
+    if t.fabric.strip_ip_options or t.fabric.source_dest_check or \
+            t.fabric.drop_ipv6_ext_headers:
         out["fabric"] = NOT_HELM["fabric"]
     return out

@@ -170,7 +170,8 @@ class NetnsBackend:
         """The topology's fabric on the bridge ports of the nodes it names (tc ingress
         in the client's namespace: the frames each node sends)."""
         t = lab.topology
-        named = set(t.fabric.strip_ip_options) | set(t.fabric.source_dest_check)
+        named = set(t.fabric.strip_ip_options) | set(t.fabric.source_dest_check) | set(
+            t.fabric.drop_ipv6_ext_headers)
         if not named:
             return
         with interrupts.deferred():  # loaded and its close recorded, or neither
@@ -185,7 +186,8 @@ class NetnsBackend:
                 fabric.set_port(FabricPort(
                     port, str(node.ip), str(node.pod_cidr),
                     strip_options=node.name in t.fabric.strip_ip_options,
-                    source_dest_check=node.name in t.fabric.source_dest_check))
+                    source_dest_check=node.name in t.fabric.source_dest_check,
+                    drop_ipv6_ext=node.name in t.fabric.drop_ipv6_ext_headers))
                 fabric.attach(port)
 
     def _start_servers(self, lab: NetnsLab, pods: list[Pod],

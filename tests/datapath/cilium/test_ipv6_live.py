@@ -42,3 +42,28 @@ def test_the_dual_stack_seed_over_ipv4_on_ciliums_datapath(cilium_source: Cilium
                                                             tmp_path: Path) -> None:
     res = run_on_cilium(_scenario("seed-dual-stack-ipv4.yaml"), cilium_source, tmp_path)
     assert res.passed, failures(res)
+
+
+@pytest.mark.parametrize("name", ["udp-packet-too-big.yaml", "fabric-drops-ext-headers.yaml"])
+def test_the_ipv6_mtu_and_fabric_scenarios_on_ciliums_datapath(
+        cilium_source: CiliumSource, tmp_path: Path, name: str) -> None:
+    """As on the lab's datapath: Packet Too Big for the datagram, MTU 1476; the SYN
+    with the Destination Options header lost in a fabric that drops them."""
+    res = run_on_cilium(_scenario(name), cilium_source, tmp_path)
+    assert res.passed, failures(res)
+
+
+def test_the_tfo_syn_too_big_is_dropped_silently_by_cilium(cilium_source: CiliumSource,
+                                                          tmp_path: Path) -> None:
+    """Cilium sends no Packet Too Big for the TFO SYN (the trace says so by datapath):
+    the diagnosis names the silent drop in its figures and in Cilium's own words."""
+    res = run_on_cilium(_scenario("tcp-packet-too-big.yaml"), cilium_source, tmp_path)
+    assert res.passed, failures(res)
+    assert res.result is not None
+    line, counted = res.result.diagnoses
+    assert line == (
+        "cilium-dsr-control-plane did not forward a 1492-byte SYN from the client: with "
+        "the 24-byte DSR Destination Options header it would be 1516 bytes, over the MTU "
+        "1480; no ICMPv6 Packet Too Big went back, so the client is never told")
+    assert counted.startswith("dropped at cilium-dsr-control-plane eth0: DROP_FRAG_NEEDED "
+                              f"(Cilium {cilium_source.version}"), counted
