@@ -9,6 +9,29 @@
 #include "ipv4.h"
 #include "parse.h"
 
+/*
+ * The redirect after a FIB lookup that found the way out (rc SUCCESS or
+ * NO_NEIGH): redirect_neigh when the neighbour is unknown, else the FIB's
+ * MACs written and a plain redirect; the kind and target go to skb->cb.
+ */
+static __always_inline int redirect_fib(struct __sk_buff *skb,
+					const struct bpf_fib_lookup *fib, long rc)
+{
+	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
+		count(EV_FIB_REDIRECT_NEIGH);
+		skb->cb[CB_REDIR_IFINDEX] = fib->ifindex;
+		skb->cb[CB_REDIR_KIND] = CB_REDIR_NEIGH;
+		return bpf_redirect_neigh(fib->ifindex, NULL, 0, 0);
+	}
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib->dmac, ETH_ALEN, 0) ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib->smac, ETH_ALEN, 0))
+		return drop(skb, DROP_STORE);
+	count(EV_FIB_REDIRECT);
+	skb->cb[CB_REDIR_IFINDEX] = fib->ifindex;
+	skb->cb[CB_REDIR_KIND] = CB_REDIR_PLAIN;
+	return bpf_redirect(fib->ifindex, 0);
+}
+
 static __always_inline int dec_ttl(struct __sk_buff *skb, struct pkt *p)
 {
 	__u8 old_w[2] = { p->ttl, p->proto };
@@ -56,19 +79,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, __be32 
 	ret = dec_ttl(skb, p);
 	if (ret)
 		return drop(skb, ret);
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		count(EV_FIB_REDIRECT_NEIGH);
-		skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
-		skb->cb[CB_REDIR_KIND] = CB_REDIR_NEIGH;
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
-	}
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0))
-		return drop(skb, DROP_STORE);
-	count(EV_FIB_REDIRECT);
-	skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
-	skb->cb[CB_REDIR_KIND] = CB_REDIR_PLAIN;
-	return bpf_redirect(fib.ifindex, 0);
+	return redirect_fib(skb, &fib, rc);
 }
 
 /* --- IPv6 ----------------------------------------------------------------- */
@@ -109,19 +120,7 @@ static __always_inline int forward6(struct __sk_buff *skb, struct pkt6 *p,
 	if (bpf_skb_store_bytes(skb, IP6_HOPLIMIT_OFF, &hl, 1, 0))
 		return drop(skb, DROP_STORE);
 	p->hop_limit = hl;
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		count(EV_FIB_REDIRECT_NEIGH);
-		skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
-		skb->cb[CB_REDIR_KIND] = CB_REDIR_NEIGH;
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
-	}
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0))
-		return drop(skb, DROP_STORE);
-	count(EV_FIB_REDIRECT);
-	skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
-	skb->cb[CB_REDIR_KIND] = CB_REDIR_PLAIN;
-	return bpf_redirect(fib.ifindex, 0);
+	return redirect_fib(skb, &fib, rc);
 }
 
 #endif /* DSRLAB_LIB_FIB_H */

@@ -245,19 +245,7 @@ static __always_inline int geneve_encap(struct __sk_buff *skb, struct pkt *p,
 	}
 	count(EV_GENEVE_ENCAP);
 
-	if (rc == BPF_FIB_LKUP_RET_NO_NEIGH) {
-		count(EV_FIB_REDIRECT_NEIGH);
-		skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
-		skb->cb[CB_REDIR_KIND] = CB_REDIR_NEIGH;
-		return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
-	}
-	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0))
-		return drop(skb, DROP_STORE);
-	count(EV_FIB_REDIRECT);
-	skb->cb[CB_REDIR_IFINDEX] = fib.ifindex;
-	skb->cb[CB_REDIR_KIND] = CB_REDIR_PLAIN;
-	return bpf_redirect(fib.ifindex, 0);
+	return redirect_fib(skb, &fib, rc);
 }
 
 /*
