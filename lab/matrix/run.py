@@ -54,6 +54,7 @@ MODULE_MISSING = "dsrlab-matrix: no module"
 GUEST_UP = "dsrlab-matrix: guest up"
 PYTEST_DONE = "dsrlab-matrix: pytest exit"
 VERDICT = "verdict.json"
+GUEST_SCRIPT = "guest.sh"
 KVM_BOOT_TIMEOUT = 30.0  # a KVM guest is up in ~2 s; one that is not in 30 s hangs
 KVM_MEMO = "kvm-does-not-boot"  # in the cache folder: this host's KVM hung on a kernel
 
@@ -248,6 +249,17 @@ def guest_script(kernel: ResolvedKernel, groups: list[Group], root: Path, *,
     ])
 
 
+def guest_command(kernel: ResolvedKernel, groups: list[Group], root: Path, *,
+                  image: Path | None = None) -> str:
+    """What vng's ``--exec`` gets: ``sh`` and the guest script, written to the kernel's
+    folder. vng puts ``--exec`` on the kernel's command line, which x86 cuts at 2,048
+    bytes (a guest given a longer one never runs it); the script is longer."""
+    script_file = root / kernel.name / GUEST_SCRIPT
+    script_file.parent.mkdir(parents=True, exist_ok=True)
+    write_text(script_file, guest_script(kernel, groups, root, image=image) + "\n")
+    return f"sh {shlex.quote(str(script_file))}"
+
+
 def seed_cache(root: Path, groups: Sequence[Group] = ()) -> None:
     """The host's compiled BPF objects, copied to the guests' cache (``root/cache``).
 
@@ -436,7 +448,7 @@ def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: 
     if prepared is None:
         progress(f"{kernel.name}: its BPF objects, on the host")
         prepared = prepare_kernel(kernel, groups, root)
-    script = guest_script(kernel, groups, root, image=image)
+    script = guest_command(kernel, groups, root, image=image)
     boot: float | None = None
     rc = 0
     accel = "tcg"

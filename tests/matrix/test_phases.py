@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 
 from lab import settings
-from lab.matrix.kernels import host_kernel
+from lab.matrix.kernels import host_kernel, load_list
 from lab.matrix.phases import PHASES, phase_line, phases_from, read_marks
-from lab.matrix.run import GUEST_UP, PYTEST_DONE, _boot, gather
+from lab.matrix.run import (
+    GUEST_SCRIPT,
+    GUEST_UP,
+    PYTEST_DONE,
+    _boot,
+    gather,
+    guest_command,
+    guest_script,
+)
 
 
 def test_a_phase_needs_both_its_marks_and_keeps_running_order(tmp_path: Path) -> None:
@@ -108,3 +116,18 @@ def test_the_boot_limit_defaults_past_a_loaded_hosts_boot(
     assert settings.matrix_boot_seconds() >= 300
     monkeypatch.setenv(settings.MATRIX_BOOT, "240")
     assert settings.matrix_boot_seconds() == 240.0
+
+
+def test_the_guest_gets_its_script_as_a_file_its_command_line_stays_short(
+        tmp_path: Path) -> None:
+    """vng passes --exec on the kernel's command line (x86: 2,048 bytes); with the
+    image's binds the script is longer than that, so it travels as a file."""
+    kernel = host_kernel().model_copy(update={"name": "6.1"})
+    groups = load_list().selected_groups(full=True)
+    img = tmp_path / "python-0123.img"
+    command = guest_command(kernel, groups, tmp_path, image=img)
+    script = guest_script(kernel, groups, tmp_path, image=img)
+    assert len(script) > 2048
+    assert len(command) < 256
+    assert command == f"sh {tmp_path / '6.1' / GUEST_SCRIPT}"
+    assert (tmp_path / "6.1" / GUEST_SCRIPT).read_text() == script + "\n"
