@@ -42,6 +42,9 @@ LABEL = "dsrlab-py"  # the image's ext4 label
 GUEST_MOUNT = "/run/dsrlab-image"
 GUEST_COPY = "/tmp/dsrlab-python.img"  # the guest's /tmp is memory (tmpfs)
 FILES = "files"  # the image's folder of single files, at their own paths below it
+# run by the lab again and again (each step, each capture point): over 9p every run
+# pages the binary and its libraries in a round trip at a time
+PROGRAMS = ("curl", "tcpdump", "nsenter", "ip", "tc")
 REPO_FOLDERS = ("lab", "tests", "scenarios", "topologies", "bpf", "kernels")
 KEEP_IMAGES = 3  # older images of the cache folder are removed
 # what the guest's tests never read, hidden in the guest by the bind mounts: the
@@ -90,10 +93,15 @@ def _ldd(path: Path) -> list[Path]:
 
 
 def single_files() -> list[Path]:
-    """The interpreter and the shared libraries it and libbpf load, at their real paths
-    (where a bind mount over the 9p file must go)."""
+    """The interpreter, the programs the lab runs once per step or packet capture
+    (:data:`PROGRAMS`) and the shared libraries they and libbpf load, at their real
+    paths (where a bind mount over the 9p file must go); ~30 MB."""
     python = Path(sys.executable).resolve()
     wanted = [python, *_ldd(python)]
+    for name in PROGRAMS:
+        found = shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
+        if found:
+            wanted += [Path(found), *_ldd(Path(found))]
     for libdir in (Path("/usr/lib/x86_64-linux-gnu"), Path("/usr/lib64"), Path("/usr/lib")):
         libbpf = libdir / "libbpf.so.1"
         if libbpf.exists():

@@ -94,6 +94,10 @@ def test_the_interpreter_and_its_libraries_ride_along() -> None:
     assert Path(sys.executable).resolve() in files
     assert any(p.name.startswith("libc.so") for p in files)
     assert all(p.is_absolute() and p == p.resolve() for p in files)  # where binds go
+    for name in image.PROGRAMS:  # the programs the lab runs at every step ride along
+        found = shutil.which(name, path="/usr/sbin:/usr/bin")
+        if found:
+            assert Path(found).resolve() in files, name
 
 
 def test_the_guest_binds_every_folder_and_file_or_says_it_reads_9p(tmp_path: Path) -> None:
