@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from lab.atomic import write_text
 from lab.datapath.verifier import COMPLEXITY_LIMIT, VerifierReport, read_reports
 from lab.matrix.kernels import Group, MatrixError, ResolvedKernel
+from lab.matrix.phases import Phase, phase_line
 from lab.safetext import escaped, for_template
 
 Outcome = Literal["pass", "fail", "skip"]
@@ -60,6 +61,12 @@ class KernelVerdict(BaseModel):
     cilium_verifiers: list[VerifierReport] = []  # and of Cilium's objects, per version
     log: str | None = None  # pytest's output, relative to the run folder
     error: str | None = None  # the kernel did not run (no package, VM did not boot...)
+    phases: list[Phase] = []  # where the time went (lab.matrix.phases)
+
+    def phase_summary(self) -> str:
+        """One line: each phase's seconds, the tests split by group."""
+        groups = {g.group: g.seconds for g in self.groups if g.group != VERIFIER_GROUP}
+        return phase_line(self.phases, groups)
 
     def report_for(self, group: str) -> VerifierReport | None:
         """The verifier report a ``verifier``/``cilium-verifier ...`` row shows."""
@@ -317,13 +324,14 @@ def summary_markdown(summary: Summary) -> str:
         lines += ["", f"{table_title(datapath)}:", "",
                   "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in table]
-    lines += ["", "| kernel | package | version | mode | boot s | total s |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| kernel | package | version | mode | boot s | total s | phases |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for k in summary.kernels:
         boot = f"{k.boot_seconds:.1f}" if k.boot_seconds is not None else "-"
         mode = k.mode + (f" ({k.accel})" if k.accel else "")
         lines.append(f"| {k.kernel.name} ({k.kernel.release}) | {k.kernel.package or '-'} | "
-                     f"{k.kernel.version or '-'} | {mode} | {boot} | {k.seconds:.1f} |")
+                     f"{k.kernel.version or '-'} | {mode} | {boot} | {k.seconds:.1f} | "
+                     f"{_md(k.phase_summary()) or '-'} |")
     # a test's message or a package name from apt: control characters escaped
     return escaped("\n".join(lines), keep="\n") + "\n"
 

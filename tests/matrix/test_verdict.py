@@ -18,6 +18,7 @@ from lab.matrix.run import (
     CILIUM_SRC_VAR,
     GUEST_MODULES,
     GUEST_OPTIONAL_MODULES,
+    GUEST_UP,
     MODULE_MISSING,
     PLUGINS_OFF,
     PYTEST_DONE,
@@ -135,17 +136,21 @@ def test_the_guest_loads_modules_mounts_bpffs_and_runs_one_lean_pytest(
     script = guest_script(kernel, groups, tmp_path)
     assert f"modprobe -a {' '.join(GUEST_MODULES)}" in script
     assert "mount -t bpf bpf /sys/fs/bpf" in script
-    assert f"DSRLAB_CACHE_DIR={tmp_path / 'cache'}" in script
+    assert f"DSRLAB_CACHE_DIR={tmp_path / '6.1' / 'cache'}" in script  # the kernel's own
     assert CILIUM_SRC_VAR not in script  # the test process has none (monkeypatched below)
     kdir = tmp_path / "6.1"
     cmd = pytest_command(groups, kdir)
     assert f"{shlex.join(cmd)} > {kdir / 'pytest.log'} 2>&1" in script
-    assert script.endswith(f"echo '{PYTEST_DONE}' $?")
+    assert script.startswith(f"echo '{GUEST_UP}' $(uname -r); ")  # boot ends at the first
+    assert script.endswith(f"echo '{PYTEST_DONE}' $rc")
     for plugin in PLUGINS_OFF:
         assert cmd[cmd.index(f"no:{plugin}") - 1] == "-p"
+    assert cmd[cmd.index("lab.pytest_phases") - 1] == "-p"
+    assert f"--dsrlab-phases={kdir / 'phases.guest'}" in cmd
     assert [p for g in groups for p in g.paths] == [a for a in cmd if not a.startswith("-")
                                                     and a not in cmd[:3]
-                                                    and not a.startswith("no:")]
+                                                    and not a.startswith("no:")
+                                                    and a != "lab.pytest_phases"]
     assert f"--dsrlab-verifier-report={kdir / 'verifier.json'}" in cmd
 
 
