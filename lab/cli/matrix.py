@@ -28,9 +28,13 @@ line apt offers; scripts/install-matrix.sh installs them and virtme-ng) plus
 QEMU (KVM where /dev/kvm works, else TCG; DSRLAB_MATRIX_ACCEL=tcg|kvm
 forces one). Under each kernel one pytest runs the groups of the list; first
 the datapath goes through the kernel's verifier (the `verifier` row, and the
-instructions it processed per program). A kernel older than the datapath's
+instructions it processed per program), and so do Cilium's objects of the
+seed topology, per version of $DSRLAB_CILIUM_SRC (`cilium-verifier v1.13.0`
+rows, built on the host for the guest kernel's predicted features; a skip
+without a source). A kernel older than the datapath's
 minimum (bpf/dsr.h) skips what needs it, with the reason. Results go to
-OUT/<run-id>/<kernel>/ (junit.xml, pytest.log, verifier.json, captures with
+OUT/<run-id>/<kernel>/ (junit.xml, pytest.log, verifier.json,
+cilium-verifier.json, captures with
 each scenario's report, verdict.json), with summary.json, summary.md and
 summary.html beside them; the tables are printed at the end. Exit 1 when any
 cell fails.
@@ -80,7 +84,6 @@ def _run(groups: list[Group], resolved: list[ResolvedKernel], full: bool, out: P
          run_id: str | None) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    from lab.datapath.verifier import COMPLEXITY_LIMIT
     from lab.matrix.kernels import HOST
     from lab.matrix.run import (
         MATRIX_TAG_VAR,
@@ -90,7 +93,14 @@ def _run(groups: list[Group], resolved: list[ResolvedKernel], full: bool, out: P
         run_groups,
         run_vm,
     )
-    from lab.matrix.verdict import COLUMNS, Summary, rows, verifier_table, write_summary
+    from lab.matrix.verdict import (
+        COLUMNS,
+        Summary,
+        rows,
+        table_title,
+        verifier_tables,
+        write_summary,
+    )
 
     rid = run_id or new_run_id()
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]*", rid):
@@ -128,10 +138,9 @@ def _run(groups: list[Group], resolved: list[ResolvedKernel], full: bool, out: P
                 write_summary(summary, root)
     summary = Summary(run_id=rid, full=full, kernels=verdicts)
     table(COLUMNS, rows(summary), title=f"dsrlab matrix {rid}: {root}")
-    head, counts = verifier_table(summary)
-    if counts:
-        table(head, counts, title=f"instructions the verifier processed (limit "
-                                  f"{COMPLEXITY_LIMIT:,})")
+    for datapath, head, counts in verifier_tables(summary):
+        title = table_title(datapath)
+        table(head, counts, title=title[0].lower() + title[1:])
     for v in verdicts:
         boot = f", boot {v.boot_seconds:.1f} s" if v.boot_seconds is not None else ""
         err.print(styled(f"matrix: {v.kernel.name} ({v.kernel.release}"

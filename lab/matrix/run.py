@@ -40,6 +40,7 @@ from lab.matrix.phases import GUEST_MARKS, phases_from, read_marks
 from lab.matrix.verdict import (
     KernelVerdict,
     find_reports,
+    read_cilium_verifiers,
     read_junit,
     verifier_group,
     write_verdict,
@@ -63,6 +64,8 @@ Progress = Callable[[str], None]
 
 _GROUP_STOP_GRACE_S = 30.0  # a stopped pytest takes its labs down first
 JUNIT, PYTEST_LOG, VERIFIER_JSON = "junit.xml", "pytest.log", "verifier.json"
+CILIUM_VERIFIER_JSON = "cilium-verifier.json"
+CILIUM_VERIFIER_SCENARIO = "scenarios/seed.yaml"  # whose Cilium objects that report loads
 # plugins the matrix's pytest does without: each costs seconds of start-up under TCG
 # (hypothesis' plugin imports hypothesis at the session's end, ~17 s), and none is
 # needed (one process, no cache on a read-only root)
@@ -89,13 +92,14 @@ def pytest_command(groups: list[Group], kdir: Path) -> list[str]:
             *(p for g in groups for p in g.paths),
             f"--junitxml={kdir / JUNIT}", f"--dsrlab-captures={kdir / 'captures'}",
             f"--dsrlab-verifier-report={kdir / VERIFIER_JSON}",
+            f"--dsrlab-cilium-verifier-report={kdir / CILIUM_VERIFIER_JSON}",
             f"--dsrlab-phases={kdir / GUEST_MARKS}"]
 
 
 def _fresh(kdir: Path) -> None:
     """A kernel's folder without the outputs of an earlier run under the same run id."""
     kdir.mkdir(parents=True, exist_ok=True)
-    for name in (JUNIT, PYTEST_LOG, VERIFIER_JSON, VERDICT, GUEST_MARKS):
+    for name in (JUNIT, PYTEST_LOG, VERIFIER_JSON, CILIUM_VERIFIER_JSON, VERDICT, GUEST_MARKS):
         (kdir / name).unlink(missing_ok=True)
     shutil.rmtree(kdir / "captures", ignore_errors=True)
 
@@ -116,9 +120,11 @@ def gather(kernel: ResolvedKernel, groups: list[Group], root: Path,
     if (kdir / VERIFIER_JSON).exists():
         verifier = VerifierReport.model_validate_json((kdir / VERIFIER_JSON).read_text())
         rows.insert(0, verifier_group(verifier))
+    cilium = read_cilium_verifiers(kdir / CILIUM_VERIFIER_JSON)
+    rows[int(verifier is not None):0] = [verifier_group(r) for r in cilium]
     log = kdir / PYTEST_LOG
     return KernelVerdict.model_validate({
-        "kernel": kernel, "groups": rows, "verifier": verifier,
+        "kernel": kernel, "groups": rows, "verifier": verifier, "cilium_verifiers": cilium,
         "log": str(log.relative_to(root)) if log.exists() else None, **how})
 
 
@@ -260,7 +266,7 @@ def guest_command(kernel: ResolvedKernel, groups: list[Group], root: Path, *,
     return f"sh {shlex.quote(str(script_file))}"
 
 
-def seed_cache(root: Path, groups: Sequence[Group] = ()) -> None:
+def seed_cache(root: Path, groups: Sequence[Group] = (), release: str | None = None) -> None:
     """The host's compiled BPF objects, copied to the guests' cache (``root/cache``).
 
     The cache is content-addressed (sources, flags, compiler), and the guest
@@ -268,7 +274,9 @@ def seed_cache(root: Path, groups: Sequence[Group] = ()) -> None:
     is a hit in the guest, which would otherwise compile under TCG. The
     default object is built first if the host has not yet, and so are the
     Cilium objects of the groups' ``cilium_scenarios`` (for every source
-    ``DSRLAB_CILIUM_SRC`` names), whose prepared trees and objects are copied too.
+    ``DSRLAB_CILIUM_SRC`` names) and of the seed (the ``cilium-verifier`` rows),
+    built for kernel ``release``'s predicted features (default: the running kernel),
+    whose prepared trees and objects are copied too.
     """
     # here, not at the top: the guest imports this module and never needs the datapath
     from lab.datapath.build import build_object, default_cache_dir  # noqa: PLC0415
@@ -279,11 +287,12 @@ def seed_cache(root: Path, groups: Sequence[Group] = ()) -> None:
         shutil.copytree(host, root / "cache" / "bpf", dirs_exist_ok=True)
     scenarios = [s for g in groups for s in g.cilium_scenarios]
     where = os.environ.get(CILIUM_SRC_VAR)
-    if scenarios and where:
-        _seed_cilium(where, scenarios, root / "cache" / "cilium")
+    if where:
+        scenarios = list(dict.fromkeys([CILIUM_VERIFIER_SCENARIO, *scenarios]))
+        _seed_cilium(where, scenarios, root / "cache" / "cilium", release)
 
 
-def _seed_cilium(where: str, scenarios: list[str], dest: Path) -> None:
+def _seed_cilium(where: str, scenarios: list[str], dest: Path, release: str | None) -> None:
     """Build ``scenarios``' Cilium objects here for every source at ``where`` and copy
     Cilium's cache to ``dest``. What cannot be built is left to the guest's tests to
     report (they build it again and say why)."""
@@ -296,9 +305,9 @@ def _seed_cilium(where: str, scenarios: list[str], dest: Path) -> None:
         for source in discover(where):
             for scenario in scenarios:
                 with contextlib.suppress(LabError):
-                    build_topology(source, load_scenario(REPO / scenario)[1])
-    if cache_root().is_dir():
-        shutil.copytree(cache_root(), dest, dirs_exist_ok=True)
+                    build_topology(source, load_scenario(REPO / scenario)[1], release=release)
+        if cache_root().is_dir():
+            shutil.copytree(cache_root(), dest, dirs_exist_ok=True)
 
 
 def vng_command(kernel: ResolvedKernel, script: str, root: Path, kvm: bool, *,
@@ -410,7 +419,7 @@ def prepare_kernel(kernel: ResolvedKernel, groups: list[Group], root: Path,
     kdir = root / kernel.name
     kdir.mkdir(parents=True, exist_ok=True)
     marks = {"host-start": time.monotonic()}
-    seed_cache(kdir, groups)
+    seed_cache(kdir, groups, kernel.release)  # Cilium's for its predicted features
     marks["host-prepared"] = time.monotonic()
     return marks
 

@@ -50,7 +50,9 @@ def test_later():
 '''
 
 
-def test_one_run_is_split_into_groups_with_counts_reasons_and_files(tmp_path: Path) -> None:
+def test_one_run_is_split_into_groups_with_counts_reasons_and_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CILIUM_SRC_VAR, raising=False)  # Cilium's row: a skip, no build
     src = tmp_path / "src"
     (src / "unit").mkdir(parents=True)
     (src / "unit" / "test_mix.py").write_text(MIXED)
@@ -61,7 +63,8 @@ def test_one_run_is_split_into_groups_with_counts_reasons_and_files(tmp_path: Pa
     # one pytest process (~2 s: the dsrlab plugin loads scapy)
     verdict = run_groups(host_kernel(), groups, root, cwd=src)
     rows = {g.group: g for g in verdict.groups}
-    assert list(rows) == [VERIFIER_GROUP, "mix", "fine"]
+    assert list(rows) == [VERIFIER_GROUP, "cilium-verifier", "mix", "fine"]
+    assert rows["cilium-verifier"].outcome == "skip"
     mix, fine = rows["mix"], rows["fine"]
     assert (mix.outcome, mix.passed, mix.failed, mix.skipped) == ("fail", 1, 1, 1)
     assert any("test_bad" in r and "one is not two" in r for r in mix.reasons)
@@ -81,7 +84,7 @@ def test_one_run_is_split_into_groups_with_counts_reasons_and_files(tmp_path: Pa
     write_summary(summary, root)
     data = json.loads((root / "summary.json").read_text())
     assert data["ok"] is False
-    assert data["kernels"][0]["groups"][1]["failed"] == 1
+    assert data["kernels"][0]["groups"][2]["failed"] == 1
     md = (root / "summary.md").read_text()
     assert "| host (" in md
     assert "| mix | fail | 1/1/1 |" in md
