@@ -5,7 +5,8 @@
 - ``suites [--kernel NAME]...``: the other Debian suites those kernels come from, one a
   line;
 - ``apt-sources [--kernel NAME]...``: writes those suites' apt sources and pins
-  (:mod:`lab.matrix.aptsource`; nothing when no kernel needs one) and prints
+  (:mod:`lab.matrix.aptsource`; nothing when no kernel needs one, nor for the
+  system's own suite) and prints
   ``update`` when apt-get update must run (a file changed or a suite's lists are
   missing), nothing otherwise.
 """
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--sources-dir", type=Path, default=aptsource.SOURCES_DIR)
             p.add_argument("--preferences-dir", type=Path, default=aptsource.PREFERENCES_DIR)
             p.add_argument("--lists-dir", type=Path, default=aptsource.LISTS_DIR)
+            p.add_argument("--os-release", type=Path, default=aptsource.OS_RELEASE)
     return parser
 
 
@@ -54,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(suite)
         else:
             done = aptsource.apply(matrix.suites(chosen), sources=args.sources_dir,
-                                   preferences=args.preferences_dir, lists=args.lists_dir)
+                                   preferences=args.preferences_dir, lists=args.lists_dir,
+                                   own=aptsource.system_suite(args.os_release))
             for path in done.written:
                 print(f"install-matrix: wrote {path}", file=sys.stderr)
             if done.update:

@@ -18,7 +18,9 @@ syntax is refused (:func:`ere_problem`). apt gives a record naming packages
 (a name, glob or expression) precedence over a ``Package: *`` record, in any
 order; the kernel's records come first anyway, for the reader.
 
-Files are written only when their content changes (through :mod:`lab.atomic`);
+A suite that is the running system's own (``VERSION_CODENAME`` of
+``/etc/os-release``) gets nothing: its packages are the system's, never to be
+pinned away. Files are written only when their content changes (through :mod:`lab.atomic`);
 :func:`apply` says whether ``apt-get update`` is needed: a file changed, or
 the suite's package lists are missing.
 """
@@ -44,6 +46,7 @@ BLOCKED_PRIORITY = -1  # never installed, never an upgrade
 SOURCES_DIR = Path("/etc/apt/sources.list.d")
 PREFERENCES_DIR = Path("/etc/apt/preferences.d")
 LISTS_DIR = Path("/var/lib/apt/lists")
+OS_RELEASE = Path("/etc/os-release")
 PREFIX = "dsrlab-"
 HEADER = "# Written by dsrlab (scripts/install-matrix.sh) for kernels/matrix.yaml: do not edit.\n"
 
@@ -118,6 +121,16 @@ def lists_present(suite: str, lists: Path = LISTS_DIR) -> bool:
                for name in (suite, f"{suite}-security"))
 
 
+def system_suite(os_release: Path = OS_RELEASE) -> str | None:
+    """The running system's Debian codename (``VERSION_CODENAME``), None if unknown."""
+    try:
+        text = os_release.read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VERSION_CODENAME=[\"']?([a-z0-9]+)", text, re.M)
+    return m.group(1) if m else None
+
+
 @dataclass
 class Applied:
     """What :func:`apply` did: the files it wrote and the suites apt must update."""
@@ -137,11 +150,15 @@ def _write_if_changed(path: Path, text: str) -> bool:
 
 
 def apply(suites: Mapping[str, Iterable[str]], *, sources: Path = SOURCES_DIR,
-          preferences: Path = PREFERENCES_DIR, lists: Path = LISTS_DIR) -> Applied:
+          preferences: Path = PREFERENCES_DIR, lists: Path = LISTS_DIR,
+          own: str | None = None) -> Applied:
     """Write the sources and preferences files of each ``{suite: kernel patterns}``
-    where their content differs; nothing for an empty mapping."""
+    where their content differs; nothing for an empty mapping, nor for ``own`` (the
+    system's suite, whose sources are already there)."""
     done = Applied()
     for suite, patterns in suites.items():
+        if suite == own:
+            continue
         changed = False
         for path, text in ((sources / sources_name(suite), sources_text(suite)),
                            (preferences / preferences_name(suite),

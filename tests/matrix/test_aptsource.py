@@ -84,6 +84,21 @@ def test_apply_writes_once_and_asks_for_update_when_needed(tmp_path: Path) -> No
         == ["dsrlab-bullseye", "dsrlab-bullseye.sources"]  # no temporary file left
 
 
+def test_the_systems_own_suite_is_never_pinned(tmp_path: Path) -> None:
+    """On a bullseye system its own packages stay as they are: no file, no update."""
+    d = _dirs(tmp_path)
+    assert aptsource.apply({"bullseye": [KERNEL]}, **d, own="bullseye") == aptsource.Applied()
+    assert not any(any(p.iterdir()) for p in d.values())
+    release = tmp_path / "os-release"
+    release.write_text('PRETTY_NAME="Debian GNU/Linux 11 (bullseye)"\nVERSION_CODENAME=bullseye\n')
+    assert aptsource.system_suite(release) == "bullseye"
+    assert main([*_cli(d, "5.10"), "--os-release", str(release)]) == 0
+    assert not any(any(p.iterdir()) for p in d.values())
+    assert aptsource.system_suite(tmp_path / "none") is None
+    release.write_text("ID=debian\n")
+    assert aptsource.system_suite(release) is None
+
+
 def _cli(d: dict[str, Path], *kernels: str) -> list[str]:
     args = ["apt-sources", "--sources-dir", str(d["sources"]), "--preferences-dir",
             str(d["preferences"]), "--lists-dir", str(d["lists"])]
