@@ -58,8 +58,9 @@ import pytest
 
 from lab.atomic import write_text
 from lab.datapath import requires as datapath_requires
+from lab.datapath.cilium.source import ENV_VAR as CILIUM_ENV_VAR
 from lab.datapath.cilium.source import CiliumSourceError, choose
-from lab.datapath.verifier import VerifierReport
+from lab.datapath.verifier import VerifierReport, reports_json
 from lab.datapath.verifier import verify as verify_datapath
 from lab.env import get_backend
 from lab.env.netns import LabDatapaths, NetnsBackend, NetnsLab
@@ -94,6 +95,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "verifier and write what it said (instructions processed per "
                          "program, or the rejection and its log tail) to FILE as JSON "
                          "(the kernel matrix does, per kernel)")
+    group.addoption("--dsrlab-cilium-verifier-report", default=None, metavar="FILE",
+                    help="at session start, load the seed topology's Cilium objects (every "
+                         "node's bpf_host, each pod's bpf_lxc) for each Cilium source of "
+                         "$DSRLAB_CILIUM_SRC through this kernel's verifier and write what it "
+                         "said, one report per version, as a JSON array (a skip without a "
+                         "source)")
     group.addoption("--dsrlab-datapath", default=None, choices=("lab", "cilium"),
                     help="what the netns backend's nodes run in scenario tests: lab "
                          "(bpf/dsr.c) or cilium (Cilium's own programs, built from "
@@ -136,6 +143,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     target = session.config.getoption("--dsrlab-verifier-report")
     if target:
         write_verifier_report(Path(target))
+    target = session.config.getoption("--dsrlab-cilium-verifier-report")
+    if target:
+        write_cilium_verifier_report(Path(target))
 
 
 def write_verifier_report(target: Path) -> None:
@@ -147,6 +157,17 @@ def write_verifier_report(target: Path) -> None:
         report = verify_datapath()
     target.parent.mkdir(parents=True, exist_ok=True)
     write_text(target, report.model_dump_json(indent=2) + "\n")
+
+
+def write_cilium_verifier_report(target: Path) -> None:
+    """The seed topology's Cilium objects under this kernel's verifier, a report per
+    Cilium source of ``$DSRLAB_CILIUM_SRC``, as a JSON array at ``target``."""
+    from lab.datapath.cilium import verify  # noqa: PLC0415
+
+    reports = verify.verify_sources(os.environ.get(CILIUM_ENV_VAR),
+                                    load_topology(verify.SEED_TOPOLOGY))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_text(target, reports_json(reports))
 
 
 def require_root() -> None:

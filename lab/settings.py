@@ -8,6 +8,8 @@
 ``DSRLAB_BPF_DIR``         the datapath's C sources (default: the checkout's ``bpf/``)
 ``CLANG``                  the compiler (default: ``clang`` on ``PATH``)
 ``DSRLAB_MATRIX_ACCEL``    the kernel matrix's QEMU accelerator, ``tcg`` or ``kvm``
+``DSRLAB_MATRIX_BOOT_S``   seconds a TCG guest may take to boot (default 600)
+``DSRLAB_MATRIX_IMAGE``    ``off``: the guests read Python over 9p (no image)
 =========================  ==================================================
 
 A value that cannot be used is a :class:`SettingError` of one line naming
@@ -42,7 +44,10 @@ HOME = "HOME"
 BPF_DIR = "DSRLAB_BPF_DIR"
 CLANG = "CLANG"
 MATRIX_ACCEL = "DSRLAB_MATRIX_ACCEL"
-ALL = (STATE_DIR, CACHE_DIR, XDG_CACHE_HOME, BPF_DIR, CLANG, MATRIX_ACCEL)
+MATRIX_BOOT = "DSRLAB_MATRIX_BOOT_S"
+MATRIX_IMAGE = "DSRLAB_MATRIX_IMAGE"
+ALL = (STATE_DIR, CACHE_DIR, XDG_CACHE_HOME, BPF_DIR, CLANG, MATRIX_ACCEL, MATRIX_BOOT,
+       MATRIX_IMAGE)
 """The lab's own settings (``HOME`` is checked where the lab falls back to it)."""
 
 DEFAULT_STATE_DIR = Path("/run/dsrlab")
@@ -228,6 +233,37 @@ def matrix_accel() -> Literal["tcg", "kvm"] | None:
     raise SettingError(f"{_named(MATRIX_ACCEL, value)}: tcg or kvm (or unset)")
 
 
+# A TCG guest boots in 25-50 s on a quiet 2-core host and took over 120 s on a
+# loaded one (the old fixed limit killed it); a guest that hangs is still stopped
+# by the run's own limit
+DEFAULT_MATRIX_BOOT_S = 600.0
+
+
+def matrix_boot_seconds() -> float:
+    """``$DSRLAB_MATRIX_BOOT_S``: how long a TCG guest may take to reach its first
+    command (a number of seconds, 10 to 3600; default 600)."""
+    value = _value(MATRIX_BOOT)
+    if value is None:
+        return DEFAULT_MATRIX_BOOT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 10 <= seconds <= 3600:
+        raise SettingError(f"{_named(MATRIX_BOOT, value)}: a number of seconds, 10 to 3600")
+    return seconds
+
+
+def matrix_image() -> bool:
+    """``$DSRLAB_MATRIX_IMAGE``: ``on`` (the default) or ``off``."""
+    value = _value(MATRIX_IMAGE)
+    if value is None or value == "on":
+        return True
+    if value == "off":
+        return False
+    raise SettingError(f"{_named(MATRIX_IMAGE, value)}: on or off (or unset)")
+
+
 def check_environment(names: tuple[str, ...] = (*ALL, HOME)) -> None:
     """Every one of ``names`` that is set, checked as the lab will use it, before a
     lab starts: a :class:`SettingError` with one line per unusable setting. The
@@ -235,7 +271,8 @@ def check_environment(names: tuple[str, ...] = (*ALL, HOME)) -> None:
     ``XDG_CACHE_HOME`` and ``HOME`` chooses it."""
     checks = {STATE_DIR: lambda: state_dir(create=os.geteuid() == 0),
               CACHE_DIR: cache_dir, XDG_CACHE_HOME: cache_dir, HOME: cache_dir,
-              BPF_DIR: bpf_dir, CLANG: clang, MATRIX_ACCEL: matrix_accel}
+              BPF_DIR: bpf_dir, CLANG: clang, MATRIX_ACCEL: matrix_accel,
+              MATRIX_BOOT: matrix_boot_seconds, MATRIX_IMAGE: matrix_image}
     problems: list[str] = []
     for var in names:
         if _value(var) is None or var not in checks:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # the runner (pyroute2, libbpf) loads when `datapath run` run
     from lab.datapath.cilium.source import CiliumSource
     from lab.datapath.diff import PacketDiff
     from lab.datapath.runner import PacketResult, RunConfig, RunSummary
+    from lab.datapath.verifier import VerifierReport
     from lab.wire.endpoint import Endpoint
 
 
@@ -249,34 +250,76 @@ figure; the limit is 1,000,000; kernels before 5.16 do not report it) and
 the instructions of the loaded program. A rejection prints the program,
 the count and the tail of the verifier's log, and exits 1; a kernel older
 than the minimum bpf/dsr.h states is refused with the reason, exit 1.
+
+--datapath cilium: Cilium's own objects as the seed topology's nodes load
+them (every node's bpf_host, each pod's bpf_lxc), built for this kernel's
+probed features, a table per Cilium source of --cilium-src (or
+$DSRLAB_CILIUM_SRC; a folder of bpf/ tarballs gives one per version),
+programs named object/program (the largest count over the nodes).
 """
 
 
 @app.command("verify", help=VERIFY_HELP)
 def verify(
     as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON object "
-                                          "on stdout")] = False,
+                                          "on stdout (--datapath cilium: an array, one "
+                                          "per version)")] = False,
+    datapath: Annotated[Datapath, typer.Option(
+        help="lab: the lab's own bpf/dsr.c; cilium: Cilium's own programs, built from "
+        "--cilium-src")] = Datapath.lab,
+    cilium_src: Annotated[Path | None, typer.Option(
+        metavar="PATH", help="with --datapath cilium: a Cilium checkout, its bpf/, a bpf/ "
+        "tarball or a folder of them (default: $DSRLAB_CILIUM_SRC)")] = None,
 ) -> None:
     from lab.datapath.errors import DatapathError
-    from lab.datapath.verifier import COMPLEXITY_LIMIT
+    from lab.datapath.verifier import reports_json
     from lab.datapath.verifier import verify as verify_datapath
 
     need_root("dsrlab datapath verify needs root (BPF)")
+    if datapath is Datapath.lab:
+        if cilium_src is not None:
+            fail("--cilium-src is for --datapath cilium", 2)
+        with one_line_errors(DatapathError):
+            report = verify_datapath()
+        if as_json:
+            sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        else:
+            _show_report(report)
+        if report.outcome != "pass":
+            fail(report.summary())
+        return
+    from lab.datapath.cilium.source import ENV_VAR
+    from lab.datapath.cilium.verify import SEED_TOPOLOGY, verify_sources
+    from lab.model.topology import load_topology
+
+    where = str(cilium_src) if cilium_src is not None else os.environ.get(ENV_VAR)
+    if not where:
+        fail(f"--datapath cilium needs a Cilium source: --cilium-src PATH or {ENV_VAR}", 2)
     with one_line_errors(DatapathError):
-        report = verify_datapath()
+        reports = verify_sources(where, load_topology(SEED_TOPOLOGY))
     if as_json:
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-    elif report.outcome == "pass":
+        sys.stdout.write(reports_json(reports))
+    else:
+        for report in reports:
+            _show_report(report)
+    bad = [r for r in reports if r.outcome != "pass"]
+    if bad:
+        fail("; ".join(f"{r.datapath}: {r.summary()}" for r in bad))
+
+
+def _show_report(report: VerifierReport) -> None:
+    from lab.datapath.verifier import COMPLEXITY_LIMIT
+
+    if report.outcome == "pass":
+        what = "the datapath" if report.datapath == "lab" else report.datapath
         table(("program", "insns processed", "of the limit", "insns loaded"), [
             [p.program, "-" if p.verified_insns is None else str(p.verified_insns),
              "-" if p.verified_insns is None else f"{p.verified_insns / COMPLEXITY_LIMIT:.2%}",
              str(p.xlated_insns)] for p in report.programs],
-            title=f"the datapath under kernel {report.kernel}'s verifier")
+            title=f"{what} under kernel {report.kernel}'s verifier")
     else:
         for line in report.log_tail:
             err.print(line, markup=False, highlight=False)
-    if report.outcome != "pass":
-        fail(report.summary())
 
 
 DIFF_HELP = """Feed every frame of a pcap through the lab's datapath and through

@@ -246,6 +246,10 @@ _PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "bpf_map__set_pin_path": (c_int, (c_void_p, c_char_p)),
     "bpf_program__set_type": (c_int, (c_void_p, c_int)),
     "bpf_map__max_entries": (c_uint, (c_void_p,)),
+    # kernel probes (Cilium's features*.h): 1 yes, 0 no, < 0 an error
+    "libbpf_probe_bpf_helper": (c_int, (c_int, c_int, c_void_p)),
+    "libbpf_probe_bpf_map_type": (c_int, (c_int, c_void_p)),
+    "bpf_prog_load": (c_int, (c_int, c_char_p, c_char_p, c_void_p, c_size_t, c_void_p)),
 }
 
 
@@ -253,7 +257,7 @@ CALLS_BACK = frozenset({
     "libbpf_set_print", "libbpf_num_possible_cpus", "bpf_object__open_file",
     "bpf_object__load", "bpf_object__close", "bpf_tc_hook_create", "bpf_tc_hook_destroy",
     "bpf_tc_attach", "bpf_tc_detach", "bpf_tc_query", "bpf_map__reuse_fd",
-    "bpf_map__set_pin_path",
+    "bpf_map__set_pin_path", "libbpf_probe_bpf_helper", "libbpf_probe_bpf_map_type",
 })
 """libbpf functions that may log through the print callback (Python code)."""
 

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from lab.datapath.errors import DatapathError
 from lab.datapath.loader import LIBBPF_MARK, VERIFIER_MARK, DatapathObject
@@ -44,6 +44,8 @@ class VerifierReport(BaseModel):
 
     kernel: str  # uname -r
     outcome: Literal["pass", "fail", "skip"]
+    datapath: str = "lab"  # whose programs: "lab", "cilium v1.13.0", ...
+    features: str | None = None  # the kernel probe results the programs were built for
     programs: list[ProgramLoad] = []
     reason: str | None = None  # why it failed or was skipped (one line)
     failed_program: str | None = None
@@ -59,6 +61,19 @@ class VerifierReport(BaseModel):
         count = (f" ({self.failed_program or 'a program'} after {self.processed_insns} "
                  "insns processed)" if self.processed_insns is not None else "")
         return f"{self.reason or self.outcome}{count}"
+
+
+_REPORTS = TypeAdapter(list[VerifierReport])
+
+
+def reports_json(reports: list[VerifierReport]) -> str:
+    """Several reports (one per datapath: Cilium's versions) as one JSON array."""
+    return _REPORTS.dump_json(reports, indent=2).decode() + "\n"
+
+
+def read_reports(text: str) -> list[VerifierReport]:
+    """The reports of :func:`reports_json`; :class:`ValueError` if ``text`` is not that."""
+    return _REPORTS.validate_json(text)
 
 
 def rejection_figures(log: str) -> tuple[str | None, int | None]:

@@ -130,7 +130,16 @@ class MatrixList(BaseModel):
                 out.setdefault(k.suite, []).append(k.package)
         return out
 
-    def selected_groups(self, full: bool) -> list[Group]:
+    def selected_groups(self, full: bool, names: list[str] | None = None) -> list[Group]:
+        """The default groups (``full``: every group), or the ones ``names`` gives,
+        in the list's order; an unknown name is a :class:`MatrixError`."""
+        if names:
+            known = {g.name for g in self.groups}
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise MatrixError(f"no group {', '.join(map(repr, unknown))} in the matrix "
+                                  f"(known: {', '.join(g.name for g in self.groups)})")
+            return [g for g in self.groups if g.name in names]
         return [g for g in self.groups if full or not g.full]
 
 

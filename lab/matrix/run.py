@@ -34,10 +34,13 @@ from lab import settings
 from lab.atomic import write_text
 from lab.datapath.verifier import VerifierReport
 from lab.errors import LabError
+from lab.matrix import image as guest_image
 from lab.matrix.kernels import REPO, Group, MatrixError, ResolvedKernel
+from lab.matrix.phases import GUEST_MARKS, phases_from, read_marks
 from lab.matrix.verdict import (
     KernelVerdict,
     find_reports,
+    read_cilium_verifiers,
     read_junit,
     verifier_group,
     write_verdict,
@@ -52,10 +55,8 @@ MODULE_MISSING = "dsrlab-matrix: no module"
 GUEST_UP = "dsrlab-matrix: guest up"
 PYTEST_DONE = "dsrlab-matrix: pytest exit"
 VERDICT = "verdict.json"
+GUEST_SCRIPT = "guest.sh"
 KVM_BOOT_TIMEOUT = 30.0  # a KVM guest is up in ~2 s; one that is not in 30 s hangs
-# TCG: Debian's 5.10 boots in ~350 s on this loaded host (its udev coldplug runs
-# into virtme-ng-init's 300 s `udevadm settle` limit), 6.1 in ~115 s beside it
-TCG_BOOT_TIMEOUT = 900.0
 KVM_MEMO = "kvm-does-not-boot"  # in the cache folder: this host's KVM hung on a kernel
 
 Progress = Callable[[str], None]
@@ -63,6 +64,8 @@ Progress = Callable[[str], None]
 
 _GROUP_STOP_GRACE_S = 30.0  # a stopped pytest takes its labs down first
 JUNIT, PYTEST_LOG, VERIFIER_JSON = "junit.xml", "pytest.log", "verifier.json"
+CILIUM_VERIFIER_JSON = "cilium-verifier.json"
+CILIUM_VERIFIER_SCENARIO = "scenarios/seed.yaml"  # whose Cilium objects that report loads
 # plugins the matrix's pytest does without: each costs seconds of start-up under TCG
 # (hypothesis' plugin imports hypothesis at the session's end, ~17 s), and none is
 # needed (one process, no cache on a read-only root)
@@ -83,25 +86,31 @@ def _pytest_base() -> list[str]:
 
 def pytest_command(groups: list[Group], kdir: Path) -> list[str]:
     """One pytest run over every group, its outputs in ``kdir``: JUnit XML (split into
-    groups afterwards), scenario captures, the verifier's report."""
-    return [*_pytest_base(), "-q", *(p for g in groups for p in g.paths),
+    groups afterwards), scenario captures, the verifier's report, and the session's
+    step marks (:mod:`lab.pytest_phases`)."""
+    return [*_pytest_base(), "-p", "lab.pytest_phases", "-q",
+            *(p for g in groups for p in g.paths),
             f"--junitxml={kdir / JUNIT}", f"--dsrlab-captures={kdir / 'captures'}",
-            f"--dsrlab-verifier-report={kdir / VERIFIER_JSON}"]
+            f"--dsrlab-verifier-report={kdir / VERIFIER_JSON}",
+            f"--dsrlab-cilium-verifier-report={kdir / CILIUM_VERIFIER_JSON}",
+            f"--dsrlab-phases={kdir / GUEST_MARKS}"]
 
 
 def _fresh(kdir: Path) -> None:
     """A kernel's folder without the outputs of an earlier run under the same run id."""
     kdir.mkdir(parents=True, exist_ok=True)
-    for name in (JUNIT, PYTEST_LOG, VERIFIER_JSON, VERDICT):
+    for name in (JUNIT, PYTEST_LOG, VERIFIER_JSON, CILIUM_VERIFIER_JSON, VERDICT, GUEST_MARKS):
         (kdir / name).unlink(missing_ok=True)
     shutil.rmtree(kdir / "captures", ignore_errors=True)
 
 
-def gather(kernel: ResolvedKernel, groups: list[Group], root: Path, **how: object,
-           ) -> KernelVerdict:
+def gather(kernel: ResolvedKernel, groups: list[Group], root: Path,
+           host_marks: dict[str, float] | None = None, **how: object) -> KernelVerdict:
     """The kernel's verdict from what its pytest run left in ``root/<kernel>``:
-    the verifier's report first, then each group from the JUnit XML."""
+    the verifier's report first, then each group from the JUnit XML, and the
+    phases from the host's and the guest's marks."""
     kdir = root / kernel.name
+    how["phases"] = phases_from({**read_marks(kdir / GUEST_MARKS), **(host_marks or {})})
     rows = read_junit(kdir / JUNIT, groups, root)
     reports = find_reports(kdir / "captures", root)
     for g, row in zip(groups, rows, strict=True):
@@ -111,9 +120,11 @@ def gather(kernel: ResolvedKernel, groups: list[Group], root: Path, **how: objec
     if (kdir / VERIFIER_JSON).exists():
         verifier = VerifierReport.model_validate_json((kdir / VERIFIER_JSON).read_text())
         rows.insert(0, verifier_group(verifier))
+    cilium = read_cilium_verifiers(kdir / CILIUM_VERIFIER_JSON)
+    rows[int(verifier is not None):0] = [verifier_group(r) for r in cilium]
     log = kdir / PYTEST_LOG
     return KernelVerdict.model_validate({
-        "kernel": kernel, "groups": rows, "verifier": verifier,
+        "kernel": kernel, "groups": rows, "verifier": verifier, "cilium_verifiers": cilium,
         "log": str(log.relative_to(root)) if log.exists() else None, **how})
 
 
@@ -127,6 +138,7 @@ def run_groups(kernel: ResolvedKernel, groups: list[Group], root: Path,
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     progress(f"{kernel.name}: {', '.join(g.name for g in groups)}")
     start = time.monotonic()
+    _guest_mark(kdir, "pytest-start")
     with (kdir / PYTEST_LOG).open("w") as log:
         # a session of its own: a Ctrl-C on the terminal reaches this process only,
         # which then stops the child once (two signals could cut its teardown short)
@@ -141,10 +153,17 @@ def run_groups(kernel: ResolvedKernel, groups: list[Group], root: Path,
             procs.stop([proc.pid], grace=_GROUP_STOP_GRACE_S)
             proc.wait()
             raise
+    _guest_mark(kdir, "pytest-exit")
     verdict = gather(kernel, groups, root, mode="direct",
                      seconds=round(time.monotonic() - start, 2))
     write_verdict(verdict, kdir / VERDICT)
     return verdict
+
+
+def _guest_mark(kdir: Path, name: str) -> None:
+    """A mark in the kernel's marks file (the host kernel's run: the host's clock)."""
+    with (kdir / GUEST_MARKS).open("a") as f:
+        f.write(f"{name} {time.time():.3f}\n")
 
 
 def warm_host(groups: list[Group], kdir: Path) -> None:
@@ -204,25 +223,50 @@ def _remember_kvm_hangs() -> None:
                         "TCG here. Delete this file to try KVM again.\n")
 
 
-def guest_script(kernel: ResolvedKernel, groups: list[Group], root: Path) -> str:
-    """The shell command the guest runs: modules, bpffs, then the groups' one pytest run,
-    its output in ``root/<kernel>/pytest.log``."""
+def guest_script(kernel: ResolvedKernel, groups: list[Group], root: Path, *,
+                 image: Path | None = None) -> str:
+    """The shell command the guest runs: its first line says it is up, then the
+    Python image's mounts (``image``), modules, bpffs and the groups' one pytest
+    run, its output in ``root/<kernel>/pytest.log``; each step marks the guest's
+    clock in ``root/<kernel>/phases.guest``."""
     kdir = root / kernel.name
+    marks = shlex.quote(str(kdir / GUEST_MARKS))
     cilium = os.environ.get(CILIUM_SRC_VAR)  # the guest has none of the host's environment
+
+    def mark(name: str) -> str:
+        return f'echo "{name} $(date +%s.%N)" >> {marks}'
+
     return "; ".join([
+        f"echo '{GUEST_UP}' $(uname -r)",
+        mark("up"),
+        *([guest_image.guest_mounts(image)] if image is not None else []),
         f"modprobe -a {' '.join(GUEST_MODULES)}",
         *(f"modprobe -q {m} || echo '{MODULE_MISSING} {m}'" for m in GUEST_OPTIONAL_MODULES),
         "mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf",
-        f"echo '{GUEST_UP}' $(uname -r)",
+        mark("modules"),
         f"cd {shlex.quote(str(REPO))}",
-        f"export DSRLAB_CACHE_DIR={shlex.quote(str(root / 'cache'))} PYTHONDONTWRITEBYTECODE=1",
+        f"export DSRLAB_CACHE_DIR={shlex.quote(str(kdir / 'cache'))} PYTHONDONTWRITEBYTECODE=1",
         *([f"export {CILIUM_SRC_VAR}={shlex.quote(cilium)}"] if cilium else []),
+        mark("pytest-start"),
         f"{shlex.join(pytest_command(groups, kdir))} > {shlex.quote(str(kdir / PYTEST_LOG))} 2>&1",
-        f"echo '{PYTEST_DONE}' $?",
+        "rc=$?",
+        mark("pytest-exit"),
+        f"echo '{PYTEST_DONE}' $rc",
     ])
 
 
-def seed_cache(root: Path, groups: Sequence[Group] = ()) -> None:
+def guest_command(kernel: ResolvedKernel, groups: list[Group], root: Path, *,
+                  image: Path | None = None) -> str:
+    """What vng's ``--exec`` gets: ``sh`` and the guest script, written to the kernel's
+    folder. vng puts ``--exec`` on the kernel's command line, which x86 cuts at 2,048
+    bytes (a guest given a longer one never runs it); the script is longer."""
+    script_file = root / kernel.name / GUEST_SCRIPT
+    script_file.parent.mkdir(parents=True, exist_ok=True)
+    write_text(script_file, guest_script(kernel, groups, root, image=image) + "\n")
+    return f"sh {shlex.quote(str(script_file))}"
+
+
+def seed_cache(root: Path, groups: Sequence[Group] = (), release: str | None = None) -> None:
     """The host's compiled BPF objects, copied to the guests' cache (``root/cache``).
 
     The cache is content-addressed (sources, flags, compiler), and the guest
@@ -230,7 +274,9 @@ def seed_cache(root: Path, groups: Sequence[Group] = ()) -> None:
     is a hit in the guest, which would otherwise compile under TCG. The
     default object is built first if the host has not yet, and so are the
     Cilium objects of the groups' ``cilium_scenarios`` (for every source
-    ``DSRLAB_CILIUM_SRC`` names), whose prepared trees and objects are copied too.
+    ``DSRLAB_CILIUM_SRC`` names) and of the seed (the ``cilium-verifier`` rows),
+    built for kernel ``release``'s predicted features (default: the running kernel),
+    whose prepared trees and objects are copied too.
     """
     # here, not at the top: the guest imports this module and never needs the datapath
     from lab.datapath.build import build_object, default_cache_dir  # noqa: PLC0415
@@ -241,11 +287,12 @@ def seed_cache(root: Path, groups: Sequence[Group] = ()) -> None:
         shutil.copytree(host, root / "cache" / "bpf", dirs_exist_ok=True)
     scenarios = [s for g in groups for s in g.cilium_scenarios]
     where = os.environ.get(CILIUM_SRC_VAR)
-    if scenarios and where:
-        _seed_cilium(where, scenarios, root / "cache" / "cilium")
+    if where:
+        scenarios = list(dict.fromkeys([CILIUM_VERIFIER_SCENARIO, *scenarios]))
+        _seed_cilium(where, scenarios, root / "cache" / "cilium", release)
 
 
-def _seed_cilium(where: str, scenarios: list[str], dest: Path) -> None:
+def _seed_cilium(where: str, scenarios: list[str], dest: Path, release: str | None) -> None:
     """Build ``scenarios``' Cilium objects here for every source at ``where`` and copy
     Cilium's cache to ``dest``. What cannot be built is left to the guest's tests to
     report (they build it again and say why)."""
@@ -258,9 +305,9 @@ def _seed_cilium(where: str, scenarios: list[str], dest: Path) -> None:
         for source in discover(where):
             for scenario in scenarios:
                 with contextlib.suppress(LabError):
-                    build_topology(source, load_scenario(REPO / scenario)[1])
-    if cache_root().is_dir():
-        shutil.copytree(cache_root(), dest, dirs_exist_ok=True)
+                    build_topology(source, load_scenario(REPO / scenario)[1], release=release)
+        if cache_root().is_dir():
+            shutil.copytree(cache_root(), dest, dirs_exist_ok=True)
 
 
 def vng_command(kernel: ResolvedKernel, script: str, root: Path, kvm: bool, *,
@@ -274,8 +321,9 @@ def vng_command(kernel: ResolvedKernel, script: str, root: Path, kvm: bool, *,
 
 
 def _boot(cmd: list[str], log_path: Path, *, boot_timeout: float, timeout: float,
-          progress: Progress, label: str) -> tuple[float | None, int]:
-    """Run ``cmd`` (vng), its output to ``log_path``; ``(boot seconds or None, exit code)``.
+          progress: Progress, label: str) -> tuple[float | None, int, dict[str, float]]:
+    """Run ``cmd`` (vng), its output to ``log_path``; ``(boot seconds or None, exit code,
+    the host's marks)``: the VM started, the guest's first and last lines, the VM gone.
 
     QEMU opens stdout and stderr separately: both go to one pipe, read here by a
     thread. No guest line within ``boot_timeout`` (KVM that hangs on a stock
@@ -288,6 +336,7 @@ def _boot(cmd: list[str], log_path: Path, *, boot_timeout: float, timeout: float
         env = runtags.tag_env(tag, env)
     lines: queue.Queue[str | None] = queue.Queue()
     start = time.monotonic()
+    marks = {"host-vm-start": start}
     with log_path.open("w") as log, subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, errors="replace", env=env, start_new_session=True) as proc:
@@ -306,19 +355,21 @@ def _boot(cmd: list[str], log_path: Path, *, boot_timeout: float, timeout: float
         threading.Thread(target=pump, daemon=True).start()
         try:
             boot = _follow(lines, log, start=start, boot_timeout=boot_timeout, timeout=timeout,
-                           kill_vm=kill_vm, progress=progress, label=label)
+                           kill_vm=kill_vm, progress=progress, label=label, marks=marks)
         except BaseException:  # stopped: the VM runs in a session of its own, so stop it
             kill_vm()
             raise
         rc = proc.wait()
-    return boot, rc
+    marks["host-vm-exit"] = time.monotonic()
+    return boot, rc, marks
 
 
 def _follow(lines: queue.Queue[str | None], log: IO[str], *, start: float,
             boot_timeout: float, timeout: float, kill_vm: Callable[[], None],
-            progress: Progress, label: str) -> float | None:
+            progress: Progress, label: str, marks: dict[str, float]) -> float | None:
     """Copy the VM's output to ``log`` until it ends; kill it when it does not boot
-    within ``boot_timeout`` or runs past ``timeout``. Returns the boot seconds."""
+    within ``boot_timeout`` or runs past ``timeout``. Returns the boot seconds; marks
+    when the guest's first and last lines came in ``marks``."""
     boot: float | None = None
     while True:
         limit = (start + boot_timeout) if boot is None else (start + timeout)
@@ -334,25 +385,66 @@ def _follow(lines: queue.Queue[str | None], log: IO[str], *, start: float,
         log.write(line)
         log.flush()
         if boot is None and line.startswith(GUEST_UP):
-            boot = round(time.monotonic() - start, 2)
+            marks["host-guest-up"] = time.monotonic()
+            boot = round(marks["host-guest-up"] - start, 2)
             progress(f"{label}: guest up in {boot:.1f} s, running")
+        elif line.startswith(PYTEST_DONE):
+            marks["host-guest-done"] = time.monotonic()
+
+
+def prepare_run(groups: list[Group], root: Path, progress: Progress = lambda _m: None,
+                ) -> Path | None:
+    """What every kernel of a run shares, done once: the host compiles what the
+    guests import, then the guests' Python image (None: the guests read Python over
+    9p, slower; the reason is shown)."""
+    from lab.datapath.build import default_cache_dir  # noqa: PLC0415
+
+    progress("compiling what the guests import, on the host")
+    warm_host(groups, root)
+    if not settings.matrix_image():
+        progress(f"no Python image ({settings.MATRIX_IMAGE}=off): the guests read it over 9p")
+        return None
+    progress("the guests' Python image (standard library, venv, the repository's code)")
+    try:
+        return guest_image.build_image(default_cache_dir().parent / "matrix")
+    except (MatrixError, OSError, subprocess.SubprocessError) as exc:
+        progress(f"no Python image, the guests read Python over 9p: {exc}")
+        return None
+
+
+def prepare_kernel(kernel: ResolvedKernel, groups: list[Group], root: Path,
+                   ) -> dict[str, float]:
+    """A kernel's own preparation (its BPF and Cilium objects in its cache folder),
+    which may run while the kernel before it runs; its start and end marks."""
+    kdir = root / kernel.name
+    kdir.mkdir(parents=True, exist_ok=True)
+    marks = {"host-start": time.monotonic()}
+    seed_cache(kdir, groups, kernel.release)  # Cilium's for its predicted features
+    marks["host-prepared"] = time.monotonic()
+    return marks
 
 
 def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: float = 3600,
-           boot_timeout: float = TCG_BOOT_TIMEOUT,
-           progress: Progress = lambda _m: None) -> KernelVerdict:
+           boot_timeout: float | None = None, progress: Progress = lambda _m: None,
+           image: Path | None = None, prepared: dict[str, float] | None = None,
+           ) -> KernelVerdict:
     """Boot ``kernel`` (virtme-ng; KVM when usable, else TCG) and run ``groups`` inside.
 
-    The guest's pytest leaves its JUnit XML, verifier report, log and captures
-    in ``root/<kernel>``; the verdict is made from them here, with how the VM
-    ran (accelerator, boot time, wall time). KVM that does not boot the
-    kernel within ``boot_timeout`` is tried again under TCG. A kernel that is
-    not installed, a VM that does not boot or a guest that runs no pytest is a
-    verdict with ``error`` set (the kernel fails), so the matrix goes on.
+    The guest's pytest leaves its JUnit XML, verifier report, log, marks and
+    captures in ``root/<kernel>``; the verdict is made from them here, with how
+    the VM ran (accelerator, boot time, wall time, phases). ``image`` is the
+    guests' Python image (:func:`prepare_run`); ``prepared`` the marks of
+    :func:`prepare_kernel` when it ran already (else it runs here first). KVM
+    that does not boot the kernel within 30 s is tried again under TCG, which
+    may take ``boot_timeout`` (default: ``DSRLAB_MATRIX_BOOT_S``, 600 s). A
+    kernel that is not installed, a VM that does not boot or a guest that runs
+    no pytest is a verdict with ``error`` set (the kernel fails), so the matrix
+    goes on.
     """
     kdir = root / kernel.name
     _fresh(kdir)
     start = time.monotonic()
+    tcg_boot = settings.matrix_boot_seconds() if boot_timeout is None else boot_timeout
 
     def failed(error: str, boot: float | None = None, accel: str | None = None) -> KernelVerdict:
         v = KernelVerdict(kernel=kernel, mode="vm", accel=accel, boot_seconds=boot,
@@ -362,20 +454,21 @@ def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: 
 
     if not kernel.installed or not kernel.vmlinuz.exists():
         return failed(f"{kernel.package} is not installed: run scripts/install-matrix.sh")
-    progress(f"{kernel.name}: compiling what the guest imports, on the host")
-    seed_cache(root, groups)
-    warm_host(groups, kdir)
-    script = guest_script(kernel, groups, root)
+    if prepared is None:
+        progress(f"{kernel.name}: its BPF objects, on the host")
+        prepared = prepare_kernel(kernel, groups, root)
+    script = guest_command(kernel, groups, root, image=image)
     boot: float | None = None
     rc = 0
     accel = "tcg"
+    host_marks: dict[str, float] = {}
     for kvm in ([True, False] if kvm_usable(progress) else [False]):
         accel = "kvm" if kvm else "tcg"
         progress(f"{kernel.name}: booting {kernel.release} ({accel})")
         cmd = vng_command(kernel, script, root, kvm)
-        boot, rc = _boot(cmd, kdir / f"vm-{accel}.log",
-                         boot_timeout=min(boot_timeout, KVM_BOOT_TIMEOUT) if kvm else boot_timeout,
-                         timeout=timeout, progress=progress, label=kernel.name)
+        boot, rc, host_marks = _boot(cmd, kdir / f"vm-{accel}.log",
+                                     boot_timeout=KVM_BOOT_TIMEOUT if kvm else tcg_boot,
+                                     timeout=timeout, progress=progress, label=kernel.name)
         if boot is not None:
             break
         if kvm:  # KVM does not boot stock kernels on some hosts: TCG from now on
@@ -383,12 +476,12 @@ def run_vm(kernel: ResolvedKernel, groups: list[Group], root: Path, *, timeout: 
             progress(f"{kernel.name}: KVM did not boot it in {KVM_BOOT_TIMEOUT:.0f} s; TCG")
     log = (kdir / f"vm-{accel}.log").relative_to(root)
     if boot is None:
-        return failed(f"the VM did not boot to the command (vng exit {rc}; see {log})",
-                      None, accel)
+        return failed(f"the VM did not boot to the command within {tcg_boot:.0f} s "
+                      f"(vng exit {rc}; see {log})", None, accel)
     if not (kdir / JUNIT).exists():
         return failed(f"pytest in the guest wrote no JUnit XML (vng exit {rc}; see {log} "
                       f"and {kernel.name}/{PYTEST_LOG})", boot, accel)
-    verdict = gather(kernel, groups, root, mode="vm", accel=accel, boot_seconds=boot,
-                     seconds=round(time.monotonic() - start, 2))
+    verdict = gather(kernel, groups, root, {**prepared, **host_marks}, mode="vm",
+                     accel=accel, boot_seconds=boot, seconds=round(time.monotonic() - start, 2))
     write_verdict(verdict, kdir / VERDICT)
     return verdict

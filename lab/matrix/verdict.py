@@ -5,6 +5,11 @@ A run lives in ``matrix/<run-id>/``: one folder per kernel (``host``, ``6.1``,
 groups here by test path), ``pytest.log``, ``verifier.json``, ``captures/``
 (the scenarios' captures and reports) and ``verdict.json``; beside them
 ``summary.json``, ``summary.md`` and ``summary.html``.
+
+Besides the lab's own datapath (the ``verifier`` row), each Cilium version of
+``DSRLAB_CILIUM_SRC`` gets a row (``cilium-verifier v1.13.0``) from
+``cilium-verifier.json``: the seed topology's Cilium objects under the kernel's
+verifier; the instruction counts come as a table per datapath.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from pydantic import BaseModel
 
 from lab.atomic import write_text
-from lab.datapath.verifier import COMPLEXITY_LIMIT, VerifierReport
+from lab.datapath.verifier import COMPLEXITY_LIMIT, VerifierReport, read_reports
 from lab.matrix.kernels import Group, MatrixError, ResolvedKernel
+from lab.matrix.phases import Phase, phase_line
 from lab.safetext import escaped, for_template
 
 Outcome = Literal["pass", "fail", "skip"]
 VERIFIER_GROUP = "verifier"  # the table's row for what the kernel's verifier said
+CILIUM_VERIFIER_GROUP = "cilium-verifier"  # and per Cilium version: "cilium-verifier v1.13.0"
 
 
 class GroupVerdict(BaseModel):
@@ -51,8 +58,21 @@ class KernelVerdict(BaseModel):
     seconds: float  # wall time for the kernel, VM boot included
     groups: list[GroupVerdict]
     verifier: VerifierReport | None = None  # what the kernel's verifier said of the datapath
+    cilium_verifiers: list[VerifierReport] = []  # and of Cilium's objects, per version
     log: str | None = None  # pytest's output, relative to the run folder
     error: str | None = None  # the kernel did not run (no package, VM did not boot...)
+    phases: list[Phase] = []  # where the time went (lab.matrix.phases)
+
+    def phase_summary(self) -> str:
+        """One line: each phase's seconds, the tests split by group."""
+        groups = {g.group: g.seconds for g in self.groups if g.group != VERIFIER_GROUP}
+        return phase_line(self.phases, groups)
+
+    def report_for(self, group: str) -> VerifierReport | None:
+        """The verifier report a ``verifier``/``cilium-verifier ...`` row shows."""
+        reports = [self.verifier] if self.verifier is not None else []
+        return next((r for r in [*reports, *self.cilium_verifiers]
+                     if report_group(r) == group), None)
 
     @property
     def outcome(self) -> Outcome:
@@ -126,14 +146,66 @@ def _count(g: GroupVerdict, case: ET.Element) -> None:
         g.passed += 1
 
 
+def report_group(report: VerifierReport) -> str:
+    """The row of a report: ``verifier`` (the lab's datapath) or
+    ``cilium-verifier v1.13.0`` (``cilium-verifier`` for a skip without a source)."""
+    if report.datapath == "lab":
+        return VERIFIER_GROUP
+    version = report.datapath.removeprefix("cilium").strip()
+    return f"{CILIUM_VERIFIER_GROUP} {version}".strip()
+
+
+def rejection_why(report: VerifierReport) -> str:
+    """The verifier's own last word on a rejected program (the line before its count),
+    else the report's reason."""
+    skip = ("processed ", "libbpf:", "-- END PROG LOAD LOG --", "verification time",
+            "stack depth", "--- ")
+    for line in reversed(report.log_tail):
+        text = line.strip()
+        if text and not text.startswith(skip):
+            return text[:200]
+    return report.reason or "rejected"
+
+
+def report_line(report: VerifierReport) -> str:
+    """A report as its row says it: the lab's every program; Cilium's program count and
+    largest program (pass), ``object/program: why`` (fail), or the reason (skip)."""
+    if report.datapath == "lab":
+        return report.summary()
+    if report.outcome == "pass":
+        counted = [p for p in report.programs if p.verified_insns is not None]
+        if not counted:
+            return f"{len(report.programs)} programs loaded (the kernel gives no counts)"
+        top = max(counted, key=lambda p: p.verified_insns or 0)
+        return (f"{len(report.programs)} programs; largest {top.program} "
+                f"{top.verified_insns} insns processed")
+    if report.outcome == "fail":
+        count = (f" (after {report.processed_insns} insns processed)"
+                 if report.processed_insns is not None else "")
+        return f"{report.failed_program or 'a program'}: {rejection_why(report)}{count}"
+    return report.reason or "skipped"
+
+
+def read_cilium_verifiers(path: Path) -> list[VerifierReport]:
+    """The Cilium reports a guest wrote (none when it wrote no file); an unreadable
+    file is one failed report saying so."""
+    if not path.exists():
+        return []
+    try:
+        return read_reports(path.read_text())
+    except (OSError, ValueError) as exc:
+        return [VerifierReport(kernel="", datapath="cilium", outcome="fail",
+                               reason=f"{path.name}: unreadable ({_first_line(str(exc))})")]
+
+
 def verifier_group(report: VerifierReport) -> GroupVerdict:
-    """The verifier's word on the datapath as a row of the table."""
+    """The verifier's word on a datapath as a row of the table."""
     reasons = [report.reason] if report.reason else []
     if report.failed_program or report.processed_insns is not None:
         reasons.append(f"{report.failed_program or 'a program'}: rejected after "
                        f"{report.processed_insns} insns processed")
     reasons += report.log_tail
-    return GroupVerdict(group=VERIFIER_GROUP, outcome=report.outcome,
+    return GroupVerdict(group=report_group(report), outcome=report.outcome,
                         passed=len(report.programs), failed=int(report.outcome == "fail"),
                         skipped=int(report.outcome == "skip"), reasons=reasons)
 
@@ -170,8 +242,9 @@ def rows(summary: Summary) -> list[list[str]]:
             out.append([label, "-", "fail", "-", f"{k.seconds:.1f}", k.error])
         for g in k.groups:
             counts = f"{g.passed}/{g.failed}/{g.skipped}"
-            if g.group == VERIFIER_GROUP:
-                link = k.verifier.summary() if k.verifier else ""
+            report = k.report_for(g.group)
+            if report is not None:
+                link = report_line(report)
             elif g.outcome == "skip" and g.reasons:
                 link = g.reasons[0]
             else:
@@ -180,23 +253,47 @@ def rows(summary: Summary) -> list[list[str]]:
     return out
 
 
-def verifier_table(summary: Summary) -> tuple[list[str], list[list[str]]]:
-    """Instructions the verifier processed, a row per program, a column per kernel
-    ("-": not loaded there; "?": the kernel does not report it)."""
-    kernels = [k for k in summary.kernels if k.verifier is not None]
+def _reports_of(k: KernelVerdict, datapath: str) -> VerifierReport | None:
+    return next((r for r in ([k.verifier] if k.verifier else []) + k.cilium_verifiers
+                 if r.datapath == datapath), None)
+
+
+def verifier_table(summary: Summary, datapath: str = "lab",
+                   ) -> tuple[list[str], list[list[str]]]:
+    """Instructions the verifier processed for one datapath's programs (``lab``,
+    ``cilium v1.13.0``...), a row per program, a column per kernel ("-": not
+    loaded there; "?": the kernel does not report it)."""
+    reports = [(k, r) for k in summary.kernels if (r := _reports_of(k, datapath)) is not None]
     programs: list[str] = []
-    for k in kernels:
-        assert k.verifier is not None
-        programs += [p.program for p in k.verifier.programs if p.program not in programs]
+    for _k, r in reports:
+        programs += [p.program for p in r.programs if p.program not in programs]
     table = []
     for prog in programs:
         row = [prog]
-        for k in kernels:
-            assert k.verifier is not None
-            found = [p for p in k.verifier.programs if p.program == prog]
+        for _k, r in reports:
+            found = [p for p in r.programs if p.program == prog]
             row.append("-" if not found else str(found[0].verified_insns or "?"))
         table.append(row)
-    return ["program", *(f"{k.kernel.name} ({k.kernel.release})" for k in kernels)], table
+    return ["program", *(f"{k.kernel.name} ({k.kernel.release})" for k, _r in reports)], table
+
+
+def verifier_tables(summary: Summary) -> list[tuple[str, list[str], list[list[str]]]]:
+    """A :func:`verifier_table` per datapath with programs: the lab's, then each Cilium
+    version's, as (datapath, head, rows)."""
+    datapaths = ["lab"]
+    for k in summary.kernels:
+        datapaths += [r.datapath for r in k.cilium_verifiers if r.datapath not in datapaths]
+    out = []
+    for d in datapaths:
+        head, table = verifier_table(summary, d)
+        if table:
+            out.append((d, head, table))
+    return out
+
+
+def table_title(datapath: str) -> str:
+    whose = "" if datapath == "lab" else f", {datapath.replace('cilium', 'Cilium', 1)}'s programs"
+    return f"Instructions the verifier processed{whose} (limit {COMPLEXITY_LIMIT:,})"
 
 
 COLUMNS = ("kernel", "group", "outcome", "pass/fail/skip", "seconds", "report")
@@ -223,18 +320,18 @@ def summary_markdown(summary: Summary) -> str:
         link = ", ".join(f"[{p}]({p})" for p in r[5].split(", ")) if r[5].endswith(
             (".html", ".xml")) else _md(r[5])
         lines.append("| " + " | ".join([*(_md(c) for c in r[:5]), link]) + " |")
-    head, table = verifier_table(summary)
-    if table:
-        lines += ["", f"Instructions the verifier processed (limit {COMPLEXITY_LIMIT:,}):", "",
+    for datapath, head, table in verifier_tables(summary):
+        lines += ["", f"{table_title(datapath)}:", "",
                   "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in table]
-    lines += ["", "| kernel | package | version | mode | boot s | total s |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    lines += ["", "| kernel | package | version | mode | boot s | total s | phases |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for k in summary.kernels:
         boot = f"{k.boot_seconds:.1f}" if k.boot_seconds is not None else "-"
         mode = k.mode + (f" ({k.accel})" if k.accel else "")
         lines.append(f"| {k.kernel.name} ({k.kernel.release}) | {k.kernel.package or '-'} | "
-                     f"{k.kernel.version or '-'} | {mode} | {boot} | {k.seconds:.1f} |")
+                     f"{k.kernel.version or '-'} | {mode} | {boot} | {k.seconds:.1f} | "
+                     f"{_md(k.phase_summary()) or '-'} |")
     # a test's message or a package name from apt: control characters escaped
     return escaped("\n".join(lines), keep="\n") + "\n"
 
@@ -250,7 +347,8 @@ def _environment() -> Environment:
 def summary_html(summary: Summary) -> str:
     """The verdict table as a page: a row per kernel and group, coloured by outcome,
     linking each scenario's report and each JUnit XML (paths relative to the run folder)."""
-    head, table = verifier_table(summary)
+    tables = [{"id": "verifier" if d == "lab" else "verifier-" + d.replace(" ", "-"),
+               "title": table_title(d), "head": head, "rows": table}
+              for d, head, table in verifier_tables(summary)]
     return _environment().get_template("summary.html.j2").render(
-        s=summary, columns=COLUMNS, rows=rows(summary), verifier_head=head,
-        verifier_rows=table, limit=f"{COMPLEXITY_LIMIT:,}")
+        s=summary, columns=COLUMNS, rows=rows(summary), verifier_tables=tables)

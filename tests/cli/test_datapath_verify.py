@@ -50,3 +50,39 @@ def test_a_rejection_shows_the_log_tail_and_one_error_line(tmp_path: Path) -> No
     assert last.startswith("error: loading ")
     assert f"({BROKEN_PROGRAM} after " in last
     assert last.endswith(" insns processed)")
+
+
+def test_cilium_gives_a_table_per_version_named_object_program() -> None:
+    where = os.environ.get("DSRLAB_CILIUM_SRC")
+    if not where:
+        pytest.skip("no Cilium source: set DSRLAB_CILIUM_SRC")
+    res = dsrlab("datapath", "verify", "--datapath", "cilium", "--json",
+                 env={"DSRLAB_CILIUM_SRC": where})
+    assert res.returncode == 0, res.stderr
+    reports = json.loads(res.stdout)
+    assert [r["datapath"] for r in reports] == sorted(r["datapath"] for r in reports)
+    for r in reports:
+        assert r["datapath"].startswith("cilium v")
+        assert r["outcome"] == "pass"
+        names = {p["program"] for p in r["programs"]}
+        assert {"bpf_host/cil_from_netdev", "bpf_lxc/cil_from_container"} <= names
+    res = dsrlab("datapath", "verify", "--datapath", "cilium", "--cilium-src", where)
+    assert res.returncode == 0, res.stderr
+    titles = [ln for ln in res.stdout.splitlines() if ln.startswith("cilium v")]
+    assert titles == [f"{r['datapath']} under kernel {platform.release()}'s verifier"
+                      for r in reports]
+
+
+def test_cilium_without_a_source_or_lab_with_one_is_one_error_line() -> None:
+    res = dsrlab("datapath", "verify", "--datapath", "cilium", env={"DSRLAB_CILIUM_SRC": ""})
+    assert res.returncode == 2
+    assert res.stderr.strip() == ("error: --datapath cilium needs a Cilium source: "
+                                  "--cilium-src PATH or DSRLAB_CILIUM_SRC")
+    res = dsrlab("datapath", "verify", "--cilium-src", "/nonexistent")
+    assert res.returncode == 2
+    assert res.stderr.strip() == "error: --cilium-src is for --datapath cilium"
+    res = dsrlab("datapath", "verify", "--datapath", "cilium", "--cilium-src", "/nonexistent")
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: cilium: Cilium source /nonexistent: no such file or folder")

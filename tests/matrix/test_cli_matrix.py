@@ -33,6 +33,12 @@ def test_an_unknown_kernel_and_a_bad_list_are_one_line_errors(tmp_path: Path) ->
     proc = dsrlab("matrix", "--list", "--kernels-file", str(bad))
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"error: {bad}: kernels[0].package: Field required"
+    proc = dsrlab("matrix", "--kernel", "host", "--group", "datapath", "--group", "nope",
+                  "--out", str(tmp_path / "g"))
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[0].startswith(
+        "error: no group 'nope' in the matrix (known: datapath, ")
+    assert not (tmp_path / "g").exists()
     proc = dsrlab("matrix", "--kernel", "host", "--out", str(tmp_path / "o"), "--run-id", "../x")
     assert proc.returncode == 1
     assert proc.stderr.startswith("error: --run-id '../x': ")

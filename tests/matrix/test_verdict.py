@@ -18,6 +18,7 @@ from lab.matrix.run import (
     CILIUM_SRC_VAR,
     GUEST_MODULES,
     GUEST_OPTIONAL_MODULES,
+    GUEST_UP,
     MODULE_MISSING,
     PLUGINS_OFF,
     PYTEST_DONE,
@@ -49,7 +50,9 @@ def test_later():
 '''
 
 
-def test_one_run_is_split_into_groups_with_counts_reasons_and_files(tmp_path: Path) -> None:
+def test_one_run_is_split_into_groups_with_counts_reasons_and_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CILIUM_SRC_VAR, raising=False)  # Cilium's row: a skip, no build
     src = tmp_path / "src"
     (src / "unit").mkdir(parents=True)
     (src / "unit" / "test_mix.py").write_text(MIXED)
@@ -60,7 +63,8 @@ def test_one_run_is_split_into_groups_with_counts_reasons_and_files(tmp_path: Pa
     # one pytest process (~2 s: the dsrlab plugin loads scapy)
     verdict = run_groups(host_kernel(), groups, root, cwd=src)
     rows = {g.group: g for g in verdict.groups}
-    assert list(rows) == [VERIFIER_GROUP, "mix", "fine"]
+    assert list(rows) == [VERIFIER_GROUP, "cilium-verifier", "mix", "fine"]
+    assert rows["cilium-verifier"].outcome == "skip"
     mix, fine = rows["mix"], rows["fine"]
     assert (mix.outcome, mix.passed, mix.failed, mix.skipped) == ("fail", 1, 1, 1)
     assert any("test_bad" in r and "one is not two" in r for r in mix.reasons)
@@ -80,7 +84,7 @@ def test_one_run_is_split_into_groups_with_counts_reasons_and_files(tmp_path: Pa
     write_summary(summary, root)
     data = json.loads((root / "summary.json").read_text())
     assert data["ok"] is False
-    assert data["kernels"][0]["groups"][1]["failed"] == 1
+    assert data["kernels"][0]["groups"][2]["failed"] == 1
     md = (root / "summary.md").read_text()
     assert "| host (" in md
     assert "| mix | fail | 1/1/1 |" in md
@@ -132,17 +136,21 @@ def test_the_guest_loads_modules_mounts_bpffs_and_runs_one_lean_pytest(
     script = guest_script(kernel, groups, tmp_path)
     assert f"modprobe -a {' '.join(GUEST_MODULES)}" in script
     assert "mount -t bpf bpf /sys/fs/bpf" in script
-    assert f"DSRLAB_CACHE_DIR={tmp_path / 'cache'}" in script
+    assert f"DSRLAB_CACHE_DIR={tmp_path / '6.1' / 'cache'}" in script  # the kernel's own
     assert CILIUM_SRC_VAR not in script  # the test process has none (monkeypatched below)
     kdir = tmp_path / "6.1"
     cmd = pytest_command(groups, kdir)
     assert f"{shlex.join(cmd)} > {kdir / 'pytest.log'} 2>&1" in script
-    assert script.endswith(f"echo '{PYTEST_DONE}' $?")
+    assert script.startswith(f"echo '{GUEST_UP}' $(uname -r); ")  # boot ends at the first
+    assert script.endswith(f"echo '{PYTEST_DONE}' $rc")
     for plugin in PLUGINS_OFF:
         assert cmd[cmd.index(f"no:{plugin}") - 1] == "-p"
+    assert cmd[cmd.index("lab.pytest_phases") - 1] == "-p"
+    assert f"--dsrlab-phases={kdir / 'phases.guest'}" in cmd
     assert [p for g in groups for p in g.paths] == [a for a in cmd if not a.startswith("-")
                                                     and a not in cmd[:3]
-                                                    and not a.startswith("no:")]
+                                                    and not a.startswith("no:")
+                                                    and a != "lab.pytest_phases"]
     assert f"--dsrlab-verifier-report={kdir / 'verifier.json'}" in cmd
 
 

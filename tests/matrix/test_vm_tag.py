@@ -18,8 +18,8 @@ def test_the_vm_command_carries_the_matrix_tag(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     tag = names.new_run_id()
     monkeypatch.setenv(MATRIX_TAG_VAR, tag)
-    _, rc = _boot(["/bin/sh", "-c", "echo tag=$DSRLAB_RUN"], tmp_path / "log",
-                  boot_timeout=30, timeout=60, progress=lambda _m: None, label="t")
+    _, rc, _ = _boot(["/bin/sh", "-c", "echo tag=$DSRLAB_RUN"], tmp_path / "log",
+                     boot_timeout=30, timeout=60, progress=lambda _m: None, label="t")
     assert rc == 0
     assert f"tag={tag}" in (tmp_path / "log").read_text()
 

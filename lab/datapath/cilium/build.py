@@ -8,6 +8,13 @@ endpoint and named by the hash of the source, the headers, the flags and
 clang's version, so a node or pod whose configuration has not changed
 reuses its object. A compile error carries clang's message and the Cilium
 version.
+
+The feature headers follow a kernel (:mod:`.probes`: the running kernel's
+probes by default, or a prediction for another kernel's release, as the
+matrix's host builds for its guests): a tree whose features are not the full
+set (every probe passes) is prepared in a folder of its own
+(``<hash>-f<features>``), so its objects are other objects; the full set
+keeps the folder it always had (``<hash>``), and with it the cached objects.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from pathlib import Path
 
 from lab.datapath.build import _clang_version, arch_include_dirs, default_cache_dir, find_clang
 from lab.datapath.cilium import config as cfg
+from lab.datapath.cilium import probes
+from lab.datapath.cilium.probes import KernelFeatures
 from lab.datapath.cilium.source import CiliumSource
 from lab.datapath.cilium.tree import prepare
 from lab.datapath.errors import DatapathError
@@ -55,10 +64,23 @@ def cache_root(cache_dir: Path | None = None) -> Path:
     return (cache_dir or default_cache_dir()).parent / "cilium"
 
 
-def prepared_tree(source: CiliumSource, cache_dir: Path | None = None) -> Path:
-    """The prepared copy of ``source``'s ``bpf/`` (made once per source hash)."""
+def tree_folder(source: CiliumSource, features: KernelFeatures) -> str:
+    """The cache folder of ``source`` prepared for ``features``: the source hash, and a
+    digest of the feature headers unless every probe passes."""
+    folder = source.sha256[:20]
+    if features.full():
+        return folder
+    headers = probes.feature_headers(cfg.layout_for(source.version), features)
+    return f"{folder}-f{probes.header_digest(headers)}"
+
+
+def prepared_tree(source: CiliumSource, cache_dir: Path | None = None,
+                  features: KernelFeatures | None = None) -> Path:
+    """The prepared copy of ``source``'s ``bpf/`` for ``features``' kernel (default: the
+    running kernel), made once per source hash and feature set."""
     layout = cfg.layout_for(source.version)
-    base = cache_root(cache_dir) / source.sha256[:20]
+    features = features or probes.running()
+    base = cache_root(cache_dir) / tree_folder(source, features)
     tree = base / "bpf"
     if (tree / TREE_READY).is_file():
         return tree
@@ -67,9 +89,10 @@ def prepared_tree(source: CiliumSource, cache_dir: Path | None = None) -> Path:
     try:
         bpf = source.extract_to(staging)
         changes = prepare(bpf)
-        for name, text in cfg.feature_headers(layout).items():
+        for name, text in cfg.feature_headers(layout, features).items():
             (bpf / "include" / "bpf" / name).write_text(text)
-        (bpf / TREE_READY).write_text(f"{source.describe()}\n{changes.summary()}\n")
+        (bpf / TREE_READY).write_text(
+            f"{source.describe()}\n{changes.summary()}\n{features.describe()}\n")
         try:
             os.rename(bpf, tree)
         except OSError:
@@ -91,10 +114,11 @@ def _digest(source: CiliumSource, headers: Mapping[str, str], flags: list[str],
 
 
 def compile_object(source: CiliumSource, program: str, headers: Mapping[str, str],
-                   cache_dir: Path | None = None) -> BuiltObject:
+                   cache_dir: Path | None = None, *,
+                   features: KernelFeatures | None = None) -> BuiltObject:
     """Compile ``<program>.c`` of ``source`` with ``headers`` (file name -> text, e.g.
-    ``node_config.h``, ``ep_config.h``); cached by content."""
-    tree = prepared_tree(source, cache_dir)
+    ``node_config.h``, ``ep_config.h``) for ``features``' kernel; cached by content."""
+    tree = prepared_tree(source, cache_dir, features)
     clang = find_clang()
     flags = [*AGENT_CFLAGS, f"-D__NR_CPUS__={os.cpu_count() or 1}"]
     digest = _digest(source, headers, flags, clang)
@@ -126,7 +150,8 @@ def compile_object(source: CiliumSource, program: str, headers: Mapping[str, str
 
 
 def build_overlay(source: CiliumSource, node: cfg.NodeParams, lb: cfg.LbParams,
-                  cache_dir: Path | None = None) -> BuiltObject:
+                  cache_dir: Path | None = None, *, features: KernelFeatures | None = None,
+                  ) -> BuiltObject:
     """``bpf_overlay.o`` for the node's tunnel device (1.16 layout)."""
     layout = cfg.layout_for(source.version)
     if layout == "v1.13":
@@ -134,18 +159,20 @@ def build_overlay(source: CiliumSource, node: cfg.NodeParams, lb: cfg.LbParams,
                             "and later (Geneve dispatch)")
     return compile_object(source, "bpf_overlay", {
         "node_config.h": cfg.node_config(node, lb, layout),
-        "netdev_config.h": cfg.overlay_config(node, lb)}, cache_dir)
+        "netdev_config.h": cfg.overlay_config(node, lb)}, cache_dir, features=features)
 
 
 def build_node(source: CiliumSource, node: cfg.NodeParams, pods: list[cfg.PodParams],
-               lb: cfg.LbParams, cache_dir: Path | None = None
+               lb: cfg.LbParams, cache_dir: Path | None = None, *,
+               features: KernelFeatures | None = None,
                ) -> tuple[BuiltObject, dict[str, BuiltObject]]:
     """``bpf_host.o`` for ``node``'s eth0 and ``bpf_lxc.o`` for each pod (by pod name)."""
     layout = cfg.layout_for(source.version)
     node_h = cfg.node_config(node, lb, layout)
     host = compile_object(source, "bpf_host", {
-        "node_config.h": node_h, "ep_config.h": cfg.host_ep_config(node, layout)}, cache_dir)
+        "node_config.h": node_h, "ep_config.h": cfg.host_ep_config(node, layout)}, cache_dir,
+        features=features)
     lxcs = {pod.name: compile_object(source, "bpf_lxc", {
         "node_config.h": node_h, "ep_config.h": cfg.pod_ep_config(node, pod, layout)},
-        cache_dir) for pod in pods}
+        cache_dir, features=features) for pod in pods}
     return host, lxcs

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Literal
 
+from lab.datapath.cilium import probes
+from lab.datapath.cilium.probes import KernelFeatures
 from lab.datapath.cilium.source import CiliumVersion
 
 Layout = Literal["v1.13", "v1.16"]
@@ -454,28 +456,7 @@ def pod_ep_config(node: NodeParams, pod: PodParams, layout: Layout) -> str:
             "#pragma once\n" + "\n".join(lines) + "\n")
 
 
-# The kernel probe results (pkg/datapath/linux/probes) for the kernels the lab
-# runs (5.10 and later: every probe below passes there).
-FEATURES_V113 = ("HAVE_CGROUP_ID", "HAVE_DIRECT_ACCESS_TO_MAP_VALUES", "HAVE_JIFFIES",
-                 "HAVE_LARGE_INSN_LIMIT", "HAVE_LPM_TRIE_MAP_TYPE", "HAVE_LRU_HASH_MAP_TYPE",
-                 "HAVE_NETNS_COOKIE", "HAVE_SET_RETVAL", "HAVE_SOCKET_COOKIE",
-                 "HAVE_SOCKET_LOOKUP")
-FEATURES_SKB_V113 = ("HAVE_CHANGE_TAIL", "HAVE_CSUM_LEVEL", "HAVE_FIB_LOOKUP")
-FEATURES_V116 = ("HAVE_CGROUP_ID", "HAVE_FIB_IFINDEX", "HAVE_FIB_NEIGH", "HAVE_JIFFIES",
-                 "HAVE_NETNS_COOKIE", "HAVE_SET_RETVAL", "HAVE_SOCKET_COOKIE")
-FEATURES_SKB_V116 = ("HAVE_CSUM_LEVEL",)
-FEATURES_XDP_V116 = ("HAVE_XDP_GET_BUFF_LEN", "HAVE_XDP_LOAD_BYTES", "HAVE_XDP_STORE_BYTES")
-
-
-def feature_headers(layout: Layout) -> dict[str, str]:
-    """``include/bpf/features*.h`` by file name."""
-    def header(names: tuple[str, ...], include: str = "") -> str:
-        body = "".join(f"#define {n} 1\n" for n in names)
-        return "/* kernel probe results (written by dsrlab) */\n#pragma once\n" + include + body
-
-    if layout == "v1.13":
-        return {"features.h": header(FEATURES_V113),
-                "features_skb.h": header(FEATURES_SKB_V113, '#include "features.h"\n')}
-    return {"features.h": header(FEATURES_V116),
-            "features_skb.h": header(FEATURES_SKB_V116, '#include "features.h"\n'),
-            "features_xdp.h": header(FEATURES_XDP_V116, '#include "features.h"\n')}
+def feature_headers(layout: Layout, features: KernelFeatures | None = None) -> dict[str, str]:
+    """``include/bpf/features*.h`` by file name: the agent's kernel probe results for
+    ``features``' kernel (default: the running kernel, :mod:`.probes`)."""
+    return probes.feature_headers(layout, features or probes.running())

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.datapath.cilium import config as cfg
-from lab.datapath.cilium import fill
+from lab.datapath.cilium import fill, probes
 from lab.datapath.cilium.btf import ObjectBtf
 from lab.datapath.cilium.build import BuiltObject, build_node, build_overlay
 from lab.datapath.cilium.load import CiliumNode
@@ -68,20 +68,23 @@ def load_node(source: CiliumSource, topology: Topology, node_name: str,
 
 
 def build_topology(source: CiliumSource, topology: Topology,
-                   cache_dir: Path | None = None) -> list[BuiltObject]:
+                   cache_dir: Path | None = None, release: str | None = None,
+                   ) -> list[BuiltObject]:
     """Every object ``topology``'s nodes load (``bpf_host``, ``bpf_lxc`` per pod,
-    ``bpf_overlay`` with a tunnel), built into the cache without loading any: the
-    kernel matrix builds them on the host for its guests, which would compile them
-    under emulation."""
+    ``bpf_overlay`` with a tunnel), built into the cache without loading any, for
+    kernel ``release`` (default: the running one; another's features are predicted,
+    :func:`lab.datapath.cilium.probes.features_for`): the kernel matrix builds them
+    on the host for its guests, which would compile them under emulation."""
     check_supported(topology, source.version)
     lb = lb_params(topology)
+    features = probes.features_for(release)
     built: list[BuiltObject] = []
     for node in topology.nodes:
         plan = plan_node(topology, node.name)
-        host, lxcs = build_node(source, plan.node, plan.pods, lb, cache_dir)
+        host, lxcs = build_node(source, plan.node, plan.pods, lb, cache_dir, features=features)
         built += [host, *lxcs.values()]
         if plan.node.encap_ifindex is not None:
-            built.append(build_overlay(source, plan.node, lb, cache_dir))
+            built.append(build_overlay(source, plan.node, lb, cache_dir, features=features))
     return built
 
 
