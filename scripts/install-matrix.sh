@@ -6,6 +6,8 @@
 #   - The kernels of kernels/matrix.yaml: the newest package of each line apt
 #     offers (python -m lab.matrix packages resolves them), generic -amd64 flavour;
 #     only the named ones when kernel names are given (install-matrix.sh 6.1).
+#     A line with a suite (5.10 from bullseye) adds that suite's apt source, pinned
+#     to the kernel's package alone (python -m lab.matrix apt-sources).
 #   - virtme-ng 1.42 in the project venv (the `matrix` extra of pyproject.toml).
 # Needs root for apt.
 set -euo pipefail
@@ -21,14 +23,22 @@ export DEBIAN_FRONTEND=noninteractive
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
 
+ARGS=()
+for name in "$@"; do ARGS+=(--kernel "$name"); done
+
+# a kernel line with a suite (5.10: bullseye): that suite's apt source, pinned so
+# that only the kernel's package comes from it (dsrlab-<suite> files, written only
+# when a selected kernel needs them and their content changed; "update" when apt
+# must read them or the suite's lists are missing)
+UPDATE=$(.venv/bin/python -m lab.matrix apt-sources "${ARGS[@]}")  # fails on an unknown name
+
 # the package lists: apt-cache resolves the kernels from them
-if [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null) ]]; then
+if [[ -n $UPDATE ]] ||
+  [[ -z $(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null) ]]; then
   echo "install-matrix: apt-get update"
   apt-get update -qq
 fi
 
-ARGS=()
-for name in "$@"; do ARGS+=(--kernel "$name"); done
 PACKAGES=$(.venv/bin/python -m lab.matrix packages "${ARGS[@]}")  # fails on an unknown name
 read -r -a KERNELS <<<"$(echo $PACKAGES)"
 APT_PACKAGES=(qemu-system-x86 udev kmod busybox-static "${KERNELS[@]}")

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from lab.env.kind.config import KIND_VERSION, kubernetes_minor, node_image
+from lab.matrix.kernels import HOST, load_list
 from lab.model.topology import load_topology
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,6 +51,11 @@ def test_every_job_runs_the_lab_in_debian_12() -> None:
         lab_steps = [r for r in runs if "make install" in r or "scripts/install" in r]
         assert lab_steps, name
         assert all("debian:12" in r for r in lab_steps), name
+
+
+def test_the_matrix_job_runs_every_kernel_of_the_list() -> None:
+    kernels = _jobs()["matrix"]["strategy"]["matrix"]["kernel"]
+    assert kernels == [HOST, *(k.name for k in load_list().kernels)]
 
 
 def test_actionlint_passes_the_workflow_and_fails_a_broken_one(tmp_path: Path) -> None:

@@ -16,9 +16,17 @@ import subprocess
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lab.errors import LabError
+from lab.matrix.aptsource import ere_problem, preferences_name, suite_problem
 from lab.model.errors import validation_message
 from lab.model.yamldoc import read_yaml
 
@@ -33,12 +41,32 @@ class MatrixError(LabError, ValueError):
 
 
 class KernelSpec(BaseModel):
-    """One kernel line of the list: a name and the package pattern apt resolves."""
+    """One kernel line of the list: a name, the package pattern apt resolves and, for a
+    kernel the system's own suite lacks, the Debian suite (codename) that has it: the
+    install step adds that suite's apt source for this package only
+    (:mod:`lab.matrix.aptsource`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Annotated[str, Field(pattern=r"^[0-9][0-9A-Za-z.+_-]*$")]
     package: Annotated[str, Field(min_length=1)]
+    suite: str | None = None
+
+    @field_validator("suite")
+    @classmethod
+    def _suite(cls, value: str | None) -> str | None:
+        problem = None if value is None else suite_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _pattern_for_apt(self) -> KernelSpec:
+        # the pattern becomes apt's pin of the suite: it must mean the same to apt
+        problem = None if self.suite is None else ere_problem(self.package)
+        if problem:
+            raise ValueError(f"package {self.package!r} with a suite: {problem}")
+        return self
 
     @field_validator("package")
     @classmethod
@@ -90,6 +118,17 @@ class MatrixList(BaseModel):
                 return k
         known = ", ".join([HOST, *(k.name for k in self.kernels)])
         raise MatrixError(f"no kernel {name!r} in the matrix (known: {known})")
+
+    def suites(self, names: list[str] | None = None) -> dict[str, list[str]]:
+        """``{suite: package patterns}`` of the named kernels (all without names) that
+        come from another Debian suite; the host needs none."""
+        specs = self.kernels if names is None else [
+            self.kernel(n) for n in names if n != HOST]
+        out: dict[str, list[str]] = {}
+        for k in specs:
+            if k.suite is not None:
+                out.setdefault(k.suite, []).append(k.package)
+        return out
 
     def selected_groups(self, full: bool, names: list[str] | None = None) -> list[Group]:
         """The default groups (``full``: every group), or the ones ``names`` gives,
@@ -171,10 +210,17 @@ def resolve_from(spec: KernelSpec, search: str, policy: str) -> ResolvedKernel:
     """``spec`` resolved from captured ``apt-cache search`` and ``apt-cache policy`` output."""
     names = parse_search(search, spec.package)
     if not names:
+        hint = ("apt-get update first?" if spec.suite is None else
+                f"scripts/install-matrix.sh {spec.name} adds {spec.suite}'s apt source")
         raise MatrixError(f"kernel {spec.name}: apt offers no package matching "
-                          f"{spec.package!r} (apt-get update first?)")
+                          f"{spec.package!r} ({hint})")
     package = names[0]
     installed, candidate = parse_policy(policy).get(package, (None, None))
+    if spec.suite is not None and installed is None and candidate is None:
+        # pinned away: the suite's preferences file is not this list's
+        raise MatrixError(f"kernel {spec.name}: apt knows {package} but would not install "
+                          f"it (no candidate: see /etc/apt/preferences.d/"
+                          f"{preferences_name(spec.suite)})")
     return ResolvedKernel(name=spec.name, package=package, version=installed or candidate,
                           release=package.removeprefix(IMAGE_PREFIX),
                           installed=installed is not None)

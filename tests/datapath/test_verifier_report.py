@@ -3,6 +3,7 @@ and the minimum kernel that ``bpf/dsr.h`` states."""
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,21 @@ from lab.datapath.verifier import COMPLEXITY_LIMIT, rejection_figures, verify
 from tests.datapath.broken import BROKEN_PROGRAM, VERIFIER_SAYS, broken_object
 
 
+@pytest.mark.bpf
+def test_report_sizes_every_program_and_counts_only_where_the_kernel_says() -> None:
+    report = verify()
+    assert report.outcome == "pass", report.reason
+    assert [p.program for p in report.programs] == list(PROGRAMS)
+    # bpf_prog_info.verified_insns came in 5.16: an older kernel's count is unknown
+    says = requires.release_version(platform.release()) >= (5, 16)
+    for p in report.programs:
+        assert p.xlated_insns > 0
+        assert (p.verified_insns is not None) == says, p
+    assert ("?" in report.summary()) != says
+
+
+# the count is bpf_prog_info.verified_insns, which kernels before 5.16 do not fill
+@pytest.mark.kernel("5.16")
 @pytest.mark.bpf
 def test_report_counts_what_the_verifier_processed_per_program() -> None:
     report = verify()

@@ -26,7 +26,7 @@ def test_an_unknown_kernel_and_a_bad_list_are_one_line_errors(tmp_path: Path) ->
     proc = dsrlab("matrix", "--kernel", "4.19", "--out", str(tmp_path))
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "error: no kernel '4.19' in the matrix (known: host, 6.1, 6.12)"]
+        "error: no kernel '4.19' in the matrix (known: host, 5.10, 6.1, 6.12)"]
     assert not any(tmp_path.iterdir())  # nothing ran
     bad = tmp_path / "k.yaml"
     bad.write_text("kernels: [{name: '6.1'}]\ngroups: [{name: a, paths: [x]}]\n")

@@ -22,7 +22,8 @@ DATA = Path(__file__).parent / "data"
 
 def test_the_repository_list_is_valid() -> None:
     matrix = load_list(DEFAULT_LIST)
-    assert [k.name for k in matrix.kernels] == ["6.1", "6.12"]
+    assert [k.name for k in matrix.kernels] == ["5.10", "6.1", "6.12"]
+    assert [k.suite for k in matrix.kernels] == ["bullseye", None, None]
     default = [g.name for g in matrix.selected_groups(full=False)]
     assert "datapath" in default
     assert "scenarios" in default
@@ -112,5 +113,74 @@ def test_a_bad_list_names_the_file(tmp_path: Path, text: str, message: str) -> N
 
 
 def test_an_unknown_kernel_lists_the_known_ones() -> None:
-    with pytest.raises(MatrixError, match=r"no kernel '4\.19'.*host, 6\.1, 6\.12"):
+    with pytest.raises(MatrixError, match=r"no kernel '4\.19'.*host, 5\.10, 6\.1, 6\.12"):
         load_list(DEFAULT_LIST).kernel("4.19")
+
+
+def test_a_kernel_from_another_suite_resolves_from_apt_with_its_source() -> None:
+    """apt-cache output of this machine with the bullseye source and pin of
+    lab.matrix.aptsource (before the kernel was installed)."""
+    spec = load_list(DEFAULT_LIST).kernel("5.10")
+    search = (DATA / "apt-search-5.10.txt").read_text()
+    assert parse_search(search, spec.package)[:2] == ["linux-image-5.10.0-46-amd64",
+                                                      "linux-image-5.10.0-45-amd64"]
+    k = resolve_from(spec, search, (DATA / "apt-policy-5.10.txt").read_text())
+    assert (k.package, k.version, k.release, k.installed) == (
+        "linux-image-5.10.0-46-amd64", "5.10.262-1", "5.10.0-46-amd64", False)
+    # the same apt, for the system's packages: bullseye's versions are at -1
+    policy = parse_policy((DATA / "apt-policy-5.10.txt").read_text())
+    assert policy["libc6"] == ("2.36-9+deb12u14", "2.36-9+deb12u14")
+    assert policy["bash"] == ("5.2.15-2+b8", "5.2.15-2+b13")
+
+
+def test_a_kernel_pinned_away_is_a_clean_error() -> None:
+    """apt knows the package but the suite's -1 pin holds it too (a preferences file
+    without the kernel's record): one line that names the file to look at."""
+    spec = load_list(DEFAULT_LIST).kernel("5.10")
+    with pytest.raises(MatrixError, match=r"kernel 5\.10: apt knows linux-image-5\.10\.0-46-"
+                       r"amd64 but would not install it \(no candidate: see "
+                       r"/etc/apt/preferences\.d/dsrlab-bullseye\)"):
+        resolve_from(spec, (DATA / "apt-search-5.10.txt").read_text(),
+                     (DATA / "apt-policy-5.10-blocked.txt").read_text())
+    # without its source apt has no such package: the error says what adds it
+    with pytest.raises(MatrixError, match=r"install-matrix\.sh 5\.10 adds bullseye's apt"):
+        resolve_from(spec, (DATA / "apt-search-6.1.txt").read_text(), "")
+
+
+def test_the_suites_of_the_selected_kernels() -> None:
+    matrix = load_list(DEFAULT_LIST)
+    five = matrix.kernel("5.10").package
+    assert matrix.suites() == {"bullseye": [five]}
+    assert matrix.suites(["6.1", "6.12", "host"]) == {}
+    assert matrix.suites(["host", "5.10"]) == {"bullseye": [five]}
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("suite: stable", "names a moving release"),
+    ("suite: Bullseye", "not a Debian suite codename"),
+    ("suite: bullseye-security", "not a Debian suite codename"),
+    ("suite: ''", "not a Debian suite codename"),
+    ("suite: [bullseye]", "suite"),
+], ids=["alias", "capitals", "security-suite", "empty", "list"])
+def test_a_bad_suite_names_the_field(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "k.yaml"
+    path.write_text(f"kernels: [{{name: '5.10', package: 'linux-image-5', {line}}}]\n"
+                    "groups: [{name: a, paths: [x]}]\n")
+    with pytest.raises(MatrixError, match=message) as info:
+        load_list(path)
+    assert f"{path}: kernels[0].suite" in str(info.value)
+
+
+@pytest.mark.parametrize("pattern", [
+    r"linux-image-5\.10\.0-\d+-amd64", r"linux-image-(?:5)", r"linux-image-5.*?",
+    "linux-image-5/x"])
+def test_a_pattern_apt_would_read_otherwise_is_refused_with_a_suite(tmp_path: Path,
+                                                                    pattern: str) -> None:
+    path = tmp_path / "k.yaml"
+    body = (f"kernels: [{{name: '5.10', package: '{pattern}'%s}}]\n"
+            "groups: [{name: a, paths: [x]}]\n")
+    path.write_text(body % "")
+    load_list(path)  # Python's expression: fine without a suite
+    path.write_text(body % ", suite: bullseye")
+    with pytest.raises(MatrixError, match="with a suite: "):
+        load_list(path)
