@@ -18,6 +18,18 @@ class DatapathError(LabError, RuntimeError):
         super().__init__(f"{message}\n{log}" if log else message)
 
 
+class IngressIfindexRefused(DatapathError):
+    """This kernel's BPF_PROG_TEST_RUN takes no ``ingress_ifindex`` in the context
+    (Linux before 5.16 refuses a nonzero one with EINVAL), and the lab's programs look
+    up routes from the device a packet came in on: they cannot be test-run here."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this kernel's BPF_PROG_TEST_RUN refuses a context with ingress_ifindex "
+            "(Linux 5.16 added it), which the datapath's route lookups read: test runs "
+            "need 5.16; the datapath runs live on this kernel")
+
+
 class TestRunRefused(DatapathError):
     """BPF_PROG_TEST_RUN refused the frame (EINVAL) before the program ran."""
 

@@ -15,7 +15,7 @@ import errno
 from dataclasses import dataclass
 
 from lab.datapath import libbpf
-from lab.datapath.errors import DatapathError, TestRunRefused
+from lab.datapath.errors import DatapathError, IngressIfindexRefused, TestRunRefused
 from lab.datapath.maps import drop_reason_name
 
 CTX_BUF_SIZE = 256  # >= sizeof(struct __sk_buff) of any kernel the lab runs on
@@ -88,6 +88,24 @@ class TestRunResult:
     redirect_neigh: bool = False
 
 
+def _refuses_ingress_ifindex(prog_fd: int, packet: bytes) -> bool:
+    """Whether the EINVAL came from the context's ``ingress_ifindex`` (Linux < 5.16):
+    the same frame without it is taken. That run's result is not used."""
+    data_in = ctypes.create_string_buffer(packet, len(packet))
+    data_out = ctypes.create_string_buffer(len(packet) + OUT_HEADROOM)
+    ctx_in = ctypes.create_string_buffer(CTX_BUF_SIZE)
+    opts = libbpf.new_opts(libbpf.BpfTestRunOpts)
+    opts.data_in = ctypes.cast(data_in, ctypes.c_void_p)
+    opts.data_size_in = len(packet)
+    opts.data_out = ctypes.cast(data_out, ctypes.c_void_p)
+    opts.data_size_out = len(data_out)
+    opts.ctx_in = ctypes.cast(ctx_in, ctypes.c_void_p)
+    opts.ctx_size_in = CTX_BUF_SIZE
+    opts.repeat = 1
+    rc: int = libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    return rc != -errno.EINVAL
+
+
 def run_program(
     prog_fd: int,
     packet: bytes,
@@ -123,6 +141,8 @@ def run_program(
     opts.repeat = repeat
 
     rc = libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    if rc == -errno.EINVAL and ingress_ifindex and _refuses_ingress_ifindex(prog_fd, packet):
+        raise IngressIfindexRefused
     if rc == -errno.EINVAL:
         raise TestRunRefused(
             f"BPF_PROG_TEST_RUN failed: {libbpf.errno_text(rc)} (the kernel refuses frames "
