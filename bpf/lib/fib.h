@@ -69,7 +69,7 @@ static __always_inline int forward(struct __sk_buff *skb, struct pkt *p, __be32 
 	fib.tot_len = p->tot_len;
 	fib.ipv4_src = p->saddr;
 	fib.ipv4_dst = daddr;
-	fib.ifindex = skb->ingress_ifindex;
+	fib.ifindex = skb->ifindex; /* at tc ingress: the device it came in on */
 
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {
@@ -109,7 +109,7 @@ static __always_inline int forward6(struct __sk_buff *skb, struct pkt6 *p,
 	fib.tot_len = IPV6_HLEN + p->payload_len;
 	__builtin_memcpy(fib.ipv6_src, &p->saddr, sizeof(fib.ipv6_src));
 	__builtin_memcpy(fib.ipv6_dst, daddr, sizeof(fib.ipv6_dst));
-	fib.ifindex = skb->ingress_ifindex;
+	fib.ifindex = skb->ifindex; /* at tc ingress: the device it came in on */
 
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH) {

@@ -213,7 +213,7 @@ static __always_inline int geneve_encap(struct __sk_buff *skb, struct pkt *p,
 	fib.tot_len = 0;
 	fib.ipv4_src = local;
 	fib.ipv4_dst = node;
-	fib.ifindex = skb->ingress_ifindex;
+	fib.ifindex = skb->ifindex; /* at tc ingress: the device it came in on */
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return drop(skb, DROP_TUNNEL_FIB);

@@ -657,17 +657,15 @@ class DatapathObject:
         packet: bytes,
         *,
         repeat: int = 1,
-        ingress_ifindex: int = 0,
         ifindex: int = 0,
     ) -> testrun.TestRunResult:
-        """BPF_PROG_TEST_RUN of ``program`` on an Ethernet frame, in this thread's netns."""
-        return testrun.run_program(
-            self.program_fd(program),
-            packet,
-            repeat=repeat,
-            ingress_ifindex=ingress_ifindex,
-            ifindex=ifindex,
-        )
+        """BPF_PROG_TEST_RUN of ``program`` on an Ethernet frame, in this thread's netns,
+        as if it came in on (or, for the egress program, left by) ``ifindex``. The
+        context carries no ``ingress_ifindex``: the programs read the device from
+        ``ifindex`` (at tc ingress, the one the packet came in on), and kernels before
+        5.16 refuse a test run given one."""
+        return testrun.run_program(self.program_fd(program), packet, repeat=repeat,
+                                   ifindex=ifindex)
 
     def attach_tc(
         self,

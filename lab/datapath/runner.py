@@ -375,8 +375,7 @@ class DatapathRunner:
 
     def _test_run(self, dp: DatapathObject, program: str, frame: bytes,
                   repeat: int = 1) -> TestRunResult:
-        return dp.test_run(program, frame, repeat=repeat, ingress_ifindex=self.ifindex,
-                           ifindex=self.ifindex)
+        return dp.test_run(program, frame, repeat=repeat, ifindex=self.ifindex)
 
     def run(self, frame: bytes, index: int | None = None) -> PacketResult:
         """Run one frame (call inside :meth:`inside`, or it enters the namespace itself)."""

@@ -45,7 +45,7 @@ class Node:
     def run(self, program: str, frame: bytes, repeat: int = 1) -> TestRunResult:
         with nsutil.in_netns(self.netns):
             return self.dp.test_run(
-                program, frame, repeat=repeat, ingress_ifindex=self.ifindex, ifindex=self.ifindex
+                program, frame, repeat=repeat, ifindex=self.ifindex
             )
 
     def lb(self, frame: bytes) -> TestRunResult:

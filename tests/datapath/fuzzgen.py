@@ -804,7 +804,7 @@ def make_run_fn(dp: DatapathObject, program: str, ifindex: int = 0) -> RunFn:
         if len(frame) < ETH_HLEN:
             return None
         try:
-            return dp.test_run(program, frame, ingress_ifindex=ifindex, ifindex=ifindex)
+            return dp.test_run(program, frame, ifindex=ifindex)
         except TestRunRefused:
             return None
 

@@ -183,7 +183,7 @@ def runner(obj_path: Path) -> Iterator[DatapathRunner]:
 
 def lb_run(r: DatapathRunner, frame: bytes, program: str = "dsr_from_netdev"
            ) -> tuple[str, bytes, int | None]:
-    res = r.datapath.test_run(program, frame, ingress_ifindex=r.ifindex, ifindex=r.ifindex)
+    res = r.datapath.test_run(program, frame, ifindex=r.ifindex)
     return res.verdict, res.data, res.redirect_ifindex
 
 

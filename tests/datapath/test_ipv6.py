@@ -396,8 +396,7 @@ def test_the_fuzz_invariant_catches_broken_ipv6_outputs(lb: DatapathRunner, wher
                                                          change: int, problem: str) -> None:
     frame = syn(b"x" * 8)
     with lb.inside():
-        res = lb.datapath.test_run("dsr_from_netdev", frame, ingress_ifindex=lb.ifindex,
-                                   ifindex=lb.ifindex)
+        res = lb.datapath.test_run("dsr_from_netdev", frame, ifindex=lb.ifindex)
     assert check_result(frame, res, validating=True) == []
     bad = bytearray(res.data)
     bad[where] ^= change
