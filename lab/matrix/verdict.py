@@ -65,7 +65,8 @@ class KernelVerdict(BaseModel):
 
     def phase_summary(self) -> str:
         """One line: each phase's seconds, the tests split by group."""
-        groups = {g.group: g.seconds for g in self.groups if g.group != VERIFIER_GROUP}
+        groups = {g.group: g.seconds for g in self.groups
+                  if g.group != VERIFIER_GROUP and not g.group.startswith(CILIUM_VERIFIER_GROUP)}
         return phase_line(self.phases, groups)
 
     def report_for(self, group: str) -> VerifierReport | None:

@@ -21,6 +21,7 @@ from lab.matrix.run import (
     guest_command,
     guest_script,
 )
+from lab.matrix.verdict import GroupVerdict, KernelVerdict
 
 
 def test_a_phase_needs_both_its_marks_and_keeps_running_order(tmp_path: Path) -> None:
@@ -131,3 +132,13 @@ def test_the_guest_gets_its_script_as_a_file_its_command_line_stays_short(
     assert len(command) < 256
     assert command == f"sh {tmp_path / '6.1' / GUEST_SCRIPT}"
     assert (tmp_path / "6.1" / GUEST_SCRIPT).read_text() == script + "\n"
+
+
+def test_the_verifier_rows_are_not_counted_among_the_tests() -> None:
+    verdict = KernelVerdict(
+        kernel=host_kernel(), mode="direct", seconds=9.0,
+        phases=phases_from({"collected": 0.0, "tests-done": 9.0}),
+        groups=[GroupVerdict(group="verifier", outcome="pass"),
+                GroupVerdict(group="cilium-verifier v1.16.0", outcome="pass"),
+                GroupVerdict(group="datapath", outcome="pass", seconds=9.0)])
+    assert verdict.phase_summary() == "tests 9.0 s (datapath 9.0 s)"
