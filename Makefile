@@ -76,7 +76,9 @@ matrix-full: install
 	$(VENV)/bin/dsrlab matrix --full $(MATRIX_ARGS)
 
 # The matrix's smoke, time-bounded (.ci/run calls it after make test): the 6.1 kernel
-# in QEMU, the default groups (verifier, datapath tests, fuzz smoke, the scenarios).
+# in QEMU, the default groups (the lab's and Cilium's verifier rows, datapath tests,
+# fuzz smoke, the scenarios, Cilium's probes and its seed on both versions: 669 s
+# measured). 5.10 is not in it: its run is about twice as long under TCG.
 # Only that kernel is installed. SIGTERM at the limit stops the VM and the run.
 MATRIX_SMOKE_TIMEOUT ?= 900
 matrix-smoke: install
