@@ -1,4 +1,4 @@
-"""The guest's Python on a disk image: what the matrix's pytest imports, off 9p.
+"""The guests' Python on an ext4 image: what the matrix's pytest reads, off 9p.
 
 Under TCG a guest reaches the host's root through 9p, one round trip per
 ``stat`` and ``open``, each costing milliseconds; Python's imports make
@@ -16,7 +16,7 @@ paths, ``__file__`` and compiled files stay the same.
 
 The image is content-addressed (every file's path, size and mtime) and
 kept in the cache folder, so a later run, or the next kernel, reuses it. A
-guest that cannot mount it (no ext4 or virtio-blk module) runs on 9p as
+guest that cannot mount it (no loop or ext4 module) runs on 9p as
 before, slower, and says so in its log.
 """
 
