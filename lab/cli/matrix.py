@@ -36,8 +36,9 @@ minimum (bpf/dsr.h) skips what needs it, with the reason. Results go to
 OUT/<run-id>/<kernel>/ (junit.xml, pytest.log, verifier.json,
 cilium-verifier.json, captures with
 each scenario's report, verdict.json), with summary.json, summary.md and
-summary.html beside them; the tables are printed at the end. Exit 1 when any
-cell fails.
+summary.html beside them; the tables are printed at the end, with where each
+kernel's time went (prepare, boot, set-up, start-up, verifier, collection,
+tests by group, teardown, shutdown). Exit 1 when any cell fails.
 """
 
 
