@@ -88,12 +88,14 @@ class TestRunResult:
     redirect_neigh: bool = False
 
 
-def _refuses_ingress_ifindex(prog_fd: int, packet: bytes) -> bool:
-    """Whether the EINVAL came from the context's ``ingress_ifindex`` (Linux < 5.16):
-    the same frame without it is taken. That run's result is not used."""
+def _call(prog_fd: int, packet: bytes, ctx_in: ctypes.Array[ctypes.c_char], repeat: int,
+          ) -> tuple[int, libbpf.BpfTestRunOpts, ctypes.Array[ctypes.c_char],
+                     ctypes.Array[ctypes.c_char]]:
+    """One BPF_PROG_TEST_RUN of ``packet`` with the context ``ctx_in``:
+    (return code, the options as the kernel left them, data out, context out)."""
     data_in = ctypes.create_string_buffer(packet, len(packet))
     data_out = ctypes.create_string_buffer(len(packet) + OUT_HEADROOM)
-    ctx_in = ctypes.create_string_buffer(CTX_BUF_SIZE)
+    ctx_out = ctypes.create_string_buffer(CTX_BUF_SIZE)
     opts = libbpf.new_opts(libbpf.BpfTestRunOpts)
     opts.data_in = ctypes.cast(data_in, ctypes.c_void_p)
     opts.data_size_in = len(packet)
@@ -101,8 +103,17 @@ def _refuses_ingress_ifindex(prog_fd: int, packet: bytes) -> bool:
     opts.data_size_out = len(data_out)
     opts.ctx_in = ctypes.cast(ctx_in, ctypes.c_void_p)
     opts.ctx_size_in = CTX_BUF_SIZE
-    opts.repeat = 1
+    opts.ctx_out = ctypes.cast(ctx_out, ctypes.c_void_p)
+    opts.ctx_size_out = CTX_BUF_SIZE
+    opts.repeat = repeat
     rc: int = libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    return rc, opts, data_out, ctx_out
+
+
+def _refuses_ingress_ifindex(prog_fd: int, packet: bytes) -> bool:
+    """Whether the EINVAL came from the context's ``ingress_ifindex`` (Linux < 5.16):
+    the same frame with an empty context is taken. That run's result is not used."""
+    rc, *_ = _call(prog_fd, packet, ctypes.create_string_buffer(CTX_BUF_SIZE), 1)
     return rc != -errno.EINVAL
 
 
@@ -120,27 +131,13 @@ def run_program(
         raise DatapathError(f"a test-run frame needs at least {ETH_HLEN} bytes, got {len(packet)}")
     if repeat < 1:
         raise ValueError("repeat must be >= 1")
-    data_in = ctypes.create_string_buffer(packet, len(packet))
-    data_out = ctypes.create_string_buffer(len(packet) + OUT_HEADROOM)
     ctx_in = ctypes.create_string_buffer(CTX_BUF_SIZE)
-    ctx_out = ctypes.create_string_buffer(CTX_BUF_SIZE)
     head = SkBuffCtx.from_buffer(ctx_in)
     head.ingress_ifindex = ingress_ifindex
     head.ifindex = ifindex
     head.mark = mark
 
-    opts = libbpf.new_opts(libbpf.BpfTestRunOpts)
-    opts.data_in = ctypes.cast(data_in, ctypes.c_void_p)
-    opts.data_size_in = len(packet)
-    opts.data_out = ctypes.cast(data_out, ctypes.c_void_p)
-    opts.data_size_out = len(data_out)
-    opts.ctx_in = ctypes.cast(ctx_in, ctypes.c_void_p)
-    opts.ctx_size_in = CTX_BUF_SIZE
-    opts.ctx_out = ctypes.cast(ctx_out, ctypes.c_void_p)
-    opts.ctx_size_out = CTX_BUF_SIZE
-    opts.repeat = repeat
-
-    rc = libbpf.lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    rc, opts, data_out, ctx_out = _call(prog_fd, packet, ctx_in, repeat)
     if rc == -errno.EINVAL and ingress_ifindex and _refuses_ingress_ifindex(prog_fd, packet):
         raise IngressIfindexRefused
     if rc == -errno.EINVAL:
