@@ -11,10 +11,11 @@ tests themselves. Without the option it does nothing.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
+
+from lab.matrix.phases import append_mark
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -27,9 +28,7 @@ def _mark(config: pytest.Config, name: str) -> None:
     target = config.getoption("--dsrlab-phases", default=None)
     if not target:
         return
-    # appended, not rewritten: the guest's shell marks its own steps in the same file
-    with Path(target).open("a") as f:
-        f.write(f"{name} {time.time():.3f}\n")
+    append_mark(Path(target), name)
 
 
 @pytest.hookimpl(tryfirst=True)

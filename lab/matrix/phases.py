@@ -12,6 +12,7 @@ leaves its phases out rather than guessing them.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -36,6 +37,13 @@ PHASES: tuple[tuple[str, str, str], ...] = (
 class Phase(BaseModel):
     name: str
     seconds: float
+
+
+def append_mark(path: Path, name: str) -> None:
+    """``name`` and the clock's reading appended to the marks file at ``path``
+    (appended: the guest's shell and its pytest mark the same file in turn)."""
+    with path.open("a") as f:
+        f.write(f"{name} {time.time():.3f}\n")
 
 
 def read_marks(path: Path) -> dict[str, float]:

@@ -36,7 +36,7 @@ from lab.datapath.verifier import VerifierReport
 from lab.errors import LabError
 from lab.matrix import image as guest_image
 from lab.matrix.kernels import REPO, Group, MatrixError, ResolvedKernel
-from lab.matrix.phases import GUEST_MARKS, phases_from, read_marks
+from lab.matrix.phases import GUEST_MARKS, append_mark, phases_from, read_marks
 from lab.matrix.verdict import (
     KernelVerdict,
     find_reports,
@@ -138,7 +138,7 @@ def run_groups(kernel: ResolvedKernel, groups: list[Group], root: Path,
     env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
     progress(f"{kernel.name}: {', '.join(g.name for g in groups)}")
     start = time.monotonic()
-    _guest_mark(kdir, "pytest-start")
+    append_mark(kdir / GUEST_MARKS, "pytest-start")  # the host's clock
     with (kdir / PYTEST_LOG).open("w") as log:
         # a session of its own: a Ctrl-C on the terminal reaches this process only,
         # which then stops the child once (two signals could cut its teardown short)
@@ -153,17 +153,11 @@ def run_groups(kernel: ResolvedKernel, groups: list[Group], root: Path,
             procs.stop([proc.pid], grace=_GROUP_STOP_GRACE_S)
             proc.wait()
             raise
-    _guest_mark(kdir, "pytest-exit")
+    append_mark(kdir / GUEST_MARKS, "pytest-exit")
     verdict = gather(kernel, groups, root, mode="direct",
                      seconds=round(time.monotonic() - start, 2))
     write_verdict(verdict, kdir / VERDICT)
     return verdict
-
-
-def _guest_mark(kdir: Path, name: str) -> None:
-    """A mark in the kernel's marks file (the host kernel's run: the host's clock)."""
-    with (kdir / GUEST_MARKS).open("a") as f:
-        f.write(f"{name} {time.time():.3f}\n")
 
 
 def warm_host(groups: list[Group], kdir: Path) -> None:
