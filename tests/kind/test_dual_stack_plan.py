@@ -13,9 +13,9 @@ import pytest
 
 from lab.env.kind.agent import refusals
 from lab.env.kind.config import kind_config
-from lab.env.kind.plan import build_plan
 from lab.env.kind.values import SPELLINGS, chart_line, helm_values
 from lab.model.topology import Topology, load_topology
+from tests.kind.goldenview import golden_view
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("DSRLAB_REGEN_GOLDEN") == "1"
@@ -30,18 +30,11 @@ def _dual(version: str = "1.13.0-rc5", **lb: Any) -> Topology:
                                 t.load_balancer.model_copy(update=lb)})
 
 
-def _golden_view(t: Topology) -> dict[str, Any]:
-    d = build_plan(t).as_dict()
-    for m in d["manifests"]:
-        if m["kind"] == "ConfigMap":
-            m["data"] = dict.fromkeys(m["data"], "<lab/env/podserver.py>")
-    return d
-
 
 @pytest.mark.parametrize("line", sorted(SPELLINGS), ids=lambda v: f"{v[0]}.{v[1]}")
 def test_the_dual_stack_plan_of_each_line_matches_its_golden_file(
         line: tuple[int, int]) -> None:
-    got = _golden_view(_dual(f"{line[0]}.{line[1]}.0"))
+    got = golden_view(_dual(f"{line[0]}.{line[1]}.0"))
     path = GOLDEN / f"seed-dual-stack-{line[0]}.{line[1]}.json"
     if REGEN:
         path.write_text(json.dumps(got, indent=2) + "\n")

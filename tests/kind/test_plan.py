@@ -27,6 +27,7 @@ from lab.env.kind.values import (
 )
 from lab.model.topology import Topology, TopologyError, load_topology, parse_topology
 from tests.cli.helpers import dsrlab
+from tests.kind.goldenview import golden_view
 from tests.seed import SEED_TOPOLOGY_PATH
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -97,19 +98,11 @@ def test_the_seed_plan_is_the_write_ups_install() -> None:
                                                 "cilium-dsr"]]
 
 
-def _golden_view(t: Topology) -> dict[str, Any]:
-    """The plan as data, the pod server's source left out (it has its own tests)."""
-    d = build_plan(t).as_dict()
-    for m in d["manifests"]:
-        if m["kind"] == "ConfigMap":
-            m["data"] = dict.fromkeys(m["data"], "<lab/env/podserver.py>")
-    return d
-
 
 @pytest.mark.parametrize("line", sorted(SPELLINGS), ids=lambda v: f"{v[0]}.{v[1]}")
 def test_the_plan_for_each_cilium_line_matches_its_golden_file(line: tuple[int, int]) -> None:
     version = f"{line[0]}.{line[1]}.0"
-    got = _golden_view(_seed(**{"cluster.cilium_version": version}))
+    got = golden_view(_seed(**{"cluster.cilium_version": version}))
     path = GOLDEN / f"seed-{line[0]}.{line[1]}.json"
     if REGEN:
         path.write_text(json.dumps(got, indent=2) + "\n")
