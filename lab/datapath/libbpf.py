@@ -41,6 +41,7 @@ LIBBPF_NAMES = ("libbpf.so.1", "libbpf.so")
 BPF_TC_INGRESS = 1 << 0
 BPF_TC_EGRESS = 1 << 1
 BPF_TC_F_REPLACE = 1 << 0
+BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY = 2, 6  # enum bpf_map_type
 
 c_size_t = ctypes.c_size_t
 c_void_p = ctypes.c_void_p
@@ -338,19 +339,27 @@ def prog_sizes(fd: int) -> tuple[int | None, int]:
     return (int(info.verified_insns) or None), int(info.xlated_prog_len) // 8
 
 
-def map_max_entries(fd: int) -> int:
-    """``max_entries`` of the map behind ``fd``."""
+def _map_info(fd: int) -> BpfMapInfo:
     info = BpfMapInfo()
     size = c_uint(ctypes.sizeof(info))
     check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
-    return int(info.max_entries)
+    return info
+
+
+def map_max_entries(fd: int) -> int:
+    """``max_entries`` of the map behind ``fd``."""
+    return int(_map_info(fd).max_entries)
+
+
+def map_is_array(fd: int) -> bool:
+    """Whether the map behind ``fd`` is an array (plain or per-CPU): entries that
+    always exist, reset by writing zeros rather than by deleting."""
+    return int(_map_info(fd).type) in (BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PERCPU_ARRAY)
 
 
 def map_info(fd: int) -> tuple[str, int, int]:
     """(name, key size, value size) of the map behind ``fd``."""
-    info = BpfMapInfo()
-    size = c_uint(ctypes.sizeof(info))
-    check(lib().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size)), "map info")
+    info = _map_info(fd)
     return info.name.decode(), int(info.key_size), int(info.value_size)
 
 

@@ -123,6 +123,15 @@ class BpfMap:
         """Delete every entry (hash maps); returns how many were removed."""
         return sum(1 for key in self.keys() if self.delete(key))
 
+    def reset(self) -> None:
+        """Back to the state at load: an array's entries zeroed, anything else emptied."""
+        if not libbpf.map_is_array(self.fd):
+            self.clear()
+            return
+        entries = libbpf.map_max_entries(self.fd)
+        zero = bytes(self.value_size)
+        self.update_batch([(maps.U32.pack(index), zero) for index in range(entries)])
+
 
 def _check_u32(what: str, value: int) -> None:
     if not 0 <= value <= 0xFFFFFFFF:
@@ -337,6 +346,14 @@ class DatapathObject:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    def reset(self) -> None:
+        """Every map back to its state at load (arrays zeroed, the rest emptied):
+        configuration, services, connection state and counters. What a fresh load
+        gives, without the verifier's time: tests share one loaded object this way."""
+        self._live()
+        for found in self._maps.values():
+            found.reset()
 
     def __enter__(self) -> DatapathObject:
         return self

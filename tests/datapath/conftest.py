@@ -5,7 +5,9 @@
   the node's address and MAC, routes to both pod CIDRs, a permanent
   neighbour for the first pod's node and none for the second one's.
 * ``bare_ns`` (session): a namespace with only lo, where every FIB lookup fails.
-* ``dp`` (function): a freshly loaded object (empty maps, zero counters).
+* ``loaded_dp`` (session): the object loaded once.
+* ``dp`` (function): that object reset to its state at load (empty maps, zero
+  counters, zero configuration): what a fresh load gives.
 * ``node`` / ``bare_node`` (function): ``dp`` run as if on ``fwd_ns`` / ``bare_ns``.
 
 The namespaces are only looked at (routes, neighbours, ifindex), never
@@ -62,10 +64,19 @@ def bare_ns() -> Iterator[str]:
         yield name
 
 
-@pytest.fixture
-def dp(obj_path: Path) -> Iterator[DatapathObject]:
+@pytest.fixture(scope="session")
+def loaded_dp(obj_path: Path) -> Iterator[DatapathObject]:
+    """The object loaded once: the verifier's time (seconds a load under TCG) is
+    paid once a session, not once a test."""
     with DatapathObject.load(obj_path) as obj:
         yield obj
+
+
+@pytest.fixture
+def dp(loaded_dp: DatapathObject) -> DatapathObject:
+    """The shared object with every map as at load (:meth:`DatapathObject.reset`)."""
+    loaded_dp.reset()
+    return loaded_dp
 
 
 @pytest.fixture

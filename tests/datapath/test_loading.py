@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from lab.datapath import EVENT_NAMES, BackendEntry, DatapathError, DatapathObject, build_object
+from lab.datapath import (
+    EVENT_NAMES,
+    BackendEntry,
+    DatapathError,
+    DatapathObject,
+    build_object,
+    maps,
+)
 from lab.datapath import build as dp_build
 from tests.datapath.broken import VERIFIER_SAYS, broken_object
 from tests.datapath.frames import Node, backend_syn
@@ -141,6 +148,29 @@ def test_service_update_and_removal(dp: DatapathObject) -> None:
     assert dp.remove_service(VIP, NODE_PORT, "tcp")
     assert not dp.remove_service(VIP, NODE_PORT, "tcp")
     assert [s.proto for s in dp.services()] == ["udp"]
+
+
+@pytest.mark.bpf
+@pytest.mark.netns
+def test_reset_gives_every_map_as_a_fresh_load_has_it(node: Node, obj_path: Path) -> None:
+    """The ``dp`` fixture shares one loaded object and resets it between tests: every
+    map written (by the library, by hand, and by the programs themselves), then reset,
+    must read entry for entry as a fresh load's."""
+    dp = node.dp
+    dp.set_mtu(9000)
+    dp.set_selection_seed(7)
+    dp.add_service(VIP, NODE_PORT, "tcp", dsr=True, backends=[BackendEntry(POD_IP, POD_PORT)])
+    node.run("dsr_from_netdev", backend_syn(OPTION))  # the programs' own writes
+    for name in maps.LAYOUTS:
+        found = dp.map(name)
+        key = (maps.TUNNEL_KEY.pack(32, bytes([10, 0, 0, 1])) if name == "dsr_tunnel"
+               else bytes(found.key_size))
+        found.update(key, b"\x01" * found.value_size)
+    assert all(dp.map(name).items() for name in maps.LAYOUTS)
+    dp.reset()
+    with DatapathObject.load(obj_path) as fresh:
+        for name in maps.LAYOUTS:
+            assert dp.map(name).items() == fresh.map(name).items(), name
 
 
 @pytest.mark.bpf
