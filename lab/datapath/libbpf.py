@@ -246,6 +246,8 @@ _PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "bpf_map__reuse_fd": (c_int, (c_void_p, c_int)),
     "bpf_map__set_pin_path": (c_int, (c_void_p, c_char_p)),
     "bpf_program__set_type": (c_int, (c_void_p, c_int)),
+    "bpf_program__set_log_level": (c_int, (c_void_p, c_uint)),
+    "bpf_program__set_log_buf": (c_int, (c_void_p, c_void_p, c_size_t)),
     "bpf_map__max_entries": (c_uint, (c_void_p,)),
     # kernel probes (Cilium's features*.h): 1 yes, 0 no, < 0 an error
     "libbpf_probe_bpf_helper": (c_int, (c_int, c_int, c_void_p)),

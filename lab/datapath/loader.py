@@ -19,6 +19,7 @@ import dataclasses
 import errno
 import mmap
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -35,6 +36,9 @@ PROGRAMS: tuple[str, ...] = ("dsr_from_netdev", "dsr_to_netdev")
 VERIFIER_LOG_SIZE = 8 * 1024 * 1024
 VERIFIER_MARK, LIBBPF_MARK = "--- verifier log ---", "--- libbpf ---"  # the parts of the log
 BPF_ANY = 0
+BPF_LOG_STATS = 4  # the verifier's statistics only (kernel 5.2+)
+STATS_LOG_SIZE = 64 * 1024  # room for the statistics and any warning beside them
+_PROCESSED = re.compile(rb"processed (\d+) insns")
 _NO_BATCH = (-errno.EINVAL, -errno.EOPNOTSUPP, -524)  # 524: the kernel's ENOTSUPP
 MIN_MTU, MAX_MTU = 68, 0xFFFF  # IPv4's minimum; tot_len is 16 bits
 
@@ -191,10 +195,54 @@ def _set_max_entries(obj: int, path: Path, max_entries: Mapping[str, int]) -> No
         libbpf.check(lib.bpf_map__set_max_entries(m, n), f"max_entries of {name}")
 
 
+def with_processed(sizes: tuple[int | None, int], logged: int | None
+                   ) -> tuple[int | None, int]:
+    """``(verified, translated)`` with the statistics log's count where the kernel
+    gave none (before 5.16)."""
+    verified, translated = sizes
+    return (verified if verified is not None else logged), translated
+
+
+class _StatsLogs:
+    """A small log per program at the verifier's statistics level (``BPF_LOG_STATS``,
+    since 5.2): its ``processed N insns`` line is the count the kernel reports as
+    ``verified_insns`` only since 5.16. At this level a rejection logs only its last
+    lines: the caller loads again without it for the whole log."""
+
+    def __init__(self, obj: int) -> None:
+        lib = libbpf.lib()
+        self._bufs: dict[str, ctypes.Array[ctypes.c_char]] = {}
+        prog = lib.bpf_object__next_program(obj, None)
+        while prog:
+            buf = ctypes.create_string_buffer(STATS_LOG_SIZE)
+            name = (lib.bpf_program__name(prog) or b"").decode()
+            libbpf.check(lib.bpf_program__set_log_buf(prog, buf, STATS_LOG_SIZE),
+                         f"log buffer of {name}")
+            libbpf.check(lib.bpf_program__set_log_level(prog, BPF_LOG_STATS),
+                         f"log level of {name}")
+            self._bufs[name] = buf
+            prog = lib.bpf_object__next_program(obj, prog)
+
+    def processed(self) -> dict[str, int]:
+        """Instructions processed, by program name (the programs the kernel loaded)."""
+        found = {name: _PROCESSED.search(buf.value) for name, buf in self._bufs.items()}
+        return {name: int(m[1]) for name, m in found.items() if m}
+
+
 def open_and_load(path: Path, max_entries: Mapping[str, int] | None = None,
                   before_load: Callable[[int], None] | None = None,
                   ) -> tuple[int, ctypes.Array[ctypes.c_char]]:
-    """``bpf_object__open_file`` + ``bpf_object__load`` through the verifier.
+    """:func:`load_counted` without the counts."""
+    obj, log_buf, _processed = load_counted(path, max_entries, before_load)
+    return obj, log_buf
+
+
+def load_counted(path: Path, max_entries: Mapping[str, int] | None = None,
+                 before_load: Callable[[int], None] | None = None, *, stats: bool = True,
+                 ) -> tuple[int, ctypes.Array[ctypes.c_char], dict[str, int]]:
+    """``bpf_object__open_file`` + ``bpf_object__load`` through the verifier, and the
+    instructions the verifier processed per program (from its statistics log, on
+    every kernel from 5.2; empty with ``stats=False``).
 
     ``max_entries`` sizes maps before they are created (a lab node needs far
     fewer CT entries than the object's default). Returns the object and the
@@ -222,11 +270,16 @@ def open_and_load(path: Path, max_entries: Mapping[str, int] | None = None,
             _set_max_entries(obj, path, max_entries or {})
             if before_load is not None:
                 before_load(obj)
+            logs = _StatsLogs(obj) if stats else None
             # an interrupt during the load is raised when it returns (libbpf.CALLS_BACK)
             rc = lib.bpf_object__load(obj)
         except BaseException:
             lib.bpf_object__close(obj)
             raise
+        if rc < 0 and logs is not None:
+            # the statistics level kept only the rejection's last lines: again, for all
+            lib.bpf_object__close(obj)
+            return load_counted(path, max_entries, before_load, stats=False)
         if rc < 0:
             verifier = log_buf.value.decode(errors="replace").strip()
             lib.bpf_object__close(obj)
@@ -234,7 +287,7 @@ def open_and_load(path: Path, max_entries: Mapping[str, int] | None = None,
             raise DatapathError(
                 f"loading {path} failed: {libbpf.errno_text(rc)} (verifier log below)", text
             )
-    return int(obj), log_buf
+    return int(obj), log_buf, logs.processed() if logs is not None else {}
 
 
 class DatapathObject:
@@ -250,8 +303,10 @@ class DatapathObject:
         obj: int | None = None,
         log_buf: ctypes.Array[ctypes.c_char] | None = None,
         owned_fds: list[int] | None = None,
+        processed: Mapping[str, int] | None = None,
     ) -> None:
         self.path = path
+        self._processed = dict(processed or {})  # from the load's statistics log
         self._obj = obj
         self._log_buf = log_buf  # libbpf keeps a pointer to it in the object
         self._owned_fds = owned_fds or []
@@ -272,14 +327,14 @@ class DatapathObject:
         if path is None:
             path = build_object()
         path = Path(path)
-        obj, log_buf = open_and_load(path, max_entries)
+        obj, log_buf, processed = load_counted(path, max_entries)
         lib = libbpf.lib()
         try:
             prog_fds, found = cls._resolve(obj, path)
         except BaseException:
             lib.bpf_object__close(obj)
             raise
-        return cls(path, prog_fds, found, obj=obj, log_buf=log_buf)
+        return cls(path, prog_fds, found, obj=obj, log_buf=log_buf, processed=processed)
 
     @staticmethod
     def _resolve(obj: int, path: Path) -> tuple[dict[str, int], dict[str, BpfMap]]:
@@ -371,10 +426,12 @@ class DatapathObject:
             raise DatapathError(f"datapath object {self.path or '(by id)'} is closed")
 
     def program_sizes(self) -> dict[str, tuple[int | None, int]]:
-        """Per program: (instructions the verifier processed, None before 5.16;
-        instructions of the loaded, translated program)."""
+        """Per program: (instructions the verifier processed: the kernel's count, or
+        before 5.16 the load's statistics log, None for a program reopened by id
+        there; instructions of the loaded, translated program)."""
         self._live()
-        return {name: libbpf.prog_sizes(fd) for name, fd in self._prog_fds.items()}
+        return {name: with_processed(libbpf.prog_sizes(fd), self._processed.get(name))
+                for name, fd in self._prog_fds.items()}
 
     def program_fd(self, name: str) -> int:
         self._live()

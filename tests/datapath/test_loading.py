@@ -8,6 +8,7 @@ object's maps.
 
 from __future__ import annotations
 
+import platform
 import re
 from pathlib import Path
 
@@ -19,9 +20,11 @@ from lab.datapath import (
     DatapathError,
     DatapathObject,
     build_object,
+    libbpf,
     maps,
 )
 from lab.datapath import build as dp_build
+from lab.datapath.loader import PROGRAMS, load_counted
 from tests.datapath.broken import VERIFIER_SAYS, broken_object
 from tests.datapath.frames import Node, backend_syn
 from tests.seed import NODE_PORT, OPTION, POD2_IP, POD_IP, POD_PORT, REPO, VIP
@@ -70,6 +73,27 @@ def test_verifier_rejection_carries_log(tmp_path: Path) -> None:
     with pytest.raises(DatapathError, match="verifier log") as info:
         DatapathObject.load(broken_object(tmp_path))
     assert VERIFIER_SAYS in info.value.log
+    # the whole log, instruction by instruction, not the statistics level's last lines
+    assert re.search(r"^0: \(", info.value.log, re.M), info.value.log[-2000:]
+
+
+@pytest.mark.bpf
+def test_the_statistics_log_counts_what_the_kernel_counts(obj_path: Path) -> None:
+    """Before 5.16 the kernel reports no ``verified_insns``: the count comes from the
+    load's statistics log. Where the kernel has both (here), they agree program by
+    program."""
+    obj, _log, processed = load_counted(obj_path)
+    try:
+        assert set(processed) == set(PROGRAMS)
+        for name in PROGRAMS:
+            fd = libbpf.lib().bpf_program__fd(
+                libbpf.lib().bpf_object__find_program_by_name(obj, name.encode()))
+            kernel_count, _translated = libbpf.prog_sizes(fd)
+            if kernel_count is None:
+                pytest.skip(f"kernel {platform.release()} reports no verified_insns")
+            assert processed[name] == kernel_count, name
+    finally:
+        libbpf.lib().bpf_object__close(obj)
 
 
 def test_object_name_does_not_depend_on_the_source_folder(tmp_path: Path) -> None:

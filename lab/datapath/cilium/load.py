@@ -22,7 +22,7 @@ from types import TracebackType
 
 from lab.datapath import libbpf
 from lab.datapath.errors import DatapathError
-from lab.datapath.loader import open_and_load
+from lab.datapath.loader import load_counted
 
 BPF_MAP_TYPE_PROG_ARRAY = 3
 BPF_PROG_TYPE_SCHED_CLS = 3
@@ -42,6 +42,7 @@ class LoadedObject:
     sections: dict[str, str] = field(default_factory=dict)
     maps: dict[str, int] = field(default_factory=dict)
     prog_arrays: set[str] = field(default_factory=set)
+    processed: dict[str, int] = field(default_factory=dict)  # by program, from the load
 
     def program_fd(self, name: str) -> int:
         try:
@@ -114,8 +115,8 @@ class CiliumNode:
                     libbpf.check(lib.bpf_map__reuse_fd(handle, self.map_fds[mname]),
                                  f"{path.name}: sharing map {mname}")
 
-        obj, log_buf = open_and_load(path, max_entries, before_load=reuse)
-        loaded = LoadedObject(path, obj, log_buf)
+        obj, log_buf, processed = load_counted(path, max_entries, before_load=reuse)
+        loaded = LoadedObject(path, obj, log_buf, processed=processed)
         self.objects[role] = loaded
         for pname, section, fd in _programs(obj):
             loaded.programs[pname] = fd

@@ -26,6 +26,7 @@ from lab.datapath.cilium.load import CiliumNode
 from lab.datapath.cilium.plan import check_supported, lb_params, plan_node
 from lab.datapath.cilium.source import ENV_VAR, CiliumSource, discover
 from lab.datapath.errors import DatapathError
+from lab.datapath.loader import with_processed
 from lab.datapath.verifier import ProgramLoad, VerifierReport, log_tail, rejection_figures
 from lab.model.scenario import TOPOLOGY_DIR
 from lab.model.topology import Topology
@@ -68,7 +69,8 @@ def verify_topology(source: CiliumSource, topology: Topology,
                     current = obj_name
                     obj = loaded.load(role, path)
                     for pname, fd in obj.programs.items():
-                        _keep_largest(sizes, f"{obj_name}/{pname}", libbpf.prog_sizes(fd))
+                        _keep_largest(sizes, f"{obj_name}/{pname}", with_processed(
+                            libbpf.prog_sizes(fd), obj.processed.get(pname)))
         except DatapathError as exc:
             program, processed = rejection_figures(exc.log)
             return VerifierReport(
