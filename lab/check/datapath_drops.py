@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from lab.capture.capdir import CaptureDir
 from lab.capture.dpevents import DatapathEvent, DatapathEvents
 from lab.capture.layout import CaptureError
-from lab.check.diagnose import Diagnosis
+from lab.check.diagnosis import Diagnosis
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ Times are seconds from the client's SYN, as the client's capture saw it.
 
 Connections that worked give no line (one that completed only by sending lost
 segments again does). Identical lines from several
-connections are one :class:`Diagnosis` with their count. The same rules run
+connections are one :class:`~lab.check.diagnosis.Diagnosis` with their count. The same rules run
 on a live run's capture set (``results.json``, the report, pytest's failure
 message) and on any capture directory with a manifest (``dsrlab review``).
 """
@@ -50,10 +50,14 @@ import itertools
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from lab.capture.capdir import CaptureDir, PointFile
 from lab.capture.manifest import ManifestBackend
+from lab.check.datapath_drops import diagnose_counted_drops, diagnose_flow_drops, read_events
+from lab.check.diagnosis import Diagnosis
+from lab.check.fragments import diagnose_fragments
+from lab.check.too_big import diagnose_too_big
 from lab.wire import dsropt
 from lab.wire.dsropt import hostport
 from lab.wire.packets import Pkt
@@ -64,19 +68,6 @@ IPV4_MAX_HLEN = 60
 STILL_SENDING_S = 0.25
 SEQ_SPACE = 1 << 32
 _CONTENT_LENGTH = re.compile(rb"^content-length:[ \t]*(\d{1,12})[ \t]*\r?$", re.I | re.M)
-
-
-@dataclass
-class Diagnosis:
-    """One cause, said once, with the connections it explains."""
-
-    cause: str  # a stable key: syn-lost, dropped-at-lb, fabric-dropped, option-stripped...
-    line: str  # the sentence
-    flows: list[str] = field(default_factory=list)  # client endpoints, "172.18.0.1:40000"
-
-    def text(self) -> str:
-        n = len(self.flows)
-        return self.line + (f" ({n} connections)" if n > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -98,14 +89,6 @@ def diagnose(cd: CaptureDir) -> list[Diagnosis]:
     # packets too big for the option (TCP SYNs and UDP datagrams): lab.check.too_big
     # and fragmented answers whose later pieces left untranslated: lab.check.fragments
     # and the datapath's own drop reasons (datapath-events.json): lab.check.datapath_drops
-    from lab.check.datapath_drops import (  # noqa: PLC0415  (likewise)
-        diagnose_counted_drops,
-        diagnose_flow_drops,
-        read_events,
-    )
-    from lab.check.fragments import diagnose_fragments  # noqa: PLC0415  (likewise)
-    from lab.check.too_big import diagnose_too_big  # noqa: PLC0415  (it imports Diagnosis)
-
     by_rules = diagnose_too_big(cd) + diagnose_fragments(cd)
     explained = {f for d in by_rules for f in d.flows}
     # a drop the datapath names says why its connection stopped: it takes the place

@@ -19,7 +19,7 @@ rule is for captures of a datapath that translates first fragments only.)
 from __future__ import annotations
 
 from lab.capture.capdir import CaptureDir
-from lab.check.diagnose import Diagnosis
+from lab.check.diagnosis import Diagnosis
 from lab.wire.packets import Pkt
 
 

@@ -17,7 +17,7 @@ ICMPv6 Packet Too Big (type 2 code 0) for the error.
 from __future__ import annotations
 
 from lab.capture.capdir import CaptureDir
-from lab.check.diagnose import Diagnosis
+from lab.check.diagnosis import Diagnosis
 from lab.wire.dsropt import EXT6_LEN, OPT_LEN, hostport
 from lab.wire.packets import Pkt
 

@@ -14,6 +14,7 @@ import typer
 from rich.text import Text
 
 from lab.cli.output import console, fail, one_line_errors, status, table
+from lab.cli.verdicts import run_verdict
 from lab.errors import LabError
 
 if TYPE_CHECKING:
@@ -144,8 +145,6 @@ def run_both(paths: list[Path], captures: Path, cols: list[Column], *,
                     row.cells.append("pass" if res.passed else "FAIL")
                     row.bad |= not res.passed
                     if detailed:
-                        from lab.cli.run import run_verdict
-
                         console.print(Text.assemble(f"{col.name}: ", run_verdict(res),
                                                     f"  ({res.capture_dir})"))
                 lab_run, others = runs[0], [r for r in runs[1:] if r is not None]

@@ -17,6 +17,7 @@ from lab.cli.datapath_choice import (
     one_cilium_src,
 )
 from lab.cli.output import console, fail, need_root, note, one_line_errors, status, table
+from lab.cli.verdicts import all_verdict, run_verdict
 from lab.errors import LabError
 
 if TYPE_CHECKING:
@@ -149,31 +150,6 @@ def _both(scenario: str | None, folder: Path | None, captures: Path,
     need_root()
     cols = datapath_columns(cilium_srcs)
     run_both(paths, captures, cols, detailed=scenario is not None)
-
-
-def run_verdict(res: ScenarioRun) -> Text:
-    """The run's last line: ``PASS: seed, 6 of 6 claims`` or ``FAIL: seed, 2 of 6
-    claims failed`` (and the diagnosis count)."""
-    claims = res.result.claims if res.result else []
-    failed = sum(not c.passed for c in claims)
-    if res.passed:
-        return Text.assemble(("PASS", "bold green"), f": {res.scenario.name}, "
-                             f"{len(claims)} of {len(claims)} claims passed")
-    what = f"{failed} of {len(claims)} claims failed" if claims else "not checked"
-    diagnoses = len(res.result.diagnoses) if res.result else 0
-    why = f" ({diagnoses} diagnosis line{'s' * (diagnoses != 1)} above)" if diagnoses else ""
-    return Text.assemble(("FAIL", "bold red"), f": {res.scenario.name}, {what}{why}")
-
-
-def all_verdict(total: int, failed: int, skipped: int, on: str = "") -> Text:
-    """``run --all``'s last line: ``FAIL: 2 of 41 scenarios failed`` or ``PASS: ...``
-    (``on``: which datapath ran them, `` on Cilium v1.16.0 (...)``)."""
-    skip = f", {skipped} skipped" if skipped else ""
-    if failed:
-        return Text.assemble(("FAIL", "bold red"),
-                             f": {failed} of {total} scenarios failed{on}{skip}")
-    return Text.assemble(("PASS", "bold green"),
-                         f": {total - skipped} of {total} scenarios passed{on}{skip}")
 
 
 class NotOnDatapath(LabError):

@@ -42,10 +42,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lab.env.kind import residue as kind_residue
+from lab.env.state import STATE_DIR, state_path
 from lab.errors import LabError
 from lab.plumbing import interrupts, names, nsmark, nsutil, owner, procs, runtags
 
-STATE_DIR: Path = owner.OWNER_DIR  # /run/dsrlab, or $DSRLAB_STATE_DIR
 _GRACE_S = 2.0
 STOP_WAIT_S = 120.0  # how long clean --force waits for a live run to undo its lab
 _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, interrupts.STOP_BY_CLEAN})
@@ -53,11 +53,6 @@ _STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, interrupts.STOP_BY_CLE
 
 class RunAlive(LabError):
     """The run is alive (its process runs): nothing of it is touched."""
-
-
-def state_path(run_id: str) -> Path:
-    """Where a detached lab's state lives: ``/run/dsrlab/<run id>.json``."""
-    return STATE_DIR / f"{names.check_run_id(run_id)}.json"
 
 
 @dataclass

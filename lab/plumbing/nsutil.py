@@ -403,17 +403,10 @@ def pids_in_each(namespaces: Iterable[str]) -> dict[str, list[int]]:
 def scratch(name: str) -> Iterator[str]:
     """A namespace that exists for the block only (for tests and test-runs)."""
 
-    def lo_up() -> None:
-        from lab.plumbing.rtnl import LOOPBACK_INDEX, Rtnl  # noqa: PLC0415 (rtnl uses this)
-
-        with Rtnl.here() as rt:
-            rt.set_up(LOOPBACK_INDEX)
-            rt.commit()
-
     made = False
     try:
         with interrupts.deferred():
-            create(name, lo_up)
+            create(name, _loopback_up)
             made = True
         yield name
     finally:
@@ -424,6 +417,15 @@ def scratch(name: str) -> Iterator[str]:
 
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_STXCSUM = 0x17
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+
+
+def _loopback_up() -> None:
+    """``lo`` up in the namespace this thread is in (an ioctl: no netlink needed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        flags = struct.unpack_from("H", fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS,
+                                                    struct.pack("16s16x", b"lo")), 16)[0]
+        fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
 def set_tx_checksum(name: str, ifname: str, enabled: bool) -> None:

@@ -36,7 +36,6 @@ import yaml
 
 from lab.atomic import write_text
 from lab.env.base import BackendError, LabHost, LeftBy
-from lab.env.cleanup import state_path
 from lab.env.kind import residue
 from lab.env.kind.containers import Docker, pod_pid
 from lab.env.kind.manifests import RUN_LABEL
@@ -51,6 +50,7 @@ from lab.env.kind.status import (
 )
 from lab.env.kind.tools import Tools
 from lab.env.kind.values import agent_cli
+from lab.env.state import state_path
 from lab.model.topology import Node, Pod, Topology
 from lab.plumbing import names, owner
 from lab.plumbing.nsmark import LEFT_UP_BY

@@ -34,7 +34,6 @@ so that start is not waited for.
 
 from __future__ import annotations
 
-from lab.env.cleanup import STATE_DIR, state_path
 from lab.env.netns.backend import NetnsBackend, netns_lab
 from lab.env.netns.datapath import LabDatapaths, NodeDatapaths
 from lab.env.netns.lab import NetnsLab
@@ -58,6 +57,7 @@ from lab.env.netns.layout import (
     lxc_ifname,
 )
 from lab.env.netns.servers import PodServers
+from lab.env.state import STATE_DIR, state_path
 
 __all__ = [
     "BRIDGE_INDEX",

@@ -23,7 +23,6 @@ from lab.atomic import check_folder
 from lab.datapath.fabric import FabricObject, FabricPort
 from lab.env import resources
 from lab.env.base import BackendError, HostKind, LabHost
-from lab.env.cleanup import STATE_DIR
 from lab.env.netns import geneve
 from lab.env.netns.choice import node_datapaths
 from lab.env.netns.datapath import NodeDatapaths
@@ -48,6 +47,7 @@ from lab.env.netns.wiring import (
     wire_node,
     wire_pod,
 )
+from lab.env.state import STATE_DIR
 from lab.model.topology import Pod, Topology
 from lab.plumbing import interrupts, names, nsutil
 

@@ -19,9 +19,9 @@ from lab.capture.dpevents import DatapathEvents
 from lab.datapath import DatapathObject
 from lab.datapath.fabric import FabricObject
 from lab.env.base import BackendError, LabHost, LeftBy
-from lab.env.cleanup import STATE_DIR, state_path
 from lab.env.netns.datapath import NodeDatapaths
 from lab.env.netns.servers import PodServers
+from lab.env.state import STATE_DIR, state_path
 from lab.model.topology import Topology
 from lab.plumbing import interrupts, names, nsmark, nsutil, owner
 

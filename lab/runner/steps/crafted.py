@@ -10,7 +10,7 @@ from pathlib import Path
 from lab.env.traffic import send_raw
 from lab.errors import LabError
 from lab.model.scenario import CraftedPacket, Replay, Scenario
-from lab.runner.steps import StepContext, StepOutcome
+from lab.runner.steps.context import StepContext, StepOutcome
 from lab.wire.endpoint import Endpoint
 from lab.wire.packets import crafted_ipv4
 from lab.wire.replay import Rewrite, plan_replay

@@ -25,7 +25,7 @@ from typing import Any
 
 from lab.env.traffic import HttpExchange
 from lab.model.scenario import Datagram
-from lab.runner.steps import StepContext, StepOutcome
+from lab.runner.steps.context import StepContext, StepOutcome
 
 IPV4_UDP_HEADERS = 28
 

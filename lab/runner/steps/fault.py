@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from lab.env.faults import FaultUnavailable, describe, inject
 from lab.model.scenario import Fault
-from lab.runner.steps import StepContext, StepOutcome
+from lab.runner.steps.context import StepContext, StepOutcome
 
 
 def run(fault: Fault, ctx: StepContext) -> StepOutcome:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from lab.env.traffic import HttpExchange, curl, exchange_until, http_url, udp_exchange
 from lab.model.scenario import Requests
-from lab.runner.steps import StepContext, StepOutcome
+from lab.runner.steps.context import StepContext, StepOutcome
 
 
 def run(req: Requests, ctx: StepContext) -> StepOutcome:

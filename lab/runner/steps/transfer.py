@@ -31,7 +31,7 @@ from pathlib import Path
 from lab.env.traffic import CurlOutput, HttpExchange, curl_argv, http_url
 from lab.model.scenario import Fault, Transfer
 from lab.plumbing import runtags
-from lab.runner.steps import StepContext, StepOutcome
+from lab.runner.steps.context import StepContext, StepOutcome
 
 CURL_TIMED_OUT = 28  # curl's exit status when --max-time ran out
 # curl's own figures after the transfer
