@@ -44,6 +44,10 @@ class Breakage:
     synack_src: str | None = None  # None: the service (correct)
     option_on_ack: bool = False
     no_fin: bool = False
+    # the client's RST: "mid-session" (after the response, before the service's FIN:
+    # a reset session), "after-teardown" (after both FINs: its answer to a stray
+    # segment that crossed the teardown, as a loaded host's veth can reorder)
+    client_reset: Literal["", "mid-session", "after-teardown"] = ""
     # every pcap starts with frames that are not IPv4 (an ARP who-has and its reply, an
     # IPv6 neighbour solicitation), as a real capture does: Wireshark numbers them too
     arp: bool = False
@@ -84,7 +88,10 @@ def build(tmp: Path, brk: Breakage = Breakage()) -> CaptureDir:
         resp = _p(SVC, CLIENT, SVC_PORT, eph, "PA", load=b"HTTP/1.0 200 OK\r\n\r\nPodName")
         fins = [] if brk.no_fin else [_p(SVC, CLIENT, SVC_PORT, eph, "FA"),
                                      _p(CLIENT, SVC, eph, SVC_PORT, "FA")]
-        hops["client"] += [c_syn, synack_out, c_ack, req, resp, *fins]
+        rst = _p(CLIENT, SVC, eph, SVC_PORT, "R")
+        hops["client"] += [c_syn, synack_out, c_ack, req, resp,
+                           *([rst] if brk.client_reset == "mid-session" else []), *fins,
+                           *([rst] if brk.client_reset == "after-teardown" else [])]
         hops[LB_NAME] += [c_syn, fwd_syn, c_ack, fwd_ack, req, fwd_req]
         if brk.lb_sees_reply:
             hops[LB_NAME].append(synack_out)

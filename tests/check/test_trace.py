@@ -5,6 +5,7 @@ trace files that are wrong named by file and field."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,8 @@ def test_working_dsr_passes_every_claim_and_binds_each_flow(tmp_path: Path) -> N
          f"✗ [IP].src expected {VIP} got {POD_IP}"),
         (Breakage(option_on_ack=True), {"lb-node"}, "lb-node/option-on-non-syn"),
         (Breakage(no_fin=True), {"client-session"}, "client-session/service-fin"),
+        (Breakage(client_reset="mid-session"), {"client-session"},
+         "client-session/reset at client/br-kind"),
     ],
 )
 def test_each_break_fails_its_claim_with_a_field_diff(
@@ -89,6 +92,25 @@ def test_each_break_fails_its_claim_with_a_field_diff(
     assert {c.name for c in res.claims if not c.passed} == failing
     report = " ".join("\n".join(f.describe() for f in res.failures()).split())
     assert text in report, report
+
+
+def test_a_reset_after_the_teardown_breaks_no_session(tmp_path: Path) -> None:
+    """The client's RST after both FINs answers a stray segment (a loaded host's veth
+    reordered a pure ACK past the client's FIN, the backend's TIME_WAIT answered it):
+    the seed's ``reset`` rule looks only ahead of the service's FIN."""
+    res = run(tmp_path, Breakage(client_reset="after-teardown"))
+    assert all(c.passed for c in res.claims), res.summary()
+    reset = next(c for c in res.claims if c.name == "client-session").checks[-3]
+    assert reset.name == "reset"
+    assert re.fullmatch(r"none of \d+ packets ahead of service-fin matched", reset.message)
+
+
+def test_a_never_rule_before_an_unknown_expectation_is_refused(tmp_path: Path) -> None:
+    data = seed_data()
+    data["claims"][0]["never"][0]["before"] = "teardown"
+    with pytest.raises(TraceError, match=r"claims\[0\]\.never\[0\]\.before: 'teardown' is "
+                                         r"not an expectation of claim 'client-session'"):
+        run(tmp_path, trace=data)
 
 
 def test_a_deliberately_broken_expectation_shows_expected_got_per_field(tmp_path: Path) -> None:

@@ -223,7 +223,8 @@ class _Checker:
             start = anchors.get(exp.after, prev) if exp.after else prev
             results.append(self.check_expect(at, exp, start, anchors))
             prev = anchors.get(exp.name, prev)
-        results += [self.check_never(at, nev) for nev in claim.never]
+        results += [self.check_never(at, nev, anchors.get(nev.before or ""))
+                    for nev in claim.never]
         return results
 
     def check_expect(self, at: _At, exp: PacketSpec, start: int,
@@ -267,9 +268,11 @@ class _Checker:
             base.message = f"unbound {exc} (an earlier binding failed)"
         return base
 
-    def check_never(self, at: _At, nev: NeverSpec) -> CheckResult:
+    def check_never(self, at: _At, nev: NeverSpec, end: int | None = None) -> CheckResult:
+        """``end``: the position of ``nev.before``'s match (every packet when it has
+        none: that expectation fails on its own)."""
         res = CheckResult(at.claim.name, at.flow_id, at.point.name, nev.name, "never", True)
-        pkts, env = at.pkts, at.env
+        pkts, env = (at.pkts if end is None else at.pkts[:end]), at.env
         try:
             specs = self.compile(nev.field_specs())
             for p in pkts:
@@ -280,7 +283,8 @@ class _Checker:
                     res.closest_summary = p.summary()
                     res.diff = self.diff(specs, outs)
                     return res
-            res.message = f"none of {len(pkts)} packets matched"
+            ahead = f" ahead of {nev.before}" if end is not None else ""
+            res.message = f"none of {len(pkts)} packets{ahead} matched"
         except Unbound as exc:
             res.passed, res.message = False, f"unbound {exc}"
         return res

@@ -108,11 +108,14 @@ class PacketSpec(_OnDatapath):
 
 
 class NeverSpec(_OnDatapath):
-    """No packet at the point may match these fields (only the given ones are compared)."""
+    """No packet at the point may match these fields (only the given ones are compared);
+    with ``before``, no packet ahead of that expectation's match (a reset after the
+    service's FIN ends nothing: a stray segment that crossed the teardown gets one)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")]
+    before: str | None = None  # an expectation of the claim: only packets ahead of its match
 
     def field_specs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -216,8 +219,11 @@ def _claim_problems(trace: Trace, ci: int, claim: Claim) -> list[str]:
                             "each say datapath:)")
         names.append(exp.name)
     for ni, nev in enumerate(claim.never):
-        problems += _spec_problems(trace, nev.field_specs(), f"claims[{ci}].never[{ni}]",
-                                   full=False)
+        where = f"claims[{ci}].never[{ni}]"
+        problems += _spec_problems(trace, nev.field_specs(), where, full=False)
+        if nev.before is not None and nev.before not in names:
+            problems.append(f"{where}.before: {excerpt(nev.before)} is not an expectation of "
+                            f"claim {excerpt(claim.name)}")
     return problems
 
 
