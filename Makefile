@@ -75,13 +75,14 @@ matrix-full: install
 	@bash scripts/install-matrix.sh
 	$(VENV)/bin/dsrlab matrix --full $(MATRIX_ARGS)
 
-# The matrix's smoke, time-bounded (.ci/run calls it after make test): the 6.1 kernel
-# in QEMU, the default groups (the lab's and Cilium's verifier rows, datapath tests,
-# fuzz smoke, the scenarios, Cilium's probes and its seed on both versions: 669 s
-# measured). 5.10 is not in it: its run is about twice as long under TCG.
-# Only that kernel is installed. SIGTERM at the limit stops the VM and the run.
+# The matrix's smoke, time-bounded (.ci/run calls it after make test): the 5.10 kernel
+# (from bullseye: the datapath's declared minimum, the LTS just below the write-up's
+# failing 5.11) in QEMU, the default groups: the lab's and Cilium's verifier rows,
+# datapath tests, fuzz smoke, the scenarios, Cilium's probes and its seed on both
+# versions. 6.1 and 6.12 run in make matrix. Only that kernel is installed.
+# SIGTERM at the limit stops the VM and the run.
 MATRIX_SMOKE_TIMEOUT ?= 900
 matrix-smoke: install
-	@bash scripts/install-matrix.sh 6.1
+	@bash scripts/install-matrix.sh 5.10
 	timeout --signal=TERM --kill-after=60 $(MATRIX_SMOKE_TIMEOUT) \
-		$(VENV)/bin/dsrlab matrix --kernel 6.1 --out build/matrix --run-id smoke $(MATRIX_ARGS)
+		$(VENV)/bin/dsrlab matrix --kernel 5.10 --out build/matrix --run-id smoke $(MATRIX_ARGS)
