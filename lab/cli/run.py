@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -17,13 +17,10 @@ from lab.cli.datapath_choice import (
     one_cilium_src,
 )
 from lab.cli.output import console, fail, need_root, note, one_line_errors, status, table
-from lab.cli.verdicts import all_verdict, run_verdict
-from lab.errors import LabError
+from lab.cli.verdicts import run_verdict
 
 if TYPE_CHECKING:
     from lab.check.trace.results import ClaimVerdict
-    from lab.env.base import Backend
-    from lab.env.netns.datapath import NodeDatapaths
     from lab.runner.scenario import ScenarioRun
 
 FAILURES_SHOWN = 3  # per failed claim
@@ -54,6 +51,9 @@ def run(
              "it is in use on this machine or has a capture set", show_default=False)] = None,
     datapath: DatapathOption = None,
     cilium_srcs: CiliumSrcsOption = None,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, help="with --all: how many scenarios run at once, each in "
+        "its own lab (default: the number of CPUs)", show_default=False)] = None,
 ) -> None:
     """Run a scenario: lab up, captures at every hop, real traffic, trace checked.
 
@@ -76,8 +76,12 @@ def run(
         return
     need_root()
     if run_all:
-        _run_all(captures, scenarios, datapath, cilium_src)
+        from lab.cli.run_all import run_all as run_every
+
+        run_every(captures, scenarios, datapath, cilium_src, jobs or os.cpu_count() or 1)
         return
+    if jobs is not None:
+        fail("-j goes with --all (one scenario is one lab)", code=2)
     assert scenario is not None
     from lab.env import BACKENDS, get_backend
 
@@ -150,140 +154,6 @@ def _both(scenario: str | None, folder: Path | None, captures: Path,
     need_root()
     cols = datapath_columns(cilium_srcs)
     run_both(paths, captures, cols, detailed=scenario is not None)
-
-
-class NotOnDatapath(LabError):
-    """A scenario ``run --all`` skips: the chosen datapath (or backend) cannot run it."""
-
-
-def _run_all(captures: Path, folder: Path | None = None,
-             datapath: NodeDatapath | None = None, cilium_src: Path | None = None) -> None:
-    """Every scenario (of ``folder``), one after the other, a line as each ends; a table
-    of verdicts, then the overall verdict as the last line; exit 1 if one failed.
-    Each runs on ``datapath`` (else its topology's); one the datapath cannot run (or
-    whose ``backends:`` leave out netns) is skipped with the reason."""
-    from lab.capture.layout import check_captures
-    from lab.env.faults import FaultUnavailable
-    from lab.model.scenario import all_scenarios
-    from lab.runner.scenario import run_scenario
-
-    with one_line_errors():
-        check_captures(captures)  # before any lab: where every capture set goes
-    rows: list[list[str]] = []
-    failed = skipped = 0
-    if folder is not None and not folder.is_dir():
-        fail(f"--scenarios {folder}: not a folder", code=2)
-    paths = all_scenarios() if folder is None else all_scenarios(folder)
-    if not paths:
-        fail(f"no scenario (*.yaml) in {folder}", code=2)
-    shared = _shared_datapaths(datapath, cilium_src)  # one Cilium source for them all
-    ran_on: set[str] = set()
-    try:
-        with status("starting") as progress:
-            for i, path in enumerate(paths, start=1):
-                def say(msg: str, name: str = path.stem, n: int = i) -> None:
-                    progress(f"[{n}/{len(paths)}] {name}: {msg}")
-
-                started = time.monotonic()
-                try:
-                    backend, on = _scenario_backend(path, datapath, cilium_src, shared)
-                    res = run_scenario(path, captures_root=captures, progress=say,
-                                       backend=backend)
-                except (FaultUnavailable, NotOnDatapath) as exc:  # not run: the reason
-                    skipped += 1
-                    rows.append([path.stem, "-", "-", "-", "skipped", "-", "-", str(exc)])
-                except LabError as exc:
-                    failed += 1
-                    rows.append([path.stem, "-", "-", "-", "error", "-", "-", str(exc)])
-                else:
-                    ran_on.add(on)
-                    failed += not res.passed
-                    rows.append(_verdict_row(res))
-                _scenario_line(i, len(paths), rows[-1], time.monotonic() - started)
-    except KeyboardInterrupt:  # a signal: the verdicts of the scenarios that finished
-        _verdict_table(rows, failed, skipped,
-                       f"interrupted after {len(rows)} of {len(paths)} scenarios"
-                       + _ran_on(ran_on, datapath))
-        raise
-    on = _ran_on(ran_on, datapath)
-    _verdict_table(rows, failed, skipped, f"{len(paths)} scenarios{on}")
-    console.print(all_verdict(len(paths), failed, skipped, on))
-    if failed:
-        raise typer.Exit(1)
-
-
-def _shared_datapaths(datapath: NodeDatapath | None,
-                      cilium_src: Path | None) -> NodeDatapaths | None:
-    """With ``--datapath cilium``: the one Cilium recipe every scenario runs on (its
-    source chosen once, before any lab: one error line if there is none)."""
-    if datapath is not NodeDatapath.cilium:
-        return None
-    from lab.datapath.cilium.source import choose
-    from lab.env.netns.cilium import CiliumDatapaths
-
-    with one_line_errors():
-        return CiliumDatapaths(choose(cilium_src))
-
-
-def _scenario_backend(path: Path, datapath: NodeDatapath | None, cilium_src: Path | None,
-                      shared: NodeDatapaths | None) -> tuple[Backend, str]:
-    """The netns backend a scenario of ``run --all`` runs on, and what its datapath is
-    called (``Cilium v1.16.0 (...)``); :class:`NotOnDatapath` if it cannot run there."""
-    from lab.capture.manifest import ManifestDatapath
-    from lab.env.netns import NetnsBackend
-    from lab.env.netns.choice import node_datapaths, refusal
-    from lab.model.scenario import load_scenario
-
-    sc, topo = load_scenario(path)
-    refused = sc.backend_refusal("netns")
-    if refused:
-        raise NotOnDatapath(refused)
-    choice = None if datapath is None else datapath.value
-    recipe = shared if shared is not None else node_datapaths(choice, topo, cilium_src)
-    refused = refusal(recipe, topo)
-    if refused:
-        raise NotOnDatapath(refused)
-    on = ManifestDatapath(**recipe.describe()).describe() if recipe else "no datapath"
-    return NetnsBackend(datapath=recipe is not None, datapaths=recipe), on
-
-
-def _ran_on(ran_on: set[str], datapath: NodeDatapath | None) -> str:
-    """`` on Cilium v1.16.0 (...)``: which datapath ran the scenarios; nothing when
-    they all ran on the lab's own by default (as before there was a choice)."""
-    from lab.capture.manifest import ManifestDatapath
-
-    if not ran_on or (datapath is None and ran_on == {ManifestDatapath(name="lab").describe()}):
-        return ""
-    return " on " + " and ".join(sorted(ran_on))
-
-
-def _verdict_table(rows: list[list[str]], failed: int, skipped: int, what: str) -> None:
-    passed = len(rows) - failed - skipped
-    table(("scenario", "mode", "port", "node", "verdict", "claims", "requests", "captures"),
-          rows, title=f"{what}, {passed} passed" + (f", {failed} failed" if failed else "")
-          + (f", {skipped} skipped" if skipped else ""),
-          leave_out=("captures", "node", "port", "mode", "requests"))
-
-
-def _scenario_line(n: int, total: int, row: list[str], seconds: float) -> None:
-    """One line as each scenario of ``run --all`` ends (a pipe or a log sees progress):
-    ``[3/41] seed: pass, claims 6/6, 2.1 s``; an error or a skip with its reason."""
-    name, verdict, claims, why = row[0], row[4], row[5], row[7]
-    detail = f"claims {claims}" if verdict in ("pass", "FAIL") else why
-    style = {"pass": "green", "FAIL": "red", "error": "red"}.get(verdict, "yellow")
-    console.print(Text.assemble(f"[{n}/{total}] {name}: ", (verdict, style),
-                                f", {detail}, {seconds:.1f} s"))
-
-
-def _verdict_row(res: ScenarioRun) -> list[str]:
-    sc, topo = res.scenario, res.topology
-    port = topo.service(sc.target.service).port(sc.target.port)
-    claims = res.result.claims if res.result else []
-    ok = [e for e in res.exchanges if e.ok]
-    return [sc.name, topo.load_balancer.mode, f"{port.node_port}/{port.protocol}",
-            sc.target.node, "pass" if res.passed else "FAIL",
-            f"{sum(c.passed for c in claims)}/{len(claims)}",
-            f"{len(ok)}/{len(res.exchanges)} answered", str(res.capture_dir)]
 
 
 def print_run(run: ScenarioRun) -> None:

@@ -68,8 +68,10 @@ class Run:
     seen: dict[int, procs.ProcessRef] = field(default_factory=dict)
 
     def look(self) -> list[str]:
-        """The run ids it claimed (its owner files) and their namespaces; remembers
-        every process in them."""
+        """The run ids it claimed (its owner files: dsrlab's, or a worker's of ``run --all
+        -j N``, which carries its mark) and their namespaces; remembers every process in
+        them."""
+        ours = {str(self.proc.pid), *map(str, marked(self.mark))}
         for run_id, files in owner.run_files().items():
             if run_id in self.run_ids:
                 continue
@@ -78,7 +80,7 @@ class Run:
                     pid = f.read_text().split()[0] if f.name.endswith(".owner") else ""
                 except (OSError, IndexError):
                     continue
-                if pid == str(self.proc.pid):
+                if pid in ours:
                     self.run_ids.add(run_id)
         spaces = [ns for ns in nsutil.list_netns()
                   if (p := names.parse_netns_name(ns)) is not None and p.run_id in self.run_ids]
@@ -380,13 +382,21 @@ def test_what_a_killed_run_left_is_cleaned_by_its_run_id(start: Callable[..., Ru
         assert not (run.captures / SLOW / run_id).exists()
 
 
-def test_run_all_interrupted_prints_the_verdicts_so_far(start: Callable[..., Run]) -> None:
-    """``run --all`` stopped in its second scenario prints the table of those that
-    finished (the first, seed, scenarios/ comes first), then stops cleanly."""
-    run = start("run", "--all", "--captures", "{captures}", stdout=subprocess.PIPE)
+@pytest.mark.parametrize(("jobs", "sig", "group"), [
+    ("1", signal.SIGINT, True),
+    ("2", signal.SIGINT, True),  # Ctrl-C: the terminal signals every worker too
+    ("2", signal.SIGTERM, False),  # to dsrlab alone: it passes the signal on by PID
+])
+def test_run_all_interrupted_prints_the_verdicts_so_far(
+        start: Callable[..., Run], jobs: str, sig: int, group: bool) -> None:
+    """``run --all`` stopped once the first scenario (seed: scenarios/ comes first) has
+    ended, while others run, prints the table of those that finished, then stops
+    cleanly: one scenario at a time, or two in worker processes."""
+    run = start("run", "--all", "-j", jobs, "--captures", "{captures}",
+                stdout=subprocess.PIPE)
     run.until("the first scenario's verdict",
               lambda: bool(run.look()) and (run.captures / "seed" / "latest").exists())
-    out = stopped_cleanly(run, signal.SIGINT, group=True, finished=True)
+    out = stopped_cleanly(run, sig, group=group, finished=True)
     title = next((line for line in out.splitlines() if line.startswith("interrupted after")),
                  None)
     assert title is not None, out
