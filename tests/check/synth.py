@@ -6,7 +6,6 @@ reset or closed early (:func:`download`)."""
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,9 +14,11 @@ from scapy.layers.inet import IP, TCP, IPOption
 from scapy.layers.inet6 import ICMPv6ND_NS, IPv6
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet, Raw
-from scapy.utils import wrpcap
 
 from lab.capture.capdir import CaptureDir
+from lab.capture.layout import Role
+from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
+from tests.capset import Hop, write_capture_set
 from tests.seed import (
     CLIENT_IP,
     LB_NAME,
@@ -254,19 +255,13 @@ def download(tmp: Path, d: Download = Download()) -> CaptureDir:
 def _write_set(tmp: Path, hops: dict[str, list[Packet]], *,
                scenario: str = "transfer") -> CaptureDir:
     """One pcap per hop and the manifest naming them: a capture set as a run writes."""
-    roles = {"client": "client", LB_NAME: "lb-node", POD_NODE: "backend-node", POD2_NODE:
-             "backend-node", POD_NAME: "pod", POD2_NAME: "pod"}
-    points = []
-    for host, pkts in hops.items():
-        ifname = "br-kind" if host == "client" else "eth0"
-        wrpcap(str(tmp / f"{host}.pcap"), pkts)
-        points.append({"name": f"{host}/{ifname}", "host": host, "ifname": ifname,
-                       "role": roles[host], "file": f"{host}.pcap"})
-    manifest = {"scenario": scenario, "run_id": "abcdef", "backend": "netns",
-                "service": {"ip": SVC, "port": SVC_PORT}, "client": {"ip": CLIENT},
-                "option_byte_order": "host",
-                "backends": [{"name": n, "ip": ip, "port": POD_PORT, "node": node}
-                             for n, (ip, node) in PODS.items()],
-                "points": points}
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
-    return CaptureDir.load(tmp)
+    roles: dict[str, Role] = {"client": "client", LB_NAME: "lb-node", POD_NODE: "backend-node",
+                              POD2_NODE: "backend-node", POD_NAME: "pod", POD2_NAME: "pod"}
+    frames = {Hop(host, "br-kind" if host == "client" else "eth0", roles[host]): pkts
+              for host, pkts in hops.items()}
+    manifest = Manifest(scenario=scenario, run_id="abcdef", backend="netns",
+                        service=ManifestService(ip=SVC, port=SVC_PORT),
+                        client=ManifestClient(ip=CLIENT), option_byte_order="host",
+                        backends=[ManifestBackend(name=n, ip=ip, port=POD_PORT, node=node)
+                                  for n, (ip, node) in PODS.items()])
+    return CaptureDir.load(write_capture_set(tmp, frames, manifest))

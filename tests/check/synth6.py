@@ -16,7 +16,6 @@ backend's node; the reply goes straight to the client, from the service.
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +23,11 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
-from scapy.utils import wrpcap
 
 from lab.capture.capdir import CaptureDir
+from lab.capture.layout import Role
+from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
+from tests.capset import Hop, write_capture_set
 
 # Cilium's IPv6 test vector
 CLIENT6, SVC6, POD6 = "100::", "200::", "300::"
@@ -148,19 +149,15 @@ def geneve_set(tmp: Path, brk: Broken = Broken()) -> CaptureDir:
 def write_set(tmp: Path, hops: dict[str, list[Packet]], *, client: str,
               service: tuple[str, int], backend: tuple[str, int]) -> CaptureDir:
     """One pcap per hop and the manifest naming them."""
-    roles = {"client": "client", LB: "lb-node", NODE: "backend-node", POD: "pod"}
-    points = []
-    for host, pkts in hops.items():
+    roles: dict[str, Role] = {"client": "client", LB: "lb-node", NODE: "backend-node",
+                              POD: "pod"}
+    for pkts in hops.values():
         pkts.sort(key=lambda p: float(p.time))
-        ifname = "br-kind" if host == "client" else "eth0"
-        wrpcap(str(tmp / f"{host}.pcap"), pkts)
-        points.append({"name": f"{host}/{ifname}", "host": host, "ifname": ifname,
-                       "role": roles[host], "file": f"{host}.pcap"})
-    manifest = {"scenario": "dsr6", "run_id": "abcdef", "backend": "netns",
-                "service": {"ip": service[0], "port": service[1]}, "client": {"ip": client},
-                "option_byte_order": "host",
-                "backends": [{"name": POD, "ip": backend[0], "port": backend[1],
-                              "node": NODE}],
-                "points": points}
-    (tmp / "manifest.json").write_text(json.dumps(manifest))
-    return CaptureDir.load(tmp)
+    frames = {Hop(host, "br-kind" if host == "client" else "eth0", roles[host]): pkts
+              for host, pkts in hops.items()}
+    manifest = Manifest(scenario="dsr6", run_id="abcdef", backend="netns",
+                        service=ManifestService(ip=service[0], port=service[1]),
+                        client=ManifestClient(ip=client), option_byte_order="host",
+                        backends=[ManifestBackend(name=POD, ip=backend[0], port=backend[1],
+                                                  node=NODE)])
+    return CaptureDir.load(write_capture_set(tmp, frames, manifest))

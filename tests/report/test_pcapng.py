@@ -13,11 +13,13 @@ import pytest
 from scapy.layers.inet import IP, TCP, IPOption
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Packet
-from scapy.utils import PcapWriter
 
 from lab.capture.capdir import CaptureDir
+from lab.capture.layout import Role
+from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.pytest_plugin import require_cmd
 from lab.report import merge_pcapng
+from tests.capset import Hop, run_file, write_capture_set
 from tests.seed import (
     CLIENT_IP,
     CLIENT_MAC,
@@ -39,7 +41,8 @@ from tests.seed import (
 LB = LB_NAME
 NODE = POD2_NODE
 FLOW = flow_id(40312)
-POINTS = [("client", "br-kind", "client"), (LB, "eth0", "lb-node"), (NODE, "eth0", "backend-node")]
+POINTS: list[tuple[str, str, Role]] = [("client", "br-kind", "client"), (LB, "eth0", "lb-node"),
+                                       (NODE, "eth0", "backend-node")]
 T0 = Decimal("1795612626.222952")
 
 
@@ -76,24 +79,15 @@ def write_capture(directory: Path) -> Path:
             _frame("0.000135", n, c, back.copy(), synack.copy()),
         ],
     }
-    points = []
-    for host, ifname, role in POINTS:
-        name, file = f"{host}/{ifname}", f"{host}--{ifname}.pcap"
-        with PcapWriter(str(directory / file), linktype=1, sync=True) as w:
-            w.write_header(None)
-            for f in frames[name]:
-                w.write(f)
-        points.append({"host": host, "ifname": ifname, "role": role, "name": name,
-                       "file": file, "packets": len(frames[name])})
-    manifest = {"scenario": "seed", "run_id": "pcapng", "backend": "netns",
-                "service": {"ip": VIP, "port": NODE_PORT, "name": SERVICE.name,
-                            "protocol": "TCP"},
-                "client": {"ip": CLIENT_IP}, "option_byte_order": "host",
-                "backends": [{"name": POD2_NAME, "ip": POD2_IP, "port": POD_PORT,
-                              "node": NODE}],
-                "points": points}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
-    return directory
+    hops = {Hop(host, ifname, role): frames[f"{host}/{ifname}"]
+            for host, ifname, role in POINTS}
+    manifest = Manifest(scenario="seed", run_id="pcapng", backend="netns",
+                        service=ManifestService(ip=VIP, port=NODE_PORT, name=SERVICE.name,
+                                                protocol="TCP"),
+                        client=ManifestClient(ip=CLIENT_IP), option_byte_order="host",
+                        backends=[ManifestBackend(name=POD2_NAME, ip=POD2_IP, port=POD_PORT,
+                                                  node=NODE)])
+    return write_capture_set(directory, hops, manifest, file_name=run_file, counts=True)
 
 
 def results() -> dict[str, Any]:

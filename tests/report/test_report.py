@@ -20,15 +20,17 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP, IPOption
 from scapy.layers.l2 import Ether
 from scapy.packet import Packet, Raw
-from scapy.utils import PcapWriter
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from lab.capture.layout import Role
+from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.trace.results import parse_results
 from lab.report import build_report, merge_pcapng, model
 from lab.report.capset import load_view, own_mac
 from lab.report.ladder import find_flows
+from tests.capset import Hop, run_file, write_capture_set
 from tests.seed import (
     CLIENT_IP,
     CLIENT_MAC,
@@ -56,7 +58,7 @@ PODS = {  # name: (ip, node, pod eth0 MAC, host-side lxc MAC)
     POD2_NAME: (POD2_IP, POD2_NODE, "8e:f9:d5:14:5e:88", "66:a8:2f:4d:ca:4c"),
 }
 POD2_ADDR = f"{POD2_IP}:{POD_PORT}"
-POINTS = [("client", "br-kind", "client"), (LB, "eth0", "lb-node"),
+POINTS: list[tuple[str, str, Role]] = [("client", "br-kind", "client"), (LB, "eth0", "lb-node"),
           (POD_NODE, "eth0", "backend-node"),
           (POD2_NODE, "eth0", "backend-node"),
           (POD_NAME, "eth0", "pod"), (POD2_NAME, "eth0", "pod")]
@@ -149,28 +151,16 @@ class Synth:
         self.request(eph, pod, "A", seq=c + 20, ack=s + 41, ip_id=cid + 4)
 
     def write(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        points = []
-        for host, ifname, role in POINTS:
-            name = f"{host}/{ifname}"
-            file = f"{host}--{ifname}.pcap"
-            with PcapWriter(str(directory / file), linktype=1, sync=True) as w:
-                w.write_header(None)
-                for frame in self.frames[name]:
-                    w.write(frame)
-            points.append({"host": host, "ifname": ifname, "role": role, "name": name,
-                           "file": file, "packets": len(self.frames[name])})
-        manifest = {
-            "scenario": "seed", "run_id": "5ynth1", "backend": "netns",
-            "service": {"ip": VIP, "port": NODE_PORT, "name": SERVICE.name, "protocol": "TCP"},
-            "client": {"ip": CLIENT_IP}, "topology": "topologies/seed.yaml",
-            "option_byte_order": "host",
-            "backends": [{"name": n, "ip": ip, "port": POD_PORT, "node": node}
-                         for n, (ip, node, _, _) in PODS.items()],
-            "points": points,
-        }
-        (directory / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        return directory
+        frames = {Hop(host, ifname, role): self.frames[f"{host}/{ifname}"]
+                  for host, ifname, role in POINTS}
+        manifest = Manifest(
+            scenario="seed", run_id="5ynth1", backend="netns",
+            service=ManifestService(ip=VIP, port=NODE_PORT, name=SERVICE.name, protocol="TCP"),
+            client=ManifestClient(ip=CLIENT_IP), topology="topologies/seed.yaml",
+            option_byte_order="host",
+            backends=[ManifestBackend(name=n, ip=ip, port=POD_PORT, node=node)
+                      for n, (ip, node, _, _) in PODS.items()])
+        return write_capture_set(directory, frames, manifest, file_name=run_file, counts=True)
 
 
 def two_flows(directory: Path, **kw: Any) -> Path:
