@@ -58,10 +58,12 @@ def scenarios(d: dict[str, Any]) -> list[str]:
         if v.get(k):
             parts.append(f"{v[k]} {k}" + (f": {', '.join(names)}" if names else ""))
     before, after = d["load_average_before_after"]
+    one = d["seconds"].get("run_all_j1")
+    one_by_one = f" (one at a time, `-j 1`: {one:.0f} s)" if one is not None else ""
     return [f"- `dsrlab run --all`: {d['scenarios']} scenarios ({', '.join(parts)}) in "
-            f"{d['seconds']['run_all']:.0f} s, piped, on {d['cpus']} CPUs (load average "
-            f"{before[0]:.1f} before, {after[0]:.1f} after); `dsrlab run seed` alone "
-            f"{d['seconds']['run_seed']:.1f} s (`bench/scenarios.py`)."]
+            f"{d['seconds']['run_all']:.1f} s{one_by_one}, piped, on {d['cpus']} CPUs "
+            f"(load average {before[0]:.1f} before, {after[0]:.1f} after); `dsrlab run "
+            f"seed` alone {d['seconds']['run_seed']:.1f} s (`bench/scenarios.py`)."]
 
 
 def verifier(d: dict[str, Any]) -> list[str]:
