@@ -51,6 +51,7 @@ class BpfMap:
         self.fd = fd
         self.key_size = key_size
         self.value_size = value_size
+        self._zeroed: tuple[bytes, bytes, int] | None = None  # reset()'s batch, an array's
 
     def _key(self, key: bytes) -> ctypes.Array[ctypes.c_char]:
         if len(key) != self.key_size:
@@ -83,15 +84,19 @@ class BpfMap:
             if len(key) != self.key_size or len(value) != self.value_size:
                 raise DatapathError(f"{self.name}: batch entry of {len(key)}/{len(value)} "
                                     f"bytes, map wants {self.key_size}/{self.value_size}")
-        keys = b"".join(k for k, _ in items)
-        values = b"".join(v for _, v in items)
-        count = ctypes.c_uint(len(items))
-        rc = libbpf.lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(count), None)
+        self._update_raw(b"".join(k for k, _ in items), b"".join(v for _, v in items),
+                         len(items))
+
+    def _update_raw(self, keys: bytes, values: bytes, count: int) -> None:
+        """``count`` entries, their keys and values laid end to end, in one batch."""
+        n = ctypes.c_uint(count)
+        rc = libbpf.lib().bpf_map_update_batch(self.fd, keys, values, ctypes.byref(n), None)
         if rc in _NO_BATCH:
-            for key, value in items:
-                self.update(key, value)
+            ks, vs = self.key_size, self.value_size
+            for i in range(count):
+                self.update(keys[i * ks:(i + 1) * ks], values[i * vs:(i + 1) * vs])
             return
-        libbpf.check(rc, f"batch update of {self.name} ({len(items)} entries)")
+        libbpf.check(rc, f"batch update of {self.name} ({count} entries)")
 
     def delete(self, key: bytes) -> bool:
         """Delete ``key``; False when it was not there."""
@@ -132,9 +137,11 @@ class BpfMap:
         if not libbpf.map_is_array(self.fd):
             self.clear()
             return
-        entries = libbpf.map_max_entries(self.fd)
-        zero = bytes(self.value_size)
-        self.update_batch([(maps.U32.pack(index), zero) for index in range(entries)])
+        if self._zeroed is None:  # an array's every index, and zeros: made once
+            entries = libbpf.map_max_entries(self.fd)
+            self._zeroed = (b"".join(maps.U32.pack(i) for i in range(entries)),
+                            bytes(self.value_size * entries), entries)
+        self._update_raw(*self._zeroed)
 
 
 def _check_u32(what: str, value: int) -> None:
