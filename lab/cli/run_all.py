@@ -165,66 +165,115 @@ def _one_by_one(paths: list[Path], choice: Choice, shared: NodeDatapaths | None,
 
 @dataclass
 class _Worker:
-    index: int
+    """A worker process: it imports the lab once and runs the scenarios it is given,
+    one line ``INDEX PATH`` on its stdin each, answering ``INDEX`` on its stdout once
+    the outcome is in ``<tmp>/<INDEX>.json``."""
+
     proc: subprocess.Popen[bytes]
-    result: Path
     log: Path
-    started: float
+    index: int | None = None  # the scenario it runs now
+    started: float = 0.0
+    answer: bytes = b""
+
+    def give(self, index: int, path: Path) -> None:
+        assert self.proc.stdin is not None
+        self.index, self.started = index, time.monotonic()
+        self.proc.stdin.write(f"{index} {path}\n".encode())
+        self.proc.stdin.flush()
+
+    def finished(self) -> int | None:
+        """The scenario it has just finished, if it answered; reads without waiting."""
+        assert self.proc.stdout is not None
+        with contextlib.suppress(BlockingIOError):
+            self.answer += os.read(self.proc.stdout.fileno(), 4096)
+        if b"\n" not in self.answer:
+            return None
+        line, _, self.answer = self.answer.partition(b"\n")
+        self.index = None
+        return int(line)
 
 
 def _in_workers(paths: list[Path], choice: Choice, jobs: int, tally: Tally) -> None:
-    """The scenarios in worker processes, ``jobs`` at once."""
+    """The scenarios in ``jobs`` worker processes, each given the next when it is free."""
     waiting = list(enumerate(paths))
-    live: list[_Worker] = []
+    workers: list[_Worker] = []
     with tempfile.TemporaryDirectory(prefix="dsrlab-run-all-") as tmp, \
             status("starting") as progress:
+        results = Path(tmp)
         try:
-            while waiting or live:
-                while waiting and len(live) < jobs:
-                    index, path = waiting.pop(0)
-                    live.append(_start(index, path, choice, Path(tmp)))
-                progress(f"{tally.ended}/{len(paths)} done; running "
-                         + ", ".join(paths[w.index].stem for w in live))
-                for w in [w for w in live if w.proc.poll() is not None]:
-                    live.remove(w)
-                    tally.add(w.index, _collect(w, paths[w.index]))
+            workers += [_start(choice, results / f"worker{n}.log") for n in range(jobs)]
+            while waiting or any(w.index is not None for w in workers):
+                for n, idle in enumerate(workers):
+                    if idle.index is None and waiting:
+                        if idle.proc.poll() is not None:  # died idle: another in its place
+                            workers[n] = _start(choice, idle.log.with_suffix(".again.log"))
+                        workers[n].give(*waiting.pop(0))
+                progress(f"{tally.ended}/{len(paths)} done; running " + ", ".join(
+                    paths[w.index].stem for w in workers if w.index is not None))
                 time.sleep(0.05)
+                for w in workers:
+                    index, started = w.index, w.started
+                    if index is None:
+                        continue
+                    if w.finished() is not None or w.proc.poll() is not None:
+                        out = _collect(results / f"{index}.json", w, paths[index])
+                        out.seconds = time.monotonic() - started
+                        tally.add(index, out)
+                        if w.proc.poll() is not None:  # it died: another in its place
+                            workers[workers.index(w)] = _start(choice, w.log.with_suffix(
+                                f".{index}.log"))
+            for w in workers:
+                _close(w)
         except KeyboardInterrupt:
             with interrupts.deferred():
-                _stop(live)
+                _stop(workers)
+                for w in workers:  # what finished before the signal still counts
+                    if w.index is not None and (results / f"{w.index}.json").exists():
+                        tally.add(w.index, _collect(results / f"{w.index}.json", w,
+                                                    paths[w.index]))
             raise
 
 
-def _start(index: int, path: Path, choice: Choice, tmp: Path) -> _Worker:
-    result, log = tmp / f"{index}.json", tmp / f"{index}.log"
-    argv = [sys.executable, "-m", "lab.cli.scenario_worker", str(path), str(choice.captures),
-            str(result)]
+def _start(choice: Choice, log: Path) -> _Worker:
+    argv = [sys.executable, "-m", "lab.cli.scenario_worker", str(choice.captures),
+            str(log.parent)]
     if choice.datapath is not None:
         argv += ["--datapath", choice.datapath.value]
     if choice.cilium_src is not None:
         argv += ["--cilium-src", str(choice.cilium_src)]
-    with log.open("wb") as out, interrupts.deferred():  # started and recorded, or neither
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT)
-        return _Worker(index, proc, result, log, time.monotonic())
+    with log.open("wb") as err, interrupts.deferred():  # started and recorded, or neither
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=err)
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        return _Worker(proc, log)
 
 
-def _collect(w: _Worker, path: Path) -> ScenarioOutcome:
-    """What a worker that ended wrote, or an error with its log's last line."""
+def _collect(result: Path, w: _Worker, path: Path) -> ScenarioOutcome:
+    """What the worker wrote for ``path``, or an error with its log's last line."""
     try:
-        data = json.loads(w.result.read_text())
-        out = ScenarioOutcome(**data)
+        return ScenarioOutcome(**json.loads(result.read_text()))
     except (OSError, ValueError, TypeError):
         lines = w.log.read_text(errors="replace").strip().splitlines()
         why = lines[-1] if lines else f"the worker exited with {w.proc.returncode}"
-        out = ScenarioOutcome.not_run(path.stem, "error", why)
-    out.seconds = time.monotonic() - w.started
-    return out
+        return ScenarioOutcome.not_run(path.stem, "error", why)
+
+
+def _close(w: _Worker) -> None:
+    """No more scenarios: its stdin closed, it exits."""
+    assert w.proc.stdin is not None
+    with contextlib.suppress(OSError):
+        w.proc.stdin.close()
+    w.proc.wait()
 
 
 def _stop(live: list[_Worker]) -> None:
     """Each live worker stopped (SIGTERM by PID, unless the terminal's signal reached it
     already) and waited for while it takes down its lab."""
+    for w in live:
+        with contextlib.suppress(OSError):
+            if w.proc.stdin is not None:
+                w.proc.stdin.close()
     for w in live:
         if w.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -238,11 +287,23 @@ def _stop(live: list[_Worker]) -> None:
             w.proc.wait()
 
 
-def worker(path: Path, choice: Choice, result: Path) -> None:
-    """One scenario in a worker process: its outcome written to ``result`` (JSON)."""
+def worker(choice: Choice, results: Path) -> None:
+    """A worker process's loop: each line ``INDEX PATH`` on stdin is a scenario to run,
+    its outcome written to ``results/INDEX.json``, then ``INDEX`` answered on stdout;
+    it ends when stdin does."""
     shared = _shared_datapaths(choice.datapath, choice.cilium_src)
-    out = one_scenario(path, choice, shared, lambda _msg: None)
-    result.write_text(json.dumps(asdict(out)))
+    # the answers get their own copy of stdout; anything else printing there (the
+    # lab's tools included) goes to stderr, the worker's log
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    for line in sys.stdin:
+        index, _, path = line.rstrip("\n").partition(" ")
+        out = one_scenario(Path(path), choice, shared, lambda _msg: None)
+        with interrupts.deferred():  # a run that ended is told, signal or not
+            (results / f"{int(index)}.json").write_text(json.dumps(asdict(out)))
+            answers.write(f"{int(index)}\n")
+            answers.flush()
 
 
 def _shared_datapaths(datapath: NodeDatapath | None,

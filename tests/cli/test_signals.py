@@ -394,8 +394,12 @@ def test_run_all_interrupted_prints_the_verdicts_so_far(
     cleanly: one scenario at a time, or two in worker processes."""
     run = start("run", "--all", "-j", jobs, "--captures", "{captures}",
                 stdout=subprocess.PIPE)
-    run.until("the first scenario's verdict",
-              lambda: bool(run.look()) and (run.captures / "seed" / "latest").exists())
+    def seed_ended() -> bool:
+        # with workers: also its outcome handed back (dsrlab's temporary folder holds it)
+        told = jobs == "1" or any(run.tmp.glob("dsrlab-run-all-*/0.json"))
+        return bool(run.look()) and (run.captures / "seed" / "latest").exists() and told
+
+    run.until("the first scenario's verdict", seed_ended)
     out = stopped_cleanly(run, sig, group=group, finished=True)
     title = next((line for line in out.splitlines() if line.startswith("interrupted after")),
                  None)
