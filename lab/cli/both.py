@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.text import Text
 
 from lab.cli.output import console, fail, one_line_errors, status, table
 from lab.cli.verdicts import run_verdict
@@ -91,6 +90,8 @@ def run_both(paths: list[Path], captures: Path, cols: list[Column], *,
     """Run each scenario of ``paths`` on every column's datapath, compare, print a line
     per scenario (and with ``detailed``, each run and each comparison's lines), the
     table, the verdict; exit 1 if a run failed or a pair disagrees."""
+    from rich.text import Text
+
     from lab.capture.layout import check_captures
     from lab.env.faults import FaultUnavailable
     from lab.env.netns import NetnsBackend
@@ -175,6 +176,7 @@ def run_both(paths: list[Path], captures: Path, cols: list[Column], *,
 
 
 def _print_comparisons(cmp: Compared) -> None:
+    from rich.text import Text
     for d in cmp.diffs:
         if d is None:
             continue
@@ -188,6 +190,7 @@ def _print_comparisons(cmp: Compared) -> None:
 
 
 def _line(n: int, total: int, row: _Row, seconds: float) -> None:
+    from rich.text import Text
     cells = ", ".join(row.cells)
     why = f" ({row.why})" if row.why else ""
     style = "red" if row.bad else "green"

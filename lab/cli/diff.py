@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.text import Text
 
 from lab.cli.output import console, fail
 
@@ -49,6 +48,7 @@ def diff(
 
 def print_diff(d: CaptureDiff) -> None:
     """The two sets, a line per role, each role's first difference, the verdict."""
+    from rich.text import Text
     for label, folder, what in (("A", d.a, d.datapath_a), ("B", d.b, d.datapath_b)):
         console.print(Text.assemble(f"{label}: ", (folder, "bold"), f"  ({what})"))
     lines = d.summary_lines()

@@ -25,20 +25,22 @@ Rich markup: pass such values as plain ``str`` table cells, in
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn, TypeAlias, cast
 
 import typer
-from rich.console import Console
-from rich.segment import Segment
-from rich.text import Text
 
 from lab.errors import LabError
 from lab.safetext import escaped
 
-Cell = str | Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+Cell: TypeAlias = "str | Text"
 """A table cell: a ``str`` is printed literally; a :class:`Text` may carry style."""
 
 COLUMN_GAP = "  "
@@ -51,35 +53,79 @@ def _isatty(stream: IO[str] | None) -> bool:
         return False
 
 
-class _EscapingConsole(Console):
+@functools.cache
+def _escaping_class() -> type[Console]:
+    from rich.console import Console
+    from rich.segment import Segment
+
+    class _EscapingConsole(Console):
+        def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+            return super()._render_buffer(
+                seg if seg.control else Segment(escaped(seg.text), seg.style, seg.control)
+                for seg in buffer)
+
+    return _EscapingConsole
+
+
+def escaping_console(**options: Any) -> Console:
     """A Console whose text reaches the stream with control characters escaped; the
     control codes Rich makes itself (styles, cursor moves of a spinner) pass."""
+    return _escaping_class()(**options)
 
-    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
-        return super()._render_buffer(
-            seg if seg.control else Segment(escaped(seg.text), seg.style, seg.control)
-            for seg in buffer)
+
+def _console(stderr: bool) -> Console:
+    stream = sys.stderr if stderr else sys.stdout
+    return escaping_console(stderr=stderr, highlight=False, emoji=False, soft_wrap=True,
+                            force_terminal=_isatty(stream))
+
+
+class _OnFirstUse:
+    """A console made when first used: a command that prints nothing through Rich
+    (``--help`` piped, ``down``) never imports it (~50 ms of start-up)."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._made: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._made is None:
+            self._made = _console(self._stderr)
+        return getattr(self._made, name)
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        """Plain strings printed without markup to a stream that is no terminal are
+        written as Rich would write them (control characters escaped, one line),
+        without Rich; anything else goes to the console."""
+        stream = sys.stderr if self._stderr else sys.stdout
+        if (options == {"markup": False} and all(isinstance(o, str) for o in objects)
+                and self._made is None and not _isatty(stream)):
+            stream.write(escaped(" ".join(objects)) + "\n")
+            stream.flush()
+            return
+        self.__getattr__("print")(*objects, **options)
 
 
 # stdout: results. stderr: errors, notes, progress. Each is "a terminal" when its
 # stream is one, whatever FORCE_COLOR says: a pipe gets no ANSI codes.
-console = _EscapingConsole(highlight=False, emoji=False, soft_wrap=True,
-                           force_terminal=_isatty(sys.stdout))
-err = _EscapingConsole(stderr=True, highlight=False, emoji=False, soft_wrap=True,
-                       force_terminal=_isatty(sys.stderr))
+console = cast("Console", _OnFirstUse(stderr=False))
+err = cast("Console", _OnFirstUse(stderr=True))
 
 
 def on_terminal() -> bool:
-    """True when stdout is a terminal: Rich tables; else plain, whole values."""
-    return console.is_terminal
+    """True when stdout is a terminal: Rich tables; else plain, whole values (the
+    console's answer; before it is made, the same question asked of stdout)."""
+    made = console._made if isinstance(console, _OnFirstUse) else console
+    return made.is_terminal if made is not None else _isatty(sys.stdout)
 
 
 def styled(text: str, style: str) -> Text:
     """``text`` (literal, never markup) in ``style`` (dropped when not on a terminal)."""
+    from rich.text import Text
     return Text(text, style=style)
 
 
 def _plain(cell: Cell) -> str:
+    from rich.text import Text
     text = escaped(cell.plain if isinstance(cell, Text) else cell)
     return " ".join(text.splitlines()) if "\n" in text else text
 
@@ -107,6 +153,7 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Cell]], *,
     does not fit, columns are left out (those named in ``leave_out`` first, in that
     order, then from the right) and a line says which.
     """
+    from rich.text import Text
     rows = [list(r) for r in rows]
     if not on_terminal():
         lines = plain_table(columns, rows)
@@ -188,6 +235,7 @@ def status(message: str) -> Iterator[Callable[[str], None]]:
 
     Not on a terminal nothing is shown (no spinner frames in a pipe or log).
     """
+    from rich.text import Text
     if not on_terminal():
         yield lambda _msg: None
         return
@@ -197,6 +245,10 @@ def status(message: str) -> Iterator[Callable[[str], None]]:
 
 def note(label: str, message: str, style: str = "yellow") -> None:
     """``label: message`` on stderr, one line; the message literal."""
+    if not _isatty(sys.stderr):  # the same line, without Rich's start-up
+        err.print(f"{label}: {message}", markup=False)
+        return
+    from rich.text import Text
     err.print(Text.assemble((f"{label}:", style), " ", message))
 
 

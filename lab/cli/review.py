@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.text import Text
 
 from lab.cli.output import console, err, fail, note, on_terminal, table
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from lab.capture.layout import Role
     from lab.check.review import DsrFlow, ReviewResult, Target
     from lab.wire.dsropt import OptionOrder
@@ -55,6 +56,8 @@ def review(
     Exit status: 0 no error found, 1 an error-severity finding (e.g. a reply
     not rewritten to the service address), 2 unreadable input.
     """
+    from rich.text import Text
+
     from lab.check.review import ReviewError, targets
 
     forced, the_role = _order(order), _role(role)
@@ -209,6 +212,7 @@ def print_result(r: ReviewResult, limit: int) -> None:
 
 
 def _print_header(r: ReviewResult) -> None:
+    from rich.text import Text
     where = f" ({r.point}, {r.role})" if r.point else (f" (role {r.role})" if r.role else "")
     console.print(Text.assemble(
         (r.path, "bold"),
@@ -226,6 +230,7 @@ def _print_header(r: ReviewResult) -> None:
 
 def _statuses(flows: list[DsrFlow]) -> Text:
     """``rewritten: 3, no-reply: 1``, each status in its colour."""
+    from rich.text import Text
     counts: dict[str, int] = {}
     for f in flows:
         counts[f.status] = counts.get(f.status, 0) + 1
@@ -255,6 +260,7 @@ def _how(f: DsrFlow) -> str:
 
 
 def _print_flows(r: ReviewResult, limit: int) -> None:
+    from rich.text import Text
     shown = r.flows if limit <= 0 else r.flows[:limit]
     table(("frame", "proto", "client", "backend", "service", "option", "replies svc/pod",
            "status"),
@@ -270,6 +276,7 @@ def _print_flows(r: ReviewResult, limit: int) -> None:
 
 
 def _print_findings(r: ReviewResult, limit: int) -> None:
+    from rich.text import Text
     shown = r.findings if limit <= 0 else r.findings[:limit]
     table(("severity", "frame", "kind", "what"),
           ((Text(x.severity, _SEV_STYLE[x.severity]), str(x.frame), x.kind, x.message)
@@ -282,6 +289,7 @@ def _print_findings(r: ReviewResult, limit: int) -> None:
 
 def print_overview(results: list[ReviewResult]) -> None:
     """One line per file reviewed: where, what, how many errors and warnings."""
+    from rich.text import Text
     def count(n: int, style: str) -> Text:
         return Text(str(n), style if n else "")
 

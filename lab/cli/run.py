@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.text import Text
 
 from lab.cli.datapath_choice import (
     CiliumSrcsOption,
@@ -59,6 +58,8 @@ def run(
 
     With --datapath both: on the lab's datapath and on each Cilium source's, each
     Cilium run's captures compared hop by hop with the lab's (as dsrlab diff does)."""
+    from rich.text import Text
+
     from lab.runner.scenario import run_scenario
 
     if run_all == (scenario is not None):
@@ -158,6 +159,7 @@ def _both(scenario: str | None, folder: Path | None, captures: Path,
 
 def print_run(run: ScenarioRun) -> None:
     """Every claim's verdict, the requests, where the files are, the times."""
+    from rich.text import Text
     for claim in run.result.claims if run.result else []:
         _print_claim(claim)
     for line in run.result.diagnoses if run.result else ():
@@ -187,6 +189,7 @@ def _print_comparison(run: ScenarioRun) -> None:
 
 
 def _print_claim(claim: ClaimVerdict) -> None:
+    from rich.text import Text
     mark = ("PASS", "green") if claim.passed else ("FAIL", "red")
     console.print(Text.assemble(mark, f"  {claim.name}: {claim.title}"))
     for failure in claim.failures[:FAILURES_SHOWN]:
@@ -206,6 +209,7 @@ def _print_claim(claim: ClaimVerdict) -> None:
 
 
 def _print_requests(run: ScenarioRun) -> None:
+    from rich.text import Text
     if run.scenario.steps:  # a scenario of steps: what each did, in its own words
         for i, step in enumerate(run.steps, 1):
             mark = ("", "") if step.ok else ("  (did not complete)", "yellow")

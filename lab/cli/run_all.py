@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.text import Text
 
 from lab.cli.datapath_choice import NodeDatapath
 from lab.cli.output import console, fail, one_line_errors, status, table
@@ -364,6 +363,7 @@ def _verdict_table(tally: Tally, what: str) -> None:
 def _scenario_line(n: int, total: int, out: ScenarioOutcome) -> None:
     """One line as each scenario of ``run --all`` ends (a pipe or a log sees progress):
     ``[3/41] seed: pass, claims 6/6, 2.1 s``; an error or a skip with its reason."""
+    from rich.text import Text
     name, verdict, claims, why = out.row[0], out.row[4], out.row[5], out.row[7]
     detail = f"claims {claims}" if verdict in ("pass", "FAIL") else why
     style = {"pass": "green", "FAIL": "red", "error": "red"}.get(verdict, "yellow")

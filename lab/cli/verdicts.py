@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from rich.text import Text
-
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from lab.runner.scenario import ScenarioRun
 
 
 def run_verdict(res: ScenarioRun) -> Text:
     """The run's last line: ``PASS: seed, 6 of 6 claims`` or ``FAIL: seed, 2 of 6
     claims failed`` (and the diagnosis count)."""
+    from rich.text import Text
     claims = res.result.claims if res.result else []
     failed = sum(not c.passed for c in claims)
     if res.passed:
@@ -28,6 +29,7 @@ def run_verdict(res: ScenarioRun) -> Text:
 def all_verdict(total: int, failed: int, skipped: int, on: str = "") -> Text:
     """``run --all``'s last line: ``FAIL: 2 of 41 scenarios failed`` or ``PASS: ...``
     (``on``: which datapath ran them, `` on Cilium v1.16.0 (...)``)."""
+    from rich.text import Text
     skip = f", {skipped} skipped" if skipped else ""
     if failed:
         return Text.assemble(("FAIL", "bold red"),

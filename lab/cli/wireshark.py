@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.text import Text
 
 from lab.cli.output import console, fail, note
 
@@ -78,6 +77,7 @@ def _print_howto(lua: Path, personal: Path) -> None:
 
 
 def _print_tshark(info: TsharkInfo) -> None:
+    from rich.text import Text
     lua = Text(f"{info.lua} built in") if info.lua else Text("built without Lua", "red")
     console.print(Text.assemble(f"tshark:         {info.version}; ", lua))
     if info.init_lua is not None:
@@ -96,6 +96,8 @@ def _print_tshark(info: TsharkInfo) -> None:
 
 def _check() -> bool:
     """``--check``: tshark loads the script and knows its fields."""
+    from rich.text import Text
+
     from lab.check import wireshark as ws
 
     try:

@@ -89,7 +89,7 @@ def test_a_scenario_with_hostile_fields_is_one_escaped_error(tmp_path: Path) -> 
 def test_tables_notes_and_prints_escape_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """The library's own printing paths: Rich tables, notes, Text and plain strings."""
     buf = io.StringIO()
-    term = output._EscapingConsole(file=buf, force_terminal=True, highlight=False,
+    term = output.escaping_console(file=buf, force_terminal=True, highlight=False,
                                    emoji=False, soft_wrap=True, width=200)
     monkeypatch.setattr(output, "console", term)
     monkeypatch.setattr(output, "err", term)
