@@ -35,7 +35,20 @@ def lab_copy(tmp_path: Path) -> Path:
 def test_the_tree_keeps_its_layers(lab_copy: Path) -> None:
     out = _lint(lab_copy)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "2 kept, 0 broken" in out.stdout
+    assert "3 kept, 0 broken" in out.stdout
+
+
+def test_an_import_cycle_breaks_the_acyclic_contract(lab_copy: Path) -> None:
+    """The diagnosis type's leaf module importing the rules that use it: a cycle, even
+    from inside a function."""
+    path = lab_copy / "lab" / "check" / "diagnosis.py"
+    path.write_text(path.read_text() + "\n\ndef _back() -> None:\n"
+                    "    import lab.check.diagnose  # noqa\n")
+    out = _lint(lab_copy)
+    assert out.returncode != 0
+    text = " ".join(out.stdout.split())
+    assert re.search(r"no import cycles[^.]*? BROKEN", text), out.stdout
+    assert "lab.check" in text, out.stdout
 
 
 @pytest.mark.parametrize(("module", "bad_import", "contract"), [
