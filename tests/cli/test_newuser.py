@@ -152,7 +152,8 @@ def scenario_folder(tmp_path: Path) -> Path:
 def test_run_all_piped_prints_a_line_as_each_scenario_ends_and_the_verdict_last(
         tmp_path: Path) -> None:
     folder = scenario_folder(tmp_path)
-    argv = [*DSRLAB, "run", "--all", "--scenarios", str(folder), "--captures",
+    # one at a time (-j 1): the folder's order is the order they end in
+    argv = [*DSRLAB, "run", "--all", "-j", "1", "--scenarios", str(folder), "--captures",
             str(tmp_path / "captures"), "--no-screenshot"]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           cwd=REPO, env=ENV) as proc:
