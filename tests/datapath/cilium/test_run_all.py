@@ -44,7 +44,9 @@ def test_run_all_on_cilium_skips_what_it_cannot_run(cilium_source: CiliumSource,
     folder = scenario_folder(tmp_path)
     captures = tmp_path / "captures"
     out = subprocess.run(
-        [*DSRLAB, "run", "--all", "--scenarios", str(folder), "--captures", str(captures),
+        # one at a time: pytest-xdist runs other labs beside this test already
+        [*DSRLAB, "run", "--all", "-j", "1", "--scenarios", str(folder), "--captures",
+         str(captures),
          "--datapath", "cilium", "--cilium-src", str(cilium_source.path), "--no-screenshot"],
         capture_output=True, text=True, timeout=900, check=False, cwd=REPO, env=ENV)
     lines = out.stdout.splitlines()
