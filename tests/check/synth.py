@@ -17,8 +17,9 @@ from scapy.packet import Packet, Raw
 
 from lab.capture.capdir import CaptureDir
 from lab.capture.layout import Role
+from lab.capture.live import CapturePoint
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
-from tests.capset import Hop, write_capture_set
+from tests.capset import write_capture_set
 from tests.seed import (
     CLIENT_IP,
     LB_NAME,
@@ -257,7 +258,7 @@ def _write_set(tmp: Path, hops: dict[str, list[Packet]], *,
     """One pcap per hop and the manifest naming them: a capture set as a run writes."""
     roles: dict[str, Role] = {"client": "client", LB_NAME: "lb-node", POD_NODE: "backend-node",
                               POD2_NODE: "backend-node", POD_NAME: "pod", POD2_NAME: "pod"}
-    frames = {Hop(host, "br-kind" if host == "client" else "eth0", roles[host]): pkts
+    frames = {CapturePoint(host, "br-kind" if host == "client" else "eth0", roles[host]): pkts
               for host, pkts in hops.items()}
     manifest = Manifest(scenario=scenario, run_id="abcdef", backend="netns",
                         service=ManifestService(ip=SVC, port=SVC_PORT),

@@ -26,8 +26,9 @@ from scapy.packet import Packet, Raw
 
 from lab.capture.capdir import CaptureDir
 from lab.capture.layout import Role
+from lab.capture.live import CapturePoint
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
-from tests.capset import Hop, write_capture_set
+from tests.capset import write_capture_set
 
 # Cilium's IPv6 test vector
 CLIENT6, SVC6, POD6 = "100::", "200::", "300::"
@@ -153,7 +154,7 @@ def write_set(tmp: Path, hops: dict[str, list[Packet]], *, client: str,
                               POD: "pod"}
     for pkts in hops.values():
         pkts.sort(key=lambda p: float(p.time))
-    frames = {Hop(host, "br-kind" if host == "client" else "eth0", roles[host]): pkts
+    frames = {CapturePoint(host, "br-kind" if host == "client" else "eth0", roles[host]): pkts
               for host, pkts in hops.items()}
     manifest = Manifest(scenario="dsr6", run_id="abcdef", backend="netns",
                         service=ManifestService(ip=service[0], port=service[1]),

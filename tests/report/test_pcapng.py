@@ -16,10 +16,11 @@ from scapy.packet import Packet
 
 from lab.capture.capdir import CaptureDir
 from lab.capture.layout import Role
+from lab.capture.live import CapturePoint
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.pytest_plugin import require_cmd
 from lab.report import merge_pcapng
-from tests.capset import Hop, run_file, write_capture_set
+from tests.capset import run_file, write_capture_set
 from tests.seed import (
     CLIENT_IP,
     CLIENT_MAC,
@@ -79,7 +80,7 @@ def write_capture(directory: Path) -> Path:
             _frame("0.000135", n, c, back.copy(), synack.copy()),
         ],
     }
-    hops = {Hop(host, ifname, role): frames[f"{host}/{ifname}"]
+    hops = {CapturePoint(host, ifname, role): frames[f"{host}/{ifname}"]
             for host, ifname, role in POINTS}
     manifest = Manifest(scenario="seed", run_id="pcapng", backend="netns",
                         service=ManifestService(ip=VIP, port=NODE_PORT, name=SERVICE.name,

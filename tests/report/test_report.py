@@ -25,12 +25,13 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from lab.capture.layout import Role
+from lab.capture.live import CapturePoint
 from lab.capture.manifest import Manifest, ManifestBackend, ManifestClient, ManifestService
 from lab.check.trace.results import parse_results
 from lab.report import build_report, merge_pcapng, model
 from lab.report.capset import load_view, own_mac
 from lab.report.ladder import find_flows
-from tests.capset import Hop, run_file, write_capture_set
+from tests.capset import run_file, write_capture_set
 from tests.seed import (
     CLIENT_IP,
     CLIENT_MAC,
@@ -151,7 +152,7 @@ class Synth:
         self.request(eph, pod, "A", seq=c + 20, ack=s + 41, ip_id=cid + 4)
 
     def write(self, directory: Path) -> Path:
-        frames = {Hop(host, ifname, role): self.frames[f"{host}/{ifname}"]
+        frames = {CapturePoint(host, ifname, role): self.frames[f"{host}/{ifname}"]
                   for host, ifname, role in POINTS}
         manifest = Manifest(
             scenario="seed", run_id="5ynth1", backend="netns",
