@@ -326,6 +326,14 @@ def _prog_info(fd: int, ids: ctypes.Array[c_uint] | None = None) -> BpfProgInfo:
     return info
 
 
+def object_programs(obj: int) -> Iterator[tuple[int, str]]:
+    """Each program of an opened libbpf object: its handle and its name."""
+    handle = lib().bpf_object__next_program(obj, None)
+    while handle:
+        yield handle, (lib().bpf_program__name(handle) or b"").decode()
+        handle = lib().bpf_object__next_program(obj, handle)
+
+
 def prog_info(fd: int) -> tuple[str, list[int]]:
     """(name, map ids) of the program behind ``fd``."""
     ids = (c_uint * MAX_PROG_MAPS)()

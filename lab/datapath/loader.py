@@ -219,16 +219,13 @@ class _StatsLogs:
     def __init__(self, obj: int) -> None:
         lib = libbpf.lib()
         self._bufs: dict[str, ctypes.Array[ctypes.c_char]] = {}
-        prog = lib.bpf_object__next_program(obj, None)
-        while prog:
+        for prog, name in libbpf.object_programs(obj):
             buf = ctypes.create_string_buffer(STATS_LOG_SIZE)
-            name = (lib.bpf_program__name(prog) or b"").decode()
             libbpf.check(lib.bpf_program__set_log_buf(prog, buf, STATS_LOG_SIZE),
                          f"log buffer of {name}")
             libbpf.check(lib.bpf_program__set_log_level(prog, BPF_LOG_STATS),
                          f"log level of {name}")
             self._bufs[name] = buf
-            prog = lib.bpf_object__next_program(obj, prog)
 
     def processed(self) -> dict[str, int]:
         """Instructions processed, by program name (the programs the kernel loaded)."""

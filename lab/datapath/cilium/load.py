@@ -55,14 +55,8 @@ class LoadedObject:
 
 def _programs(obj: int) -> list[tuple[str, str, int]]:
     lib = libbpf.lib()
-    out = []
-    prog = lib.bpf_object__next_program(obj, None)
-    while prog:
-        name = (lib.bpf_program__name(prog) or b"").decode()
-        section = (lib.bpf_program__section_name(prog) or b"").decode()
-        out.append((name, section, lib.bpf_program__fd(prog)))
-        prog = lib.bpf_object__next_program(obj, prog)
-    return out
+    return [(name, (lib.bpf_program__section_name(prog) or b"").decode(),
+             lib.bpf_program__fd(prog)) for prog, name in libbpf.object_programs(obj)]
 
 
 def _maps(obj: int) -> list[tuple[str, int, int, int]]:
@@ -102,11 +96,9 @@ class CiliumNode:
         def reuse(obj: int) -> None:
             # Cilium's sections ("from-netdev", "2/7") say no program type to libbpf:
             # every program is a tc classifier, as the agent's loader says
-            prog = lib.bpf_object__next_program(obj, None)
-            while prog:
+            for prog, _name in libbpf.object_programs(obj):
                 libbpf.check(lib.bpf_program__set_type(prog, BPF_PROG_TYPE_SCHED_CLS),
                              f"{path.name}: program type")
-                prog = lib.bpf_object__next_program(obj, prog)
             for mname, handle, _type, _fd in _maps(obj):
                 # no bpffs pins: the node's maps live as long as the lab holds them
                 libbpf.check(lib.bpf_map__set_pin_path(handle, None),
