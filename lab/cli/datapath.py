@@ -40,6 +40,12 @@ class Datapath(StrEnum):
     cilium = "cilium"
 
 
+# --datapath of `datapath run` and `datapath verify`
+DatapathOption = Annotated[Datapath, typer.Option(
+    help="lab: the lab's own bpf/dsr.c; cilium: Cilium's own programs, built from "
+    "--cilium-src")]
+
+
 def _repeat(value: int) -> int:
     """``--repeat``: 1 up to what a test run asks the kernel for (checked when given)."""
     from lab.datapath.testrun import MAX_REPEAT
@@ -137,9 +143,7 @@ def run(
         help="translate a datagram's later fragments with its first")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per packet on "
                                           "stdout")] = False,
-    datapath: Annotated[Datapath, typer.Option(
-        help="lab: the lab's own bpf/dsr.c; cilium: Cilium's own programs, built from "
-        "--cilium-src")] = Datapath.lab,
+    datapath: DatapathOption = Datapath.lab,
     cilium_src: Annotated[Path | None, typer.Option(
         metavar="PATH", help="with --datapath cilium: a Cilium checkout, its bpf/, or a "
         "bpf/ tarball (default: $DSRLAB_CILIUM_SRC)")] = None,
@@ -264,9 +268,7 @@ def verify(
     as_json: Annotated[bool, typer.Option("--json", help="the report as one JSON object "
                                           "on stdout (--datapath cilium: an array, one "
                                           "per version)")] = False,
-    datapath: Annotated[Datapath, typer.Option(
-        help="lab: the lab's own bpf/dsr.c; cilium: Cilium's own programs, built from "
-        "--cilium-src")] = Datapath.lab,
+    datapath: DatapathOption = Datapath.lab,
     cilium_src: Annotated[Path | None, typer.Option(
         metavar="PATH", help="with --datapath cilium: a Cilium checkout, its bpf/, a bpf/ "
         "tarball or a folder of them (default: $DSRLAB_CILIUM_SRC)")] = None,
