@@ -22,7 +22,10 @@ def _hostport(obj: Any) -> str:
     return hostport(str(obj.ip), obj.port)
 
 
+@cache
 def environment() -> Environment:
+    """The one environment of this process: each template is compiled once in it
+    (about 0.1 s a template), then taken from its cache."""
     env = Environment(
         loader=PackageLoader("lab.report", "templates"),
         autoescape=select_autoescape(enabled_extensions=("html.j2", "svg.j2"),
