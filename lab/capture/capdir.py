@@ -94,7 +94,7 @@ class CaptureDir:
     def packets(self, point: PointFile) -> list[Pkt]:
         """The point's IPv4 packets (none when its pcap is absent), read once per instance."""
         if point.name not in self._packets:
-            # scapy takes ~0.3 s to import: only the readers of packets pay for it
+            # the packet decoder only for the readers of packets
             from lab.wire.packets import read_pcap  # noqa: PLC0415
 
             self._packets[point.name] = read_pcap(point.file) if point.file.exists() else []

@@ -1,4 +1,4 @@
-"""Captured packets as flat, comparable records (scapy does the parsing).
+"""Captured packets as flat, comparable records.
 
 :func:`read_pcap` turns a capture file into :class:`Pkt` records: addresses,
 ports, TCP flags, IP header length, the raw IP options and the decoded DSR
@@ -14,32 +14,25 @@ Destination Option is decoded into ``carrier``. A Geneve-encapsulated frame
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from ipaddress import IPv6Address
 from pathlib import Path
-from typing import Any, cast
-
-from scapy.layers.inet import (
-    ICMP,
-    IP,
-    TCP,
-    UDP,
-    IPerror,
-    IPOption_NOP,
-    IPOption_RR,
-    IPOption_Timestamp,
-    TCPerror,
-    UDPerror,
-    in4_chksum,
-)
-from scapy.layers.inet6 import IPv6
-from scapy.layers.l2 import Ether
-from scapy.packet import Packet
-from scapy.utils import PcapReader, checksum
+from socket import inet_ntoa
+from typing import Any
 
 from lab.wire import dsropt
+from lab.wire.checksum import checksum
 from lab.wire.dsropt import DsrValue, hostport
+from lab.wire.pcapread import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_IPV4,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_NULL,
+    LINKTYPE_RAW,
+    open_capture,
+)
 
 TCP_FLAG_NAMES = "FSRPAUEC"  # bit 0 .. bit 7
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -181,105 +174,159 @@ def tcp_flag_string(bits: int) -> str:
     return "".join(ch for ch in order if bits & bit_of[ch])
 
 
-def from_scapy(frame: Packet, number: int) -> Pkt | None:
-    """A record for an IPv4 or IPv6 frame, ``number`` its frame number in its file
-    (1-based, as Wireshark's); ``None`` for anything else. A Geneve frame is its inner
-    packet's record, with the outer headers."""
-    layer = frame.getlayer(IP)
-    if layer is not None and (encap := _geneve(cast(IP, layer), frame, number)) is not None:
+def from_frame(data: bytes, number: int, time: float = 0.0,
+               linktype: int = LINKTYPE_ETHERNET) -> Pkt | None:
+    """A record for the frame ``data`` of link type ``linktype`` if it carries IPv4 or
+    IPv6 (behind Ethernet and VLAN tags, Linux cooked headers, BSD loopback, or bare),
+    ``number`` its frame number in its file (1-based, as Wireshark's); ``None`` for
+    anything else: ARP, neighbour discovery, a header cut short. A Geneve frame is its
+    inner packet's record, with the outer headers."""
+    l3, ethertype = _l3_start(data, linktype)
+    if l3 < 0:
+        return None
+    macs = (_mac(data[6:12]), _mac(data[0:6])) if linktype == LINKTYPE_ETHERNET else ("", "")
+    version = ethertype_version(ethertype) if ethertype else (data[l3] >> 4 if len(data) > l3
+                                                             else 0)
+    if version == 4:
+        return _from_ipv4(data[l3:], number, time, macs)
+    if version == 6:
+        return _from_ipv6(data[l3:], number, time, macs)
+    return None
+
+
+def from_scapy(frame: Any, number: int) -> Pkt | None:
+    """:func:`from_frame` for a scapy packet (an ``Ether`` frame, or a bare ``IP`` or
+    ``IPv6`` packet), its time the packet's."""
+    from scapy.layers.l2 import Ether  # noqa: PLC0415 (scapy only for callers that use it)
+
+    linktype = LINKTYPE_ETHERNET if isinstance(frame, Ether) else LINKTYPE_RAW
+    return from_frame(bytes(frame), number, float(frame.time), linktype)
+
+
+def ethertype_version(ethertype: int) -> int:
+    return {0x0800: 4, 0x86DD: 6}.get(ethertype, 0)
+
+
+_VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
+
+
+def _l3_start(data: bytes, linktype: int) -> tuple[int, int]:
+    """Where the IP header starts in a frame of ``linktype`` and the ethertype that
+    names it (0 where the link layer names none: the version nibble decides); -1 when
+    the frame carries no IP."""
+    n = len(data)
+    if linktype == LINKTYPE_ETHERNET:
+        if n < 14:
+            return -1, 0
+        off, et = 14, int.from_bytes(data[12:14], "big")
+        while et in _VLAN_TYPES and off + 4 <= n:
+            et, off = int.from_bytes(data[off + 2:off + 4], "big"), off + 4
+        return (off, et) if ethertype_version(et) else (-1, 0)
+    if linktype == LINKTYPE_LINUX_SLL:
+        et = int.from_bytes(data[14:16], "big") if n >= 16 else 0
+        return (16, et) if ethertype_version(et) else (-1, 0)
+    if linktype == LINKTYPE_LINUX_SLL2:
+        et = int.from_bytes(data[0:2], "big") if n >= 20 else 0
+        return (20, et) if ethertype_version(et) else (-1, 0)
+    if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4):
+        return 0, 0
+    if linktype == LINKTYPE_NULL and n >= 4:  # AF_INET or AF_INET6, either byte order
+        return 4, 0
+    return -1, 0
+
+
+def _mac(b: bytes) -> str:
+    return b.hex(":")
+
+
+_IP4_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
+
+
+def _from_ipv4(raw: bytes, number: int, time: float,
+               macs: tuple[str, str]) -> Pkt | None:
+    """A record for the IPv4 packet ``raw`` (bytes after it, Ethernet padding, are
+    left out by its total length); None when not even the fixed header is there."""
+    if len(raw) < 20 or raw[0] >> 4 != 4:
+        return None
+    proto_num = raw[9]
+    if proto_num == 17 and (encap := _geneve(raw, number, time, macs)) is not None:
         return encap
-    if layer is None or (isinstance(frame, Ether) and isinstance(frame.payload, IPv6)):
-        six = frame.getlayer(IPv6)
-        return _from_ipv6(cast(IPv6, six), frame, number) if six is not None else None
-    ip = cast(IP, layer)
-    raw_ip = bytes(ip)
-    ihl = int(ip.ihl)
-    hdr = raw_ip[: ihl * 4]
-    ip_ok = len(hdr) >= 20 and checksum(hdr) == 0
+    ihl = raw[0] & 0x0F
+    hlen = ihl * 4
+    hdr = raw[:hlen]
+    ip_ok = ihl >= 5 and len(hdr) == hlen and checksum(hdr) == 0
     options = hdr[20:]
-    proto_num = int(ip.proto)
-    sport = dport = None
-    flags = ""
-    payload = b""
+    tot = int.from_bytes(raw[2:4], "big")
+    frag = int.from_bytes(raw[6:8], "big")
+    frag_offset, more = (frag & 0x1FFF) * 8, bool(frag & 0x2000)
+    l4 = raw[hlen:tot] if ihl >= 5 else b""
+    sport = dport = seq = ack = None
+    flags, payload = "", b""
     l4_ok: bool | None = None
-    seq = ack = None
-    l4_bytes = raw_ip[ihl * 4 : int(ip.len)]
-    frag_offset, more = int(ip.frag) * 8, bool(int(ip.flags) & 1)
+    icmp: dict[str, Any] = {}
+    l4_head = 0  # the L4 header's bytes, before the payload
+    pseudo = raw[12:20] + bytes((0, proto_num)) + len(l4).to_bytes(2, "big")
     if frag_offset:  # a later fragment: no L4 header, only the datagram's bytes
-        payload = l4_bytes
-    elif proto_num == 6 and isinstance(ip.payload, TCP):
-        tcp = ip[TCP]
-        sport, dport = int(tcp.sport), int(tcp.dport)
-        flags = tcp_flag_string(int(tcp.flags))
-        seq, ack = int(tcp.seq), int(tcp.ack)
-        payload = l4_bytes[int(tcp.dataofs or 5) * 4:]  # within tot_len: no Ethernet padding
-        l4_ok = len(l4_bytes) >= 20 and in4_chksum(6, ip, l4_bytes) == 0
-    elif proto_num == 17 and isinstance(ip.payload, UDP):
-        udp = ip[UDP]
-        sport, dport = int(udp.sport), int(udp.dport)
-        payload = l4_bytes[8:]
-        l4_ok = len(l4_bytes) >= 8 and (int(udp.chksum) == 0 or in4_chksum(17, ip, l4_bytes) == 0)
-    icmp = _icmp_fields(l4_bytes) if proto_num == 1 and not frag_offset else {}
-    if icmp:
-        l4_ok = checksum(l4_bytes) == 0
-    if frag_offset or more:
-        l4_ok = None  # the checksum covers the whole datagram, not this piece
+        payload = l4
+    elif proto_num == 6 and len(l4) >= 20:
+        sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
+        seq, ack = int.from_bytes(l4[4:8], "big"), int.from_bytes(l4[8:12], "big")
+        flags = tcp_flag_string(l4[13])
+        l4_head = ((l4[12] >> 4) or 5) * 4
+        payload = l4[l4_head:]
+        l4_ok = checksum(pseudo + l4) == 0
+    elif proto_num == 17 and len(l4) >= 8:
+        sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
+        l4_head, payload = 8, l4[8:]
+        l4_ok = l4[6:8] == b"\0\0" or checksum(pseudo + l4) == 0
+    elif proto_num == 1 and len(l4) >= 8:
+        icmp = _icmp_fields(l4)
+        l4_ok = checksum(l4) == 0
+    if frag_offset or more or len(l4) < tot - hlen:
+        l4_ok = None  # it covers the whole datagram, or bytes the capture cut off
+    # the payload's length on the wire, as the headers give it (a frame the snap length
+    # cut, a GSO super-frame, still counts all its bytes); ``payload``: what was captured
+    payload_len = max(0, tot - hlen - l4_head) if payload or l4_head else 0
     return Pkt(
-        frame=number,
-        time=float(frame.time),
-        src=str(ip.src),
-        dst=str(ip.dst),
-        proto={1: "icmp", 6: "tcp", 17: "udp"}.get(proto_num, str(proto_num)),
-        sport=sport,
-        dport=dport,
-        flags=flags,
-        ttl=int(ip.ttl),
-        ip_id=int(ip.id),
-        ihl=ihl,
-        ip_len=int(ip.len),
-        options=options,
-        payload_len=len(payload),
-        ip_csum_ok=ip_ok,
-        l4_csum_ok=l4_ok,
-        payload=payload[:256],
-        seq=seq,
-        ack=ack,
-        mac_src=str(frame.src) if isinstance(frame, Ether) else "",
-        mac_dst=str(frame.dst) if isinstance(frame, Ether) else "",
-        frag_offset=frag_offset,
-        more_fragments=more,
+        frame=number, time=time, src=inet_ntoa(raw[12:16]), dst=inet_ntoa(raw[16:20]),
+        proto=_IP4_PROTO_NAMES.get(proto_num, str(proto_num)), sport=sport, dport=dport,
+        flags=flags, ttl=raw[8], ip_id=int.from_bytes(raw[4:6], "big"), ihl=ihl,
+        ip_len=tot, options=options, payload_len=payload_len, ip_csum_ok=ip_ok,
+        l4_csum_ok=l4_ok, payload=payload[:256], seq=seq, ack=ack,
+        mac_src=macs[0], mac_dst=macs[1], frag_offset=frag_offset, more_fragments=more,
         **icmp,
     )
 
 
-def _geneve(ip: IP, frame: Packet, number: int) -> Pkt | None:
+def _geneve(raw: bytes, number: int, time: float, macs: tuple[str, str]) -> Pkt | None:
     """The inner packet of a Geneve frame (IPv4 outer, UDP port 6081, Ethernet inside),
     with its outer headers and DSR option; None if the frame is not one."""
-    raw = bytes(ip)
     ihl = (raw[0] & 0x0F) * 4
     udp = raw[ihl:]
-    if raw[9] != 17 or len(udp) < 16 or int.from_bytes(udp[2:4], "big") != dsropt.GENEVE_PORT:
+    if ihl < 20 or len(udp) < 16 or int.from_bytes(udp[2:4], "big") != dsropt.GENEVE_PORT:
         return None
     gen = udp[8:]
     opt_len = (gen[0] & 0x3F) * 4
     if gen[0] >> 6 or gen[2:4] != b"\x65\x58" or len(gen) < 8 + opt_len + 14:
         return None  # another version, or not Ethernet inside
-    inner = from_scapy(Ether(gen[8 + opt_len:]), number)
+    inner = from_frame(gen[8 + opt_len:], number, time)
     if inner is None or inner.outer is not None:
         return None
-    outer = Outer(str(ip.src), str(ip.dst), int.from_bytes(udp[0:2], "big"),
-                  dsropt.GENEVE_PORT, int.from_bytes(gen[4:7], "big"), int(ip.ttl))
+    outer = Outer(inet_ntoa(raw[12:16]), inet_ntoa(raw[16:20]),
+                  int.from_bytes(udp[0:2], "big"), dsropt.GENEVE_PORT,
+                  int.from_bytes(gen[4:7], "big"), raw[8])
     carrier = dsropt.find_in_geneve_options(gen[8:8 + opt_len]) or inner.carrier
-    return replace(inner, time=float(frame.time), outer=outer, carrier=carrier,
-                   mac_src=str(frame.src) if isinstance(frame, Ether) else "",
-                   mac_dst=str(frame.dst) if isinstance(frame, Ether) else "")
+    return replace(inner, outer=outer, carrier=carrier, mac_src=macs[0], mac_dst=macs[1])
 
 
-def _from_ipv6(ip6: IPv6, frame: Packet, number: int) -> Pkt | None:
+def _from_ipv6(raw: bytes, number: int, time: float,
+               macs: tuple[str, str]) -> Pkt | None:
     """A record for an IPv6 packet: its extension headers walked over, a DSR
     Destination Option decoded; ``ip_len`` is the whole packet (40 + payload length),
-    ``ttl`` the hop limit. Neighbour discovery and MLD make no record."""
-    raw = bytes(ip6)
+    ``ttl`` the hop limit. Neighbour discovery and MLD make no record, nor a packet
+    cut short of its fixed header."""
+    if len(raw) < 40 or raw[0] >> 4 != 6:
+        return None
     plen = int.from_bytes(raw[4:6], "big")
     end = min(len(raw), 40 + plen)
     nh, off, carrier = raw[6], 40, None
@@ -290,17 +337,20 @@ def _from_ipv6(ip6: IPv6, frame: Packet, number: int) -> Pkt | None:
         nh, off = raw[off], ext_end
     l4 = raw[off:end]
     sport = dport = seq = ack = icmp_type = icmp_code = icmp_mtu = quoted = None
-    flags, payload, l4_ok = "", b"", None
+    flags, payload = "", b""
+    l4_ok: bool | None = None
+    l4_head = 0
     pseudo = raw[8:40] + len(l4).to_bytes(4, "big") + bytes((0, 0, 0, nh))
     if nh == 6 and len(l4) >= 20:
         sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
         seq, ack = int.from_bytes(l4[4:8], "big"), int.from_bytes(l4[8:12], "big")
         flags = tcp_flag_string(l4[13])
-        payload = l4[(l4[12] >> 4) * 4:]
+        l4_head = (l4[12] >> 4) * 4
+        payload = l4[l4_head:]
         l4_ok = checksum(pseudo + l4) == 0
     elif nh == 17 and len(l4) >= 8:
         sport, dport = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
-        payload = l4[8:]
+        l4_head, payload = 8, l4[8:]
         l4_ok = checksum(pseudo + l4) == 0
     elif nh == 58 and len(l4) >= 4:
         if 130 <= l4[0] <= 143:  # neighbour discovery, MLD: the link's, no flow's
@@ -311,15 +361,21 @@ def _from_ipv6(ip6: IPv6, frame: Packet, number: int) -> Pkt | None:
             icmp_mtu = int.from_bytes(l4[4:8], "big")
         if icmp_type in ICMP6_ERRORS:
             quoted = _quoted_ipv6(l4[8:])
+    if end < 40 + plen:
+        l4_ok = None  # the capture cut off bytes the checksum covers
+    payload_len = max(0, 40 + plen - off - l4_head) if payload or l4_head else 0
     return Pkt(
-        frame=number, time=float(frame.time), src=str(ip6.src), dst=str(ip6.dst),
+        frame=number, time=time, src=_ip6(raw[8:24]), dst=_ip6(raw[24:40]),
         proto=_PROTO_NAMES.get(nh, str(nh)), sport=sport, dport=dport, flags=flags,
-        ttl=raw[7], ip_id=0, ihl=0, ip_len=end, options=b"", payload_len=len(payload),
+        ttl=raw[7], ip_id=0, ihl=0, ip_len=40 + plen, options=b"", payload_len=payload_len,
         ip_csum_ok=True, l4_csum_ok=l4_ok, payload=payload[:256], seq=seq, ack=ack,
-        mac_src=str(frame.src) if isinstance(frame, Ether) else "",
-        mac_dst=str(frame.dst) if isinstance(frame, Ether) else "",
+        mac_src=macs[0], mac_dst=macs[1],
         icmp_type=icmp_type, icmp_code=icmp_code, icmp_mtu=icmp_mtu, quoted=quoted,
         family=6, carrier=carrier)
+
+
+def _ip6(b: bytes) -> str:
+    return str(IPv6Address(b))
 
 
 def _quoted_ipv6(packet: bytes) -> tuple[str, str, str, int | None, int | None] | None:
@@ -334,8 +390,7 @@ def _quoted_ipv6(packet: bytes) -> tuple[str, str, str, int | None, int | None] 
     if nh in (6, 17) and off + 4 <= len(packet):
         sp = int.from_bytes(packet[off:off + 2], "big")
         dp = int.from_bytes(packet[off + 2:off + 4], "big")
-    return (str(IPv6Address(packet[8:24])), str(IPv6Address(packet[24:40])),
-            _PROTO_NAMES.get(nh, str(nh)), sp, dp)
+    return (_ip6(packet[8:24]), _ip6(packet[24:40]), _PROTO_NAMES.get(nh, str(nh)), sp, dp)
 
 
 ICMP_ERRORS = (3, 4, 5, 11, 12)  # unreachable, source quench, redirect, time exceeded, ...
@@ -343,64 +398,33 @@ ICMP_ERRORS = (3, 4, 5, 11, 12)  # unreachable, source quench, redirect, time ex
 
 def _icmp_fields(message: bytes) -> dict[str, Any]:
     """An ICMP message's type, code, next-hop MTU (3/4) and, for an error, the packet
-    it quotes (scapy parses the quoted header)."""
-    if len(message) < 8:
-        return {}
-    icmp = ICMP(message)
-    out: dict[str, Any] = {"icmp_type": int(icmp.type), "icmp_code": int(icmp.code)}
-    if (icmp.type, icmp.code) == (3, 4):
-        out["icmp_mtu"] = int(icmp.nexthopmtu)
-    quoted = icmp.payload
-    if int(icmp.type) in ICMP_ERRORS and isinstance(quoted, IPerror):
+    it quotes (its addresses, protocol and, as far as the quote goes, ports)."""
+    icmp_type, code = message[0], message[1]
+    out: dict[str, Any] = {"icmp_type": icmp_type, "icmp_code": code}
+    if (icmp_type, code) == (3, 4):
+        out["icmp_mtu"] = int.from_bytes(message[6:8], "big")
+    quoted = message[8:]
+    if icmp_type in ICMP_ERRORS and len(quoted) >= 20 and quoted[0] >> 4 == 4:
+        qhlen, qproto = (quoted[0] & 0x0F) * 4, quoted[9]
         sp = dp = None
-        l4 = quoted.payload
-        if isinstance(l4, TCPerror | UDPerror):
-            sp, dp = int(l4.sport), int(l4.dport)
-        out["quoted"] = (str(quoted.src), str(quoted.dst),
-                         {1: "icmp", 6: "tcp", 17: "udp"}.get(int(quoted.proto),
-                                                              str(quoted.proto)), sp, dp)
+        if qproto in (6, 17) and qhlen >= 20 and len(quoted) >= qhlen + 4:
+            sp = int.from_bytes(quoted[qhlen:qhlen + 2], "big")
+            dp = int.from_bytes(quoted[qhlen + 2:qhlen + 4], "big")
+        out["quoted"] = (inet_ntoa(quoted[12:16]), inet_ntoa(quoted[16:20]),
+                         _IP4_PROTO_NAMES.get(qproto, str(qproto)), sp, dp)
     return out
 
 
 def iter_pcap(path: str | Path) -> Iterator[Pkt]:
-    """Stream the IPv4 and IPv6 packets of a pcap/pcapng file as records."""
-    with PcapReader(str(path)) as reader:
-        for number, frame in enumerate(reader, start=1):  # Wireshark's frame numbers
-            if not isinstance(frame, Ether) and frame.getlayer(IP) is None \
-                    and frame.getlayer(IPv6) is None:
-                continue
-            rec = from_scapy(frame, number)
-            if rec is not None:
-                yield rec
+    """Stream the IPv4 and IPv6 packets of a pcap/pcapng file as records (raises
+    :class:`~lab.wire.pcapread.PcapError` for a file that is not a capture)."""
+    with open_capture(path) as cap:
+        buf = cap.buf
+        for number, (lt, data, caplen, rec) in enumerate(cap.records(), start=1):
+            pkt = from_frame(bytes(buf[data:data + caplen]), number, cap.timestamp(rec), lt)
+            if pkt is not None:  # Wireshark's frame numbers count every frame
+                yield pkt
 
 
 def read_pcap(path: str | Path) -> list[Pkt]:
     return list(iter_pcap(path))
-
-
-def crafted_ipv4(*, src: str, dst: str, dport: int, sport: int, flags: str = "S",
-                 seq: int = 1000, ack: int = 0, ip_options: Sequence[str] = (),
-                 payload: bytes = b"") -> bytes:
-    """An IPv4/TCP packet (no Ethernet) built with scapy, checksums filled in.
-
-    ``ip_options`` by name: ``timestamp`` (an 8-byte timestamp option, room for one
-    stamp), ``record_route`` (3 slots, 15 bytes padded to 16), ``record_route_full``
-    (9 slots, 39 bytes, padded to 40: with the DSR option the header would pass 60),
-    ``nop``.
-    """
-    made: dict[str, Callable[[], Any]] = {
-        "timestamp": lambda: IPOption_Timestamp(flg=0, timestamp=[0, 0]),
-        "record_route": lambda: IPOption_RR(routers=["0.0.0.0"] * 3),
-        "record_route_full": lambda: IPOption_RR(routers=["0.0.0.0"] * 9),
-        "nop": IPOption_NOP,
-    }
-    try:
-        options = [made[name]() for name in ip_options]
-    except KeyError as exc:
-        raise ValueError(f"unknown IP option {exc.args[0]!r} (known: {', '.join(made)})") \
-            from None
-    pkt = IP(src=src, dst=dst, ttl=64, options=options) / TCP(
-        sport=sport, dport=dport, flags=flags, seq=seq, ack=ack)
-    if payload:
-        pkt = pkt / payload
-    return bytes(pkt)

@@ -6,8 +6,8 @@ import pytest
 from scapy.layers.inet import IP, TCP
 
 from lab.wire import dsropt
+from lab.wire.crafted import crafted_ipv4
 from lab.wire.ipv4 import option_names, option_types
-from lab.wire.packets import crafted_ipv4
 
 
 @pytest.mark.parametrize(("names", "ihl", "shown"), [

@@ -11,8 +11,8 @@ from lab.env.traffic import send_raw
 from lab.errors import LabError
 from lab.model.scenario import CraftedPacket, Replay, Scenario
 from lab.runner.steps.context import StepContext, StepOutcome
+from lab.wire.crafted import crafted_ipv4
 from lab.wire.endpoint import Endpoint
-from lab.wire.packets import crafted_ipv4
 from lab.wire.replay import Rewrite, plan_replay
 
 # hex characters per raw-socket process: well inside the kernel's argument limits
