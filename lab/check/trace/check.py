@@ -38,7 +38,9 @@ from lab.check.trace.model import (
 from lab.check.trace.results import CheckResult, ClaimVerdict, FieldDiff, FlowInfo, TraceResult
 from lab.wire.dsropt import hostport
 
-if TYPE_CHECKING:  # scapy loads when a capture directory's packets are read
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from lab.wire.packets import Pkt
 
 # how far a packet is from an expectation when this field differs: a packet of
@@ -123,6 +125,37 @@ class _Checker:
         return all(o.ok for o in outcomes), outcomes
 
     @staticmethod
+    def matches(pkt: Pkt, specs: list[FieldSpec], env: Env) -> dict[str, Any] | None:
+        """The bindings of one packet when all its fields hold, else None: as
+        :meth:`evaluate`, but it stops at the first field that does not hold."""
+        trial = env
+        bindings: dict[str, Any] = {}
+        for spec in specs:
+            out = spec.check(pkt, trial)
+            if not out.ok:
+                return None
+            if out.bindings:
+                if trial is env:
+                    trial = env.child()
+                trial.bind(out.bindings)
+                bindings.update(out.bindings)
+        return bindings
+
+    def scan(self, pkts: list[Pkt], specs: list[FieldSpec],
+             env: Env) -> Iterator[tuple[int, Pkt, dict[str, Any]]]:
+        """Every packet of ``pkts`` whose fields all hold: position, packet, bindings.
+
+        A reference to a name neither bound nor a choice raises :class:`Unbound`
+        whatever the packet; every field is tried on the first packet, so that a scan
+        stopped early at each packet says so as a whole evaluation would."""
+        if pkts:
+            self.evaluate(pkts[0], specs, env)
+        for pos, p in enumerate(pkts):
+            bindings = self.matches(p, specs, env)
+            if bindings is not None:
+                yield pos, p, bindings
+
+    @staticmethod
     def diff(specs: list[FieldSpec], outcomes: list[Outcome]) -> list[FieldDiff]:
         return [FieldDiff(s.label, o.expected, o.got, o.ok)
                 for s, o in zip(specs, outcomes, strict=True)]
@@ -142,15 +175,7 @@ class _Checker:
 
     def first_match(self, pkts: list[Pkt], specs: list[FieldSpec],
                     env: Env) -> tuple[int, Pkt, dict[str, Any]] | None:
-        for pos, p in enumerate(pkts):
-            trial = env.child()
-            ok, outs = self.evaluate(p, specs, trial)
-            if ok:
-                bindings: dict[str, Any] = {}
-                for o in outs:
-                    bindings.update(o.bindings)
-                return pos, p, bindings
-        return None
+        return next(self.scan(pkts, specs, env), None)
 
     def capture_checks(self) -> list[CheckResult]:
         """A capture that lost packets (tcpdump: "dropped by kernel") cannot show what
@@ -168,13 +193,9 @@ class _Checker:
         point = self.resolve_point(rule.point, self.base)
         specs = self.compile(rule.match)
         flows: dict[str, Env] = {}
-        for p in self.capdir.packets(point):
-            ok, outs = self.evaluate(p, specs, self.base)
-            if not ok:
-                continue
+        for _, p, bindings in self.scan(self.capdir.packets(point), specs, self.base):
             env = self.base.child()
-            for o in outs:
-                env.bind(o.bindings)
+            env.bind(bindings)
             env.bind({var: field_value(p, f, env) for var, f in rule.bind.items()})
             flow_id = p.endpoint("src")
             flows.setdefault(flow_id, env)
@@ -249,7 +270,7 @@ class _Checker:
                                                       f" (the capture at {point.name} is empty)"
                                                       ) + _variant(exp)
             else:
-                matched = [p for p in window if self.evaluate(p, specs, env)[0]]
+                matched = [p for _, p, _ in self.scan(window, specs, env)]
                 lo, hi = exp.count.min, exp.count.max
                 n = len(matched)
                 base.passed = n >= lo and (hi is None or n <= hi)
@@ -275,14 +296,13 @@ class _Checker:
         pkts, env = (at.pkts if end is None else at.pkts[:end]), at.env
         try:
             specs = self.compile(nev.field_specs())
-            for p in pkts:
-                ok, outs = self.evaluate(p, specs, env)
-                if ok:
-                    res.passed, res.packet = False, p.frame
-                    res.message = f"a packet that must never appear here: {p.summary()}"
-                    res.closest_summary = p.summary()
-                    res.diff = self.diff(specs, outs)
-                    return res
+            for _, p, _ in self.scan(pkts, specs, env):
+                _, outs = self.evaluate(p, specs, env)
+                res.passed, res.packet = False, p.frame
+                res.message = f"a packet that must never appear here: {p.summary()}"
+                res.closest_summary = p.summary()
+                res.diff = self.diff(specs, outs)
+                return res
             ahead = f" ahead of {nev.before}" if end is not None else ""
             res.message = f"none of {len(pkts)} packets{ahead} matched"
         except Unbound as exc:

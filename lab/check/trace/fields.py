@@ -21,7 +21,7 @@ from lab.wire import dsropt
 from lab.wire.dsropt import hostport
 from lab.wire.ipv4 import option_names
 
-if TYPE_CHECKING:  # scapy loads only where packets are read
+if TYPE_CHECKING:
     from lab.wire.packets import Pkt
 
 # field -> (diff label, getter)
