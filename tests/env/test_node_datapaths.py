@@ -37,6 +37,10 @@ class _Recording:
             raise BackendError(f"cannot attach to {node.name}")
         return None
 
+    def detach(self, node: Node, netns: str) -> None:
+        assert nsutil.exists(netns)  # before the namespace goes
+        self.calls.append(f"detach {node.name}")
+
     def keep_fds(self) -> list[int]:
         return []
 
@@ -55,7 +59,9 @@ def test_another_datapath_is_started_attached_per_node_and_closed(
         assert lab.datapath == {}  # it exposed no dsr.c objects
         assert rec.calls == [f"start {seed_topology.name}",
                              *(f"attach {n.name}" for n in seed_topology.nodes)]
-    assert rec.calls[-1] == "close"
+    # each node's taken off its links while its namespace lives, last first; then close
+    assert rec.calls[-len(seed_topology.nodes) - 1:] == [
+        *(f"detach {n.name}" for n in reversed(seed_topology.nodes)), "close"]
 
 
 def test_a_failed_attach_closes_the_datapath_and_removes_the_namespaces(
@@ -64,6 +70,7 @@ def test_a_failed_attach_closes_the_datapath_and_removes_the_namespaces(
     with pytest.raises(BackendError, match="cannot attach"):
         NetnsBackend(datapaths=rec, servers=False).up(seed_topology, run_id="5b1a18")
     assert rec.calls[-1] == "close"
+    assert f"detach {seed_topology.nodes[-1].name}" in rec.calls  # attached or half so
     assert not [ns for ns in nsutil.list_netns() if "5b1a18" in ns]
 
 

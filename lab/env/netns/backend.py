@@ -131,7 +131,11 @@ class NetnsBackend:
                          where=lab.netns(pod.name), router_mac=lxc_mac(pod, t, agent=agent))
             if loads is not None:
                 for node in t.nodes:
-                    dp = loads.attach(node, lab.netns(node.name))
+                    netns = lab.netns(node.name)
+                    with interrupts.deferred():  # attached and its undo recorded together
+                        lab._undo.push(f"detach the datapath of {node.name}",
+                                       functools.partial(loads.detach, node, netns))
+                        dp = loads.attach(node, netns)
                     if dp is not None:
                         lab.datapath[node.name] = dp
             if self.with_servers:

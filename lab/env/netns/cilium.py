@@ -92,6 +92,10 @@ class CiliumDatapaths:
                                              self.events))
         return None
 
+    def detach(self, node: Node, netns: str) -> None:
+        """Nothing: Cilium's objects are closed with the lab, never reused, and their
+        filters go with the namespace."""
+
     def drops(self) -> list[CiliumEvent]:
         """The latest drop notifications, in order."""
         return self.events.drops()

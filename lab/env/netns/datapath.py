@@ -24,6 +24,8 @@ from lab.datapath import (
     maglev,
     tunnel,
 )
+from lab.datapath.tc import TcAttachment
+from lab.env.netns import objpool
 from lab.env.netns.layout import NODE_ETH0_INDEX
 from lab.errors import LabError
 from lab.model.topology import IPFamily, Node, ServicePort, Topology
@@ -49,6 +51,11 @@ class NodeDatapaths(Protocol):
     def attach(self, node: Node, netns: str) -> DatapathObject | None:
         """Attach ``node``'s datapath once the node is wired, inside ``netns``;
         return the object the lab exposes (``lab.datapath[node]``), if any."""
+        ...
+
+    def detach(self, node: Node, netns: str) -> None:
+        """Take ``node``'s datapath off its links, inside ``netns``, before the lab
+        removes the namespace (a lab taken down, not one left up)."""
         ...
 
     def keep_fds(self) -> list[int]:
@@ -172,15 +179,17 @@ class _DatapathLoads:
     def __init__(self, t: Topology, workers: int) -> None:
         sizes = _map_sizes(t)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dsrlab-bpf")
-        self._loaded: list[DatapathObject] = []
+        self._loaded: list[tuple[objpool.Key, DatapathObject]] = []
         self._futures: dict[str, Future[DatapathObject]] = {}
         self._taken = 0
         # the build check (hash the sources, ask clang its version) runs on a worker too
         built = self._pool.submit(build_object)
 
         def load(node: Node) -> DatapathObject:
-            dp = DatapathObject.load(built.result(), max_entries=sizes)
-            self._loaded.append(dp)
+            kind = objpool.key(built.result(), sizes)  # an earlier lab's, reset, or a load
+            dp = objpool.POOL.take(kind) or DatapathObject.load(built.result(),
+                                                                max_entries=sizes)
+            self._loaded.append((kind, dp))
             dp.set_option_order(t.load_balancer.option_byte_order)
             dp.set_mtu(t.datapath_mtu)  # the DSR option must fit in it
             dp.set_icmp_errors(t.load_balancer.dsr_icmp_errors)
@@ -213,12 +222,18 @@ class _DatapathLoads:
         """Every object is taken: let the worker threads go."""
         self._pool.shutdown(wait=True)
 
-    def close(self) -> None:
+    def close(self, attached: frozenset[int] = frozenset()) -> None:
+        """Every object goes: to the pool of loaded objects for the process's next lab,
+        or, if it may still be on a link (its ``id`` in ``attached``), closed."""
         for fut in self._futures.values():
             fut.cancel()
         self._pool.shutdown(wait=True)
-        for dp in self._loaded:
-            dp.close()
+        for kind, dp in self._loaded:
+            if id(dp) in attached:
+                dp.close()
+            else:
+                objpool.POOL.give(kind, dp)
+        self._loaded.clear()
 
 
 def _bpf_workers() -> int:
@@ -234,6 +249,7 @@ class LabDatapaths:
         self._workers = workers
         self._loads: _DatapathLoads | None = None
         self._attached: dict[str, DatapathObject] = {}
+        self._filters: dict[str, list[TcAttachment]] = {}  # node -> its tc filters on eth0
         self._counted: dict[str, dict[str, int]] = {}  # node -> drop counters at open
 
     def start(self, topology: Topology) -> LabDatapaths:
@@ -245,11 +261,22 @@ class LabDatapaths:
         if self._loads is None:
             raise RuntimeError("LabDatapaths.attach before start")
         dp = self._loads.take(node.name)
+        self._attached[node.name] = dp  # on a link from here (whatever attaches)
+        filters = self._filters.setdefault(node.name, [])
         with nsutil.in_netns(netns):
-            dp.attach_tc(NODE_ETH0_INDEX, "ingress", "dsr_from_netdev")
-            dp.attach_tc(NODE_ETH0_INDEX, "egress", "dsr_to_netdev")
-        self._attached[node.name] = dp
+            filters.append(dp.attach_tc(NODE_ETH0_INDEX, "ingress", "dsr_from_netdev"))
+            filters.append(dp.attach_tc(NODE_ETH0_INDEX, "egress", "dsr_to_netdev"))
         return dp
+
+    def detach(self, node: Node, netns: str) -> None:
+        """Both filters off ``eth0``: the object runs nowhere and may serve the
+        process's next lab (:mod:`lab.env.netns.objpool`)."""
+        filters = self._filters.get(node.name, [])
+        with nsutil.in_netns(netns):
+            for f in filters:
+                f.detach()
+        if all(not f.attached for f in filters):
+            self._filters.pop(node.name, None)
 
     def _drops(self) -> dict[str, dict[str, int]]:
         return {node: {k: v for k, v in dp.counters().items() if k.startswith("drop_")}
@@ -275,5 +302,5 @@ class LabDatapaths:
         return {"name": "lab"}
 
     def close(self) -> None:
-        if self._loads is not None:
-            self._loads.close()
+        if self._loads is not None:  # an object still on a link is closed, not reused
+            self._loads.close(frozenset(id(self._attached[n]) for n in self._filters))
