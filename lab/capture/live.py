@@ -140,6 +140,7 @@ class Capture:
     drained_received: int | None = None
     snaplen: int = SNAPLEN  # bytes kept of each packet
     ring_kib: int = RING_KIB  # the kernel ring tcpdump asks for (-B)
+    _interrupted: bool = False  # SIGINT sent
 
     def argv(self) -> list[str]:
         """tcpdump writing the pcap to stdout, a packet at a time (``-U``)."""
@@ -213,13 +214,18 @@ class Capture:
         self.stderr += text
         return text
 
+    def interrupt(self) -> None:
+        """SIGINT: tcpdump flushes, prints its counters and exits (:meth:`stop` waits)."""
+        if self.proc is not None and not self._interrupted and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self._interrupted = True
+
     def stop(self) -> None:
-        """SIGINT (tcpdump flushes and prints its counters), then wait."""
+        """SIGINT (unless :meth:`interrupt` sent it), then wait."""
         if self.proc is None:
             return
+        self.interrupt()
         proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
         try:
             _, err = proc.communicate(timeout=5)
         except subprocess.TimeoutExpired:
@@ -234,6 +240,13 @@ class Capture:
             return self.path.stat().st_size
         except FileNotFoundError:
             return 0
+
+    def last_write(self) -> float:
+        """When tcpdump last wrote to the pcap (seconds since the epoch; 0 if none)."""
+        try:
+            return self.path.stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
 
 
 def window_received(c: Capture) -> int | None:
@@ -292,19 +305,19 @@ class CaptureSet:
         self.write_manifest()
 
     def settle(self) -> None:
-        """Wait until no capture file has grown for ``QUIET_S`` (traffic is over)."""
-        last = [c.size() for c in self.captures]
-        quiet_since = time.monotonic()
-        give_up = quiet_since + SETTLE_MAX_S
+        """Wait until no capture file has been written for ``QUIET_S`` (traffic is
+        over): counted from each file's last write, so quiet that began before the
+        call counts too."""
+        give_up = time.monotonic() + SETTLE_MAX_S
         while time.monotonic() < give_up:
-            time.sleep(0.02)
-            now = [c.size() for c in self.captures]
-            if now != last:
-                last, quiet_since = now, time.monotonic()
-            elif time.monotonic() - quiet_since >= QUIET_S:
+            quiet = time.time() - max((c.last_write() for c in self.captures), default=0.0)
+            if quiet >= QUIET_S:
                 return
+            time.sleep(min(QUIET_S - quiet, QUIET_S))
 
     def _stop_all(self) -> None:
+        for cap in self.captures:  # every tcpdump flushes at once; then each is waited for
+            cap.interrupt()
         errors = []
         for cap in self.captures:
             try:
