@@ -116,8 +116,34 @@ class _LabLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+_PARSED: dict[str, Any] = {}  # document text -> its data: a process reads the same few
+PARSED_KEPT = 64  # documents (a topology, traces) again and again (run --all, tests)
+
+
+def _copy(data: Any) -> Any:
+    """A copy of parsed YAML (mappings, lists, scalars) the caller may change."""
+    if isinstance(data, dict):
+        return {k: _copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_copy(v) for v in data]
+    if isinstance(data, set):  # !!set: its members are hashable, never changed in place
+        return set(data)
+    return data  # str, int, float, bool, None, bytes, dates, !!omap's tuples: immutable
+
+
 def parse_yaml(text: str, path: Path, error: type[ValueError]) -> Any:
-    """The YAML document in ``text``; ``error`` names ``path`` and the line."""
+    """The YAML document in ``text``; ``error`` names ``path`` and the line. A text
+    parsed before in this process is not parsed again (a copy of its data is returned)."""
+    if text in _PARSED:
+        return _copy(_PARSED[text])
+    data = _parse_yaml(text, path, error)
+    if len(_PARSED) >= PARSED_KEPT:
+        del _PARSED[next(iter(_PARSED))]
+    _PARSED[text] = data
+    return _copy(data)
+
+
+def _parse_yaml(text: str, path: Path, error: type[ValueError]) -> Any:
     try:
         return yaml.load(text, Loader=_LabLoader)  # a SafeLoader
     except yaml.YAMLError as exc:

@@ -81,3 +81,27 @@ def test_what_is_not_a_regular_file_is_never_read(tmp_path: Path, kind: str) -> 
         path.mkdir()
     expected = "a directory" if kind == "dir" else "not a regular file"
     assert _error(path) == f"cannot read file: {expected}"
+
+
+def test_a_text_read_again_is_not_parsed_again_and_each_caller_gets_its_own_copy(
+        tmp_path: Path) -> None:
+    from lab.model import yamldoc  # noqa: PLC0415
+
+    text = "a: {b: [1, 2, {c: 3}]}\ns: !!set {x, y}\n"
+    first = yamldoc.parse_yaml(text, tmp_path / "one.yaml", ValueError)
+    assert text in yamldoc._PARSED
+    first["a"]["b"][2]["c"] = 99  # a caller changes its data in place
+    first["a"]["b"].append(4)
+    first["s"].add("z")
+    again = yamldoc.parse_yaml(text, tmp_path / "two.yaml", ValueError)
+    assert again == {"a": {"b": [1, 2, {"c": 3}]}, "s": {"x", "y"}}
+
+
+def test_an_edited_file_is_read_as_it_is_now(tmp_path: Path) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(SEED.read_text())
+    assert load_topology(path).name == load_topology(SEED).name
+    path.write_text(SEED.read_text().replace("name: ", "name: edited-", 1))
+    assert load_topology(path).name.startswith("edited-")
+    path.write_text(SEED.read_text() + "\nbogus: 1\n")
+    assert "bogus" in _error(path)  # the error is the file's, never a cached success
