@@ -43,6 +43,7 @@ from tests.seed import CLIENT_IP, NODE_PORT, OPTION, POD_IP, POD_PORT, VIP
 
 needs_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="needs tshark")
 
+PORT = 32000  # the seed's NodePort
 MAC_A, MAC_B = "02:42:ac:12:00:01", "02:42:ac:12:00:02"
 SVC6, CLIENT6, POD6 = "fc00:f853:ccd:e793::2", "fc00:f853:ccd:e793::1", "fd00:10:244:1::7b"
 
@@ -72,7 +73,7 @@ def corpus() -> list[bytes]:
     frag_needed = IP(src="172.18.0.3", dst=CLIENT_IP) / ICMP(type=3, code=4, nexthopmtu=1400) \
         / bytes(synack)[:28]
     echo = IP(src=CLIENT_IP, dst=VIP) / ICMP(type=8) / Raw(b"ping")
-    opt6 = dsropt.encode6(SVC6, NODE_PORT)
+    opt6 = dsropt.encode6(SVC6, PORT)
     syn6 = IPv6(src=CLIENT6, dst=POD6, hlim=63) / IPv6ExtHdrDestOpt(
         options=[HBHOptUnknown(otype=opt6[2], optdata=opt6[4:])]) \
         / TCP(sport=40000, dport=POD_PORT, flags="S")
@@ -95,12 +96,12 @@ def corpus() -> list[bytes]:
 def _fragment(pkt: Packet) -> list[Packet]:
     from scapy.layers.inet import fragment  # noqa: PLC0415
 
-    return list(fragment(pkt, fragsize=1200))
+    return list(fragment(pkt, fragsize=1200))  # type: ignore[no-untyped-call]
 
 
 def _geneve_frame(inner: bytes) -> bytes:
     """An IPv4/UDP/Geneve frame carrying ``inner`` with the DSR Geneve option."""
-    opts = dsropt.encode_geneve(VIP, NODE_PORT)
+    opts = dsropt.encode_geneve(VIP, PORT)
     gen = bytes([len(opts) // 4, 0, 0x65, 0x58, 0, 0, 2, 0]) + opts + inner
     outer = IP(src="172.18.0.2", dst="172.18.0.3") / UDP(sport=40123, dport=6081) / Raw(gen)
     return bytes(_eth(outer))
