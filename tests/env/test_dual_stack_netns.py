@@ -241,3 +241,34 @@ def test_a_link_down_fault_puts_the_ipv6_routes_back_too(dual_lab: NetnsLab,
     # too: neighbour discovery may take its retransmissions (1 s apart) to get through
     answers = [_ping6(lab, "client", "fd00:10:244:2::7b") for _ in range(3)]
     assert "fd00:10:244:2::7b" in answers, answers
+
+
+def _group_reports(pcap: Path) -> list[int]:
+    """The frame numbers of IGMP and MLD reports (a link joining its groups) in ``pcap``."""
+    from lab.wire.pcapread import open_capture  # noqa: PLC0415
+
+    found = []
+    with open_capture(pcap) as cap:
+        for n, (_lt, off, caplen, _rec) in enumerate(cap.records(), start=1):
+            frame = bytes(cap.buf[off:off + caplen])
+            et = frame[12:14]
+            igmp = et == b"\x08\x00" and frame[23] == 2
+            # MLD: an ICMPv6 report behind the hop-by-hop header (router alert)
+            mld = et == b"\x86\xdd" and frame[20] == 0 and frame[62:63] in (b"\x83", b"\x8f")
+            if igmp or mld:
+                found.append(n)
+    return found
+
+
+def test_the_links_group_reports_go_at_bring_up_not_into_a_runs_captures(
+        tmp_path: Path) -> None:
+    """MLD and IGMP reports used to come up to a second after the links did, in the
+    middle of a run's captures (which then waited for them to stop)."""
+    from lab.runner.scenario import run_scenario  # noqa: PLC0415
+
+    run = run_scenario(Path(__file__).resolve().parents[2] / "scenarios" / "ipv6"
+                       / "seed-ipv6.yaml", captures_root=tmp_path)
+    assert run.passed
+    pcaps = sorted(run.capture_dir.glob("*.pcap"))
+    assert pcaps
+    assert {p.name: _group_reports(p) for p in pcaps} == {p.name: [] for p in pcaps}

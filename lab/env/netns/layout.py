@@ -37,6 +37,11 @@ HOST_SYSCTLS: dict[str, str | int] = {
     # TCP Fast Open as client and server (a pod's listener turns it on for itself;
     # a client uses it only when asked, e.g. curl --tcp-fastopen)
     "net.ipv4.tcp_fastopen": 3,
+    # a link's unsolicited IGMP reports go when it joins its groups (bring-up), not up
+    # to 1 s (v3; 10 s for v2) later: in the middle of a run's captures, where they
+    # kept the captures from settling (the kernel makes 0 one jiffy)
+    "net.ipv4.conf.default.igmpv2_unsolicited_report_interval": 0,
+    "net.ipv4.conf.default.igmpv3_unsolicited_report_interval": 0,
 }
 OPTIONAL_SYSCTLS = ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6")
 NODE_SYSCTLS: dict[str, str | int] = {
@@ -61,6 +66,9 @@ DUAL_STACK_SYSCTLS: dict[str, str | int] = {
     "net.ipv6.conf.default.accept_dad": 0,
     "net.ipv6.conf.all.keep_addr_on_down": 1,
     "net.ipv6.conf.default.keep_addr_on_down": 1,
+    # MLD reports as IGMP's above: at bring-up, not a second into a run's captures
+    "net.ipv6.conf.default.mldv1_unsolicited_report_interval": 0,
+    "net.ipv6.conf.default.mldv2_unsolicited_report_interval": 0,
 }
 DUAL_STACK_NODE_SYSCTLS: dict[str, str | int] = {
     "net.ipv6.conf.all.forwarding": 1,  # the nodes only; sets every device's too
