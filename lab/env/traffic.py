@@ -7,9 +7,10 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol
 from urllib.parse import urlsplit
 
 _BODY_RE = re.compile(r"PodName: (?P<pod>\S+) \| PodIP: eth0 (?P<ip>[0-9.]+)/32")
@@ -19,6 +20,55 @@ _MARK = "\n--dsrlab-- "
 class _Runs(Protocol):
     def run(self, host: str, argv: list[str], *, timeout: float = 30.0,
             check: bool = True) -> subprocess.CompletedProcess[str]: ...
+
+    def start(self, host: str, argv: list[str], *, stdout: IO[bytes] | int,
+              stderr: int) -> subprocess.Popen[bytes]: ...
+
+
+class Watch(Protocol):
+    """What tells a running request's fate early (:class:`lab.runner.steps.doom.Doom`)."""
+
+    def reason(self) -> str | None:
+        """Why the request cannot succeed, once a sign shows it (else None)."""
+        ...
+
+    @property
+    def local_port(self) -> int | None:
+        """The client's port of the request, as the watch saw it leave."""
+        ...
+
+
+StopWhen = Callable[[], str | None]
+POLL_S = 0.02  # how often a watched request's signs are read
+
+
+def run_until(lab: _Runs, host: str, argv: list[str], *, timeout: float,
+              stop_when: StopWhen | None) -> tuple[subprocess.CompletedProcess[str], str | None]:
+    """Run ``argv`` on ``host`` as :meth:`run` does (never raising for its exit), but
+    stop it as soon as ``stop_when()`` gives a reason: the process, and that reason
+    (None when it ended by itself)."""
+    if stop_when is None:
+        return lab.run(host, argv, timeout=timeout, check=False), None
+    proc = lab.start(host, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    end = time.monotonic() + timeout
+    why = None
+    try:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                why = stop_when()
+                if why is not None or time.monotonic() > end:
+                    proc.kill()
+                    out, err = proc.communicate()
+                    break
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(errors="replace"),
+                                       err.decode(errors="replace")), why
 
 
 @dataclass(frozen=True)
@@ -81,16 +131,26 @@ class CurlOutput:
 
 
 def curl(lab: _Runs, host: str, url: str, *, timeout_s: float = 5.0,
-         local_port: int | None = None) -> HttpExchange:
+         local_port: int | None = None, watch: Watch | None = None) -> HttpExchange:
     """Run one real ``curl`` on ``host`` (from ``local_port`` when given: the same
-    flow tuple again); never raises for a failed request."""
+    flow tuple again); never raises for a failed request. ``watch``: stopped (and
+    failed) as soon as it sees a sign that the request cannot succeed."""
     options = ["--local-port", str(local_port)] if local_port is not None else []
     argv = curl_argv(url, timeout_s, options=options)
-    proc = lab.run(host, argv, timeout=timeout_s + 5, check=False)
+    proc, why = run_until(lab, host, argv, timeout=timeout_s + 5,
+                          stop_when=watch.reason if watch is not None else None)
+    if why is not None and watch is not None:
+        return HttpExchange(url=url, ok=False, local_port=watch.local_port, http_code=None,
+                            body="", error=stopped_error(why))
     out = CurlOutput.parse(proc.stdout)
     ok = proc.returncode == 0 and out.http_code == 200
     return HttpExchange(url=url, ok=ok, local_port=out.local_port, http_code=out.http_code,
                         body=out.body, error=proc.stderr.strip())
+
+
+def stopped_error(why: str) -> str:
+    """An exchange's error when it was stopped at a sign of its failure."""
+    return f"stopped: {why}"
 
 
 # one datagram from a fresh socket (a new flow each time), its answer printed; the
@@ -111,15 +171,21 @@ sys.stdout.write(data.decode(errors="replace"))
 
 
 def udp_exchange(lab: _Runs, host: str, ip: str, port: int, *, payload: str = "ping",
-                 timeout_s: float = 5.0) -> HttpExchange:
+                 timeout_s: float = 5.0, watch: Watch | None = None) -> HttpExchange:
     """One real datagram from ``host`` to ``ip:port`` (a kernel UDP socket in the host's
     namespace) and its answer; ``ok`` when the answer came from ``ip:port`` itself.
     The datagram says ``PAYLOAD SPORT``: unique per flow, so a trace can follow it
-    across a SNAT, which changes both addresses and ports."""
-    proc = lab.run(host, [sys.executable, "-c", _UDP_ONCE, ip, str(port), payload,
-                          f"{timeout_s:g}"], timeout=timeout_s + 5, check=False)
+    across a SNAT, which changes both addresses and ports. ``watch`` as for
+    :func:`curl`."""
+    proc, why = run_until(lab, host, [sys.executable, "-c", _UDP_ONCE, ip, str(port),
+                                      payload, f"{timeout_s:g}"],
+                          timeout=timeout_s + 5,
+                          stop_when=watch.reason if watch is not None else None)
     lines = proc.stdout.split("\n", 2)
     local = int(lines[0]) if lines[0].isdigit() else None
+    if why is not None:
+        return HttpExchange(url=f"udp://{hostport(ip, port)}", ok=False, local_port=local,
+                            http_code=None, body="", error=stopped_error(why))
     peer = lines[1] if len(lines) > 1 else ""
     body = lines[2] if len(lines) > 2 else ""
     ok = proc.returncode == 0 and peer == hostport(ip, port)

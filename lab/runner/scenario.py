@@ -62,6 +62,7 @@ from lab.runner.addresses import host_address, node_address, pod_address
 from lab.runner.compare import compare_modes, plot_modes
 from lab.runner.steps import StepContext, StepOutcome, run_steps
 from lab.runner.steps.crafted import check_replays
+from lab.runner.steps.doom import Doom, counter_sources
 
 Progress = Callable[[str], None]
 
@@ -161,10 +162,14 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
         lab.wait_serving()
         t2 = time.perf_counter()
         family = sc.target.family
-        ctx = StepContext(lab=lab, scenario=sc, topology=topo,
-                          ip=node_address(topo, sc.target.node, family), port=port.node_port,
+        ip = node_address(topo, sc.target.node, family)
+        client = next(p for p in points if p.role == "client")
+        doom = Doom(run.capture_dir / client.filename, host_address(lab, sc.client, family),
+                    (ip, port.node_port), counter_sources(lab),
+                    drops=2 if port.protocol == "TCP" else 1)
+        ctx = StepContext(lab=lab, scenario=sc, topology=topo, ip=ip, port=port.node_port,
                           protocol=port.protocol, deadline=time.monotonic() + sc.deadline_s,
-                          say=say, family=family)
+                          say=say, family=family, doom=doom)
         run.steps = run_steps(ctx)
         run.timings["traffic_s"] = time.perf_counter() - t2
         said = events.datapath_events() if events is not None else None

@@ -15,6 +15,7 @@ from lab.env.traffic import HttpExchange, hostport
 from lab.model.scenario import Scenario, Step
 from lab.model.topology import Topology
 from lab.runner.addresses import Family, host_address
+from lab.runner.steps.doom import Doom
 
 Progress = Callable[[str], None]
 
@@ -37,6 +38,8 @@ class StepContext:
     deadline: float  # time.monotonic() by which traffic must end
     say: Progress
     family: Family = "IPv4"
+    # stops a request at the first sign that it cannot succeed (None: at its time limit)
+    doom: Doom | None = None
 
     @property
     def client(self) -> str:

@@ -17,12 +17,12 @@ def run(req: Requests, ctx: StepContext) -> StepOutcome:
     if ctx.protocol == "UDP":
         what = f"UDP datagrams to {ctx.endpoint}"
         send = functools.partial(udp_exchange, ctx.lab, ctx.client, ctx.ip, ctx.port,
-                                 timeout_s=timeout)
+                                 timeout_s=timeout, watch=ctx.doom)
     else:
         url = http_url(ctx.ip, ctx.port)
         what = f"curl {'-6 ' if ctx.family == 'IPv6' else ''}{url}"
         send = functools.partial(curl, ctx.lab, ctx.client, url,
-                                 timeout_s=timeout)
+                                 timeout_s=timeout, watch=ctx.doom)
     ctx.say(f"{what} from {ctx.client}")
     sc, topo = ctx.scenario, ctx.topology
     # the pods that can answer: with externalTrafficPolicy=Local, the node's own
@@ -31,6 +31,8 @@ def run(req: Requests, ctx: StepContext) -> StepOutcome:
 
     def bounded() -> HttpExchange:
         ctx.left()  # StepTimeout past the deadline
+        if ctx.doom is not None:
+            ctx.doom.arm()  # this request's signs only
         return send()
 
     exchanges = exchange_until(bounded, want_pods=want, min_requests=req.min,
