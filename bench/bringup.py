@@ -283,7 +283,9 @@ def main() -> int:
                       "ip netns exec NS sysctl)",
             "dsrlab": "NetnsBackend(datapath=False, servers=False): the same network, in process",
             "dsrlab_full": "NetnsBackend(): the network, the eBPF datapath on every node and "
-                           "the pod server (what dsrlab up does), in process",
+                           "the pod server (what dsrlab up does), in process; after the "
+                           "warm-up each lab takes the objects the one before it left "
+                           "(lab.env.netns.objpool): no verifier run",
             "cli_up": "dsrlab up topologies/seed.yaml, a whole process, wall time",
             "cli_down": "dsrlab down RUN_ID, a whole process, wall time",
             "cli_help": "dsrlab --help, a whole process (the CLI's start-up floor)",

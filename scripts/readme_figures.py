@@ -126,7 +126,8 @@ def bringup(d: dict[str, Any]) -> list[str]:
     m, c = d["median_ms"], d["cli_median_ms"]
     return [f"- The seed topology up and down, `bench/bringup.py` (medians): in process, "
             f"the network {m['dsrlab_up']:.1f} / {m['dsrlab_down']:.2f} ms, with the "
-            f"datapath and pod server {m['dsrlab_full_up']:.1f} / "
+            f"datapath (loaded objects reused from the process's earlier lab) and pod "
+            f"server {m['dsrlab_full_up']:.1f} / "
             f"{m['dsrlab_full_down']:.1f} ms; the same network by an `ip` script "
             f"({d['script_commands']} commands) {m['script_up']:.0f} / "
             f"{m['script_down']:.1f} ms; as processes `dsrlab up` {c['cli_up']:.0f} ms, "
