@@ -40,10 +40,12 @@ def invoked(argv: list[str]) -> str | None:
     return argv[0] if argv and argv[0] in COMMANDS else None
 
 
-def make_app(only: str | None = None) -> typer.Typer:
+def make_app(only: str | None = None, *, listing: bool = False) -> typer.Typer:
     """The ``dsrlab`` Typer app with every command registered, or with ``only`` that
     one: Typer reads every command's parameters when it builds the app, a tenth of a
     second for all of them, which ``dsrlab down`` need not pay for ``run``'s.
+    ``listing``: every command registered by its help text alone, for the group's
+    own help (``dsrlab``, ``dsrlab --help``), which lists them and runs none.
 
     Help is Rich (boxes, colours) on a terminal and click's plain text when stdout
     is not one (``dsrlab --help | less``, a file): no box drawn at 80 columns.
@@ -59,17 +61,43 @@ def make_app(only: str | None = None) -> typer.Typer:
                       help="A packet-level test lab for eBPF direct-server-return load "
                            "balancing.")
     app.callback()(_group)  # a group even with one command registered
+    groups: list[tuple[str, str]] = []  # listed: Typer lists the groups after the commands
     for name, (module_name, attr) in COMMANDS.items():
         if only is not None and name != only:
             continue
         module = importlib.import_module(f"lab.cli.{module_name}")
         command = getattr(module, attr)
-        if isinstance(command, typer.Typer):
+        if listing:
+            help_text = _help_of(command, module)
+            if isinstance(command, typer.Typer):
+                groups.append((name, help_text))
+            else:
+                app.command(name, help=help_text)(_listed)
+        elif isinstance(command, typer.Typer):
             command.rich_markup_mode = markup
             app.add_typer(command, name=name)
         else:
             app.command(name, help=module.HELP if name == "matrix" else None)(command)
+    for name, help_text in groups:
+        app.command(name, help=help_text)(_listed)
     return app
+
+
+def _help_of(command: Any, module: Any) -> str:
+    """The help a command (or a group: its ``help``) is registered with."""
+    import inspect
+
+    import typer
+
+    if isinstance(command, typer.Typer):
+        return str(command.info.help or "")
+    return str(getattr(module, "HELP", None) if command.__name__ == "matrix" else
+               inspect.getdoc(command) or "")
+
+
+def _listed() -> None:
+    """A command as the group's help lists it (never run: ``main`` builds the real one
+    whenever argv names a command)."""
 
 
 def _group() -> None:
@@ -84,7 +112,8 @@ def __getattr__(name: str) -> Any:
 
 def main() -> None:
     only = invoked(sys.argv[1:])
-    signals.run(lambda: stdout.guarded(lambda: make_app(only)(prog_name="dsrlab")))
+    signals.run(lambda: stdout.guarded(
+        lambda: make_app(only, listing=only is None)(prog_name="dsrlab")))
 
 
 if __name__ == "__main__":

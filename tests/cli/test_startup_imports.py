@@ -67,3 +67,23 @@ def test_a_command_loads_only_its_own_module_of_the_cli(tmp_path: Path) -> None:
               if line.startswith("  ") and line.split()}
     assert {"up", "down", "run", "plan", "clean", "list", "datapath", "review", "diff",
             "wireshark", "matrix"} <= listed, out.stdout
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+@pytest.mark.parametrize("argv", [[], ["--help"], ["--help", "down"], ["nosuch"]])
+def test_the_groups_help_from_listed_commands_is_the_full_apps(
+        monkeypatch: pytest.MonkeyPatch, argv: list[str], terminal: bool) -> None:
+    """``dsrlab`` and ``dsrlab --help`` build each command from its help text alone
+    (Typer reads no command's parameters); what they print is what the app with every
+    command built prints, plain and on a terminal (Rich)."""
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from lab.cli import make_app, output  # noqa: PLC0415
+
+    monkeypatch.setattr(output, "on_terminal", lambda: terminal)
+    full = CliRunner().invoke(make_app(), argv)
+    listed = CliRunner().invoke(make_app(listing=True), argv)
+    assert (listed.exit_code, listed.output) == (full.exit_code, full.output)
+    if argv != ["nosuch"]:
+        assert "review" in listed.output
+        assert "datapath" in listed.output
