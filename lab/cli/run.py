@@ -238,10 +238,14 @@ def _print_files(run: ScenarioRun) -> None:
         console.print(f"the lab is still up: dsrlab down {run.run_id}", markup=False)
 
 
+_TIMES = (("up_s", "up"), ("captures_ready_s", "captures ready"), ("traffic_s", "traffic"),
+          ("captures_stop_s", "captures stopped"), ("down_s", "down"), ("check_s", "check"),
+          ("report_s", "report"))
+
+
 def _print_times(t: dict[str, float]) -> None:
-    console.print(f"times: up {t.get('up_s', 0) * 1000:.0f} ms, captures ready "
-                  f"{t.get('captures_ready_s', 0) * 1000:.0f} ms, traffic "
-                  f"{t.get('traffic_s', 0) * 1000:.0f} ms, total {t.get('total_s', 0):.2f} s")
+    parts = [f"{label} {t[key] * 1000:.0f} ms" for key, label in _TIMES if key in t]
+    console.print(f"times: {', '.join(parts)}, total {t.get('total_s', 0):.2f} s")
 
 
 def _screenshot(html: Path, run_id: str, *, hold: bool) -> None:

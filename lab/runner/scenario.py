@@ -175,6 +175,8 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
         said = events.datapath_events() if events is not None else None
         if said is not None:  # what the datapath dropped, at which hop and why
             said.write(run.capture_dir)
+        t3 = time.perf_counter()
+    run.timings["captures_stop_s"] = time.perf_counter() - t3  # settled, then stopped
     write_text(run.capture_dir / STEPS, json.dumps(
         [o.as_dict() for o in run.steps], indent=2) + "\n")
 
@@ -201,14 +203,18 @@ def _compare(run: ScenarioRun, spec: CompareModes, say: Progress,
 def _check_and_report(run: ScenarioRun, trace: Trace, say: Progress) -> None:
     """On the capture set alone: verdicts, merged pcapng, report; then ``latest``."""
     say("checking the expected trace on the captures")
+    t = time.perf_counter()
     capdir = CaptureDir.load(run.capture_dir)  # each pcap is read once, for all three
     run.result = dataclasses.replace(check_trace(trace, capdir), diagnoses=tuple(
         d.text() for d in diagnose(capdir)))
     run.result.write(run.capture_dir)  # whole or not at all: it marks a complete set
+    run.timings["check_s"] = time.perf_counter() - t
     say("writing the merged pcapng and the report")
+    t = time.perf_counter()
     merge_pcapng(capdir, run.result)
     run.report = build_report(capdir)
     mark_latest(run.capture_dir)
+    run.timings["report_s"] = time.perf_counter() - t
 
 
 def run_scenario(name_or_path: str | Path, *, captures_root: Path = Path("captures"),
@@ -268,7 +274,9 @@ def _run_scenario(name_or_path: str | Path, holds: contextlib.ExitStack, *,
         run.kept = True
     else:
         say("tearing the lab down")
+        t = time.perf_counter()
         lab.down()
+        run.timings["down_s"] = time.perf_counter() - t
     if sc.compare_modes is not None:  # a kind cluster's modes are its Helm values: netns
         _compare(run, sc.compare_modes, say, backend if backend.name == "netns" else None)
     _check_and_report(run, trace, say)
