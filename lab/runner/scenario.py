@@ -167,9 +167,12 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
         doom = Doom(run.capture_dir / client.filename, host_address(lab, sc.client, family),
                     (ip, port.node_port), counter_sources(lab),
                     drops=2 if port.protocol == "TCP" else 1)
+        datagram_doom = Doom(run.capture_dir / client.filename,
+                             host_address(lab, sc.client, family), (ip, port.node_port),
+                             counter_sources(lab, any_drop=True))
         ctx = StepContext(lab=lab, scenario=sc, topology=topo, ip=ip, port=port.node_port,
                           protocol=port.protocol, deadline=time.monotonic() + sc.deadline_s,
-                          say=say, family=family, doom=doom)
+                          say=say, family=family, doom=doom, datagram_doom=datagram_doom)
         run.steps = run_steps(ctx)
         run.timings["traffic_s"] = time.perf_counter() - t2
         said = events.datapath_events() if events is not None else None

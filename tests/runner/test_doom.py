@@ -136,3 +136,21 @@ def test_a_failure_scenario_stops_its_request_at_the_stray_syn_ack(tmp_path: Pat
     assert exchange["local_port"] is not None
     diagnoses = json.loads((run.capture_dir / "results.json").read_text())["diagnoses"]
     assert any("the DSR option did not reach it" in d for d in diagnoses)
+
+
+@pytest.mark.netns
+def test_each_datagram_of_a_black_hole_stops_at_its_drop(tmp_path: Path) -> None:
+    """udp-too-big-silent: both datagrams are dropped silently at the LB node; each
+    one's wait ends at its own drop, and the second is still sent (its trace says so)."""
+    from lab.runner.scenario import run_scenario  # noqa: PLC0415
+
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "mtu" \
+        / "udp-too-big-silent.yaml"
+    run = run_scenario(scenario, captures_root=tmp_path)
+    assert run.passed, run.result.summary() if run.result else "no result"
+    steps = json.loads((run.capture_dir / "steps.json").read_text())
+    errors = [e["error"] for e in steps[0]["exchanges"]]
+    assert errors == ["stopped: cilium-dsr-control-plane's datapath counted frag_needed (1)"] * 2
+    datagrams = steps[0]["figures"]["datagrams"]
+    assert [d["size"] for d in datagrams] == [1472, 1472]
+

@@ -40,6 +40,8 @@ class StepContext:
     family: Family = "IPv4"
     # stops a request at the first sign that it cannot succeed (None: at its time limit)
     doom: Doom | None = None
+    # the same for one datagram of a datagram step: any drop is its end (none resends it)
+    datagram_doom: Doom | None = None
 
     @property
     def client(self) -> str:

@@ -20,10 +20,15 @@ ever fragments in IPv6).
 from __future__ import annotations
 
 import json
+import os
+import select
+import signal
+import subprocess
 import sys
+import time
 from typing import Any
 
-from lab.env.traffic import HttpExchange
+from lab.env.traffic import POLL_S, HttpExchange, stopped_error
 from lab.model.scenario import Datagram
 from lab.runner.steps.context import StepContext, StepOutcome
 
@@ -31,9 +36,28 @@ IPV4_UDP_HEADERS = 28
 
 # runs on the client: one connected socket, DF on every datagram, JSON lines out
 _SCRIPT = r"""
-import errno, json, socket, sys
+import errno, json, signal, socket, sys
 ip, port, size, count, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), \
     int(sys.argv[4]), float(sys.argv[5])
+
+class Stopped(Exception):
+    pass
+
+waiting = False
+
+def stop(signum, frame):  # SIGUSR1: the lab saw this datagram's fate; stop waiting
+    if waiting:
+        raise Stopped
+
+signal.signal(signal.SIGUSR1, stop)
+watched = sys.argv[8] == "1"  # the lab watches each datagram: it says go (SIGUSR2)
+if watched:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+
+def go():
+    if watched:
+        print(json.dumps({"ready": True}), flush=True)
+        signal.sigtimedwait({signal.SIGUSR2}, 5.0)
 ask = f" answer {sys.argv[6]}" if sys.argv[6] != "-" else ""
 fragments = sys.argv[7] == "1"
 PMTUDISC_WANT, PMTUDISC_DO = 1, 2
@@ -50,19 +74,28 @@ local = s.getsockname()[1]
 def one(n, retry):
     rec = {"size": n, "ip_len": n + HEADERS, "retry": retry, "local_port": local}
     body = f"dsrlab {local} {n}{ask}\n".encode()
+    go()
     try:
         s.send(body + bytes(max(0, n - len(body))))
     except OSError as e:
         rec["error"] = errno.errorcode.get(e.errno, str(e.errno))
     if "error" not in rec:
+        global waiting
         try:
-            line, _, rest = s.recv(65535).partition(b"\n")
+            waiting = True
+            data = s.recv(65535)
+            waiting = False
+            line, _, rest = data.partition(b"\n")
             rec["answer"] = line.decode(errors="replace")
             rec["answer_bytes"] = len(rest)
+        except Stopped:
+            rec["error"] = "stopped"
         except socket.timeout:
             rec["error"] = "timeout"
         except OSError as e:
             rec["error"] = errno.errorcode.get(e.errno, str(e.errno))
+        finally:
+            waiting = False
     rec["path_mtu"] = s.getsockopt(LEVEL, MTU)
     print(json.dumps(rec), flush=True)
     return rec
@@ -82,17 +115,22 @@ def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
     ctx.say(f"{spec.count} UDP datagram(s) of {spec.size} bytes ({how}) from {ctx.client} to "
             f"{ctx.endpoint}{asked}")
     budget = min(ctx.left(), spec.count * 2 * spec.timeout_s + 5)
-    proc = ctx.lab.run(ctx.client, [sys.executable, "-c", _SCRIPT, ctx.ip, str(ctx.port),
-                                    str(spec.size), str(spec.count), f"{spec.timeout_s:g}",
-                                    "-" if spec.answer_size is None else str(spec.answer_size),
-                                    "1" if spec.allow_fragments else "0"],
-                       timeout=budget, check=False)
+    argv = [sys.executable, "-c", _SCRIPT, ctx.ip, str(ctx.port), str(spec.size),
+            str(spec.count), f"{spec.timeout_s:g}",
+            "-" if spec.answer_size is None else str(spec.answer_size),
+            "1" if spec.allow_fragments else "0"]
+    out, err, signs = _run_watched(ctx, argv, budget)
     records: list[dict[str, Any]] = []
-    for line in proc.stdout.splitlines():
+    for line in out.splitlines():
         try:
-            records.append(json.loads(line))
+            rec = json.loads(line)
         except json.JSONDecodeError:
             continue
+        if isinstance(rec, dict) and "size" in rec:  # not a "ready" line
+            records.append(rec)
+    for rec in records:  # what stopped a datagram's wait, in the lab's words
+        if rec.get("error") == "stopped" and signs:
+            rec["error"] = stopped_error(signs.pop(0))
     exchanges = [HttpExchange(url=f"udp://{ctx.endpoint} ({r['size']} bytes)",
                               ok="answer" in r, local_port=r.get("local_port"),
                               http_code=None, body=r.get("answer", "") + "\n",
@@ -102,7 +140,7 @@ def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
                                       if "answer" in r else r.get("error", "?"))
              + f", path MTU {r['path_mtu']}" for r in records]
     if not records:
-        words = [proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"]
+        words = [err.strip().splitlines()[-1] if err.strip() else "no output"]
     # a datagram is answered when it, or the same datagram sent again (fragmented at the
     # lowered path MTU), got the whole answer; one cut down to fit is another datagram
     answered = [r for r in records if "answer" in r and r["size"] == spec.size
@@ -117,3 +155,46 @@ def _answer_size(rec: dict[str, Any], spec: Datagram) -> str:
     got = rec.get("answer_bytes", 0)
     return f", {got} of {spec.answer_size} bytes" if got != spec.answer_size else \
         f", {got} bytes"
+
+
+def _run_watched(ctx: StepContext, argv: list[str],
+                 budget: float) -> tuple[str, str, list[str]]:
+    """The script's output and errors, the datagrams watched one by one: before each
+    it says it is ready and waits for the go (SIGUSR2), given once the watch is armed;
+    while it waits for an answer, a sign of the datagram's fate
+    (:attr:`StepContext.datagram_doom`: a drop of any kind, an answer from elsewhere)
+    stops the wait (SIGUSR1). Also the signs, in order."""
+    doom = ctx.datagram_doom
+    if doom is None:
+        done = ctx.lab.run(ctx.client, [*argv, "0"], timeout=budget, check=False)
+        return done.stdout, done.stderr, []
+    proc = ctx.lab.start(ctx.client, [*argv, "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    out, signs, stopping = bytearray(), list[str](), True
+    end = time.monotonic() + budget
+    fd = proc.stdout.fileno()
+    try:
+        while time.monotonic() < end:
+            ready, _, _ = select.select([fd], [], [], POLL_S)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break  # the script is done
+                out += chunk
+                if out.endswith(b'{"ready": true}\n'):  # about to send: signs from here
+                    doom.arm()
+                    stopping = False
+                    proc.send_signal(signal.SIGUSR2)
+            elif not stopping and (why := doom.reason()) is not None:
+                signs.append(why)
+                stopping = True
+                proc.send_signal(signal.SIGUSR1)
+        else:
+            proc.kill()
+        rest, err = proc.communicate(timeout=5)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return (bytes(out) + rest).decode(errors="replace"), err.decode(errors="replace"), signs

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lab.datapath.maps import EVENT_NAMES
 from lab.wire.dsropt import hostport
 from lab.wire.packets import from_frame
 from lab.wire.pcaptail import PcapTail
@@ -35,6 +36,9 @@ FINAL_DROPS = frozenset({
 })
 # the fabric's (lab/datapath/fabric.py): every frame of the kind, every time
 FINAL_FABRIC = frozenset({"src_dst_dropped", "ipv6_ext_dropped"})
+# a datagram nobody sends again ends at any drop, random loss included
+ANY_DROP = frozenset(n for n in EVENT_NAMES.values() if n.startswith("drop_"))
+ANY_FABRIC_DROP = FINAL_FABRIC | {"lost"}
 ICMP_FRAG_NEEDED = (3, 4)
 ICMP6_PACKET_TOO_BIG = 2
 
@@ -131,13 +135,17 @@ class Doom:
         return None
 
 
-def counter_sources(lab: Any) -> list[tuple[str, Any, frozenset[str]]]:
+def counter_sources(lab: Any, *, any_drop: bool = False
+                    ) -> list[tuple[str, Any, frozenset[str]]]:
     """The counters a lab offers: each node's datapath of the lab's own (``dsr.c``) and
-    its fabric, when it has them (a kind cluster, Cilium's datapath: none)."""
+    its fabric, when it has them (a kind cluster, Cilium's datapath: none). Their
+    signs: the final drops, or with ``any_drop`` every drop (one datagram's)."""
+    drops, fabric_drops = (ANY_DROP, ANY_FABRIC_DROP) if any_drop else \
+        (FINAL_DROPS, FINAL_FABRIC)
     sources: list[tuple[str, Any, frozenset[str]]] = [
-        (f"{node}'s datapath", dp.counters, FINAL_DROPS)
+        (f"{node}'s datapath", dp.counters, drops)
         for node, dp in sorted(getattr(lab, "datapath", {}).items())]
     fabric = getattr(lab, "fabric", None)
     if fabric is not None:
-        sources.append(("the fabric", fabric.counters, FINAL_FABRIC))
+        sources.append(("the fabric", fabric.counters, fabric_drops))
     return sources
