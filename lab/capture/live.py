@@ -66,15 +66,28 @@ _STATS_RE = re.compile(
     re.MULTILINE)
 
 
-def ring_sizes(roles: list[Role]) -> list[int]:
+def ring_sizes(roles: list[Role], most: int = RING_KIB) -> list[int]:
     """Each point's kernel ring in KiB (tcpdump's ``-B``), for points of these roles:
-    the busy ones (:data:`BUSY_ROLES`) get :data:`RING_KIB`, the others share what is
-    left of :data:`RING_BUDGET_KIB`, between :data:`RING_MIN_KIB` and :data:`RING_KIB`."""
+    the busy ones (:data:`BUSY_ROLES`) get ``most`` (at most :data:`RING_KIB`), the
+    others share what is left of :data:`RING_BUDGET_KIB`, between :data:`RING_MIN_KIB`
+    and ``most``."""
+    most = max(RING_MIN_KIB, min(most, RING_KIB))
     busy = sum(1 for r in roles if r in BUSY_ROLES)
     others = len(roles) - busy
-    left = max(0, RING_BUDGET_KIB - busy * RING_KIB)
-    share = RING_KIB if others == 0 else max(RING_MIN_KIB, min(RING_KIB, left // others))
-    return [RING_KIB if r in BUSY_ROLES else share for r in roles]
+    left = max(0, RING_BUDGET_KIB - busy * most)
+    share = most if others == 0 else max(RING_MIN_KIB, min(most, left // others))
+    return [most if r in BUSY_ROLES else share for r in roles]
+
+
+def ring_for_frames(frames: int | None, snaplen: int = SNAPLEN) -> int:
+    """The ring (KiB) that holds ``frames`` whole frames twice over even if tcpdump
+    read none of them meanwhile; :data:`RING_KIB` when the traffic has no bound
+    (``None``: a transfer, a replayed capture). The kernel's ring is allocated and
+    cleared whole when tcpdump starts: seven 32 MiB rings cost 130 ms of CPU, seven
+    of 4 MiB 60 ms, for a run of a few dozen packets."""
+    if frames is None:
+        return RING_KIB
+    return max(RING_MIN_KIB, min(RING_KIB, -(-2 * frames * _frame_bytes(snaplen) // 1024)))
 
 
 def _readable(fd: int, wait: float) -> bool:
@@ -88,11 +101,17 @@ def _readable(fd: int, wait: float) -> bool:
     return bool(poller.poll(max(0.0, wait) * 1000))
 
 
+def _frame_bytes(snaplen: int) -> int:
+    """What one frame takes of the ring tcpdump asks for: the snap length and libpcap's
+    header, 16-byte aligned."""
+    return (snaplen + 96 + 15) // 16 * 16
+
+
 def ring_memory(kib: int, snaplen: int = SNAPLEN) -> int:
     """Bytes the kernel allocates for a ring tcpdump asks ``kib`` KiB for (libpcap:
     frames of the snap length and its header, 16-byte aligned, each in a block of the
     next power of two, at least a page)."""
-    frame = (snaplen + 96 + 15) // 16 * 16
+    frame = _frame_bytes(snaplen)
     block = 4096
     while block < frame:
         block *= 2
@@ -271,11 +290,12 @@ class CaptureSet:
     points: list[CapturePoint]
     manifest: Manifest
     captures: list[Capture] = field(default_factory=list)
+    ring_kib: int = RING_KIB  # the busiest point's ring (ring_for_frames: the traffic's)
 
     def __enter__(self) -> CaptureSet:
         self.directory.mkdir(parents=True, exist_ok=True)
         try:
-            rings = ring_sizes([p.role for p in self.points])
+            rings = ring_sizes([p.role for p in self.points], self.ring_kib)
             for p, ring in zip(self.points, rings, strict=True):
                 cap = Capture(self.lab, p, self.directory / p.filename, ring_kib=ring)
                 self.captures.append(cap)

@@ -41,7 +41,7 @@ from lab.capture.layout import (
     mark_latest,
     writing,
 )
-from lab.capture.live import CapturePoint, CaptureSet
+from lab.capture.live import CapturePoint, CaptureSet, ring_for_frames
 from lab.capture.manifest import (
     Manifest,
     ManifestBackend,
@@ -55,7 +55,18 @@ from lab.env import Backend, Lab, get_backend, resources
 from lab.env.base import ReportsDatapathEvents
 from lab.env.faults import check_available
 from lab.env.traffic import HttpExchange
-from lab.model.scenario import CompareModes, FaultStep, Scenario, ScenarioError, load_scenario
+from lab.model.scenario import (
+    CompareModes,
+    DatagramStep,
+    FaultStep,
+    ReplayStep,
+    RequestsStep,
+    Scenario,
+    ScenarioError,
+    SendStep,
+    TransferStep,
+    load_scenario,
+)
 from lab.model.topology import Topology
 from lab.report import ReportFiles, build_report, merge_pcapng
 from lab.runner.addresses import host_address, node_address, pod_address
@@ -145,6 +156,34 @@ class ScenarioRun:
         return self.result is not None and self.result.passed
 
 
+# frames one capture point sees at most of one exchange: a TCP request (handshake,
+# request, answer, teardown, a retransmission or two; the client's bridge sees its
+# forwarded and answered halves too), ARP/ND around it
+FRAMES_PER_REQUEST = 24
+FRAMES_PER_DATAGRAM = 8  # the datagram, its answer, an ICMP error, a retry, ARP/ND
+
+
+def expected_frames(sc: Scenario) -> int | None:
+    """An upper bound of the frames any one capture point sees in the scenario's
+    traffic (its rings are sized from it: :func:`lab.capture.live.ring_for_frames`);
+    None when it has none: a transfer, a replayed capture, a modes comparison."""
+    if sc.compare_modes is not None:
+        return None
+    frames = 0
+    for step in sc.traffic_steps():
+        if isinstance(step, TransferStep | ReplayStep):
+            return None
+        if isinstance(step, RequestsStep):
+            frames += step.requests.max * FRAMES_PER_REQUEST
+        elif isinstance(step, SendStep):  # each crafted packet: forwarded, answered, reset
+            frames += len(step.send) * FRAMES_PER_DATAGRAM * 2
+        elif isinstance(step, DatagramStep):
+            d = step.datagram
+            pieces = (d.size + (d.answer_size or d.size)) // 1200 + 2  # fragments
+            frames += d.count * 2 * pieces * FRAMES_PER_DATAGRAM
+    return frames
+
+
 def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
     """Captures on every hop while the scenario's steps run (within its deadline)."""
     sc, topo = run.scenario, run.topology
@@ -153,7 +192,8 @@ def _send_traffic(run: ScenarioRun, lab: Lab, say: Progress) -> None:
     say(f"starting {len(points)} captures")
     t1 = time.perf_counter()
     events = lab if isinstance(lab, ReportsDatapathEvents) else None
-    with CaptureSet(lab, run.capture_dir, points, run_manifest(sc, topo, lab)):
+    with CaptureSet(lab, run.capture_dir, points, run_manifest(sc, topo, lab),
+                    ring_kib=ring_for_frames(expected_frames(sc))):
         if events is not None:
             events.open_datapath_events()
         run.timings["captures_ready_s"] = time.perf_counter() - t1
