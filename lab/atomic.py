@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +67,7 @@ def is_write_error(exc: BaseException) -> bool:
 
 def temp_name(path: Path) -> Path:
     """A fresh temporary name beside ``path``: ``.<name>.<8 hex>.tmp``."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{path.name}.{os.urandom(4).hex()}.tmp")
 
 
 class AtomicFile:

@@ -9,8 +9,8 @@ kernel's 15-character limit.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import secrets
 from dataclasses import dataclass
 
 PREFIX = "dsrlab"
@@ -24,7 +24,7 @@ _NETNS_RE = re.compile(
 
 def new_run_id() -> str:
     """A fresh random run id (6 hex digits)."""
-    return secrets.token_hex(RUN_ID_LEN // 2)
+    return os.urandom(RUN_ID_LEN // 2).hex()
 
 
 def check_run_id(run_id: str) -> str:

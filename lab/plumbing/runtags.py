@@ -27,7 +27,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -197,7 +196,7 @@ def run(argv: Sequence[str], *, run_id: str, env: Mapping[str, str] | None = Non
     raises :class:`subprocess.TimeoutExpired` after ``timeout``, and whatever
     interrupted the call, in both cases with the group stopped first.
     """
-    token = secrets.token_hex(8)
+    token = os.urandom(8).hex()
     full_env = {**tag_env(run_id, env), CALL_VAR: token}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         with interrupts.deferred():  # started and known, or not started

@@ -49,6 +49,8 @@ def test_piped_fast_commands_load_no_heavy_library(args: tuple[str, ...],
     assert "typer" in names, out.stderr[-500:]  # the check looks at real imports
     assert sorted(set(HEAVY) & names) == [], " ".join(args)
     if args == ("down", "abcdef"):
+        # run ids and temporary names come from os.urandom: no secrets (hashlib, hmac)
+        assert "secrets" not in names
         assert out.returncode == 1
         assert out.stderr.splitlines()[-1] == "error: no lab with run id abcdef is up"
 
