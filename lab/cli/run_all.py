@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -192,8 +193,27 @@ class _Worker:
         return int(line)
 
 
+def expected_seconds(path: Path) -> float:
+    """A rough length of the scenario at ``path``, to start the long ones first: a
+    modes comparison runs three more labs, a transfer sends megabytes, a fault waits
+    for its effect. A scenario that does not load sorts as short (its error is its
+    worker's to say)."""
+    from lab.model.scenario import FaultStep, TransferStep, load_scenario
+
+    try:
+        sc, _ = load_scenario(path)
+    except LabError:
+        return 0.0
+    steps = sc.traffic_steps()
+    return (0.5 + 3.0 * (sc.compare_modes is not None)
+            + sum(1.0 for s in steps if isinstance(s, TransferStep | FaultStep))
+            + 0.5 * bool(sc.settings))
+
+
 def _in_workers(paths: list[Path], choice: Choice, jobs: int, tally: Tally) -> None:
-    """The scenarios in ``jobs`` worker processes, each given the next when it is free."""
+    """The scenarios in ``jobs`` worker processes, each given the next when it is free,
+    the longest first (:func:`expected_seconds`: the last to end are short ones); the
+    table keeps the scenarios' order."""
     waiting = list(enumerate(paths))
     workers: list[_Worker] = []
     with tempfile.TemporaryDirectory(prefix="dsrlab-run-all-") as tmp, \
@@ -201,6 +221,8 @@ def _in_workers(paths: list[Path], choice: Choice, jobs: int, tally: Tally) -> N
         results = Path(tmp)
         try:
             workers += [_start(choice, results / f"worker{n}.log") for n in range(jobs)]
+            # while the workers start: the order to give the scenarios in
+            waiting.sort(key=lambda item: -expected_seconds(item[1]))
             while waiting or any(w.index is not None for w in workers):
                 for n, idle in enumerate(workers):
                     if idle.index is None and waiting:
@@ -209,7 +231,7 @@ def _in_workers(paths: list[Path], choice: Choice, jobs: int, tally: Tally) -> N
                         workers[n].give(*waiting.pop(0))
                 progress(f"{tally.ended}/{len(paths)} done; running " + ", ".join(
                     paths[w.index].stem for w in workers if w.index is not None))
-                time.sleep(0.05)
+                _wait_for_answers(workers, 0.25)
                 for w in workers:
                     index, started = w.index, w.started
                     if index is None:
@@ -231,6 +253,17 @@ def _in_workers(paths: list[Path], choice: Choice, jobs: int, tally: Tally) -> N
                         tally.add(w.index, _collect(results / f"{w.index}.json", w,
                                                     paths[w.index]))
             raise
+
+
+def _wait_for_answers(workers: list[_Worker], most: float) -> None:
+    """Until a busy worker says something (an answer, or its end), at most ``most``
+    seconds: the next scenario goes out as soon as one ends."""
+    fds = [w.proc.stdout.fileno() for w in workers
+           if w.index is not None and w.proc.stdout is not None]
+    if fds:
+        select.select(fds, [], [], most)
+    else:
+        time.sleep(0.01)
 
 
 def _start(choice: Choice, log: Path) -> _Worker:
