@@ -317,6 +317,7 @@ class DatapathObject:
         self._prog_fds = prog_fds
         self._maps = maps_by_name
         self._closed = False
+        self._attachments: list[tc.TcAttachment] = []
 
     @classmethod
     def load(cls, path: Path | str | None = None, *,
@@ -755,8 +756,9 @@ class DatapathObject:
         priority: int = tc.DEFAULT_PRIORITY,
         replace: bool = True,
     ) -> tc.TcAttachment:
-        """Attach ``program`` to clsact ``direction`` of ``ifindex`` in this thread's netns."""
-        return tc.attach(
+        """Attach ``program`` to clsact ``direction`` of ``ifindex`` in this thread's netns
+        (the attachment is remembered: :attr:`on_a_link`)."""
+        att = tc.attach(
             self.program_fd(program),
             program,
             ifindex,
@@ -765,3 +767,13 @@ class DatapathObject:
             priority=priority,
             replace=replace,
         )
+        self._attachments.append(att)
+        return att
+
+    @property
+    def on_a_link(self) -> bool:
+        """Whether a filter this object attached may still hold one of its programs (one
+        not detached through its handle, even if its link is gone since): such an object
+        never serves another lab (:mod:`lab.env.netns.objpool`)."""
+        self._attachments = [a for a in self._attachments if a.attached]
+        return bool(self._attachments)

@@ -93,3 +93,18 @@ def test_an_object_whose_reset_fails_is_closed_not_handed_out() -> None:
     assert pool.take(kind) is None
     assert dp.closed
     assert pool.held() == 0
+
+
+def test_an_object_attached_anywhere_else_is_never_pooled(seed_topology: Topology) -> None:
+    """The library lets a user attach a lab's object elsewhere too: that filter keeps it
+    out of the pool, whatever the lab did with its own."""
+    from lab.plumbing import nsutil  # noqa: PLC0415
+
+    pool = objpool.POOL
+    pool.close()
+    with NetnsBackend(servers=False).up(seed_topology) as lab:
+        node, dp = next(iter(lab.datapath.items()))
+        with nsutil.in_netns(lab.netns(node)):
+            dp.attach_tc(1, "ingress", "dsr_from_netdev")  # the node's loopback
+    assert dp.closed
+    assert pool.held() == len(seed_topology.nodes) - 1

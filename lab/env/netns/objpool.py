@@ -56,8 +56,12 @@ class ObjectPool:
             return dp
 
     def give(self, kind: Key, dp: DatapathObject) -> None:
-        """Keep ``dp`` (attached nowhere) for a later lab, or close it if enough are kept."""
+        """Keep ``dp`` for a later lab, or close it: if enough are kept, or if a filter it
+        attached may still run one of its programs (:attr:`DatapathObject.on_a_link`)."""
         if dp.closed:
+            return
+        if dp.on_a_link:
+            dp.close()
             return
         with self._lock:
             kept = self._kept.setdefault(kind, [])

@@ -128,9 +128,9 @@ def run(spec: Datagram, ctx: StepContext) -> StepOutcome:
             continue
         if isinstance(rec, dict) and "size" in rec:  # not a "ready" line
             records.append(rec)
-    for rec in records:  # what stopped a datagram's wait, in the lab's words
-        if rec.get("error") == "stopped" and signs:
-            rec["error"] = stopped_error(signs.pop(0))
+    for n, rec in enumerate(records):  # what stopped a datagram's wait, in the lab's words
+        if rec.get("error") == "stopped" and n in signs:
+            rec["error"] = stopped_error(signs[n])
     exchanges = [HttpExchange(url=f"udp://{ctx.endpoint} ({r['size']} bytes)",
                               ok="answer" in r, local_port=r.get("local_port"),
                               http_code=None, body=r.get("answer", "") + "\n",
@@ -158,20 +158,20 @@ def _answer_size(rec: dict[str, Any], spec: Datagram) -> str:
 
 
 def _run_watched(ctx: StepContext, argv: list[str],
-                 budget: float) -> tuple[str, str, list[str]]:
+                 budget: float) -> tuple[str, str, dict[int, str]]:
     """The script's output and errors, the datagrams watched one by one: before each
     it says it is ready and waits for the go (SIGUSR2), given once the watch is armed;
     while it waits for an answer, a sign of the datagram's fate
     (:attr:`StepContext.datagram_doom`: a drop of any kind, an answer from elsewhere)
-    stops the wait (SIGUSR1). Also the signs, in order."""
+    stops the wait (SIGUSR1). Also the signs, by datagram (0 the first sent)."""
     doom = ctx.datagram_doom
     if doom is None:
         done = ctx.lab.run(ctx.client, [*argv, "0"], timeout=budget, check=False)
-        return done.stdout, done.stderr, []
+        return done.stdout, done.stderr, {}
     proc = ctx.lab.start(ctx.client, [*argv, "1"], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     assert proc.stdout is not None
-    out, signs, stopping = bytearray(), list[str](), True
+    out, signs, stopping, sent = bytearray(), dict[int, str](), True, -1
     end = time.monotonic() + budget
     fd = proc.stdout.fileno()
     try:
@@ -184,10 +184,10 @@ def _run_watched(ctx: StepContext, argv: list[str],
                 out += chunk
                 if out.endswith(b'{"ready": true}\n'):  # about to send: signs from here
                     doom.arm()
-                    stopping = False
+                    stopping, sent = False, sent + 1
                     proc.send_signal(signal.SIGUSR2)
             elif not stopping and (why := doom.reason()) is not None:
-                signs.append(why)
+                signs[sent] = why
                 stopping = True
                 proc.send_signal(signal.SIGUSR1)
         else:
