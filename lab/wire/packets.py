@@ -24,15 +24,7 @@ from typing import Any
 from lab.wire import dsropt
 from lab.wire.checksum import checksum
 from lab.wire.dsropt import DsrValue, hostport
-from lab.wire.pcapread import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_IPV4,
-    LINKTYPE_LINUX_SLL,
-    LINKTYPE_LINUX_SLL2,
-    LINKTYPE_NULL,
-    LINKTYPE_RAW,
-    open_capture,
-)
+from lab.wire.pcapread import LINKTYPE_ETHERNET, LINKTYPE_RAW, l3_offset, open_capture
 
 TCP_FLAG_NAMES = "FSRPAUEC"  # bit 0 .. bit 7
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -181,12 +173,11 @@ def from_frame(data: bytes, number: int, time: float = 0.0,
     ``number`` its frame number in its file (1-based, as Wireshark's); ``None`` for
     anything else: ARP, neighbour discovery, a header cut short. A Geneve frame is its
     inner packet's record, with the outer headers."""
-    l3, ethertype = _l3_start(data, linktype)
-    if l3 < 0:
+    l3 = l3_offset(data, linktype, 0, len(data), {})
+    if not 0 <= l3 < len(data):
         return None
     macs = (_mac(data[6:12]), _mac(data[0:6])) if linktype == LINKTYPE_ETHERNET else ("", "")
-    version = ethertype_version(ethertype) if ethertype else (data[l3] >> 4 if len(data) > l3
-                                                             else 0)
+    version = data[l3] >> 4  # as the review decides it
     if version == 4:
         return _from_ipv4(data[l3:], number, time, macs)
     if version == 6:
@@ -201,38 +192,6 @@ def from_scapy(frame: Any, number: int) -> Pkt | None:
 
     linktype = LINKTYPE_ETHERNET if isinstance(frame, Ether) else LINKTYPE_RAW
     return from_frame(bytes(frame), number, float(frame.time), linktype)
-
-
-def ethertype_version(ethertype: int) -> int:
-    return {0x0800: 4, 0x86DD: 6}.get(ethertype, 0)
-
-
-_VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
-
-
-def _l3_start(data: bytes, linktype: int) -> tuple[int, int]:
-    """Where the IP header starts in a frame of ``linktype`` and the ethertype that
-    names it (0 where the link layer names none: the version nibble decides); -1 when
-    the frame carries no IP."""
-    n = len(data)
-    if linktype == LINKTYPE_ETHERNET:
-        if n < 14:
-            return -1, 0
-        off, et = 14, int.from_bytes(data[12:14], "big")
-        while et in _VLAN_TYPES and off + 4 <= n:
-            et, off = int.from_bytes(data[off + 2:off + 4], "big"), off + 4
-        return (off, et) if ethertype_version(et) else (-1, 0)
-    if linktype == LINKTYPE_LINUX_SLL:
-        et = int.from_bytes(data[14:16], "big") if n >= 16 else 0
-        return (16, et) if ethertype_version(et) else (-1, 0)
-    if linktype == LINKTYPE_LINUX_SLL2:
-        et = int.from_bytes(data[0:2], "big") if n >= 20 else 0
-        return (20, et) if ethertype_version(et) else (-1, 0)
-    if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4):
-        return 0, 0
-    if linktype == LINKTYPE_NULL and n >= 4:  # AF_INET or AF_INET6, either byte order
-        return 4, 0
-    return -1, 0
 
 
 def _mac(b: bytes) -> str:

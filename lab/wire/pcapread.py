@@ -36,7 +36,7 @@ import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Literal
+from typing import Any, Literal
 
 from lab.errors import LabError
 from lab.wire.paths import PathError, open_input, os_reason
@@ -364,6 +364,41 @@ class CaptureFile:
         iface = self._ifaces_at[section][ifid]
         ticks = (int(hi) << 32) | int(lo)
         return int(iface.ts_offset) * 1_000_000_000 + ticks * 1_000_000_000 // int(iface.ts_div)
+
+
+_VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
+
+
+def l3_offset(buf: Any, lt: int, start: int, caplen: int, skipped: dict[int, int]) -> int:
+    """Where the IP header (IPv4 or IPv6) starts in the frame of link type ``lt`` at
+    ``buf[start:start + caplen]``; -1 if the frame is not IP (or too short for the
+    fixed IPv4 header). A link type not read here is counted in ``skipped``. Both
+    readers of captures walk frames with it: the review, on the mapped file, and the
+    records of :mod:`lab.wire.packets`."""
+    if lt == LINKTYPE_ETHERNET:
+        if caplen < 34:
+            return -1
+        ip = start + 14
+        et = (buf[start + 12] << 8) | buf[start + 13]
+        while et in _VLAN_TYPES and ip + 4 <= start + caplen:
+            et = (buf[ip + 2] << 8) | buf[ip + 3]
+            ip += 4
+        return ip if et in (0x0800, 0x86DD) else -1
+    if lt == LINKTYPE_LINUX_SLL:
+        ok = caplen >= 36 and buf[start + 14:start + 16] in (b"\x08\x00", b"\x86\xdd")
+        return start + 16 if ok else -1
+    if lt == LINKTYPE_LINUX_SLL2:
+        ok = caplen >= 40 and buf[start:start + 2] in (b"\x08\x00", b"\x86\xdd")
+        return start + 20 if ok else -1
+    if lt == LINKTYPE_RAW:
+        return start
+    if lt == LINKTYPE_IPV4:
+        return start if caplen and buf[start] >> 4 == 4 else -1
+    if lt == LINKTYPE_NULL:  # 4-byte AF_INET (2) or AF_INET6 (10, 24, 28, 30), either order
+        ok = caplen >= 24 and bool({buf[start], buf[start + 3]} & {2, 10, 24, 28, 30})
+        return start + 4 if ok else -1
+    skipped[lt] = skipped.get(lt, 0) + 1
+    return -1
 
 
 def open_capture(path: str | Path) -> CaptureFile:

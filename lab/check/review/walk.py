@@ -25,18 +25,9 @@ from lab.check.review.order import option_readings
 from lab.wire import dsropt
 from lab.wire.dsropt import DsrValue, hostport
 from lab.wire.endpoint import Endpoint
-from lab.wire.pcapread import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_IPV4,
-    LINKTYPE_LINUX_SLL,
-    LINKTYPE_LINUX_SLL2,
-    LINKTYPE_NULL,
-    LINKTYPE_RAW,
-    CaptureFile,
-)
+from lab.wire.pcapread import LINKTYPE_ETHERNET, CaptureFile, l3_offset
 
 PROGRESS_EVERY = 0x10000  # packets between progress callbacks
-_VLAN_TYPES = frozenset((0x8100, 0x88A8, 0x9100))
 
 # index kinds: what a packet on a 4-tuple is to the flow it belongs to
 FWD, RAW_REPLY, REPLY_HOST, REPLY_NET, FRONT_HOST, FRONT_NET = range(6)
@@ -191,35 +182,6 @@ def _on_hit(buf: Any, ip: int, end: int, hit: Hit, *, n: int, raw: list[RawFindi
     elif kind == RAW_REPLY and flow.raw_frame is None:
         flow.raw_frame = n
         flow.raw_ttl = buf[ip + 8]
-
-
-def l3_offset(buf: Any, lt: int, start: int, caplen: int, skipped: dict[int, int]) -> int:
-    """Where the IP header (IPv4 or IPv6) starts in a frame of link type ``lt``; -1 if
-    the frame is not IP."""
-    if lt == LINKTYPE_ETHERNET:
-        if caplen < 34:
-            return -1
-        ip = start + 14
-        et = (buf[start + 12] << 8) | buf[start + 13]
-        while et in _VLAN_TYPES and ip + 4 <= start + caplen:
-            et = (buf[ip + 2] << 8) | buf[ip + 3]
-            ip += 4
-        return ip if et in (0x0800, 0x86DD) else -1
-    if lt == LINKTYPE_LINUX_SLL:
-        ok = caplen >= 36 and buf[start + 14:start + 16] in (b"\x08\x00", b"\x86\xdd")
-        return start + 16 if ok else -1
-    if lt == LINKTYPE_LINUX_SLL2:
-        ok = caplen >= 40 and buf[start:start + 2] in (b"\x08\x00", b"\x86\xdd")
-        return start + 20 if ok else -1
-    if lt == LINKTYPE_RAW:
-        return start
-    if lt == LINKTYPE_IPV4:
-        return start if caplen and buf[start] >> 4 == 4 else -1
-    if lt == LINKTYPE_NULL:  # 4-byte AF_INET (2) or AF_INET6 (10, 24, 28, 30), either order
-        ok = caplen >= 24 and bool({buf[start], buf[start + 3]} & {2, 10, 24, 28, 30})
-        return start + 4 if ok else -1
-    skipped[lt] = skipped.get(lt, 0) + 1
-    return -1
 
 
 # -- IPv4 with options ----------------------------------------------------------------------
