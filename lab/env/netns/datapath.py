@@ -222,17 +222,14 @@ class _DatapathLoads:
         """Every object is taken: let the worker threads go."""
         self._pool.shutdown(wait=True)
 
-    def close(self, attached: frozenset[int] = frozenset()) -> None:
-        """Every object goes: to the pool of loaded objects for the process's next lab,
-        or, if it may still be on a link (its ``id`` in ``attached``), closed."""
+    def close(self) -> None:
+        """Every object goes to the pool of loaded objects for the process's next lab,
+        which closes one that may still be on a link (:attr:`DatapathObject.on_a_link`)."""
         for fut in self._futures.values():
             fut.cancel()
         self._pool.shutdown(wait=True)
         for kind, dp in self._loaded:
-            if id(dp) in attached:
-                dp.close()
-            else:
-                objpool.POOL.give(kind, dp)
+            objpool.POOL.give(kind, dp)
         self._loaded.clear()
 
 
@@ -261,7 +258,7 @@ class LabDatapaths:
         if self._loads is None:
             raise RuntimeError("LabDatapaths.attach before start")
         dp = self._loads.take(node.name)
-        self._attached[node.name] = dp  # on a link from here (whatever attaches)
+        self._attached[node.name] = dp
         filters = self._filters.setdefault(node.name, [])
         with nsutil.in_netns(netns):
             filters.append(dp.attach_tc(NODE_ETH0_INDEX, "ingress", "dsr_from_netdev"))
@@ -271,12 +268,9 @@ class LabDatapaths:
     def detach(self, node: Node, netns: str) -> None:
         """Both filters off ``eth0``: the object runs nowhere and may serve the
         process's next lab (:mod:`lab.env.netns.objpool`)."""
-        filters = self._filters.get(node.name, [])
         with nsutil.in_netns(netns):
-            for f in filters:
+            for f in self._filters.pop(node.name, []):
                 f.detach()
-        if all(not f.attached for f in filters):
-            self._filters.pop(node.name, None)
 
     def _drops(self) -> dict[str, dict[str, int]]:
         return {node: {k: v for k, v in dp.counters().items() if k.startswith("drop_")}
@@ -302,5 +296,5 @@ class LabDatapaths:
         return {"name": "lab"}
 
     def close(self) -> None:
-        if self._loads is not None:  # an object still on a link is closed, not reused
-            self._loads.close(frozenset(id(self._attached[n]) for n in self._filters))
+        if self._loads is not None:
+            self._loads.close()
