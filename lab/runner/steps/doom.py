@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.datapath.maps import EVENT_NAMES
+from lab.errors import LabError
 from lab.wire.dsropt import hostport
 from lab.wire.packets import from_frame
 from lab.wire.pcaptail import PcapTail
@@ -55,7 +56,7 @@ class _Counts:
     def _now(self) -> Mapping[str, int]:
         try:
             counters: Mapping[str, int] = self._read()
-        except Exception:
+        except (LabError, OSError):  # a closed object, a map gone: no sign from it
             return {}
         return {k: v for k, v in counters.items() if k in self._final}
 
